@@ -1,0 +1,1 @@
+"""The `registry` command line: a thin layer over the registry package."""

@@ -1,0 +1,196 @@
+"""`registry ...`: serve the API, check schema files, show the version.
+
+Exit codes: 0 success, 1 the work failed (e.g. schema problems found), 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from generators.errors import SchemaError
+from registry import Settings, StartupError, __version__
+from registry.schemas import load_schemas, schema_folders
+
+app = typer.Typer(
+    name="registry",
+    help="Schema-driven registries: drop JSON Schema files in a folder, get tables, a REST API, "
+    "OpenAPI and forms.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+schema_app = typer.Typer(help="Check and inspect entity schema files.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+
+def _settings(
+    database_url: str | None,
+    data_dir: Path | None,
+    schemas: list[Path] | None,
+    no_default_schemas: bool,
+    demo: bool = False,
+) -> Settings:
+    overrides: dict[str, object] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    if data_dir:
+        overrides["data_dir"] = data_dir.resolve()
+    if schemas:
+        overrides["schema_dirs"] = tuple(p.resolve() for p in schemas)
+    if no_default_schemas:
+        overrides["default_schemas"] = False
+    if demo:
+        overrides["demo_data"] = True
+    try:
+        return Settings.load(**overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="REGISTRY_DATABASE_URL",
+        help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in the data folder)",
+    ),
+]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder for the SQLite file")]
+SchemasOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--schemas",
+        "-s",
+        help="A folder of entity schema files (repeatable), after the shipped ones",
+    ),
+]
+NoDefaultOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-default-schemas", help="Do not load the shipped facility/vaccinator/... schemas"
+    ),
+]
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL for more than 1)")] = 1,
+    reload: Annotated[bool, typer.Option(help="Restart when code changes (development)")] = False,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Load demo data into an empty database")
+    ] = False,
+    database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+    schemas: SchemasOpt = None,
+    no_default_schemas: NoDefaultOpt = False,
+) -> None:
+    """Serve the REST API, OpenAPI (/docs) and pages.
+
+    Examples:
+
+      registry serve --demo                  # SQLite in ./data, demo records
+
+      registry serve -s ./schemas --port 9000
+
+      REGISTRY_DATABASE_URL=postgresql://postgres@127.0.0.1/registry registry serve --workers 4
+    """
+    import os
+
+    import uvicorn
+
+    settings = _settings(database_url, data_dir, schemas, no_default_schemas, demo)
+    if workers > 1 and settings.sqlalchemy_url.startswith("sqlite"):
+        typer.secho(
+            "error: more than one worker needs PostgreSQL (SQLite has one writer); "
+            "set --database-url",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Check everything once here, so a broken schema or database stops us with a clear message.
+    from registry.app import create_app, open_registry
+
+    try:
+        reg = open_registry(settings)
+        create_app(registry=reg)
+        reg.close()
+    except StartupError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    _export_settings(settings, os.environ)
+    typer.secho(
+        f"Registry on http://{host}:{port}  (API docs: http://{host}:{port}/docs)", fg="green"
+    )
+    uvicorn.run(
+        "registry.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        factory=False,
+        log_level="info",
+    )
+
+
+def _export_settings(settings: Settings, environ: dict[str, str] | object) -> None:
+    """Hand the effective settings to worker processes through the environment."""
+    import os
+
+    os.environ["REGISTRY_DATABASE_URL"] = settings.database_url or settings.sqlalchemy_url
+    os.environ["REGISTRY_DATA_DIR"] = str(settings.data_dir)
+    os.environ["REGISTRY_SCHEMA_DIRS"] = os.pathsep.join(str(p) for p in settings.schema_dirs)
+    os.environ["REGISTRY_DEFAULT_SCHEMAS"] = "true" if settings.default_schemas else "false"
+    os.environ["REGISTRY_DEMO_DATA"] = "false"  # loaded once above, not per worker
+
+
+@schema_app.command("check")
+def schema_check(
+    folders: Annotated[list[Path], typer.Argument(help="Folders of schema files to check")],
+    with_defaults: Annotated[
+        bool,
+        typer.Option(
+            "--with-defaults", help="Also load the shipped schemas (for references to them)"
+        ),
+    ] = False,
+) -> None:
+    """Check schema files without starting anything: file, JSON pointer and reason per problem.
+
+    Examples:
+
+      registry schema check ./schemas
+
+      registry schema check ./schemas --with-defaults
+    """
+    try:
+        schemas = load_schemas(schema_folders(with_defaults, folders))
+    except SchemaError as exc:
+        for issue in exc.issues:
+            typer.secho(
+                f"{issue.source}: {issue.pointer or '/'}: {issue.message}", fg="red", err=True
+            )
+        typer.secho(f"{len(exc.issues)} problem(s) found", fg="red", err=True)
+        raise typer.Exit(1) from None
+    for w in schemas.warnings:
+        typer.secho(f"warning: {w}", fg="yellow", err=True)
+    for e in schemas:
+        typer.echo(
+            f"ok  {e.name:<28} {len(e.fields):>3} fields  table {e.table_name}  ({e.source})"
+        )
+    typer.echo(f"{len(schemas)} entities, no problems")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

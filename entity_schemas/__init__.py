@@ -1,0 +1,1 @@
+"""Default entity schemas shipped with the framework (data, no code)."""

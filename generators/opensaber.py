@@ -1,0 +1,197 @@
+"""Translate opensaber / Sunbird RC schema files (as DIVOC ships them) into our 2020-12 model.
+
+Such a file is draft-07, wraps the entity in `definitions`, may `$ref` a sibling file such as
+`Common.json`, and keeps registry settings in `_osConfig`. The translation keeps the file
+unchanged on disk and produces the same kind of document a native schema is: a 2020-12 schema of
+the entity with an `x-registry` block. Quirks of real files are handled, and each is recorded as a
+warning rather than silently: `required` names that are never declared, index fields that do not
+exist, opensaber's `___encryptedFields` markers and fragment `$id`s.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from generators.errors import SchemaIssue, pointer
+from generators.refs import inline_refs
+
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+
+# opensaber pseudo-roles onto ours.
+_ROLE_MAP = {"anonymous": "public"}
+
+
+def is_opensaber(doc: Mapping[str, Any]) -> bool:
+    """True when a document is an opensaber / Sunbird RC schema file."""
+    if "_osConfig" in doc:
+        return True
+    schema = str(doc.get("$schema", ""))
+    return "draft-07" in schema and isinstance(doc.get("definitions"), dict)
+
+
+def is_definitions_only(doc: Mapping[str, Any]) -> bool:
+    """True for a shared-definitions file such as DIVOC's `Common.json` (no entity of its own)."""
+    return is_opensaber(doc) and not doc.get("properties") and "_osConfig" not in doc
+
+
+def _entity_definition(doc: Mapping[str, Any], name: str) -> tuple[str | None, Any]:
+    defs = doc.get("definitions") or {}
+    if name in defs:
+        return name, defs[name]
+    props = doc.get("properties") or {}
+    if len(props) == 1:
+        (only,) = props.values()
+        ref = only.get("$ref", "") if isinstance(only, dict) else ""
+        if ref.startswith("#/definitions/"):
+            key = ref.split("/", 2)[2]
+            if key in defs:
+                return key, defs[key]
+    return None, None
+
+
+def _clean(node: Any) -> Any:
+    """Drop opensaber-only markers and rewrite draft-07 keywords into their 2020-12 forms."""
+    if isinstance(node, list):
+        return [_clean(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if k in ("$id", "$schema"):
+            continue  # opensaber puts fragment ids such as "#/properties/x" everywhere
+        if k == "properties" and isinstance(v, dict):
+            out[k] = {pk: _clean(pv) for pk, pv in v.items() if not pk.startswith("___")}
+        elif k == "items" and isinstance(v, list):
+            out["prefixItems"] = _clean(v)
+        elif k == "additionalItems":
+            out["items"] = _clean(v)
+        elif k == "dependencies" and isinstance(v, dict):
+            req = {dk: dv for dk, dv in v.items() if isinstance(dv, list)}
+            sch = {dk: _clean(dv) for dk, dv in v.items() if not isinstance(dv, list)}
+            if req:
+                out["dependentRequired"] = req
+            if sch:
+                out["dependentSchemas"] = sch
+        else:
+            out[k] = _clean(v)
+    return out
+
+
+_COMPOSITE = re.compile(r"^\((.*)\)$")
+
+
+def _index_list(values: Any) -> list[list[str]]:
+    out: list[list[str]] = []
+    for v in values or []:
+        if not isinstance(v, str) or not v.strip():
+            continue
+        m = _COMPOSITE.match(v.strip())
+        parts = [p.strip() for p in (m.group(1) if m else v).split(",") if p.strip()]
+        if parts:
+            out.append(parts)
+    return out
+
+
+def translate(
+    doc: Mapping[str, Any],
+    *,
+    name: str,
+    source: str,
+    siblings: Mapping[str, dict[str, Any]],
+    issues: list[SchemaIssue],
+    warnings: list[SchemaIssue],
+) -> dict[str, Any] | None:
+    """The 2020-12 entity schema for an opensaber file, or None (with issues) if impossible."""
+    key, definition = _entity_definition(doc, name)
+    if not isinstance(definition, dict):
+        issues.append(
+            SchemaIssue(
+                source,
+                pointer("definitions"),
+                f"no definition {name!r} (the file name) and no single top-level "
+                "property pointing at one",
+            )
+        )
+        return None
+    inlined = inline_refs(
+        definition, source=source, siblings=siblings, root=dict(doc), issues=issues
+    )
+    entity = _clean(inlined)
+    entity.setdefault("type", "object")
+    props: dict[str, Any] = entity.setdefault("properties", {})
+
+    required = entity.get("required")
+    if isinstance(required, list):
+        missing = [r for r in required if r not in props]
+        for r in missing:
+            warnings.append(
+                SchemaIssue(
+                    source,
+                    pointer("definitions", key, "required"),
+                    f"required field {r!r} is never declared; ignored",
+                )
+            )
+        entity["required"] = [r for r in required if r in props]
+        if not entity["required"]:
+            del entity["required"]
+
+    conf = doc.get("_osConfig") or {}
+    xreg: dict[str, Any] = {}
+
+    def existing(groups: list[list[str]], what: str) -> list[Any]:
+        kept: list[Any] = []
+        for group in groups:
+            unknown = [f for f in group if f not in props]
+            if unknown:
+                warnings.append(
+                    SchemaIssue(
+                        source,
+                        pointer("_osConfig", what),
+                        f"{what} names undeclared field(s) {unknown}; ignored",
+                    )
+                )
+                continue
+            kept.append(group[0] if len(group) == 1 else group)
+        return kept
+
+    indexed = existing(_index_list(conf.get("indexFields")), "indexFields")
+    unique = existing(_index_list(conf.get("uniqueIndexFields")), "uniqueIndexFields")
+    if indexed:
+        xreg["indexed"] = indexed
+    if unique:
+        xreg["unique"] = unique
+    for os_key, our_key in (("privateFields", "private"), ("internalFields", "internal")):
+        fields = [f for f in conf.get(os_key) or [] if isinstance(f, str) and f.strip()]
+        kept = existing([[f.lstrip("$.").split(".")[0]] for f in fields], os_key)
+        if kept:
+            xreg[our_key] = kept
+    access: dict[str, list[str]] = {}
+    if conf.get("inviteRoles"):
+        access["create"] = [_ROLE_MAP.get(r, r) for r in conf["inviteRoles"]]
+    if conf.get("roles"):
+        roles = [_ROLE_MAP.get(r, r) for r in conf["roles"]]
+        access["read"] = roles
+        access["update"] = roles
+    if access:
+        xreg["access"] = access
+    owners = conf.get("ownershipAttributes") or []
+    if owners and isinstance(owners[0], dict) and owners[0].get("userId"):
+        path = str(owners[0]["userId"]).strip("/").replace("/", ".")
+        if path.split(".")[0] in props:
+            xreg["owner"] = path
+    for ignored in ("signedFields",):
+        if [f for f in conf.get(ignored) or [] if f]:
+            warnings.append(
+                SchemaIssue(
+                    source, pointer("_osConfig", ignored), f"{ignored} is not supported; ignored"
+                )
+            )
+
+    out: dict[str, Any] = {"$schema": DRAFT_2020_12}
+    out["title"] = entity.pop("title", None) or doc.get("title") or name
+    out.update(entity)
+    if xreg:
+        out["x-registry"] = xreg
+    return out

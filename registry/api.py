@@ -1,0 +1,261 @@
+"""The generated REST API: `/api/v1/{entity}` CRUD + search for every loaded entity.
+
+Request bodies are read and validated by the registry (not by pydantic models), so a schema file
+is the only thing that decides what is valid; OpenAPI still shows each entity's real schema
+through `openapi_extra`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from generators.openapi import component_name, filter_parameters
+from registry.errors import (
+    PROBLEM_JSON,
+    BadRequest,
+    PayloadTooLarge,
+    PreconditionFailed,
+    UnsupportedMediaType,
+)
+from registry.records import EntityService, Page
+
+API_PREFIX = "/api/v1"
+JSON_TYPES = ("application/json", "application/merge-patch+json")
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """The version an `If-Match` header asks for; None when absent or `*`."""
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.split(",")[0].strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    try:
+        return int(tag.strip('"'))
+    except ValueError:
+        raise PreconditionFailed(f"If-Match {header!r} is not an ETag of this record") from None
+
+
+async def read_json(request: Request, max_bytes: int, *, patch: bool = False) -> Any:
+    """The request body as JSON, with clear errors for the wrong type, size or syntax."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in JSON_TYPES and not (ctype.endswith("+json")):
+        expected = (
+            "application/merge-patch+json or application/json" if patch else "application/json"
+        )
+        raise UnsupportedMediaType(
+            f"send the body as {expected} (got {ctype or 'no content type'})"
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    body = await request.body()
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            f"the body is not valid JSON: {exc}",
+            errors=[{"pointer": "", "message": str(exc), "keyword": "json"}],
+        ) from None
+
+
+def _responses(name: str, *codes: int) -> dict[int | str, dict[str, Any]]:
+    problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    descriptions = {
+        400: "Bad request",
+        404: "Not found",
+        409: "Conflict (unique field taken)",
+        412: "Stale If-Match",
+        413: "Body too large",
+        415: "Not JSON",
+        422: "Validation failed: every failing field listed",
+    }
+    return {c: {"description": descriptions[c], **problem} for c in codes}
+
+
+def _body(ref: str, media: str = "application/json") -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {media: {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+        }
+    }
+
+
+def _ok(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def entity_router(service: EntityService, *, max_body_bytes: int, actor_of: Any) -> APIRouter:
+    """All routes of one entity."""
+    entity = service.entity
+    name = entity.name
+    comp = component_name(name)
+    base = f"{API_PREFIX}/{name}"
+    router = APIRouter(tags=[name])
+
+    def record_response(record: dict[str, Any], status: int = 200) -> JSONResponse:
+        headers = {"ETag": etag(record["_version"])}
+        if status == 201:
+            headers["Location"] = f"{base}/{record['id']}"
+        return JSONResponse(record, status_code=status, headers=headers)
+
+    def page_response(request: Request, page: Page) -> JSONResponse:
+        body: dict[str, Any] = {"items": page.items, "next": page.next_cursor}
+        if page.total is not None:
+            body["total"] = page.total
+        headers = {}
+        if page.next_cursor and request.method == "GET":
+            url = request.url.include_query_params(cursor=page.next_cursor)
+            headers["Link"] = f'<{url}>; rel="next"'
+        return JSONResponse(body, headers=headers)
+
+    async def create(request: Request) -> Response:
+        body = await read_json(request, max_body_bytes)
+        record = await run_in_threadpool(service.create, body, actor=actor_of(request))
+        return record_response(record, 201)
+
+    async def list_(request: Request) -> Response:
+        search = service.parser.from_params(list(request.query_params.multi_items()))
+        return page_response(request, await run_in_threadpool(service.search, search))
+
+    async def search(request: Request) -> Response:
+        search = service.parser.from_body(await read_json(request, max_body_bytes))
+        return page_response(request, await run_in_threadpool(service.search, search))
+
+    async def read(request: Request, id: str) -> Response:
+        record = await run_in_threadpool(service.get, id)
+        if request.headers.get("if-none-match") == etag(record["_version"]):
+            return Response(status_code=304, headers={"ETag": etag(record["_version"])})
+        return record_response(record)
+
+    async def replace(request: Request, id: str) -> Response:
+        body = await read_json(request, max_body_bytes)
+        version = parse_if_match(request.headers.get("if-match"))
+        record = await run_in_threadpool(
+            service.update, id, body, actor=actor_of(request), if_match=version
+        )
+        return record_response(record)
+
+    async def patch(request: Request, id: str) -> Response:
+        body = await read_json(request, max_body_bytes, patch=True)
+        version = parse_if_match(request.headers.get("if-match"))
+        record = await run_in_threadpool(
+            service.update, id, body, actor=actor_of(request), if_match=version, patch=True
+        )
+        return record_response(record)
+
+    async def delete(request: Request, id: str, purge: bool = False) -> Response:
+        version = parse_if_match(request.headers.get("if-match"))
+        await run_in_threadpool(
+            service.delete, id, actor=actor_of(request), if_match=version, purge=purge
+        )
+        return Response(status_code=204)
+
+    title = entity.title
+    router.add_api_route(
+        base,
+        create,
+        methods=["POST"],
+        status_code=201,
+        name=f"create_{name}",
+        summary=f"Create a {title}",
+        response_class=JSONResponse,
+        openapi_extra={
+            **_body(f"{comp}Input"),
+            "responses": {"201": _ok(comp, "Created; Location and ETag headers set")},
+        },
+        responses=_responses(comp, 400, 409, 413, 415, 422),
+    )
+    router.add_api_route(
+        base,
+        list_,
+        methods=["GET"],
+        name=f"list_{name}",
+        summary=f"List and filter {title}",
+        response_class=JSONResponse,
+        openapi_extra={
+            "parameters": filter_parameters(entity),
+            "responses": {"200": _ok(f"{comp}Page", "A page of records")},
+        },
+        responses=_responses(comp, 400),
+    )
+    router.add_api_route(
+        f"{base}/search",
+        search,
+        methods=["POST"],
+        name=f"search_{name}",
+        summary=f"Search {title}",
+        response_class=JSONResponse,
+        openapi_extra={
+            **_body(f"{comp}Search"),
+            "responses": {"200": _ok(f"{comp}Page", "A page of records")},
+        },
+        responses=_responses(comp, 400, 413, 415),
+    )
+    router.add_api_route(
+        f"{base}/{{id}}",
+        read,
+        methods=["GET"],
+        name=f"read_{name}",
+        summary=f"Read a {title}",
+        response_class=JSONResponse,
+        openapi_extra={"responses": {"200": _ok(comp, "The record")}},
+        responses=_responses(comp, 404),
+    )
+    router.add_api_route(
+        f"{base}/{{id}}",
+        replace,
+        methods=["PUT"],
+        name=f"replace_{name}",
+        summary=f"Replace a {title}",
+        response_class=JSONResponse,
+        openapi_extra={
+            **_body(f"{comp}Input"),
+            "responses": {"200": _ok(comp, "The record after the change")},
+        },
+        responses=_responses(comp, 400, 404, 409, 412, 413, 415, 422),
+    )
+    router.add_api_route(
+        f"{base}/{{id}}",
+        patch,
+        methods=["PATCH"],
+        name=f"patch_{name}",
+        summary=f"Change fields of a {title} (JSON merge patch)",
+        response_class=JSONResponse,
+        openapi_extra={
+            **_body(f"{comp}Patch", "application/merge-patch+json"),
+            "responses": {"200": _ok(comp, "The record after the change")},
+        },
+        responses=_responses(comp, 400, 404, 409, 412, 413, 415, 422),
+    )
+    router.add_api_route(
+        f"{base}/{{id}}",
+        delete,
+        methods=["DELETE"],
+        status_code=204,
+        name=f"delete_{name}",
+        summary=f"Delete a {title} (soft; purge=true removes it)",
+        responses=_responses(comp, 404, 412),
+    )
+    return router

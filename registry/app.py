@@ -1,0 +1,229 @@
+"""`create_app(settings)`: load schemas, prepare the database, mount the generated API."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+import swagger_ui_bundle
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from generators.errors import SchemaError
+from generators.openapi import PROBLEM_SCHEMA, entity_components
+from registry import __version__
+from registry.api import API_PREFIX, JSONResponse, entity_router
+from registry.demo import load_demo_data
+from registry.errors import PROBLEM_JSON, RegistryError, StartupError, problem_body
+from registry.records import EntityService, build_services
+from registry.schemas import SchemaSet, load_schemas, schema_folders
+from registry.settings import Settings
+from registry.storage import Database, build_database, prepare
+
+log = logging.getLogger("registry")
+
+
+@dataclass
+class Registry:
+    """What one app serves: settings, schemas, database and a service per entity."""
+
+    settings: Settings
+    schemas: SchemaSet
+    db: Database
+    services: dict[str, EntityService]
+
+    def close(self) -> None:
+        self.db.engine.dispose()
+
+
+def open_registry(settings: Settings, *, create_tables: bool = True) -> Registry:
+    """Load schemas and connect; raise `StartupError` with a readable reason if that fails."""
+    try:
+        schemas = load_schemas(schema_folders(settings.default_schemas, settings.schema_dirs))
+    except SchemaError as exc:
+        lines = "\n  - ".join(str(i) for i in exc.issues)
+        raise StartupError(
+            f"{len(exc.issues)} problem(s) in the schema files; the registry will "
+            f"not start with them:\n  - {lines}"
+        ) from None
+    for w in schemas.warnings:
+        log.warning("schema: %s", w)
+    db = build_database(settings, schemas)
+    try:
+        if create_tables:
+            created = prepare(db)
+            if created:
+                log.info("created tables: %s", ", ".join(created))
+    except sa.exc.OperationalError as exc:
+        db.engine.dispose()
+        raise StartupError(f"cannot use the database {db.engine.url!r}: {exc.orig}") from None
+    except Exception:
+        db.engine.dispose()
+        raise
+    services = build_services(
+        db, schemas, page_size=settings.page_size, max_page_size=settings.max_page_size
+    )
+    return Registry(settings=settings, schemas=schemas, db=db, services=services)
+
+
+def _problem_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    resp = JSONResponse(body, status_code=status, headers=headers)
+    resp.headers["content-type"] = PROBLEM_JSON
+    return resp
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error of every route becomes `application/problem+json`."""
+
+    @app.exception_handler(RegistryError)
+    async def _registry_error(_req: Request, exc: RegistryError) -> JSONResponse:
+        return _problem_response(exc.status, exc.problem(), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors():
+            loc = [str(p) for p in e.get("loc", ())]
+            errors.append(
+                {
+                    "pointer": "/" + "/".join(loc),
+                    "message": e.get("msg", ""),
+                    "keyword": e.get("type", ""),
+                }
+            )
+        return _problem_response(
+            400,
+            problem_body(
+                400, "Bad request", "invalid request parameters", slug="bad-request", errors=errors
+            ),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        detail = str(exc.detail) if exc.detail else title
+        return _problem_response(
+            exc.status_code, problem_body(exc.status_code, title, detail), dict(exc.headers or {})
+        )
+
+    @app.exception_handler(sa.exc.OperationalError)
+    async def _db_unavailable(_req: Request, exc: sa.exc.OperationalError) -> JSONResponse:
+        log.error("database error: %s", exc.orig)
+        return _problem_response(
+            503,
+            problem_body(
+                503,
+                "Service unavailable",
+                "the database is busy or unreachable; try again shortly",
+                slug="unavailable",
+            ),
+            {"Retry-After": "1"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return _problem_response(
+            500,
+            problem_body(
+                500,
+                "Internal error",
+                "an unexpected error happened; it has been logged",
+                slug="internal",
+            ),
+        )
+
+
+def create_app(settings: Settings | None = None, *, registry: Registry | None = None) -> FastAPI:
+    """The whole web application for `settings` (or for an already opened `registry`)."""
+    settings = settings or (registry.settings if registry else Settings.load())
+    reg = registry or open_registry(settings)
+    if settings.demo_data:
+        load_demo_data(reg.services)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        reg.close()
+
+    app = FastAPI(
+        title=settings.title,
+        lifespan=lifespan,
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        default_response_class=JSONResponse,
+        description="Registries generated from entity schema files. Every error is "
+        "`application/problem+json`.",
+    )
+    app.state.registry = reg
+    install_error_handlers(app)
+
+    def actor_of(_request: Request) -> str | None:
+        return None  # filled in by authentication
+
+    for service in reg.services.values():
+        app.include_router(
+            entity_router(service, max_body_bytes=settings.max_body_bytes, actor_of=actor_of)
+        )
+
+    @app.get(API_PREFIX, tags=["registry"], summary="The entities this registry serves")
+    def index() -> dict[str, Any]:
+        return {
+            "entities": [
+                {"name": e.name, "title": e.title, "href": f"{API_PREFIX}/{e.name}"}
+                for e in reg.schemas
+            ],
+            "version": __version__,
+        }
+
+    @app.get("/health", tags=["registry"], summary="Liveness and database check")
+    def health() -> dict[str, str]:
+        with reg.db.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return {"status": "ok", "database": reg.db.dialect}
+
+    assets = "/docs/assets"
+    app.mount(assets, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{settings.title} API",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon-32x32.png",
+        )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = PROBLEM_SCHEMA
+        for e in reg.schemas:
+            schemas.update(entity_components(e))
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    return app
+
+
+__all__ = ["Registry", "StartupError", "create_app", "open_registry"]

@@ -1,0 +1,474 @@
+"""Search: filters, sort and cursor paging over one entity table, on SQLite and PostgreSQL.
+
+The same search can be written as query parameters (`?status=Active&name[startsWith]=Ci&sort=-name`)
+or as a `POST .../search` body (`{"filters": {"status": {"eq": "Active"}}, "sort": ["-name"]}`);
+both become a `Search`. Filters apply to any top-level field, and to nested values by a dotted path
+(`address.state`); a path through an array matches when any element matches. Paging is keyset
+(opaque cursor of the last row's sort values), so page 10,000 costs what page 1 does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from generators.query_ops import OPERATORS
+from generators.schema import EntitySchema, field_kind, walk_path
+from registry.codec import format_datetime, parse_datetime
+from registry.errors import BadRequest
+
+RESERVED_PARAMS = frozenset({"limit", "cursor", "sort", "count"})
+SORTABLE_SYSTEM = {
+    "id": "id",
+    "_createdAt": "_created_at",
+    "_updatedAt": "_updated_at",
+    "_version": "_version",
+}
+
+
+@dataclass(frozen=True)
+class Filter:
+    path: str
+    op: str
+    value: Any
+
+
+@dataclass
+class Search:
+    filters: list[Filter] = field(default_factory=list)
+    sort: list[tuple[str, bool]] = field(default_factory=list)  # (field, descending)
+    limit: int = 50
+    cursor: str | None = None
+    count: bool = False
+
+
+def _problem(pointer: str, message: str, keyword: str) -> BadRequest:
+    return BadRequest(
+        message, errors=[{"pointer": pointer, "message": message, "keyword": keyword}]
+    )
+
+
+class SearchParser:
+    """Turns query parameters or a search body into a checked `Search` for one entity."""
+
+    def __init__(self, entity: EntitySchema, *, page_size: int, max_page_size: int):
+        self.entity = entity
+        self.page_size = page_size
+        self.max_page_size = max_page_size
+        self.props = entity.json_schema.get("properties", {})
+
+    # -- field kinds -----------------------------------------------------------------------
+    def leaf(self, path: str, pointer: str) -> tuple[str, bool]:
+        """Kind of the value at `path`, and whether the path crosses an array."""
+        if path in SORTABLE_SYSTEM:
+            return (
+                "string" if path == "id" else "integer" if path == "_version" else "datetime",
+                False,
+            )
+        top = path.split(".")[0]
+        if top in self.entity.internal or top in self.entity.private:
+            raise _problem(pointer, f"field {top!r} cannot be searched", "field")
+        node = walk_path(self.props, path)
+        if node is None:
+            known = ", ".join(self.entity.fields)
+            raise _problem(pointer, f"unknown field {path!r}; fields: {known}", "field")
+        crosses = _crosses_array(self.props, path)
+        kind, _ = field_kind(node)
+        return kind, crosses
+
+    def coerce(self, kind: str, value: Any, pointer: str) -> Any:
+        """A filter value (from JSON or a query string) to the Python value the column compares."""
+        try:
+            if kind == "integer":
+                if isinstance(value, bool):
+                    raise ValueError
+                out = int(value)
+                if isinstance(value, float) and out != value:
+                    raise ValueError
+                return out
+            if kind == "number":
+                if isinstance(value, bool):
+                    raise ValueError
+                return float(value)
+            if kind == "boolean":
+                if isinstance(value, bool):
+                    return value
+                s = str(value).lower()
+                if s in ("true", "false"):
+                    return s == "true"
+                raise ValueError
+            if kind == "date":
+                return date.fromisoformat(str(value))
+            if kind == "datetime":
+                return parse_datetime(str(value))
+        except (ValueError, TypeError):
+            raise _problem(pointer, f"{value!r} is not a valid {kind}", "type") from None
+        if isinstance(value, dict | list):
+            raise _problem(pointer, "expected a single value", "type")
+        return value if isinstance(value, str) else str(value) if kind == "string" else value
+
+    # -- parsing -------------------------------------------------------------------------
+    def from_params(self, params: list[tuple[str, str]]) -> Search:
+        """From query parameters: `field=v`, `field[op]=v`, `in`/`between` comma-separated."""
+        search = Search(limit=self.page_size)
+        for key, raw in params:
+            if key in RESERVED_PARAMS:
+                continue
+            path, op = key, "eq"
+            if key.endswith("]") and "[" in key:
+                path, _, op = key[:-1].partition("[")
+            pointer = f"/filters/{path}/{op}"
+            if op not in OPERATORS:
+                raise _problem(
+                    pointer,
+                    f"unknown operator {op!r}; operators: {', '.join(OPERATORS)}",
+                    "operator",
+                )
+            value: Any = raw
+            if op == "in":
+                value = [v for v in raw.split(",")] if raw else []
+            elif op == "between":
+                value = raw.split(",")
+            search.filters.append(self._filter(path, op, value, pointer))
+        qp = dict(params)
+        search.sort = self._sort(qp["sort"].split(",") if qp.get("sort") else [], "/sort")
+        search.limit = self._limit(qp.get("limit"), "/limit")
+        search.cursor = qp.get("cursor") or None
+        search.count = str(qp.get("count", "")).lower() in ("1", "true", "yes")
+        return search
+
+    def from_body(self, body: Any) -> Search:
+        """From a `POST .../search` body."""
+        if not isinstance(body, dict):
+            raise _problem("", "the search body must be a JSON object", "type")
+        unknown = set(body) - {"filters", "sort", "limit", "cursor", "count"}
+        if unknown:
+            raise _problem(
+                f"/{sorted(unknown)[0]}",
+                f"unknown key(s) {sorted(unknown)}; known: filters, sort, limit, cursor, count",
+                "additionalProperties",
+            )
+        search = Search(limit=self.page_size)
+        filters = body.get("filters") or {}
+        if not isinstance(filters, dict):
+            raise _problem(
+                "/filters", "filters must be an object of field -> {operator: value}", "type"
+            )
+        for path, spec in filters.items():
+            if not isinstance(spec, dict):
+                spec = {"eq": spec}
+            for op, value in spec.items():
+                pointer = f"/filters/{path}/{op}"
+                if op not in OPERATORS:
+                    raise _problem(
+                        pointer,
+                        f"unknown operator {op!r}; operators: {', '.join(OPERATORS)}",
+                        "operator",
+                    )
+                search.filters.append(self._filter(path, op, value, pointer))
+        sort = body.get("sort") or []
+        if isinstance(sort, str):
+            sort = sort.split(",")
+        if not isinstance(sort, list) or not all(isinstance(s, str) for s in sort):
+            raise _problem(
+                "/sort", "sort must be a list of field names, '-' first for descending", "type"
+            )
+        search.sort = self._sort(sort, "/sort")
+        search.limit = self._limit(body.get("limit"), "/limit")
+        cursor = body.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise _problem("/cursor", "cursor must be a string", "type")
+        search.cursor = cursor
+        search.count = bool(body.get("count"))
+        return search
+
+    def _filter(self, path: str, op: str, value: Any, pointer: str) -> Filter:
+        kind, crosses = self.leaf(path, pointer)
+        if op in ("in", "between"):
+            if not isinstance(value, list):
+                raise _problem(pointer, f"{op} takes a list of values", "type")
+            if op == "between" and len(value) != 2:
+                raise _problem(pointer, "between takes exactly two values: low,high", "type")
+            if op == "in" and len(value) > 1000:
+                raise _problem(pointer, "in takes at most 1000 values", "maxItems")
+            return Filter(path, op, [self.coerce(kind, v, pointer) for v in value])
+        if op in ("contains", "notContains", "startsWith", "endsWith"):
+            top = self.entity.fields.get(path)
+            is_array = top is not None and top.schema.get("type") == "array"
+            if kind != "string" and not is_array:
+                raise _problem(
+                    pointer, f"{op} works on text fields; {path!r} is {kind}", "operator"
+                )
+            if is_array and op in ("startsWith", "endsWith"):
+                raise _problem(
+                    pointer, f"{op} works on text fields; {path!r} is a list", "operator"
+                )
+        if crosses and op not in ("eq", "in", "contains"):
+            raise _problem(
+                pointer, f"{path!r} goes through a list: use eq, in or contains", "operator"
+            )
+        if op in ("gt", "gte", "lt", "lte") and kind in ("boolean", "json"):
+            raise _problem(pointer, f"{op} does not apply to {kind} values", "operator")
+        return Filter(path, op, self.coerce(kind, value, pointer))
+
+    def _sort(self, items: list[str], pointer: str) -> list[tuple[str, bool]]:
+        out = []
+        for item in items:
+            item = item.strip()
+            if not item:
+                continue
+            desc = item.startswith("-")
+            name = item.lstrip("+-")
+            f = self.entity.fields.get(name)
+            if name not in SORTABLE_SYSTEM and (f is None or not f.is_scalar):
+                raise _problem(
+                    pointer,
+                    f"cannot sort by {name!r}: sort by a top-level text, number, "
+                    "date or boolean field, or id, _createdAt, _updatedAt",
+                    "sort",
+                )
+            if name in self.entity.private or name in self.entity.internal:
+                raise _problem(pointer, f"cannot sort by {name!r}", "sort")
+            out.append((name, desc))
+        return out
+
+    def _limit(self, raw: Any, pointer: str) -> int:
+        if raw is None or raw == "":
+            return self.page_size
+        try:
+            limit = int(raw)
+            if isinstance(raw, bool) or limit != float(raw):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise _problem(pointer, f"limit must be a whole number, got {raw!r}", "type") from None
+        if not 1 <= limit <= self.max_page_size:
+            raise _problem(pointer, f"limit must be between 1 and {self.max_page_size}", "maximum")
+        return limit
+
+
+def _crosses_array(props: Mapping[str, Any], path: str) -> bool:
+    parts = path.split(".")
+    node: Any = {"properties": props}
+    for i, part in enumerate(parts):
+        node = (node.get("properties") or {}).get(part, {})
+        if node.get("type") == "array" and i < len(parts) - 1:
+            return True
+        while isinstance(node.get("items"), dict) and i < len(parts) - 1:
+            node = node["items"]
+    return False
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class SqlBuilder:
+    """Builds the SELECT for a `Search` against one table, for one dialect."""
+
+    def __init__(self, entity: EntitySchema, table: sa.Table, dialect: str):
+        self.entity = entity
+        self.table = table
+        self.dialect = dialect
+
+    def column(self, name: str) -> sa.ColumnElement[Any]:
+        return self.table.c[SORTABLE_SYSTEM.get(name, name)]
+
+    def _json_path(self, path: str, kind: str) -> sa.ColumnElement[Any]:
+        top, *rest = path.split(".")
+        expr = self.table.c[top][tuple(rest)]
+        if kind in ("integer",):
+            return expr.as_integer()
+        if kind == "number":
+            return expr.as_float()
+        if kind == "boolean":
+            return expr.as_boolean()
+        return expr.as_string()
+
+    def _array_elements(self, col: sa.ColumnElement[Any], key_path: list[str], kind: str):
+        """A correlated subquery over the elements of a JSON array column (or a path in it)."""
+        if self.dialect == "postgresql":
+            fn = sa.func.jsonb_array_elements(col).table_valued("value").alias("el")
+            value: Any = fn.c.value
+            if key_path:
+                value = value.op("#>>")(sa.literal("{" + ",".join(key_path) + "}"))
+            else:
+                value = value.op("#>>")(sa.literal("{}"))
+            if kind == "integer":
+                value = sa.cast(value, sa.BigInteger)
+            elif kind == "number":
+                value = sa.cast(value, sa.Float)
+            elif kind == "boolean":
+                value = sa.cast(value, sa.Boolean)
+            return fn, value
+        fn = sa.func.json_each(col).table_valued("value", "type").alias("el")
+        value = fn.c.value
+        if key_path:
+            value = sa.func.json_extract(fn.c.value, "$." + ".".join(f'"{k}"' for k in key_path))
+        return fn, value
+
+    def _any_element(self, path: str, kind: str, predicate: Any) -> sa.ColumnElement[bool]:
+        parts = path.split(".")
+        # the first array on the path
+        props = self.entity.json_schema.get("properties", {})
+        node: Any = {"properties": props}
+        for i, part in enumerate(parts):
+            node = (node.get("properties") or {}).get(part, {})
+            if node.get("type") == "array":
+                array_path, key_path = parts[: i + 1], parts[i + 1 :]
+                break
+        else:  # pragma: no cover - callers only come here for array paths
+            raise AssertionError(path)
+        col: Any = self.table.c[array_path[0]]
+        if len(array_path) > 1:
+            col = col[tuple(array_path[1:])]
+        fn, value = self._array_elements(col, key_path, kind)
+        return sa.select(sa.literal(1)).select_from(fn).where(predicate(value)).exists()
+
+    def condition(self, flt: Filter) -> sa.ColumnElement[bool]:
+        path = flt.path
+        top = path.split(".")[0]
+        f = self.entity.fields.get(top)
+        nested = "." in path
+        node = walk_path(self.entity.json_schema.get("properties", {}), path) if f else None
+        kind = (
+            field_kind(node)[0]
+            if node is not None
+            else ("string" if path == "id" else "integer" if path == "_version" else "datetime")
+        )
+        is_array = f is not None and (
+            (not nested and f.schema.get("type") == "array")
+            or (nested and _crosses_array(self.entity.json_schema.get("properties", {}), path))
+        )
+        op, v = flt.op, flt.value
+        if is_array:
+            if op == "notContains":
+                return sa.not_(self._any_element(path, kind, lambda x: x == v))
+            if op == "in":
+                return self._any_element(path, kind, lambda x: x.in_(v))
+            return self._any_element(path, kind, lambda x: x == v)
+        col = self._json_path(path, kind) if nested else self.column(path)
+        if op == "eq":
+            return col == v
+        if op == "neq":
+            return sa.or_(col != v, col.is_(None))
+        if op == "gt":
+            return col > v
+        if op == "gte":
+            return col >= v
+        if op == "lt":
+            return col < v
+        if op == "lte":
+            return col <= v
+        if op == "between":
+            return col.between(v[0], v[1])
+        if op == "in":
+            return col.in_(v)
+        if op == "contains":
+            return col.like(f"%{_escape_like(v)}%", escape="\\")
+        if op == "notContains":
+            return sa.or_(sa.not_(col.like(f"%{_escape_like(v)}%", escape="\\")), col.is_(None))
+        if op == "startsWith":
+            return col.like(f"{_escape_like(v)}%", escape="\\")
+        if op == "endsWith":
+            return col.like(f"%{_escape_like(v)}", escape="\\")
+        raise AssertionError(op)
+
+    def where(self, search: Search) -> list[sa.ColumnElement[bool]]:
+        conds: list[sa.ColumnElement[bool]] = [self.table.c["_deleted_at"].is_(None)]
+        conds.extend(self.condition(f) for f in search.filters)
+        return conds
+
+    def order(self, search: Search) -> list[tuple[str, bool]]:
+        keys = [k for k in search.sort if k[0] != "id"]
+        tie = next((k for k in search.sort if k[0] == "id"), ("id", False))
+        return [*keys, tie]
+
+    def select(self, search: Search) -> sa.Select[Any]:
+        keys = self.order(search)
+        stmt = sa.select(self.table).where(*self.where(search))
+        if search.cursor:
+            values = decode_cursor(search.cursor, keys, self)
+            stmt = stmt.where(self._after(keys, values))
+        order_by = []
+        for name, desc in keys:
+            col = self.column(name)
+            order_by.append((col.desc() if desc else col.asc()).nulls_last())
+        return stmt.order_by(*order_by).limit(search.limit + 1)
+
+    def count(self, search: Search) -> sa.Select[Any]:
+        return sa.select(sa.func.count()).select_from(self.table).where(*self.where(search))
+
+    def _after(self, keys: list[tuple[str, bool]], values: list[Any]) -> sa.ColumnElement[bool]:
+        """Rows strictly after `values` in the order `keys` (NULLs last in either direction)."""
+        ors = []
+        for i, (name, desc) in enumerate(keys):
+            col = self.column(name)
+            eqs = [
+                self.column(n).is_(None) if values[j] is None else self.column(n) == values[j]
+                for j, (n, _) in enumerate(keys[:i])
+            ]
+            v = values[i]
+            if v is None:
+                continue  # nothing sorts after NULL but other NULLs (handled by later keys)
+            strict = (col < v) if desc else (col > v)
+            ors.append(sa.and_(*eqs, sa.or_(strict, col.is_(None))))
+        return sa.or_(*ors) if ors else sa.false()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _sort_signature(keys: list[tuple[str, bool]]) -> str:
+    return hashlib.sha1(repr(keys).encode()).hexdigest()[:8]
+
+
+def encode_cursor(keys: list[tuple[str, bool]], row: Mapping[str, Any], builder: SqlBuilder) -> str:
+    values = [_plain(row[builder.column(name).key]) for name, _ in keys]
+    raw = orjson.dumps({"s": _sort_signature(keys), "v": values})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, keys: list[tuple[str, bool]], builder: SqlBuilder) -> list[Any]:
+    bad = _problem(
+        "/cursor", "this cursor is not valid for this search (start again without it)", "cursor"
+    )
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if data["s"] != _sort_signature(keys) or len(data["v"]) != len(keys):
+            raise bad
+        out = []
+        for (name, _), value in zip(keys, data["v"], strict=True):
+            if value is None:
+                out.append(None)
+                continue
+            kind = (
+                "string"
+                if name == "id"
+                else "integer"
+                if name == "_version"
+                else "datetime"
+                if name in SORTABLE_SYSTEM
+                else builder.entity.fields[name].kind
+            )
+            if kind == "date":
+                value = date.fromisoformat(value)
+            elif kind == "datetime":
+                value = parse_datetime(value)
+            out.append(value)
+        return out
+    except BadRequest:
+        raise
+    except Exception:
+        raise bad from None

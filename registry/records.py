@@ -1,0 +1,369 @@
+"""The record service: every write is one transaction of validate -> check references -> write
+row -> audit row -> outbox row. Used by the REST API, the CLI and (later) imports and plugins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from generators.schema import SYSTEM_FIELDS, EntitySchema, Reference
+from generators.validators import FieldError, RecordValidator
+from registry import storage
+from registry.codec import Codec, new_id, utcnow
+from registry.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from registry.query import Search, SearchParser, SqlBuilder, encode_cursor
+from registry.storage import Database
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    total: int | None = None
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _values_at(record: Mapping[str, Any], path: str) -> list[tuple[str, Any]]:
+    """(JSON pointer, value) for every value at a dotted path, iterating through arrays."""
+    out: list[tuple[str, Any]] = []
+
+    def walk(node: Any, parts: list[str], ptr: str) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, parts, f"{ptr}/{i}")
+            return
+        if not parts:
+            if node is not None:
+                out.append((ptr, node))
+            return
+        if isinstance(node, dict) and parts[0] in node:
+            walk(node[parts[0]], parts[1:], f"{ptr}/{parts[0]}")
+
+    walk(record, path.split("."), "")
+    return out
+
+
+class EntityService:
+    """CRUD and search for one entity."""
+
+    def __init__(
+        self,
+        entity: EntitySchema,
+        db: Database,
+        services: Mapping[str, EntityService],
+        *,
+        page_size: int = 50,
+        max_page_size: int = 1000,
+    ):
+        self.entity = entity
+        self.db = db
+        self.services = services  # every entity's service, for reference checks
+        self.table = db.tables[entity.name]
+        self.codec = Codec(entity)
+        self.validator = RecordValidator(entity.json_schema)
+        self.parser = SearchParser(entity, page_size=page_size, max_page_size=max_page_size)
+        self.sql = SqlBuilder(entity, self.table, db.dialect)
+        self._unique_by_index = {
+            ix.name: [c.name for c in ix.columns] for ix in self.table.indexes if ix.unique
+        }
+
+    # -- validation ----------------------------------------------------------------------
+    def check_body(self, body: Any) -> list[FieldError]:
+        """Schema errors plus system fields sent by the client (no mass assignment)."""
+        if not isinstance(body, dict):
+            return [FieldError("", "the request body must be a JSON object", "type")]
+        errors = [
+            FieldError(f"/{k}", f"{k!r} is a system field, set by the server", "readOnly")
+            for k in body
+            if k in SYSTEM_FIELDS
+        ]
+        if errors:
+            body = {k: v for k, v in body.items() if k not in SYSTEM_FIELDS}
+        errors.extend(self.validator.errors(body))
+        return errors
+
+    def check_references(self, conn: Connection, record: Mapping[str, Any]) -> list[FieldError]:
+        errors: list[FieldError] = []
+        for ref in self.entity.references:
+            found = _values_at(record, ref.path)
+            if not found:
+                continue
+            missing = missing_references(conn, ref, {v for _, v in found}, self.services)
+            for ptr, value in found:
+                if value in missing:
+                    errors.append(
+                        FieldError(ptr, f"no {ref.entity} with {ref.field} {value!r}", "reference")
+                    )
+        return errors
+
+    def _raise_invalid(self, errors: list[FieldError]) -> None:
+        if errors:
+            n = len(errors)
+            raise Invalid(
+                f"{n} field{'s' if n != 1 else ''} failed validation",
+                errors=[e.as_dict() for e in errors],
+            )
+
+    # -- writes ------------------------------------------------------------------------------
+    def create(
+        self, body: Any, *, actor: str | None, record_id: str | None = None
+    ) -> dict[str, Any]:
+        """Insert a new record; returns it as stored."""
+        self._raise_invalid(self.check_body(body))
+        now = utcnow()
+        row = self.codec.to_row(body)
+        row.update(
+            id=record_id or new_id(),
+            _version=1,
+            _created_at=now,
+            _updated_at=now,
+            _created_by=actor,
+            _updated_by=actor,
+            _deleted_at=None,
+        )
+        with storage.write(self.db.engine) as conn:
+            self._raise_invalid(self.check_references(conn, body))
+            self._insert(conn, row)
+            self._log(conn, "create", row["id"], 1, sorted(body), actor, now)
+        return self.codec.to_record(row)
+
+    def _insert(self, conn: Connection, row: dict[str, Any]) -> None:
+        try:
+            conn.execute(self.table.insert(), row)
+        except IntegrityError as exc:
+            raise self._conflict(exc) from None
+
+    def _conflict(self, exc: IntegrityError) -> Conflict:
+        fields = self._unique_fields(exc)
+        if fields:
+            label = ", ".join(fields)
+            return Conflict(
+                f"another {self.entity.name} already has this {label}",
+                fields=fields,
+                errors=[
+                    {
+                        "pointer": f"/{f}",
+                        "message": f"already used by another {self.entity.name}",
+                        "keyword": "unique",
+                    }
+                    for f in fields
+                ],
+            )
+        if "PRIMARY KEY" in str(exc.orig) or "pkey" in str(exc.orig) or ".id" in str(exc.orig):
+            return Conflict(f"a {self.entity.name} with this id already exists", fields=["id"])
+        return Conflict(f"the {self.entity.name} conflicts with stored data")
+
+    def _unique_fields(self, exc: IntegrityError) -> list[str]:
+        orig = exc.orig
+        diag = getattr(orig, "diag", None)
+        name = getattr(diag, "constraint_name", None)
+        if name and name in self._unique_by_index:
+            return self._unique_by_index[name]
+        m = re.search(r"UNIQUE constraint failed: (.+)$", str(orig))
+        if m:
+            cols = [c.strip().split(".", 1)[-1] for c in m.group(1).split(",")]
+            return [c for c in cols if c != "id"]
+        return []
+
+    def _log(
+        self,
+        conn: Connection,
+        action: str,
+        record_id: str,
+        version: int,
+        fields: Iterable[str],
+        actor: str | None,
+        now: Any,
+    ) -> None:
+        """The audit row and the outbox row, in the caller's transaction."""
+        names = sorted(fields)
+        conn.execute(
+            self.db.metadata.tables["registry_audit"].insert(),
+            {
+                "at": now,
+                "actor": actor,
+                "action": action,
+                "entity": self.entity.name,
+                "record_id": record_id,
+                "version": version,
+                "fields": names,
+            },
+        )
+        conn.execute(
+            self.db.metadata.tables["registry_outbox"].insert(),
+            {
+                "created_at": now,
+                "event": f"{self.entity.name}.{action}d",
+                "entity": self.entity.name,
+                "record_id": record_id,
+                "version": version,
+                "payload": {"fields": names},
+                "status": "pending",
+                "attempts": 0,
+                "available_at": now,
+            },
+        )
+
+    def _current(self, conn: Connection, record_id: str, *, lock: bool) -> Mapping[str, Any]:
+        stmt = sa.select(self.table).where(
+            self.table.c.id == record_id, self.table.c._deleted_at.is_(None)
+        )
+        if lock and self.db.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).mappings().first()
+        if row is None:
+            raise NotFound(f"no {self.entity.name} with id {record_id!r}")
+        return row
+
+    def update(
+        self,
+        record_id: str,
+        body: Any,
+        *,
+        actor: str | None,
+        if_match: int | None = None,
+        patch: bool = False,
+    ) -> dict[str, Any]:
+        """Replace (PUT) or merge-patch (PATCH) a record; `if_match` is the expected version."""
+        with storage.write(self.db.engine) as conn:
+            current = self._current(conn, record_id, lock=True)
+            if if_match is not None and current["_version"] != if_match:
+                raise PreconditionFailed(
+                    f"the {self.entity.name} was changed meanwhile (now version "
+                    f"{current['_version']}, you sent {if_match}); reload it and retry",
+                    current_version=current["_version"],
+                )
+            old = self.codec.data(current)
+            if patch:
+                if not isinstance(body, dict):
+                    raise Invalid(
+                        "a merge patch must be a JSON object",
+                        errors=[{"pointer": "", "message": "must be an object", "keyword": "type"}],
+                    )
+                sys_errors = [
+                    FieldError(f"/{k}", f"{k!r} is a system field, set by the server", "readOnly")
+                    for k in body
+                    if k in SYSTEM_FIELDS
+                ]
+                self._raise_invalid(sys_errors)
+                new = merge_patch(old, body)
+            else:
+                new = body
+            self._raise_invalid(self.check_body(new))
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if not changed:
+                return self.codec.to_record(current)
+            self._raise_invalid(self.check_references(conn, new))
+            now = utcnow()
+            values = self.codec.to_row(new)
+            version = current["_version"] + 1
+            values.update(_version=version, _updated_at=now, _updated_by=actor)
+            stmt = (
+                self.table.update()
+                .where(self.table.c.id == record_id, self.table.c._version == current["_version"])
+                .values(**values)
+            )
+            try:
+                result = conn.execute(stmt)
+            except IntegrityError as exc:
+                raise self._conflict(exc) from None
+            if result.rowcount != 1:
+                raise PreconditionFailed(
+                    f"the {self.entity.name} was changed meanwhile; reload it and retry"
+                )
+            self._log(conn, "update", record_id, version, changed, actor, now)
+            row = dict(current)
+            row.update(values)
+        return self.codec.to_record(row)
+
+    def delete(
+        self, record_id: str, *, actor: str | None, if_match: int | None = None, purge: bool = False
+    ) -> None:
+        """Soft-delete (or, with `purge`, remove) a record."""
+        with storage.write(self.db.engine) as conn:
+            current = self._current(conn, record_id, lock=True)
+            if if_match is not None and current["_version"] != if_match:
+                raise PreconditionFailed(
+                    f"the {self.entity.name} was changed meanwhile (now version "
+                    f"{current['_version']}, you sent {if_match})",
+                    current_version=current["_version"],
+                )
+            now = utcnow()
+            version = current["_version"] + 1
+            if purge:
+                conn.execute(self.table.delete().where(self.table.c.id == record_id))
+                self._log(conn, "purge", record_id, version, [], actor, now)
+            else:
+                conn.execute(
+                    self.table.update()
+                    .where(self.table.c.id == record_id)
+                    .values(_deleted_at=now, _version=version, _updated_at=now, _updated_by=actor)
+                )
+                self._log(conn, "delete", record_id, version, [], actor, now)
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, record_id: str) -> dict[str, Any]:
+        with storage.read(self.db.engine) as conn:
+            return self.codec.to_record(self._current(conn, record_id, lock=False))
+
+    def search(self, search: Search) -> Page:
+        keys = self.sql.order(search)
+        with storage.read(self.db.engine) as conn:
+            rows = conn.execute(self.sql.select(search)).mappings().all()
+            total = conn.execute(self.sql.count(search)).scalar_one() if search.count else None
+        more = len(rows) > search.limit
+        rows = rows[: search.limit]
+        cursor = encode_cursor(keys, rows[-1], self.sql) if more and rows else None
+        return Page(items=[self.codec.to_record(r) for r in rows], next_cursor=cursor, total=total)
+
+
+def missing_references(
+    conn: Connection, ref: Reference, values: set[Any], services: Mapping[str, EntityService]
+) -> set[Any]:
+    """The values that name no live record of the referenced entity."""
+    target = services[ref.entity].table
+    col = target.c[ref.field]
+    found: set[Any] = set()
+    vals = list(values)
+    for i in range(0, len(vals), 500):
+        chunk = [v for v in vals[i : i + 500] if isinstance(v, str | int)]
+        if not chunk:
+            continue
+        rows = conn.execute(sa.select(col).where(col.in_(chunk), target.c._deleted_at.is_(None)))
+        found.update(r[0] for r in rows)
+    return values - found
+
+
+def build_services(
+    db: Database,
+    entities: Iterable[EntitySchema],
+    *,
+    page_size: int = 50,
+    max_page_size: int = 1000,
+) -> dict[str, EntityService]:
+    """One service per entity, sharing one map so each can check references to the others."""
+    services: dict[str, EntityService] = {}
+    for e in entities:
+        services[e.name] = EntityService(
+            e, db, services, page_size=page_size, max_page_size=max_page_size
+        )
+    return services

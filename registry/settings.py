@@ -1,0 +1,123 @@
+"""Settings: passed into `create_app(settings)`, never read at import time.
+
+Sources, later ones winning: defaults, a TOML settings file (`registry.toml` in the working
+folder, or the path in `REGISTRY_SETTINGS`), then `REGISTRY_*` environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "REGISTRY_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an app or a command needs to know about its deployment."""
+
+    #: SQLAlchemy URL; empty means SQLite at `<data_dir>/registry.db`.
+    database_url: str = ""
+    #: Folder for the SQLite file and other local state.
+    data_dir: Path = Path("data")
+    #: Extra folders of entity schema files (the implementer's), after the shipped ones.
+    schema_dirs: tuple[Path, ...] = ()
+    #: Load the shipped schemas (facility, vaccinator, vaccine, program, recipient).
+    default_schemas: bool = True
+    #: Load the demo data into an empty database at start-up.
+    demo_data: bool = False
+    #: Page size when a search asks for none, and the largest allowed.
+    page_size: int = 50
+    max_page_size: int = 1000
+    #: Largest request body accepted, in bytes.
+    max_body_bytes: int = 1_048_576
+    #: Title shown in the API docs.
+    title: str = "Registry"
+    #: Discover plugins through entry points (tests may turn this off).
+    load_entrypoints: bool = True
+    #: Database connection pool size (per process; PostgreSQL).
+    pool_size: int = 10
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, with the driver spelled out for PostgreSQL."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'registry.db').as_posix()}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://") :]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        return url
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some values changed."""
+        return replace(self, **changes)
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        settings_file: Path | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Settings from a settings file and the environment, then `overrides`."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        path = settings_file or (
+            Path(env[f"{ENV_PREFIX}SETTINGS"])
+            if f"{ENV_PREFIX}SETTINGS" in env
+            else Path("registry.toml")
+        )
+        if path.is_file():
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+            base = path.parent
+            for key, value in data.items():
+                values[key] = _coerce(key, value, base)
+        elif settings_file is not None:
+            raise FileNotFoundError(f"settings file {settings_file} does not exist")
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _coerce(f.name, raw, Path.cwd())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+_FIELD_TYPES = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(key: str, value: Any, base: Path) -> Any:
+    f = _FIELD_TYPES.get(key)
+    if f is None:
+        known = ", ".join(sorted(_FIELD_TYPES))
+        raise ValueError(f"unknown setting {key!r}; known settings: {known}")
+    default = f.default if f.default is not field else None
+    if key == "schema_dirs":
+        items = value.split(os.pathsep) if isinstance(value, str) else list(value)
+        return tuple(
+            (base / p).resolve() if not Path(p).is_absolute() else Path(p)
+            for p in items
+            if str(p).strip()
+        )
+    if key == "data_dir":
+        p = Path(value)
+        return p if p.is_absolute() else (base / p).resolve()
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        s = str(value).strip().lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"setting {key!r} must be true or false, got {value!r}")
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"setting {key!r} must be a whole number, got {value!r}") from None
+    return str(value)

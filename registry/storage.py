@@ -1,0 +1,225 @@
+"""Database: the engine, the system tables, and bringing a database up to the loaded schemas.
+
+SQLite (WAL, foreign keys, a busy timeout, `BEGIN IMMEDIATE` for writes so concurrent writers
+queue instead of failing) is the embedded default; PostgreSQL (psycopg 3, JSONB) the production
+engine. A fresh database gets every table; a table for a newly added entity is created; any other
+difference between schemas and database is reported and start-up refused: changing existing
+tables is the job of `registry migrate`, never done behind the implementer's back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from generators.tables import UTCDateTime, build_metadata, json_type
+from registry.errors import StartupError
+from registry.schemas import SchemaSet
+from registry.settings import Settings
+
+
+def system_tables(metadata: sa.MetaData) -> None:
+    """The audit log and the outbox, written in the same transaction as every record."""
+    sa.Table(
+        "registry_audit",
+        metadata,
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("actor", sa.String(200)),
+        sa.Column("action", sa.String(40), nullable=False),
+        sa.Column("entity", sa.String(100)),
+        sa.Column("record_id", sa.String(36)),
+        sa.Column("version", sa.Integer),
+        sa.Column("fields", json_type()),
+    )
+    outbox = sa.Table(
+        "registry_outbox",
+        metadata,
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("event", sa.String(40), nullable=False),
+        sa.Column("entity", sa.String(100), nullable=False),
+        sa.Column("record_id", sa.String(36), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("payload", json_type()),
+        sa.Column("status", sa.String(20), nullable=False, default="pending"),
+        sa.Column("attempts", sa.Integer, nullable=False, default=0),
+        sa.Column("available_at", UTCDateTime(), nullable=False),
+        sa.Column("last_error", sa.Text),
+    )
+    sa.Index("ix_registry_outbox_pending", outbox.c.status, outbox.c.available_at)
+
+
+def make_engine(settings: Settings) -> Engine:
+    """An engine for the configured database (creating the data folder for SQLite)."""
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite"):
+        db = sa.engine.make_url(url).database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=settings.pool_size,
+            max_overflow=10,
+        )
+        _sqlite_setup(engine)
+        return engine
+    return sa.create_engine(
+        url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True
+    )
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA case_sensitive_like=ON")  # LIKE behaves as on PostgreSQL
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """A write transaction (on SQLite it takes the write lock up front, so writers queue)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """A read-only unit of work."""
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+@dataclass
+class Database:
+    """The engine plus the tables of the loaded schemas."""
+
+    engine: Engine
+    metadata: sa.MetaData
+    tables: dict[str, sa.Table]  # by entity name
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+
+def build_database(
+    settings: Settings, schemas: SchemaSet, engine: Engine | None = None
+) -> Database:
+    """The engine and table objects; touches no database."""
+    metadata = sa.MetaData()
+    system_tables(metadata)
+    build_metadata(schemas, metadata=metadata)
+    tables = {e.name: metadata.tables[e.table_name] for e in schemas}
+    return Database(engine=engine or make_engine(settings), metadata=metadata, tables=tables)
+
+
+def differences(db: Database) -> tuple[list[sa.Table], list[str]]:
+    """Tables missing from the database, and every other difference, in words."""
+    insp = sa.inspect(db.engine)
+    existing = set(insp.get_table_names())
+    missing: list[sa.Table] = []
+    problems: list[str] = []
+    for table in db.metadata.sorted_tables:
+        if table.name not in existing:
+            missing.append(table)
+            continue
+        db_cols = {c["name"]: c for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            have = db_cols.pop(col.name, None)
+            if have is None:
+                problems.append(
+                    f"table {table.name}: column {col.name!r} is in the schema but not "
+                    "in the database"
+                )
+            elif not _same_type(col.type, have["type"], db.dialect):
+                problems.append(
+                    f"table {table.name}: column {col.name!r} is {have['type']} in the "
+                    f"database but {col.type.compile(db.engine.dialect)} in the schema"
+                )
+        for name in db_cols:
+            problems.append(
+                f"table {table.name}: column {name!r} is in the database but no longer "
+                "in the schema"
+            )
+        db_ix = {i["name"] for i in insp.get_indexes(table.name)}
+        for ix in table.indexes:
+            if ix.name not in db_ix:
+                problems.append(f"table {table.name}: index {ix.name!r} is missing")
+    return missing, problems
+
+
+def _type_family(t: sa.types.TypeEngine[Any]) -> str:
+    if isinstance(t, UTCDateTime | sa.DateTime):
+        return "datetime"
+    if isinstance(t, sa.JSON) or type(t).__name__ in ("JSONB", "JSON"):
+        return "json"
+    if isinstance(t, sa.Boolean):
+        return "boolean"
+    if isinstance(t, sa.Integer):
+        return "integer"
+    if isinstance(t, sa.Float | sa.Numeric):
+        return "number"
+    if isinstance(t, sa.Date):
+        return "date"
+    if isinstance(t, sa.String):
+        return "string"
+    return type(t).__name__
+
+
+def _same_type(
+    ours: sa.types.TypeEngine[Any], theirs: sa.types.TypeEngine[Any], dialect: str
+) -> bool:
+    variants = getattr(ours, "_variant_mapping", None) or {}
+    return _type_family(variants.get(dialect, ours)) == _type_family(theirs)
+
+
+def prepare(db: Database) -> list[str]:
+    """Create what is missing on a fresh database or for a new entity; refuse other differences.
+
+    Returns the names of the tables created.
+    """
+    missing, problems = differences(db)
+    if problems:
+        raise StartupError(
+            "the database does not match the schemas:\n  - "
+            + "\n  - ".join(problems)
+            + "\nChanging existing tables needs a migration: run `registry migrate` "
+            "(it shows the plan before applying it)."
+        )
+    if missing:
+        with db.engine.begin() as conn:
+            for table in missing:
+                table.create(conn)
+    return [t.name for t in missing]
