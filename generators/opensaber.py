@@ -115,8 +115,14 @@ def translate(
             )
         )
         return None
+    ref_issues: list[SchemaIssue] = []
     inlined = inline_refs(
-        definition, source=source, siblings=siblings, root=dict(doc), issues=issues
+        definition, source=source, siblings=siblings, root=dict(doc), issues=ref_issues
+    )
+    # inline_refs points into the definition; report pointers into the file.
+    issues.extend(
+        SchemaIssue(i.source, pointer("definitions", key) + i.pointer, i.message)
+        for i in ref_issues
     )
     entity = _clean(inlined)
     entity.setdefault("type", "object")

@@ -106,13 +106,15 @@ def _ok(ref: str, description: str) -> dict[str, Any]:
     }
 
 
-def entity_router(service: EntityService, *, max_body_bytes: int, actor_of: Any) -> APIRouter:
-    """All routes of one entity."""
+def add_entity_routes(
+    router: APIRouter, service: EntityService, *, max_body_bytes: int, actor_of: Any
+) -> None:
+    """Add all routes of one entity to `router` (the app's own router, so they stay flat)."""
     entity = service.entity
     name = entity.name
     comp = component_name(name)
     base = f"{API_PREFIX}/{name}"
-    router = APIRouter(tags=[name])
+    tags: list[str | Any] = [name]
 
     def record_response(record: dict[str, Any], status: int = 200) -> JSONResponse:
         headers = {"ETag": etag(record["_version"])}
@@ -177,6 +179,7 @@ def entity_router(service: EntityService, *, max_body_bytes: int, actor_of: Any)
         base,
         create,
         methods=["POST"],
+        tags=tags,
         status_code=201,
         name=f"create_{name}",
         summary=f"Create a {title}",
@@ -191,6 +194,7 @@ def entity_router(service: EntityService, *, max_body_bytes: int, actor_of: Any)
         base,
         list_,
         methods=["GET"],
+        tags=tags,
         name=f"list_{name}",
         summary=f"List and filter {title}",
         response_class=JSONResponse,
@@ -204,6 +208,7 @@ def entity_router(service: EntityService, *, max_body_bytes: int, actor_of: Any)
         f"{base}/search",
         search,
         methods=["POST"],
+        tags=tags,
         name=f"search_{name}",
         summary=f"Search {title}",
         response_class=JSONResponse,
@@ -217,6 +222,7 @@ def entity_router(service: EntityService, *, max_body_bytes: int, actor_of: Any)
         f"{base}/{{id}}",
         read,
         methods=["GET"],
+        tags=tags,
         name=f"read_{name}",
         summary=f"Read a {title}",
         response_class=JSONResponse,
@@ -227,6 +233,7 @@ def entity_router(service: EntityService, *, max_body_bytes: int, actor_of: Any)
         f"{base}/{{id}}",
         replace,
         methods=["PUT"],
+        tags=tags,
         name=f"replace_{name}",
         summary=f"Replace a {title}",
         response_class=JSONResponse,
@@ -240,6 +247,7 @@ def entity_router(service: EntityService, *, max_body_bytes: int, actor_of: Any)
         f"{base}/{{id}}",
         patch,
         methods=["PATCH"],
+        tags=tags,
         name=f"patch_{name}",
         summary=f"Change fields of a {title} (JSON merge patch)",
         response_class=JSONResponse,
@@ -253,9 +261,9 @@ def entity_router(service: EntityService, *, max_body_bytes: int, actor_of: Any)
         f"{base}/{{id}}",
         delete,
         methods=["DELETE"],
+        tags=tags,
         status_code=204,
         name=f"delete_{name}",
         summary=f"Delete a {title} (soft; purge=true removes it)",
         responses=_responses(comp, 404, 412),
     )
-    return router

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from generators.errors import SchemaError
 from generators.openapi import PROBLEM_SCHEMA, entity_components
 from registry import __version__
-from registry.api import API_PREFIX, JSONResponse, entity_router
+from registry.api import API_PREFIX, JSONResponse, add_entity_routes
 from registry.demo import load_demo_data
 from registry.errors import PROBLEM_JSON, RegistryError, StartupError, problem_body
 from registry.records import EntityService, build_services
@@ -175,8 +175,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         return None  # filled in by authentication
 
     for service in reg.services.values():
-        app.include_router(
-            entity_router(service, max_body_bytes=settings.max_body_bytes, actor_of=actor_of)
+        add_entity_routes(
+            app.router, service, max_body_bytes=settings.max_body_bytes, actor_of=actor_of
         )
 
     @app.get(API_PREFIX, tags=["registry"], summary="The entities this registry serves")

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from generators.query_ops import OPERATORS
 from generators.schema import EntitySchema, field_kind, walk_path
@@ -294,12 +295,13 @@ class SqlBuilder:
     def _array_elements(self, col: sa.ColumnElement[Any], key_path: list[str], kind: str):
         """A correlated subquery over the elements of a JSON array column (or a path in it)."""
         if self.dialect == "postgresql":
-            fn = sa.func.jsonb_array_elements(col).table_valued("value").alias("el")
-            value: Any = fn.c.value
             if key_path:
-                value = value.op("#>>")(sa.literal("{" + ",".join(key_path) + "}"))
+                fn = sa.func.jsonb_array_elements(col).table_valued("value").alias("el")
+                path = sa.cast(sa.literal("{" + ",".join(key_path) + "}"), ARRAY(sa.Text))
+                value: Any = fn.c.value.op("#>>")(path)
             else:
-                value = value.op("#>>")(sa.literal("{}"))
+                fn = sa.func.jsonb_array_elements_text(col).table_valued("value").alias("el")
+                value = fn.c.value
             if kind == "integer":
                 value = sa.cast(value, sa.BigInteger)
             elif kind == "number":

@@ -1,0 +1,940 @@
+"""Throughput and latency of the generated REST API against a hand-written FastAPI endpoint.
+
+Both sides run in the same process run, against the same database file (SQLite) or the same
+throwaway database (PostgreSQL), with engines from `registry.storage.make_engine` and writes in
+`registry.storage.write` (so pragmas and `BEGIN IMMEDIATE` are identical):
+
+- generated:    POST/GET /api/v1/facility[/{id}] from `registry.create_app(settings)`;
+- hand-written: POST/GET /hand/facility[/{id}] on its own minimal FastAPI app (this file): orjson
+  parse, the same fastjsonschema-compiled validator (compiled here from the same schema file,
+  with the same format functions), one `SELECT code FROM program WHERE code IN (...)`, INSERT of
+  the row, the audit row and the outbox row in one transaction; read by primary key, serialised
+  with orjson, with an ETag.
+
+It prints numbers and ratios; it never asserts timings. See benchmarks/README.md.
+
+    .venv/bin/python benchmarks/api.py --quick     # smoke run, < 60 s
+    .venv/bin/python benchmarks/api.py             # full run (1,000,000 pre-filled rows)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import httpx
+import orjson
+import sqlalchemy as sa
+from fastapi import FastAPI, Request, Response
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from generators.formats import FORMATS
+from registry import Settings, create_app, storage
+from registry.app import Registry, open_registry
+from registry.codec import new_id
+from registry.demo import load_demo_data
+
+ENTITY = "facility"
+GEN_BASE = f"/api/v1/{ENTITY}"
+HAND_BASE = f"/hand/{ENTITY}"
+APPS = ("generated", "hand")
+DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The hand-written baseline: what a competent engineer writes for one fixed entity.
+# ---------------------------------------------------------------------------------------------
+
+FACILITY_DATA = (
+    "code",
+    "name",
+    "category",
+    "type",
+    "status",
+    "address",
+    "geoLocation",
+    "contact",
+    "email",
+    "websiteUrl",
+    "operatingHourStart",
+    "operatingHourEnd",
+    "averageRating",
+    "admins",
+    "programs",
+)
+
+
+def _hand_tables() -> tuple[sa.Table, sa.Table, sa.Table, sa.Table]:
+    """The four tables the endpoint touches, declared by hand (they already exist)."""
+    md = sa.MetaData()
+    js = sa.JSON().with_variant(JSONB(), "postgresql")
+    ts = sa.DateTime(timezone=True)
+    facility = sa.Table(
+        "facility",
+        md,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("_version", sa.Integer),
+        sa.Column("_created_at", ts),
+        sa.Column("_updated_at", ts),
+        sa.Column("_created_by", sa.String(200)),
+        sa.Column("_updated_by", sa.String(200)),
+        sa.Column("_deleted_at", ts),
+        sa.Column("code", sa.String(32)),
+        sa.Column("name", sa.String(200)),
+        sa.Column("category", sa.Text),
+        sa.Column("type", sa.Text),
+        sa.Column("status", sa.Text),
+        sa.Column("address", js),
+        sa.Column("geoLocation", js),
+        sa.Column("contact", sa.String(20)),
+        sa.Column("email", sa.String(254)),
+        sa.Column("websiteUrl", sa.Text),
+        sa.Column("operatingHourStart", sa.Text),
+        sa.Column("operatingHourEnd", sa.Text),
+        sa.Column("averageRating", sa.Float(53)),
+        sa.Column("admins", js),
+        sa.Column("programs", js),
+    )
+    program = sa.Table(
+        "program", md, sa.Column("code", sa.String(64)), sa.Column("_deleted_at", ts)
+    )
+    audit = sa.Table(
+        "registry_audit",
+        md,
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("at", ts),
+        sa.Column("actor", sa.String(200)),
+        sa.Column("action", sa.String(40)),
+        sa.Column("entity", sa.String(100)),
+        sa.Column("record_id", sa.String(36)),
+        sa.Column("version", sa.Integer),
+        sa.Column("fields", js),
+    )
+    outbox = sa.Table(
+        "registry_outbox",
+        md,
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("created_at", ts),
+        sa.Column("event", sa.String(40)),
+        sa.Column("entity", sa.String(100)),
+        sa.Column("record_id", sa.String(36)),
+        sa.Column("version", sa.Integer),
+        sa.Column("payload", js),
+        sa.Column("status", sa.String(20)),
+        sa.Column("attempts", sa.Integer),
+        sa.Column("available_at", ts),
+    )
+    return facility, program, audit, outbox
+
+
+def _strip_x(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_x(v) for k, v in node.items() if not k.startswith("x-")}
+    if isinstance(node, list):
+        return [_strip_x(v) for v in node]
+    return node
+
+
+def hand_validator() -> Callable[[Any], Any]:
+    """fastjsonschema compiled from the shipped facility.json, with the registry's formats."""
+    text = (resources.files("entity_schemas") / f"{ENTITY}.json").read_text(encoding="utf-8")
+    schema = _strip_x(json.loads(text))
+    schema.pop("$schema", None)
+    return fastjsonschema.compile(schema, formats=dict(FORMATS), use_default=False)
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _problem(status: int, detail: str) -> Response:
+    body = {"type": "about:blank", "title": "error", "status": status, "detail": detail}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/problem+json")
+
+
+def hand_app(settings: Settings) -> FastAPI:
+    """POST/GET /hand/facility on a bare FastAPI app, same engine settings as the registry."""
+    engine = storage.make_engine(settings)
+    facility, program, audit, outbox = _hand_tables()
+    validate = hand_validator()
+    by_id = sa.select(facility).where(facility.c.id == sa.bindparam("id"))
+    by_id = by_id.where(facility.c._deleted_at.is_(None))
+
+    def insert(body: dict[str, Any]) -> tuple[int, Any]:
+        codes = {p["programId"] for p in body.get("programs") or ()}
+        now = datetime.now(UTC)
+        rid = new_id()
+        row = {name: body.get(name) for name in FACILITY_DATA}
+        if isinstance(row["averageRating"], int):
+            row["averageRating"] = float(row["averageRating"])
+        row.update(
+            id=rid,
+            _version=1,
+            _created_at=now,
+            _updated_at=now,
+            _created_by=None,
+            _updated_by=None,
+            _deleted_at=None,
+        )
+        fields = sorted(body)
+        with storage.write(engine) as conn:
+            if codes:
+                found = conn.execute(
+                    sa.select(program.c.code).where(
+                        program.c.code.in_(codes), program.c._deleted_at.is_(None)
+                    )
+                ).scalars()
+                missing = codes - set(found)
+                if missing:
+                    return 422, f"no program with code {sorted(missing)}"
+            try:
+                conn.execute(facility.insert(), row)
+            except IntegrityError:
+                return 409, "another facility already has this code"
+            conn.execute(
+                audit.insert(),
+                {
+                    "at": now,
+                    "actor": None,
+                    "action": "create",
+                    "entity": ENTITY,
+                    "record_id": rid,
+                    "version": 1,
+                    "fields": fields,
+                },
+            )
+            conn.execute(
+                outbox.insert(),
+                {
+                    "created_at": now,
+                    "event": f"{ENTITY}.created",
+                    "entity": ENTITY,
+                    "record_id": rid,
+                    "version": 1,
+                    "payload": {"fields": fields},
+                    "status": "pending",
+                    "attempts": 0,
+                    "available_at": now,
+                },
+            )
+        stamp = _iso(now)
+        return 201, {"id": rid, **body, "_version": 1, "_createdAt": stamp, "_updatedAt": stamp}
+
+    def fetch(rid: str) -> dict[str, Any] | None:
+        with engine.connect() as conn:
+            row = conn.execute(by_id, {"id": rid}).mappings().first()
+        if row is None:
+            return None
+        out: dict[str, Any] = {"id": row["id"]}
+        for name in FACILITY_DATA:
+            value = row[name]
+            if value is not None:
+                out[name] = value
+        out["_version"] = row["_version"]
+        out["_createdAt"] = _iso(row["_created_at"])
+        out["_updatedAt"] = _iso(row["_updated_at"])
+        return out
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.engine = engine
+
+    @app.post(HAND_BASE, status_code=201)
+    async def create(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return _problem(400, f"not JSON: {exc}")
+        try:
+            validate(body)
+        except fastjsonschema.JsonSchemaException as exc:
+            return _problem(422, str(exc))
+        status, result = await run_in_threadpool(insert, body)
+        if status != 201:
+            return _problem(status, result)
+        headers = {"ETag": '"1"', "Location": f"{HAND_BASE}/{result['id']}"}
+        return Response(orjson.dumps(result), 201, headers, media_type="application/json")
+
+    @app.get(HAND_BASE + "/{rid}")
+    async def read(request: Request, rid: str) -> Response:
+        record = await run_in_threadpool(fetch, rid)
+        if record is None:
+            return _problem(404, f"no facility with id {rid!r}")
+        tag = f'"{record["_version"]}"'
+        if request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers={"ETag": tag})
+        return Response(orjson.dumps(record), headers={"ETag": tag}, media_type="application/json")
+
+    @app.get("/health")
+    def health() -> Response:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        return Response(b'{"pong":true}', media_type="application/json")
+
+    return app
+
+
+# ---------------------------------------------------------------------------------------------
+# Request bodies and measurements
+# ---------------------------------------------------------------------------------------------
+
+
+def facility_template() -> dict[str, Any]:
+    text = (resources.files("registry") / "demo" / f"{ENTITY}.json").read_text(encoding="utf-8")
+    record = json.loads(text)[0]
+    record.pop("id", None)
+    return record
+
+
+class Bodies:
+    """Create bodies with unique codes: `<tag>-<run>-<n>` (pattern ^[A-Za-z0-9_-]{2,32}$)."""
+
+    def __init__(self) -> None:
+        self.template = facility_template()
+        self.run = uuid.uuid4().hex[:8]
+        self.n = 0
+
+    def next(self, tag: str) -> bytes:
+        self.n += 1
+        return orjson.dumps({**self.template, "code": f"{tag}-{self.run}-{self.n}"})
+
+
+@dataclass
+class Result:
+    app: str
+    op: str
+    requests: int
+    seconds: float
+    errors: dict[str, int] = field(default_factory=dict)
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rps": round(self.rps, 1)}
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return 0.0
+    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values))) - 1))
+    return sorted_values[k]
+
+
+def summarise(app: str, op: str, lat: list[float], seconds: float, errors: Counter) -> Result:
+    lat.sort()
+    ms = [x * 1000 for x in (percentile(lat, 50), percentile(lat, 95), percentile(lat, 99))]
+    return Result(
+        app,
+        op,
+        len(lat),
+        seconds,
+        {str(k): v for k, v in errors.items()},
+        round(ms[0], 2),
+        round(ms[1], 2),
+        round(ms[2], 2),
+        round(lat[-1] * 1000 if lat else 0.0, 2),
+    )
+
+
+def base_of(app: str) -> str:
+    return GEN_BASE if app == "generated" else HAND_BASE
+
+
+async def sequential(
+    client: httpx.AsyncClient, app: str, op: str, n: int, bodies: Bodies, ids: list[str]
+) -> Result:
+    """n requests one after the other; creates append the new ids to `ids`."""
+    base = base_of(app)
+    lat: list[float] = []
+    errors: Counter = Counter()
+    read_ids = list(ids[-n:])
+    start = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        if op == "create":
+            r = await client.post(base, content=bodies.next(app[0]), headers=JSON_HEADERS)
+            if r.status_code == 201:
+                ids.append(r.json()["id"])
+        else:
+            r = await client.get(f"{base}/{read_ids[i % len(read_ids)]}")
+        lat.append(time.perf_counter() - t0)
+        if r.status_code not in (200, 201):
+            errors[r.status_code] += 1
+    return summarise(app, op, lat, time.perf_counter() - start, errors)
+
+
+async def concurrent(
+    base_url: str,
+    app: str,
+    op: str,
+    total: int,
+    concurrency: int,
+    max_seconds: float,
+    next_request: Callable[[], tuple[str, str, bytes | None]],
+    warmup: int,
+) -> Result:
+    """`total` requests from `concurrency` tasks sharing one connection pool (closed loop)."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
+
+        async def one() -> tuple[float, int]:
+            method, url, content = next_request()
+            t0 = time.perf_counter()
+            if content is None:
+                r = await client.request(method, url)
+            else:
+                r = await client.request(method, url, content=content, headers=JSON_HEADERS)
+            return time.perf_counter() - t0, r.status_code
+
+        async def run(count: int, lat: list[float], errors: Counter, deadline: float) -> None:
+            left = [count]
+
+            async def worker() -> None:
+                while left[0] > 0 and time.perf_counter() < deadline:
+                    left[0] -= 1
+                    try:
+                        dt, status = await one()
+                    except httpx.HTTPError as exc:
+                        errors[type(exc).__name__] += 1
+                        continue
+                    lat.append(dt)
+                    if status not in (200, 201):
+                        errors[status] += 1
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+        # warm-up: opens the connections and the server's pools; not timed
+        await run(warmup, [], Counter(), time.perf_counter() + max_seconds)
+        lat: list[float] = []
+        errors: Counter = Counter()
+        start = time.perf_counter()
+        await run(total, lat, errors, start + max_seconds)
+        return summarise(app, op, lat, time.perf_counter() - start, errors)
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers (uvicorn in a subprocess, loopback only)
+# ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One uvicorn process serving one app on 127.0.0.1."""
+
+    def __init__(self, app: str, url: str, data_dir: Path, log_dir: Path):
+        self.app = app
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"uvicorn-{app}-{self.port}.log"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", app]
+        cmd += ["--database-url", url, "--data-dir", str(data_dir), "--port", str(self.port)]
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if httpx.get(self.base_url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        tail = self.log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"uvicorn for {self.app} did not start:\n{tail}")
+
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Child process: one app under uvicorn (`--serve generated|hand`)."""
+    import logging
+
+    import uvicorn
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings(
+        database_url=args.database_url, data_dir=Path(args.data_dir), load_entrypoints=False
+    )
+    app = create_app(settings) if args.serve == "generated" else hand_app(settings)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Databases
+# ---------------------------------------------------------------------------------------------
+
+
+def pg_reachable(admin_url: str) -> str | None:
+    try:
+        eng = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with eng.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        eng.dispose()
+        return None
+    except Exception as exc:  # any failure means "no server"
+        return str(exc).splitlines()[0]
+
+
+class PgDatabase:
+    """A throwaway database created on the server of `admin_url`, dropped on close."""
+
+    def __init__(self, admin_url: str):
+        self.name = f"registry_bench_{uuid.uuid4().hex[:10]}"
+        self.admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
+        url = sa.engine.make_url(admin_url).set(database=self.name)
+        self.url = url.render_as_string(hide_password=False)
+
+    def close(self) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+def prefill_rows(count: int, start: int) -> Iterator[dict[str, Any]]:
+    """Valid facility rows (data already JSON-encoded), unique codes `P<n>`."""
+    t = facility_template()
+    js = {k: orjson.dumps(t[k]).decode() for k in ("address", "geoLocation", "admins", "programs")}
+    categories = ("GOVT", "PRIVATE")
+    statuses = ("Active", "Active", "Active", "Inactive")
+    for i in range(start, start + count):
+        yield {
+            "id": new_id(),
+            "_version": 1,
+            "_created_by": "prefill",
+            "_updated_by": "prefill",
+            "_deleted_at": None,
+            "code": f"P{i:08d}",
+            "name": f"Prefilled facility {i}",
+            "category": categories[i % 2],
+            "type": "Fixed location",
+            "status": statuses[i % 4],
+            "contact": t["contact"],
+            "email": f"f{i}@facility.example",
+            "websiteUrl": None,
+            "operatingHourStart": t["operatingHourStart"],
+            "operatingHourEnd": t["operatingHourEnd"],
+            "averageRating": float(i % 50) / 10,
+            **js,
+        }
+
+
+def prefill(reg: Registry, rows: int, batch: int = 10_000) -> tuple[list[str], float]:
+    """Bulk-load `rows` facility rows outside the API; returns their ids and the seconds taken.
+
+    SQLite: SQLAlchemy Core executemany in batches of `batch` (untyped columns, values already
+    encoded, so no per-value bind processing). PostgreSQL: COPY. ANALYZE afterwards on both.
+    """
+    t0 = time.perf_counter()
+    table = reg.db.tables[ENTITY]
+    engine = reg.db.engine
+    ids: list[str] = []
+    now = datetime.now(UTC)
+    if reg.db.dialect == "sqlite":
+        stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DATETIME format
+        cols = [c.name for c in table.columns]
+        light = sa.table(table.name, *(sa.column(c) for c in cols))
+        stmt = sa.insert(light)
+        for start in range(0, rows, batch):
+            chunk = []
+            for row in prefill_rows(min(batch, rows - start), start):
+                row["_created_at"] = row["_updated_at"] = stamp
+                ids.append(row["id"])
+                chunk.append(row)
+            with storage.write(engine) as conn:
+                conn.execute(stmt, chunk)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    else:
+        from psycopg import sql
+
+        cols = [c.name for c in table.columns]
+        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, cols))
+        )
+        raw = engine.raw_connection()
+        try:
+            pg = raw.driver_connection
+            with pg.cursor() as cur, cur.copy(copy) as cp:
+                for row in prefill_rows(rows, 0):
+                    row["_created_at"] = row["_updated_at"] = now
+                    ids.append(row["id"])
+                    cp.write_row([row[c] for c in cols])
+            pg.commit()
+        finally:
+            raw.close()
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"ANALYZE {table.name}")
+            conn.commit()
+    return ids, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# One backend: in-process, then servers on a small table, then servers on a large table
+# ---------------------------------------------------------------------------------------------
+
+
+def order(repeat: int) -> list[str]:
+    """generated, hand / hand, generated / ...: alternate who goes first."""
+    out: list[str] = []
+    for r in range(repeat):
+        out += list(APPS) if r % 2 == 0 else list(reversed(APPS))
+    return out
+
+
+def best(results: list[Result]) -> Result:
+    return max(results, key=lambda r: r.rps)
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def line(r: Result) -> str:
+    err = f"  errors {r.errors}" if r.errors else ""
+    return (
+        f"    {r.app:9s} {r.op:6s} {r.requests:7d} req {r.seconds:7.2f} s {r.rps:8.0f}/s  "
+        f"p50 {r.p50_ms:7.1f}  p95 {r.p95_ms:7.1f}  p99 {r.p99_ms:7.1f}  max {r.max_ms:7.1f} ms"
+        f"{err}"
+    )
+
+
+async def in_process(reg: Registry, settings: Settings, args: argparse.Namespace) -> dict:
+    apps = {"generated": create_app(registry=reg), "hand": hand_app(settings)}
+    bodies = Bodies()
+    out: dict[str, dict[str, Result]] = {"create": {}, "read": {}}
+    clients = {
+        name: httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+        for name, app in apps.items()
+    }
+    try:
+        ids: dict[str, list[str]] = {name: [] for name in APPS}
+        for name in APPS:  # warm-up
+            await sequential(clients[name], name, "create", 20, bodies, ids[name])
+            await sequential(clients[name], name, "read", 20, bodies, ids[name])
+        for op in ("create", "read"):
+            runs: dict[str, list[Result]] = {name: [] for name in APPS}
+            for name in order(args.repeat):
+                if op == "create":
+                    ids[name] = []
+                r = await sequential(clients[name], name, op, args.n, bodies, ids[name])
+                log(line(r))
+                runs[name].append(r)
+            out[op] = {name: best(rs) for name, rs in runs.items()}
+    finally:
+        for c in clients.values():
+            await c.aclose()
+        apps["hand"].state.engine.dispose()
+    return out
+
+
+def server_phase(
+    servers: dict[str, Server],
+    args: argparse.Namespace,
+    bodies: Bodies,
+    read_ids: list[str],
+    label: str,
+) -> dict[str, dict[str, Result]]:
+    """Creates then reads (random ids of `read_ids`) at `args.concurrency` against each server."""
+    out: dict[str, dict[str, Result]] = {}
+    rng = random.Random(42)
+    warmup = max(args.concurrency * 2, args.requests // 20)
+    for op in ("create", "read"):
+        runs: dict[str, list[Result]] = {name: [] for name in APPS}
+        for name in order(args.repeat):
+            base = base_of(name)
+            tag = name[0] + label[0]
+            if op == "create":
+
+                def next_request(base: str = base, tag: str = tag) -> tuple[str, str, bytes]:
+                    return "POST", base, bodies.next(tag)
+            else:
+
+                def next_request(base: str = base) -> tuple[str, str, None]:
+                    return "GET", f"{base}/{rng.choice(read_ids)}", None
+
+            r = asyncio.run(
+                concurrent(
+                    servers[name].base_url,
+                    name,
+                    op,
+                    args.requests,
+                    args.concurrency,
+                    args.max_seconds,
+                    next_request,
+                    warmup,
+                )
+            )
+            log(line(r))
+            runs[name].append(r)
+        out[op] = {name: best(rs) for name, rs in runs.items()}
+    return out
+
+
+def ping(server: Server, args: argparse.Namespace) -> Result:
+    """Client + server ceiling: a constant response, no database (hand app's /ping)."""
+    return asyncio.run(
+        concurrent(
+            server.base_url,
+            "hand",
+            "ping",
+            args.requests,
+            args.concurrency,
+            args.max_seconds,
+            lambda: ("GET", "/ping", None),
+            args.concurrency,
+        )
+    )
+
+
+def run_backend(backend: str, url: str, workdir: Path, args: argparse.Namespace) -> dict:
+    data_dir = workdir / backend
+    settings = Settings(database_url=url, data_dir=data_dir, load_entrypoints=False)
+    reg = open_registry(settings)
+    result: dict[str, Any] = {}
+    servers: dict[str, Server] = {}
+    try:
+        load_demo_data(reg.services)
+        log(f"\n== {backend}: in-process (httpx.ASGITransport), {args.n} sequential requests")
+        result["in-process"] = asyncio.run(in_process(reg, settings, args))
+
+        for name in APPS:
+            servers[name] = Server(name, url, data_dir, workdir)
+        for s in servers.values():
+            s.wait_ready()
+        pids = ", ".join(f"{n} pid {s.pid()} port {s.port}" for n, s in servers.items())
+        log(f"\n== {backend}: uvicorn servers ({pids}), concurrency {args.concurrency}")
+        p = ping(servers["hand"], args)
+        log(line(p) + "   <- /ping, no database: client+server ceiling")
+        result["ping"] = p
+        bodies = Bodies()
+        with reg.db.engine.connect() as conn:
+            small_ids = list(conn.execute(sa.select(reg.db.tables[ENTITY].c.id)).scalars())
+        count = len(small_ids)
+        log(f"-- small table ({count} rows before the creates)")
+        result["server"] = server_phase(servers, args, bodies, small_ids, "small")
+
+        if args.rows > 0:
+            log(f"\n== {backend}: pre-filling {args.rows:,} rows (outside the API)")
+            ids, secs = prefill(reg, args.rows)
+            log(f"   {args.rows:,} rows in {secs:.1f} s ({args.rows / secs:,.0f} rows/s)")
+            result["prefill_seconds"] = round(secs, 1)
+            log(f"-- large table ({args.rows:,} pre-filled rows), reads by random id")
+            result["large"] = server_phase(servers, args, bodies, ids, "large")
+            del ids
+    finally:
+        for s in servers.values():
+            s.stop()
+        reg.close()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+def ratio(gen: Result, hand: Result) -> float:
+    return gen.rps / hand.rps if hand.rps else 0.0
+
+
+def summary(all_results: dict[str, Any], args: argparse.Namespace, skipped: dict) -> dict:
+    log("\n" + "=" * 100)
+    log(
+        f"SUMMARY  concurrency {args.concurrency}, in-process n={args.n}, server requests="
+        f"{args.requests}, large table {args.rows:,} rows, best of {args.repeat}"
+    )
+    log("latencies: client-side, generated/hand, ms")
+    log("-" * 100)
+    figures: dict[str, Any] = {
+        "settings": {
+            "quick": args.quick,
+            "rows": args.rows,
+            "n": args.n,
+            "requests": args.requests,
+            "concurrency": args.concurrency,
+            "repeat": args.repeat,
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },
+        "skipped": skipped,
+        "results": {},
+    }
+    sections = (("in-process", "in-process"), ("server", "server c=%d"), ("large", "large c=%d"))
+    for backend, res in all_results.items():
+        fig: dict[str, Any] = {"prefill_seconds": res.get("prefill_seconds")}
+        if "ping" in res:
+            fig["ping"] = res["ping"].as_dict()
+        for key, label in sections:
+            if key not in res:
+                continue
+            name = label % args.concurrency if "%d" in label else label
+            fig[key] = {}
+            for op in ("create", "read"):
+                g, h = res[key][op]["generated"], res[key][op]["hand"]
+                rt = ratio(g, h)
+                lat = ""
+                if key != "in-process":
+                    lat = (
+                        f"  p50 {g.p50_ms:.1f}/{h.p50_ms:.1f}  p95 {g.p95_ms:.1f}/{h.p95_ms:.1f}"
+                        f"  p99 {g.p99_ms:.1f}/{h.p99_ms:.1f}"
+                    )
+                errs = g.errors or h.errors
+                log(
+                    f"{backend:10s} {name:11s} {op:6s}  generated {g.rps:6.0f}/s  "
+                    f"hand {h.rps:6.0f}/s  ratio {rt:.2f}{lat}"
+                    + (f"  ERRORS gen {g.errors} hand {h.errors}" if errs else "")
+                )
+                fig[key][op] = {
+                    "generated": g.as_dict(),
+                    "hand": h.as_dict(),
+                    "ratio": round(rt, 3),
+                }
+        figures["results"][backend] = fig
+    for backend, why in skipped.items():
+        log(f"{backend:10s} skipped: {why}")
+    log("-" * 100)
+    log("issue targets (informational, not asserted): generated p99 < 50 ms at 50 clients on the")
+    log(f"large table ({args.rows:,} rows), generated >= 0.80 x hand-written throughput")
+    for backend, res in all_results.items():
+        if "large" not in res:
+            continue
+        for op in ("read", "create"):
+            g, h = res["large"][op]["generated"], res["large"][op]["hand"]
+            p99 = "meets" if g.p99_ms < 50 else "misses"
+            rt = "meets" if ratio(g, h) >= 0.8 else "misses"
+            log(
+                f"{backend:10s} large {op:6s}  generated p99 {g.p99_ms:7.1f} ms ({p99} < 50 ms)"
+                f"  ratio {ratio(g, h):.2f} ({rt} >= 0.80)"
+            )
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small smoke run (< 60 s)")
+    ap.add_argument("--rows", type=int, help="pre-filled rows (default 1,000,000; quick 10,000)")
+    ap.add_argument("--n", type=int, help="in-process sequential requests per op (2000; 200)")
+    ap.add_argument("--requests", type=int, help="requests per server run (5000; 600)")
+    ap.add_argument("--concurrency", type=int, default=50, help="concurrent clients (50)")
+    ap.add_argument("--repeat", type=int, help="runs per app, best kept, order alternated (2; 1)")
+    ap.add_argument("--max-seconds", type=float, help="time cap of one server run (120; 20)")
+    ap.add_argument("--backends", default="sqlite,postgresql", help="sqlite,postgresql")
+    ap.add_argument(
+        "--pg-url",
+        default=os.environ.get("REGISTRY_BENCH_PG_URL", DEFAULT_PG_ADMIN_URL),
+        help="server on which a throwaway database is created (env REGISTRY_BENCH_PG_URL)",
+    )
+    ap.add_argument("--json-out", type=Path, help="also write the JSON figures to this file")
+    # internal: run one app under uvicorn
+    ap.add_argument("--serve", choices=APPS, help=argparse.SUPPRESS)
+    ap.add_argument("--database-url", help=argparse.SUPPRESS)
+    ap.add_argument("--data-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.serve:
+        serve(args)
+        return 0
+
+    quick = args.quick
+    defaults = {
+        "rows": 10_000 if quick else 1_000_000,
+        "n": 200 if quick else 2000,
+        "requests": 600 if quick else 5000,
+        "repeat": 1 if quick else 2,
+        "max_seconds": 20.0 if quick else 120.0,
+    }
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+
+    started = time.perf_counter()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
+        workdir = Path(tmp)
+        for backend in backends:
+            if backend == "sqlite":
+                url = f"sqlite:///{(workdir / 'bench.db').as_posix()}"
+                results[backend] = run_backend(backend, url, workdir, args)
+            elif backend == "postgresql":
+                problem = pg_reachable(args.pg_url)
+                if problem:
+                    msg = f"PostgreSQL not reachable at {args.pg_url}: {problem}"
+                    log(f"\n== postgresql: SKIPPED ({msg})")
+                    skipped[backend] = msg
+                    continue
+                pg = PgDatabase(args.pg_url)
+                log(f"\n== postgresql: throwaway database {pg.name}")
+                try:
+                    results[backend] = run_backend(backend, pg.url, workdir, args)
+                finally:
+                    pg.close()
+            else:
+                raise SystemExit(f"unknown backend {backend!r} (sqlite, postgresql)")
+    figures = summary(results, args, skipped)
+    figures["settings"]["wall_seconds"] = round(time.perf_counter() - started, 1)
+    log(f"total wall time {figures['settings']['wall_seconds']} s")
+    text = json.dumps(figures, separators=(",", ":"))
+    if args.json_out:
+        args.json_out.write_text(text + "\n")
+    log(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Fixtures: settings -> app -> client, on SQLite and (when reachable) PostgreSQL.
+
+PostgreSQL tests use a throwaway database created for the run on 127.0.0.1:5432 (override with
+REGISTRY_TEST_PG_URL, the URL of a server whose `postgres` database we may use to create others);
+every test starts from an empty schema. Locally they skip when no server answers; in CI
+(`CI=true`) a missing server is an error, so the PostgreSQL half can never silently vanish.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from registry import Settings, create_app
+from registry.app import Registry, open_registry
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PG_ADMIN_URL = os.environ.get("REGISTRY_TEST_PG_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_available() -> str | None:
+    try:
+        eng = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with eng.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        eng.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
+        return str(exc).splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A database created for this test run, dropped at the end; yields its URL."""
+    problem = _pg_available()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI but not reachable: {problem}")
+        pytest.skip(f"PostgreSQL not reachable: {problem}")
+    name = f"registry_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        # tests need no durability; commits without fsync keep the PostgreSQL half fast
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def reset_pg(url: str) -> None:
+    eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    eng.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file in tmp_path, or the run's PostgreSQL database, emptied."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    url = request.getfixturevalue("pg_database")
+    reset_pg(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path / "data", load_entrypoints=False)
+
+
+@pytest.fixture
+def registry(settings: Settings) -> Iterator[Registry]:
+    reg = open_registry(settings)
+    yield reg
+    reg.close()
+
+
+@pytest.fixture
+def client(registry: Registry) -> Iterator[TestClient]:
+    with TestClient(create_app(registry=registry)) as c:
+        yield c
+
+
+@pytest.fixture
+def demo_client(registry: Registry) -> Iterator[TestClient]:
+    """A client over a registry holding the demo data."""
+    from registry.demo import load_demo_data
+
+    load_demo_data(registry.services)
+    with TestClient(create_app(registry=registry)) as c:
+        yield c
