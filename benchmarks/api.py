@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -335,6 +336,8 @@ class Result:
     p95_ms: float = 0.0
     p99_ms: float = 0.0
     max_ms: float = 0.0
+    #: CPU time the server process spent per request (user + system), when measured
+    server_cpu_us: int | None = None
 
     @property
     def rps(self) -> float:
@@ -395,53 +398,144 @@ async def sequential(
     return summarise(app, op, lat, time.perf_counter() - start, errors)
 
 
+class RawHTTP:
+    """A minimal HTTP/1.1 keep-alive client on one asyncio connection (the default load driver).
+
+    It only speaks what these servers answer (Content-Length bodies), and costs the client a
+    fraction of what httpx does, so the server, not the load generator, is what gets measured.
+    """
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def request(self, method: str, path: str, content: bytes | None) -> int:
+        if self.writer is None:
+            await self._connect()
+        assert self.reader is not None and self.writer is not None
+        host = f"{self.host}:{self.port}"
+        if content is None:
+            head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        else:
+            head = (
+                f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
+                f"\r\nContent-Length: {len(content)}\r\n\r\n"
+            ).encode() + content
+        self.writer.write(head)
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length, close = 0, False
+        for h in lines[1:]:
+            key, _, value = h.partition(b":")
+            key = key.strip().lower()
+            if key == b"content-length":
+                length = int(value)
+            elif key == b"connection" and value.strip().lower() == b"close":
+                close = True
+            elif key == b"transfer-encoding":
+                raise RuntimeError("chunked responses are not supported by the raw client")
+        if length:
+            await self.reader.readexactly(length)
+        if close:
+            await self.aclose()
+        return status
+
+    async def aclose(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+class HttpxClient:
+    """One simulated client on httpx.AsyncClient (its own pool of one connection)."""
+
+    def __init__(self, base_url: str):
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        self.client = httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120)
+
+    async def request(self, method: str, path: str, content: bytes | None) -> int:
+        if content is None:
+            r = await self.client.request(method, path)
+        else:
+            r = await self.client.request(method, path, content=content, headers=JSON_HEADERS)
+        return r.status_code
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def concurrent(
     base_url: str,
     app: str,
     op: str,
-    total: int,
-    concurrency: int,
-    max_seconds: float,
+    args: argparse.Namespace,
     next_request: Callable[[], tuple[str, str, bytes | None]],
-    warmup: int,
+    server_pid: int | None = None,
 ) -> Result:
-    """`total` requests from `concurrency` tasks sharing one connection pool (closed loop)."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
+    """`args.requests` requests from `args.concurrency` clients, each with its own keep-alive
+    connection, each sending its next request when the previous answer is in (closed loop)."""
+    url = httpx.URL(base_url)
+    clients: list[RawHTTP | HttpxClient] = [
+        RawHTTP(url.host, url.port or 80) if args.client == "raw" else HttpxClient(base_url)
+        for _ in range(args.concurrency)
+    ]
 
-        async def one() -> tuple[float, int]:
-            method, url, content = next_request()
-            t0 = time.perf_counter()
-            if content is None:
-                r = await client.request(method, url)
-            else:
-                r = await client.request(method, url, content=content, headers=JSON_HEADERS)
-            return time.perf_counter() - t0, r.status_code
+    async def run(count: int, lat: list[float], errors: Counter, deadline: float) -> None:
+        left = [count]
 
-        async def run(count: int, lat: list[float], errors: Counter, deadline: float) -> None:
-            left = [count]
+        async def worker(client: RawHTTP | HttpxClient) -> None:
+            while left[0] > 0 and time.perf_counter() < deadline:
+                left[0] -= 1
+                method, path, content = next_request()
+                t0 = time.perf_counter()
+                try:
+                    status = await client.request(method, path, content)
+                except (OSError, asyncio.IncompleteReadError, httpx.HTTPError) as exc:
+                    errors[type(exc).__name__] += 1
+                    await client.aclose()
+                    continue
+                lat.append(time.perf_counter() - t0)
+                if status not in (200, 201):
+                    errors[status] += 1
 
-            async def worker() -> None:
-                while left[0] > 0 and time.perf_counter() < deadline:
-                    left[0] -= 1
-                    try:
-                        dt, status = await one()
-                    except httpx.HTTPError as exc:
-                        errors[type(exc).__name__] += 1
-                        continue
-                    lat.append(dt)
-                    if status not in (200, 201):
-                        errors[status] += 1
+        await asyncio.gather(*(worker(c) for c in clients))
 
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-
+    try:
         # warm-up: opens the connections and the server's pools; not timed
-        await run(warmup, [], Counter(), time.perf_counter() + max_seconds)
+        warm = max(args.concurrency * 2, args.requests // 20)
+        await run(warm, [], Counter(), time.perf_counter() + args.warmup_seconds)
         lat: list[float] = []
         errors: Counter = Counter()
+        cpu0 = cpu_seconds(server_pid)
         start = time.perf_counter()
-        await run(total, lat, errors, start + max_seconds)
-        return summarise(app, op, lat, time.perf_counter() - start, errors)
+        await run(args.requests, lat, errors, start + args.max_seconds)
+        elapsed = time.perf_counter() - start
+        cpu1 = cpu_seconds(server_pid)
+    finally:
+        for c in clients:
+            await c.aclose()
+    result = summarise(app, op, lat, elapsed, errors)
+    if cpu0 is not None and cpu1 is not None and lat:
+        result.server_cpu_us = round((cpu1 - cpu0) / len(lat) * 1e6)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -648,7 +742,8 @@ def line(r: Result) -> str:
     return (
         f"    {r.app:9s} {r.op:6s} {r.requests:7d} req {r.seconds:7.2f} s {r.rps:8.0f}/s  "
         f"p50 {r.p50_ms:7.1f}  p95 {r.p95_ms:7.1f}  p99 {r.p99_ms:7.1f}  max {r.max_ms:7.1f} ms"
-        f"{err}"
+        + (f"  server cpu {r.server_cpu_us:5d} us/req" if r.server_cpu_us is not None else "")
+        + err
     )
 
 
@@ -691,7 +786,6 @@ def server_phase(
     """Creates then reads (random ids of `read_ids`) at `args.concurrency` against each server."""
     out: dict[str, dict[str, Result]] = {}
     rng = random.Random(42)
-    warmup = max(args.concurrency * 2, args.requests // 20)
     for op in ("create", "read"):
         runs: dict[str, list[Result]] = {name: [] for name in APPS}
         for name in order(args.repeat):
@@ -706,18 +800,8 @@ def server_phase(
                 def next_request(base: str = base) -> tuple[str, str, None]:
                     return "GET", f"{base}/{rng.choice(read_ids)}", None
 
-            r = asyncio.run(
-                concurrent(
-                    servers[name].base_url,
-                    name,
-                    op,
-                    args.requests,
-                    args.concurrency,
-                    args.max_seconds,
-                    next_request,
-                    warmup,
-                )
-            )
+            server = servers[name]
+            r = asyncio.run(concurrent(server.base_url, name, op, args, next_request, server.pid()))
             log(line(r))
             runs[name].append(r)
         out[op] = {name: best(rs) for name, rs in runs.items()}
@@ -728,14 +812,7 @@ def ping(server: Server, args: argparse.Namespace) -> Result:
     """Client + server ceiling: a constant response, no database (hand app's /ping)."""
     return asyncio.run(
         concurrent(
-            server.base_url,
-            "hand",
-            "ping",
-            args.requests,
-            args.concurrency,
-            args.max_seconds,
-            lambda: ("GET", "/ping", None),
-            args.concurrency,
+            server.base_url, "hand", "ping", args, lambda: ("GET", "/ping", None), server.pid()
         )
     )
 
@@ -797,7 +874,11 @@ def summary(all_results: dict[str, Any], args: argparse.Namespace, skipped: dict
         f"SUMMARY  concurrency {args.concurrency}, in-process n={args.n}, server requests="
         f"{args.requests}, large table {args.rows:,} rows, best of {args.repeat}"
     )
-    log("latencies: client-side, generated/hand, ms")
+    log(
+        f"load driver: {args.client}; latencies client-side, generated/hand, in ms; cpu = server "
+        "process CPU per request, generated/hand"
+    )
+    log(f"load average (1 min) at start {args.load_start:.2f}, at end {os.getloadavg()[0]:.2f}")
     log("-" * 100)
     figures: dict[str, Any] = {
         "settings": {
@@ -807,7 +888,10 @@ def summary(all_results: dict[str, Any], args: argparse.Namespace, skipped: dict
             "requests": args.requests,
             "concurrency": args.concurrency,
             "repeat": args.repeat,
+            "client": args.client,
             "cpus": os.cpu_count(),
+            "loadavg_start": round(args.load_start, 2),
+            "loadavg_end": round(os.getloadavg()[0], 2),
             "python": sys.version.split()[0],
         },
         "skipped": skipped,
@@ -832,6 +916,9 @@ def summary(all_results: dict[str, Any], args: argparse.Namespace, skipped: dict
                         f"  p50 {g.p50_ms:.1f}/{h.p50_ms:.1f}  p95 {g.p95_ms:.1f}/{h.p95_ms:.1f}"
                         f"  p99 {g.p99_ms:.1f}/{h.p99_ms:.1f}"
                     )
+                    if g.server_cpu_us is not None and h.server_cpu_us is not None:
+                        lat += f"  cpu {g.server_cpu_us}/{h.server_cpu_us} us/req"
+
                 errs = g.errors or h.errors
                 log(
                     f"{backend:10s} {name:11s} {op:6s}  generated {g.rps:6.0f}/s  "
@@ -871,7 +958,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, help="requests per server run (5000; 600)")
     ap.add_argument("--concurrency", type=int, default=50, help="concurrent clients (50)")
     ap.add_argument("--repeat", type=int, help="runs per app, best kept, order alternated (2; 1)")
-    ap.add_argument("--max-seconds", type=float, help="time cap of one server run (120; 20)")
+    ap.add_argument("--max-seconds", type=float, help="time cap of one server run (120; 3)")
+    ap.add_argument("--warmup-seconds", type=float, help="time cap of a warm-up (10; 1)")
+    ap.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="load driver: raw asyncio HTTP/1.1 (default) or httpx.AsyncClient per client",
+    )
     ap.add_argument("--backends", default="sqlite,postgresql", help="sqlite,postgresql")
     ap.add_argument(
         "--pg-url",
@@ -892,16 +986,23 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     defaults = {
         "rows": 10_000 if quick else 1_000_000,
-        "n": 200 if quick else 2000,
-        "requests": 600 if quick else 5000,
+        "n": 100 if quick else 2000,
+        "requests": 400 if quick else 5000,
         "repeat": 1 if quick else 2,
-        "max_seconds": 20.0 if quick else 120.0,
+        "max_seconds": 3.0 if quick else 120.0,
+        "warmup_seconds": 1.0 if quick else 10.0,
     }
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
 
     started = time.perf_counter()
+    args.load_start = os.getloadavg()[0]
+    if args.load_start > 0.5 * (os.cpu_count() or 1):
+        log(
+            f"note: load average {args.load_start:.2f} on {os.cpu_count()} cpus before the run; "
+            "other processes will skew the figures"
+        )
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
