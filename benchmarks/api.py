@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
+import math
 import os
 import random
 import socket
@@ -260,6 +262,7 @@ def hand_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.engine = engine
+    app.state.validate, app.state.insert, app.state.fetch = validate, insert, fetch  # --profile
 
     @app.post(HAND_BASE, status_code=201)
     async def create(request: Request) -> Response:
@@ -351,7 +354,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_values:
         return 0.0
-    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values))) - 1))
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
     return sorted_values[k]
 
 
@@ -383,17 +386,19 @@ async def sequential(
     lat: list[float] = []
     errors: Counter = Counter()
     read_ids = list(ids[-n:])
+    if op == "read" and not read_ids:
+        raise RuntimeError(f"no {app} records to read: every create failed")
     start = time.perf_counter()
     for i in range(n):
         t0 = time.perf_counter()
         if op == "create":
             r = await client.post(base, content=bodies.next(app[0]), headers=JSON_HEADERS)
-            if r.status_code == 201:
-                ids.append(r.json()["id"])
         else:
             r = await client.get(f"{base}/{read_ids[i % len(read_ids)]}")
         lat.append(time.perf_counter() - t0)
-        if r.status_code not in (200, 201):
+        if r.status_code == 201:
+            ids.append(r.headers["location"].rsplit("/", 1)[1])
+        elif r.status_code != 200:
             errors[r.status_code] += 1
     return summarise(app, op, lat, time.perf_counter() - start, errors)
 
@@ -757,9 +762,10 @@ async def in_process(reg: Registry, settings: Settings, args: argparse.Namespace
     }
     try:
         ids: dict[str, list[str]] = {name: [] for name in APPS}
+        warm = min(20, args.n)
         for name in APPS:  # warm-up
-            await sequential(clients[name], name, "create", 20, bodies, ids[name])
-            await sequential(clients[name], name, "read", 20, bodies, ids[name])
+            await sequential(clients[name], name, "create", warm, bodies, ids[name])
+            await sequential(clients[name], name, "read", warm, bodies, ids[name])
         for op in ("create", "read"):
             runs: dict[str, list[Result]] = {name: [] for name in APPS}
             for name in order(args.repeat):
@@ -817,6 +823,66 @@ def ping(server: Server, args: argparse.Namespace) -> Result:
     )
 
 
+def profile_paths(reg: Registry, settings: Settings, n: int, top: int = 25) -> None:
+    """`--profile`: the work under HTTP, called directly in this thread (no ASGI, no threadpool):
+    per-call time of generated vs hand-written create and read, then cProfile of the generated
+    create and read (tottime), to see where the framework spends what the hand-written does not."""
+    import cProfile
+    import pstats
+
+    svc = reg.services[ENTITY]
+    hand = hand_app(settings)
+    validate, insert, fetch = hand.state.validate, hand.state.insert, hand.state.fetch
+    bodies = Bodies()
+
+    def gen_create() -> str:
+        return svc.create(orjson.loads(bodies.next("pg")), actor=None)["id"]
+
+    def hand_create() -> str:
+        body = orjson.loads(bodies.next("ph"))
+        validate(body)
+        return insert(body)[1]["id"]
+
+    ids = [gen_create() for _ in range(20)] + [hand_create() for _ in range(20)]
+
+    def timed(fn: Callable[[], Any]) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t0) / n * 1e6
+
+    rng = random.Random(1)
+    log(f"\n== profile ({reg.db.dialect}): direct calls, no HTTP, {n} each, us per call")
+    for _ in range(2):
+        g_c, h_c = timed(gen_create), timed(hand_create)
+        g_r = timed(lambda: orjson.dumps(svc.get(rng.choice(ids))))
+        h_r = timed(lambda: orjson.dumps(fetch(rng.choice(ids))))
+        log(f"    create  generated {g_c:8.0f}  hand {h_c:8.0f}  ratio(time) {g_c / h_c:.2f}")
+        log(f"    read    generated {g_r:8.0f}  hand {h_r:8.0f}  ratio(time) {g_r / h_r:.2f}")
+    for label, fn in (
+        ("generated create", gen_create),
+        ("generated read", lambda: orjson.dumps(svc.get(rng.choice(ids)))),
+    ):
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(n):
+            fn()
+        prof.disable()
+        log(f"\n-- cProfile: {label} x {n}, sorted by tottime")
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(top)
+        log(buf.getvalue())
+    hand.state.engine.dispose()
+
+
+def prefill_phase(backend: str, reg: Registry, args: argparse.Namespace, result: dict) -> list:
+    log(f"\n== {backend}: pre-filling {args.rows:,} rows (outside the API)")
+    ids, secs = prefill(reg, args.rows)
+    log(f"   {args.rows:,} rows in {secs:.1f} s ({args.rows / secs:,.0f} rows/s)")
+    result["prefill_seconds"] = round(secs, 1)
+    return ids
+
+
 def run_backend(backend: str, url: str, workdir: Path, args: argparse.Namespace) -> dict:
     data_dir = workdir / backend
     settings = Settings(database_url=url, data_dir=data_dir, load_entrypoints=False)
@@ -825,11 +891,21 @@ def run_backend(backend: str, url: str, workdir: Path, args: argparse.Namespace)
     servers: dict[str, Server] = {}
     try:
         load_demo_data(reg.services)
-        log(f"\n== {backend}: in-process (httpx.ASGITransport), {args.n} sequential requests")
-        result["in-process"] = asyncio.run(in_process(reg, settings, args))
+        if args.profile:
+            profile_paths(reg, settings, args.profile)
+            return result
+        if "in-process" in args.phases:
+            log(f"\n== {backend}: in-process (httpx.ASGITransport), {args.n} sequential requests")
+            result["in-process"] = asyncio.run(in_process(reg, settings, args))
+        large = "large" in args.phases and args.rows > 0
+        if "server" not in args.phases and not large:
+            return result
 
         for name in APPS:
             servers[name] = Server(name, url, data_dir, workdir)
+        ids: list[str] = []
+        if large and "server" not in args.phases:
+            ids = prefill_phase(backend, reg, args, result)  # overlaps the servers' start-up
         for s in servers.values():
             s.wait_ready()
         pids = ", ".join(f"{n} pid {s.pid()} port {s.port}" for n, s in servers.items())
@@ -838,20 +914,16 @@ def run_backend(backend: str, url: str, workdir: Path, args: argparse.Namespace)
         log(line(p) + "   <- /ping, no database: client+server ceiling")
         result["ping"] = p
         bodies = Bodies()
-        with reg.db.engine.connect() as conn:
-            small_ids = list(conn.execute(sa.select(reg.db.tables[ENTITY].c.id)).scalars())
-        count = len(small_ids)
-        log(f"-- small table ({count} rows before the creates)")
-        result["server"] = server_phase(servers, args, bodies, small_ids, "small")
-
-        if args.rows > 0:
-            log(f"\n== {backend}: pre-filling {args.rows:,} rows (outside the API)")
-            ids, secs = prefill(reg, args.rows)
-            log(f"   {args.rows:,} rows in {secs:.1f} s ({args.rows / secs:,.0f} rows/s)")
-            result["prefill_seconds"] = round(secs, 1)
+        if "server" in args.phases:
+            with reg.db.engine.connect() as conn:
+                small_ids = list(conn.execute(sa.select(reg.db.tables[ENTITY].c.id)).scalars())
+            log(f"-- small table ({len(small_ids)} rows before the creates)")
+            result["server"] = server_phase(servers, args, bodies, small_ids, "small")
+        if large:
+            if not ids:
+                ids = prefill_phase(backend, reg, args, result)
             log(f"-- large table ({args.rows:,} pre-filled rows), reads by random id")
             result["large"] = server_phase(servers, args, bodies, ids, "large")
-            del ids
     finally:
         for s in servers.values():
             s.stop()
@@ -888,6 +960,7 @@ def summary(all_results: dict[str, Any], args: argparse.Namespace, skipped: dict
             "requests": args.requests,
             "concurrency": args.concurrency,
             "repeat": args.repeat,
+            "phases": sorted(args.phases),
             "client": args.client,
             "cpus": os.cpu_count(),
             "loadavg_start": round(args.load_start, 2),
@@ -954,23 +1027,33 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small smoke run (< 60 s)")
     ap.add_argument("--rows", type=int, help="pre-filled rows (default 1,000,000; quick 10,000)")
-    ap.add_argument("--n", type=int, help="in-process sequential requests per op (2000; 200)")
-    ap.add_argument("--requests", type=int, help="requests per server run (5000; 600)")
+    ap.add_argument("--n", type=int, help="in-process sequential requests per op (2000; 100)")
+    ap.add_argument("--requests", type=int, help="requests per server run (5000; 300)")
     ap.add_argument("--concurrency", type=int, default=50, help="concurrent clients (50)")
     ap.add_argument("--repeat", type=int, help="runs per app, best kept, order alternated (2; 1)")
-    ap.add_argument("--max-seconds", type=float, help="time cap of one server run (120; 3)")
-    ap.add_argument("--warmup-seconds", type=float, help="time cap of a warm-up (10; 1)")
+    ap.add_argument("--max-seconds", type=float, help="time cap of one server run (120; 2)")
+    ap.add_argument("--warmup-seconds", type=float, help="time cap of a warm-up (10; 0.5)")
     ap.add_argument(
         "--client",
         choices=("raw", "httpx"),
         default="raw",
         help="load driver: raw asyncio HTTP/1.1 (default) or httpx.AsyncClient per client",
     )
+    ap.add_argument(
+        "--phases",
+        help="in-process,server,large (default all three; quick: in-process,large)",
+    )
     ap.add_argument("--backends", default="sqlite,postgresql", help="sqlite,postgresql")
     ap.add_argument(
         "--pg-url",
         default=os.environ.get("REGISTRY_BENCH_PG_URL", DEFAULT_PG_ADMIN_URL),
         help="server on which a throwaway database is created (env REGISTRY_BENCH_PG_URL)",
+    )
+    ap.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        help="only profile: N direct calls per path, cProfile of the generated ones",
     )
     ap.add_argument("--json-out", type=Path, help="also write the JSON figures to this file")
     # internal: run one app under uvicorn
@@ -987,15 +1070,20 @@ def main(argv: list[str] | None = None) -> int:
     defaults = {
         "rows": 10_000 if quick else 1_000_000,
         "n": 100 if quick else 2000,
-        "requests": 400 if quick else 5000,
+        "requests": 300 if quick else 5000,
         "repeat": 1 if quick else 2,
-        "max_seconds": 3.0 if quick else 120.0,
-        "warmup_seconds": 1.0 if quick else 10.0,
+        "max_seconds": 2.0 if quick else 120.0,
+        "warmup_seconds": 0.5 if quick else 10.0,
+        "phases": "in-process,large" if quick else "in-process,server,large",
     }
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
 
+    args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    unknown = args.phases - {"in-process", "server", "large"}
+    if unknown:
+        raise SystemExit(f"unknown phase(s) {sorted(unknown)}: in-process, server, large")
     started = time.perf_counter()
     args.load_start = os.getloadavg()[0]
     if args.load_start > 0.5 * (os.cpu_count() or 1):

@@ -1,4 +1,7 @@
-"""String formats checked on write; one table serves every validator so they agree."""
+"""String formats checked on write; one table serves every validator so they agree.
+
+Patterns are matched with `fullmatch`: `$` alone would accept a trailing newline.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{5,19}$")
 
 def is_date(value: str) -> bool:
     """RFC 3339 full-date: YYYY-MM-DD and a real day."""
-    if not _DATE.match(value):
+    if not _DATE.fullmatch(value):
         return False
     try:
         date.fromisoformat(value)
@@ -29,12 +32,13 @@ def is_date(value: str) -> bool:
 
 def is_date_time(value: str) -> bool:
     """RFC 3339 date-time with a time zone offset."""
-    return validate_rfc3339(value) and is_date(value[:10])
+    # validate_rfc3339 ends its pattern with `$`, which also matches before a final newline.
+    return not value.endswith("\n") and validate_rfc3339(value) and is_date(value[:10])
 
 
 def is_time(value: str) -> bool:
     """HH:MM or HH:MM:SS, optional fraction and offset (operating hours)."""
-    if not _TIME.match(value):
+    if not _TIME.fullmatch(value):
         return False
     try:
         time.fromisoformat(value[:8].rstrip("Z+-"))
@@ -44,20 +48,20 @@ def is_time(value: str) -> bool:
 
 
 def is_email(value: str) -> bool:
-    return bool(_EMAIL.match(value))
+    return bool(_EMAIL.fullmatch(value))
 
 
 def is_uri(value: str) -> bool:
-    return bool(_URI.match(value))
+    return bool(_URI.fullmatch(value))
 
 
 def is_uuid(value: str) -> bool:
-    return bool(_UUID.match(value))
+    return bool(_UUID.fullmatch(value))
 
 
 def is_phone(value: str) -> bool:
     """A telephone number: optional +, digits, spaces, dashes, brackets (7 to 20 characters)."""
-    return bool(_PHONE.match(value))
+    return bool(_PHONE.fullmatch(value))
 
 
 FORMATS: dict[str, Callable[[str], bool]] = {

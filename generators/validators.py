@@ -11,14 +11,17 @@ the same in draft-07 and 2020-12 (`fast_path_supported`); otherwise jsonschema d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import fastjsonschema
 from jsonschema import FormatChecker
 from jsonschema.exceptions import ValidationError
-from jsonschema.validators import Draft202012Validator
+from jsonschema.validators import Draft202012Validator, extend
 
 from generators.errors import pointer
 from generators.formats import FORMATS
@@ -44,7 +47,6 @@ _SAME_IN_BOTH = frozenset(
         "maximum",
         "exclusiveMinimum",
         "exclusiveMaximum",
-        "multipleOf",
         "minProperties",
         "maxProperties",
         "patternProperties",
@@ -65,10 +67,12 @@ _SAME_IN_BOTH = frozenset(
         "readOnly",
         "writeOnly",
         "deprecated",
-        "contentMediaType",
-        "contentEncoding",
     }
 )
+# Not listed above, because the engines differ: `multipleOf` (fastjsonschema divides floats, so
+# 1e20 is a multiple of 3), `contentMediaType` / `contentEncoding` (fastjsonschema asserts them;
+# in 2020-12 they only annotate), and any `format` outside `FORMATS` (fastjsonschema checks
+# hostname, ipv4, regex...; for us an unknown format only annotates).
 # Keywords whose value is a map of name -> subschema, or a list of subschemas.
 _SCHEMA_MAPS = frozenset({"properties", "patternProperties"})
 _SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf"})
@@ -99,6 +103,8 @@ def fast_path_supported(schema: Any) -> bool:
         if key.startswith("x-"):
             continue
         if key not in _SAME_IN_BOTH:
+            return False
+        if key == "format" and value not in FORMATS:
             return False
         if key in _SCHEMA_MAPS:
             if not isinstance(value, Mapping) or not all(
@@ -138,6 +144,70 @@ def _strip_x(schema: Any) -> Any:
     return schema
 
 
+_CLASS_OR_DOLLAR = re.compile(r"\\.|\[\^?\]?(?:\\.|[^\]\\])*\]?|\$", re.DOTALL)
+
+
+@functools.lru_cache(maxsize=1024)
+def ecma_pattern(pattern: str) -> str:
+    r"""`pattern` for Python's `re` with ECMA-262's meaning of `$`: the end of the input only.
+
+    Python's `$` also matches before a final newline, so `^[A-Z]+$` would accept "AB\n". Outside
+    a character class `$` becomes `\Z`; inside one it is escaped, which also keeps fastjsonschema
+    (which rewrites every unescaped `$` to `\Z`) from breaking the class.
+    """
+
+    def fix(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if token == "$":
+            return r"\Z"
+        if token.startswith("["):
+            return re.sub(r"\\.|\$", lambda e: r"\$" if e.group(0) == "$" else e.group(0), token)
+        return token
+
+    return _CLASS_OR_DOLLAR.sub(fix, pattern)
+
+
+def _ecma_patterns(schema: Any) -> Any:
+    """A copy of a fast-path schema with every `pattern` rewritten by `ecma_pattern`."""
+    if not isinstance(schema, Mapping):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "pattern" and isinstance(value, str):
+            out[key] = ecma_pattern(value)
+        elif key in _SCHEMA_MAPS and isinstance(value, Mapping):
+            out[key] = {k: _ecma_patterns(v) for k, v in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [_ecma_patterns(v) for v in value]
+        elif key in _SCHEMA_ONE:
+            out[key] = _ecma_patterns(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not re.search(ecma_pattern(patrn), instance):
+        yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+
+def _multiple_of(validator: Any, dB: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """Exact, on the decimal numbers as written: 0.3 is a multiple of 0.1 (not in float maths)."""
+    if not validator.is_type(instance, "number"):
+        return
+    try:
+        failed = (Fraction(repr(instance)) / Fraction(repr(dB))).denominator != 1
+    except (ValueError, OverflowError, ZeroDivisionError):  # inf / nan: let jsonschema decide
+        yield from Draft202012Validator.VALIDATORS["multipleOf"](validator, dB, instance, schema)
+        return
+    if failed:
+        yield ValidationError(f"{instance!r} is not a multiple of {dB}")
+
+
+# The reference engine: 2020-12 with ECMA-262 `$` in patterns and exact `multipleOf`.
+_Reference = extend(Draft202012Validator, {"pattern": _pattern, "multipleOf": _multiple_of})
+
+
 def _error_pointer(err: ValidationError) -> str:
     path = list(err.absolute_path)
     if err.validator == "required" and isinstance(err.validator_value, list):
@@ -163,10 +233,10 @@ class RecordValidator:
 
     def __init__(self, schema: Mapping[str, Any], *, use_fast_path: bool = True):
         self.schema = schema
-        self._reference = Draft202012Validator(schema, format_checker=_format_checker())
+        self._reference = _Reference(schema, format_checker=_format_checker())
         self._fast = None
         if use_fast_path and fast_path_supported(schema):
-            fast_schema = dict(_strip_x(schema))
+            fast_schema = dict(_ecma_patterns(_strip_x(schema)))
             fast_schema.pop("$schema", None)
             self._fast = fastjsonschema.compile(
                 fast_schema,

@@ -45,9 +45,8 @@ def load_demo_data(services: Mapping[str, Any]) -> int:
             if conn.execute(sa.select(sa.func.count()).select_from(service.table)).scalar_one():
                 continue
         records: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
-        for record in records:
-            body = {k: v for k, v in record.items() if k != "id"}
-            service.create(body, actor="demo", record_id=record["id"])
-            loaded += 1
+        items = [(r["id"], {k: v for k, v in r.items() if k != "id"}) for r in records]
+        service.create_many(items, actor="demo")
+        loaded += len(items)
         log.info("demo data: %d %s records", len(records), name)
     return loaded

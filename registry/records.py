@@ -124,12 +124,9 @@ class EntityService:
             )
 
     # -- writes ------------------------------------------------------------------------------
-    def create(
-        self, body: Any, *, actor: str | None, record_id: str | None = None
+    def _new_row(
+        self, body: dict[str, Any], actor: str | None, record_id: str | None, now: Any
     ) -> dict[str, Any]:
-        """Insert a new record; returns it as stored."""
-        self._raise_invalid(self.check_body(body))
-        now = utcnow()
         row = self.codec.to_row(body)
         row.update(
             id=record_id or new_id(),
@@ -140,13 +137,48 @@ class EntityService:
             _updated_by=actor,
             _deleted_at=None,
         )
-        with storage.write(self.db.engine) as conn:
-            self._raise_invalid(self.check_references(conn, body))
-            self._insert(conn, row)
-            self._log(conn, "create", row["id"], 1, sorted(body), actor, now)
-        return self.codec.to_record(row)
+        return row
 
-    def _insert(self, conn: Connection, row: dict[str, Any]) -> None:
+    def create(
+        self, body: Any, *, actor: str | None, record_id: str | None = None
+    ) -> dict[str, Any]:
+        """Insert a new record; returns it as stored."""
+        return self.create_many([(record_id, body)], actor=actor, pointer_prefix=False)[0]
+
+    def create_many(
+        self, items: list[tuple[str | None, Any]], *, actor: str | None, pointer_prefix: bool = True
+    ) -> list[dict[str, Any]]:
+        """Insert many records in one transaction, all or none (ids may be given, e.g. demo data).
+
+        Error pointers start with the item's index (`/3/name`) unless `pointer_prefix` is off.
+        """
+
+        def prefixed(i: int, errors: list[FieldError]) -> list[FieldError]:
+            if not pointer_prefix:
+                return errors
+            return [FieldError(f"/{i}{e.pointer}", e.message, e.keyword) for e in errors]
+
+        errors: list[FieldError] = []
+        for i, (_, body) in enumerate(items):
+            errors.extend(prefixed(i, self.check_body(body)))
+        self._raise_invalid(errors)
+        now = utcnow()
+        rows = [self._new_row(body, actor, rid, now) for rid, body in items]
+        with storage.write(self.db.engine) as conn:
+            for i, (_, body) in enumerate(items):
+                errors.extend(prefixed(i, self.check_references(conn, body)))
+            self._raise_invalid(errors)
+            self._insert(conn, rows)
+            self._log_many(
+                conn,
+                "create",
+                [(r["id"], 1, sorted(b)) for r, (_, b) in zip(rows, items, strict=True)],
+                actor,
+                now,
+            )
+        return [self.codec.to_record(r) for r in rows]
+
+    def _insert(self, conn: Connection, row: dict[str, Any] | list[dict[str, Any]]) -> None:
         try:
             conn.execute(self.table.insert(), row)
         except IntegrityError as exc:
@@ -194,33 +226,50 @@ class EntityService:
         actor: str | None,
         now: Any,
     ) -> None:
-        """The audit row and the outbox row, in the caller's transaction."""
-        names = sorted(fields)
+        """The audit row and the outbox row of one write, in the caller's transaction."""
+        self._log_many(conn, action, [(record_id, version, sorted(fields))], actor, now)
+
+    def _log_many(
+        self,
+        conn: Connection,
+        action: str,
+        entries: list[tuple[str, int, list[str]]],
+        actor: str | None,
+        now: Any,
+    ) -> None:
+        """Audit and outbox rows for (record id, version, changed fields) entries."""
+        tables = self.db.metadata.tables
         conn.execute(
-            self.db.metadata.tables["registry_audit"].insert(),
-            {
-                "at": now,
-                "actor": actor,
-                "action": action,
-                "entity": self.entity.name,
-                "record_id": record_id,
-                "version": version,
-                "fields": names,
-            },
+            tables["registry_audit"].insert(),
+            [
+                {
+                    "at": now,
+                    "actor": actor,
+                    "action": action,
+                    "entity": self.entity.name,
+                    "record_id": rid,
+                    "version": version,
+                    "fields": names,
+                }
+                for rid, version, names in entries
+            ],
         )
         conn.execute(
-            self.db.metadata.tables["registry_outbox"].insert(),
-            {
-                "created_at": now,
-                "event": f"{self.entity.name}.{action}d",
-                "entity": self.entity.name,
-                "record_id": record_id,
-                "version": version,
-                "payload": {"fields": names},
-                "status": "pending",
-                "attempts": 0,
-                "available_at": now,
-            },
+            tables["registry_outbox"].insert(),
+            [
+                {
+                    "created_at": now,
+                    "event": f"{self.entity.name}.{action}d",
+                    "entity": self.entity.name,
+                    "record_id": rid,
+                    "version": version,
+                    "payload": {"fields": names},
+                    "status": "pending",
+                    "attempts": 0,
+                    "available_at": now,
+                }
+                for rid, version, names in entries
+            ],
         )
 
     def _current(self, conn: Connection, record_id: str, *, lock: bool) -> Mapping[str, Any]:

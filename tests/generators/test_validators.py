@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from generators.formats import FORMATS
@@ -227,6 +227,23 @@ def test_schema_with_2020_12_only_keywords_skips_the_fast_path(fragment: dict[st
     assert not RecordValidator(schema).uses_fast_path
 
 
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        {"type": "number", "multipleOf": 0.1},
+        {"type": "integer", "multipleOf": 3},
+        {"type": "string", "contentMediaType": "application/json"},
+        {"type": "string", "contentEncoding": "base64"},
+        {"type": "string", "format": "ipv4"},
+        {"type": "string", "format": "hostname"},
+    ],
+)
+def test_keywords_the_engines_read_differently_skip_the_fast_path(fragment: dict[str, Any]):
+    schema = {"$schema": DRAFT_2020_12, "type": "object", "properties": {"x": fragment}}
+    assert not fast_path_supported(schema)
+    assert not RecordValidator(schema).uses_fast_path
+
+
 def test_validation_without_fast_path_still_reports_every_error():
     validator = RecordValidator(
         {
@@ -287,9 +304,6 @@ SYNTHETIC: dict[str, Any] = {
         "code": {"type": "string", "pattern": "^[A-Z]{2,4}[0-9]?$", "minLength": 2, "maxLength": 5},
         "count": {"type": "integer", "minimum": 0, "maximum": 100},
         "ratio": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-        "half": {"type": "number", "multipleOf": 0.5},
-        "tenth": {"type": "number", "multipleOf": 0.1},
-        "even": {"type": "integer", "multipleOf": 2},
         "day": {"type": "string", "format": "date"},
         "at": {"type": "string", "format": "date-time"},
         "email": {"type": "string", "format": "email"},
@@ -333,7 +347,7 @@ SYNTHETIC: dict[str, Any] = {
             "uniqueItems": True,
         },
         "either": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": "integer", "minimum": 10}]},
-        "one": {"oneOf": [{"type": "integer", "multipleOf": 2}, {"type": "integer", "multipleOf": 3}]},
+        "one": {"oneOf": [{"type": "integer", "minimum": 5}, {"type": "integer", "maximum": 10}]},
         "both": {"allOf": [{"type": "string"}, {"minLength": 2}]},
         "notNull": {"not": {"type": ["null", "boolean"]}},
         "cond": {
@@ -359,48 +373,55 @@ SYNTHETIC: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-# Values chosen to sit on the edges where two validators might disagree.
-FORMAT_SAMPLES: dict[str, list[str]] = {
+# Format values on both sides of the line, chosen where two validators might disagree.
+GOOD_FORMATS: dict[str, list[str]] = {
+    "date": ["2024-02-29", "2023-02-28", "0001-01-01", "9999-12-31", "2026-01-15"],
+    "date-time": [
+        "2023-01-01T00:00:00Z",
+        "2023-01-01T00:00:00+05:30",
+        "2023-01-01T00:00:00.123-01:00",
+        "2016-12-31T23:59:59.999999Z",
+    ],
+    "email": ["a@b.co", "someone@example.org", "é@ü.de"],
+    "uri": ["https://example.org/x", "urn:isbn:123", "mailto:a@b.co"],
+    "uuid": ["8f14e45f-ceea-467f-a0e6-0e2b2f4c7f5a", "8F14E45F-CEEA-467F-A0E6-0E2B2F4C7F5A"],
+    "phone": ["+91 98099 89981", "9876543210", "080 2345-678 (9)"],
+    "time": ["09:00", "17:30:15", "23:59:59.5", "09:00Z", "09:00+05:30"],
+}
+BAD_FORMATS: dict[str, list[str]] = {
     "date": [
-        "2024-02-29", "2023-02-28", "2023-02-30", "2023-13-01", "2023-1-01", "20230101",
-        "2023-01-01T00:00:00Z", "2023-01-01\n", "２０２３-01-01", "0000-01-01", "9999-12-31",
+        "2023-02-30", "2023-13-01", "2023-1-01", "20230101", "2023-01-01T00:00:00Z",
+        "2023-01-01\n", "２０２３-01-01", "2023-00-10", "",
     ],
     "date-time": [
-        "2023-01-01T00:00:00Z", "2023-01-01T00:00:00+05:30", "2023-01-01T00:00:00.123-01:00",
-        "2023-01-01t00:00:00z", "2023-01-01 00:00:00Z", "2023-01-01T00:00:00",
-        "2023-02-30T00:00:00Z", "2023-01-01T24:00:00Z", "2023-01-01T23:59:60Z",
-        "2023-01-01T00:00:00+0530", "2023-01-01T00:00:00Z\n", "2023-01-01",
+        "2023-01-01 00:00:00Z", "2023-01-01T00:00:00", "2023-02-30T00:00:00Z",
+        "2023-01-01T24:00:00Z", "2023-01-01T00:00:00+0530", "2023-01-01T00:00:00Z\n",
+        "2023-01-01", "2023-01-01T00:00Z",
     ],
-    "email": ["a@b.co", "someone@example.org", "a@b", "@b.co", "a b@c.de", "a@b.c.", "é@ü.de"],
-    "uri": ["https://example.org/x", "urn:isbn:123", "mailto:a@b.co", "no scheme", "http://a b", "1x:y"],
-    "uuid": [
-        "8f14e45f-ceea-467f-a0e6-0e2b2f4c7f5a", "8F14E45F-CEEA-467F-A0E6-0E2B2F4C7F5A",
-        "8f14e45fceea467fa0e60e2b2f4c7f5a", "8f14e45f-ceea-467f-a0e6-0e2b2f4c7f5g",
-    ],
-    "phone": ["+91 98099 89981", "9876543210", "(080) 2345-678", "12", "+", "phone", "+1234567\n"],
-    "time": ["09:00", "17:30:15", "23:59:59.5", "09:00Z", "09:00+05:30", "24:00", "9:00", "12:60"],
+    "email": ["a@b", "@b.co", "a b@c.de", "a@b.c.", "plain", "a@b.co\n"],
+    "uri": ["no scheme", "http://a b", "1x:y", "", "/relative/path"],
+    "uuid": ["8f14e45fceea467fa0e60e2b2f4c7f5a", "8f14e45f-ceea-467f-a0e6-0e2b2f4c7f5g", ""],
+    "phone": ["12", "+", "phone", "+1234567\n", "98765 43210 98765 43210"],
+    "time": ["24:00", "9:00", "12:60", "09:00:00+5", "noon", "09:00\n"],
 }
-PATTERN_EDGES = ["AB", "ABCD1", "AB\n", "ab", "A", "ABCDE", "AB1\n", "ÀB", "xaby", "a\nb"]
-TEXT = st.one_of(
-    st.text(max_size=8),
-    st.text(st.characters(codec="utf-8", categories=["Cc", "Cf", "Zs", "Lu", "Nd"]), max_size=6),
-    st.sampled_from(["", " ", "\n", "\x00", "\u2028", "e\u0301", "😀😀", "Active\n", "sample "]),
-)
+PATTERN_EDGES = ["AB\n", "ab", "A", "ABCDE1", "AB1\n", "ÀB", "a\nb", "\nAB", "DEL010\n", ""]
+ODD_TEXT = ["", " ", "\n", "\x00", "\x1f", "\u2028", "e\u0301", "😀😀", "Active\n", "\ud800", "ab"]
+TEXT = st.sampled_from(ODD_TEXT) | st.text(max_size=6)
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
-    st.integers(-3, 12),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from([0.0, -0.0, 1.0, 2.0, 3.0, 0.5, 0.3, 0.1, 0.7, 1.5, 1e20, 1e-9, 10**20]),
+    st.sampled_from([0.0, -0.0, 1.0, 3.0, 0.5, 0.3, 0.1, 1e20, 1e-9, 10**20, -1]),
     TEXT,
 )
 JSON = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
-    max_leaves=6,
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(TEXT, inner, max_size=2),
+    max_leaves=4,
 )
-EXTRA_KEYS = st.sampled_from(["extra", "ID", "", "x_1", "Name", "é", "mode", "a", "b"]) | TEXT
+EXTRA_KEYS = st.sampled_from(["extra", "ID", "", "x_1", "Name", "é", "mode"]) | TEXT
+_ABSENT = object()
 
 
 def _types(schema: Mapping[str, Any]) -> list[str]:
@@ -422,99 +443,179 @@ def _keys(schema: Mapping[str, Any]) -> list[str]:
     return keys
 
 
-@st.composite
-def _objects(draw: st.DrawFn, schema: Mapping[str, Any]) -> dict[str, Any]:
-    props = schema.get("properties") or {}
+def _sub_schema(schema: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    for where in (schema, schema.get("if") or {}):
+        sub = (where.get("properties") or {}).get(key)
+        if isinstance(sub, Mapping):
+            return sub
+    return {}
+
+
+def _merge(parts: tuple[Any, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in _keys(schema):
-        if draw(st.integers(0, 9)) < 8:  # usually present; sometimes missing
-            sub = props.get(key)
-            if sub is None and isinstance(schema.get("if"), Mapping):
-                sub = (schema["if"].get("properties") or {}).get(key)
-            out[key] = draw(values(sub) if isinstance(sub, Mapping) else JSON)
-    if draw(st.integers(0, 9)) == 0:
-        out[draw(EXTRA_KEYS)] = draw(JSON)
-    if "patternProperties" in schema or ("additionalProperties" in schema and not props):
-        extra = st.dictionaries(st.sampled_from(["x_a", "x_", "ab", "a1", "y_b", "Q"]) | TEXT,
-                                SCALARS, max_size=4)
-        out.update(draw(extra))
+    for part in parts:
+        out.update(part)
     return out
 
 
-def _strings(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
+def _object(schema: Mapping[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """Objects with each known key present or not, holding a good value or a bad one."""
+    required = set(schema.get("required") or [])
+    fields: list[st.SearchStrategy[tuple[str, Any]]] = []
+    for key in _keys(schema):
+        sub = _sub_schema(schema, key)
+        good, bad = _good(sub), _bad(sub)
+        # One draw decides: good, bad or absent (required keys rarely absent). Hypothesis favours
+        # the ends of a range and shrinks to 0, so the ends mean good.
+        absent = range(12, 13) if key in required else range(12, 23)
+        choice = st.integers(0, 24).flatmap(
+            lambda i, absent=absent, good=good, bad=bad: (
+                bad if i == 11 else st.just(_ABSENT) if i in absent else good
+            )
+        )
+        fields.append(st.tuples(st.just(key), choice))
+    parts: list[st.SearchStrategy[dict[str, Any]]] = [
+        st.tuples(*fields).map(lambda kv: {k: v for k, v in kv if v is not _ABSENT})
+    ]
+    names = schema.get("propertyNames") or {}
+    if isinstance(schema.get("additionalProperties"), Mapping):
+        keys = st.from_regex(names["pattern"], fullmatch=True) if "pattern" in names else TEXT
+        parts.append(
+            st.dictionaries(
+                keys,
+                values(schema["additionalProperties"]),
+                min_size=schema.get("minProperties", 0),
+                max_size=schema.get("maxProperties", 3),
+            )
+        )
+    for pattern, sub in (schema.get("patternProperties") or {}).items():
+        parts.append(st.dictionaries(st.from_regex(pattern), values(sub), max_size=2))
+    return st.tuples(*parts).map(_merge)
+
+
+def _number(schema: Mapping[str, Any], integer: bool) -> st.SearchStrategy[Any]:
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if integer:
+        ints = st.integers(-1000 if low is None else low, 1000 if high is None else high)
+        return ints | ints.map(float)  # 3.0 is an integer too
+    return st.floats(
+        -1e6 if low is None else low,
+        1e6 if high is None else high,
+        exclude_min="exclusiveMinimum" in schema,
+        exclude_max="exclusiveMaximum" in schema,
+    )
+
+
+def _string(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
     fmt = schema.get("format")
-    if fmt in FORMAT_SAMPLES:
-        examples = st.sampled_from(FORMAT_SAMPLES[fmt])
-        return st.one_of(examples, examples, examples, TEXT)
+    if fmt in GOOD_FORMATS:
+        return st.sampled_from(GOOD_FORMATS[fmt])
     if "pattern" in schema:
-        matching = st.from_regex(schema["pattern"], fullmatch=True)
-        return st.one_of(matching, matching.map(lambda s: s + "\n"), st.sampled_from(PATTERN_EDGES))
-    low, high = schema.get("minLength", 0), schema.get("maxLength", 12)
-    return st.one_of(st.text(min_size=low, max_size=high), TEXT)
+        return st.from_regex(schema["pattern"], fullmatch=True)
+    low, high = schema.get("minLength", 0), schema.get("maxLength", 10)
+    samples = [x for x in [*schema.get("examples", []), "x", "Ab", "é😀", "a b"] if low <= len(x) <= high]
+    return st.one_of([st.sampled_from(samples)] * 3 + [st.text(min_size=low, max_size=high)])
 
 
-def _plausible(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
-    """Values built from the schema: mostly right, often just on the wrong side of a rule."""
+def _good(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
+    """Values that are meant to be valid (some land just outside: oneOf overlaps, unicode)."""
     if "const" in schema:
         return st.just(schema["const"])
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
-    for combinator in ("anyOf", "oneOf", "allOf"):
-        if combinator in schema:
-            return st.one_of([values(s) for s in schema[combinator]])
+    if "anyOf" in schema or "oneOf" in schema:
+        return st.one_of([values(s) for s in schema.get("anyOf", schema.get("oneOf"))])
+    if "allOf" in schema:
+        return _good(_merge(tuple(schema["allOf"])))
+    if "not" in schema:
+        return st.integers() | TEXT
     options: list[st.SearchStrategy[Any]] = []
-    for t in _types(schema):
+    for t in _types(schema) or (["string"] if "format" in schema else []):
         if t == "string":
-            options.append(_strings(schema))
-        elif t == "integer":
-            options.append(st.integers(-5, 120) | st.sampled_from([1.0, 6.0, 1e20, True, -0.0]))
-        elif t == "number":
-            options.append(
-                st.floats(-2, 2)
-                | st.integers(-3, 3)
-                | st.sampled_from([0.1, 0.3, 0.5, 0.7, 1.5, 0.30000000000000004, 1e-9, 1e300])
-            )
+            options.append(_string(schema))
+        elif t in ("integer", "number"):
+            options.append(_number(schema, t == "integer"))
         elif t == "boolean":
-            options.append(st.booleans() | st.sampled_from([0, 1]))
+            options.append(st.booleans())
         elif t == "null":
             options.append(st.none())
         elif t == "object":
-            options.append(_objects(schema))
+            options.append(_object(schema))
         elif t == "array":
             item = values(schema["items"]) if isinstance(schema.get("items"), Mapping) else JSON
-            items = st.lists(item, max_size=5)
-            options.append(items | items.map(lambda xs: xs + xs[:1]))  # duplicates too
-    if "format" in schema and not options:
-        options.append(_strings(schema))
+            options.append(
+                st.lists(
+                    item,
+                    min_size=schema.get("minItems", 0),
+                    max_size=min(schema.get("maxItems", 2), 2),
+                    unique_by=repr if schema.get("uniqueItems") else None,
+                )
+            )
     return st.one_of(options) if options else JSON
+
+
+def _bad(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
+    """Values likely to break a rule: wrong types, edge strings, duplicates, out of range."""
+    options: list[st.SearchStrategy[Any]] = [SCALARS, JSON]
+    fmt = schema.get("format")
+    if fmt in BAD_FORMATS:
+        options.append(st.sampled_from(BAD_FORMATS[fmt]))
+    if "pattern" in schema:
+        matching = st.from_regex(schema["pattern"], fullmatch=True)
+        options += [matching.map(lambda s: s + "\n"), st.sampled_from(PATTERN_EDGES)]
+    types = _types(schema)
+    if "string" in types:
+        options.append(st.sampled_from(ODD_TEXT + ["x" * 201, "x" * 33, "é" * 101]))
+    if "integer" in types:
+        options.append(st.sampled_from([True, False, 1.5, 1e20, "1", 10**20, -1, 101, 2100.0]))
+    if "number" in types:
+        options.append(st.sampled_from([True, 0, 1, 5.000001, -1e-9, -0.0, 90.5, "1"]))
+    if "array" in types:
+        options.append(_good(schema).map(lambda xs: [*xs, *xs[:1]] if xs else [None]))
+    if "object" in types:
+        extra = st.tuples(_good(schema), EXTRA_KEYS, JSON)
+        options.append(extra.map(lambda t: {**t[0], t[1]: t[2]}))
+    return st.one_of(options)
+
+
+def _good_or_bad(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> Any:
+    # Mostly good; 0 is the shrink target, so failing documents shrink towards good values.
+    return st.integers(0, 24).flatmap(lambda i: bad if i == 11 else good)
 
 
 _STRATEGIES: dict[int, tuple[Any, st.SearchStrategy[Any]]] = {}
 
 
 def values(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
-    """Random JSON documents for `schema`: valid-ish ones and mutations of every kind."""
+    """Random JSON documents for `schema`: mostly valid values, so that one broken spot
+    decides the outcome, which is where two engines can disagree; and mutations of every
+    kind (wrong types, bools for ints, 1.0 for integers, odd unicode, missing and extra keys,
+    impossible dates, date-times without offset, trailing newlines)."""
     if id(schema) not in _STRATEGIES:
-        plausible = _plausible(schema)
-        # Keep `schema` alive with its strategy so its id is never reused.
-        _STRATEGIES[id(schema)] = (schema, st.one_of(plausible, plausible, plausible, JSON))
+        # Keep `schema` alive with its strategy so that its id is never reused.
+        strategy = st.deferred(lambda: _good_or_bad(_good(schema), _bad(schema)))
+        _STRATEGIES[id(schema)] = (schema, strategy)
     return _STRATEGIES[id(schema)][1]
 
 
 @pytest.fixture(scope="module")
 def engines(shipped: dict[str, EntitySchema]) -> dict[str, tuple[RecordValidator, Any]]:
-    out: dict[str, tuple[RecordValidator, Any]] = {}
-    for name, schema in (
-        ("facility", shipped["facility"].json_schema),
-        ("recipient", shipped["recipient"].json_schema),
-        ("synthetic", SYNTHETIC),
-    ):
-        out[name] = (RecordValidator(schema), values(schema))
-    return out
+    return {
+        name: (RecordValidator(schema), values(schema))
+        for name, schema in (
+            ("facility", shipped["facility"].json_schema),
+            ("recipient", shipped["recipient"].json_schema),
+            ("synthetic", SYNTHETIC),
+        )
+    }
 
 
-@pytest.mark.parametrize("name", ["facility", "recipient", "synthetic"])
-@settings(max_examples=300, deadline=None)
+ENGINE_NAMES = ["facility", "recipient", "synthetic"]
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+@settings(max_examples=300, deadline=None, database=None)
 @given(data=st.data())
 def test_fast_engine_agrees_with_reference_engine(
     engines: dict[str, tuple[RecordValidator, Any]], name: str, data: st.DataObject
@@ -527,17 +628,89 @@ def test_fast_engine_agrees_with_reference_engine(
     assert (validator.errors(doc) == []) == expected
 
 
-@pytest.mark.parametrize("name", ["facility", "recipient", "synthetic"])
-def test_generated_documents_include_valid_ones(
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_generated_documents_are_a_mix_of_valid_and_invalid(
     engines: dict[str, tuple[RecordValidator, Any]], name: str
 ):
     """Without this the property above could pass on invalid documents alone."""
-    from hypothesis import find
-
     validator, documents = engines[name]
-    find(documents, validator._reference.is_valid, settings=settings(max_examples=2000))
+    seen: list[bool] = []
+
+    @settings(max_examples=100, derandomize=True, database=None, phases=[Phase.generate])
+    @given(documents)
+    def collect(doc: Any) -> None:
+        seen.append(validator._reference.is_valid(doc))
+
+    collect()
+    assert 0.2 <= sum(seen) / len(seen) <= 0.9, f"{sum(seen)} valid of {len(seen)}"
+
+
+@pytest.mark.parametrize(
+    ("schema", "value"),
+    [
+        # ECMA-262 `$` is the end of input: a trailing newline does not match.
+        ({"type": "string", "pattern": "^[A-Z]{2}$"}, "AB\n"),
+        ({"type": "string", "pattern": "^[A-Z]{2}$"}, "AB"),
+        ({"type": "string", "pattern": "^a$|^b"}, "a\n"),
+        ({"type": "string", "pattern": "^[$]+$"}, "$$"),
+        ({"type": "string", "pattern": "^[$]+$"}, "$$\n"),
+        ({"type": "string", "pattern": r"^\$\d+$"}, "$5\n"),
+        # multipleOf on decimals: 0.3 is a multiple of 0.1.
+        ({"type": "number", "multipleOf": 0.1}, 0.3),
+        ({"type": "number", "multipleOf": 0.1}, 0.30000000000000004),
+        ({"type": "number", "multipleOf": 0.01}, 19.99),
+        ({"type": "number", "multipleOf": 0.5}, 1e308),
+        ({"type": "number", "multipleOf": 2}, 7.5),
+        # Formats we do not check are annotations for both engines.
+        ({"type": "string", "format": "ipv4"}, "999.1.1.1"),
+        ({"type": "string", "format": "hostname"}, "-x-"),
+        ({"type": "string", "format": "regex"}, "("),
+        # content* keywords are annotations in 2020-12.
+        ({"type": "string", "contentMediaType": "application/json"}, "{"),
+        ({"type": "string", "contentEncoding": "base64"}, "!!!"),
+        # Booleans are not numbers, 1.0 is an integer, 1 and true differ in enum/uniqueItems.
+        ({"type": "integer"}, 1.0),
+        ({"type": "integer"}, True),
+        ({"enum": [1, 2]}, True),
+        ({"const": 0}, False),
+        ({"type": "array", "uniqueItems": True}, [1, True]),
+        ({"type": "array", "uniqueItems": True}, [1, 1.0]),
+        ({"type": "array", "uniqueItems": True}, [{"a": 1, "b": 2}, {"b": 2, "a": 1}]),
+    ],
+)
+def test_engines_agree_on_known_edge_cases(schema: dict[str, Any], value: Any):
+    validator = RecordValidator({"$schema": DRAFT_2020_12, **schema})
+    reference = validator._reference.is_valid(value)
+    assert validator.is_valid(value) == reference
+    assert (validator.errors(value) == []) == reference
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "valid"),
+    [
+        ("^[A-Z]{2}$", "AB\n", False),
+        ("^[A-Z]{2}$", "AB", True),
+        ("^[$]+$", "$$", True),
+        ("^[$]+$", "$$\n", False),
+        (r"^\$$", "$", True),
+        (r"^\\$", "\\", True),
+        (r"^\\$", "\\\n", False),
+    ],
+)
+def test_pattern_dollar_means_end_of_input(pattern: str, value: str, valid: bool):
+    validator = RecordValidator({"$schema": DRAFT_2020_12, "type": "string", "pattern": pattern})
+    assert validator.is_valid(value) is valid
+    assert validator._reference.is_valid(value) is valid
+
+
+@pytest.mark.parametrize(("value", "valid"), [(0.3, True), (19.99, True), (0.35, False)])
+def test_decimal_multiple_of_is_exact(value: float, valid: bool):
+    schema = {"$schema": DRAFT_2020_12, "type": "number", "multipleOf": 0.01 if value == 19.99 else 0.1}
+    validator = RecordValidator(schema)
+    assert validator.is_valid(value) is valid
+    assert validator._reference.is_valid(value) is valid
 
 
 def test_synthetic_schema_is_fully_on_the_fast_path():
     assert fast_path_supported(SYNTHETIC)
-    assert set(FORMAT_SAMPLES) == set(FORMATS)
+    assert set(GOOD_FORMATS) == set(BAD_FORMATS) == set(FORMATS)

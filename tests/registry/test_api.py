@@ -238,3 +238,17 @@ def test_index_lists_entities_and_health_answers(client: Any):
     names = [e["name"] for e in client.get("/api/v1").json()["entities"]]
     assert sorted(names) == sorted(SHIPPED)
     assert client.get("/health").json()["status"] == "ok"
+
+
+def test_create_many_is_all_or_nothing_with_indexed_pointers(registry: Any):
+    from registry.errors import Invalid
+
+    service = registry.services["vaccine"]
+    good = demo_record("vaccine")
+    bad = good | {"code": "V-2", "name": "Other", "status": "Sometimes"}
+    with pytest.raises(Invalid) as err:
+        service.create_many([(None, good), (None, bad)], actor="test")
+    assert [e["pointer"] for e in err.value.errors] == ["/1/status"]
+    assert count(registry, "vaccine") == 0 and count(registry, "registry_audit") == 0
+    made = service.create_many([(None, good), (None, bad | {"status": "Active"})], actor="t")
+    assert len(made) == 2 and count(registry, "registry_outbox") == 2
