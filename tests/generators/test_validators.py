@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -301,9 +302,15 @@ SYNTHETIC: dict[str, Any] = {
     "properties": {
         "status": {"enum": ["Active", "Inactive", 1, None]},
         "kind": {"const": "sample"},
-        "code": {"type": "string", "pattern": "^[A-Z]{2,4}[0-9]?$", "minLength": 2, "maxLength": 5},
+        "code": {
+            "type": "string",
+            "pattern": "^[A-Z]{2,4}[0-9]?$",
+            "minLength": 2,
+            "maxLength": 5,
+            "examples": ["ABC1"],
+        },
         "count": {"type": "integer", "minimum": 0, "maximum": 100},
-        "ratio": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "ratio": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "examples": [0.5]},
         "day": {"type": "string", "format": "date"},
         "at": {"type": "string", "format": "date-time"},
         "email": {"type": "string", "format": "email"},
@@ -314,7 +321,7 @@ SYNTHETIC: dict[str, Any] = {
         "anyDay": {"format": "date"},
         "flag": {"type": "boolean"},
         "note": {"type": ["string", "null"], "maxLength": 10},
-        "word": {"type": "string", "pattern": "ab"},
+        "word": {"type": "string", "pattern": "ab", "examples": ["cab"]},
         "nested": {
             "type": "object",
             "properties": {
@@ -347,14 +354,18 @@ SYNTHETIC: dict[str, Any] = {
             "uniqueItems": True,
         },
         "either": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": "integer", "minimum": 10}]},
-        "one": {"oneOf": [{"type": "integer", "minimum": 5}, {"type": "integer", "maximum": 10}]},
+        "one": {
+            "oneOf": [{"type": "integer", "minimum": 5}, {"type": "integer", "maximum": 10}],
+            "examples": [20],
+        },
         "both": {"allOf": [{"type": "string"}, {"minLength": 2}]},
-        "notNull": {"not": {"type": ["null", "boolean"]}},
+        "notNull": {"not": {"type": ["null", "boolean"]}, "examples": ["x"]},
         "cond": {
             "type": "object",
             "if": {"properties": {"mode": {"const": "a"}}, "required": ["mode"]},
             "then": {"required": ["a"]},
             "else": {"required": ["b"]},
+            "examples": [{"mode": "a", "a": 1}],
         },
         "bag": {
             "type": "object",
@@ -362,6 +373,7 @@ SYNTHETIC: dict[str, Any] = {
             "maxProperties": 3,
             "propertyNames": {"pattern": "^[a-z]+$"},
             "additionalProperties": {"type": "integer"},
+            "examples": [{"abc": 1}],
         },
         "prefixed": {
             "type": "object",
@@ -599,16 +611,126 @@ def values(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
     return _STRATEGIES[id(schema)][1]
 
 
+def sample(schema: Mapping[str, Any], *, full: bool) -> Any:
+    """A valid document built from `schema`: every property (`full`) or only the required ones."""
+    if "examples" in schema:
+        return copy.deepcopy(schema["examples"][0])
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "allOf" in schema:
+        return sample(_merge(tuple(schema["allOf"])), full=full)
+    if "anyOf" in schema or "oneOf" in schema:
+        return sample(schema.get("anyOf", schema.get("oneOf"))[0], full=full)
+    types = _types(schema) or ["string"]
+    if "object" in types:
+        keys = _keys(schema) if full else schema.get("required") or []
+        return {k: sample(_sub_schema(schema, k), full=full) for k in keys}
+    if "array" in types:
+        return [sample(schema.get("items") or {}, full=full)] * max(schema.get("minItems", 0), full)
+    if "string" in types:
+        return GOOD_FORMATS[schema["format"]][0] if "format" in schema else "x" * schema.get("minLength", 1)
+    if "integer" in types or "number" in types:
+        return schema.get("minimum", 1)
+    return True if "boolean" in types else None
+
+
+def _spots(doc: Any, schema: Mapping[str, Any], path: tuple[Any, ...] = ()) -> Iterator[Any]:
+    """(path, schema) of every place in `doc` a mutation can hit: each value, each missing
+    property, one past the end of each array."""
+    yield path, schema
+    if isinstance(doc, dict):
+        for key in _keys(schema):
+            if key in doc:
+                yield from _spots(doc[key], _sub_schema(schema, key), (*path, key))
+            else:
+                yield (*path, key), _sub_schema(schema, key)
+        extra = schema.get("additionalProperties")
+        names = (schema.get("propertyNames") or {}).get("pattern")
+        for pattern, sub in [(names, extra), *(schema.get("patternProperties") or {}).items()]:
+            if isinstance(sub, Mapping):
+                key = st.from_regex(pattern, fullmatch=True) if pattern else EXTRA_KEYS
+                yield (*path, key), sub
+        yield (*path, EXTRA_KEYS), {}
+    if isinstance(doc, list) and isinstance(schema.get("items"), Mapping):
+        for i, item in enumerate(doc):
+            yield from _spots(item, schema["items"], (*path, i))
+        yield (*path, len(doc)), schema["items"]
+
+
+def _mutated(base: Any, mutations: list[tuple[tuple[Any, ...], Any]]) -> Any:
+    doc = copy.deepcopy(base)
+    for path, value in mutations:
+        if not path:
+            doc = value if value is not _ABSENT else doc
+            continue
+        node = doc
+        for part in path[:-1]:
+            ok = isinstance(node, dict) and part in node or isinstance(node, list) and (
+                isinstance(part, int) and part < len(node)
+            )
+            if not ok:
+                break
+            node = node[part]
+        else:
+            last = path[-1]
+            if isinstance(node, dict) and isinstance(last, str):
+                if value is _ABSENT:
+                    node.pop(last, None)
+                else:
+                    node[last] = value
+            elif isinstance(node, list) and isinstance(last, int) and last <= len(node):
+                if value is _ABSENT:
+                    del node[last:last + 1]
+                elif last == len(node):
+                    node.append(value)
+                else:
+                    node[last] = value
+    return doc
+
+
+def documents(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
+    """Documents built from `schema` (all fields, or only the required ones) with up to three
+    random mutations, each replacing a value by a valid one, an invalid one (wrong type, bool
+    for int, 1.0 for an integer, odd unicode, impossible date, date-time without offset,
+    trailing newline...), deleting it, or adding a key. Few changes to an otherwise valid
+    document mean one broken spot decides the outcome, which is where two engines can differ.
+    """
+    per_base = []
+    for full in (True, False):
+        base = sample(schema, full=full)
+        mutations = []
+        for path, sub in _spots(base, schema):
+            key = path[-1] if path and isinstance(path[-1], st.SearchStrategy) else None
+            where = st.tuples(*path[:-1], key).map(tuple) if key is not None else st.just(path)
+            what = st.one_of(_good(sub), _bad(sub), st.just(_ABSENT))
+            mutations.append(st.tuples(where, what))
+        per_base.append(
+            st.lists(st.one_of(mutations), max_size=3).map(
+                lambda ms, base=base: _mutated(base, ms)
+            )
+        )
+    return st.one_of(per_base)
+
+
 @pytest.fixture(scope="module")
 def engines(shipped: dict[str, EntitySchema]) -> dict[str, tuple[RecordValidator, Any]]:
     return {
-        name: (RecordValidator(schema), values(schema))
+        name: (RecordValidator(schema), documents(schema))
         for name, schema in (
             ("facility", shipped["facility"].json_schema),
             ("recipient", shipped["recipient"].json_schema),
             ("synthetic", SYNTHETIC),
         )
     }
+
+
+def test_documents_are_built_valid(engines: dict[str, tuple[RecordValidator, Any]]):
+    for name, (validator, _) in engines.items():
+        for full in (True, False):
+            doc = sample(validator.schema, full=full)
+            assert validator._reference.is_valid(doc), (name, full, validator.errors(doc))
 
 
 ENGINE_NAMES = ["facility", "recipient", "synthetic"]
