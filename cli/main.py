@@ -186,6 +186,53 @@ def schema_check(
     typer.echo(f"{len(schemas)} entities, no problems")
 
 
+@schema_app.command("show")
+def schema_show(
+    entity: Annotated[str, typer.Argument(help="Entity name, e.g. facility")],
+    schemas: SchemasOpt = None,
+    no_default_schemas: NoDefaultOpt = False,
+) -> None:
+    """Show an entity's fields, column types, indexes, unique keys and references.
+
+    Examples:
+
+      registry schema show facility
+
+      registry schema show cold_chain_equipment -s ./schemas
+    """
+    settings = _settings(None, None, schemas, no_default_schemas)
+    try:
+        loaded = load_schemas(schema_folders(settings.default_schemas, settings.schema_dirs))
+    except SchemaError as exc:
+        for issue in exc.issues:
+            typer.secho(str(issue), fg="red", err=True)
+        raise typer.Exit(1) from None
+    if entity not in loaded:
+        typer.secho(
+            f"error: no entity {entity!r}; entities: {', '.join(loaded.entities)}",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1)
+    e = loaded[entity]
+    typer.echo(f"{e.name}: {e.title}  (table {e.table_name}, {e.source})")
+    flags = {"private": set(e.private), "internal": set(e.internal)}
+    for f in e.fields.values():
+        notes = [k for k, names in flags.items() if f.name in names]
+        if f.required:
+            notes.insert(0, "required")
+        if f.enum:
+            notes.append("one of " + ", ".join(map(str, f.enum)))
+        typer.echo(f"  {f.name:<24} {f.kind:<9} {' '.join(notes)}")
+    for label, groups in (("index", e.indexes), ("unique", e.uniques)):
+        for g in groups:
+            typer.echo(f"  {label}: ({', '.join(g)})")
+    for ref in e.references:
+        typer.echo(f"  reference: {ref.path} -> {ref.entity}.{ref.field}")
+    if e.owner:
+        typer.echo(f"  owner: {e.owner}")
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

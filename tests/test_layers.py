@@ -7,8 +7,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
-GENERATORS_MAY_IMPORT = {"generators", "jsonschema", "sqlalchemy", "jinja2", "fastjsonschema",
-                         "rfc3339_validator"}
+GENERATORS_MAY_IMPORT = {
+    "generators",
+    "jsonschema",
+    "sqlalchemy",
+    "jinja2",
+    "fastjsonschema",
+    "rfc3339_validator",
+}
 FORBIDDEN = {
     "generators": {"registry", "plugins", "cli", "fastapi", "starlette", "typer", "httpx"},
     "registry": {"plugins", "cli", "typer"},
@@ -41,6 +47,9 @@ def test_no_package_imports_against_the_layering():
 
 def test_generators_use_only_stdlib_and_their_libraries():
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    extra = {f"{p}: {n}" for p, names in imports_of("generators").items()
-             for n in names - stdlib - GENERATORS_MAY_IMPORT}
+    extra = {
+        f"{p}: {n}"
+        for p, names in imports_of("generators").items()
+        for n in names - stdlib - GENERATORS_MAY_IMPORT
+    }
     assert extra == set()

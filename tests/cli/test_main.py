@@ -28,7 +28,9 @@ def test_schema_check_passes_divoc_files_with_warnings():
 
 
 def test_schema_check_reports_every_problem_and_exits_1(tmp_path: Path):
-    doc = json.loads((FIXTURES / "schemas" / "cold_chain" / "cold_chain_equipment.json").read_text())
+    doc = json.loads(
+        (FIXTURES / "schemas" / "cold_chain" / "cold_chain_equipment.json").read_text()
+    )
     doc["x-registry"]["colour"] = "blue"
     doc["properties"]["installedOn"]["format"] = 7
     (tmp_path / "cold_chain_equipment.json").write_text(json.dumps(doc))
@@ -48,7 +50,9 @@ def test_schema_check_with_defaults_resolves_references_to_shipped_entities(tmp_
 
 def test_serve_refuses_to_start_with_a_broken_schema(tmp_path: Path):
     (tmp_path / "thing.json").write_text('{"type": "object", "properties": {"id": {}}}')
-    result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path / "data"), "-s", str(tmp_path)])
+    result = runner.invoke(
+        app, ["serve", "--data-dir", str(tmp_path / "data"), "-s", str(tmp_path)]
+    )
     assert result.exit_code == 1
     assert "thing.json: /properties/id" in result.output
 
@@ -56,3 +60,12 @@ def test_serve_refuses_to_start_with_a_broken_schema(tmp_path: Path):
 def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path):
     result = runner.invoke(app, ["serve", "--workers", "2", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "PostgreSQL" in result.output
+
+
+def test_schema_show_lists_fields_indexes_and_references():
+    result = runner.invoke(app, ["schema", "show", "facility"])
+    assert result.exit_code == 0, result.output
+    assert "code" in result.output and "unique: (code)" in result.output
+    assert "reference: programs.programId -> program.code" in result.output
+    missing = runner.invoke(app, ["schema", "show", "spaceship"])
+    assert missing.exit_code == 1 and "no entity 'spaceship'" in missing.output

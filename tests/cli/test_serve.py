@@ -21,9 +21,21 @@ def test_serve_demo_answers_over_http(tmp_path: Path):
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--demo", "--port", str(port),
-         "--data-dir", str(tmp_path / "data")],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "serve",
+            "--demo",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30

@@ -703,7 +703,9 @@ def documents(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
         mutations = []
         for path, sub in _spots(base, schema):
             key = path[-1] if path and isinstance(path[-1], st.SearchStrategy) else None
-            where = st.tuples(*path[:-1], key).map(tuple) if key is not None else st.just(path)
+            where = (
+                st.tuples(*map(st.just, path[:-1]), key) if key is not None else st.just(path)
+            )
             what = st.one_of(_good(sub), _bad(sub), st.just(_ABSENT))
             mutations.append(st.tuples(where, what))
         per_base.append(
@@ -714,57 +716,65 @@ def documents(schema: Mapping[str, Any]) -> st.SearchStrategy[Any]:
     return st.one_of(per_base)
 
 
+class Case:
+    """A schema under test: its validator and its document strategy (short repr for reports)."""
+
+    def __init__(self, name: str, schema: Mapping[str, Any]):
+        self.name = name
+        self.validator = RecordValidator(schema)
+        self.documents = documents(schema)
+
+    def __repr__(self) -> str:
+        return f"Case({self.name!r})"
+
+
 @pytest.fixture(scope="module")
-def engines(shipped: dict[str, EntitySchema]) -> dict[str, tuple[RecordValidator, Any]]:
+def cases(shipped: dict[str, EntitySchema]) -> dict[str, Case]:
     return {
-        name: (RecordValidator(schema), documents(schema))
-        for name, schema in (
-            ("facility", shipped["facility"].json_schema),
-            ("recipient", shipped["recipient"].json_schema),
-            ("synthetic", SYNTHETIC),
-        )
+        "facility": Case("facility", shipped["facility"].json_schema),
+        "recipient": Case("recipient", shipped["recipient"].json_schema),
+        "synthetic": Case("synthetic", SYNTHETIC),
     }
 
 
-def test_documents_are_built_valid(engines: dict[str, tuple[RecordValidator, Any]]):
-    for name, (validator, _) in engines.items():
-        for full in (True, False):
-            doc = sample(validator.schema, full=full)
-            assert validator._reference.is_valid(doc), (name, full, validator.errors(doc))
+CASES = ["facility", "recipient", "synthetic"]
 
 
-ENGINE_NAMES = ["facility", "recipient", "synthetic"]
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("full", [True, False])
+def test_documents_are_built_valid(cases: dict[str, Case], name: str, full: bool):
+    validator = cases[name].validator
+    doc = sample(validator.schema, full=full)
+    assert validator.errors(doc) == []
 
 
-@pytest.mark.parametrize("name", ENGINE_NAMES)
+@pytest.mark.parametrize("name", CASES)
 @settings(max_examples=300, deadline=None, database=None)
 @given(data=st.data())
 def test_fast_engine_agrees_with_reference_engine(
-    engines: dict[str, tuple[RecordValidator, Any]], name: str, data: st.DataObject
+    cases: dict[str, Case], name: str, data: st.DataObject
 ):
-    validator, documents = engines[name]
-    assert validator.uses_fast_path
-    doc = data.draw(documents, label="document")
-    expected = validator._reference.is_valid(doc)
-    assert validator.is_valid(doc) == expected
-    assert (validator.errors(doc) == []) == expected
+    case = cases[name]
+    assert case.validator.uses_fast_path
+    doc = data.draw(case.documents, label="document")
+    expected = case.validator._reference.is_valid(doc)
+    assert case.validator.is_valid(doc) == expected
+    assert (case.validator.errors(doc) == []) == expected
 
 
-@pytest.mark.parametrize("name", ENGINE_NAMES)
-def test_generated_documents_are_a_mix_of_valid_and_invalid(
-    engines: dict[str, tuple[RecordValidator, Any]], name: str
-):
+@pytest.mark.parametrize("name", CASES)
+def test_generated_documents_are_a_mix_of_valid_and_invalid(cases: dict[str, Case], name: str):
     """Without this the property above could pass on invalid documents alone."""
-    validator, documents = engines[name]
+    case = cases[name]
     seen: list[bool] = []
 
     @settings(max_examples=100, derandomize=True, database=None, phases=[Phase.generate])
-    @given(documents)
+    @given(case.documents)
     def collect(doc: Any) -> None:
-        seen.append(validator._reference.is_valid(doc))
+        seen.append(case.validator._reference.is_valid(doc))
 
     collect()
-    assert 0.2 <= sum(seen) / len(seen) <= 0.9, f"{sum(seen)} valid of {len(seen)}"
+    assert 0.2 <= sum(seen) / len(seen) <= 0.8, f"{sum(seen)} valid of {len(seen)}"
 
 
 @pytest.mark.parametrize(

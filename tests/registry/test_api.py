@@ -55,20 +55,30 @@ def test_crud_roundtrip_for_every_shipped_entity(demo_client: Any, registry: Any
     assert got.status_code == 200 and got.json() == rec
 
     replaced_body = dict(body)
-    text_field = next(f for f in service.entity.fields.values()
-                      if f.kind == "string" and f.name in body and not f.enum
-                      and "pattern" not in f.schema and "format" not in f.schema
-                      and not any(f.name in g for g in service.entity.uniques))
+    text_field = next(
+        f
+        for f in service.entity.fields.values()
+        if f.kind == "string"
+        and f.name in body
+        and not f.enum
+        and "pattern" not in f.schema
+        and "format" not in f.schema
+        and not any(f.name in g for g in service.entity.uniques)
+    )
     replaced_body[text_field.name] = "Replaced value"
     put = c.put(f"/api/v1/{entity}/{rec['id']}", json=replaced_body, headers={"If-Match": '"1"'})
     assert put.status_code == 200, put.text
     assert put.json()["_version"] == 2 and put.headers["etag"] == '"2"'
     assert put.json()[text_field.name] == "Replaced value"
 
-    optional = next(f.name for f in service.entity.fields.values()
-                    if not f.required and f.name in body)
-    patched = c.patch(f"/api/v1/{entity}/{rec['id']}", json={optional: None},
-                      headers={"content-type": "application/merge-patch+json"})
+    optional = next(
+        f.name for f in service.entity.fields.values() if not f.required and f.name in body
+    )
+    patched = c.patch(
+        f"/api/v1/{entity}/{rec['id']}",
+        json={optional: None},
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert patched.status_code == 200, patched.text
     assert optional not in patched.json() and patched.json()["_version"] == 3
 
@@ -104,7 +114,9 @@ def test_soft_deleted_record_frees_its_unique_code(demo_client: Any):
 def test_purge_removes_the_row(demo_client: Any, registry: Any):
     rid = demo_client.get("/api/v1/vaccinator", params={"limit": 1}).json()["items"][0]["id"]
     before = count(registry, "vaccinator")
-    assert demo_client.delete(f"/api/v1/vaccinator/{rid}", params={"purge": "true"}).status_code == 204
+    assert (
+        demo_client.delete(f"/api/v1/vaccinator/{rid}", params={"purge": "true"}).status_code == 204
+    )
     assert count(registry, "vaccinator") == before - 1
 
 
@@ -118,8 +130,9 @@ def test_stale_if_match_gets_412_and_changes_nothing(demo_client: Any):
     assert problem["current_version"] == 2
     assert demo_client.get(url).json()["price"] == 12.5
     assert_problem(demo_client.delete(url, headers={"If-Match": '"1"'}), 412)
-    assert_problem(demo_client.put(url, json=data_fields(rec), headers={"If-Match": "nonsense"}),
-                   412)
+    assert_problem(
+        demo_client.put(url, json=data_fields(rec), headers={"If-Match": "nonsense"}), 412
+    )
 
 
 def test_if_none_match_gets_304(demo_client: Any):
@@ -141,8 +154,12 @@ def test_validation_lists_every_failing_field(client: Any):
     del body["name"]
     problem = assert_problem(client.post("/api/v1/vaccine", json=body), 422)
     found = {(e["pointer"], e["keyword"]) for e in problem["errors"]}
-    assert found >= {("/status", "enum"), ("/price", "minimum"), ("/name", "required"),
-                     ("/unknownField", "additionalProperties")}
+    assert found >= {
+        ("/status", "enum"),
+        ("/price", "minimum"),
+        ("/name", "required"),
+        ("/unknownField", "additionalProperties"),
+    }
     assert problem["detail"].startswith(f"{len(problem['errors'])} fields")
 
 
@@ -158,8 +175,13 @@ def test_unknown_reference_gets_422_and_nothing_is_written(demo_client: Any, reg
     body["programs"] = [{"programId": "NO-SUCH-PROGRAM", "status": "Active", "rate": 10}]
     before = {t: count(registry, t) for t in ("facility", "registry_audit", "registry_outbox")}
     problem = assert_problem(demo_client.post("/api/v1/facility", json=body), 422)
-    assert problem["errors"] == [{"pointer": "/programs/0/programId", "keyword": "reference",
-                                  "message": "no program with code 'NO-SUCH-PROGRAM'"}]
+    assert problem["errors"] == [
+        {
+            "pointer": "/programs/0/programId",
+            "keyword": "reference",
+            "message": "no program with code 'NO-SUCH-PROGRAM'",
+        }
+    ]
     assert {t: count(registry, t) for t in before} == before
 
 
@@ -167,8 +189,13 @@ def test_reference_to_deleted_record_is_refused(demo_client: Any):
     vaccines = demo_client.get("/api/v1/vaccine", params={"limit": 10}).json()["items"]
     unused = vaccines[-1]
     demo_client.delete(f"/api/v1/vaccine/{unused['id']}")
-    body = {"code": "NEWPROG", "name": "New programme", "startDate": "2026-01-01",
-            "status": "Active", "vaccineIds": [unused["code"]]}
+    body = {
+        "code": "NEWPROG",
+        "name": "New programme",
+        "startDate": "2026-01-01",
+        "status": "Active",
+        "vaccineIds": [unused["code"]],
+    }
     problem = assert_problem(demo_client.post("/api/v1/program", json=body), 422)
     assert problem["errors"][0]["pointer"] == "/vaccineIds/0"
 
@@ -178,14 +205,20 @@ def test_each_write_adds_one_audit_and_one_outbox_row(client: Any, registry: Any
     client.patch(f"/api/v1/vaccine/{rec['id']}", json={"price": 3})
     client.delete(f"/api/v1/vaccine/{rec['id']}")
     with registry.db.engine.connect() as conn:
-        audit = conn.execute(sa.text("SELECT action, version, fields FROM registry_audit "
-                                     "ORDER BY seq")).all()
-        outbox = conn.execute(sa.text("SELECT event, status FROM registry_outbox ORDER BY seq")).all()
+        audit = conn.execute(
+            sa.text("SELECT action, version, fields FROM registry_audit ORDER BY seq")
+        ).all()
+        outbox = conn.execute(
+            sa.text("SELECT event, status FROM registry_outbox ORDER BY seq")
+        ).all()
     assert [(a[0], a[1]) for a in audit] == [("create", 1), ("update", 2), ("delete", 3)]
     fields = audit[1][2] if isinstance(audit[1][2], list) else json.loads(audit[1][2])
     assert fields == ["price"]
-    assert outbox == [("vaccine.created", "pending"), ("vaccine.updated", "pending"),
-                      ("vaccine.deleted", "pending")]
+    assert outbox == [
+        ("vaccine.created", "pending"),
+        ("vaccine.updated", "pending"),
+        ("vaccine.deleted", "pending"),
+    ]
 
 
 def test_patch_with_no_change_keeps_the_version(client: Any):
@@ -210,8 +243,9 @@ def test_patch_that_breaks_the_schema_is_refused(client: Any):
         (b'{"name": "' + b"x" * 1_100_000 + b'"}', {"content-type": "application/json"}, 413),
     ],
 )
-def test_bad_bodies_get_clear_errors(client: Any, registry: Any, content: bytes,
-                                     headers: dict[str, str], status: int):
+def test_bad_bodies_get_clear_errors(
+    client: Any, registry: Any, content: bytes, headers: dict[str, str], status: int
+):
     assert_problem(client.post("/api/v1/vaccine", content=content, headers=headers), status)
     assert count(registry, "vaccine") == 0
 

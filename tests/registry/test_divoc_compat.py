@@ -32,8 +32,12 @@ def test_all_fourteen_files_load(divoc: Any):
     assert all(e.origin == "opensaber" for e in reg.schemas)
     facility = reg.schemas["Facility"]
     assert facility.uniques == (("facilityCode",),)
-    assert facility.fields["address"].schema["required"] == ["addressLine1", "district", "state",
-                                                             "pincode"]
+    assert facility.fields["address"].schema["required"] == [
+        "addressLine1",
+        "district",
+        "state",
+        "pincode",
+    ]
     assert reg.schemas["Enrollment"].indexes == (("phone", "code"),)
     assert reg.schemas["FacilityProgramSlot"].uniques == (("facilityId", "programId"),)
     warnings = [str(w) for w in reg.schemas.warnings]
@@ -50,12 +54,21 @@ def test_divoc_entity_serves_crud(divoc: Any, entity: str):
     rid = created.json()["id"]
     assert c.get(f"/api/v1/{entity}/{rid}").json()["_version"] == 1
     fields = reg.schemas[entity].fields
-    name = next((k for k, f in fields.items()
-                 if f.kind == "string" and not f.enum and "format" not in f.schema), None)
+    name = next(
+        (
+            k
+            for k, f in fields.items()
+            if f.kind == "string" and not f.enum and "format" not in f.schema
+        ),
+        None,
+    )
     value: Any = "changed"
     if name is None:  # SideEffects has only lists: a list of text, searched by element
-        name = next(k for k, f in fields.items()
-                    if f.schema.get("type") == "array" and f.schema["items"].get("type") == "string")
+        name = next(
+            k
+            for k, f in fields.items()
+            if f.schema.get("type") == "array" and f.schema["items"].get("type") == "string"
+        )
         value = ["changed"]
     patched = c.patch(f"/api/v1/{entity}/{rid}", json={name: value})
     assert patched.status_code == 200 and patched.json()[name] == value

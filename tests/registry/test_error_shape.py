@@ -13,8 +13,9 @@ def failing_request(client: Any, route: APIRoute, method: str) -> Any:
     """A request to `route` that must fail: unknown id, or a body that is not JSON."""
     path = route.path.replace("{id}", "00000000-0000-0000-0000-000000000000")
     if method in ("POST", "PUT", "PATCH"):
-        return client.request(method, path, content=b"{broken",
-                              headers={"content-type": "application/json"})
+        return client.request(
+            method, path, content=b"{broken", headers={"content-type": "application/json"}
+        )
     if method == "GET" and "{id}" not in route.path:
         return client.request(method, path, params={"limit": "-1"})
     return client.request(method, path)

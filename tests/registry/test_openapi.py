@@ -19,8 +19,10 @@ def test_openapi_is_3_1_with_real_entity_schemas(client: Any, registry: Any):
         record = schemas[comp]
         assert {"id", "_version", "_createdAt"} <= set(record["properties"])
         read = spec["paths"][f"/api/v1/{entity.name}/{{id}}"]["get"]
-        assert read["responses"]["200"]["content"]["application/json"]["schema"]["$ref"] == \
-            f"#/components/schemas/{comp}"
+        assert (
+            read["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+            == f"#/components/schemas/{comp}"
+        )
         assert "422" in create["responses"] and "409" in create["responses"]
         params = {p["name"] for p in spec["paths"][f"/api/v1/{entity.name}"]["get"]["parameters"]}
         assert {"limit", "cursor", "sort"} <= params
@@ -38,6 +40,7 @@ def test_facility_input_schema_is_not_a_generic_object(client: Any):
 def test_docs_page_uses_packaged_assets_only(client: Any):
     html = client.get("/docs").text
     assert "/docs/assets/swagger-ui-bundle.js" in html
-    assert "cdn." not in html and "https://" not in html.split("<body>")[1].split("</body>")[0] \
-        .replace("https://fastapi", "")
+    assert "cdn." not in html and "https://" not in html.split("<body>")[1].split("</body>")[
+        0
+    ].replace("https://fastapi", "")
     assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200

@@ -30,10 +30,16 @@ def test_a_new_schema_file_is_served_after_a_restart(settings: Settings, tmp_pat
     reg = open_registry(settings.with_(schema_dirs=(folder,)))
     with TestClient(create_app(registry=reg)) as c:
         fac = c.get("/api/v1/facility", params={"limit": 1}).json()["items"][0]
-        body = {"facilityCode": fac["code"], "serialNumber": "SN-1", "model": "Vestfrost",
-                "kind": "ILR", "installedOn": "2025-03-01", "capacityLitres": 120,
-                "location": {"room": "Store", "floor": 0},
-                "temperatureLog": [{"at": "2026-01-01T08:00:00Z", "celsius": 4.5}]}
+        body = {
+            "facilityCode": fac["code"],
+            "serialNumber": "SN-1",
+            "model": "Vestfrost",
+            "kind": "ILR",
+            "installedOn": "2025-03-01",
+            "capacityLitres": 120,
+            "location": {"room": "Store", "floor": 0},
+            "temperatureLog": [{"at": "2026-01-01T08:00:00Z", "celsius": 4.5}],
+        }
         created = c.post("/api/v1/cold_chain_equipment", json=body)
         assert created.status_code == 201, created.text
         # composite unique key
@@ -42,30 +48,53 @@ def test_a_new_schema_file_is_served_after_a_restart(settings: Settings, tmp_pat
         other = c.post("/api/v1/cold_chain_equipment", json=body | {"serialNumber": "SN-2"})
         assert other.status_code == 201
         # enum, date, reference and nested array errors, all at once
-        bad = c.post("/api/v1/cold_chain_equipment", json=body | {
-            "serialNumber": "SN-3", "kind": "fridge", "installedOn": "2025-02-30",
-            "temperatureLog": [{"at": "yesterday", "celsius": 4}]})
+        bad = c.post(
+            "/api/v1/cold_chain_equipment",
+            json=body
+            | {
+                "serialNumber": "SN-3",
+                "kind": "fridge",
+                "installedOn": "2025-02-30",
+                "temperatureLog": [{"at": "yesterday", "celsius": 4}],
+            },
+        )
         assert {e["pointer"] for e in bad.json()["errors"]} == {
-            "/kind", "/installedOn", "/temperatureLog/0/at"}
-        missing_ref = c.post("/api/v1/cold_chain_equipment",
-                             json=body | {"serialNumber": "SN-4", "facilityCode": "NOPE"})
+            "/kind",
+            "/installedOn",
+            "/temperatureLog/0/at",
+        }
+        missing_ref = c.post(
+            "/api/v1/cold_chain_equipment",
+            json=body | {"serialNumber": "SN-4", "facilityCode": "NOPE"},
+        )
         assert missing_ref.json()["errors"][0]["keyword"] == "reference"
         # search
-        found = c.get("/api/v1/cold_chain_equipment",
-                      params={"kind": "ILR", "installedOn[gte]": "2025-01-01",
-                              "location.room": "Store", "sort": "-serialNumber"}).json()
+        found = c.get(
+            "/api/v1/cold_chain_equipment",
+            params={
+                "kind": "ILR",
+                "installedOn[gte]": "2025-01-01",
+                "location.room": "Store",
+                "sort": "-serialNumber",
+            },
+        ).json()
         assert [r["serialNumber"] for r in found["items"]] == ["SN-2", "SN-1"]
         # OpenAPI
         spec = c.get("/openapi.json").json()
         comp = spec["components"]["schemas"]["ColdChainEquipmentInput"]
-        assert comp["properties"]["kind"]["enum"] == ["ILR", "deep freezer", "cold box",
-                                                      "solar fridge"]
+        assert comp["properties"]["kind"]["enum"] == [
+            "ILR",
+            "deep freezer",
+            "cold box",
+            "solar fridge",
+        ]
         assert "/api/v1/cold_chain_equipment/{id}" in spec["paths"]
     reg.close()
 
 
 def test_a_broken_schema_file_stops_start_up_naming_file_pointer_and_reason(
-        settings: Settings, tmp_path: Path):
+    settings: Settings, tmp_path: Path
+):
     folder = tmp_path / "schemas"
     folder.mkdir()
     doc = json.loads((COLD_CHAIN / "cold_chain_equipment.json").read_text())
@@ -88,8 +117,9 @@ def test_reference_to_an_unknown_entity_stops_start_up(settings: Settings, tmp_p
         open_registry(settings.with_(schema_dirs=(folder,), default_schemas=False))
 
 
-def test_a_changed_schema_is_reported_not_patched(settings: Settings, tmp_path: Path,
-                                                 registry: Any):
+def test_a_changed_schema_is_reported_not_patched(
+    settings: Settings, tmp_path: Path, registry: Any
+):
     registry.close()  # the fixture created the shipped tables
     folder = tmp_path / "schemas"
     folder.mkdir()
@@ -120,19 +150,26 @@ def test_an_implementer_schema_overrides_the_shipped_one(settings: Settings, tmp
 def test_settings_come_from_file_then_environment(tmp_path: Path):
     (tmp_path / "schemas").mkdir()
     (tmp_path / "registry.toml").write_text(
-        'schema_dirs = ["schemas"]\npage_size = 20\ntitle = "Examplia"\n')
-    s = Settings.load(environ={"REGISTRY_PAGE_SIZE": "30"},
-                      settings_file=tmp_path / "registry.toml")
+        'schema_dirs = ["schemas"]\npage_size = 20\ntitle = "Examplia"\n'
+    )
+    s = Settings.load(
+        environ={"REGISTRY_PAGE_SIZE": "30"}, settings_file=tmp_path / "registry.toml"
+    )
     assert s.schema_dirs == ((tmp_path / "schemas").resolve(),)
     assert s.page_size == 30 and s.title == "Examplia"
-    env = Settings.load(environ={"REGISTRY_DATABASE_URL": "postgres://u@h/db",
-                                 "REGISTRY_SETTINGS": str(tmp_path / "none.toml")})
+    env = Settings.load(
+        environ={
+            "REGISTRY_DATABASE_URL": "postgres://u@h/db",
+            "REGISTRY_SETTINGS": str(tmp_path / "none.toml"),
+        }
+    )
     assert env.sqlalchemy_url == "postgresql+psycopg://u@h/db"
     with pytest.raises(ValueError, match="unknown setting 'colour'"):
         Settings.load(environ={}, settings_file=_write(tmp_path / "bad.toml", 'colour = "red"\n'))
     with pytest.raises(ValueError, match="must be a whole number"):
-        Settings.load(environ={"REGISTRY_PAGE_SIZE": "many"},
-                      settings_file=tmp_path / "registry.toml")
+        Settings.load(
+            environ={"REGISTRY_PAGE_SIZE": "many"}, settings_file=tmp_path / "registry.toml"
+        )
 
 
 def _write(path: Path, text: str) -> Path:

@@ -31,29 +31,52 @@ CASES = [
     ("facility", {"name[contains]": "Health"}, lambda r: "Health" in r["name"]),
     ("facility", {"name[notContains]": "Health"}, lambda r: "Health" not in r["name"]),
     ("facility", {"address.state": "Northland"}, lambda r: r["address"]["state"] == "Northland"),
-    ("facility", {"address.district[in]": "Riverside,Hillcrest"},
-     lambda r: r["address"]["district"] in ("Riverside", "Hillcrest")),
-    ("facility", {"programs.programId": "MR-2026"},
-     lambda r: any(p["programId"] == "MR-2026" for p in r.get("programs", []))),
+    (
+        "facility",
+        {"address.district[in]": "Riverside,Hillcrest"},
+        lambda r: r["address"]["district"] in ("Riverside", "Hillcrest"),
+    ),
+    (
+        "facility",
+        {"programs.programId": "MR-2026"},
+        lambda r: any(p["programId"] == "MR-2026" for p in r.get("programs", [])),
+    ),
     ("facility", {"averageRating[gt]": "3.5"}, lambda r: r.get("averageRating", 0) > 3.5),
-    ("facility", {"averageRating[lte]": "3.5"},
-     lambda r: "averageRating" in r and r["averageRating"] <= 3.5),
-    ("vaccinator", {"facilityIds": FACILITIES[0]["code"]},
-     lambda r: FACILITIES[0]["code"] in r["facilityIds"]),
-    ("vaccinator", {"facilityIds[notContains]": FACILITIES[0]["code"]},
-     lambda r: FACILITIES[0]["code"] not in r["facilityIds"]),
-    ("recipient", {"dob[between]": "1980-01-01,1999-12-31"},
-     lambda r: "1980-01-01" <= r["dob"] <= "1999-12-31"),
+    (
+        "facility",
+        {"averageRating[lte]": "3.5"},
+        lambda r: "averageRating" in r and r["averageRating"] <= 3.5,
+    ),
+    (
+        "vaccinator",
+        {"facilityIds": FACILITIES[0]["code"]},
+        lambda r: FACILITIES[0]["code"] in r["facilityIds"],
+    ),
+    (
+        "vaccinator",
+        {"facilityIds[notContains]": FACILITIES[0]["code"]},
+        lambda r: FACILITIES[0]["code"] not in r["facilityIds"],
+    ),
+    (
+        "recipient",
+        {"dob[between]": "1980-01-01,1999-12-31"},
+        lambda r: "1980-01-01" <= r["dob"] <= "1999-12-31",
+    ),
     ("recipient", {"dob[lt]": "1960-01-01"}, lambda r: r["dob"] < "1960-01-01"),
-    ("recipient", {"gender": "Female", "address.state": "Northland"},
-     lambda r: r["gender"] == "Female" and r["address"]["state"] == "Northland"),
+    (
+        "recipient",
+        {"gender": "Female", "address.state": "Northland"},
+        lambda r: r["gender"] == "Female" and r["address"]["state"] == "Northland",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("entity", "params", "pred"), CASES,
-                         ids=[f"{e}-{'&'.join(p)}" for e, p, _ in CASES])
-def test_query_parameter_filters_match_the_data(demo_client: Any, entity: str,
-                                                params: dict[str, str], pred: Any):
+@pytest.mark.parametrize(
+    ("entity", "params", "pred"), CASES, ids=[f"{e}-{'&'.join(p)}" for e, p, _ in CASES]
+)
+def test_query_parameter_filters_match_the_data(
+    demo_client: Any, entity: str, params: dict[str, str], pred: Any
+):
     data = {"facility": FACILITIES, "vaccinator": VACCINATORS, "recipient": RECIPIENTS}[entity]
     want = expect(data, pred)
     assert want, "the case must select something"
@@ -62,17 +85,31 @@ def test_query_parameter_filters_match_the_data(demo_client: Any, entity: str,
 
 
 def test_post_search_matches_query_parameters(demo_client: Any):
-    body = {"filters": {"status": {"eq": "Active"}, "address.state": "Northland",
-                        "programs.programId": {"in": ["COVID19-2026", "MR-2026"]}}}
+    body = {
+        "filters": {
+            "status": {"eq": "Active"},
+            "address.state": "Northland",
+            "programs.programId": {"in": ["COVID19-2026", "MR-2026"]},
+        }
+    }
     via_post = ids(demo_client.post("/api/v1/facility/search", json=body))
-    via_get = ids(demo_client.get("/api/v1/facility", params={
-        "status": "Active", "address.state": "Northland",
-        "programs.programId[in]": "COVID19-2026,MR-2026"}))
+    via_get = ids(
+        demo_client.get(
+            "/api/v1/facility",
+            params={
+                "status": "Active",
+                "address.state": "Northland",
+                "programs.programId[in]": "COVID19-2026,MR-2026",
+            },
+        )
+    )
     assert via_post == via_get and via_post
 
 
-@pytest.mark.parametrize("sort", ["name", "-name", "category,-name", "-averageRating,name",
-                                  "email", "-_createdAt", "dob"])
+@pytest.mark.parametrize(
+    "sort",
+    ["name", "-name", "category,-name", "-averageRating,name", "email", "-_createdAt", "dob"],
+)
 def test_cursor_paging_visits_every_row_once_in_order(demo_client: Any, sort: str):
     entity = "recipient" if sort == "dob" else "facility"
     pages, seen, cursor = 0, [], None
@@ -117,8 +154,9 @@ def test_next_link_header_and_count(demo_client: Any):
         ({"programs.programId[gt]": "x"}, "/filters/programs.programId/gt", "operator"),
     ],
 )
-def test_bad_searches_get_400_naming_the_parameter(demo_client: Any, params: dict[str, str],
-                                                   pointer: str, keyword: str):
+def test_bad_searches_get_400_naming_the_parameter(
+    demo_client: Any, params: dict[str, str], pointer: str, keyword: str
+):
     resp = demo_client.get("/api/v1/facility", params=params)
     assert resp.status_code == 400, resp.text
     assert resp.headers["content-type"].startswith("application/problem+json")
@@ -128,8 +166,9 @@ def test_bad_searches_get_400_naming_the_parameter(demo_client: Any, params: dic
 
 def test_cursor_from_another_sort_is_refused(demo_client: Any):
     cursor = demo_client.get("/api/v1/facility", params={"limit": 2, "sort": "name"}).json()["next"]
-    resp = demo_client.get("/api/v1/facility", params={"limit": 2, "sort": "-name",
-                                                       "cursor": cursor})
+    resp = demo_client.get(
+        "/api/v1/facility", params={"limit": 2, "sort": "-name", "cursor": cursor}
+    )
     assert resp.status_code == 400
 
 

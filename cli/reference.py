@@ -1,0 +1,51 @@
+"""Write the CLI reference (docs/cli.md) from the commands' own `--help`, so it never drifts.
+
+python -m cli.reference > docs/cli.md
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+import typer
+from typer.testing import CliRunner
+
+from cli.main import app
+
+
+def _paths(cmd: click.Command, prefix: list[str]) -> list[list[str]]:
+    out = [prefix]
+    if isinstance(cmd, click.Group):
+        for name in sorted(cmd.commands):
+            out.extend(_paths(cmd.commands[name], [*prefix, name]))
+    return out
+
+
+def render() -> str:
+    """The whole reference as Markdown."""
+    os.environ.setdefault("COLUMNS", "100")
+    runner = CliRunner(env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"})
+    root = typer.main.get_command(app)
+    parts = [
+        "# `registry` command reference",
+        "",
+        "Generated from `--help` by `python -m cli.reference > docs/cli.md`; a test checks "
+        "it is current.",
+        "",
+    ]
+    for path in _paths(root, []):
+        result = runner.invoke(app, [*path, "--help"], prog_name="registry")
+        parts += [
+            f"## registry {' '.join(path)}".rstrip(),
+            "",
+            "```text",
+            "\n".join(line.rstrip() for line in result.output.strip("\n").splitlines()),
+            "```",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -1,0 +1,13 @@
+"""docs/cli.md is generated from --help and must be current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli.reference import render
+
+DOC = Path(__file__).parents[2] / "docs" / "cli.md"
+
+
+def test_cli_reference_is_current():
+    assert DOC.read_text() == render(), "run: python -m cli.reference > docs/cli.md"
