@@ -32,7 +32,7 @@ def _pg_available() -> str | None:
             conn.execute(sa.text("SELECT 1"))
         eng.dispose()
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
+    except Exception as exc:
         return str(exc).splitlines()[0]
 
 

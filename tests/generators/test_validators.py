@@ -667,9 +667,9 @@ def _mutated(base: Any, mutations: list[tuple[tuple[Any, ...], Any]]) -> Any:
             continue
         node = doc
         for part in path[:-1]:
-            ok = isinstance(node, dict) and part in node or isinstance(node, list) and (
+            ok = (isinstance(node, dict) and part in node) or (isinstance(node, list) and (
                 isinstance(part, int) and part < len(node)
-            )
+            ))
             if not ok:
                 break
             node = node[part]

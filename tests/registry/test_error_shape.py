@@ -31,7 +31,7 @@ def test_every_api_route_fails_with_problem_json(client: Any):
             assert 400 <= resp.status_code < 500, (method, route.path, resp.status_code)
             assert resp.headers["content-type"].startswith("application/problem+json"), route.path
             body = resp.json()
-            assert PROBLEM_KEYS <= set(body), (route.path, body)
+            assert set(body) >= PROBLEM_KEYS, (route.path, body)
             assert body["status"] == resp.status_code
             if "errors" in body:
                 for err in body["errors"]:
@@ -44,7 +44,7 @@ def test_unknown_path_and_method_are_problem_json(client: Any):
     for resp, status in ((client.get("/nowhere"), 404), (client.put("/api/v1/facility"), 405)):
         assert resp.status_code == status
         assert resp.headers["content-type"].startswith("application/problem+json")
-        assert PROBLEM_KEYS <= set(resp.json())
+        assert set(resp.json()) >= PROBLEM_KEYS
 
 
 def test_bad_query_parameter_type_is_problem_json(client: Any):
