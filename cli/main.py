@@ -11,6 +11,9 @@ from typing import Annotated
 
 import typer
 
+from cli.migrate import migrate_app
+from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, settings_from
+from cli.project import init
 from generators.errors import SchemaError
 from registry import Settings, StartupError, __version__
 from registry.schemas import load_schemas, schema_folders
@@ -24,56 +27,11 @@ app = typer.Typer(
 )
 schema_app = typer.Typer(help="Check and inspect entity schema files.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
+app.add_typer(migrate_app, name="migrate")
+app.command()(init)
 
 
-def _settings(
-    database_url: str | None,
-    data_dir: Path | None,
-    schemas: list[Path] | None,
-    no_default_schemas: bool,
-    demo: bool = False,
-) -> Settings:
-    overrides: dict[str, object] = {}
-    if database_url:
-        overrides["database_url"] = database_url
-    if data_dir:
-        overrides["data_dir"] = data_dir.resolve()
-    if schemas:
-        overrides["schema_dirs"] = tuple(p.resolve() for p in schemas)
-    if no_default_schemas:
-        overrides["default_schemas"] = False
-    if demo:
-        overrides["demo_data"] = True
-    try:
-        return Settings.load(**overrides)
-    except (ValueError, FileNotFoundError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-
-
-DatabaseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        envvar="REGISTRY_DATABASE_URL",
-        help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in the data folder)",
-    ),
-]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder for the SQLite file")]
-SchemasOpt = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--schemas",
-        "-s",
-        help="A folder of entity schema files (repeatable), after the shipped ones",
-    ),
-]
-NoDefaultOpt = Annotated[
-    bool,
-    typer.Option(
-        "--no-default-schemas", help="Do not load the shipped facility/vaccinator/... schemas"
-    ),
-]
+_settings = settings_from  # older name, kept for command modules
 
 
 @app.command()

@@ -24,10 +24,11 @@ from registry import __version__
 from registry.api import API_PREFIX, JSONResponse, add_entity_routes
 from registry.demo import load_demo_data
 from registry.errors import PROBLEM_JSON, RegistryError, StartupError, problem_body
+from registry.migrations import prepare
 from registry.records import EntityService, build_services
 from registry.schemas import SchemaSet, load_schemas, schema_folders
 from registry.settings import Settings
-from registry.storage import Database, build_database, prepare
+from registry.storage import Database, build_database
 
 log = logging.getLogger("registry")
 
@@ -60,7 +61,7 @@ def open_registry(settings: Settings, *, create_tables: bool = True) -> Registry
     db = build_database(settings, schemas)
     try:
         if create_tables:
-            created = prepare(db)
+            created = prepare(db, schemas, settings.migrations_path)
             if created:
                 log.info("created tables: %s", ", ".join(created))
     except sa.exc.OperationalError as exc:

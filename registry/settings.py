@@ -24,6 +24,8 @@ class Settings:
     database_url: str = ""
     #: Folder for the SQLite file and other local state.
     data_dir: Path = Path("data")
+    #: Alembic revisions generated from the schemas (default: `<data_dir>/migrations`).
+    migrations_dir: Path | None = None
     #: Extra folders of entity schema files (the implementer's), after the shipped ones.
     schema_dirs: tuple[Path, ...] = ()
     #: Load the shipped schemas (facility, vaccinator, vaccine, program, recipient).
@@ -51,6 +53,11 @@ class Settings:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://") :]
         return url
+
+    @property
+    def migrations_path(self) -> Path:
+        """Where revisions live: `migrations_dir`, or `migrations` inside the data folder."""
+        return self.migrations_dir or self.data_dir / "migrations"
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some values changed."""
@@ -103,7 +110,7 @@ def _coerce(key: str, value: Any, base: Path) -> Any:
             for p in items
             if str(p).strip()
         )
-    if key == "data_dir":
+    if key in ("data_dir", "migrations_dir"):
         p = Path(value)
         return p if p.is_absolute() else (base / p).resolve()
     if isinstance(default, bool):

@@ -2,9 +2,7 @@
 
 SQLite (WAL, foreign keys, a busy timeout, `BEGIN IMMEDIATE` for writes so concurrent writers
 queue instead of failing) is the embedded default; PostgreSQL (psycopg 3, JSONB) the production
-engine. A fresh database gets every table; a table for a newly added entity is created; any other
-difference between schemas and database is reported and start-up refused: changing existing
-tables is the job of `registry migrate`, never done behind the implementer's back.
+engine. Creating and changing tables is `registry.migrations`' job.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from generators.tables import UTCDateTime, build_metadata, json_type
-from registry.errors import StartupError
 from registry.schemas import SchemaSet
 from registry.settings import Settings
 
@@ -143,83 +140,3 @@ def build_database(
     build_metadata(schemas, metadata=metadata)
     tables = {e.name: metadata.tables[e.table_name] for e in schemas}
     return Database(engine=engine or make_engine(settings), metadata=metadata, tables=tables)
-
-
-def differences(db: Database) -> tuple[list[sa.Table], list[str]]:
-    """Tables missing from the database, and every other difference, in words."""
-    insp = sa.inspect(db.engine)
-    existing = set(insp.get_table_names())
-    missing: list[sa.Table] = []
-    problems: list[str] = []
-    for table in db.metadata.sorted_tables:
-        if table.name not in existing:
-            missing.append(table)
-            continue
-        db_cols = {c["name"]: c for c in insp.get_columns(table.name)}
-        for col in table.columns:
-            have = db_cols.pop(col.name, None)
-            if have is None:
-                problems.append(
-                    f"table {table.name}: column {col.name!r} is in the schema but not "
-                    "in the database"
-                )
-            elif not _same_type(col.type, have["type"], db.dialect):
-                problems.append(
-                    f"table {table.name}: column {col.name!r} is {have['type']} in the "
-                    f"database but {col.type.compile(db.engine.dialect)} in the schema"
-                )
-        for name in db_cols:
-            problems.append(
-                f"table {table.name}: column {name!r} is in the database but no longer "
-                "in the schema"
-            )
-        db_ix = {i["name"] for i in insp.get_indexes(table.name)}
-        for ix in table.indexes:
-            if ix.name not in db_ix:
-                problems.append(f"table {table.name}: index {ix.name!r} is missing")
-    return missing, problems
-
-
-def _type_family(t: sa.types.TypeEngine[Any]) -> str:
-    if isinstance(t, UTCDateTime | sa.DateTime):
-        return "datetime"
-    if isinstance(t, sa.JSON) or type(t).__name__ in ("JSONB", "JSON"):
-        return "json"
-    if isinstance(t, sa.Boolean):
-        return "boolean"
-    if isinstance(t, sa.Integer):
-        return "integer"
-    if isinstance(t, sa.Float | sa.Numeric):
-        return "number"
-    if isinstance(t, sa.Date):
-        return "date"
-    if isinstance(t, sa.String):
-        return "string"
-    return type(t).__name__
-
-
-def _same_type(
-    ours: sa.types.TypeEngine[Any], theirs: sa.types.TypeEngine[Any], dialect: str
-) -> bool:
-    variants = getattr(ours, "_variant_mapping", None) or {}
-    return _type_family(variants.get(dialect, ours)) == _type_family(theirs)
-
-
-def prepare(db: Database) -> list[str]:
-    """Create what is missing on a fresh database or for a new entity; refuse other differences.
-
-    Returns the names of the tables created.
-    """
-    missing, problems = differences(db)
-    if problems:
-        raise StartupError(
-            "the database does not match the schemas:\n  - "
-            + "\n  - ".join(problems)
-            + "\nChanging existing tables needs a migration: run `registry migrate` "
-            "(it shows the plan before applying it)."
-        )
-    if missing:
-        with db.engine.begin() as conn:
-            for table in missing:
-                table.create(conn)
-    return [t.name for t in missing]

@@ -1,4 +1,4 @@
-"""DIVOC's own opensaber schema files (tests/fixtures/divoc) load unchanged and serve CRUD."""
+"""DIVOC's opensaber schema files (tests/fixtures/divoc) load unchanged and serve CRUD."""
 
 from __future__ import annotations
 

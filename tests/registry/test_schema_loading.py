@@ -130,8 +130,8 @@ def test_a_changed_schema_is_reported_not_patched(
     with pytest.raises(StartupError) as err:
         open_registry(settings.with_(schema_dirs=(folder,)))
     text = str(err.value)
-    assert "column 'storageTemperature' is in the schema but not in the database" in text
-    assert "column 'price' is in the database but no longer in the schema" in text
+    assert "add column vaccine: storageTemperature" in text
+    assert "DESTRUCTIVE drop column vaccine: price is no longer in the schema" in text
     assert "registry migrate" in text
 
 

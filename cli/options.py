@@ -1,0 +1,60 @@
+"""Options shared by the commands that open a registry, and turning them into `Settings`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from registry import Settings
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="REGISTRY_DATABASE_URL",
+        help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in the data folder)",
+    ),
+]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder for the SQLite file")]
+SchemasOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--schemas",
+        "-s",
+        help="A folder of entity schema files (repeatable), after the shipped ones",
+    ),
+]
+NoDefaultOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-default-schemas", help="Do not load the shipped facility/vaccinator/... schemas"
+    ),
+]
+
+
+def settings_from(
+    database_url: str | None,
+    data_dir: Any,
+    schemas: Any,
+    no_default_schemas: bool,
+    demo: bool = False,
+) -> Settings:
+    """Settings file and environment, overridden by the command line; exit 2 on bad settings."""
+    overrides: dict[str, object] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    if data_dir:
+        overrides["data_dir"] = Path(data_dir).resolve()
+    if schemas:
+        overrides["schema_dirs"] = tuple(Path(p).resolve() for p in schemas)
+    if no_default_schemas:
+        overrides["default_schemas"] = False
+    if demo:
+        overrides["demo_data"] = True
+    try:
+        return Settings.load(**overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None

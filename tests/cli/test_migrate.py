@@ -1,0 +1,189 @@
+"""`registry migrate` and `registry init` on SQLite and PostgreSQL: additive changes keep every row,
+destructive ones are refused (and reported) unless allowed, serve refuses a database behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from cli.main import app
+from registry import Settings, StartupError, create_app
+from registry.app import open_registry
+from registry.demo import load_demo_data
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project made by `registry init`, its database filled with demo data."""
+    root = tmp_path / "proj"
+    result = runner.invoke(app, ["init", str(root), "--title", "Examplia"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("REGISTRY_DATABASE_URL", database_url)
+    reg = open_registry(Settings.load())
+    load_demo_data(reg.services)
+    reg.close()
+    return root
+
+
+def edit_schema(root: Path, entity: str, change: Any) -> None:
+    path = root / "schemas" / f"{entity}.json"
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc, indent=2))
+
+
+def migrate(*args: str) -> Any:
+    return runner.invoke(app, ["migrate", *args])
+
+
+def rows(sql: str) -> list[Any]:
+    reg = open_registry(Settings.load(), create_tables=False)
+    try:
+        with reg.db.engine.connect() as conn:
+            return list(conn.execute(sa.text(sql)))
+    finally:
+        reg.close()
+
+
+def test_init_makes_a_project_that_serves(project: Path):
+    assert {p.name for p in (project / "schemas").iterdir()} == {
+        "facility.json",
+        "vaccinator.json",
+        "vaccine.json",
+        "program.json",
+        "recipient.json",
+    }
+    assert (project / "migrations" / "env.py").exists()
+    assert sorted(p.name for p in (project / "migrations" / "versions").glob("*.py")) == [
+        "0001_baseline.py"
+    ]
+    assert "data/" in (project / ".gitignore").read_text()
+    assert migrate("--check").exit_code == 0
+    again = runner.invoke(app, ["init", str(project)])
+    assert again.exit_code == 2 and "not empty" in again.output
+
+
+def test_adding_a_field_keeps_every_row_and_the_field_works(project: Path):
+    before = rows("SELECT id, name FROM facility ORDER BY id")
+    edit_schema(
+        project,
+        "facility",
+        lambda d: d["properties"].update(
+            {"beds": {"type": "integer", "minimum": 0, "title": "Beds"}}
+        ),
+    )
+    check = migrate("--check")
+    assert check.exit_code == 1 and "add column facility: beds" in check.output
+    with pytest.raises(StartupError, match="registry migrate"):
+        open_registry(Settings.load())
+    result = migrate("-m", "beds")
+    assert result.exit_code == 0, result.output
+    assert "0002_beds.py" in result.output
+    assert rows("SELECT id, name FROM facility ORDER BY id") == before
+    assert migrate("--check").exit_code == 0
+    reg = open_registry(Settings.load())
+    with TestClient(create_app(registry=reg)) as c:
+        fac = c.get("/api/v1/facility", params={"limit": 1}).json()["items"][0]
+        patched = c.patch(f"/api/v1/facility/{fac['id']}", json={"beds": 40})
+        assert patched.status_code == 200 and patched.json()["beds"] == 40
+        assert [
+            r["id"] for r in c.get("/api/v1/facility", params={"beds[gte]": 40}).json()["items"]
+        ] == [fac["id"]]
+        assert c.patch(f"/api/v1/facility/{fac['id']}", json={"beds": -1}).status_code == 422
+    reg.close()
+
+
+def test_dropping_a_field_is_refused_then_reported_and_applied_when_allowed(project: Path):
+    with_site = rows('SELECT count(*) FROM facility WHERE "websiteUrl" IS NOT NULL')[0][0]
+    assert with_site > 0
+    edit_schema(project, "facility", lambda d: d["properties"].pop("websiteUrl"))
+    refused = migrate()
+    assert refused.exit_code == 1
+    assert "DESTRUCTIVE drop column facility: websiteUrl" in refused.output
+    assert f"{with_site} row(s) hold a value in websiteUrl" in refused.output
+    assert "--allow-destructive" in refused.output
+    assert len(rows("SELECT id FROM facility")) == 12  # nothing changed
+    allowed = migrate("--allow-destructive")
+    assert allowed.exit_code == 0, allowed.output
+    assert f"{with_site} row(s) hold a value in websiteUrl" in allowed.output  # reported first
+    assert len(rows("SELECT id FROM facility")) == 12
+    # the unique key over live rows survived the table change
+    reg = open_registry(Settings.load())
+    with TestClient(create_app(registry=reg)) as c:
+        fac = c.get("/api/v1/facility", params={"limit": 1}).json()["items"][0]
+        body = {k: v for k, v in fac.items() if not k.startswith("_") and k != "id"}
+        assert c.post("/api/v1/facility", json=body).status_code == 409
+    reg.close()
+
+
+def test_unique_key_that_rows_violate_is_refused(project: Path):
+    edit_schema(project, "vaccinator", lambda d: d["x-registry"]["unique"].append("status"))
+    result = migrate("--allow-destructive")
+    assert result.exit_code == 1
+    assert "add unique key vaccinator: (status)" in result.output
+    assert "used by more than one record" in result.output
+
+
+def test_required_field_missing_in_rows_and_narrowed_enum_are_reported(project: Path):
+    def change(d: dict[str, Any]) -> None:
+        d["required"].append("websiteUrl")
+        d["properties"]["category"]["enum"] = ["GOVT"]
+
+    edit_schema(project, "facility", change)
+    result = migrate()
+    assert result.exit_code == 1
+    assert "DESTRUCTIVE require facility: websiteUrl is now required" in result.output
+    assert "DESTRUCTIVE narrow enum facility: category" in result.output
+    allowed = migrate("--allow-destructive")
+    assert allowed.exit_code == 0 and "validation only" in allowed.output
+
+
+def test_new_entity_gets_its_table_at_start(project: Path):
+    (project / "schemas" / "batch.json").write_text(
+        json.dumps(
+            {
+                "type": "object",
+                "required": ["lot"],
+                "properties": {"lot": {"type": "string"}},
+                "x-registry": {"unique": ["lot"]},
+            }
+        )
+    )
+    reg = open_registry(Settings.load())
+    reg.close()
+    names = sorted(p.name for p in (project / "migrations" / "versions").glob("*.py"))
+    assert names == ["0001_baseline.py", "0002_add_batch.py"]
+    assert migrate("--check").exit_code == 0
+
+
+def test_serve_refuses_a_database_behind_the_revisions(project: Path, tmp_path: Path):
+    edit_schema(
+        project, "vaccine", lambda d: d["properties"].update({"storage": {"type": "string"}})
+    )
+    assert migrate().exit_code == 0
+    # a second database built from revision 0001 only (as a server not yet migrated)
+    revision = project / "migrations" / "versions" / "0002_add_column_vaccine.py"
+    assert revision.exists()
+    moved = tmp_path / revision.name
+    revision.rename(moved)
+    other = Settings.load().with_(database_url=f"sqlite:///{tmp_path / 'other.db'}")
+    edit_schema(project, "vaccine", lambda d: d["properties"].pop("storage"))
+    open_registry(other).close()
+    moved.rename(revision)
+    edit_schema(
+        project, "vaccine", lambda d: d["properties"].update({"storage": {"type": "string"}})
+    )
+    with pytest.raises(StartupError, match="registry migrate apply"):
+        open_registry(other)
+    result = runner.invoke(app, ["migrate", "apply", "--database-url", other.database_url])
+    assert result.exit_code == 0 and "0002" in result.output
+    open_registry(other).close()
