@@ -82,6 +82,12 @@ class EntityService:
         self.validator = RecordValidator(entity.json_schema)
         self.parser = SearchParser(entity, page_size=page_size, max_page_size=max_page_size)
         self.sql = SqlBuilder(entity, self.table, db.dialect)
+        # statements built once: building a select costs more than running it on SQLite
+        by_id = sa.select(self.table).where(
+            self.table.c.id == sa.bindparam("rid"), self.table.c._deleted_at.is_(None)
+        )
+        self._select_by_id = by_id
+        self._select_for_update = by_id.with_for_update() if db.dialect == "postgresql" else by_id
         self._unique_by_index = {
             ix.name: [c.name for c in ix.columns] for ix in self.table.indexes if ix.unique
         }
@@ -273,12 +279,8 @@ class EntityService:
         )
 
     def _current(self, conn: Connection, record_id: str, *, lock: bool) -> Mapping[str, Any]:
-        stmt = sa.select(self.table).where(
-            self.table.c.id == record_id, self.table.c._deleted_at.is_(None)
-        )
-        if lock and self.db.dialect == "postgresql":
-            stmt = stmt.with_for_update()
-        row = conn.execute(stmt).mappings().first()
+        stmt = self._select_for_update if lock else self._select_by_id
+        row = conn.execute(stmt, {"rid": record_id}).mappings().first()
         if row is None:
             raise NotFound(f"no {self.entity.name} with id {record_id!r}")
         return row

@@ -41,8 +41,8 @@ class Settings:
     title: str = "Registry"
     #: Discover plugins through entry points (tests may turn this off).
     load_entrypoints: bool = True
-    #: Database connection pool size (per process; PostgreSQL).
-    pool_size: int = 10
+    #: Database connections per process (requests beyond it wait for one).
+    pool_size: int = 20
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -7,12 +7,16 @@ engine. Creating and changing tables is `registry.migrations`' job.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -63,6 +67,16 @@ def system_tables(metadata: sa.MetaData) -> None:
     sa.Index("ix_registry_outbox_pending", outbox.c.status, outbox.c.available_at)
 
 
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+_JSON: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+#: SQLite has one writer; a lock per engine makes this process's writers queue in order instead
+#: of sleeping in SQLite's busy handler (which is unfair and gives multi-second tails).
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
 def make_engine(settings: Settings) -> Engine:
     """An engine for the configured database (creating the data folder for SQLite)."""
     url = settings.sqlalchemy_url
@@ -74,12 +88,20 @@ def make_engine(settings: Settings) -> Engine:
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=settings.pool_size,
-            max_overflow=10,
+            max_overflow=0,  # requests wait for a pooled connection instead of opening new ones
+            pool_timeout=60,
+            **_JSON,
         )
         _sqlite_setup(engine)
+        _WRITE_LOCKS[engine] = threading.Lock()
         return engine
     return sa.create_engine(
-        url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True
+        url,
+        pool_size=settings.pool_size,
+        max_overflow=0,
+        pool_timeout=60,
+        pool_pre_ping=True,
+        **_JSON,
     )
 
 
@@ -104,7 +126,8 @@ def _sqlite_setup(engine: Engine) -> None:
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
     """A write transaction (on SQLite it takes the write lock up front, so writers queue)."""
-    with engine.connect() as conn:
+    lock = _WRITE_LOCKS.get(engine)
+    with lock if lock is not None else contextlib.nullcontext(), engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():

@@ -1,0 +1,1064 @@
+"""Bulk import of CSV / JSON Lines files (gzip too) into one entity, validated like API writes.
+
+A reader turns rows into checked records (`registry.import_rows`; flat CSV layouts take the
+compiled fast path of `registry.import_fast`); this module checks what needs the database
+(references, one query per reference per chunk; unique keys, against the file itself and the
+stored records) and writes in chunks, each chunk one transaction holding its rows, audit rows and
+outbox rows. A crash or Ctrl-C loses nothing already committed; a re-run with `upsert_on`
+finishes the rest without duplicates.
+
+For large files the reading, converting and validating run in a worker process while this
+process writes (two cores: one parses, one writes). Rows are written with the database driver
+directly (`executemany` on SQLite, `COPY` on PostgreSQL), in the column format SQLAlchemy uses.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from generators.formats import is_uuid
+from generators.schema import Reference
+from generators.validators import RecordValidator
+from registry import storage
+from registry.codec import Codec, parse_datetime, to_column, utcnow
+from registry.import_fast import Unsupported, compile_row_function, json_text
+from registry.import_rows import (
+    ImportMapping,
+    ImportUsageError,
+    JsonRecordMapper,
+    RecordBuilder,
+    RowLayout,
+    RowProblem,
+    Source,
+    load_mapping,
+    plan_columns,
+)
+from registry.records import EntityService, _values_at, missing_references
+
+__all__ = [
+    "ImportInterrupted",
+    "ImportMapping",
+    "ImportOptions",
+    "ImportResult",
+    "ImportUsageError",
+    "Progress",
+    "RowError",
+    "import_file",
+    "load_mapping",
+]
+
+_NORMALISED = frozenset({"date", "datetime", "number"})
+SYSTEM_COLUMNS = ("id", "_version", "_created_at", "_updated_at", "_created_by", "_updated_by")
+#: Files larger than this are parsed in a worker process (when `workers` is not set).
+PARALLEL_FROM_BYTES = 4 * 1024 * 1024
+#: Errors kept in memory and reported; the rest are only counted.
+MAX_ERRORS = 100_000
+
+
+@dataclass
+class ImportOptions:
+    """What `import_file` does (see docs/import-export.md)."""
+
+    format: str | None = None  # csv | jsonl (default: by suffix, else by content)
+    mapping: ImportMapping | None = None
+    dry_run: bool = False  # validate everything, write nothing
+    upsert_on: str | None = None  # a unique field: update the record holding the row's value
+    on_error: str = "skip"  # skip: write the good rows; abort: write nothing if any row is bad
+    errors_path: Path | None = None  # CSV report: row, field, message, data
+    keep_ids: bool = False  # take `id` from the file (round-trips of an export)
+    chunk_size: int = 5000
+    workers: int | None = None  # 0: parse here; 1: a worker process; None: by file size
+    actor: str | None = None
+    progress: Callable[[Progress], None] | None = None
+
+
+@dataclass
+class RowError:
+    """One problem of one row: the row number (1-based data row), a JSON pointer, a message."""
+
+    row: int
+    pointer: str
+    message: str
+    keyword: str
+    data: Any = None  # the original row ({header: cell} for CSV, the object for JSON Lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "pointer": self.pointer,
+            "message": self.message,
+            "keyword": self.keyword,
+            "data": self.data,
+        }
+
+
+@dataclass
+class Progress:
+    rows: int = 0  # data rows read and checked
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0  # rows with at least one error
+    bytes_read: int = 0
+    bytes_total: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, from the share of the file read so far."""
+        if not self.bytes_read or not self.bytes_total or self.elapsed <= 0:
+            return None
+        return self.elapsed * (self.bytes_total - self.bytes_read) / self.bytes_read
+
+
+@dataclass
+class ImportResult(Progress):
+    entity: str = ""
+    errors: list[RowError] = field(default_factory=list)
+    errors_dropped: int = 0  # errors beyond MAX_ERRORS, counted only
+    dry_run: bool = False
+    aborted: bool = False  # on_error=abort and some row was bad: nothing written
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def summary(self) -> str:
+        verb = "would be " if self.dry_run else ""
+        if self.aborted:
+            head = f"aborted: {self.failed} bad row(s) of {self.rows}, nothing written"
+        else:
+            head = (
+                f"{self.rows} rows: {self.inserted} {verb}inserted, {self.updated} {verb}updated, "
+                f"{self.unchanged} unchanged, {self.failed} failed"
+            )
+        return f"{head} in {self.elapsed:.1f} s ({self.rows_per_s:,.0f} rows/s)"
+
+
+class ImportInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a progress callback) stopped the import; `result` says what was committed."""
+
+    def __init__(self, result: ImportResult):
+        super().__init__("import interrupted")
+        self.result = result
+
+
+# -- what the worker needs (picklable) -----------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    entity: str
+    schema: Mapping[str, Any]
+    fields: tuple[tuple[str, str], ...]  # (name, column kind), table order
+    uniques: tuple[tuple[str, ...], ...]  # checked within the file
+    references: tuple[Reference, ...]
+    path: str
+    format: str
+    delimiter: str
+    layout: RowLayout | None  # CSV
+    mapping: ImportMapping
+    keep_ids: bool
+    records: bool  # True: chunks carry records (upsert); False: ready table rows
+    dialect: str
+    actor: str | None
+    chunk_size: int
+
+
+@dataclass
+class Chunk:
+    rows: list[Any]  # table rows (tuples, system columns first) or records (dicts)
+    numbers: list[int]  # the row number of each
+    ids: list[str | None]  # records mode: the id from the file (keep_ids)
+    refs: list[list[tuple[int, str, Any]]]  # per reference: (index in rows, pointer, value)
+    errors: list[RowError]
+    rows_read: int
+    bytes_read: int
+    now: datetime
+
+
+def _datetime_processor(dialect: str) -> Callable[[datetime], Any]:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from generators.tables import UTCDateTime
+
+    d = sqlite.dialect() if dialect == "sqlite" else postgresql.dialect()
+    return UTCDateTime().dialect_impl(d).bind_processor(d)  # type: ignore[return-value]
+
+
+def column_values(dialect: str) -> dict[str, Callable[[Any], Any]]:
+    """JSON value -> stored value, per column kind, as SQLAlchemy would bind it (JSON compact)."""
+    proc = _datetime_processor(dialect)
+    return {
+        "number": float,
+        "datetime": lambda v: proc(parse_datetime(v)),
+        "json": json_text,
+    }
+
+
+class IdMaker:
+    """UUID version 7 ids, monotonic within a batch (RFC 9562 method 3), cheap to make."""
+
+    def batch(self, n: int) -> list[str]:
+        ms = time.time_ns() // 1_000_000
+        rnd = int.from_bytes(os.urandom(10), "big")
+        head = (ms & ((1 << 48) - 1)) << 16 | 0x7 << 12 | (rnd >> 68)
+        mid = 0b10 << 14 | ((rnd >> 48) & 0x3FFF)
+        start = rnd & ((1 << 47) - 1)  # room for the counter below 2**48
+        h = f"{head:016x}"
+        prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{mid:04x}-"
+        return [f"{prefix}{start + i:012x}" for i in range(n)]
+
+
+# -- the worker side: rows in, checked rows out ---------------------------------------------
+def prepare_chunks(plan: Plan) -> Iterator[Chunk]:
+    """Read, convert and validate the file; yield chunks of good rows plus the bad rows' errors."""
+    source = Source(plan.path, plan.format, plan.delimiter)
+    try:
+        yield from _Preparer(plan, source).chunks()
+    finally:
+        source.close()
+
+
+class _Preparer:
+    def __init__(self, plan: Plan, source: Source):
+        self.plan = plan
+        self.source = source
+        self.validator = RecordValidator(plan.schema)
+        convs = column_values(plan.dialect)
+        self.now_proc = _datetime_processor(plan.dialect)
+        self.value_convs = [(name, convs.get(kind)) for name, kind in plan.fields]
+        self.field_index = {name: i for i, (name, _) in enumerate(plan.fields)}
+        self.ids = IdMaker()
+        self.fast: Callable[[list[str]], tuple[Any, ...] | None] | None = None
+        if plan.layout is not None and not plan.records and not plan.references:
+            try:
+                self.fast = compile_row_function(plan.layout, plan.schema, plan.fields, convs)
+            except Unsupported:
+                self.fast = None
+        self.seen: list[set[Any]] = [set() for _ in plan.uniques]
+        self.ids_seen: set[str] = set()
+        kinds = dict(plan.fields)
+        self.key_kinds = [tuple(kinds.get(f, "string") for f in g) for g in plan.uniques]
+        self.key_pos = [
+            tuple(self.field_index[f] for f in g if f in self.field_index) for g in plan.uniques
+        ]
+
+    # ---- one row -----------------------------------------------------------------------------
+    def _values(self, record: Mapping[str, Any]) -> tuple[Any, ...]:
+        out = []
+        for name, conv in self.value_convs:
+            v = record.get(name)
+            out.append(None if v is None else conv(v) if conv is not None else v)
+        return tuple(out)
+
+    def _duplicate(self, key_source: Any, is_record: bool) -> list[tuple[str, str]]:
+        """Unique keys already seen in this file (the first valid row keeps them)."""
+        keys: list[Any] = []
+        problems: list[tuple[str, str]] = []
+        for gi, group in enumerate(self.plan.uniques):
+            if is_record:
+                parts = [
+                    to_column(k, key_source.get(f)) if k in _NORMALISED else key_source.get(f)
+                    for f, k in zip(group, self.key_kinds[gi], strict=True)
+                ]
+            else:
+                parts = [key_source[i] for i in self.key_pos[gi]]
+            key = parts[0] if len(parts) == 1 else tuple(parts)  # a bare value is not GC-tracked
+            if any(v is None for v in parts):
+                key = None
+            elif key in self.seen[gi]:
+                label = ", ".join(group)
+                problems.append((f"/{group[0]}", f"another row of this file has the same {label}"))
+            keys.append(key)
+        if not problems:
+            for seen, key in zip(self.seen, keys, strict=True):
+                if key is not None:
+                    seen.add(key)
+        return problems
+
+    # ---- the stream --------------------------------------------------------------------------
+    def _rows(self) -> Iterator[tuple[int, bool, Any, Any]]:
+        """(row number, fast?, table values or (record, problems), raw row) per data row."""
+        plan = self.plan
+        if plan.format == "csv":
+            _, rows = self.source.csv_rows()
+            builder = RecordBuilder(plan.layout)  # type: ignore[arg-type]
+            id_index = plan.layout.id_index if plan.layout else -1
+            fast = self.fast
+            for n, cells in rows:
+                if not cells:
+                    continue  # a blank line
+                if fast is not None:
+                    values = fast(cells)
+                    if values is not None:
+                        yield n, True, values, cells
+                        continue
+                record, problems = builder.build(cells)
+                if id_index >= 0:
+                    rid = cells[id_index] if id_index < len(cells) else ""
+                    if rid:
+                        record = {"id": rid, **record}
+                yield n, False, (record, problems), cells
+        else:
+            mapper = JsonRecordMapper(plan.mapping, keep_ids=plan.keep_ids)
+            for n, line in self.source.json_lines():
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    text = line.decode("utf-8", "replace").rstrip("\r\n")
+                    yield n, False, ({}, [RowProblem("", f"not valid JSON: {exc}", "json")]), text
+                    continue
+                if not isinstance(obj, dict):
+                    problem = RowProblem("", "a line must hold a JSON object", "type")
+                    yield n, False, ({}, [problem]), obj
+                    continue
+                record, rid = mapper.apply(obj)
+                if rid is not None:
+                    record = {"id": rid, **record}
+                yield n, False, (record, []), obj
+
+    def _check(self, n: int, record: dict[str, Any], problems: list[RowProblem]):
+        """(errors, table values or None, the kept id) of a row off the fast path."""
+        plan = self.plan
+        rid = record.pop("id", None)
+        errs = [RowError(n, p.pointer, p.message, p.keyword) for p in problems]
+        if not errs:
+            errs = [
+                RowError(n, e.pointer, e.message, e.keyword) for e in self.validator.errors(record)
+            ]
+        if rid is not None and not errs and not (isinstance(rid, str) and is_uuid(rid)):
+            errs = [RowError(n, "/id", f"{rid!r} is not a UUID", "format")]
+        values = None
+        if not errs:
+            values = self._values(record) if not plan.records else None
+            dup = self._duplicate(record if plan.records else values, plan.records)
+            if rid is not None:
+                dup += self._duplicate_id(rid)
+            errs = [RowError(n, p, m, "unique") for p, m in dup]
+        return errs, values, rid
+
+    def chunks(self) -> Iterator[Chunk]:
+        plan = self.plan
+        size = plan.chunk_size
+        rows: list[Any] = []
+        numbers: list[int] = []
+        ids: list[str | None] = []
+        refs: list[list[tuple[int, str, Any]]] = [[] for _ in plan.references]
+        errors: list[RowError] = []
+        read = 0
+        raw_of = self._raw_of()
+        for n, fast, item, raw in self._rows():
+            read += 1
+            if fast:
+                dup = self._duplicate(item, False)
+                if dup:
+                    errors.extend(RowError(n, p, m, "unique", raw_of(raw)) for p, m in dup)
+                else:
+                    rows.append(item)
+                    numbers.append(n)
+                    ids.append(None)
+            else:
+                record, problems = item
+                errs, values, rid = self._check(n, record, problems)
+                if errs:
+                    data = raw_of(raw)
+                    for e in errs:
+                        e.data = data
+                    errors.extend(errs)
+                else:
+                    pos = len(rows)
+                    for ri, ref in enumerate(plan.references):
+                        for ptr, value in _values_at(record, ref.path):
+                            refs[ri].append((pos, ptr, value))
+                    rows.append(record if plan.records else values)
+                    numbers.append(n)
+                    ids.append(rid)
+            if read % size == 0:
+                yield self._chunk(rows, numbers, ids, refs, errors, read)
+                rows, numbers, ids, errors = [], [], [], []
+                refs = [[] for _ in plan.references]
+        yield self._chunk(rows, numbers, ids, refs, errors, read)
+
+    def _duplicate_id(self, rid: str) -> list[tuple[str, str]]:
+        if rid in self.ids_seen:
+            return [("/id", "another row of this file has the same id")]
+        self.ids_seen.add(rid)
+        return []
+
+    def _raw_of(self) -> Callable[[Any], Any]:
+        if self.plan.format == "csv":
+            builder = RecordBuilder(self.plan.layout)  # type: ignore[arg-type]
+            return builder.raw
+        return lambda raw: raw
+
+    def _chunk(
+        self,
+        rows: list[Any],
+        numbers: list[int],
+        ids: list[str | None],
+        refs: list[list[tuple[int, str, Any]]],
+        errors: list[RowError],
+        read: int,
+    ) -> Chunk:
+        now = utcnow()
+        if not self.plan.records and rows:
+            now_db = self.now_proc(now)
+            actor = self.plan.actor
+            kept = ids if self.plan.keep_ids else [None] * len(rows)
+            new = self.ids.batch(len(rows))
+            rows = [
+                (rid or nid, 1, now_db, now_db, actor, actor, None, *values)
+                for rid, nid, values in zip(kept, new, rows, strict=True)
+            ]
+        return Chunk(
+            rows=rows,
+            numbers=numbers,
+            ids=ids,
+            refs=refs,
+            errors=errors,
+            rows_read=read,
+            bytes_read=self.source.bytes_read,
+            now=now,
+        )
+
+
+def _worker(conn: Any, plan: Plan) -> None:  # pragma: no cover - runs in the worker process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does
+    gc.disable()  # short-lived, makes no reference cycles; collections only cost time here
+    try:
+        for chunk in prepare_chunks(plan):
+            conn.send_bytes(pickle.dumps(("chunk", chunk), protocol=pickle.HIGHEST_PROTOCOL))
+        conn.send_bytes(pickle.dumps(("end", None)))
+    except (BrokenPipeError, EOFError):
+        pass
+    except ImportUsageError as exc:
+        conn.send_bytes(pickle.dumps(("usage", str(exc))))
+    except BaseException:
+        conn.send_bytes(pickle.dumps(("error", traceback.format_exc())))
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a spawned worker without it re-running the caller's script.
+
+    `spawn` imports the parent's `__main__` in the child, which re-runs any script that calls
+    the import without an `if __name__ == "__main__"` guard. The worker needs nothing from it.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
+def _chunks_from_worker(plan: Plan) -> Iterator[Chunk]:
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(send, plan), daemon=True, name="registry-import")
+    with _main_module_hidden():
+        proc.start()
+    send.close()
+    try:
+        while True:
+            try:
+                kind, payload = pickle.loads(receive.recv_bytes())
+            except EOFError:
+                raise RuntimeError("the import worker process stopped unexpectedly") from None
+            if kind == "chunk":
+                yield payload
+            elif kind == "end":
+                return
+            elif kind == "usage":
+                raise ImportUsageError(payload)
+            else:
+                raise RuntimeError(f"the import worker failed:\n{payload}")
+    finally:
+        receive.close()
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(5)
+
+
+# -- the writing side -----------------------------------------------------------------------
+class _Rollback(Exception):
+    pass
+
+
+class Importer:
+    """Checks chunks against the database and writes them (see `import_file`)."""
+
+    def __init__(self, service: EntityService, options: ImportOptions):
+        self.service = service
+        self.options = options
+        self.entity = service.entity
+        self.table = service.table
+        self.db = service.db
+        self.dialect = self.db.dialect
+        self.codec: Codec = service.codec
+        self.kinds = {name: f.kind for name, f in self.entity.fields.items()}
+        self.fields = tuple(self.kinds.items())
+        self.columns = [c.name for c in self.table.columns]
+        self.data_start = len(SYSTEM_COLUMNS) + 1  # + _deleted_at
+        self.result = ImportResult(entity=self.entity.name, dry_run=options.dry_run)
+        self.needs_raw: set[int] = set()
+        self.dbapi_error = self.db.engine.dialect.loaded_dbapi.IntegrityError
+        self._audit_fields: dict[tuple[bool, ...], str] = {}
+        uq = list(self.entity.uniques)
+        self.uniques = tuple(uq)
+        if options.upsert_on:
+            groups = [g for g in uq if g == (options.upsert_on,)]
+            if not groups:
+                singles = [g[0] for g in uq if len(g) == 1]
+                raise ImportUsageError(
+                    f"upsert_on must be a unique field of {self.entity.name}; "
+                    f"unique fields: {', '.join(singles) or 'none'}"
+                )
+        if options.on_error not in ("skip", "abort"):
+            raise ImportUsageError("on_error must be skip or abort")
+        if options.chunk_size < 1:
+            raise ImportUsageError("chunk_size must be at least 1")
+        q = self.db.engine.dialect.identifier_preparer
+        cols = ", ".join(q.quote(c) for c in self.columns)
+        tname = q.format_table(self.table)
+        audit = self.db.metadata.tables["registry_audit"]
+        outbox = self.db.metadata.tables["registry_outbox"]
+        self.audit_cols = ("at", "actor", "action", "entity", "record_id", "version", "fields")
+        self.outbox_cols = (
+            "created_at",
+            "event",
+            "entity",
+            "record_id",
+            "version",
+            "payload",
+            "status",
+            "attempts",
+            "available_at",
+        )
+        if self.dialect == "postgresql":
+            self.insert_sql = f"COPY {tname} ({cols}) FROM STDIN"
+            self.audit_sql = (
+                f"COPY {q.format_table(audit)} ({', '.join(self.audit_cols)}) FROM STDIN"
+            )
+            self.outbox_sql = (
+                f"COPY {q.format_table(outbox)} ({', '.join(self.outbox_cols)}) FROM STDIN"
+            )
+        else:
+            marks = ", ".join("?" * len(self.columns))
+            self.insert_sql = f"INSERT INTO {tname} ({cols}) VALUES ({marks})"
+            self.audit_sql = (
+                f"INSERT INTO {q.format_table(audit)} ({', '.join(self.audit_cols)}) "
+                f"VALUES ({', '.join('?' * len(self.audit_cols))})"
+            )
+            self.outbox_sql = (
+                f"INSERT INTO {q.format_table(outbox)} ({', '.join(self.outbox_cols)}) "
+                f"VALUES ({', '.join('?' * len(self.outbox_cols))})"
+            )
+        self.now_proc = _datetime_processor(self.dialect)
+
+    # ---- planning ----------------------------------------------------------------------------
+    def plan(self, path: Path) -> tuple[Plan, Source]:
+        opts = self.options
+        mapping = opts.mapping or ImportMapping()
+        if mapping.entity and mapping.entity != self.entity.name:
+            raise ImportUsageError(
+                f"the mapping is for {mapping.entity!r}, not {self.entity.name!r}"
+            )
+        source = Source(path, opts.format or mapping.format, mapping.delimiter)
+        layout = None
+        if source.format == "csv":
+            header, _ = source.csv_rows()
+            source.close()
+            layout = plan_columns(
+                header,
+                self.entity.json_schema,
+                mapping,
+                keep_ids=opts.keep_ids,
+                entity=self.entity.name,
+            )
+        uniques = list(self.uniques)
+        plan = Plan(
+            entity=self.entity.name,
+            schema=self.entity.json_schema,
+            fields=self.fields,
+            uniques=tuple(uniques),
+            references=tuple(self.entity.references),
+            path=str(path),
+            format=source.format,
+            delimiter=mapping.delimiter,
+            layout=layout,
+            mapping=mapping,
+            keep_ids=opts.keep_ids,
+            records=bool(opts.upsert_on),
+            dialect=self.dialect,
+            actor=opts.actor,
+            chunk_size=opts.chunk_size,
+        )
+        return plan, source
+
+    # ---- running -----------------------------------------------------------------------------
+    def run(self, path: str | Path) -> ImportResult:
+        path = Path(path)
+        plan, source = self.plan(path)
+        opts = self.options
+        res = self.result
+        res.bytes_total = source.total
+        workers = opts.workers
+        if workers is None:
+            workers = 1 if source.total >= PARALLEL_FROM_BYTES else 0
+        if multiprocessing.current_process().daemon:
+            workers = 0  # a daemon process may not start children
+        chunks = _chunks_from_worker(plan) if workers else prepare_chunks(plan)
+        start = time.perf_counter()
+        try:
+            if opts.dry_run:
+                for chunk in chunks:
+                    with storage.read(self.db.engine) as conn:
+                        self._chunk(conn, chunk, write=False)
+                    self._progress(chunk, start)
+            elif opts.on_error == "abort":
+                try:
+                    with storage.write(self.db.engine) as conn:
+                        for chunk in chunks:
+                            self._chunk(conn, chunk, write=not res.failed)
+                            self._progress(chunk, start)
+                        if res.failed:
+                            raise _Rollback
+                except _Rollback:
+                    res.aborted = True
+                    res.inserted = res.updated = res.unchanged = 0
+            else:
+                for chunk in chunks:
+                    with storage.write(self.db.engine) as conn:
+                        self._chunk(conn, chunk, write=True)
+                    self._progress(chunk, start)
+        except KeyboardInterrupt:
+            res.elapsed = time.perf_counter() - start
+            if opts.on_error == "abort" and not opts.dry_run:
+                res.inserted = res.updated = res.unchanged = 0
+            raise ImportInterrupted(res) from None
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        res.elapsed = time.perf_counter() - start
+        self._finish(plan)
+        return res
+
+    def _progress(self, chunk: Chunk, start: float) -> None:
+        res = self.result
+        res.rows = chunk.rows_read
+        res.bytes_read = chunk.bytes_read
+        res.elapsed = time.perf_counter() - start
+        if self.options.progress is not None:
+            self.options.progress(
+                Progress(
+                    rows=res.rows,
+                    inserted=res.inserted,
+                    updated=res.updated,
+                    unchanged=res.unchanged,
+                    failed=res.failed,
+                    bytes_read=res.bytes_read,
+                    bytes_total=res.bytes_total,
+                    elapsed=res.elapsed,
+                )
+            )
+
+    def _error(self, err: RowError) -> None:
+        res = self.result
+        if len(res.errors) < MAX_ERRORS:
+            res.errors.append(err)
+        else:
+            res.errors_dropped += 1
+
+    def _fail_rows(self, errors: Iterable[RowError]) -> None:
+        rows = set()
+        for e in errors:
+            rows.add(e.row)
+            if e.data is None:
+                self.needs_raw.add(e.row)
+            self._error(e)
+        self.result.failed += len(rows)
+
+    # ---- one chunk ---------------------------------------------------------------------------
+    def _chunk(self, conn: Connection, chunk: Chunk, *, write: bool) -> None:
+        self._fail_rows(chunk.errors)
+        if not chunk.rows:
+            return
+        keep = self._check_references(conn, chunk)
+        if self.options.upsert_on:
+            self._records(conn, chunk, keep, write=write)
+        else:
+            self._bulk(conn, chunk, keep, write=write)
+
+    def _drop(self, chunk: Chunk, keep: list[int], bad: Mapping[int, list[tuple[str, str, str]]]):
+        if not bad:
+            return keep
+        self._fail_rows(
+            RowError(chunk.numbers[i], p, m, k) for i in sorted(bad) for p, m, k in bad[i]
+        )
+        return [i for i in keep if i not in bad]
+
+    def _check_references(self, conn: Connection, chunk: Chunk) -> list[int]:
+        keep = list(range(len(chunk.rows)))
+        bad: dict[int, list[tuple[str, str, str]]] = {}
+        for ref, found in zip(self.entity.references, chunk.refs, strict=True):
+            if not found:
+                continue
+            missing = missing_references(conn, ref, {v for _, _, v in found}, self.service.services)
+            for pos, ptr, value in found:
+                if value in missing:
+                    bad.setdefault(pos, []).append(
+                        (ptr, f"no {ref.entity} with {ref.field} {value!r}", "reference")
+                    )
+        return self._drop(chunk, keep, bad)
+
+    def _typed(self, kind: str, value: Any) -> Any:
+        """A stored value as the driver wrote it -> the Python value SQLAlchemy compares."""
+        if value is None:
+            return None
+        if kind == "date" and isinstance(value, str):
+            return date.fromisoformat(value)
+        if kind == "datetime" and isinstance(value, str):
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return value
+
+    def _taken(
+        self,
+        conn: Connection,
+        group: tuple[str, ...],
+        keys: Mapping[int, tuple[Any, ...]],
+        own: Mapping[int, str] | None = None,
+    ) -> dict[int, list[tuple[str, str, str]]]:
+        """Rows whose unique key is held by another live record."""
+        cols = [self.table.c[f] for f in group]
+        wanted = {k for k in keys.values() if all(v is not None for v in k)}
+        holders: dict[tuple[Any, ...], str] = {}
+        values = list(wanted)
+        for i in range(0, len(values), 500):
+            part = values[i : i + 500]
+            cond = (
+                cols[0].in_([v[0] for v in part]) if len(cols) == 1 else sa.tuple_(*cols).in_(part)
+            )
+            stmt = sa.select(self.table.c.id, *cols).where(cond, self.table.c._deleted_at.is_(None))
+            for row in conn.execute(stmt):
+                holders[tuple(row[1:])] = row[0]
+        bad: dict[int, list[tuple[str, str, str]]] = {}
+        name = self.entity.name
+        for pos, key in keys.items():
+            holder = holders.get(key)
+            if holder is not None and (own is None or own.get(pos) != holder):
+                bad[pos] = [(f"/{f}", f"already used by another {name}", "unique") for f in group]
+        return bad
+
+    def _taken_ids(self, conn: Connection, ids: Mapping[int, str]) -> dict[int, list]:
+        found: set[str] = set()
+        values = list(set(ids.values()))
+        for i in range(0, len(values), 500):
+            stmt = sa.select(self.table.c.id).where(self.table.c.id.in_(values[i : i + 500]))
+            found.update(r[0] for r in conn.execute(stmt))
+        name = self.entity.name
+        return {
+            pos: [("/id", f"a {name} with this id already exists", "unique")]
+            for pos, rid in ids.items()
+            if rid in found
+        }
+
+    # ---- plain inserts (ready rows) ------------------------------------------------------------
+    def _bulk_conflicts(self, conn: Connection, chunk: Chunk, keep: list[int]) -> list[int]:
+        index = {name: self.data_start + i for i, (name, _) in enumerate(self.fields)}
+        bad: dict[int, list[tuple[str, str, str]]] = {}
+        for group in self.uniques:
+            keys = {
+                i: tuple(self._typed(self.kinds[f], chunk.rows[i][index[f]]) for f in group)
+                for i in keep
+            }
+            for pos, errs in self._taken(conn, group, keys).items():
+                bad.setdefault(pos, []).extend(errs)
+        if self.options.keep_ids:
+            ids = {i: chunk.rows[i][0] for i in keep if chunk.ids and chunk.ids[i]}
+            for pos, errs in self._taken_ids(conn, ids).items():
+                bad.setdefault(pos, []).extend(errs)
+        return self._drop(chunk, keep, bad)
+
+    def _bulk(self, conn: Connection, chunk: Chunk, keep: list[int], *, write: bool) -> None:
+        if not write:
+            keep = self._bulk_conflicts(conn, chunk, keep)
+            self.result.inserted += len(keep)
+            return
+        raw = conn.connection.driver_connection
+        cur = raw.cursor()  # type: ignore[union-attr]
+        try:
+            for attempt in (1, 2):
+                rows = chunk.rows if len(keep) == len(chunk.rows) else [chunk.rows[i] for i in keep]
+                cur.execute("SAVEPOINT registry_import")
+                try:
+                    self._write_rows(cur, rows, chunk.now)
+                except self.dbapi_error:
+                    cur.execute("ROLLBACK TO SAVEPOINT registry_import")
+                    if attempt == 2:
+                        raise
+                    keep = self._bulk_conflicts(conn, chunk, keep)
+                    continue
+                cur.execute("RELEASE SAVEPOINT registry_import")
+                self.result.inserted += len(rows)
+                return
+        finally:
+            cur.close()
+
+    def _audit_names(self, row: tuple[Any, ...]) -> str:
+        present = tuple(v is None for v in row[self.data_start :])
+        text = self._audit_fields.get(present)
+        if text is None:
+            names = sorted(
+                n for (n, _), absent in zip(self.fields, present, strict=True) if not absent
+            )
+            text = self._audit_fields[present] = orjson.dumps(names).decode()
+        return text
+
+    def _write_rows(self, cur: Any, rows: list[tuple[Any, ...]], now: datetime) -> None:
+        if not rows:
+            return
+        at = self.now_proc(now)
+        actor = self.options.actor
+        name = self.entity.name
+        names = [self._audit_names(r) for r in rows]
+        audit = [(at, actor, "create", name, r[0], 1, f) for r, f in zip(rows, names, strict=True)]
+        event = f"{name}.created"
+        outbox = [
+            (at, event, name, r[0], 1, f'{{"fields": {f}}}', "pending", 0, at)
+            for r, f in zip(rows, names, strict=True)
+        ]
+        if self.dialect == "postgresql":
+            for sql, data in (
+                (self.insert_sql, rows),
+                (self.audit_sql, audit),
+                (self.outbox_sql, outbox),
+            ):
+                with cur.copy(sql) as copy:
+                    write = copy.write_row
+                    for r in data:
+                        write(r)
+        else:
+            cur.executemany(self.insert_sql, rows)
+            cur.executemany(self.audit_sql, audit)
+            cur.executemany(self.outbox_sql, outbox)
+
+    # ---- upserts (records) -------------------------------------------------------------------
+    def _records(self, conn: Connection, chunk: Chunk, keep: list[int], *, write: bool) -> None:
+        field_name = self.options.upsert_on or ""
+        kind = self.kinds[field_name]
+        col = self.table.c[field_name]
+        records = chunk.rows
+        keys = {i: to_column(kind, records[i].get(field_name)) for i in keep}
+        existing: dict[Any, Mapping[str, Any]] = {}
+        values = [v for v in set(keys.values()) if v is not None]
+        for i in range(0, len(values), 500):
+            stmt = sa.select(self.table).where(
+                col.in_(values[i : i + 500]), self.table.c._deleted_at.is_(None)
+            )
+            if write and self.dialect == "postgresql":
+                stmt = stmt.with_for_update()
+            for row in conn.execute(stmt).mappings():
+                existing[row[field_name]] = row
+        inserts: list[int] = []
+        updates: list[tuple[int, Mapping[str, Any], list[str]]] = []
+        unchanged = 0
+        own: dict[int, str] = {}
+        for i in keep:
+            current = existing.get(keys[i])
+            if current is None:
+                inserts.append(i)
+                continue
+            old = self.codec.data(current)
+            new = self.codec.data(self.codec.to_row(records[i]))
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if changed:
+                updates.append((i, current, changed))
+                own[i] = current["id"]
+            else:
+                unchanged += 1
+        candidates = inserts + [u[0] for u in updates]
+        bad: dict[int, list[tuple[str, str, str]]] = {}
+        for group in self.uniques:
+            if group == (field_name,):
+                continue
+            gkeys = {
+                i: tuple(to_column(self.kinds[f], records[i].get(f)) for f in group)
+                for i in candidates
+            }
+            for pos, errs in self._taken(conn, group, gkeys, own).items():
+                bad.setdefault(pos, []).extend(errs)
+        if self.options.keep_ids:
+            ids = {i: chunk.ids[i] for i in inserts if chunk.ids[i]}
+            for pos, errs in self._taken_ids(conn, ids).items():
+                bad.setdefault(pos, []).extend(errs)
+        if bad:
+            self._drop(chunk, keep, bad)
+            inserts = [i for i in inserts if i not in bad]
+            updates = [u for u in updates if u[0] not in bad]
+        res = self.result
+        res.unchanged += unchanged
+        if write:
+            self._write_records(conn, chunk, inserts, updates)
+        res.inserted += len(inserts)
+        res.updated += len(updates)
+
+    def _write_records(
+        self,
+        conn: Connection,
+        chunk: Chunk,
+        inserts: list[int],
+        updates: list[tuple[int, Mapping[str, Any], list[str]]],
+    ) -> None:
+        svc = self.service
+        actor = self.options.actor
+        now = chunk.now
+        records = chunk.rows
+        with conn.begin_nested():
+            if inserts:
+                rows = [
+                    svc._new_row(
+                        records[i], actor, chunk.ids[i] if self.options.keep_ids else None, now
+                    )
+                    for i in inserts
+                ]
+                svc._insert(conn, rows)
+                svc._log_many(
+                    conn,
+                    "create",
+                    [(r["id"], 1, sorted(records[i])) for r, i in zip(rows, inserts, strict=True)],
+                    actor,
+                    now,
+                )
+            if updates:
+                data_cols = list(self.kinds)
+                stmt = (
+                    self.table.update()
+                    .where(
+                        self.table.c.id == sa.bindparam("b_id"),
+                        self.table.c._version == sa.bindparam("b_version"),
+                    )
+                    .values(
+                        {c: sa.bindparam(f"v_{c}") for c in data_cols}
+                        | {
+                            "_version": sa.bindparam("v__version"),
+                            "_updated_at": sa.bindparam("v__updated_at"),
+                            "_updated_by": sa.bindparam("v__updated_by"),
+                        }
+                    )
+                )
+                params = []
+                for i, current, _ in updates:
+                    values = self.codec.to_row(records[i])
+                    p = {f"v_{c}": values[c] for c in data_cols}
+                    p.update(
+                        b_id=current["id"],
+                        b_version=current["_version"],
+                        v__version=current["_version"] + 1,
+                        v__updated_at=now,
+                        v__updated_by=actor,
+                    )
+                    params.append(p)
+                try:
+                    conn.execute(stmt, params)
+                except sa.exc.IntegrityError as exc:
+                    raise svc._conflict(exc) from None
+                svc._log_many(
+                    conn,
+                    "update",
+                    [(c["id"], c["_version"] + 1, changed) for _, c, changed in updates],
+                    actor,
+                    now,
+                )
+
+    # ---- the end ---------------------------------------------------------------------------------
+    def _finish(self, plan: Plan) -> None:
+        res = self.result
+        if self.needs_raw:
+            raws = original_rows(plan, self.needs_raw)
+            for e in res.errors:
+                if e.data is None:
+                    e.data = raws.get(e.row)
+        res.errors.sort(key=lambda e: (e.row, e.pointer))
+        if self.options.errors_path is not None:
+            write_error_report(self.options.errors_path, res.errors)
+
+
+def original_rows(plan: Plan, numbers: set[int]) -> dict[int, Any]:
+    """The original rows with these numbers (a second pass over the file, for the report)."""
+    out: dict[int, Any] = {}
+    last = max(numbers)
+    source = Source(plan.path, plan.format, plan.delimiter)
+    try:
+        if plan.format == "csv":
+            builder = RecordBuilder(plan.layout)  # type: ignore[arg-type]
+            _, rows = source.csv_rows()
+            for n, cells in rows:
+                if n in numbers:
+                    out[n] = builder.raw(cells)
+                if n >= last:
+                    break
+        else:
+            for n, line in source.json_lines():
+                if n in numbers:
+                    try:
+                        out[n] = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        out[n] = line.decode("utf-8", "replace").rstrip("\n")
+                if n >= last:
+                    break
+    finally:
+        source.close()
+    return out
+
+
+def write_error_report(path: Path, errors: Sequence[RowError]) -> None:
+    """CSV: row (1-based data row), field (JSON pointer), message, data (the row as JSON)."""
+    with Path(path).open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["row", "field", "message", "data"])
+        for e in errors:
+            w.writerow([e.row, e.pointer, e.message, orjson.dumps(e.data).decode()])
+
+
+def import_file(
+    service: EntityService, path: str | Path, options: ImportOptions | None = None, **kw: Any
+) -> ImportResult:
+    """Import a CSV or JSON Lines file (gzip too) into `service`'s entity.
+
+    Options come as an `ImportOptions` or as keywords (`dry_run=True`, `upsert_on="code"`...).
+    Raises `ImportUsageError` when the file, its header, the mapping or the options cannot be
+    used (nothing is written then), and `ImportInterrupted` (a KeyboardInterrupt) when stopped.
+    """
+    opts = options or ImportOptions(**kw)
+    if options is not None and kw:
+        opts = ImportOptions(**{**opts.__dict__, **kw})
+    return Importer(service, opts).run(path)

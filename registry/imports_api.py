@@ -1,0 +1,490 @@
+"""The import engine behind the admin API: upload a file, the import runs as a background job.
+
+`POST /api/v1/{entity}/imports` takes the file as the raw body (`text/csv`,
+`application/x-ndjson`; gzip is recognised by its magic bytes) or as a multipart upload (a part
+named `file`, optionally a part named `mapping` holding a JSON or TOML mapping), checks the
+header and mapping at once (400 if they cannot be used), starts the import in a thread and
+answers 202 with the job's `Location`. `GET /api/v1/{entity}/imports/{job_id}` reports its status,
+counts, speed and errors. Jobs live in the `registry_import_job` table, so any worker process
+of the app can answer for a job that another one runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from generators.tables import UTCDateTime, json_type
+from registry.api import API_PREFIX, JSONResponse
+from registry.codec import format_datetime, new_id, utcnow
+from registry.errors import PROBLEM_JSON, BadRequest, NotFound
+from registry.import_rows import ImportMapping, ImportUsageError, load_mapping
+from registry.imports import Importer, ImportOptions, Progress
+from registry.records import EntityService
+
+log = logging.getLogger("registry")
+
+JOB_TABLE = "registry_import_job"
+#: Errors stored with a job (the first ones, by row); the rest are counted.
+MAX_JOB_ERRORS = 10_000
+CONTENT_FORMATS = {
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "application/x-ndjson": "jsonl",
+    "application/ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "application/x-jsonlines": "jsonl",
+}
+_COUNTS = ("rows", "inserted", "updated", "unchanged", "failed", "bytes_read", "bytes_total")
+
+
+def import_tables(metadata: sa.MetaData) -> sa.Table:
+    """Add the import job table to `metadata` (next to the audit log and the outbox)."""
+    if JOB_TABLE in metadata.tables:
+        return metadata.tables[JOB_TABLE]
+    return sa.Table(
+        JOB_TABLE,
+        metadata,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("entity", sa.String(100), nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),  # running | done | failed
+        sa.Column("options", json_type()),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("finished_at", UTCDateTime()),
+        *(sa.Column(name, sa.BigInteger, nullable=False, default=0) for name in _COUNTS),
+        sa.Column("rows_per_s", sa.Float, nullable=False, default=0.0),
+        sa.Column("errors", json_type()),
+        sa.Column("errors_dropped", sa.BigInteger, nullable=False, default=0),
+        sa.Column("message", sa.Text),
+    )
+
+
+# -- multipart, streamed to files -----------------------------------------------------------
+class _Stream:
+    """A file read with a push-back buffer, for scanning multipart boundaries."""
+
+    def __init__(self, fh: Any):
+        self.fh = fh
+        self.pending = b""
+
+    def read(self, n: int = 1 << 16) -> bytes:
+        if self.pending:
+            data, self.pending = self.pending, b""
+            return data
+        return self.fh.read(n)  # type: ignore[no-any-return]
+
+    def take(self, n: int) -> bytes:
+        while len(self.pending) < n:
+            block = self.fh.read(1 << 16)
+            if not block:
+                break
+            self.pending += block
+        data, self.pending = self.pending[:n], self.pending[n:]
+        return data
+
+    def copy_until(self, delim: bytes, sink: Any) -> bool:
+        """Copy up to `delim` into `sink` (None: skip); False when the input ends first."""
+        keep = len(delim) - 1
+        buf = b""
+        while True:
+            block = self.read()
+            buf += block
+            i = buf.find(delim)
+            if i >= 0:
+                if sink is not None:
+                    sink.write(buf[:i])
+                self.pending = buf[i + len(delim) :]
+                return True
+            if not block:
+                if sink is not None:
+                    sink.write(buf)
+                return False
+            if len(buf) > keep:
+                if sink is not None:
+                    sink.write(buf[:-keep])
+                buf = buf[-keep:]
+
+
+def _part_headers(raw: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in raw.decode("utf-8", "replace").split("\r\n"):
+        key, sep, value = line.partition(":")
+        if sep:
+            headers[key.strip().lower()] = value.strip()
+    return headers
+
+
+def _disposition(value: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in value.split(";")[1:]:
+        key, _, val = item.strip().partition("=")
+        params[key.lower()] = val.strip().strip('"')
+    return params
+
+
+def parse_multipart(raw: Path, boundary: str, folder: Path) -> tuple[Path | None, bytes | None]:
+    """(the `file` part saved in `folder`, the `mapping` part's bytes) of a multipart body."""
+    delim = b"--" + boundary.encode("latin-1")
+    file_path: Path | None = None
+    mapping: bytes | None = None
+    with raw.open("rb") as fh:
+        stream = _Stream(fh)
+        if not stream.copy_until(delim, None):
+            raise BadRequest("the multipart body has no part")
+        while True:
+            head = stream.take(2)
+            if head == b"--" or len(head) < 2:
+                break  # the closing boundary
+            if head != b"\r\n":
+                stream.pending = head + stream.pending
+            header_bytes = _Collector()
+            if not stream.copy_until(b"\r\n\r\n", header_bytes):
+                raise BadRequest("a multipart part has no end of headers")
+            headers = _part_headers(header_bytes.data)
+            params = _disposition(headers.get("content-disposition", ""))
+            name = params.get("name", "")
+            if name == "file" or (file_path is None and "filename" in params):
+                suffix = Path(params.get("filename", "upload")).suffix or ".dat"
+                target = folder / f"upload{suffix}"
+                with target.open("wb") as out:
+                    found = stream.copy_until(b"\r\n" + delim, out)
+                file_path = target
+            else:
+                collector = _Collector()
+                found = stream.copy_until(b"\r\n" + delim, collector)
+                if name == "mapping":
+                    mapping = collector.data
+            if not found:
+                raise BadRequest("the multipart body ends inside a part")
+    return file_path, mapping
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.parts)
+
+
+# -- jobs -------------------------------------------------------------------------------------
+def _job_json(row: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "entity": row["entity"],
+        "status": row["status"],
+        "options": row["options"] or {},
+        "createdAt": format_datetime(row["created_at"]),
+        "updatedAt": format_datetime(row["updated_at"]),
+        "finishedAt": format_datetime(row["finished_at"]) if row["finished_at"] else None,
+    }
+    for name in _COUNTS:
+        out[_camel(name)] = row[name]
+    out["rowsPerSecond"] = round(row["rows_per_s"], 1)
+    read, total = row["bytes_read"], row["bytes_total"]
+    out["progress"] = round(read / total, 4) if total else (1.0 if row["status"] == "done" else 0)
+    out["message"] = row["message"]
+    out["errors"] = row["errors"] or []
+    out["errorsDropped"] = row["errors_dropped"]
+    return out
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+class ImportJobs:
+    """Starts import jobs in threads and keeps their state in the job table."""
+
+    def __init__(self, registry: Any):
+        self.registry = registry
+        self.engine = registry.db.engine
+        self.table = import_tables(registry.db.metadata)
+        self.threads: dict[str, threading.Thread] = {}
+
+    def _update(self, job_id: str, **values: Any) -> None:
+        values["updated_at"] = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(self.table.update().where(self.table.c.id == job_id).values(**values))
+
+    def get(self, entity: str, job_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    sa.select(self.table).where(
+                        self.table.c.id == job_id, self.table.c.entity == entity
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFound(f"no {entity} import job {job_id!r}")
+        return _job_json(row)
+
+    def start(
+        self,
+        service: EntityService,
+        folder: Path,
+        path: Path,
+        options: ImportOptions,
+        shown: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Check the file (400 if unusable), record the job, run it in a thread."""
+        importer = Importer(service, options)
+        try:
+            _, source = importer.plan(path)
+        except ImportUsageError as exc:
+            raise BadRequest(str(exc)) from None
+        job_id = new_id()
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                self.table.insert().values(
+                    id=job_id,
+                    entity=service.entity.name,
+                    status="running",
+                    options=shown,
+                    created_at=now,
+                    updated_at=now,
+                    bytes_total=source.total,
+                    **{n: 0 for n in _COUNTS if n != "bytes_total"},
+                    rows_per_s=0.0,
+                    errors=[],
+                    errors_dropped=0,
+                )
+            )
+        thread = threading.Thread(
+            target=self._run,
+            args=(job_id, service, folder, path, options),
+            name=f"import-{job_id}",
+            daemon=True,
+        )
+        self.threads[job_id] = thread
+        thread.start()
+        return self.get(service.entity.name, job_id)
+
+    def _run(
+        self,
+        job_id: str,
+        service: EntityService,
+        folder: Path,
+        path: Path,
+        options: ImportOptions,
+    ) -> None:
+        last = [0.0]
+
+        def progress(p: Progress) -> None:
+            now = time.monotonic()
+            if now - last[0] < 0.5:
+                return
+            last[0] = now
+            self._update(
+                job_id,
+                **{n: getattr(p, n) for n in _COUNTS},
+                rows_per_s=p.rows_per_s,
+            )
+
+        options.progress = progress
+        try:
+            result = Importer(service, options).run(path)
+        except Exception as exc:
+            log.exception("import job %s failed", job_id)
+            message = str(exc) if isinstance(exc, ImportUsageError) else f"the import failed: {exc}"
+            self._update(job_id, status="failed", message=message, finished_at=utcnow())
+            return
+        finally:
+            _remove(folder)
+        errors = [e.as_dict() for e in result.errors[:MAX_JOB_ERRORS]]
+        dropped = result.errors_dropped + max(0, len(result.errors) - MAX_JOB_ERRORS)
+        self._update(
+            job_id,
+            status="done",
+            finished_at=utcnow(),
+            **{n: getattr(result, n) for n in _COUNTS},
+            rows_per_s=result.rows_per_s,
+            errors=orjson.loads(orjson.dumps(errors)),
+            errors_dropped=dropped,
+            message=result.summary(),
+        )
+
+    def wait(self, job_id: str, timeout: float = 60) -> None:
+        """Block until a job started by this process ends (tests and scripts)."""
+        thread = self.threads.get(job_id)
+        if thread is not None:
+            thread.join(timeout)
+
+
+def _remove(folder: Path) -> None:
+    for p in folder.iterdir():
+        p.unlink(missing_ok=True)
+    folder.rmdir()
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "false").lower()
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no", ""):
+        return False
+    raise BadRequest(
+        f"{name} must be true or false",
+        errors=[{"pointer": f"/{name}", "message": "must be true or false", "keyword": "type"}],
+    )
+
+
+async def _save_body(request: Request, folder: Path) -> tuple[Path, ImportMapping | None]:
+    ctype = request.headers.get("content-type", "")
+    media = ctype.split(";")[0].strip().lower()
+    raw = folder / "body"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in request.stream():
+            yield chunk
+
+    with raw.open("wb") as out:
+        async for chunk in chunks():
+            out.write(chunk)
+    if media == "multipart/form-data":
+        params = dict(p.strip().split("=", 1) for p in ctype.split(";")[1:] if "=" in p)
+        boundary = params.get("boundary", "").strip('"')
+        if not boundary:
+            raise BadRequest("multipart/form-data needs a boundary")
+        file_path, mapping_bytes = await run_in_threadpool(parse_multipart, raw, boundary, folder)
+        raw.unlink()
+        if file_path is None:
+            raise BadRequest("send the file in a part named 'file'")
+        mapping = None
+        if mapping_bytes is not None:
+            mfile = folder / ("mapping.json" if mapping_bytes.lstrip()[:1] == b"{" else "m.toml")
+            mfile.write_bytes(mapping_bytes)
+            try:
+                mapping = load_mapping(mfile)
+            except ImportUsageError as exc:
+                raise BadRequest(str(exc)) from None
+        return file_path, mapping
+    target = folder / "upload"
+    raw.rename(target)
+    return target, None
+
+
+def add_import_routes(router: APIRouter, registry: Any) -> None:
+    """`POST /api/v1/{entity}/imports` and `GET /api/v1/{entity}/imports/{job_id}` for every
+    entity of `registry`."""
+    jobs = ImportJobs(registry)
+    registry.import_jobs = jobs
+    for name, service in registry.services.items():
+        _add_routes(router, jobs, name, service)
+
+
+def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityService) -> None:
+    base = f"{API_PREFIX}/{name}/imports"
+    problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+    async def create(request: Request) -> Response:
+        on_error = request.query_params.get("on_error", "skip")
+        if on_error not in ("skip", "abort"):
+            raise BadRequest("on_error must be skip or abort")
+        fmt = request.query_params.get("format")
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        fmt = fmt or CONTENT_FORMATS.get(media)
+        if fmt is not None and fmt not in ("csv", "jsonl"):
+            raise BadRequest("format must be csv or jsonl")
+        upsert_on = request.query_params.get("upsert_on") or None
+        dry_run = _flag(request, "dry_run")
+        keep_ids = _flag(request, "keep_ids")
+        folder = Path(tempfile.mkdtemp(prefix="registry-import-"))
+        try:
+            path, mapping = await _save_body(request, folder)
+            if os.path.getsize(path) == 0:
+                raise BadRequest("the upload is empty")
+            options = ImportOptions(
+                format=fmt,
+                mapping=mapping,
+                dry_run=dry_run,
+                upsert_on=upsert_on,
+                on_error=on_error,
+                keep_ids=keep_ids,
+            )
+            shown = {
+                "format": fmt,
+                "dry_run": dry_run,
+                "upsert_on": upsert_on,
+                "on_error": on_error,
+                "keep_ids": keep_ids,
+                "mapping": mapping is not None,
+            }
+            job = await run_in_threadpool(jobs.start, service, folder, path, options, shown)
+        except Exception:
+            _remove(folder)
+            raise
+        return JSONResponse(job, status_code=202, headers={"Location": f"{base}/{job['id']}"})
+
+    async def status(job_id: str) -> Response:
+        return JSONResponse(await run_in_threadpool(jobs.get, name, job_id))
+
+    router.add_api_route(
+        base,
+        create,
+        methods=["POST"],
+        tags=[name],
+        status_code=202,
+        name=f"import_{name}",
+        summary=f"Import a CSV or JSON Lines file of {service.entity.title} (background job)",
+        response_class=JSONResponse,
+        openapi_extra={
+            "parameters": [
+                {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}},
+                {"name": "upsert_on", "in": "query", "schema": {"type": "string"}},
+                {"name": "on_error", "in": "query", "schema": {"enum": ["skip", "abort"]}},
+                {"name": "format", "in": "query", "schema": {"enum": ["csv", "jsonl"]}},
+                {"name": "keep_ids", "in": "query", "schema": {"type": "boolean"}},
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "mapping": {"type": "string", "format": "binary"},
+                            },
+                            "required": ["file"],
+                        }
+                    },
+                },
+            },
+            "responses": {"202": {"description": "Started; Location names the job"}},
+        },
+        responses={400: {"description": "Unusable file, header, mapping or option", **problem}},
+    )
+    router.add_api_route(
+        f"{base}/{{job_id}}",
+        status,
+        methods=["GET"],
+        tags=[name],
+        name=f"import_status_{name}",
+        summary=f"Status, counts and errors of a {service.entity.title} import",
+        response_class=JSONResponse,
+        responses={404: {"description": "No such job", **problem}},
+    )
