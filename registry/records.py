@@ -87,10 +87,22 @@ class EntityService:
             self.table.c.id == sa.bindparam("rid"), self.table.c._deleted_at.is_(None)
         )
         self._select_by_id = by_id
+        self._lookups: dict[str, sa.Select[Any]] = {}
         self._select_for_update = by_id.with_for_update() if db.dialect == "postgresql" else by_id
         self._unique_by_index = {
             ix.name: [c.name for c in ix.columns] for ix in self.table.indexes if ix.unique
         }
+
+    def lookup_statement(self, field: str) -> sa.Select[Any]:
+        """`SELECT field WHERE field IN (:values)` over live rows, built once per field."""
+        stmt = self._lookups.get(field)
+        if stmt is None:
+            col = self.table.c[field]
+            stmt = sa.select(col).where(
+                col.in_(sa.bindparam("values", expanding=True)), self.table.c._deleted_at.is_(None)
+            )
+            self._lookups[field] = stmt
+        return stmt
 
     # -- validation ----------------------------------------------------------------------
     def check_body(self, body: Any) -> list[FieldError]:
@@ -391,16 +403,14 @@ def missing_references(
     conn: Connection, ref: Reference, values: set[Any], services: Mapping[str, EntityService]
 ) -> set[Any]:
     """The values that name no live record of the referenced entity."""
-    target = services[ref.entity].table
-    col = target.c[ref.field]
+    stmt = services[ref.entity].lookup_statement(ref.field)
     found: set[Any] = set()
     vals = list(values)
     for i in range(0, len(vals), 500):
         chunk = [v for v in vals[i : i + 500] if isinstance(v, str | int)]
         if not chunk:
             continue
-        rows = conn.execute(sa.select(col).where(col.in_(chunk), target.c._deleted_at.is_(None)))
-        found.update(r[0] for r in rows)
+        found.update(r[0] for r in conn.execute(stmt, {"values": chunk}))
     return values - found
 
 

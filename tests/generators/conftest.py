@@ -16,10 +16,11 @@ SHIPPED_DIR = ROOT / "entity_schemas"
 DIVOC_DIR = ROOT / "tests" / "fixtures" / "divoc" / "registry"
 
 
-
 def read_docs(folder: Path) -> dict[str, dict[str, Any]]:
-    """Every `*.json` document of a folder, by file name (the `siblings` of `parse_entity_schema`)."""
-    return {p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))}
+    """Every `*.json` document of a folder by file name (`siblings` of `parse_entity_schema`)."""
+    return {
+        p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))
+    }
 
 
 @pytest.fixture(scope="session")

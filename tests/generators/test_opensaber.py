@@ -1,4 +1,5 @@
-"""opensaber / Sunbird RC schema files (DIVOC's, verbatim in tests/fixtures/divoc) load unchanged."""
+"""opensaber / Sunbird RC schema files (DIVOC's, copied verbatim to tests/fixtures/divoc) load
+unchanged, translated to the same model as native schemas."""
 
 from __future__ import annotations
 
@@ -32,9 +33,7 @@ DIVOC_ENTITIES = (
 @pytest.fixture(scope="module")
 def divoc(divoc_docs: dict[str, dict[str, Any]]) -> dict[str, EntitySchema]:
     return {
-        fname[:-5]: parse_entity_schema(
-            doc, name=fname[:-5], source=fname, siblings=divoc_docs
-        )
+        fname[:-5]: parse_entity_schema(doc, name=fname[:-5], source=fname, siblings=divoc_docs)
         for fname, doc in divoc_docs.items()
         if not is_definitions_only(doc)
     }
@@ -126,7 +125,7 @@ def test_composite_unique_index_fields_are_split(divoc: dict[str, EntitySchema])
     assert slot.indexes == (("facilityId",),)
 
 
-def test_single_index_and_unique_fields(divoc: dict[str, EntitySchema]):
+def test_single_field_index_and_unique_fields_are_kept(divoc: dict[str, EntitySchema]):
     facility = divoc["Facility"]
     assert facility.indexes == (("facilityCode",), ("facilityName",))
     assert facility.uniques == (("facilityCode",),)
@@ -141,7 +140,9 @@ def test_encrypted_field_markers_are_dropped(
     assert "___encryptedFields" not in keys_anywhere(facility.json_schema)
 
 
-def test_fragment_ids_are_removed(divoc_docs: dict[str, dict[str, Any]], divoc: dict[str, EntitySchema]):
+def test_fragment_ids_are_removed(
+    divoc_docs: dict[str, dict[str, Any]], divoc: dict[str, EntitySchema]
+):
     for name, entity in divoc.items():
         assert "$id" not in keys_anywhere(entity.json_schema), name
     assert "$id" in keys_anywhere(divoc_docs["Facility.json"])  # the file itself is unchanged
@@ -151,9 +152,10 @@ def test_undeclared_required_field_is_a_warning_not_an_error(divoc: dict[str, En
     entity = divoc["RecipientSideEffects"]
     assert entity.required == ("recipientCertificateId",)
     by_pointer = {w.pointer: w.message for w in entity.warnings}
-    assert "'recipientMobileNumber' is never declared" in by_pointer[
-        "/definitions/RecipientSideEffects/required"
-    ]
+    assert (
+        "'recipientMobileNumber' is never declared"
+        in by_pointer["/definitions/RecipientSideEffects/required"]
+    )
     assert "recipientMobileNumber" in by_pointer["/_osConfig/indexFields"]
     assert entity.indexes == (("recipientCertificateId",),)
     assert all(w.source == "RecipientSideEffects.json" for w in entity.warnings)

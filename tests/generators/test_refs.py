@@ -196,7 +196,7 @@ def test_ref_into_an_array_by_index_and_a_bad_index():
     assert [i.pointer for i in issues] == ["/properties/b/$ref"]
 
 
-def test_ref_with_escaped_pointer_parts():
+def test_ref_with_escaped_pointer_parts_is_resolved():
     schema = {
         "properties": {"a": {"$ref": "#/$defs/a~1b~0c"}},
         "$defs": {"a/b~c": {"type": "boolean"}},
@@ -215,7 +215,7 @@ def test_ref_to_missing_sibling_file_is_reported_with_pointer():
     assert "no schema file 'Common.json'" in issue.message
 
 
-def test_every_problem_is_reported():
+def test_every_bad_ref_is_reported_at_once():
     schema = {
         "properties": {
             "a": {"$ref": "#/$defs/nope"},

@@ -284,9 +284,7 @@ def test_reference_to_missing_field_is_reported_with_pointer():
 
 
 def test_reference_from_non_id_field_is_reported_with_pointer():
-    doc = entity_doc(
-        {"flag": {"type": "boolean"}}, xreg={"references": {"flag": "facility"}}
-    )
+    doc = entity_doc({"flag": {"type": "boolean"}}, xreg={"references": {"flag": "facility"}})
     issue = only_issue(doc)
     assert issue.pointer == "/x-registry/references/flag"
     assert "strings or integers" in issue.message
@@ -481,7 +479,9 @@ def test_schema_error_message_lists_every_issue():
 
 
 def test_reference_to_unknown_entity_is_reported():
-    a = parse(entity_doc({"otherId": {"type": "string"}}, xreg={"references": {"otherId": "ghost"}}))
+    a = parse(
+        entity_doc({"otherId": {"type": "string"}}, xreg={"references": {"otherId": "ghost"}})
+    )
     (issue,) = check_schema_set([a])
     assert issue.source == "thing.json"
     assert issue.pointer == "/x-registry/references/otherId"
@@ -491,18 +491,23 @@ def test_reference_to_unknown_entity_is_reported():
 
 def test_reference_to_non_unique_field_is_reported():
     facility = parse(
-        entity_doc({"code": {"type": "string"}, "name": {"type": "string"}},
-                   xreg={"unique": ["code"]}),
+        entity_doc(
+            {"code": {"type": "string"}, "name": {"type": "string"}}, xreg={"unique": ["code"]}
+        ),
         name="facility",
     )
     ok = parse(
-        entity_doc({"f": {"type": "string"}},
-                   xreg={"references": {"f": {"entity": "facility", "field": "code"}}}),
+        entity_doc(
+            {"f": {"type": "string"}},
+            xreg={"references": {"f": {"entity": "facility", "field": "code"}}},
+        ),
         name="staff",
     )
     bad = parse(
-        entity_doc({"f": {"type": "string"}},
-                   xreg={"references": {"f": {"entity": "facility", "field": "name"}}}),
+        entity_doc(
+            {"f": {"type": "string"}},
+            xreg={"references": {"f": {"entity": "facility", "field": "name"}}},
+        ),
         name="visit",
     )
     assert check_schema_set([facility, ok]) == []
@@ -514,13 +519,16 @@ def test_reference_to_non_unique_field_is_reported():
 
 def test_reference_to_field_in_composite_unique_is_reported():
     facility = parse(
-        entity_doc({"a": {"type": "string"}, "b": {"type": "string"}},
-                   xreg={"unique": [["a", "b"]]}),
+        entity_doc(
+            {"a": {"type": "string"}, "b": {"type": "string"}}, xreg={"unique": [["a", "b"]]}
+        ),
         name="facility",
     )
     other = parse(
-        entity_doc({"f": {"type": "string"}},
-                   xreg={"references": {"f": {"entity": "facility", "field": "a"}}}),
+        entity_doc(
+            {"f": {"type": "string"}},
+            xreg={"references": {"f": {"entity": "facility", "field": "a"}}},
+        ),
         name="other",
     )
     assert len(check_schema_set([facility, other])) == 1
@@ -536,8 +544,9 @@ def test_table_name_clash_is_reported():
 
 
 def test_camel_and_snake_names_of_same_table_clash():
-    issues = check_schema_set([parse(entity_doc(), name="ColdChain"),
-                               parse(entity_doc(), name="cold_chain")])
+    issues = check_schema_set(
+        [parse(entity_doc(), name="ColdChain"), parse(entity_doc(), name="cold_chain")]
+    )
     assert len(issues) == 1
 
 
@@ -555,7 +564,7 @@ def test_shipped_schemas_form_a_consistent_set(shipped: dict[str, EntitySchema])
     assert check_schema_set(shipped.values()) == []
 
 
-def test_shipped_facility_model(shipped: dict[str, EntitySchema]):
+def test_shipped_facility_parses_to_the_expected_model(shipped: dict[str, EntitySchema]):
     facility = shipped["facility"]
     assert facility.fields["address"].kind == "json"
     assert facility.fields["address"].schema["properties"]["district"]["type"] == "string"
@@ -565,7 +574,7 @@ def test_shipped_facility_model(shipped: dict[str, EntitySchema]):
     assert facility.owner == "code"
 
 
-def test_shipped_recipient_model(shipped: dict[str, EntitySchema]):
+def test_shipped_recipient_parses_to_the_expected_model(shipped: dict[str, EntitySchema]):
     recipient = shipped["recipient"]
     assert recipient.fields["dob"].kind == "date"
     assert recipient.fields["yob"].kind == "integer"

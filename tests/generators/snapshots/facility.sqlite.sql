@@ -1,0 +1,35 @@
+CREATE TABLE facility (
+	id VARCHAR(36) NOT NULL,
+	_version INTEGER NOT NULL,
+	_created_at DATETIME NOT NULL,
+	_updated_at DATETIME NOT NULL,
+	_created_by VARCHAR(200),
+	_updated_by VARCHAR(200),
+	_deleted_at DATETIME,
+	code VARCHAR(32),
+	name VARCHAR(200),
+	category TEXT,
+	type TEXT,
+	status TEXT,
+	address JSON,
+	"geoLocation" JSON,
+	contact VARCHAR(20),
+	email VARCHAR(254),
+	"websiteUrl" TEXT,
+	"operatingHourStart" TEXT,
+	"operatingHourEnd" TEXT,
+	"averageRating" FLOAT,
+	admins JSON,
+	programs JSON,
+	PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_facility__created_at ON facility (_created_at);
+
+CREATE INDEX ix_facility_category ON facility (category);
+
+CREATE INDEX ix_facility_name ON facility (name);
+
+CREATE INDEX ix_facility_status ON facility (status);
+
+CREATE UNIQUE INDEX uq_facility_code ON facility (code) WHERE _deleted_at IS NULL;

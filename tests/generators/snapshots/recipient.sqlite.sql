@@ -1,0 +1,32 @@
+CREATE TABLE recipient (
+	id VARCHAR(36) NOT NULL,
+	_version INTEGER NOT NULL,
+	_created_at DATETIME NOT NULL,
+	_updated_at DATETIME NOT NULL,
+	_created_by VARCHAR(200),
+	_updated_by VARCHAR(200),
+	_deleted_at DATETIME,
+	identity VARCHAR(200),
+	name VARCHAR(200),
+	dob DATE,
+	yob BIGINT,
+	gender TEXT,
+	nationality VARCHAR(100),
+	phone VARCHAR(20),
+	email VARCHAR(254),
+	address JSON,
+	"enrollmentCode" VARCHAR(32),
+	comorbidities JSON,
+	"enrollmentType" TEXT,
+	PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_recipient__created_at ON recipient (_created_at);
+
+CREATE INDEX ix_recipient_name ON recipient (name);
+
+CREATE INDEX ix_recipient_name_dob ON recipient (name, dob);
+
+CREATE UNIQUE INDEX "uq_recipient_enrollmentCode" ON recipient ("enrollmentCode") WHERE _deleted_at IS NULL;
+
+CREATE UNIQUE INDEX uq_recipient_identity ON recipient (identity) WHERE _deleted_at IS NULL;

@@ -1,0 +1,29 @@
+CREATE TABLE vaccine (
+	id VARCHAR(36) NOT NULL,
+	_version INTEGER NOT NULL,
+	_created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	_updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	_created_by VARCHAR(200),
+	_updated_by VARCHAR(200),
+	_deleted_at TIMESTAMP WITH TIME ZONE,
+	code VARCHAR(32),
+	name VARCHAR(200),
+	manufacturer VARCHAR(200),
+	"vaccinationMode" TEXT,
+	"doseIntervals" JSONB,
+	"effectiveUntil" BIGINT,
+	status TEXT,
+	price FLOAT(53),
+	"icd11Code" TEXT,
+	PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_vaccine__created_at ON vaccine (_created_at);
+
+CREATE INDEX ix_vaccine_manufacturer_name ON vaccine (manufacturer, name);
+
+CREATE INDEX ix_vaccine_status ON vaccine (status);
+
+CREATE UNIQUE INDEX uq_vaccine_code ON vaccine (code) WHERE _deleted_at IS NULL;
+
+CREATE UNIQUE INDEX uq_vaccine_name ON vaccine (name) WHERE _deleted_at IS NULL;
