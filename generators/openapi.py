@@ -93,7 +93,7 @@ def entity_components(entity: EntitySchema) -> dict[str, Any]:
     }
     patch = {
         "type": "object",
-        "description": f"RFC 7396 merge patch of a {entity.name}: given fields replace, null removes",
+        "description": f"RFC 7396 merge patch of a {entity.name}; null removes a field",
         "properties": {k: {"anyOf": [v, {"type": "null"}]} for k, v in base["properties"].items()},
         "additionalProperties": False,
     }

@@ -752,6 +752,7 @@ class Source:
             raise ImportUsageError(f"unknown format {self.format!r}; formats: csv, jsonl")
         self.delimiter = delimiter
         self._raw: IO[bytes] | None = None
+        self._layers: list[Any] = []
 
     @property
     def bytes_read(self) -> int:
@@ -761,17 +762,23 @@ class Source:
         return raw.tell()
 
     def _open(self) -> IO[bytes]:
+        self.close()
         self._raw = self.path.open("rb")
+        self._layers = [self._raw]
         if self.gzip:
-            return gzip.GzipFile(fileobj=self._raw, mode="rb")  # type: ignore[return-value]
-        return self._raw
+            self._layers.append(gzip.GzipFile(fileobj=self._raw, mode="rb"))
+        return self._layers[-1]  # type: ignore[return-value]
 
     def close(self) -> None:
-        if self._raw is not None:
-            self._raw.close()
+        """Close every layer (text, gzip, file), outermost first."""
+        for layer in reversed(self._layers):
+            layer.close()
+        self._layers = []
 
     def text(self) -> io.TextIOWrapper:
-        return io.TextIOWrapper(self._open(), encoding="utf-8-sig", newline="")
+        wrapper = io.TextIOWrapper(self._open(), encoding="utf-8-sig", newline="")
+        self._layers.append(wrapper)
+        return wrapper
 
     def csv_rows(self) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
         """The header and an iterator of (data row number from 1, cells)."""
