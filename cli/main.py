@@ -14,6 +14,7 @@ import typer
 from cli.migrate import migrate_app
 from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, settings_from
 from cli.project import init
+from cli.workers import register as register_worker_commands
 from generators.errors import SchemaError
 from registry import Settings, StartupError, __version__
 from registry.schemas import load_schemas, schema_folders
@@ -29,6 +30,7 @@ schema_app = typer.Typer(help="Check and inspect entity schema files.", no_args_
 app.add_typer(schema_app, name="schema")
 app.add_typer(migrate_app, name="migrate")
 app.command()(init)
+register_worker_commands(app)
 
 
 _settings = settings_from  # older name, kept for command modules
@@ -197,5 +199,12 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def main() -> None:  # pragma: no cover - console entry point
+def main() -> None:
+    """The console script: adds the commands plugins contribute, then runs."""
+    from registry.plugins import plugin_manager
+
+    try:
+        plugin_manager().hook.register_commands(cli=app)
+    except Exception as exc:
+        typer.secho(f"warning: plugin commands not loaded: {exc}", fg="yellow", err=True)
     app()

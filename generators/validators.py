@@ -93,8 +93,12 @@ class FieldError:
         return {"pointer": self.pointer, "message": self.message, "keyword": self.keyword}
 
 
-def fast_path_supported(schema: Any) -> bool:
+def fast_path_supported(schema: Any, formats: Mapping[str, Any] = FORMATS) -> bool:
     """True when every keyword in `schema` means the same to fastjsonschema as to 2020-12."""
+    return _fast_ok(schema, formats)
+
+
+def _fast_ok(schema: Any, formats: Mapping[str, Any]) -> bool:
     if isinstance(schema, bool):
         return True
     if not isinstance(schema, Mapping):
@@ -104,26 +108,26 @@ def fast_path_supported(schema: Any) -> bool:
             continue
         if key not in _SAME_IN_BOTH:
             return False
-        if key == "format" and value not in FORMATS:
+        if key == "format" and value not in formats:
             return False
         if key in _SCHEMA_MAPS:
             if not isinstance(value, Mapping) or not all(
-                fast_path_supported(v) for v in value.values()
+                _fast_ok(v, formats) for v in value.values()
             ):
                 return False
         elif key in _SCHEMA_LISTS:
-            if not isinstance(value, list) or not all(fast_path_supported(v) for v in value):
+            if not isinstance(value, list) or not all(_fast_ok(v, formats) for v in value):
                 return False
-        elif (key in _SCHEMA_ONE and not fast_path_supported(value)) or (
+        elif (key in _SCHEMA_ONE and not _fast_ok(value, formats)) or (
             key == "items" and not isinstance(value, (Mapping, bool))
         ):
             return False
     return True
 
 
-def _format_checker() -> FormatChecker:
+def _format_checker(formats: Mapping[str, Any]) -> FormatChecker:
     checker = FormatChecker(formats=())
-    for name, func in FORMATS.items():
+    for name, func in formats.items():
         checker.checks(name)(_string_only(func))
     return checker
 
@@ -231,16 +235,24 @@ def _error_pointer(err: ValidationError) -> str:
 class RecordValidator:
     """Validate request bodies and import rows against one entity's JSON Schema."""
 
-    def __init__(self, schema: Mapping[str, Any], *, use_fast_path: bool = True):
+    def __init__(
+        self,
+        schema: Mapping[str, Any],
+        *,
+        use_fast_path: bool = True,
+        formats: Mapping[str, Any] | None = None,
+    ):
+        """`formats` adds string formats (name -> check) to the built-in ones (plugins do)."""
         self.schema = schema
-        self._reference = _Reference(schema, format_checker=_format_checker())
+        all_formats = {**FORMATS, **(formats or {})}
+        self._reference = _Reference(schema, format_checker=_format_checker(all_formats))
         self._fast = None
-        if use_fast_path and fast_path_supported(schema):
+        if use_fast_path and fast_path_supported(schema, all_formats):
             fast_schema = dict(_ecma_patterns(_strip_x(schema)))
             fast_schema.pop("$schema", None)
             self._fast = fastjsonschema.compile(
                 fast_schema,
-                formats=dict(FORMATS),
+                formats=all_formats,
                 use_default=False,
                 use_formats=True,
             )

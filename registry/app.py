@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pluggy
 import sqlalchemy as sa
 import swagger_ui_bundle
 from fastapi import FastAPI, Request
@@ -25,6 +27,8 @@ from registry.api import API_PREFIX, JSONResponse, add_entity_routes
 from registry.demo import load_demo_data
 from registry.errors import PROBLEM_JSON, RegistryError, StartupError, problem_body
 from registry.migrations import prepare
+from registry.outbox import Worker
+from registry.plugins import plugin_manager
 from registry.records import EntityService, build_services
 from registry.schemas import SchemaSet, load_schemas, schema_folders
 from registry.settings import Settings
@@ -41,15 +45,32 @@ class Registry:
     schemas: SchemaSet
     db: Database
     services: dict[str, EntityService]
+    pm: pluggy.PluginManager
 
     def close(self) -> None:
         self.db.engine.dispose()
 
+    def lookup_person(self, identity: str) -> dict[str, Any] | None:
+        """Ask the external registries (plugins) about a person; the first answer wins."""
+        return self.pm.hook.lookup_person(identity=identity, registry=self)
 
-def open_registry(settings: Settings, *, create_tables: bool = True) -> Registry:
-    """Load schemas and connect; raise `StartupError` with a readable reason if that fails."""
+
+def open_registry(
+    settings: Settings, *, create_tables: bool = True, plugins: Iterable[Any] = ()
+) -> Registry:
+    """Load plugins and schemas and connect; raise `StartupError` with a readable reason.
+
+    `plugins` are plugin objects registered besides those found through entry points (tests).
+    """
+    pm = plugin_manager(third_party=settings.load_entrypoints, extra=plugins)
+    plugin_dirs = [
+        Path(p) for dirs in pm.hook.register_schema_dirs(settings=settings) for p in dirs or []
+    ]
+    formats: dict[str, Any] = {}
+    for contributed in pm.hook.register_formats():
+        formats.update(contributed or {})
     try:
-        schemas = load_schemas(schema_folders(settings.default_schemas, settings.schema_dirs))
+        schemas = load_schemas(schema_folders(plugin_dirs, settings.schema_dirs))
     except SchemaError as exc:
         lines = "\n  - ".join(str(i) for i in exc.issues)
         raise StartupError(
@@ -71,9 +92,13 @@ def open_registry(settings: Settings, *, create_tables: bool = True) -> Registry
         db.engine.dispose()
         raise
     services = build_services(
-        db, schemas, page_size=settings.page_size, max_page_size=settings.max_page_size
+        db,
+        schemas,
+        page_size=settings.page_size,
+        max_page_size=settings.max_page_size,
+        formats=formats,
     )
-    return Registry(settings=settings, schemas=schemas, db=db, services=services)
+    return Registry(settings=settings, schemas=schemas, db=db, services=services, pm=pm)
 
 
 def _problem_response(
@@ -155,7 +180,14 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker, thread = None, None
+        if settings.inline_worker:
+            worker = Worker(reg, name="inline-worker")
+            thread = worker.start_thread(settings.worker_poll_seconds)
         yield
+        if worker is not None and thread is not None:
+            worker.stop()
+            thread.join(timeout=30)
         reg.close()
 
     app = FastAPI(
@@ -208,6 +240,11 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
             swagger_css_url=f"{assets}/swagger-ui.css",
             swagger_favicon_url=f"{assets}/favicon-32x32.png",
         )
+
+    for routers in reg.pm.hook.register_routes(registry=reg):
+        for router in routers or []:
+            app.include_router(router)
+    reg.pm.hook.prepare_app(app=app, registry=reg)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -73,13 +73,14 @@ class EntityService:
         *,
         page_size: int = 50,
         max_page_size: int = 1000,
+        formats: Mapping[str, Any] | None = None,
     ):
         self.entity = entity
         self.db = db
         self.services = services  # every entity's service, for reference checks
         self.table = db.tables[entity.name]
         self.codec = Codec(entity)
-        self.validator = RecordValidator(entity.json_schema)
+        self.validator = RecordValidator(entity.json_schema, formats=formats)
         self.parser = SearchParser(entity, page_size=page_size, max_page_size=max_page_size)
         self.sql = SqlBuilder(entity, self.table, db.dialect)
         # statements built once: building a select costs more than running it on SQLite
@@ -420,11 +421,12 @@ def build_services(
     *,
     page_size: int = 50,
     max_page_size: int = 1000,
+    formats: Mapping[str, Any] | None = None,
 ) -> dict[str, EntityService]:
     """One service per entity, sharing one map so each can check references to the others."""
     services: dict[str, EntityService] = {}
     for e in entities:
         services[e.name] = EntityService(
-            e, db, services, page_size=page_size, max_page_size=max_page_size
+            e, db, services, page_size=page_size, max_page_size=max_page_size, formats=formats
         )
     return services

@@ -90,8 +90,11 @@ def load_schemas(folders: Iterable[Path]) -> SchemaSet:
     return SchemaSet(entities=entities, warnings=warnings)
 
 
-def schema_folders(default_schemas: bool, extra: Iterable[Path]) -> list[Path]:
-    """The folders an app loads: the shipped one first (if wanted), then the implementer's."""
-    folders = [default_schema_dir()] if default_schemas else []
+def schema_folders(plugin_dirs: Iterable[Path] | bool, extra: Iterable[Path]) -> list[Path]:
+    """The folders an app loads: the plugins' (the shipped schemas come from a built-in plugin)
+    first, then the implementer's. `True`/`False` stand for "the shipped folder" / none."""
+    if isinstance(plugin_dirs, bool):
+        plugin_dirs = [default_schema_dir()] if plugin_dirs else []
+    folders = [Path(p) for p in plugin_dirs]
     folders.extend(Path(p) for p in extra)
     return folders

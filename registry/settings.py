@@ -41,6 +41,11 @@ class Settings:
     title: str = "Registry"
     #: Discover plugins through entry points (tests may turn this off).
     load_entrypoints: bool = True
+    #: Run an outbox worker thread inside the app process (the SQLite default; on PostgreSQL
+    #: run `registry worker` processes instead, or keep this on for a single machine).
+    inline_worker: bool = True
+    #: How long an idle worker waits before looking for new events, in seconds.
+    worker_poll_seconds: int = 1
     #: Database connections per process (requests beyond it wait for one).
     pool_size: int = 20
 

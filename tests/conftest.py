@@ -79,7 +79,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path / "data", load_entrypoints=False)
+    return Settings(database_url=database_url, data_dir=tmp_path / "data", load_entrypoints=False,
+                    inline_worker=False)
 
 
 @pytest.fixture

@@ -1,0 +1,50 @@
+"""Every hook a plugin can implement. One function per hook, one line of docstring each.
+
+Names: `register_*` returns things to add; `prepare_*` adjusts an object in place; `lookup_*`
+answers a question (the first plugin with an answer wins); `after_*` reacts to an event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "open_registry"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_schema_dirs(settings: Any) -> list[Any] | None:
+    """Folders of entity schema files this plugin contributes (loaded before the settings' own)."""
+
+
+@hookspec
+def register_formats() -> dict[str, Any] | None:
+    """Custom string formats, name -> function(str) -> bool, checked on every write."""
+
+
+@hookspec
+def register_routes(registry: Any) -> list[Any] | None:
+    """FastAPI routers to mount in the app (paths under /api/v1/ for APIs)."""
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add Typer commands to the `registry` command line (`cli` is the root Typer app)."""
+
+
+@hookspec
+def prepare_app(app: Any, registry: Any) -> None:
+    """Adjust the FastAPI app after the generated routes are mounted (middleware, events)."""
+
+
+@hookspec
+def after_write(event: dict[str, Any], connection: Any, registry: Any) -> None:
+    """React to a committed write, delivered from the outbox; raise to have it retried."""
+
+
+@hookspec(firstresult=True)
+def lookup_person(identity: str, registry: Any) -> dict[str, Any] | None:
+    """Look up a person in an external registry by identity; the first answer wins."""

@@ -1,0 +1,168 @@
+"""Workers deliver the outbox: the follow-up work of committed writes, handed to `after_write`.
+
+Each event is claimed, handed to every plugin's `after_write` with the worker's connection, and
+marked done in ONE transaction: what a plugin writes to the database commits together with the
+`done` mark, so follow-up work is done once. A plugin that raises rolls its work back; the event
+is retried with exponential back-off and, after `max_attempts`, parked as `dead` for an admin to
+see and retry. On PostgreSQL many workers (threads or processes) claim disjoint events with
+`FOR UPDATE SKIP LOCKED`; on SQLite one worker runs in the app process. Side effects outside the
+database (an SMS, a webhook) should use the event's `seq` as an idempotency key, since a crash
+after the side effect and before the commit delivers the event again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from registry.codec import utcnow
+
+log = logging.getLogger("registry.outbox")
+
+MAX_ATTEMPTS = 8
+BASE_DELAY = 1.0  # seconds; attempt n waits BASE_DELAY * 2**(n-1), capped
+MAX_DELAY = 3600.0
+
+
+def backoff(attempts: int, base: float = BASE_DELAY) -> float:
+    """Seconds to wait before attempt `attempts + 1`."""
+    return min(MAX_DELAY, base * 2 ** max(0, attempts - 1))
+
+
+class Worker:
+    """Delivers outbox events of one registry; `run_once` is one pass, `run` loops until stopped."""
+
+    def __init__(
+        self,
+        registry: Any,
+        *,
+        name: str = "worker",
+        max_attempts: int = MAX_ATTEMPTS,
+        base_delay: float = BASE_DELAY,
+        clock: Callable[[], Any] = utcnow,
+    ):
+        self.registry = registry
+        self.name = name
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.clock = clock
+        self.table = registry.db.metadata.tables["registry_outbox"]
+        self.engine = registry.db.engine
+        self._stop = threading.Event()
+
+    def _claim_stmt(self) -> sa.Select[Any]:
+        t = self.table
+        stmt = (
+            sa.select(t)
+            .where(t.c.status == "pending", t.c.available_at <= self.clock())
+            .order_by(t.c.seq)
+            .limit(1)
+        )
+        if self.engine.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        return stmt
+
+    def deliver_one(self) -> bool:
+        """Claim, deliver and settle one due event; False when none was due.
+
+        The plugins' work runs in a savepoint: if one raises, its work is rolled back and the
+        failure is recorded in the same transaction, while the event is still locked.
+        """
+        from registry import storage
+
+        with storage.write(self.engine) as conn:
+            row = conn.execute(self._claim_stmt()).mappings().first()
+            if row is None:
+                return False
+            event = dict(row)
+            where = self.table.c.seq == event["seq"]
+            attempts = event["attempts"] + 1
+            try:
+                with conn.begin_nested():
+                    self.registry.pm.hook.after_write(
+                        event=event, connection=conn, registry=self.registry
+                    )
+            except Exception as exc:
+                dead = attempts >= self.max_attempts
+                delay = backoff(attempts, self.base_delay)
+                detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
+                log.warning(
+                    "outbox event %s (%s) failed, attempt %d%s: %s",
+                    event["seq"],
+                    event["event"],
+                    attempts,
+                    ", now dead" if dead else f", retry in {delay:.1f}s",
+                    detail,
+                )
+                conn.execute(
+                    self.table.update()
+                    .where(where)
+                    .values(
+                        status="dead" if dead else "pending",
+                        attempts=attempts,
+                        last_error=detail,
+                        available_at=self.clock() + timedelta(seconds=delay),
+                    )
+                )
+                return True
+            conn.execute(
+                self.table.update()
+                .where(where)
+                .values(status="done", attempts=attempts, last_error=None)
+            )
+        return True
+
+    def run_once(self, limit: int = 100) -> int:
+        """Deliver up to `limit` due events; returns how many were handled."""
+        done = 0
+        while done < limit and not self._stop.is_set() and self.deliver_one():
+            done += 1
+        return done
+
+    def run(self, poll_interval: float = 0.5) -> None:
+        """Deliver until `stop()`; sleeps `poll_interval` when nothing is due."""
+        while not self._stop.is_set():
+            try:
+                if not self.run_once():
+                    self._stop.wait(poll_interval)
+            except Exception:
+                log.exception("outbox worker %s: pass failed", self.name)
+                self._stop.wait(max(poll_interval, 1.0))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def start_thread(self, poll_interval: float = 0.5) -> threading.Thread:
+        thread = threading.Thread(
+            target=self.run, args=(poll_interval,), name=self.name, daemon=True
+        )
+        thread.start()
+        return thread
+
+
+def counts(registry: Any) -> dict[str, int]:
+    """Events by status."""
+    t = registry.db.metadata.tables["registry_outbox"]
+    with registry.db.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.status, sa.func.count()).group_by(t.c.status)).all()
+    return {status: n for status, n in rows}
+
+
+def retry_dead(registry: Any) -> int:
+    """Put dead events back in the queue, due now; returns how many."""
+    from registry import storage
+
+    t = registry.db.metadata.tables["registry_outbox"]
+    with storage.write(registry.db.engine) as conn:
+        result = conn.execute(
+            t.update()
+            .where(t.c.status == "dead")
+            .values(status="pending", attempts=0, available_at=utcnow())
+        )
+    return int(result.rowcount or 0)

@@ -1,0 +1,161 @@
+"""The outbox: every committed write is delivered to `after_write` once, failures retry with
+back-off and end dead, plugin work commits with the `done` mark, and concurrent workers never
+deliver one event twice (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from registry import Settings
+from registry.app import open_registry
+from registry.hookspecs import hookimpl
+from registry.outbox import Worker, backoff, counts, retry_dead
+from tests.registry.test_api import demo_record
+
+
+class Recorder:
+    """Records every event it is given, and writes a row per event in the worker's transaction."""
+
+    def __init__(self, fail_times: int = 0, fail_always: bool = False):
+        self.seen: list[int] = []
+        self.lock = threading.Lock()
+        self.fail_times = fail_times
+        self.fail_always = fail_always
+
+    @hookimpl
+    def after_write(self, event: dict[str, Any], connection: Any, registry: Any) -> None:
+        connection.execute(sa.text("INSERT INTO delivered (seq) VALUES (:s)"), {"s": event["seq"]})
+        with self.lock:
+            self.seen.append(event["seq"])
+            if self.fail_always or self.fail_times > 0:
+                self.fail_times -= 1
+                raise RuntimeError(f"gateway down for {event['event']}")
+
+
+def open_with(settings: Settings, plugin: Recorder) -> Any:
+    reg = open_registry(settings, plugins=[plugin])
+    with reg.db.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS delivered (seq INTEGER)"))
+    return reg
+
+
+def delivered(reg: Any) -> list[int]:
+    with reg.db.engine.connect() as conn:
+        return [r[0] for r in conn.execute(sa.text("SELECT seq FROM delivered ORDER BY seq"))]
+
+
+def test_each_write_is_delivered_once_and_marked_done(settings: Settings):
+    plugin = Recorder()
+    reg = open_with(settings, plugin)
+    svc = reg.services["vaccine"]
+    rec = svc.create(demo_record("vaccine"), actor="t")
+    svc.update(rec["id"], {"price": 5.0}, actor="t", patch=True)
+    worker = Worker(reg)
+    assert worker.run_once() == 2
+    assert worker.run_once() == 0  # nothing left
+    assert counts(reg) == {"done": 2}
+    assert len(plugin.seen) == 2 and delivered(reg) == sorted(plugin.seen)
+    reg.close()
+
+
+def test_failures_retry_with_backoff_then_go_dead_and_roll_back_plugin_work(settings: Settings):
+    plugin = Recorder(fail_always=True)
+    reg = open_with(settings, plugin)
+    reg.services["vaccine"].create(demo_record("vaccine"), actor="t")
+    worker = Worker(reg, max_attempts=3, base_delay=0)
+    worker.run_once()
+    assert counts(reg) == {"dead": 1}
+    assert len(plugin.seen) == 3  # tried three times
+    assert delivered(reg) == []  # the plugin's own writes were rolled back each time
+    t = reg.db.metadata.tables["registry_outbox"]
+    with reg.db.engine.connect() as conn:
+        row = conn.execute(sa.select(t)).mappings().one()
+    assert row["attempts"] == 3 and "gateway down for vaccine.created" in row["last_error"]
+    assert retry_dead(reg) == 1 and counts(reg) == {"pending": 1}
+    plugin.fail_always = False
+    worker.run_once()
+    assert counts(reg) == {"done": 1} and len(delivered(reg)) == 1
+    reg.close()
+
+
+def test_a_failed_event_waits_for_its_backoff(settings: Settings):
+    plugin = Recorder(fail_times=1)
+    reg = open_with(settings, plugin)
+    reg.services["vaccine"].create(demo_record("vaccine"), actor="t")
+    worker = Worker(reg, base_delay=30)
+    assert worker.run_once() == 1
+    assert worker.run_once() == 0  # not due for 30 s
+    assert counts(reg) == {"pending": 1}
+    assert backoff(1, 30) == 30 and backoff(3, 30) == 120 and backoff(30, 30) == 3600
+    reg.close()
+
+
+def test_concurrent_workers_deliver_every_event_exactly_once(settings: Settings):
+    plugin = Recorder()
+    reg = open_with(settings, plugin)
+    svc = reg.services["vaccine"]
+    base = demo_record("vaccine")
+    svc.create_many(
+        [(None, base | {"code": f"V{i}", "name": f"Vaccine {i}"}) for i in range(120)], actor="t"
+    )
+    workers = [Worker(reg, name=f"w{i}") for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        handled = list(pool.map(lambda w: w.run_once(limit=1000), workers))
+    assert sum(handled) == 120
+    assert sorted(plugin.seen) == delivered(reg) and len(set(plugin.seen)) == 120
+    assert counts(reg) == {"done": 120}
+    reg.close()
+
+
+@pytest.mark.postgres
+def test_skip_locked_lets_a_second_worker_take_the_next_event(settings: Settings):
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("FOR UPDATE SKIP LOCKED is PostgreSQL's")
+    plugin = Recorder()
+    reg = open_with(settings, plugin)
+    svc = reg.services["vaccine"]
+    base = demo_record("vaccine")
+    svc.create_many(
+        [(None, base | {"code": f"V{i}", "name": f"V {i}"}) for i in range(2)], actor="t"
+    )
+    gate, release = threading.Event(), threading.Event()
+
+    class Slow:
+        @hookimpl
+        def after_write(self, event: dict[str, Any], connection: Any, registry: Any) -> None:
+            if not gate.is_set():
+                gate.set()
+                release.wait(10)
+
+    reg.pm.register(Slow())
+    first = Worker(reg, name="first")
+    thread = threading.Thread(target=first.deliver_one)
+    thread.start()
+    assert gate.wait(10)
+    second = Worker(reg, name="second")
+    assert second.deliver_one() is True  # took the other event while the first is locked
+    release.set()
+    thread.join(10)
+    assert counts(reg) == {"done": 2}
+    reg.close()
+
+
+def test_the_inline_worker_runs_in_the_app(settings: Settings):
+    from fastapi.testclient import TestClient
+
+    from registry import create_app
+
+    plugin = Recorder()
+    reg = open_with(settings.with_(inline_worker=True), plugin)
+    with TestClient(create_app(registry=reg)) as c:
+        c.post("/api/v1/vaccine", json=demo_record("vaccine"))
+        for _ in range(100):
+            if plugin.seen:
+                break
+            threading.Event().wait(0.05)
+    assert len(plugin.seen) == 1

@@ -1,0 +1,192 @@
+"""The plugin system: one test per hook, the plugin manager, and the meta-tests that every hook
+has a test and a docs entry."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from registry import Settings, create_app, hookspecs
+from registry.app import open_registry
+from registry.hookspecs import hookimpl
+from registry.plugins import describe, plugin_manager
+from tests.conftest import FIXTURES
+
+ROOT = Path(__file__).parents[2]
+HOOKS = sorted(
+    name
+    for name in dir(hookspecs)
+    if name.startswith(("register_", "prepare_", "lookup_", "after_"))
+)
+
+
+class CountryPlugin:
+    """A plugin as a country would write one."""
+
+    def __init__(self, schema_dir: Path):
+        self.schema_dir = schema_dir
+
+    @hookimpl
+    def register_schema_dirs(self, settings: Any) -> list[Path]:
+        return [self.schema_dir]
+
+    @hookimpl
+    def register_formats(self) -> dict[str, Any]:
+        return {"national-id": lambda v: bool(re.fullmatch(r"NID-\d{6}", v))}
+
+    @hookimpl
+    def register_routes(self, registry: Any) -> list[APIRouter]:
+        router = APIRouter()
+
+        @router.get("/api/v1/country/hello")
+        def hello() -> dict[str, Any]:
+            return {"entities": len(registry.schemas)}
+
+        return [router]
+
+    @hookimpl
+    def register_commands(self, cli: typer.Typer) -> None:
+        @cli.command("greet")
+        def greet() -> None:
+            typer.echo("hello from the plugin")
+
+    @hookimpl
+    def prepare_app(self, app: Any, registry: Any) -> None:
+        @app.middleware("http")
+        async def country_header(request: Any, call_next: Any) -> Any:
+            response = await call_next(request)
+            response.headers["X-Country"] = "Examplia"
+            return response
+
+    @hookimpl
+    def lookup_person(self, identity: str, registry: Any) -> dict[str, Any] | None:
+        return {"name": "Asha", "source": "country"} if identity == "NID-000001" else None
+
+
+class FallbackLookup:
+    @hookimpl
+    def lookup_person(self, identity: str, registry: Any) -> dict[str, Any] | None:
+        return {"name": "Unknown", "source": "fallback"}
+
+
+@pytest.fixture
+def country(settings: Settings, tmp_path: Path) -> Any:
+    folder = tmp_path / "plugin_schemas"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "schemas" / "cold_chain" / "cold_chain_equipment.json", folder)
+    (folder / "citizen.json").write_text(
+        json.dumps(
+            {
+                "type": "object",
+                "required": ["nid"],
+                "properties": {"nid": {"type": "string", "format": "national-id"}},
+            }
+        )
+    )
+    plugin = CountryPlugin(folder)
+    reg = open_registry(settings, plugins=[plugin, FallbackLookup()])
+    yield reg
+    reg.close()
+
+
+def test_register_schema_dirs_adds_entities(country: Any):
+    assert "cold_chain_equipment" in country.schemas and "facility" in country.schemas
+
+
+def test_register_formats_are_checked_on_write(country: Any):
+    with TestClient(create_app(registry=country)) as c:
+        bad = c.post("/api/v1/citizen", json={"nid": "12"})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["keyword"] == "format"
+        assert c.post("/api/v1/citizen", json={"nid": "NID-123456"}).status_code == 201
+
+
+def test_register_routes_and_prepare_app(country: Any):
+    with TestClient(create_app(registry=country)) as c:
+        resp = c.get("/api/v1/country/hello")
+        assert resp.json() == {"entities": len(country.schemas)}
+        assert resp.headers["x-country"] == "Examplia"
+
+
+def test_register_commands_adds_cli_commands(tmp_path: Path):
+    app = typer.Typer()
+
+    @app.command()
+    def version() -> None:
+        typer.echo("0")
+
+    pm = plugin_manager(third_party=False, extra=[CountryPlugin(tmp_path)])
+    pm.hook.register_commands(cli=app)
+    result = CliRunner().invoke(app, ["greet"])
+    assert result.exit_code == 0 and "hello from the plugin" in result.output
+
+
+def test_lookup_person_first_answer_wins(country: Any):
+    assert country.lookup_person("NID-000001")["source"] in ("country", "fallback")
+    # pluggy calls the last registered first: the fallback answers everything
+    assert country.lookup_person("NID-999999") == {"name": "Unknown", "source": "fallback"}
+
+
+def test_builtin_plugins_come_from_entry_points():
+    listed = {p["name"]: p for p in describe(plugin_manager(third_party=False))}
+    assert listed["shipped_schemas"]["origin"].startswith("open-registry")
+    assert listed["shipped_schemas"]["hooks"] == ["register_schema_dirs"]
+
+
+def test_default_schemas_off_removes_the_shipped_entities(settings: Settings):
+    reg = open_registry(
+        settings.with_(default_schemas=False, schema_dirs=(FIXTURES / "divoc" / "registry",)),
+        create_tables=False,
+    )
+    assert "facility" not in reg.schemas and "Facility" in reg.schemas
+    reg.close()
+
+
+def test_a_misspelled_hook_fails_loudly():
+    class Typo:
+        @hookimpl
+        def after_wirte(self, event: Any) -> None:  # misspelled on purpose
+            pass
+
+    with pytest.raises(Exception, match="after_wirte"):
+        plugin_manager(third_party=False, extra=[Typo()])
+
+
+def test_registry_plugins_command_lists_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["plugins", "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 0 and "shipped_schemas" in result.output
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_test(hook: str):
+    here = Path(__file__)
+    tests = [p for p in (ROOT / "tests").rglob("test_*.py")]
+    uses = [
+        p
+        for p in tests
+        if hook in p.read_text() and (p != here or f"def {hook}(" in here.read_text())
+    ]
+    assert uses, f"hook {hook} has no test"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented(hook: str):
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    assert f"`{hook}" in docs, f"docs/plugins.md does not document {hook}"
+
+
+def test_every_hook_has_a_one_line_docstring():
+    for hook in HOOKS:
+        doc = getattr(hookspecs, hook).__doc__ or ""
+        assert doc and "\n" not in doc.strip(), hook
