@@ -386,7 +386,7 @@ class EntityService:
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, record_id: str) -> dict[str, Any]:
-        with storage.read(self.db.engine) as conn:
+        with storage.read(self.db.engine, snapshot=False) as conn:
             return self.codec.to_record(self._current(conn, record_id, lock=False))
 
     def search(self, search: Search) -> Page:

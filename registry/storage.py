@@ -120,7 +120,8 @@ def _sqlite_setup(engine: Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode != "NONE":  # NONE: single statements in autocommit (one-row reads)
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 @contextmanager
@@ -135,10 +136,13 @@ def write(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def read(engine: Engine) -> Iterator[Connection]:
-    """A read-only unit of work."""
-    with engine.connect() as conn, conn.begin():
-        yield conn
+def read(engine: Engine, *, snapshot: bool = True) -> Iterator[Connection]:
+    """A read-only unit of work; `snapshot=False` for a single statement (no BEGIN on SQLite)."""
+    with engine.connect() as conn:
+        if not snapshot and engine.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="NONE")
+        with conn.begin():
+            yield conn
 
 
 @dataclass
