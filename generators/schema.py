@@ -37,10 +37,21 @@ SYSTEM_FIELDS = (
 )
 
 OPERATIONS = ("create", "read", "update", "delete")
-XREG_KEYS = ("indexed", "unique", "references", "private", "internal", "access", "owner", "display")
+XREG_KEYS = (
+    "indexed",
+    "unique",
+    "references",
+    "private",
+    "internal",
+    "access",
+    "owner",
+    "display",
+    "i18n",
+)
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _FIELD = re.compile(r"^[A-Za-z@$][A-Za-z0-9_@$-]{0,62}$")
+_LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,9 @@ class EntitySchema:
     display: str | None = None
     origin: str = "native"  # or "opensaber"
     warnings: tuple[SchemaIssue, ...] = ()
+    #: translations: locale -> {"title", "description", "fields": {dotted path: title or
+    #: {"title", "description", "enum": {value: label}}}}
+    i18n: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def table_name(self) -> str:
@@ -488,6 +502,7 @@ def parse_entity_schema(
         display = None
     if display is None:
         display = _guess_display(fields)
+    i18n = _i18n(xreg.get("i18n", {}), source, props, issues)
 
     if issues:
         raise SchemaError(issues)
@@ -512,7 +527,62 @@ def parse_entity_schema(
         display=display,
         origin=origin,
         warnings=tuple(warnings),
+        i18n=i18n,
     )
+
+
+def _i18n(
+    value: Any, source: str, props: Mapping[str, Any], issues: list[SchemaIssue]
+) -> dict[str, dict[str, Any]]:
+    """Check `x-registry.i18n`: titles, descriptions and enum labels per locale."""
+    where = pointer("x-registry", "i18n")
+    shape = 'must map a locale to {"title", "description", "fields": {"path": "title"}}'
+    if not isinstance(value, dict):
+        issues.append(SchemaIssue(source, where, shape))
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for locale, spec in value.items():
+        at = pointer("x-registry", "i18n", locale)
+        if not _LOCALE.match(locale):
+            issues.append(SchemaIssue(source, at, f"{locale!r} is not a language tag (fr, hi-IN)"))
+            continue
+        if not isinstance(spec, dict) or set(spec) - {"title", "description", "fields"}:
+            issues.append(SchemaIssue(source, at, shape))
+            continue
+        bad = [k for k in ("title", "description") if k in spec and not isinstance(spec[k], str)]
+        for k in bad:
+            issues.append(
+                SchemaIssue(source, pointer("x-registry", "i18n", locale, k), "must be text")
+            )
+        fields_spec = spec.get("fields", {})
+        if not isinstance(fields_spec, dict):
+            issues.append(
+                SchemaIssue(source, pointer("x-registry", "i18n", locale, "fields"), shape)
+            )
+            continue
+        for path, label in fields_spec.items():
+            here = pointer("x-registry", "i18n", locale, "fields", path)
+            if walk_path(props, path) is None:
+                issues.append(SchemaIssue(source, here, f"field {path!r} does not exist"))
+            elif not (isinstance(label, str) or _label_object(label)):
+                issues.append(
+                    SchemaIssue(
+                        source,
+                        here,
+                        'must be a title or {"title", "description", "enum": {value: label}}',
+                    )
+                )
+        out[locale] = spec
+    return out
+
+
+def _label_object(label: Any) -> bool:
+    if not isinstance(label, dict) or set(label) - {"title", "description", "enum"}:
+        return False
+    if any(not isinstance(label.get(k, ""), str) for k in ("title", "description")):
+        return False
+    enum = label.get("enum", {})
+    return isinstance(enum, dict) and all(isinstance(v, str) for v in enum.values())
 
 
 def _guess_display(fields: Mapping[str, Field]) -> str | None:

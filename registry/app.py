@@ -33,6 +33,7 @@ from registry.records import EntityService, build_services
 from registry.schemas import SchemaSet, load_schemas, schema_folders
 from registry.settings import Settings
 from registry.storage import Database, build_database
+from registry.ui import add_ui_routes
 
 log = logging.getLogger("registry")
 
@@ -241,6 +242,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
             swagger_favicon_url=f"{assets}/favicon-32x32.png",
         )
 
+    add_ui_routes(app, reg)
     for routers in reg.pm.hook.register_routes(registry=reg):
         for router in routers or []:
             app.include_router(router)

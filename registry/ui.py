@@ -1,0 +1,465 @@
+"""The web UI under `/ui/`: list, detail, create, edit and delete pages generated from each schema.
+
+Server-rendered (Jinja2, `registry/templates/`), usable without JavaScript: forms post
+`application/x-www-form-urlencoded` and go through the same `EntityService` as the REST API, so
+validation, references, uniqueness, audit and outbox are the API's. The small `ui.js` only adds
+and removes array rows in the page (without it, those buttons ask the server for one row more or
+less). Every page asks `UI.can(request, entity, operation)` first: access control plugs in there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from generators.formdata import errors_by_name, form_to_json, record_to_form, row_indices
+from generators.forms import (
+    FormField,
+    Option,
+    WidgetHook,
+    entity_description,
+    entity_title,
+    form_fields,
+)
+from generators.schema import EntitySchema
+from registry.errors import (
+    BadRequest,
+    Conflict,
+    Invalid,
+    NotFound,
+    PreconditionFailed,
+    RegistryError,
+)
+from registry.i18n import COOKIE, Catalogs, Translator
+from registry.records import EntityService
+from registry.ui_list import ListPage, detail_items
+from registry.ui_render import (
+    MAX_REFERENCE_OPTIONS,
+    FormView,
+    ReferenceChoices,
+    build_environment,
+    flat_values,
+    render_form,
+)
+
+UI_PREFIX = "/ui"
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+@dataclass
+class Page:
+    """One request's view of the UI: its locale and translator."""
+
+    request: Request
+    locale: str
+    t: Translator
+
+
+class UI:
+    """The pages of one app, over one registry."""
+
+    def __init__(
+        self,
+        registry: Any,
+        *,
+        prefix: str = UI_PREFIX,
+        widget_hook: WidgetHook | None = None,
+        actor_of: Callable[[Request], str | None] | None = None,
+    ):
+        self.registry = registry
+        self.services: dict[str, EntityService] = registry.services
+        self.prefix = prefix
+        self.widget_hook = widget_hook
+        self.actor_of = actor_of or (lambda _r: None)
+        self.catalogs = Catalogs.load()
+        self.env = build_environment()
+        self._forms: dict[tuple[str, str], tuple[FormField, ...]] = {}
+
+    # -- hooks for access control and plugins ---------------------------------------------
+    def can(self, request: Request, entity: EntitySchema, operation: str) -> bool:
+        """Whether the request may do `operation` on `entity` (everything, until auth lands)."""
+        return True
+
+    def fields(self, entity: EntitySchema, locale: str) -> tuple[FormField, ...]:
+        key = (entity.name, locale)
+        if key not in self._forms:
+            self._forms[key] = form_fields(entity, widget_hook=self.widget_hook, locale=locale)
+        return self._forms[key]
+
+    # -- rendering ------------------------------------------------------------------------
+    def page(self, request: Request) -> Page:
+        locale = self.catalogs.negotiate(
+            request.query_params.get("lang"),
+            request.cookies.get(COOKIE),
+            request.headers.get("accept-language"),
+        )
+        return Page(request, locale, self.catalogs.translator(locale))
+
+    def html(self, page: Page, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        notice_key = page.request.query_params.get("notice")
+        here = page.request.url.path + (
+            f"?{page.request.url.query}" if page.request.url.query else ""
+        )
+        body = self.env.get_template(template).render(
+            t=page.t,
+            prefix=self.prefix,
+            site_title=self.registry.settings.title,
+            languages=[(c, self.catalogs.name_of(c)) for c in self.catalogs.locales],
+            here=here,
+            notice=page.t(f"notice.{notice_key}")
+            if notice_key in ("created", "saved", "deleted")
+            else None,
+            **context,
+        )
+        resp = HTMLResponse(body, status_code=status)
+        resp.headers["Content-Language"] = page.locale
+        resp.headers["Vary"] = "Accept-Language, Cookie"
+        if page.request.query_params.get("lang") == page.locale:
+            resp.set_cookie(COOKIE, page.locale, max_age=31_536_000, samesite="lax")
+        return resp
+
+    def error_page(self, page: Page, status: int, message: str) -> HTMLResponse:
+        title_key = "error.not_found_title" if status == 404 else "error.bad_request_title"
+        return self.html(
+            page,
+            "error.html",
+            status,
+            heading=page.t(title_key),
+            message=message,
+            back=f"{self.prefix}/",
+        )
+
+    def service(self, name: str) -> EntityService:
+        service = self.services.get(name)
+        if service is None:
+            raise NotFound(f"no entity {name!r}")
+        return service
+
+    def heading_of(self, entity: EntitySchema, record: dict[str, Any]) -> str:
+        shown = record.get(entity.display) if entity.display else None
+        return str(shown) if shown not in (None, "") else str(record.get("id", ""))
+
+    # -- reference choices ------------------------------------------------------------------
+    def reference_choices(self, fields: tuple[FormField, ...]) -> dict[str, ReferenceChoices]:
+        out: dict[str, ReferenceChoices] = {}
+        for top in fields:
+            for f in top.walk():
+                if f.reference is None or f.path in out:
+                    continue
+                entity_name, field_name = f.reference
+                target = self.services[entity_name]
+                display = target.entity.display
+                params = [("limit", str(MAX_REFERENCE_OPTIONS))]
+                if display and target.entity.fields[display].is_scalar:
+                    params.append(("sort", display))
+                page = target.search(target.parser.from_params(params))
+                options = []
+                for rec in page.items:
+                    value = rec.get(field_name)
+                    if value is None:
+                        continue
+                    label = rec.get(display) if display else None
+                    text = f"{label} ({value})" if label and str(label) != str(value) else value
+                    options.append(Option(value, str(text)))
+                out[f.path] = ReferenceChoices(tuple(options), complete=page.next_cursor is None)
+        return out
+
+    async def form_page(
+        self,
+        page: Page,
+        entity: EntitySchema,
+        *,
+        values: dict[str, Any],
+        errors: dict[str, list[str]] | None = None,
+        record: dict[str, Any] | None = None,
+        version: int | None = None,
+        status: int = 200,
+        conflict: str | None = None,
+    ) -> HTMLResponse:
+        fields = self.fields(entity, page.locale)
+        choices = await run_in_threadpool(self.reference_choices, fields)
+        view = FormView(fields, values, errors or {}, choices, new=record is None)
+        title = entity_title(entity, page.locale)
+        base = f"{self.prefix}/{entity.name}"
+        action = f"{base}/{record['id']}/edit" if record else f"{base}/new"
+        heading = (
+            page.t("form.edit_title", what=self.heading_of(entity, record))
+            if record
+            else page.t("form.new_title", what=title)
+        )
+        return self.html(
+            page,
+            "form.html",
+            status,
+            entity=entity.name,
+            title=title,
+            heading=heading,
+            description=entity_description(entity, page.locale) if record is None else None,
+            conflict=conflict,
+            current_url=f"{base}/{record['id']}" if record and conflict else None,
+            form_html=render_form(self.env, view, page.t, action=action, version=version),
+        )
+
+
+async def read_form(request: Request, max_bytes: int) -> list[tuple[str, str]]:
+    """The submitted `application/x-www-form-urlencoded` body as (name, value) pairs."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != FORM_TYPE:
+        raise BadRequest(f"send the form as {FORM_TYPE}")
+    body = await request.body()
+    if len(body) > max_bytes:
+        raise BadRequest(f"the form is larger than {max_bytes} bytes")
+    return parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+
+
+def same_origin(request: Request) -> bool:
+    """Refuse form posts made by other sites' pages (a browser always sends Origin on POST)."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return True
+    host = request.headers.get("host", "")
+    return origin.split("://", 1)[-1] == host
+
+
+def rows_changed(pairs: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """For the no-JS "add row"/"remove row" buttons: the form values with that change made."""
+    action = dict(pairs)
+    if "_add" not in action and "_remove" not in action:
+        return None
+    values = flat_values(pairs)
+    if "_add" in action:
+        name = action["_add"]
+        rows = row_indices(values, name)
+        values[f"{name}.{rows[-1] + 1 if rows else 0}"] = ""
+    else:
+        gone = action["_remove"]
+        values = {k: v for k, v in values.items() if k != gone and not k.startswith(gone + ".")}
+    return values
+
+
+def add_ui_routes(
+    app: FastAPI,
+    registry: Any,
+    *,
+    prefix: str = UI_PREFIX,
+    widget_hook: WidgetHook | None = None,
+) -> UI:
+    """Mount the UI pages and their static files on `app`; returns the `UI` (tests use it)."""
+    ui = UI(registry, prefix=prefix, widget_hook=widget_hook)
+    app.state.ui = ui
+    max_bytes = registry.settings.max_body_bytes
+    static = resources.files("registry") / "static"
+    app.mount(f"{prefix}/static", StaticFiles(directory=str(static)), name="ui-static")
+
+    def route(path: str, methods: list[str]) -> Callable[[Any], Any]:
+        def deco(fn: Any) -> Any:
+            async def handler(request: Request) -> Response:
+                page = ui.page(request)
+                try:
+                    if request.method == "POST" and not same_origin(request):
+                        return ui.error_page(page, 403, page.t("error.forbidden"))
+                    return await fn(page, **request.path_params)
+                except NotFound:
+                    return ui.error_page(page, 404, page.t("error.not_found"))
+                except BadRequest as exc:
+                    return ui.error_page(page, 400, exc.detail)
+
+            app.add_api_route(
+                prefix + path,
+                handler,
+                methods=methods,
+                include_in_schema=False,
+                response_class=HTMLResponse,
+                name=f"ui:{fn.__name__}",
+            )
+            return fn
+
+        return deco
+
+    @route("/", ["GET"])
+    async def home(page: Page) -> Response:
+        entities = [
+            {
+                "name": e.name,
+                "title": entity_title(e, page.locale),
+                "description": entity_description(e, page.locale),
+            }
+            for e in registry.schemas
+            if ui.can(page.request, e, "read")
+        ]
+        return ui.html(page, "home.html", entities=entities)
+
+    @route("/lang", ["GET"])
+    async def language(page: Page) -> Response:
+        target = page.request.query_params.get("next") or f"{prefix}/"
+        if not target.startswith(prefix) or target.startswith("//"):
+            target = f"{prefix}/"
+        resp = RedirectResponse(target, status_code=303)
+        resp.set_cookie(COOKIE, page.locale, max_age=31_536_000, samesite="lax")
+        return resp
+
+    @route("/{entity}", ["GET"])
+    async def list_page(page: Page, entity: str) -> Response:
+        service = ui.service(entity)
+        if not ui.can(page.request, service.entity, "read"):
+            raise NotFound(entity)
+        listing = ListPage(
+            service, page.t, page.locale, prefix, ui.fields(service.entity, page.locale)
+        )
+        params = [(k, v) for k, v in page.request.query_params.multi_items() if k != "lang"]
+        context, status = await run_in_threadpool(listing.context, params)
+        return ui.html(
+            page,
+            "list.html",
+            status,
+            can_create=ui.can(page.request, service.entity, "create"),
+            **context,
+        )
+
+    @route("/{entity}/new", ["GET", "POST"])
+    async def create_page(page: Page, entity: str) -> Response:
+        service = ui.service(entity)
+        e = service.entity
+        if not ui.can(page.request, e, "create"):
+            raise NotFound(entity)
+        if page.request.method == "GET":
+            return await ui.form_page(page, e, values={})
+        pairs = await read_form(page.request, max_bytes)
+        changed = rows_changed(pairs)
+        if changed is not None:
+            return await ui.form_page(page, e, values=changed)
+        fields = ui.fields(e, page.locale)
+        body, kept = form_to_json(fields, pairs)
+        try:
+            record = await run_in_threadpool(service.create, body, actor=ui.actor_of(page.request))
+        except (Invalid, Conflict) as exc:
+            return await ui.form_page(
+                page,
+                e,
+                values=kept,
+                errors=errors_by_name(fields, exc.errors or [_whole(exc)]),
+                status=exc.status,
+            )
+        return RedirectResponse(f"{prefix}/{entity}/{record['id']}?notice=created", 303)
+
+    @route("/{entity}/{id}", ["GET"])
+    async def detail_page(page: Page, entity: str, id: str) -> Response:
+        service = ui.service(entity)
+        e = service.entity
+        if not ui.can(page.request, e, "read"):
+            raise NotFound(entity)
+        record = await run_in_threadpool(service.get, id)
+        fields = ui.fields(e, page.locale)
+        items = await run_in_threadpool(detail_items, fields, record, ui.services, page.t, prefix)
+        return ui.html(
+            page,
+            "detail.html",
+            entity=entity,
+            title=entity_title(e, page.locale),
+            heading=ui.heading_of(e, record),
+            record=record,
+            items=items,
+            can_update=ui.can(page.request, e, "update"),
+            can_delete=ui.can(page.request, e, "delete"),
+        )
+
+    @route("/{entity}/{id}/edit", ["GET", "POST"])
+    async def edit_page(page: Page, entity: str, id: str) -> Response:
+        service = ui.service(entity)
+        e = service.entity
+        if not ui.can(page.request, e, "update"):
+            raise NotFound(entity)
+        record = await run_in_threadpool(service.get, id)
+        fields = ui.fields(e, page.locale)
+        if page.request.method == "GET":
+            return await ui.form_page(
+                page,
+                e,
+                values=record_to_form(fields, record),
+                record=record,
+                version=record["_version"],
+            )
+        pairs = await read_form(page.request, max_bytes)
+        version = _version(pairs)
+        changed = rows_changed(pairs)
+        if changed is not None:
+            return await ui.form_page(page, e, values=changed, record=record, version=version)
+        body, kept = form_to_json(fields, pairs)
+        # a merge patch: fields of the form are set or removed, anything else (internal) is kept
+        patch = {f.key: body.get(f.key) for f in fields}
+        try:
+            await run_in_threadpool(
+                service.update,
+                id,
+                patch,
+                actor=ui.actor_of(page.request),
+                if_match=version,
+                patch=True,
+            )
+        except PreconditionFailed:
+            current = await run_in_threadpool(service.get, id)
+            return await ui.form_page(
+                page,
+                e,
+                values=kept,
+                record=current,
+                version=current["_version"],
+                status=409,
+                conflict=page.t("form.conflict", version=current["_version"]),
+            )
+        except (Invalid, Conflict) as exc:
+            return await ui.form_page(
+                page,
+                e,
+                values=kept,
+                errors=errors_by_name(fields, exc.errors or [_whole(exc)]),
+                record=record,
+                version=version,
+                status=exc.status,
+            )
+        return RedirectResponse(f"{prefix}/{entity}/{id}?notice=saved", 303)
+
+    @route("/{entity}/{id}/delete", ["GET", "POST"])
+    async def delete_page(page: Page, entity: str, id: str) -> Response:
+        service = ui.service(entity)
+        e = service.entity
+        if not ui.can(page.request, e, "delete"):
+            raise NotFound(entity)
+        record = await run_in_threadpool(service.get, id)
+        context = {
+            "entity": entity,
+            "title": entity_title(e, page.locale),
+            "heading": ui.heading_of(e, record),
+            "record": record,
+        }
+        if page.request.method == "GET":
+            return ui.html(page, "delete.html", conflict=None, **context)
+        pairs = await read_form(page.request, max_bytes)
+        try:
+            await run_in_threadpool(
+                service.delete, id, actor=ui.actor_of(page.request), if_match=_version(pairs)
+            )
+        except PreconditionFailed:
+            message = page.t("delete.conflict", version=record["_version"])
+            return ui.html(page, "delete.html", 409, conflict=message, **context)
+        query = urlencode({"notice": "deleted"})
+        return RedirectResponse(f"{prefix}/{entity}?{query}", 303)
+
+    return ui
+
+
+def _version(pairs: list[tuple[str, str]]) -> int | None:
+    raw = dict(pairs).get("_version", "")
+    return int(raw) if raw.isdigit() else None
+
+
+def _whole(exc: RegistryError) -> dict[str, str]:
+    return {"pointer": "", "message": exc.detail, "keyword": exc.slug}

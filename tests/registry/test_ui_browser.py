@@ -1,0 +1,223 @@
+"""The UI in a real browser: Debian's Chromium driven by Playwright against a uvicorn server.
+
+Locally these tests skip when `/usr/bin/chromium` or the `playwright` package is missing; in CI
+(`CI` set) that is a failure, so the browser half can never silently vanish. Playwright's own
+browser downloads are never used (`executable_path` points at the system Chromium).
+
+`UPDATE_SCREENSHOTS=1` also writes the screenshots of the main pages into `docs/screenshots/`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cli.test_serve import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+pytestmark = pytest.mark.browser
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is not installed (apt-get install -y chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install playwright)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A uvicorn server with the UI and the demo data on SQLite; yields its base URL."""
+    problem = _missing()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests are required in CI: {problem}")
+        pytest.skip(problem)
+    tmp = tmp_path_factory.mktemp("ui-server")
+    port = free_port()
+    env = {**os.environ, "REGISTRY_DATA_DIR": str(tmp / "data"), "PYTHONPATH": str(ROOT)}
+    env.pop("REGISTRY_DATABASE_URL", None)
+    log = (tmp / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "tests.registry.ui_server:build",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, (tmp / "server.log").read_text()
+                assert time.monotonic() < deadline, "server did not start in 30 s"
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, locale="en-GB")
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    yield pg
+    context.close()
+
+
+def shot(pg: Any, name: str, tmp_path: Path, *, full: bool = True) -> None:
+    folder = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(folder / f"{name}.png"), full_page=full)
+
+
+def test_create_fix_error_edit_and_find_a_facility(server: str, page: Any, tmp_path: Path):
+    pg = page
+    pg.goto(f"{server}/ui/")
+    shot(pg, "home", tmp_path)
+    pg.get_by_role("link", name="Facility").first.click()
+    pg.get_by_role("link", name="New Facility").click()
+
+    pg.get_by_label("Facility code").fill("BRW001")
+    pg.get_by_label("Name", exact=False).first.fill("Browser Test Clinic")
+    pg.get_by_label("Category").select_option("PRIVATE")
+    pg.get_by_label("Type of facility").select_option("Mobile")
+    pg.get_by_label("Status").first.select_option("Active")
+    pg.locator("#f-address-addressLine1").fill("9 Lake Road")
+    pg.locator("#f-address-district").fill("Lakeside")
+    pg.locator("#f-address-state").fill("Northland")
+    pg.locator("#f-address-pincode").fill("56009")
+    pg.get_by_label("Contact number").fill("call me")  # not a phone number
+    pg.get_by_role("button", name="Add Administrator").click()  # added in the page by ui.js
+    pg.locator("#f-admins-0-name").fill("Ravi Kumar")
+    pg.locator("#f-admins-0-mobile").fill("+91 90000 00001")
+    pg.get_by_role("button", name="Save", exact=True).click()
+
+    error = pg.locator("#f-contact-err1")
+    error.wait_for()
+    assert "phone" in error.inner_text()
+    assert pg.get_by_label("Contact number").input_value() == "call me"
+    assert pg.locator("#f-admins-0-name").input_value() == "Ravi Kumar"
+    assert pg.locator("#f-contact").get_attribute("aria-invalid") == "true"
+    shot(pg, "form-error", tmp_path)
+
+    pg.get_by_label("Contact number").fill("+91 98000 12345")
+    pg.get_by_role("button", name="Save", exact=True).click()
+    pg.get_by_role("status").filter(has_text="Created.").wait_for()
+    assert pg.get_by_role("heading", level=1).inner_text() == "Browser Test Clinic"
+    assert "Ravi Kumar" in pg.content()
+    shot(pg, "detail", tmp_path)
+
+    pg.get_by_role("link", name="Edit").click()
+    assert pg.get_by_label("Facility code").input_value() == "BRW001"
+    pg.get_by_label("Name", exact=False).first.fill("Browser Test Health Centre")
+    shot(pg, "edit", tmp_path)
+    pg.get_by_role("button", name="Save", exact=True).click()
+    pg.get_by_role("status").filter(has_text="Saved.").wait_for()
+    assert pg.get_by_role("heading", level=1).inner_text() == "Browser Test Health Centre"
+
+    pg.goto(f"{server}/ui/facility")
+    pg.get_by_label("Name contains").fill("Health Centre")
+    pg.get_by_label("Category").select_option("PRIVATE")
+    pg.get_by_role("button", name="Apply").click()
+    pg.wait_for_url("**/ui/facility?*")
+    link = pg.get_by_role("link", name="Browser Test Health Centre")
+    link.wait_for()
+    assert pg.locator("tbody tr").count() == 1
+    shot(pg, "list-filtered", tmp_path)
+    link.click()
+    assert "BRW001" in pg.content()
+
+
+def test_keyboard_only_form_and_phone_sized_list(server: str, browser: Any, tmp_path: Path):
+    context = browser.new_context(
+        viewport={"width": 360, "height": 740},
+        locale="hi-IN",
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    pg = context.new_page()
+    try:
+        pg.goto(f"{server}/ui/facility")
+        assert pg.locator("html").get_attribute("lang") == "hi"
+        # nothing wider than the screen except the scrollable table
+        width = pg.evaluate("document.documentElement.scrollWidth")
+        assert width <= 360
+        shot(pg, "list-phone-hi", tmp_path)
+        pg.goto(f"{server}/ui/vaccine/new?lang=en")
+        pg.keyboard.press("Tab")  # skip link first
+        assert pg.evaluate("document.activeElement.textContent") == "Skip to content"
+        pg.locator("#f-code").focus()
+        pg.keyboard.type("KB-1")
+        pg.keyboard.press("Tab")
+        pg.keyboard.type("Keyboard vaccine")
+        assert pg.evaluate("document.activeElement.id") == "f-name"
+        shot(pg, "form-phone", tmp_path, full=False)
+    finally:
+        context.close()
+
+
+def test_rows_are_added_and_removed_without_javascript(server: str, browser: Any):
+    context = browser.new_context(java_script_enabled=False)
+    pg = context.new_page()
+    try:
+        pg.goto(f"{server}/ui/vaccine/new")
+        pg.get_by_role("button", name="Add Interval").click()
+        pg.locator("#f-doseIntervals-0-min").fill("28")
+        pg.get_by_role("button", name="Add Interval").click()
+        assert pg.locator("#f-doseIntervals-0-min").input_value() == "28"
+        assert pg.locator("#f-doseIntervals-1-min").count() == 1
+        pg.get_by_role("button", name="Remove Interval 2").click()
+        assert pg.locator("#f-doseIntervals-1-min").count() == 0
+    finally:
+        context.close()
