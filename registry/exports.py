@@ -42,7 +42,7 @@ def csv_columns(
     """(header, path, kind) for every CSV column, in schema order.
 
     kind: scalar | split | json | any. `list_lengths[field]` is the longest list of objects
-    stored in a top-level field (0: no column for it).
+    stored in a top-level field (0: no column for it; -1: one JSON cell for the whole list).
     """
     out: list[tuple[str, tuple[Part, ...], str]] = []
 
@@ -64,9 +64,11 @@ def csv_columns(
             and items.get("type") == "object"
             and isinstance(items.get("properties"), Mapping)
         ):
-            for i in range(list_lengths.get(str(path[0]), 0)):
-                visit(items, (*path, i), top=False)
-            return
+            longest = list_lengths.get(str(path[0]), 0)
+            if longest >= 0:
+                for i in range(longest):
+                    visit(items, (*path, i), top=False)
+                return
         header = ".".join(str(p) for p in path)
         out.append(
             (header, path, "scalar" if kind in ("string", "integer", "number", "boolean") else kind)
@@ -177,9 +179,16 @@ class Exporter:
                 length = sa.case(
                     (sa.func.json_type(col) == "array", sa.func.json_array_length(col)), else_=0
                 )
-            stmt = sa.select(sa.func.max(length)).where(*self.conditions)
+            is_array = (
+                sa.func.jsonb_typeof(col) == "array" if pg else sa.func.json_type(col) == "array"
+            )
+            stmt = sa.select(
+                sa.func.max(length), sa.func.min(sa.case((is_array, length), else_=None))
+            ).where(*self.conditions)
             with storage.read(self.service.db.engine) as conn:
-                out[name] = conn.execute(stmt).scalar() or 0
+                longest, shortest = conn.execute(stmt).one()
+            # an empty list has no indexed cell to show it: then the whole list is one JSON cell
+            out[name] = -1 if shortest == 0 else longest or 0
         return out
 
     def write_csv(self, out: TextIO) -> int:

@@ -69,6 +69,8 @@ _NORMALISED = frozenset({"date", "datetime", "number"})
 SYSTEM_COLUMNS = ("id", "_version", "_created_at", "_updated_at", "_created_by", "_updated_by")
 #: Files larger than this are parsed in a worker process (when `workers` is not set).
 PARALLEL_FROM_BYTES = 4 * 1024 * 1024
+#: Page cache of the import's SQLite connection (64 MiB instead of 2).
+SQLITE_CACHE = "PRAGMA cache_size=-65536"
 #: Errors kept in memory and reported; the rest are only counted.
 MAX_ERRORS = 100_000
 
@@ -188,6 +190,7 @@ class Plan:
 @dataclass
 class Chunk:
     rows: list[Any]  # table rows (tuples, system columns first) or records (dicts)
+    fields: list[str]  # table rows: the audit entry's field list (JSON) of each
     numbers: list[int]  # the row number of each
     ids: list[str | None]  # records mode: the id from the file (keep_ids)
     refs: list[list[tuple[int, str, Any]]]  # per reference: (index in rows, pointer, value)
@@ -257,7 +260,8 @@ class _Preparer:
             except Unsupported:
                 self.fast = None
         self.seen: list[set[Any]] = [set() for _ in plan.uniques]
-        self.ids_seen: set[str] = set()
+        self.ids_seen: set[int] = set()
+        self.audit_fields: dict[tuple[bool, ...], str] = {}
         kinds = dict(plan.fields)
         self.key_kinds = [tuple(kinds.get(f, "string") for f in g) for g in plan.uniques]
         self.key_pos = [
@@ -284,7 +288,8 @@ class _Preparer:
                 ]
             else:
                 parts = [key_source[i] for i in self.key_pos[gi]]
-            key = parts[0] if len(parts) == 1 else tuple(parts)  # a bare value is not GC-tracked
+            # a 64-bit fingerprint, not the value: a million keys would take ~100 bytes each
+            key = hash(parts[0]) if len(parts) == 1 else hash(tuple(parts))
             if any(v is None for v in parts):
                 key = None
             elif key in self.seen[gi]:
@@ -400,10 +405,21 @@ class _Preparer:
                 refs = [[] for _ in plan.references]
         yield self._chunk(rows, numbers, ids, refs, errors, read)
 
+    def _audit_names(self, values: tuple[Any, ...]) -> str:
+        """The sorted names of the fields a row has, as JSON (cached per set of fields)."""
+        present = tuple([v is None for v in values])
+        text = self.audit_fields.get(present)
+        if text is None:
+            fields = zip(self.plan.fields, present, strict=True)
+            names = sorted(n for (n, _), absent in fields if not absent)
+            text = self.audit_fields[present] = orjson.dumps(names).decode()
+        return text
+
     def _duplicate_id(self, rid: str) -> list[tuple[str, str]]:
-        if rid in self.ids_seen:
+        key = hash(rid)
+        if key in self.ids_seen:
             return [("/id", "another row of this file has the same id")]
-        self.ids_seen.add(rid)
+        self.ids_seen.add(key)
         return []
 
     def _raw_of(self) -> Callable[[Any], Any]:
@@ -427,12 +443,16 @@ class _Preparer:
             actor = self.plan.actor
             kept = ids if self.plan.keep_ids else [None] * len(rows)
             new = self.ids.batch(len(rows))
+            names = [self._audit_names(values) for values in rows]
             rows = [
                 (rid or nid, 1, now_db, now_db, actor, actor, None, *values)
                 for rid, nid, values in zip(kept, new, rows, strict=True)
             ]
+        else:
+            names = []
         return Chunk(
             rows=rows,
+            fields=names,
             numbers=numbers,
             ids=ids,
             refs=refs,
@@ -531,7 +551,6 @@ class Importer:
         self.result = ImportResult(entity=self.entity.name, dry_run=options.dry_run)
         self.needs_raw: set[int] = set()
         self.dbapi_error = self.db.engine.dialect.loaded_dbapi.IntegrityError
-        self._audit_fields: dict[tuple[bool, ...], str] = {}
         uq = list(self.entity.uniques)
         self.uniques = tuple(uq)
         if options.upsert_on:
@@ -595,8 +614,10 @@ class Importer:
         source = Source(path, opts.format or mapping.format, mapping.delimiter)
         layout = None
         if source.format == "csv":
-            header, _ = source.csv_rows()
-            source.close()
+            try:
+                header, _ = source.csv_rows()
+            finally:
+                source.close()
             layout = plan_columns(
                 header,
                 self.entity.json_schema,
@@ -815,12 +836,18 @@ class Importer:
             return
         raw = conn.connection.driver_connection
         cur = raw.cursor()  # type: ignore[union-attr]
+        if self.dialect == "sqlite":
+            cur.execute(SQLITE_CACHE)  # the table's indexes stay in memory across chunks
         try:
             for attempt in (1, 2):
-                rows = chunk.rows if len(keep) == len(chunk.rows) else [chunk.rows[i] for i in keep]
+                if len(keep) == len(chunk.rows):
+                    rows, names = chunk.rows, chunk.fields
+                else:
+                    rows = [chunk.rows[i] for i in keep]
+                    names = [chunk.fields[i] for i in keep]
                 cur.execute("SAVEPOINT registry_import")
                 try:
-                    self._write_rows(cur, rows, chunk.now)
+                    self._write_rows(cur, rows, names, chunk.now)
                 except self.dbapi_error:
                     cur.execute("ROLLBACK TO SAVEPOINT registry_import")
                     if attempt == 2:
@@ -833,23 +860,14 @@ class Importer:
         finally:
             cur.close()
 
-    def _audit_names(self, row: tuple[Any, ...]) -> str:
-        present = tuple(v is None for v in row[self.data_start :])
-        text = self._audit_fields.get(present)
-        if text is None:
-            names = sorted(
-                n for (n, _), absent in zip(self.fields, present, strict=True) if not absent
-            )
-            text = self._audit_fields[present] = orjson.dumps(names).decode()
-        return text
-
-    def _write_rows(self, cur: Any, rows: list[tuple[Any, ...]], now: datetime) -> None:
+    def _write_rows(
+        self, cur: Any, rows: list[tuple[Any, ...]], names: list[str], now: datetime
+    ) -> None:
         if not rows:
             return
         at = self.now_proc(now)
         actor = self.options.actor
         name = self.entity.name
-        names = [self._audit_names(r) for r in rows]
         audit = [(at, actor, "create", name, r[0], 1, f) for r, f in zip(rows, names, strict=True)]
         event = f"{name}.created"
         outbox = [

@@ -248,9 +248,8 @@ class ImportJobs:
         shown: dict[str, Any],
     ) -> dict[str, Any]:
         """Check the file (400 if unusable), record the job, run it in a thread."""
-        importer = Importer(service, options)
         try:
-            _, source = importer.plan(path)
+            _, source = Importer(service, options).plan(path)
         except ImportUsageError as exc:
             raise BadRequest(str(exc)) from None
         job_id = new_id()
