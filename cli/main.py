@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from cli.data import register as register_data_commands
 from cli.migrate import migrate_app
 from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, settings_from
 from cli.project import init
@@ -31,6 +32,7 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(migrate_app, name="migrate")
 app.command()(init)
 register_worker_commands(app)
+register_data_commands(app)
 
 
 _settings = settings_from  # older name, kept for command modules

@@ -51,8 +51,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def json_type() -> sa.types.TypeEngine[Any]:
-    """JSON, stored as JSONB on PostgreSQL."""
-    return sa.JSON().with_variant(JSONB(), "postgresql")
+    """JSON, stored as JSONB on PostgreSQL; Python None is SQL NULL (an absent value), never
+    JSON `null`, so `IS NULL` and element searches behave alike on both databases."""
+    return sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def column_type(f: Field) -> sa.types.TypeEngine[Any]:

@@ -26,6 +26,7 @@ from registry import __version__
 from registry.api import API_PREFIX, JSONResponse, add_entity_routes
 from registry.demo import load_demo_data
 from registry.errors import PROBLEM_JSON, RegistryError, StartupError, problem_body
+from registry.imports_api import add_import_routes, import_tables
 from registry.migrations import prepare
 from registry.outbox import Worker
 from registry.plugins import plugin_manager
@@ -81,6 +82,7 @@ def open_registry(
     for w in schemas.warnings:
         log.warning("schema: %s", w)
     db = build_database(settings, schemas)
+    import_tables(db.metadata)
     try:
         if create_tables:
             created = prepare(db, schemas, settings.migrations_path)
@@ -182,7 +184,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         worker, thread = None, None
-        if settings.inline_worker:
+        # no plugin reacts to writes: nothing to deliver (events wait for one to be installed)
+        if settings.inline_worker and reg.pm.hook.after_write.get_hookimpls():
             worker = Worker(reg, name="inline-worker")
             thread = worker.start_thread(settings.worker_poll_seconds)
         yield
@@ -242,6 +245,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
             swagger_favicon_url=f"{assets}/favicon-32x32.png",
         )
 
+    add_import_routes(app.router, reg)
     add_ui_routes(app, reg)
     for routers in reg.pm.hook.register_routes(registry=reg):
         for router in routers or []:

@@ -187,3 +187,13 @@ def test_post_search_body_errors(demo_client: Any):
     bad = demo_client.post("/api/v1/facility/search", json={"filters": [], "where": 1})
     assert bad.status_code == 400
     assert bad.json()["errors"][0]["pointer"] == "/where"
+
+
+def test_absent_list_field_is_null_not_json_null(client: Any):
+    """A record without a list field must not break element searches (JSON null vs SQL NULL)."""
+    body = {k: v for k, v in RECIPIENTS[0].items() if k not in ("id", "comorbidities")}
+    assert client.post("/api/v1/recipient", json=body).status_code == 201
+    resp = client.get("/api/v1/recipient", params={"comorbidities": "asthma"})
+    assert resp.status_code == 200 and resp.json()["items"] == []
+    resp = client.get("/api/v1/recipient", params={"comorbidities[notContains]": "asthma"})
+    assert len(resp.json()["items"]) == 1

@@ -1,0 +1,255 @@
+"""Data Integrity proofs: `eddsa-rdfc-2022` (DataIntegrityProof) and `Ed25519Signature2020`.
+
+Both sign the same bytes: hashData = SHA-256(canonical proof options, carrying the document's
+`@context`) + SHA-256(canonical document without `proof`), signed with pure Ed25519;
+`proofValue` = `z` + base58btc(signature). `verify` also dispatches DIVOC's 2018 suites
+(`RsaSignature2018`, `Ed25519Signature2018`) to `legacy.py` (verification only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from plugins.certificates import legacy
+from plugins.certificates.jsonld import (
+    CanonicalizationError,
+    JsonLdProcessingError,
+    UnknownContextError,
+    canonicalize,
+)
+from plugins.certificates.keys import (
+    KeyFormatError,
+    KeyResolver,
+    b58encode,
+    multibase_decode,
+    resolve_did_key,
+)
+from plugins.certificates.loader import (
+    CREDENTIALS_V2_URL,
+    DATA_INTEGRITY_V2_URL,
+    ED25519_2020_URL,
+    StaticDocumentLoader,
+)
+from plugins.certificates.rdfc import CODE_POINT, UTF16, order_sensitive
+from plugins.certificates.results import SigningError, VerificationResult, failed
+
+EDDSA_RDFC_2022 = "eddsa-rdfc-2022"
+ED25519_SIGNATURE_2020 = "Ed25519Signature2020"
+SUITES = (EDDSA_RDFC_2022, ED25519_SIGNATURE_2020)
+
+# canonical N-Quads of a JSON-LD document under a loader (None: the shipped contexts): a faster
+# equivalent of `jsonld.canonicalize` (`shortcut.canonicalize`); it must give the same bytes
+Canonicalizer = Callable[[dict[str, Any], StaticDocumentLoader | None], str]
+
+
+def now() -> str:
+    """The current time as a proof's `created` (UTC, whole seconds)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _contexts(document: dict[str, Any]) -> list[Any]:
+    ctx = document.get("@context")
+    if ctx is None:
+        raise SigningError("the document has no @context")
+    return list(ctx) if isinstance(ctx, list) else [ctx]
+
+
+def with_suite_context(document: dict[str, Any], suite: str) -> dict[str, Any]:
+    """A shallow copy of `document` whose @context defines the suite's proof terms."""
+    contexts = _contexts(document)
+    if suite == EDDSA_RDFC_2022:
+        needed = None if CREDENTIALS_V2_URL in contexts else DATA_INTEGRITY_V2_URL
+    elif suite == ED25519_SIGNATURE_2020:
+        needed = ED25519_2020_URL
+    else:
+        raise SigningError(f"unsupported suite {suite!r} (one of {', '.join(SUITES)})")
+    if needed is None or needed in contexts:
+        return dict(document)
+    return {**document, "@context": [*contexts, needed]}
+
+
+def proof_options(
+    suite: str, verification_method: str, created: str, proof_purpose: str
+) -> dict[str, Any]:
+    """The proof without `proofValue` (in the key order of the W3C test vectors)."""
+    if suite == EDDSA_RDFC_2022:
+        head: dict[str, Any] = {"type": "DataIntegrityProof", "cryptosuite": EDDSA_RDFC_2022}
+    elif suite == ED25519_SIGNATURE_2020:
+        head = {"type": ED25519_SIGNATURE_2020}
+    else:
+        raise SigningError(f"unsupported suite {suite!r} (one of {', '.join(SUITES)})")
+    return {
+        **head,
+        "created": created,
+        "verificationMethod": verification_method,
+        "proofPurpose": proof_purpose,
+    }
+
+
+def _sha256(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def canonical_texts(
+    unsecured: dict[str, Any],
+    options: dict[str, Any],
+    loader: StaticDocumentLoader | None = None,
+    canonicalizer: Canonicalizer | None = None,
+    order: str = CODE_POINT,
+) -> tuple[str, str]:
+    """Canonical N-Quads of the proof options (with the document's @context) and the document."""
+    config = {**options, "@context": unsecured["@context"]}
+    if canonicalizer is not None and order == CODE_POINT:
+        return canonicalizer(config, loader), canonicalizer(unsecured, loader)
+    return canonicalize(config, loader, order=order), canonicalize(unsecured, loader, order=order)
+
+
+def hash_data(
+    unsecured: dict[str, Any],
+    options: dict[str, Any],
+    loader: StaticDocumentLoader | None = None,
+    canonicalizer: Canonicalizer | None = None,
+    order: str = CODE_POINT,
+) -> bytes:
+    """SHA-256(canonical proof options with the document's @context) + SHA-256(canonical doc)."""
+    proof_text, document_text = canonical_texts(unsecured, options, loader, canonicalizer, order)
+    return _sha256(proof_text) + _sha256(document_text)
+
+
+def sign(
+    document: dict[str, Any],
+    private_key: Ed25519PrivateKey,
+    verification_method: str,
+    *,
+    suite: str = EDDSA_RDFC_2022,
+    created: str | None = None,
+    proof_purpose: str = "assertionMethod",
+    loader: StaticDocumentLoader | None = None,
+    canonicalizer: Canonicalizer | None = None,
+) -> dict[str, Any]:
+    """A signed copy of `document` (its @context completed with the suite's if needed).
+
+    Raises the JSON-LD errors of `jsonld.canonicalize` for a document that cannot be signed
+    faithfully (an undefined term, a relative IRI, an unknown context, too much work), and
+    `SigningError` for one whose canonical form depends on the implementation's sort order."""
+    if "proof" in document:
+        raise SigningError("the document already has a proof (proof sets are not supported)")
+    unsecured = with_suite_context(document, suite)
+    options = proof_options(suite, verification_method, created or now(), proof_purpose)
+    texts = canonical_texts(unsecured, options, loader, canonicalizer)
+    if (order_sensitive(texts[0]) or order_sensitive(texts[1])) and texts != canonical_texts(
+        unsecured, options, loader, order=UTF16
+    ):
+        raise SigningError(
+            "the credential's canonical form depends on the sort order (values mixing characters "
+            "U+E000-U+FFFF and above U+FFFF in one multi-valued property): RDFC-1.0 (code point "
+            "order) and rdf-canonize (UTF-16 order) would disagree, so it is not signed"
+        )
+    signature = private_key.sign(_sha256(texts[0]) + _sha256(texts[1]))
+    return {**unsecured, "proof": {**options, "proofValue": "z" + b58encode(signature)}}
+
+
+def _issuer_id(document: dict[str, Any]) -> str | None:
+    issuer = document.get("issuer")
+    if isinstance(issuer, dict):
+        issuer = issuer.get("id")
+    return issuer if isinstance(issuer, str) else None
+
+
+def _valid(key: Ed25519PublicKey, signature: bytes, texts: tuple[str, str]) -> bool:
+    try:
+        key.verify(signature, _sha256(texts[0]) + _sha256(texts[1]))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _verify_data_integrity(
+    unsecured: dict[str, Any],
+    proof: dict[str, Any],
+    resolver: KeyResolver,
+    loader: StaticDocumentLoader | None,
+    proof_purpose: str,
+    check_controller: bool,
+    canonicalizer: Canonicalizer | None,
+) -> VerificationResult:
+    suite = proof.get("cryptosuite") if proof.get("type") == "DataIntegrityProof" else None
+    if proof.get("type") != ED25519_SIGNATURE_2020 and suite != EDDSA_RDFC_2022:
+        return failed(f"unsupported proof type {proof.get('type')!r}/{suite!r}", proof)
+    if proof.get("proofPurpose") != proof_purpose:
+        return failed(f"proofPurpose is not {proof_purpose!r}", proof)
+    method = proof.get("verificationMethod")
+    value = proof.get("proofValue")
+    if not isinstance(method, str) or not isinstance(value, str):
+        return failed("the proof needs verificationMethod and proofValue strings", proof)
+    options = {k: v for k, v in proof.items() if k != "proofValue"}
+    if "@context" in options:
+        own = options.pop("@context")
+        own = own if isinstance(own, list) else [own]
+        if _contexts(unsecured)[: len(own)] != own:
+            return failed("the proof's @context does not start the document's", proof)
+    try:
+        signature = multibase_decode(value)
+        resolved = resolver(method)
+    except KeyFormatError as exc:
+        return failed(str(exc), proof)
+    key = resolved.public_key
+    if not isinstance(key, Ed25519PublicKey):
+        return failed("the verification method is not an Ed25519 key", proof)
+    issuer = _issuer_id(unsecured)
+    if check_controller and resolved.controller is not None and issuer != resolved.controller:
+        return failed(
+            f"the issuer {issuer!r} is not the controller of the verification method", proof
+        )
+    texts = canonical_texts(unsecured, options, loader, canonicalizer)
+    # a signer sorting as rdf-canonize does (UTF-16 code units) may have signed the other order;
+    # both describe the same RDF dataset, so either signature binds the same content
+    valid = _valid(key, signature, texts) or (
+        (order_sensitive(texts[0]) or order_sensitive(texts[1]))
+        and _valid(key, signature, canonical_texts(unsecured, options, loader, order=UTF16))
+    )
+    if not valid:
+        return failed("invalid signature", proof)
+    return VerificationResult(
+        verified=True,
+        proof_type=suite or ED25519_SIGNATURE_2020,
+        verification_method=method,
+        controller=resolved.controller,
+    )
+
+
+def verify(
+    document: dict[str, Any],
+    resolver: KeyResolver = resolve_did_key,
+    *,
+    loader: StaticDocumentLoader | None = None,
+    proof_purpose: str = "assertionMethod",
+    check_controller: bool = True,
+    canonicalizer: Canonicalizer | None = None,
+) -> VerificationResult:
+    """Verify a credential's proof; never raises for bad input (the result says why).
+
+    `resolver` maps a verificationMethod to its public key and controller (did:key by default).
+    With `check_controller`, the credential's issuer must be that controller (when known)."""
+    if not isinstance(document, dict) or not isinstance(document.get("proof"), dict):
+        return failed("the credential has no single proof object")
+    proof = document["proof"]
+    unsecured = {k: v for k, v in document.items() if k != "proof"}  # read, never changed
+    try:
+        if proof.get("type") in legacy.SUITES:
+            return legacy.verify_2018(
+                unsecured, proof, resolver, loader, proof_purpose, check_controller
+            )
+        return _verify_data_integrity(
+            unsecured, proof, resolver, loader, proof_purpose, check_controller, canonicalizer
+        )
+    except (JsonLdProcessingError, UnknownContextError, CanonicalizationError) as exc:
+        return failed(str(exc), proof)
+    except (KeyFormatError, SigningError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        return failed(f"malformed credential or proof: {exc!r}", proof)
