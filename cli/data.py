@@ -14,8 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, settings_from
-from registry import StartupError
+from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
 from registry.errors import RegistryError
 
 
@@ -27,13 +26,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def _open_registry(
     database_url: str | None, data_dir: Path | None, schemas: Any, no_default_schemas: bool
 ) -> Any:
-    from registry.app import open_registry
-
-    settings = settings_from(database_url, data_dir, schemas, no_default_schemas)
-    try:
-        return open_registry(settings)
-    except StartupError as exc:
-        raise _fail(str(exc), 1) from None
+    return open_from(database_url, data_dir, schemas, no_default_schemas)
 
 
 def _service(reg: Any, entity: str) -> Any:

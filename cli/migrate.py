@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, settings_from
+from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
 from registry import migrations
-from registry.app import Registry, open_registry
-from registry.errors import StartupError
+from registry.app import Registry
 
 migrate_app = typer.Typer(
     help="Bring the database to the schema files through migrations (Alembic revisions).",
@@ -17,15 +16,8 @@ migrate_app = typer.Typer(
 )
 
 
-def _open(
-    database_url: str | None, data_dir: object, schemas: object, no_default_schemas: bool
-) -> Registry:
-    settings = settings_from(database_url, data_dir, schemas, no_default_schemas)
-    try:
-        return open_registry(settings, create_tables=False)
-    except StartupError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from None
+def _open(database_url: str | None, data_dir: Any, schemas: Any, no_default: bool) -> Registry:
+    return open_from(database_url, data_dir, schemas, no_default, create_tables=False)
 
 
 def _show(plan: migrations.Plan) -> None:

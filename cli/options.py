@@ -58,3 +58,23 @@ def settings_from(
     except (ValueError, FileNotFoundError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
+
+
+def open_from(
+    database_url: str | None,
+    data_dir: Any,
+    schemas: Any,
+    no_default_schemas: bool,
+    *,
+    create_tables: bool = True,
+) -> Any:
+    """Open the registry the options describe; exit 1 with the reason when it cannot start."""
+    from registry.app import open_registry
+    from registry.errors import StartupError
+
+    settings = settings_from(database_url, data_dir, schemas, no_default_schemas)
+    try:
+        return open_registry(settings, create_tables=create_tables)
+    except StartupError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None

@@ -8,20 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, settings_from
+from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
 from registry import outbox
-from registry.app import Registry, open_registry
-from registry.errors import StartupError
+from registry.app import Registry
 from registry.plugins import describe
 
 
 def _open(database_url: str | None, data_dir: Any, schemas: Any, no_default: bool) -> Registry:
-    settings = settings_from(database_url, data_dir, schemas, no_default)
-    try:
-        return open_registry(settings)
-    except StartupError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from None
+    return open_from(database_url, data_dir, schemas, no_default)
 
 
 def plugins(
