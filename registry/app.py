@@ -50,6 +50,9 @@ class Registry:
     pm: pluggy.PluginManager
 
     def close(self) -> None:
+        jobs = getattr(self, "import_jobs", None)  # set when the import API is mounted
+        if jobs is not None:
+            jobs.close()
         self.db.engine.dispose()
 
     def lookup_person(self, identity: str) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from generators.tables import UTCDateTime, json_type
 from registry.api import API_PREFIX, JSONResponse
 from registry.codec import format_datetime, new_id, utcnow
-from registry.errors import PROBLEM_JSON, BadRequest, NotFound
+from registry.errors import PROBLEM_JSON, BadRequest, NotFound, UnsupportedMediaType
 from registry.import_rows import ImportMapping, ImportUsageError, load_mapping
 from registry.imports import Importer, ImportOptions, Progress
 from registry.records import EntityService
@@ -330,6 +330,11 @@ class ImportJobs:
         if thread is not None:
             thread.join(timeout)
 
+    def close(self, timeout: float = 60) -> None:
+        """Wait for this process's running jobs (before the database is closed)."""
+        for thread in list(self.threads.values()):
+            thread.join(timeout)
+
 
 def _remove(folder: Path) -> None:
     for p in folder.iterdir():
@@ -403,6 +408,11 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
             raise BadRequest("on_error must be skip or abort")
         fmt = request.query_params.get("format")
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if fmt is None and media != "multipart/form-data" and media not in CONTENT_FORMATS:
+            raise UnsupportedMediaType(
+                f"send the file as text/csv, application/x-ndjson or multipart/form-data, or "
+                f"say ?format=csv|jsonl (got {media or 'no content type'})"
+            )
         fmt = fmt or CONTENT_FORMATS.get(media)
         if fmt is not None and fmt not in ("csv", "jsonl"):
             raise BadRequest("format must be csv or jsonl")
