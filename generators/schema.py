@@ -121,7 +121,9 @@ def table_name_for(entity: str) -> str:
     return snake
 
 
-def _types(schema: Mapping[str, Any]) -> tuple[set[str], bool]:
+def schema_types(schema: Mapping[str, Any]) -> tuple[set[str], bool]:
+    """The JSON types a schema admits (from `type`, or its `enum`/`const` values), and whether
+    null is one of them (null itself is left out of the set)."""
     t = schema.get("type")
     if isinstance(t, str):
         types = {t}
@@ -154,7 +156,7 @@ def _json_type(v: Any) -> str:
 
 def field_kind(schema: Mapping[str, Any]) -> tuple[str, bool]:
     """The column kind of a property schema, and whether null is allowed."""
-    types, nullable = _types(schema)
+    types, nullable = schema_types(schema)
     if len(types) != 1 or any(k in schema for k in ("anyOf", "oneOf", "allOf")):
         return "json", nullable
     (t,) = types
@@ -445,7 +447,7 @@ def parse_entity_schema(
         if leaf is None:
             issues.append(SchemaIssue(source, where, f"field {path!r} does not exist"))
             continue
-        if _types(leaf)[0] - {"string", "integer"}:
+        if schema_types(leaf)[0] - {"string", "integer"}:
             issues.append(
                 SchemaIssue(
                     source,

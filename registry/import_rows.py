@@ -26,7 +26,7 @@ from typing import IO, Any
 import orjson
 
 from generators.errors import pointer as json_pointer
-from generators.schema import SYSTEM_FIELDS
+from generators.schema import SYSTEM_FIELDS, schema_types
 
 #: Separator of list items in one CSV cell, unless the mapping says otherwise.
 LIST_SEPARATOR = "|"
@@ -257,32 +257,11 @@ def path_pointer(parts: tuple[Part, ...]) -> str:
 
 
 def _single_type(schema: Mapping[str, Any]) -> str | None:
-    t = schema.get("type")
-    if isinstance(t, list):
-        t = [x for x in t if x != "null"]
-        t = t[0] if len(t) == 1 else None
-    if t is None:
-        values = (
-            schema["enum"] if "enum" in schema else [schema["const"]] if "const" in schema else None
-        )
-        if values:
-            kinds = {_json_kind(v) for v in values}
-            t = kinds.pop() if len(kinds) == 1 else None
+    """The one JSON type a value of `schema` has, or None (several, unions, unknown)."""
     if any(k in schema for k in ("anyOf", "oneOf", "allOf")):
         return None
-    return t if isinstance(t, str) else None
-
-
-def _json_kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    return "other"
+    types, _ = schema_types(schema)
+    return next(iter(types)) if len(types) == 1 else None
 
 
 SCALAR_TYPES = ("string", "integer", "number", "boolean")
