@@ -124,15 +124,33 @@ def _sqlite_setup(engine: Engine) -> None:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+_OPEN_WRITES = threading.local()  # per thread: engine -> the connection of its open write
+
+
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
-    """A write transaction (on SQLite it takes the write lock up front, so writers queue)."""
+    """A write transaction (on SQLite it takes the write lock up front, so writers queue).
+
+    Re-entrant per thread: a write opened while this thread already has one open on the same
+    engine joins it as a savepoint, so work done for a write (a plugin creating a record while
+    an outbox event is delivered) commits or rolls back together with it."""
+    open_writes: dict[int, Connection] = getattr(_OPEN_WRITES, "by_engine", None) or {}
+    _OPEN_WRITES.by_engine = open_writes
+    outer = open_writes.get(id(engine))
+    if outer is not None:
+        with outer.begin_nested():
+            yield outer
+        return
     lock = _WRITE_LOCKS.get(engine)
     with lock if lock is not None else contextlib.nullcontext(), engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
-            yield conn
+            open_writes[id(engine)] = conn
+            try:
+                yield conn
+            finally:
+                del open_writes[id(engine)]
 
 
 @contextmanager
