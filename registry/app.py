@@ -104,7 +104,24 @@ def open_registry(
         max_page_size=settings.max_page_size,
         formats=formats,
     )
-    return Registry(settings=settings, schemas=schemas, db=db, services=services, pm=pm)
+    registry = Registry(settings=settings, schemas=schemas, db=db, services=services, pm=pm)
+    if pm.hook.before_write.get_hookimpls():
+
+        def before_write(
+            entity: str, action: str, record: Any, previous: Any, connection: Any
+        ) -> None:
+            pm.hook.before_write(
+                entity=entity,
+                action=action,
+                record=record,
+                previous=previous,
+                connection=connection,
+                registry=registry,
+            )
+
+        for service in services.values():
+            service.before_write = before_write
+    return registry
 
 
 def _problem_response(

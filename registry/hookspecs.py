@@ -41,6 +41,18 @@ def prepare_app(app: Any, registry: Any) -> None:
 
 
 @hookspec
+def before_write(
+    entity: str,
+    action: str,
+    record: dict[str, Any],
+    previous: dict[str, Any] | None,
+    connection: Any,
+    registry: Any,
+) -> None:
+    """Check a record in its write transaction before it is stored; raise to refuse the write."""
+
+
+@hookspec
 def after_write(event: dict[str, Any], connection: Any, registry: Any) -> None:
     """React to a committed write, delivered from the outbox; raise to have it retried."""
 

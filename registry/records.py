@@ -5,7 +5,7 @@ row -> audit row -> outbox row. Used by the REST API, the CLI and (later) import
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +93,9 @@ class EntityService:
         self._unique_by_index = {
             ix.name: [c.name for c in ix.columns] for ix in self.table.indexes if ix.unique
         }
+        #: plugins' `before_write` check, set by `open_registry` when a plugin implements it:
+        #: (entity, action, new record, old record or None, connection) -> None, raises to refuse
+        self.before_write: Callable[..., None] | None = None
 
     def lookup_statement(self, field: str) -> sa.Select[Any]:
         """`SELECT field WHERE field IN (:values)` over live rows, built once per field."""
@@ -187,6 +190,11 @@ class EntityService:
             for i, (_, body) in enumerate(items):
                 errors.extend(prefixed(i, self.check_references(conn, body)))
             self._raise_invalid(errors)
+            if self.before_write is not None:
+                for row, (_, body) in zip(rows, items, strict=True):
+                    self.before_write(
+                        self.entity.name, "create", {**body, "id": row["id"]}, None, conn
+                    )
             self._insert(conn, rows)
             self._log_many(
                 conn,
@@ -337,6 +345,14 @@ class EntityService:
             if not changed:
                 return self.codec.to_record(current)
             self._raise_invalid(self.check_references(conn, new))
+            if self.before_write is not None:
+                self.before_write(
+                    self.entity.name,
+                    "update",
+                    {**new, "id": record_id},
+                    self.codec.to_record(current),
+                    conn,
+                )
             now = utcnow()
             values = self.codec.to_row(new)
             version = current["_version"] + 1

@@ -48,6 +48,9 @@ class Settings:
     worker_poll_seconds: int = 1
     #: Database connections per process (requests beyond it wait for one).
     pool_size: int = 20
+    #: Each plugin's own settings, by plugin name: `[plugins.certificates]` tables in the
+    #: settings file, `REGISTRY_PLUGINS__CERTIFICATES__ISSUER=...` in the environment.
+    plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -91,7 +94,16 @@ class Settings:
                 values[key] = _coerce(key, value, base)
         elif settings_file is not None:
             raise FileNotFoundError(f"settings file {settings_file} does not exist")
+        plugin_env = f"{ENV_PREFIX}PLUGINS__"
+        for name, raw in env.items():
+            if name.startswith(plugin_env) and name.count("__") == 2:
+                plugin, key = name[len(plugin_env) :].lower().split("__")
+                table = dict(values.get("plugins", {}))
+                table[plugin] = {**table.get(plugin, {}), key: raw}
+                values["plugins"] = table
         for f in fields(cls):
+            if f.name == "plugins":
+                continue
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None:
                 values[f.name] = _coerce(f.name, raw, Path.cwd())
@@ -108,6 +120,12 @@ def _coerce(key: str, value: Any, base: Path) -> Any:
         known = ", ".join(sorted(_FIELD_TYPES))
         raise ValueError(f"unknown setting {key!r}; known settings: {known}")
     default = f.default if f.default is not field else None
+    if key == "plugins":
+        if not isinstance(value, Mapping) or not all(
+            isinstance(v, Mapping) for v in value.values()
+        ):
+            raise ValueError("setting 'plugins' must be tables: [plugins.<name>] key = value")
+        return {str(k): dict(v) for k, v in value.items()}
     if key == "schema_dirs":
         items = value.split(os.pathsep) if isinstance(value, str) else list(value)
         return tuple(

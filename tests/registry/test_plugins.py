@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import typer
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
@@ -190,3 +191,49 @@ def test_every_hook_has_a_one_line_docstring():
     for hook in HOOKS:
         doc = getattr(hookspecs, hook).__doc__ or ""
         assert doc and "\n" not in doc.strip(), hook
+
+
+class QuotaPlugin:
+    """Refuses a third vaccine: a `before_write` check that reads inside the write transaction."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, Any]] = []
+
+    @hookimpl
+    def before_write(
+        self,
+        entity: str,
+        action: str,
+        record: dict[str, Any],
+        previous: Any,
+        connection: Any,
+        registry: Any,
+    ) -> None:
+        from registry import Conflict
+
+        self.seen.append((entity, action, previous and previous["name"]))
+        table = registry.db.tables["vaccine"]
+        count = connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+        if entity == "vaccine" and action == "create" and count >= 2:
+            raise Conflict("at most two vaccines", fields=["code"])
+
+
+def test_before_write_can_refuse_a_write(settings: Settings):
+    plugin = QuotaPlugin()
+    reg = open_registry(settings, plugins=[plugin])
+    try:
+        with TestClient(create_app(registry=reg)) as c:
+            body = {"name": "A", "manufacturer": "M", "status": "Active"}
+            first = c.post("/api/v1/vaccine", json={**body, "code": "V1"})
+            assert (
+                c.post("/api/v1/vaccine", json={**body, "code": "V2", "name": "B"}).status_code
+                == 201
+            )
+            refused = c.post("/api/v1/vaccine", json={**body, "code": "V3", "name": "C"})
+            assert refused.status_code == 409 and "at most two" in refused.json()["detail"]
+            assert c.get("/api/v1/vaccine?count=true").json()["total"] == 2  # nothing half-written
+            vid = first.json()["id"]
+            assert c.patch(f"/api/v1/vaccine/{vid}", json={"name": "A2"}).status_code == 200
+        assert ("vaccine", "update", "A") in plugin.seen
+    finally:
+        reg.close()

@@ -175,3 +175,18 @@ def test_settings_come_from_file_then_environment(tmp_path: Path):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_plugin_settings_come_from_tables_and_environment(tmp_path: Path):
+    path = _write(
+        tmp_path / "registry.toml", '[plugins.certificates]\nissuer = "did:web:a.example"\n'
+    )
+    s = Settings.load(
+        environ={"REGISTRY_PLUGINS__CERTIFICATES__SUITE": "Ed25519Signature2020"},
+        settings_file=path,
+    )
+    assert s.plugins == {
+        "certificates": {"issuer": "did:web:a.example", "suite": "Ed25519Signature2020"}
+    }
+    with pytest.raises(ValueError, match="must be tables"):
+        Settings.load(environ={}, settings_file=_write(tmp_path / "bad.toml", "plugins = 3\n"))
