@@ -205,7 +205,10 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         worker, thread = None, None
         # no plugin reacts to writes: nothing to deliver (events wait for one to be installed)
-        if settings.inline_worker and reg.pm.hook.after_write.get_hookimpls():
+        hooks = reg.pm.hook
+        if settings.inline_worker and (
+            hooks.after_write.get_hookimpls() or hooks.after_write_batch.get_hookimpls()
+        ):
             worker = Worker(reg, name="inline-worker")
             thread = worker.start_thread(settings.worker_poll_seconds)
         yield

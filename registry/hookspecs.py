@@ -57,6 +57,11 @@ def after_write(event: dict[str, Any], connection: Any, registry: Any) -> None:
     """React to a committed write, delivered from the outbox; raise to have it retried."""
 
 
+@hookspec
+def after_write_batch(events: list[dict[str, Any]], connection: Any, registry: Any) -> None:
+    """React to committed writes delivered together (faster than one by one); raise to retry."""
+
+
 @hookspec(firstresult=True)
 def lookup_person(identity: str, registry: Any) -> dict[str, Any] | None:
     """Look up a person in an external registry by identity; the first answer wins."""

@@ -1,8 +1,9 @@
 """Workers deliver the outbox: the follow-up work of committed writes, handed to `after_write`.
 
-Each event is claimed, handed to every plugin's `after_write` with the worker's connection, and
-marked done in ONE transaction: what a plugin writes to the database commits together with the
-`done` mark, so follow-up work is done once. A plugin that raises rolls its work back; the event
+Events are claimed in batches, handed to every plugin's `after_write_batch` (the whole batch)
+and `after_write` (each event) with the worker's connection, and marked done in ONE transaction:
+what a plugin writes to the database commits together with the `done` marks, so follow-up work is
+done once. A plugin that raises rolls its work back; the event
 is retried with exponential back-off and, after `max_attempts`, parked as `dead` for an admin to
 see and retry. On PostgreSQL many workers (threads or processes) claim disjoint events with
 `FOR UPDATE SKIP LOCKED`; on SQLite one worker runs in the app process. Side effects outside the
@@ -46,8 +47,10 @@ class Worker:
         max_attempts: int = MAX_ATTEMPTS,
         base_delay: float = BASE_DELAY,
         clock: Callable[[], Any] = utcnow,
+        batch_size: int = 100,
     ):
         self.registry = registry
+        self.batch_size = batch_size
         self.name = name
         self.max_attempts = max_attempts
         self.base_delay = base_delay
@@ -56,73 +59,105 @@ class Worker:
         self.engine = registry.db.engine
         self._stop = threading.Event()
 
-    def _claim_stmt(self) -> sa.Select[Any]:
+    def _claim_stmt(self, limit: int) -> sa.Select[Any]:
         t = self.table
         stmt = (
             sa.select(t)
             .where(t.c.status == "pending", t.c.available_at <= self.clock())
             .order_by(t.c.seq)
-            .limit(1)
+            .limit(limit)
         )
         if self.engine.dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         return stmt
 
-    def deliver_one(self) -> bool:
-        """Claim, deliver and settle one due event; False when none was due.
+    def _hand_over(self, events: list[dict[str, Any]], conn: Any) -> None:
+        hook = self.registry.pm.hook
+        hook.after_write_batch(events=events, connection=conn, registry=self.registry)
+        for event in events:
+            hook.after_write(event=event, connection=conn, registry=self.registry)
 
-        The plugins' work runs in a savepoint: if one raises, its work is rolled back and the
-        failure is recorded in the same transaction, while the event is still locked.
+    def _failed(self, conn: Any, event: dict[str, Any], exc: Exception) -> None:
+        attempts = event["attempts"] + 1
+        dead = attempts >= self.max_attempts
+        delay = backoff(attempts, self.base_delay)
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
+        log.warning(
+            "outbox event %s (%s) failed, attempt %d%s: %s",
+            event["seq"],
+            event["event"],
+            attempts,
+            ", now dead" if dead else f", retry in {delay:.1f}s",
+            detail,
+        )
+        conn.execute(
+            self.table.update()
+            .where(self.table.c.seq == event["seq"])
+            .values(
+                status="dead" if dead else "pending",
+                attempts=attempts,
+                last_error=detail,
+                available_at=self.clock() + timedelta(seconds=delay),
+            )
+        )
+
+    def _done(self, conn: Any, events: list[dict[str, Any]]) -> None:
+        t = self.table
+        conn.execute(
+            t.update()
+            .where(t.c.seq == sa.bindparam("s"))
+            .values(status="done", attempts=t.c.attempts + 1, last_error=None),
+            [{"s": e["seq"]} for e in events],
+        )
+
+    def deliver_batch(self, limit: int = 100) -> int:
+        """Claim up to `limit` due events, deliver and settle them; returns how many were claimed.
+
+        One transaction: the plugins' work (in a savepoint) commits together with the `done`
+        marks. If a plugin raises, the batch's work is rolled back and the events are delivered
+        one by one, each in its own savepoint, so one bad event cannot hold back the others.
         """
         from registry import storage
 
         with storage.write(self.engine) as conn:
-            row = conn.execute(self._claim_stmt()).mappings().first()
-            if row is None:
-                return False
-            event = dict(row)
-            where = self.table.c.seq == event["seq"]
-            attempts = event["attempts"] + 1
+            events = [dict(r) for r in conn.execute(self._claim_stmt(limit)).mappings()]
+            if not events:
+                return 0
             try:
                 with conn.begin_nested():
-                    self.registry.pm.hook.after_write(
-                        event=event, connection=conn, registry=self.registry
-                    )
+                    self._hand_over(events, conn)
             except Exception as exc:
-                dead = attempts >= self.max_attempts
-                delay = backoff(attempts, self.base_delay)
-                detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
-                log.warning(
-                    "outbox event %s (%s) failed, attempt %d%s: %s",
-                    event["seq"],
-                    event["event"],
-                    attempts,
-                    ", now dead" if dead else f", retry in {delay:.1f}s",
-                    detail,
-                )
-                conn.execute(
-                    self.table.update()
-                    .where(where)
-                    .values(
-                        status="dead" if dead else "pending",
-                        attempts=attempts,
-                        last_error=detail,
-                        available_at=self.clock() + timedelta(seconds=delay),
-                    )
-                )
-                return True
-            conn.execute(
-                self.table.update()
-                .where(where)
-                .values(status="done", attempts=attempts, last_error=None)
-            )
-        return True
+                if len(events) == 1:
+                    self._failed(conn, events[0], exc)
+                    return 1
+                ok = []
+                for event in events:
+                    try:
+                        with conn.begin_nested():
+                            self._hand_over([event], conn)
+                    except Exception as one:
+                        self._failed(conn, event, one)
+                    else:
+                        ok.append(event)
+                if ok:
+                    self._done(conn, ok)
+                return len(events)
+            self._done(conn, events)
+        return len(events)
 
-    def run_once(self, limit: int = 100) -> int:
-        """Deliver up to `limit` due events; returns how many were handled."""
+    def deliver_one(self) -> bool:
+        """Claim, deliver and settle one due event; False when none was due."""
+        return self.deliver_batch(1) == 1
+
+    def run_once(self, limit: int = 100, batch: int | None = None) -> int:
+        """Deliver up to `limit` due events (in batches of `batch`); returns how many."""
+        size = batch or self.batch_size
         done = 0
-        while done < limit and not self._stop.is_set() and self.deliver_one():
-            done += 1
+        while done < limit and not self._stop.is_set():
+            n = self.deliver_batch(min(size, limit - done))
+            if n == 0:
+                break
+            done += n
         return done
 
     def run(self, poll_interval: float = 0.5) -> None:

@@ -159,3 +159,39 @@ def test_the_inline_worker_runs_in_the_app(settings: Settings):
                 break
             threading.Event().wait(0.05)
     assert len(plugin.seen) == 1
+
+
+class BatchRecorder:
+    """Takes events a batch at a time; refuses any event of a vaccine coded `BAD`."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    @hookimpl
+    def after_write_batch(
+        self, events: list[dict[str, Any]], connection: Any, registry: Any
+    ) -> None:
+        self.batches.append([e["seq"] for e in events])
+        for e in events:
+            connection.execute(sa.text("INSERT INTO delivered (seq) VALUES (:s)"), {"s": e["seq"]})
+            code = registry.services["vaccine"].get(e["record_id"])["code"]
+            if code == "BAD":
+                raise RuntimeError("cannot take BAD")
+
+
+def test_after_write_batch_gets_batches_and_a_bad_event_is_isolated(settings: Settings):
+    plugin = BatchRecorder()
+    reg = open_registry(settings, plugins=[plugin])
+    with reg.db.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS delivered (seq INTEGER)"))
+    svc = reg.services["vaccine"]
+    for i in range(5):
+        code = "BAD" if i == 2 else f"V{i}"
+        svc.create({**demo_record("vaccine"), "code": code, "name": f"n{i}"}, actor="t")
+    worker = Worker(reg, max_attempts=1)
+    assert worker.run_once(batch=10) == 5
+    assert plugin.batches[0] == [1, 2, 3, 4, 5]  # all five at once, then one by one
+    assert plugin.batches[1:] == [[1], [2], [3], [4], [5]]
+    assert counts(reg) == {"done": 4, "dead": 1}
+    assert delivered(reg) == [1, 2, 4, 5]  # the failed batch's and the bad event's work undone
+    reg.close()
