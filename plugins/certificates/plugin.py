@@ -33,7 +33,9 @@ def _enabled(settings: Any) -> bool:
 
 @hookimpl
 def register_schema_dirs(settings: Any) -> list[Path]:
-    return [SCHEMAS] if _enabled(settings) else []
+    # the vaccination entity refers to the shipped recipient, facility, vaccine, programme and
+    # vaccinator entities: without them (default_schemas off) the plugin stays out of the way
+    return [SCHEMAS] if settings.default_schemas and _enabled(settings) else []
 
 
 @hookimpl
