@@ -107,7 +107,12 @@ def certificate_fields(credential: Mapping[str, Any], labels: Mapping[str, str])
     if not isinstance(evidence, Mapping):
         evidence = {}
     dose, total = _text(evidence.get("dose")), _text(evidence.get("totalDoses"))
-    dose_text = labels["dose_of"].format(dose=dose, total=total) if dose and total else dose
+    try:
+        dose_text = labels["dose_of"].format(dose=dose, total=total) if dose and total else dose
+    except (KeyError, IndexError, ValueError) as exc:
+        raise PdfError(
+            f"the label dose_of ({labels['dose_of']!r}) may only use {{dose}} and {{total}}"
+        ) from exc
     identity = _text(subject.get("id")) or _text(subject.get("refId"))
     return {
         "name": _text(subject.get("name")),

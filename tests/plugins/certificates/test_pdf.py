@@ -195,6 +195,12 @@ def test_own_locale_folder_adds_a_language(signed: dict[str, Any], tmp_path: Pat
 # -- refusals -------------------------------------------------------------------------------------
 
 
+def test_catalog_with_a_bad_dose_pattern_is_refused(signed: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "de.json").write_text(json.dumps({"dose_of": "{dosis} von {total}"}), "utf-8")
+    with pytest.raises(pdf.PdfError, match=r"dose_of .*\{dose\} and \{total\}"):
+        pdf.render_pdf(signed, locale="de", locales_dir=tmp_path, qr_png=b"")
+
+
 def test_no_font_for_a_locale_names_the_locale_and_the_setting(signed: dict[str, Any]) -> None:
     renderer = pdf.PdfRenderer(font_search={})
     with pytest.raises(pdf.PdfError, match=r"locale 'hi'.*plugins\.certificates\.pdf_fonts"):
