@@ -7,16 +7,19 @@ through `openapi_extra`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute
 
 from generators.openapi import component_name, filter_parameters
 from registry.errors import (
     PROBLEM_JSON,
     BadRequest,
+    NotFound,
     PayloadTooLarge,
     PreconditionFailed,
     UnsupportedMediaType,
@@ -106,12 +109,47 @@ def _ok(ref: str, description: str) -> dict[str, Any]:
     }
 
 
+def swap_routes(router: APIRouter, routes: Sequence[BaseRoute]) -> None:
+    """Put `routes` in place of the router's routes of the same names (or append them)."""
+    names = {getattr(r, "name", None) for r in routes}
+    out: list[BaseRoute] = []
+    placed = False
+    for r in router.routes:
+        if getattr(r, "name", None) in names:
+            if not placed:
+                out.extend(routes)
+                placed = True
+            continue
+        out.append(r)
+    if not placed:
+        out.extend(routes)
+    router.routes[:] = out
+
+
 def add_entity_routes(
-    router: APIRouter, service: EntityService, *, max_body_bytes: int, actor_of: Any
+    router: APIRouter,
+    service: EntityService,
+    *,
+    max_body_bytes: int,
+    actor_of: Any,
+    services: Mapping[str, EntityService] | None = None,
 ) -> None:
-    """Add all routes of one entity to `router` (the app's own router, so they stay flat)."""
+    """Add all routes of one entity to `router` (the app's own router, so they stay flat).
+
+    With `services` (the registry's live mapping) each request uses the entity's service of
+    that moment, so a schema reloaded without a restart is served at once.
+    """
     entity = service.entity
     name = entity.name
+
+    def current() -> EntityService:
+        if services is None:
+            return service
+        found = services.get(name)
+        if found is None:
+            raise NotFound(f"no entity {name!r}")
+        return found
+
     comp = component_name(name)
     base = f"{API_PREFIX}/{name}"
     tags: list[str | Any] = [name]
@@ -133,44 +171,51 @@ def add_entity_routes(
         return JSONResponse(body, headers=headers)
 
     async def create(request: Request) -> Response:
+        svc = current()
         body = await read_json(request, max_body_bytes)
-        record = await run_in_threadpool(service.create, body, actor=actor_of(request))
+        record = await run_in_threadpool(svc.create, body, actor=actor_of(request))
         return record_response(record, 201)
 
     async def list_(request: Request) -> Response:
-        search = service.parser.from_params(list(request.query_params.multi_items()))
-        return page_response(request, await run_in_threadpool(service.search, search))
+        svc = current()
+        search = svc.parser.from_params(list(request.query_params.multi_items()))
+        return page_response(request, await run_in_threadpool(svc.search, search))
 
     async def search(request: Request) -> Response:
-        search = service.parser.from_body(await read_json(request, max_body_bytes))
-        return page_response(request, await run_in_threadpool(service.search, search))
+        svc = current()
+        search = svc.parser.from_body(await read_json(request, max_body_bytes))
+        return page_response(request, await run_in_threadpool(svc.search, search))
 
     async def read(request: Request, id: str) -> Response:
-        record = await run_in_threadpool(service.get, id)
+        svc = current()
+        record = await run_in_threadpool(svc.get, id)
         if request.headers.get("if-none-match") == etag(record["_version"]):
             return Response(status_code=304, headers={"ETag": etag(record["_version"])})
         return record_response(record)
 
     async def replace(request: Request, id: str) -> Response:
+        svc = current()
         body = await read_json(request, max_body_bytes)
         version = parse_if_match(request.headers.get("if-match"))
         record = await run_in_threadpool(
-            service.update, id, body, actor=actor_of(request), if_match=version
+            svc.update, id, body, actor=actor_of(request), if_match=version
         )
         return record_response(record)
 
     async def patch(request: Request, id: str) -> Response:
+        svc = current()
         body = await read_json(request, max_body_bytes, patch=True)
         version = parse_if_match(request.headers.get("if-match"))
         record = await run_in_threadpool(
-            service.update, id, body, actor=actor_of(request), if_match=version, patch=True
+            svc.update, id, body, actor=actor_of(request), if_match=version, patch=True
         )
         return record_response(record)
 
     async def delete(request: Request, id: str, purge: bool = False) -> Response:
+        svc = current()
         version = parse_if_match(request.headers.get("if-match"))
         await run_in_threadpool(
-            service.delete, id, actor=actor_of(request), if_match=version, purge=purge
+            svc.delete, id, actor=actor_of(request), if_match=version, purge=purge
         )
         return Response(status_code=204)
 

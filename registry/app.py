@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pluggy
 import sqlalchemy as sa
 import swagger_ui_bundle
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -23,15 +23,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from generators.errors import SchemaError
 from generators.openapi import PROBLEM_SCHEMA, entity_components
 from registry import __version__
-from registry.api import API_PREFIX, JSONResponse, add_entity_routes
+from registry.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
 from registry.demo import load_demo_data
 from registry.errors import PROBLEM_JSON, RegistryError, StartupError, problem_body
-from registry.imports_api import add_import_routes, import_tables
+from registry.imports_api import add_entity_import_routes, add_import_routes, import_tables
 from registry.migrations import prepare
 from registry.outbox import Worker
 from registry.plugins import plugin_manager
 from registry.records import EntityService, build_services
-from registry.schemas import SchemaSet, load_schemas, schema_folders
+from registry.schema_history import schema_history_table
+from registry.schemas import SchemaSet, edited_schema_dir, load_schemas, schema_folders
 from registry.settings import Settings
 from registry.storage import Database, build_database
 from registry.ui import add_ui_routes
@@ -48,6 +49,42 @@ class Registry:
     db: Database
     services: dict[str, EntityService]
     pm: pluggy.PluginManager
+    #: plugins' string formats, checked on every write
+    formats: dict[str, Any] = field(default_factory=dict)
+    #: called with the names of the entities added or changed by `reload_schemas`
+    on_reload: list[Callable[[set[str]], None]] = field(default_factory=list)
+
+    def database_for(self, schemas: SchemaSet) -> Database:
+        """The table objects of `schemas` on this registry's engine (touches no database)."""
+        return registry_database(self.settings, schemas, engine=self.db.engine)
+
+    def reload_schemas(self, schemas: SchemaSet) -> set[str]:
+        """Serve `schemas` from now on, without a restart (their migration must be applied).
+
+        Rebuilds the table metadata, validators and services, then calls every `on_reload`
+        listener (the app's routes and OpenAPI, the UI's form cache). Returns the names of the
+        entities added or changed. Other processes see the change when they restart.
+        """
+        changed = {e.name for e in schemas if self.schemas.entities.get(e.name) != e}
+        fresh = self.database_for(schemas)
+        self.db.metadata, self.db.tables = fresh.metadata, fresh.tables
+        hook = next((s.before_write for s in self.services.values()), None)
+        services = build_services(
+            self.db,
+            schemas,
+            page_size=self.settings.page_size,
+            max_page_size=self.settings.max_page_size,
+            formats=self.formats,
+        )
+        for service in services.values():
+            service.before_write = hook
+        self.schemas = schemas
+        self.services.update(services)  # in place: the API and the UI hold this mapping
+        for gone in set(self.services) - set(services):
+            del self.services[gone]
+        for listener in self.on_reload:
+            listener(changed)
+        return changed
 
     def close(self) -> None:
         jobs = getattr(self, "import_jobs", None)  # set when the import API is mounted
@@ -75,7 +112,10 @@ def open_registry(
     for contributed in pm.hook.register_formats():
         formats.update(contributed or {})
     try:
-        schemas = load_schemas(schema_folders(plugin_dirs, settings.schema_dirs))
+        schemas = load_schemas(
+            schema_folders(plugin_dirs, settings.schema_dirs),
+            edited=edited_schema_dir(settings.data_dir),
+        )
     except SchemaError as exc:
         lines = "\n  - ".join(str(i) for i in exc.issues)
         raise StartupError(
@@ -84,8 +124,7 @@ def open_registry(
         ) from None
     for w in schemas.warnings:
         log.warning("schema: %s", w)
-    db = build_database(settings, schemas)
-    import_tables(db.metadata)
+    db = registry_database(settings, schemas)
     try:
         if create_tables:
             created = prepare(db, schemas, settings.migrations_path)
@@ -104,7 +143,9 @@ def open_registry(
         max_page_size=settings.max_page_size,
         formats=formats,
     )
-    registry = Registry(settings=settings, schemas=schemas, db=db, services=services, pm=pm)
+    registry = Registry(
+        settings=settings, schemas=schemas, db=db, services=services, pm=pm, formats=formats
+    )
     if pm.hook.before_write.get_hookimpls():
 
         def before_write(
@@ -122,6 +163,15 @@ def open_registry(
         for service in services.values():
             service.before_write = before_write
     return registry
+
+
+def registry_database(settings: Settings, schemas: SchemaSet, engine: Any = None) -> Database:
+    """The entity tables of `schemas` plus every system table (audit, outbox, imports, the
+    schema history)."""
+    db = build_database(settings, schemas, engine=engine)
+    import_tables(db.metadata)
+    schema_history_table(db.metadata)
+    return db
 
 
 def _problem_response(
@@ -236,8 +286,31 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
 
     for service in reg.services.values():
         add_entity_routes(
-            app.router, service, max_body_bytes=settings.max_body_bytes, actor_of=actor_of
+            app.router,
+            service,
+            max_body_bytes=settings.max_body_bytes,
+            actor_of=actor_of,
+            services=reg.services,
         )
+
+    def refresh_routes(changed: set[str]) -> None:
+        """After `Registry.reload_schemas`: routes of new entities, OpenAPI of changed ones."""
+        for name in sorted(changed):
+            fresh = APIRouter()
+            add_entity_routes(
+                fresh,
+                reg.services[name],
+                max_body_bytes=settings.max_body_bytes,
+                actor_of=actor_of,
+                services=reg.services,
+            )
+            jobs = getattr(reg, "import_jobs", None)
+            if jobs is not None:
+                add_entity_import_routes(fresh, jobs, name)
+            swap_routes(app.router, fresh.routes)
+        app.openapi_schema = None
+
+    reg.on_reload.append(refresh_routes)
 
     @app.get(API_PREFIX, tags=["registry"], summary="The entities this registry serves")
     def index() -> dict[str, Any]:

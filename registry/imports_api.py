@@ -398,6 +398,11 @@ def add_import_routes(router: APIRouter, registry: Any) -> None:
         _add_routes(router, jobs, name, service)
 
 
+def add_entity_import_routes(router: APIRouter, jobs: ImportJobs, name: str) -> None:
+    """The import routes of one entity (after a schema change: its new service)."""
+    _add_routes(router, jobs, name, jobs.registry.services[name])
+
+
 def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityService) -> None:
     base = f"{API_PREFIX}/{name}/imports"
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}

@@ -283,6 +283,20 @@ def _schema_checks(conn: Connection, db: Database, schemas: SchemaSet) -> list[C
         cols = {c["name"] for c in insp.get_columns(t)}
         for f in e.fields.values():
             if f.name not in cols:
+                if f.required:  # a new column that every stored record lacks
+                    live = f"SELECT count(*) FROM {_q(conn, t)} WHERE _deleted_at IS NULL"
+                    n = _count(conn, live)
+                    if n:
+                        out.append(
+                            Change(
+                                "require",
+                                t,
+                                f"{f.name} is a new required field",
+                                True,
+                                f"{n} record(s) have no {f.name}; they stay stored but "
+                                "fail validation until given one",
+                            )
+                        )
                 continue
             col = _q(conn, f.name)
             if f.required:

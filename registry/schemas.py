@@ -1,4 +1,10 @@
-"""Loading entity schemas from folders: every `*.json` file, checked, or start-up stops."""
+"""Loading entity schemas from folders: every `*.json` file, checked, or start-up stops.
+
+Precedence: folders load in order (plugins' and the shipped schemas, then `schema_dirs`, then the
+folder of schemas edited in the web UI, `<data_dir>/ui-schemas`); an entity defined again in a
+later folder replaces the earlier one. So a schema saved in the UI wins over every file of the
+same name until its file in `ui-schemas/` is removed.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,14 @@ from pathlib import Path
 from generators.errors import SchemaError, SchemaIssue
 from generators.opensaber import is_definitions_only
 from generators.schema import EntitySchema, check_schema_set, parse_entity_schema
+
+#: the folder, inside the data folder, of schemas saved by the web UI's schema editor
+EDITED_FOLDER = "ui-schemas"
+
+
+def edited_schema_dir(data_dir: Path) -> Path:
+    """Where the schema editor saves entity files: loaded after every other folder."""
+    return Path(data_dir) / EDITED_FOLDER
 
 
 def default_schema_dir() -> Path:
@@ -70,31 +84,59 @@ def read_folder(folder: Path) -> tuple[list[EntitySchema], list[SchemaIssue]]:
     return entities, issues
 
 
-def load_schemas(folders: Iterable[Path]) -> SchemaSet:
+def load_schemas(folders: Iterable[Path], *, edited: Path | None = None) -> SchemaSet:
     """Load the folders in order; raise `SchemaError` listing every issue in every file.
 
     An entity defined again in a later folder replaces the earlier one (an implementer's
-    `facility.json` overrides the shipped one).
+    `facility.json` overrides the shipped one). `edited`, the schema editor's folder, is loaded
+    last when it exists, and each file of it that replaces another folder's gives a warning
+    naming both, so an edit made in the UI never hides a file silently.
     """
     entities: dict[str, EntitySchema] = {}
     issues: list[SchemaIssue] = []
+    notes: list[SchemaIssue] = []
+    folders = [Path(f) for f in folders]
+    if edited is not None and Path(edited).is_dir() and Path(edited) not in folders:
+        folders.append(Path(edited))
     for folder in folders:
-        found, problems = read_folder(Path(folder))
+        found, problems = read_folder(folder)
         issues.extend(problems)
         for e in found:
+            earlier = entities.get(e.name)
+            if earlier is not None and edited is not None and folder == Path(edited):
+                notes.append(
+                    SchemaIssue(
+                        e.source,
+                        "",
+                        f"edited in the web UI; replaces {earlier.source} (remove this file to "
+                        "serve that one again)",
+                    )
+                )
             entities[e.name] = e
     issues.extend(check_schema_set(entities.values()))
     if issues:
         raise SchemaError(issues)
-    warnings = tuple(w for e in entities.values() for w in e.warnings)
+    warnings = tuple(w for e in entities.values() for w in e.warnings) + tuple(notes)
     return SchemaSet(entities=entities, warnings=warnings)
 
 
 def schema_folders(plugin_dirs: Iterable[Path] | bool, extra: Iterable[Path]) -> list[Path]:
     """The folders an app loads: the plugins' (the shipped schemas come from a built-in plugin)
-    first, then the implementer's. `True`/`False` stand for "the shipped folder" / none."""
+    first, then the implementer's. `True`/`False` stand for "the shipped folder" / none.
+    (The schema editor's folder comes after these: `load_schemas(..., edited=...)`.)"""
     if isinstance(plugin_dirs, bool):
         plugin_dirs = [default_schema_dir()] if plugin_dirs else []
     folders = [Path(p) for p in plugin_dirs]
     folders.extend(Path(p) for p in extra)
     return folders
+
+
+def with_entity(schemas: SchemaSet, entity: EntitySchema) -> SchemaSet:
+    """`schemas` with `entity` added or replaced (same load order), checked across the set;
+    raises `SchemaError` like `load_schemas`."""
+    entities = dict(schemas.entities)
+    entities[entity.name] = entity
+    issues = check_schema_set(entities.values())
+    if issues:
+        raise SchemaError(issues)
+    return SchemaSet(entities=entities, warnings=schemas.warnings)

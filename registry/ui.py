@@ -5,6 +5,7 @@ Server-rendered (Jinja2, `registry/templates/`), usable without JavaScript: form
 validation, references, uniqueness, audit and outbox are the API's. The small `ui.js` only adds
 and removes array rows in the page (without it, those buttons ask the server for one row more or
 less). Every page asks `UI.can(request, entity, operation)` first: access control plugs in there.
+The schema editor's pages (`/ui/schemas/...`, operation "admin") are in `registry.ui_schemas`.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ from registry.ui_render import (
     flat_values,
     render_form,
 )
+from registry.ui_schemas import add_schema_routes
 
 UI_PREFIX = "/ui"
+#: `?notice=` keys a page may show (`notice.<key>` in the catalogs)
+NOTICES = ("created", "saved", "deleted", "schema_saved")
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -82,10 +86,16 @@ class UI:
         self.catalogs = Catalogs.load()
         self.env = build_environment()
         self._forms: dict[tuple[str, str], tuple[FormField, ...]] = {}
+        listeners = getattr(registry, "on_reload", None)
+        if listeners is not None:  # a schema changed while running: forms are built anew
+            listeners.append(lambda _changed: self._forms.clear())
 
     # -- hooks for access control and plugins ---------------------------------------------
-    def can(self, request: Request, entity: EntitySchema, operation: str) -> bool:
-        """Whether the request may do `operation` on `entity` (everything, until auth lands)."""
+    def can(self, request: Request, entity: EntitySchema | None, operation: str) -> bool:
+        """Whether the request may do `operation` on `entity` (everything, until auth lands).
+
+        Operations: create, read, update, delete, and "admin" (the schema editor; `entity` is
+        None for the editor's list and for adding an entity)."""
         return True
 
     def fields(self, entity: EntitySchema, locale: str) -> tuple[FormField, ...]:
@@ -115,7 +125,7 @@ class UI:
             languages=[(c, self.catalogs.name_of(c)) for c in self.catalogs.locales],
             here=here,
             notice=page.t(f"notice.{notice_key}")
-            if notice_key in ("created", "saved", "deleted")
+            if notice_key in NOTICES
             else None,
             **context,
         )
@@ -295,7 +305,8 @@ def add_ui_routes(
             for e in registry.schemas
             if ui.can(page.request, e, "read")
         ]
-        return ui.html(page, "home.html", entities=entities)
+        can_admin = ui.can(page.request, None, "admin")
+        return ui.html(page, "home.html", entities=entities, can_admin=can_admin)
 
     @route("/lang", ["GET"])
     async def language(page: Page) -> Response:
@@ -305,6 +316,8 @@ def add_ui_routes(
         resp = RedirectResponse(target, status_code=303)
         resp.set_cookie(COOKIE, page.locale, max_age=31_536_000, samesite="lax")
         return resp
+
+    add_schema_routes(ui, route)  # before "/{entity}": /ui/schemas is not an entity
 
     @route("/{entity}", ["GET"])
     async def list_page(page: Page, entity: str) -> Response:

@@ -221,3 +221,94 @@ def test_rows_are_added_and_removed_without_javascript(server: str, browser: Any
         assert pg.locator("#f-doseIntervals-1-min").count() == 0
     finally:
         context.close()
+
+
+# -- the schema editor -------------------------------------------------------------------------
+def test_a_field_added_in_the_schema_editor_is_filled_in_a_record(
+    server: str, page: Any, tmp_path: Path
+):
+    pg = page
+    pg.goto(f"{server}/ui/")
+    pg.get_by_role("link", name="Schemas").click()
+    pg.get_by_role("link", name="Vaccine", exact=True).click()
+    pg.get_by_role("link", name="Add a field").click()
+    pg.get_by_label("Field name").fill("storage")
+    pg.get_by_label("Label", exact=True).fill("Storage")
+    pg.get_by_label("Help text").fill("How the vials are kept.")
+    pg.get_by_label("Type", exact=True).select_option("string")
+    pg.get_by_label("Allowed values").fill("2-8 C\nfrozen")
+    pg.get_by_label("Searchable").check()
+    shot(pg, "schema-editor", tmp_path)
+    pg.get_by_role("button", name="Preview the change").click()
+
+    plan = pg.locator("table.plan")
+    plan.wait_for()
+    assert "add column" in plan.inner_text() and "storage" in plan.inner_text()
+    assert pg.locator("pre.diff .add").count() > 0
+    shot(pg, "schema-preview", tmp_path)
+    pg.get_by_role("button", name="Confirm and apply").click()
+    pg.get_by_role("status").filter(has_text="Schema saved").wait_for()
+    assert "storage" in pg.locator("table").first.inner_text()
+
+    pg.goto(f"{server}/ui/vaccine/new")
+    pg.get_by_label("Vaccine code").fill("STORE-1")
+    pg.get_by_label("Name", exact=False).first.fill("Storable vaccine")
+    pg.get_by_label("Manufacturer").fill("Cold Labs")
+    pg.get_by_label("Status").select_option("Active")
+    pg.get_by_label("Storage").select_option("frozen")
+    pg.get_by_role("button", name="Save", exact=True).click()
+    pg.get_by_role("status").filter(has_text="Created.").wait_for()
+    detail = pg.locator("main dl").first.inner_text()
+    assert "Storage" in detail and "frozen" in detail
+
+
+def test_the_json_editor_checks_as_you_type(server: str, page: Any):
+    pg = page
+    pg.goto(f"{server}/ui/schemas/program/json")
+    box = pg.get_by_label("Schema of program")
+    status = pg.locator("#s-schema-status")
+    original = box.input_value()
+    box.fill('{"type": "object",')
+    pg.wait_for_function("document.getElementById('s-schema-status').textContent.length > 0")
+    assert "Not valid JSON" in status.inner_text()
+    box.fill('{"type": "object", "properties": {"a": {"type": "string"}}, "x-registry": {"x": 1}}')
+    status.filter(has_text="/x-registry/x").wait_for()
+    assert box.get_attribute("aria-invalid") == "true"
+    box.fill(original)
+    status.filter(has_text="No problems found.").wait_for()
+    assert box.get_attribute("aria-invalid") == "false"
+
+
+def test_a_new_entity_is_created_found_edited_and_deleted_without_a_file(server: str, page: Any):
+    pg = page
+    pg.goto(f"{server}/ui/schemas")
+    pg.get_by_role("link", name="Add a registry").click()
+    pg.get_by_label("Name in addresses").fill("coldBox")
+    pg.get_by_label("Title", exact=True).fill("Cold box")
+    pg.get_by_label("Searchable").check()
+    pg.get_by_role("button", name="Preview the change").click()
+    assert "create table" in pg.locator("table.plan").inner_text()
+    pg.get_by_role("button", name="Confirm and apply").click()
+    pg.get_by_role("status").filter(has_text="Schema saved").wait_for()
+
+    pg.goto(f"{server}/ui/")
+    pg.get_by_role("link", name="Cold box").click()
+    pg.get_by_role("link", name="New Cold box").click()
+    pg.get_by_label("Name").fill("Box A")
+    pg.get_by_role("button", name="Save", exact=True).click()
+    pg.get_by_role("status").filter(has_text="Created.").wait_for()
+    pg.get_by_role("link", name="Edit").click()
+    pg.get_by_label("Name").fill("Box B")
+    pg.get_by_role("button", name="Save", exact=True).click()
+    pg.get_by_role("status").filter(has_text="Saved.").wait_for()
+    assert pg.get_by_role("heading", level=1).inner_text() == "Box B"
+
+    pg.goto(f"{server}/ui/coldBox")
+    pg.get_by_label("Name contains").fill("Box B")
+    pg.get_by_role("button", name="Apply").click()
+    pg.wait_for_url("**/ui/coldBox?*")
+    pg.get_by_role("link", name="Box B").click()
+    pg.get_by_role("link", name="Delete").click()
+    pg.get_by_role("button", name="Yes, delete").click()
+    pg.get_by_role("status").filter(has_text="Deleted.").wait_for()
+    assert pg.locator("tbody").inner_text().strip() == "No records match."

@@ -1,0 +1,198 @@
+"""QR codes and PDFs of certificates, per certificate, one core: our QR path against segno.
+
+Measured in the same run, on the same signed credentials (random names and ids, did:key issuer,
+eddsa-rdfc-2022):
+
+- payload sizes (compact JSON, DIVOC's ZIP, raw deflate) and the QR version each needs at
+  level M, for our credentials and DIVOC's two signed samples;
+- ms per QR, PNG and SVG, for both payloads: `qr.qr_png` / `qr.qr_svg` (zint through zxing-cpp,
+  our 1-bit PNG and one-path SVG writers) against the baseline, segno with its automatic mask
+  (`segno.make(..., mode="byte", error="m")` + `save(kind="png"|"svg")`), and segno with a
+  fixed mask; ratios baseline/ours;
+- ms per PDF (`pdf.render_pdf`) in English, French and Hindi (when a Devanagari font is found),
+  with the QR picture given, plus the Hindi page without HarfBuzz shaping (wrong glyph order:
+  only to show what shaping costs) and the English page with its QR made on the way.
+
+Times are CPU time of this (pinned) process, median of `--rounds` passes over the sample, so
+other load on the machine counts little. Every QR made in the run is first read back (zxing-cpp)
+and compared. Prints figures and ratios, never asserts them; the last line is JSON.
+
+    .venv/bin/python benchmarks/render.py --quick
+    .venv/bin/python benchmarks/render.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import os
+import random
+import statistics
+import string
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import segno  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from plugins.certificates import keys, pdf, qr, shortcut, suites  # noqa: E402
+from tests.plugins.certificates.conftest import DIVOC, VACCINATION_CREDENTIAL  # noqa: E402
+
+NAMES = ["Bhaya Mitra", "Zoë Dupont", "Ngozi Okonkwo-Adebayo", "José Álvarez", "Anh Nguyen"]
+SAMPLES = ["ed25519-signed-sample.extracted.json", "rsa-signed-sample.extracted.json"]
+
+
+def credentials(n: int, rng: random.Random) -> list[dict[str, Any]]:
+    """`n` signed vaccination credentials with random names, ids, batches and doses."""
+    key = Ed25519PrivateKey.generate()
+    issuer, method = keys.did_key(key.public_key()), keys.did_key_method(key.public_key())
+    out = []
+    for _ in range(n):
+        doc = copy.deepcopy(VACCINATION_CREDENTIAL)
+        doc["issuer"] = issuer
+        doc["id"] = f"urn:uuid:{rng.getrandbits(128):032x}"
+        subject, evidence = doc["credentialSubject"], doc["evidence"][0]
+        subject["name"] = f"{rng.choice(NAMES)} {''.join(rng.choices(string.ascii_letters, k=5))}"
+        subject["id"] = f"did:example:{rng.randint(10**11, 10**12)}"
+        evidence["certificateId"] = str(rng.randint(10**9, 10**10))
+        evidence["batch"] = "".join(rng.choices(string.ascii_uppercase + string.digits, k=8))
+        evidence["dose"] = rng.randint(1, 2)
+        out.append(suites.sign(doc, key, method, canonicalizer=shortcut.canonicalize))
+    return out
+
+
+def ms_each(fn: Callable[[Any], Any], items: list[Any], rounds: int) -> float:
+    """Median over `rounds` passes of CPU milliseconds per item."""
+    times = []
+    for _ in range(rounds):
+        start = time.process_time()
+        for item in items:
+            fn(item)
+        times.append((time.process_time() - start) * 1000 / len(items))
+    return statistics.median(times)
+
+
+def segno_png(payload: bytes, mask: int | None = None) -> bytes:
+    code = segno.make(payload, error="m", mode="byte", boost_error=False, micro=False, mask=mask)
+    out = io.BytesIO()
+    code.save(out, kind="png", scale=4)
+    return out.getvalue()
+
+
+def segno_svg(payload: bytes, mask: int | None = None) -> bytes:
+    code = segno.make(payload, error="m", mode="byte", boost_error=False, micro=False, mask=mask)
+    out = io.BytesIO()
+    code.save(out, kind="svg")
+    return out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small samples (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=None, help="passes per figure (median)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
+    args = parser.parse_args()
+    if not args.no_pin and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    n, n_segno, rounds = (10, 3, 2) if args.quick else (60, 15, 3)
+    rounds = args.rounds or rounds
+
+    rng = random.Random(6)
+    docs = credentials(n, rng)
+    samples = {name.split("-")[0]: json.loads((DIVOC / name).read_text()) for name in SAMPLES}
+    kinds = {"divoc": qr.divoc_payload, "compact": qr.compact_payload}
+    payloads = {kind: [make(d) for d in docs] for kind, make in kinds.items()}
+
+    # correctness first: every code reads back to its payload
+    unread = sum(
+        qr.decode_image(qr.qr_png(p, scale=2)) != p for ps in payloads.values() for p in ps
+    )
+    print(f"{os.cpu_count()} CPUs, pinned to one: {not args.no_pin}; {n} signed credentials")
+    print(f"QR codes that did not read back: {unread}/{sum(map(len, payloads.values()))}")
+
+    sizes: dict[str, Any] = {}
+    print("\npayload sizes (bytes) and QR version at level M (limit: version 25, 997 bytes)")
+    rows = {"ours (median)": docs[n // 2], **{f"DIVOC {k} sample": v for k, v in samples.items()}}
+    for label, doc in rows.items():
+        entry: dict[str, Any] = {"json": len(qr.compact_json(doc))}
+        for kind, make in kinds.items():
+            payload = make(doc)
+            try:
+                version = f"v{qr.encode(payload).version}"
+            except qr.QRError:
+                version = "over v25"
+            entry[kind] = {"bytes": len(payload), "version": version}
+        sizes[label] = entry
+        print(
+            f"  {label:<22} json {entry['json']:>5}  divoc zip {entry['divoc']['bytes']:>5}"
+            f" ({entry['divoc']['version']})  compact {entry['compact']['bytes']:>5}"
+            f" ({entry['compact']['version']})"
+        )
+
+    qr_ms: dict[str, dict[str, float]] = {}
+    print("\nms per QR code (CPU, one core, median)")
+    print(
+        f"  {'payload/output':<16} {'ours':>7} {'segno fixed mask':>17} {'segno auto':>11}"
+        f" {'auto/ours':>10} {'fixed/ours':>11}"
+    )
+    for kind, ps in payloads.items():
+        for output, ours, theirs in (
+            ("png", qr.qr_png, segno_png),
+            ("svg", qr.qr_svg, segno_svg),
+        ):
+            mine = ms_each(ours, ps, rounds)
+            fixed = ms_each(lambda p, f=theirs: f(p, mask=0), ps[:n_segno], rounds)
+            auto = ms_each(theirs, ps[:n_segno], rounds)
+            qr_ms[f"{kind} {output}"] = {"ours": mine, "segno_fixed": fixed, "segno_auto": auto}
+            print(
+                f"  {kind + ' ' + output:<16} {mine:>7.2f} {fixed:>17.2f} {auto:>11.2f}"
+                f" {auto / mine:>9.1f}x {fixed / mine:>10.1f}x"
+            )
+
+    pdf_ms: dict[str, float] = {}
+    png = {id(d): qr.qr_png(qr.divoc_payload(d), scale=2) for d in docs}
+    print("\nms per PDF (CPU, one core, median; QR picture given unless said)")
+    locales = ["en", "fr"]
+    try:
+        pdf.render_pdf(docs[0], locale="hi", qr_png=b"")
+        locales.append("hi")
+    except pdf.PdfError as exc:
+        print(f"  hi skipped: {exc}")
+    for locale in locales:
+        pdf_ms[locale] = ms_each(
+            lambda d, loc=locale: pdf.render_pdf(d, locale=loc, qr_png=png[id(d)]), docs, rounds
+        )
+    pdf_ms["en, QR made too"] = ms_each(lambda d: pdf.render_pdf(d), docs, rounds)
+    if "hi" in locales:
+        shaping = pdf.FPDF.set_text_shaping
+        pdf.FPDF.set_text_shaping = lambda self, *a, **k: None  # type: ignore[method-assign]
+        try:
+            pdf_ms["hi, no shaping (wrong)"] = ms_each(
+                lambda d: pdf.render_pdf(d, locale="hi", qr_png=png[id(d)]), docs, rounds
+            )
+        finally:
+            pdf.FPDF.set_text_shaping = shaping  # type: ignore[method-assign]
+    for label, value in pdf_ms.items():
+        print(f"  {label:<24} {value:>7.2f}")
+    if "hi" in pdf_ms:
+        print(
+            f"  HarfBuzz shaping adds {pdf_ms['hi'] - pdf_ms['hi, no shaping (wrong)']:.1f} ms;"
+            f" Hindi/English {pdf_ms['hi'] / pdf_ms['en']:.1f}x"
+        )
+
+    print("\ntargets (reported, not asserted): QR <= 5 ms, PDF <= 20 ms")
+    worst_qr = max(v["ours"] for v in qr_ms.values())
+    print(f"  slowest QR here: {worst_qr:.2f} ms; PDF en {pdf_ms['en']:.2f} ms")
+    print(json.dumps({"unread": unread, "sizes": sizes, "qr_ms": qr_ms, "pdf_ms": pdf_ms}))
+
+
+if __name__ == "__main__":
+    main()

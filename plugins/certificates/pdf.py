@@ -1,0 +1,457 @@
+"""Certificate PDFs: an editable, localized HTML/Jinja2 template rendered by fpdf2 (no browser).
+
+The template (`templates/certificate.html` by default, or any text or file the implementer
+gives) is rendered by a sandboxed Jinja2 environment with the locale's label catalog
+(`templates/locales/<locale>.json`, or a folder of their own) and the certificate's fields,
+then drawn by fpdf2's `write_html`.
+
+Fonts: when every character of the page is Latin-1 (English, French, most Latin names) the PDF
+uses the built-in Helvetica and embeds nothing. Otherwise it needs a TrueType font: the one set
+for the locale in the `plugins.certificates.pdf_fonts` setting, else the first of
+`FONT_SEARCH[locale]` found on disk (Hindi: Debian's Lohit Devanagari), with a general Unicode
+font (`pdf_fonts` key `default`, else DejaVu Sans / Liberation Sans) as fallback for characters
+the first lacks. Complex scripts (Devanagari, Arabic, ...) are shaped with HarfBuzz. A locale
+without a usable font, or a character no font has, is an error naming the setting.
+
+Compiled templates, catalogs and font character sets are cached per process.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html.parser
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fontTools import ttLib
+from fpdf import FPDF, FontFace, TextStyle
+from fpdf.errors import FPDFException
+from jinja2.sandbox import SandboxedEnvironment
+
+from plugins.certificates import qr
+
+TEMPLATES = Path(__file__).parent / "templates"
+DEFAULT_TEMPLATE = TEMPLATES / "certificate.html"
+LOCALES = TEMPLATES / "locales"
+#: the setting that names font files, by locale (and `default`)
+FONTS_SETTING = "plugins.certificates.pdf_fonts"
+#: where fonts are looked for when the setting names none, by locale; `default` for any locale
+FONT_SEARCH: dict[str, tuple[str, ...]] = {
+    "hi": (
+        "/usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf",
+        "/usr/share/fonts/truetype/noto/NotoSansDevanagari-Regular.ttf",
+        "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
+    ),
+    "default": (
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+        "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
+    ),
+}
+#: ranges of scripts whose text must be shaped (glyph reordering, conjuncts, joining)
+_COMPLEX_SCRIPTS = ((0x0590, 0x08FF), (0x0900, 0x0DFF), (0x0E00, 0x0FFF), (0x1000, 0x109F))
+_COMPLEX_SCRIPTS += ((0x1780, 0x17FF), (0xA800, 0xABFF), (0xFB1D, 0xFEFF))
+_FAMILY = "certificate"
+_FALLBACK = "certificate-fallback"
+_IGNORED = frozenset("\n\r\t")
+
+
+class PdfError(ValueError):
+    """A certificate PDF that cannot be made: the message names the template, locale or setting."""
+
+
+# -- certificate fields ---------------------------------------------------------------------------
+
+
+def mask_identity(value: str, keep: int = 4) -> str:
+    """An identifier with all but its last `keep` characters replaced by X (a DID's prefix,
+    `did:<method>:`, is dropped first); fully masked when it is not longer than `keep`."""
+    value = value.strip()
+    if value.startswith("did:"):
+        value = value.rsplit(":", 1)[-1]
+    if len(value) <= keep:
+        return "X" * len(value)
+    return "X" * (len(value) - keep) + value[-keep:]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return _text(value.get("name") or value.get("id"))
+    return str(value).strip()
+
+
+def _date(value: Any) -> str:
+    text = _text(value)
+    return text[:10] if re.match(r"\d{4}-\d{2}-\d{2}", text) else text
+
+
+def certificate_fields(credential: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, str]:
+    """What the page shows, read from a vaccination credential (our VC 2.0 shape or DIVOC's)."""
+    subject = credential.get("credentialSubject")
+    if isinstance(subject, list):
+        subject = subject[0] if subject else None
+    if not isinstance(subject, Mapping):
+        raise PdfError("the credential has no credentialSubject object")
+    evidence = credential.get("evidence")
+    if isinstance(evidence, list):
+        evidence = evidence[0] if evidence else {}
+    if not isinstance(evidence, Mapping):
+        evidence = {}
+    dose, total = _text(evidence.get("dose")), _text(evidence.get("totalDoses"))
+    try:
+        dose_text = labels["dose_of"].format(dose=dose, total=total) if dose and total else dose
+    except (KeyError, IndexError, ValueError) as exc:
+        raise PdfError(
+            f"the label dose_of ({labels['dose_of']!r}) may only use {{dose}} and {{total}}"
+        ) from exc
+    identity = _text(subject.get("id")) or _text(subject.get("refId"))
+    return {
+        "name": _text(subject.get("name")),
+        "identity": mask_identity(identity) if identity else "",
+        "vaccine": _text(evidence.get("vaccine")),
+        "manufacturer": _text(evidence.get("manufacturer")),
+        "batch": _text(evidence.get("batch")),
+        "dose": dose_text,
+        "date": _date(evidence.get("date")),
+        "facility": _text(evidence.get("facility")),
+        "issuer": _text(credential.get("issuer")),
+        "certificate_id": _text(evidence.get("certificateId")) or _text(credential.get("id")),
+        "valid_from": _date(credential.get("validFrom") or credential.get("issuanceDate")),
+        "valid_until": _date(credential.get("validUntil") or evidence.get("effectiveUntil")),
+    }
+
+
+def _issued_at(credential: Mapping[str, Any]) -> datetime | None:
+    text = _text(credential.get("validFrom") or credential.get("issuanceDate"))
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+# -- cached resources -----------------------------------------------------------------------------
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(text: str) -> jinja2.Template:
+    env = SandboxedEnvironment(autoescape=True, undefined=jinja2.StrictUndefined)
+    try:
+        return env.from_string(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise PdfError(
+            f"the certificate template has an error on line {exc.lineno}: {exc}"
+        ) from exc
+
+
+@functools.lru_cache(maxsize=32)
+def _read_text(path: str, mtime: int) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PdfError(f"the certificate template {path} cannot be read: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _catalog(path: str, mtime: int) -> dict[str, str]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PdfError(f"the label catalog {path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise PdfError(f"the label catalog {path} must be a JSON object of strings")
+    return data
+
+
+@functools.lru_cache(maxsize=32)
+def _font_chars(path: str, mtime: int) -> frozenset[int]:
+    try:
+        font = ttLib.TTFont(path, lazy=True, fontNumber=0)
+        cmap = font.getBestCmap() or {}
+        font.close()
+    except Exception as exc:  # fontTools raises many kinds for a file that is not a font
+        raise PdfError(f"the font file {path} cannot be read: {exc}") from exc
+    return frozenset(cmap)
+
+
+class _ImageSources(html.parser.HTMLParser):
+    """Collects the `src` of every <img> in the rendered page."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.sources.append(dict(attrs).get("src") or "")
+
+
+def parse_fonts_setting(value: Any) -> dict[str, Path]:
+    """The `pdf_fonts` setting: a table `{hi = "/path/font.ttf", default = "..."}` or the text
+    `hi=/path/font.ttf,default=/path/other.ttf` (as an environment variable holds it)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise PdfError(
+                f"{FONTS_SETTING} must look like 'hi=/path/font.ttf,default=/path/x.ttf'"
+            )
+        value = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(value, Mapping):
+        raise PdfError(f"{FONTS_SETTING} must be a table of locale = font file path")
+    return {str(k): Path(str(v)) for k, v in value.items()}
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+class PdfRenderer:
+    """Renders certificate PDFs with one template, font settings and label catalogs."""
+
+    def __init__(
+        self,
+        *,
+        template: str | None = None,
+        template_path: str | Path | None = None,
+        fonts: Mapping[str, str | Path] | str | None = None,
+        locales_dir: str | Path | None = None,
+        font_search: Mapping[str, Sequence[str | Path]] | None = None,
+    ) -> None:
+        if template is not None and template_path is not None:
+            raise PdfError("give a certificate template as text or as a file, not both")
+        self.template = template
+        self.template_path = Path(template_path) if template_path is not None else None
+        self.fonts = parse_fonts_setting(fonts)
+        self.locales_dir = Path(locales_dir) if locales_dir is not None else None
+        search = FONT_SEARCH if font_search is None else font_search
+        self.font_search = {k: tuple(Path(p) for p in v) for k, v in search.items()}
+
+    # - inputs -
+
+    def _template(self) -> jinja2.Template:
+        if self.template is not None:
+            return _compile(self.template)
+        path = self.template_path or DEFAULT_TEMPLATE
+        return _compile(_read_text(str(path), _mtime(path)))
+
+    def labels(self, locale: str) -> dict[str, str]:
+        """The label catalog of `locale` (`hi-IN` falls back to `hi`), missing keys from `en`."""
+        folders = [d for d in (self.locales_dir, LOCALES) if d is not None]
+        english = _catalog(str(LOCALES / "en.json"), _mtime(LOCALES / "en.json"))
+        for name in dict.fromkeys((locale, locale.split("-")[0].split("_")[0])):
+            if not re.fullmatch(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*", name):
+                break
+            for folder in folders:
+                path = folder / f"{name}.json"
+                if path.is_file():
+                    return {**english, **_catalog(str(path), _mtime(path))}
+        known = sorted({p.stem for d in folders if d.is_dir() for p in d.glob("*.json")})
+        raise PdfError(
+            f"no certificate labels for locale {locale!r}; available: {', '.join(known)}"
+        )
+
+    def _font_file(self, key: str) -> Path | None:
+        configured = self.fonts.get(key)
+        if configured is not None:
+            if not configured.is_file():
+                raise PdfError(
+                    f"the font file {configured} set for locale {key!r} in {FONTS_SETTING} "
+                    "does not exist"
+                )
+            return configured
+        return next((p for p in self.font_search.get(key, ()) if p.is_file()), None)
+
+    def _fonts_for(self, locale: str, page: str, chars: set[str]) -> tuple[Path, Path | None]:
+        """(main font, fallback font or None) able to draw every character in `chars` (those
+        of `page`)."""
+        language = locale.split("-")[0].split("_")[0]
+        main = self._font_file(locale) or self._font_file(language)
+        fallback = self._font_file("default")
+        if main is None:
+            main, fallback = fallback, None
+        if main is None:
+            raise PdfError(
+                f"no font found for locale {locale!r} (its text is not Latin-1): set "
+                f'{FONTS_SETTING} = {{{language} = "/path/to/font.ttf"}} in [plugins.certificates] '
+                f"or REGISTRY_PLUGINS__CERTIFICATES__PDF_FONTS={language}=/path/to/font.ttf"
+            )
+        codes = {ord(c) for c in chars}
+        missing = codes - _font_chars(str(main), _mtime(main))
+        if missing and fallback is not None and fallback != main:
+            missing -= _font_chars(str(fallback), _mtime(fallback))
+        else:
+            fallback = None
+        if missing:
+            shown = "".join(dict.fromkeys(c for c in page if ord(c) in missing))[:10]
+            raise PdfError(
+                f"the font for locale {locale!r} ({main}) has no glyphs for {shown!r}: set a font "
+                f"that has them in {FONTS_SETTING} (key {language!r} or 'default')"
+            )
+        return main, fallback
+
+    # - output -
+
+    def render(
+        self,
+        credential: Mapping[str, Any],
+        *,
+        locale: str = "en",
+        qr_png: bytes | None = None,
+    ) -> bytes:
+        """The certificate PDF of `credential` in `locale`, with `qr_png` as its QR code (made
+        from the DIVOC payload, or the compact one when that does not fit, when None)."""
+        labels = self.labels(locale)
+        if qr_png is None:
+            qr_png = default_qr_png(credential)
+        context = {
+            "labels": labels,
+            "cert": certificate_fields(credential, labels),
+            "qr": data_uri(qr_png) if qr_png else "",
+            "locale": locale,
+            "credential": credential,
+        }
+        try:
+            page = self._template().render(context)
+        except jinja2.TemplateError as exc:
+            raise PdfError(f"the certificate template cannot be rendered: {exc}") from exc
+        _check_images(page)
+        chars = set(page) - _IGNORED
+        latin1 = all(ord(c) < 0x80 or 0xA0 <= ord(c) <= 0xFF for c in chars)
+        pdf = FPDF(format="A4", unit="mm")
+        pdf.set_margins(20, 18, 20)
+        pdf.set_title(labels["title"])
+        pdf.set_lang(locale)
+        pdf.set_creator("open-registry")
+        issued = _issued_at(credential)
+        if issued is not None:
+            pdf.set_creation_date(issued)
+        if latin1:
+            family = "helvetica"
+        else:
+            family = _FAMILY
+            main, fallback = self._fonts_for(locale, page, chars)
+            pdf.add_font(_FAMILY, "", str(main))
+            if re.search(r"<th\b", page):  # table headings are bold: same face, second subset
+                pdf.add_font(_FAMILY, "B", str(main))
+            if fallback is not None:
+                pdf.add_font(_FALLBACK, "", str(fallback))
+                pdf.set_fallback_fonts([_FALLBACK], exact_match=False)
+            if any(lo <= ord(c) <= hi for c in chars for lo, hi in _COMPLEX_SCRIPTS):
+                pdf.set_text_shaping(True)
+        pdf.add_page()
+        pdf.set_font(family, size=12)
+        try:
+            pdf.write_html(page, font_family=family, tag_styles=_tag_styles(family, not latin1))
+            return bytes(pdf.output())
+        except (FPDFException, NotImplementedError, KeyError, ValueError) as exc:
+            raise PdfError(f"the certificate template cannot be drawn as a PDF: {exc}") from exc
+
+
+def _check_images(page: str) -> None:
+    """Refuse an <img> that fpdf2 would read from a file or the network: the page may show
+    the QR code (a data: URI itself) and other data:image/png or jpeg URIs only."""
+    parser = _ImageSources()
+    parser.feed(page)
+    for src in parser.sources:
+        if not src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")):
+            raise PdfError(
+                f"the certificate template shows the image {src[:60]!r}: only the QR code "
+                '(src="{{ qr }}") and data:image/png or jpeg URIs are allowed; nothing is '
+                "read from files or the network"
+            )
+
+
+def _tag_styles(family: str, ttf: bool) -> dict[str, FontFace]:
+    """Heading styles for the page; with a TrueType font every tag keeps to the one (regular)
+    face that is embedded (a bold face would be a second font to embed)."""
+    weight = "" if ttf else "B"
+    sizes = {"h1": 22, "h2": 18, "h3": 15, "h4": 13, "h5": 12, "h6": 11}
+    styles: dict[str, FontFace] = {
+        tag: TextStyle(
+            font_family=family,
+            font_style=weight,
+            font_size_pt=size,
+            color="#1a3c6e",
+            t_margin=2,
+            b_margin=2,
+        )
+        for tag, size in sizes.items()
+    }
+    if ttf:
+        for tag in ("b", "strong", "i", "em", "code"):
+            styles[tag] = FontFace(family=family, emphasis="NONE")
+        styles["dt"] = TextStyle(font_family=family, font_style="")
+        styles["pre"] = TextStyle(font_family=family)
+    return styles
+
+
+def default_qr_png(credential: Mapping[str, Any], *, scale: int = 2) -> bytes:
+    """The QR picture a PDF shows when none is given: DIVOC's ZIP payload, or the compact one
+    when the ZIP does not fit version 25."""
+    try:
+        return qr.qr_png(qr.divoc_payload(dict(credential)), scale=scale)
+    except qr.QRError:
+        try:
+            return qr.qr_png(qr.compact_payload(dict(credential)), scale=scale)
+        except qr.QRError as exc:
+            raise PdfError(f"the certificate's QR code cannot be made: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _renderer(
+    template: str | None,
+    template_path: str | None,
+    fonts: tuple[tuple[str, str], ...],
+    locales_dir: str | None,
+) -> PdfRenderer:
+    return PdfRenderer(
+        template=template,
+        template_path=template_path,
+        fonts=dict(fonts),
+        locales_dir=locales_dir,
+    )
+
+
+def render_pdf(
+    credential: Mapping[str, Any],
+    *,
+    locale: str = "en",
+    template: str | None = None,
+    qr_png: bytes | None = None,
+    template_path: str | Path | None = None,
+    fonts: Mapping[str, str | Path] | str | None = None,
+    locales_dir: str | Path | None = None,
+) -> bytes:
+    """The certificate PDF of `credential` (see `PdfRenderer`): `template` is template text,
+    `template_path` a template file (the `pdf_template` setting), `fonts` the `pdf_fonts`
+    setting, `locales_dir` a folder of `<locale>.json` label catalogs."""
+    font_items = tuple(sorted((k, str(v)) for k, v in parse_fonts_setting(fonts).items()))
+    renderer = _renderer(
+        template,
+        str(template_path) if template_path is not None else None,
+        font_items,
+        str(locales_dir) if locales_dir is not None else None,
+    )
+    return renderer.render(credential, locale=locale, qr_png=qr_png)
+
+
+def data_uri(image: bytes, kind: str = "png") -> str:
+    """A data: URI of a PNG or JPEG picture, for a logo in a template."""
+    return f"data:image/{kind};base64,{base64.b64encode(image).decode('ascii')}"
