@@ -138,10 +138,11 @@ def add_commands(cli: typer.Typer) -> None:
         database_url: DatabaseOpt = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
     ) -> None:
-        """Verify a certificate offline: VALID (exit 0), or REVOKED, SUSPENDED, EXPIRED,
-        INVALID (exit 1) with the reason.
+        """Verify a certificate (JSON file or QR code picture) offline, with the reason.
 
-        Our own status lists are read from the registry's database; nothing is fetched.
+        Exit 0 when VALID; 1 when REVOKED, SUSPENDED, EXPIRED or INVALID; 2 when the file
+        cannot be read. Our own status lists are read from the registry's database; nothing
+        is fetched.
 
         Examples:
 

@@ -59,6 +59,12 @@ class CertificatesConfig:
     max_corrections: int = 3
     #: how many outbox events a worker turns into certificates per transaction
     batch_size: int = 100
+    #: the PDF's Jinja2 template file (default: the shipped `templates/certificate.html`)
+    pdf_template: Path | None = None
+    #: TrueType fonts for PDF text beyond Latin-1: `{locale = "path.ttf"}` or `hi=/a.ttf,...`
+    pdf_fonts: Any = None
+    #: a folder of `<locale>.json` label catalogs for the PDF (default: the shipped en/fr/hi)
+    pdf_locales_dir: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> CertificatesConfig:
@@ -75,7 +81,15 @@ class CertificatesConfig:
         for key, value in raw.items():
             if key == "enabled":
                 values[key] = _bool(key, value)
-            elif key in ("keys_dir", "trust_dir", "templates_dir"):
+            elif key == "pdf_fonts":
+                values[key] = value
+            elif key in (
+                "keys_dir",
+                "trust_dir",
+                "templates_dir",
+                "pdf_template",
+                "pdf_locales_dir",
+            ):
                 values[key] = Path(value)
             elif key == "trusted_issuers":
                 values[key] = _list(value)

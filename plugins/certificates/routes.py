@@ -122,6 +122,16 @@ def certificate_routes(registry: Any) -> list[APIRouter]:
     def record(certificate_id: str) -> dict[str, Any]:
         return registry.services[CERTIFICATE].get(certificate_id)
 
+    def _qr_response(key: tuple[Any, ...], fmt: str, qr_payload: Any) -> Response:
+        from plugins.certificates import qr
+
+        if fmt == "png":
+            return Response(
+                renders.get(key, lambda: qr.qr_png(qr_payload())), media_type="image/png"
+            )
+        svg = renders.get(key, lambda: qr.qr_svg(qr_payload()).encode())
+        return Response(svg, media_type="image/svg+xml")
+
     def render(rec: dict[str, Any], fmt: str, payload: str, lang: str) -> Response:
         credential = rec["credential"]
         if fmt == "json":
@@ -135,24 +145,38 @@ def certificate_routes(registry: Any) -> list[APIRouter]:
             return (qr.divoc_payload if payload == "divoc" else qr.compact_payload)(credential)
 
         key = (rec["id"], rec["_version"], fmt, payload, lang)
-        if fmt == "png":
-            return Response(
-                renders.get(key, lambda: qr.qr_png(qr_payload())), media_type="image/png"
-            )
-        if fmt == "svg":
-            svg = renders.get(key, lambda: qr.qr_svg(qr_payload()).encode())
-            return Response(svg, media_type="image/svg+xml")
+        if fmt in ("png", "svg"):
+            try:
+                return _qr_response(key, fmt, qr_payload)
+            except qr.QRError as exc:
+                hint = " (try ?payload=compact)" if payload == "divoc" else ""
+                raise Invalid(
+                    f"the certificate does not fit a QR code: {exc}{hint}",
+                    errors=[{"pointer": "", "message": str(exc), "keyword": "maxLength"}],
+                ) from None
         from plugins.certificates import pdf
 
         def make_pdf() -> bytes:
-            png = renders.get(
-                (rec["id"], rec["_version"], "png", payload, ""), lambda: qr.qr_png(qr_payload())
+            try:
+                png = renders.get(
+                    (rec["id"], rec["_version"], "png", payload, ""),
+                    lambda: qr.qr_png(qr_payload()),
+                )
+            except qr.QRError:  # too big for the DIVOC zip: the compact payload still fits
+                png = qr.qr_png(qr.compact_payload(credential))
+            config = certs().config
+            return pdf.render_pdf(
+                credential,
+                locale=lang,
+                qr_png=png,
+                template_path=config.pdf_template,
+                fonts=config.pdf_fonts,
+                locales_dir=config.pdf_locales_dir,
             )
-            return pdf.render_pdf(credential, locale=lang, qr_png=png)
 
         try:
             body = renders.get(key, make_pdf)
-        except pdf.PDFError as exc:
+        except pdf.PdfError as exc:
             raise BadRequest(str(exc)) from None
         headers = {"Content-Disposition": f'inline; filename="certificate-{rec["id"]}.pdf"'}
         return Response(body, media_type="application/pdf", headers=headers)

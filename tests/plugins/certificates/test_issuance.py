@@ -411,3 +411,85 @@ def test_private_key_files_are_refused_when_others_can_read_them(settings: Setti
         with pytest.raises(KeyStoreError, match="chmod 600"):
             rt.keys.current()
         os.chmod(path, 0o600)
+
+
+def test_qr_and_pdf_outputs_decode_back_to_the_certificate(client: TestClient):
+    import io
+
+    from pypdf import PdfReader
+
+    from plugins.certificates import qr
+
+    vac = vaccination(client)
+    deliver(client)
+    [cert] = certificates(client, vac["id"])
+    base = f"/api/v1/certificates/{cert['id']}"
+    for payload in ("divoc", "compact"):
+        png = client.get(f"{base}?format=png&payload={payload}")
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert qr.decode_payload(qr.decode_image(png.content)) == cert["credential"]
+    by_accept = client.get(base, headers={"accept": "image/svg+xml"})
+    assert by_accept.headers["content-type"] == "image/svg+xml"
+    assert by_accept.text.lstrip().startswith(("<?xml", "<svg"))
+    pdf = client.get(base, headers={"accept": "application/pdf", "accept-language": "fr"})
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert cert["credential"]["credentialSubject"]["name"] in text
+    assert client.get(f"{base}?format=gif").status_code == 400
+    assert client.get(f"{base}?format=png&payload=zip").status_code == 400
+    assert client.get("/api/v1/certificates/nope").status_code == 404
+    # a QR payload is also accepted by the verify API
+    import base64
+
+    payload = base64.b64encode(qr.compact_payload(cert["credential"])).decode()
+    assert verify(client, {"qr": payload})["status"] == "VALID"
+    bad = client.post("/api/v1/verify", json={"qr": "bm90IGEgcXI="})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["pointer"] == "/qr"
+
+
+def test_cli_keys_and_offline_verify(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import typer
+    from typer.testing import CliRunner
+
+    from plugins.certificates.commands import add_commands
+
+    app = typer.Typer()
+    add_commands(app)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REGISTRY_DATABASE_URL", settings.sqlalchemy_url)
+    data = str(settings.data_dir)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["keys", "list", "--data-dir", data])
+    assert listed.exit_code == 0 and "no signing keys" in listed.output
+    assert runner.invoke(app, ["keys", "rotate", "--data-dir", data]).exit_code == 1
+    made = runner.invoke(app, ["keys", "generate", "--data-dir", data])
+    assert made.exit_code == 0 and "mode 600" in made.output
+    for client in make_client(settings):
+        vac = vaccination(client)
+        deliver(client)
+        [cert] = certificates(client, vac["id"])
+        rotated = runner.invoke(app, ["keys", "rotate", "--data-dir", data])
+        assert rotated.exit_code == 0 and "1 older key(s)" in rotated.output
+        keys_out = runner.invoke(app, ["keys", "list", "--data-dir", data]).output
+        assert keys_out.count("key-") == 2 and keys_out.count("*") == 1
+        assert "z" + "" in keys_out and "secret" not in keys_out.lower()
+        file = tmp_path / "cert.json"
+        file.write_text(json.dumps(cert["credential"]))
+        ok = runner.invoke(app, ["verify", str(file), "--data-dir", data])
+        assert ok.exit_code == 0 and ok.output.startswith("VALID"), ok.output
+        png = tmp_path / "cert.png"
+        png.write_bytes(client.get(f"/api/v1/certificates/{cert['id']}?format=png").content)
+        from_picture = runner.invoke(app, ["verify", str(png), "--data-dir", data, "--json"])
+        assert from_picture.exit_code == 0 and json.loads(from_picture.output)["status"] == "VALID"
+        client.post(f"/api/v1/certificates/{cert['id']}/revoke", json={"reason": "lost"})
+        revoked = runner.invoke(app, ["verify", str(file), "--data-dir", data])
+        assert revoked.exit_code == 1 and revoked.output.startswith("REVOKED")
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_text("not json")
+    bad = runner.invoke(app, ["verify", str(garbage), "--data-dir", data])
+    assert bad.exit_code == 2 and "neither JSON nor a QR code" in bad.output
+    missing = runner.invoke(app, ["verify", str(tmp_path / "none.json"), "--data-dir", data])
+    assert missing.exit_code == 2
