@@ -11,7 +11,9 @@ from typing import Annotated
 
 import typer
 
+from cli.audit import audit_app
 from cli.data import register as register_data_commands
+from cli.datakeys import data_key_app
 from cli.migrate import migrate_app
 from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, settings_from
 from cli.project import init
@@ -30,6 +32,8 @@ app = typer.Typer(
 schema_app = typer.Typer(help="Check and inspect entity schema files.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
 app.add_typer(migrate_app, name="migrate")
+app.add_typer(audit_app, name="audit")
+app.add_typer(data_key_app, name="data-key")
 app.command()(init)
 register_worker_commands(app)
 register_data_commands(app)

@@ -3,6 +3,10 @@
 One table per entity: a typed column per top-level scalar property, JSON (JSONB on PostgreSQL)
 for nested objects and arrays, and the system columns. Unique keys are partial unique indexes
 over live rows (`_deleted_at IS NULL`), so a soft-deleted record does not block re-creating it.
+
+A private field's column holds ciphertext (text, whatever the field's type); when the field is
+indexed or unique, a `_bi_<field>` column holds its blind index (a keyed hash) and the index or
+unique key is built on that column instead (see `registry.crypto`).
 """
 
 from __future__ import annotations
@@ -76,6 +80,17 @@ def column_type(f: Field) -> sa.types.TypeEngine[Any]:
 ColumnHook = Callable[[Field], sa.types.TypeEngine[Any] | None]
 
 
+def blind_index_column(field: str) -> str:
+    """The column holding the blind index (keyed hash) of a private field."""
+    return f"_bi_{field}"
+
+
+def blind_indexed(entity: EntitySchema) -> tuple[str, ...]:
+    """The private fields that are indexed or unique, so get a blind index column."""
+    keyed = {f for group in (*entity.indexes, *entity.uniques) for f in group}
+    return tuple(f for f in entity.private if f in keyed)
+
+
 def system_columns() -> list[sa.Column[Any]]:
     """The columns every entity table has."""
     return [
@@ -102,25 +117,38 @@ def build_table(
     """
     name = entity.table_name
     columns: list[sa.Column[Any]] = system_columns()
+    private = set(entity.private)
     for f in entity.fields.values():
-        ctype = (column_hook(f) if column_hook else None) or column_type(f)
+        if f.name in private:
+            ctype: sa.types.TypeEngine[Any] = sa.Text()  # ciphertext
+        else:
+            ctype = (column_hook(f) if column_hook else None) or column_type(f)
         # Nullability is enforced by validation (and PATCH may leave old rows without a new
         # optional field), so columns stay nullable: a schema can tighten without a table rewrite.
         columns.append(sa.Column(f.name, ctype, nullable=True))
+    blind = set(blind_indexed(entity))
+    columns.extend(
+        sa.Column(blind_index_column(f), sa.String(64)) for f in entity.private if f in blind
+    )
     table = sa.Table(name, metadata, *columns, info={"entity": entity.name})
     live = table.c["_deleted_at"].is_(None)
+
+    def col(field: str) -> sa.Column[Any]:
+        return table.c[blind_index_column(field) if field in blind else field]
+
     for group in entity.indexes:
         nested = len(group) == 1 and not entity.fields[group[0]].is_scalar
+        nested = nested and group[0] not in blind
         # A nested (JSON) field gets a GIN index on PostgreSQL, for containment searches.
         sa.Index(
             index_name(name, "ix", group),
-            *(table.c[c] for c in group),
+            *(col(c) for c in group),
             **({"postgresql_using": "gin"} if nested else {}),
         )
     for group in entity.uniques:
         sa.Index(
             index_name(name, "uq", group),
-            *(table.c[c] for c in group),
+            *(col(c) for c in group),
             unique=True,
             sqlite_where=live,
             postgresql_where=live,

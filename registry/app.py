@@ -24,6 +24,7 @@ from generators.errors import SchemaError
 from generators.openapi import PROBLEM_SCHEMA, entity_components
 from registry import __version__
 from registry.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
+from registry.audit_api import add_audit_routes
 from registry.demo import load_demo_data
 from registry.errors import PROBLEM_JSON, RegistryError, StartupError, problem_body
 from registry.imports_api import add_entity_import_routes, add_import_routes, import_tables
@@ -342,6 +343,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         )
 
     add_import_routes(app.router, reg)
+    add_audit_routes(app.router, reg)  # admin only, once roles land
     add_ui_routes(app, reg)
     for routers in reg.pm.hook.register_routes(registry=reg):
         for router in routers or []:

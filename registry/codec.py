@@ -1,20 +1,23 @@
 """Between JSON records (what the API speaks) and table rows (what the database stores).
 
 Dates travel as `YYYY-MM-DD`, date-times as RFC 3339 in UTC (`...Z`); a field stored as NULL is
-left out of the record (null and absent are the same thing to the registry).
+left out of the record (null and absent are the same thing to the registry). Private fields are
+sealed on the way in and opened on the way out (`registry.crypto`), with their blind index.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
 from generators.schema import EntitySchema
-from generators.tables import SYSTEM_COLUMNS
+from generators.tables import SYSTEM_COLUMNS, blind_index_column, blind_indexed
+from registry.crypto import FieldCipher
 
 #: column name -> API name for the system fields
 API_NAME = {col: api for api, col in SYSTEM_COLUMNS.items()}
@@ -71,31 +74,90 @@ def from_column(kind: str, value: Any) -> Any:
     return value
 
 
+def json_value(kind: str, value: Any) -> Any:
+    """A validated JSON value as the registry reads it back (date-times in UTC, numbers float)."""
+    if value is None or kind not in ("datetime", "number"):
+        return value
+    return from_column(kind, to_column(kind, value))
+
+
+def blind_input(kind: str, value: Any) -> Any:
+    """What the blind index of a value is computed over: its JSON form, text in NFC."""
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    value = json_value(kind, value)
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    return value
+
+
 class Codec:
     """Converts records of one entity to rows and back."""
 
-    def __init__(self, entity: EntitySchema):
+    def __init__(self, entity: EntitySchema, cipher: FieldCipher | None = None):
         self.entity = entity
         self.kinds = {name: f.kind for name, f in entity.fields.items()}
-        self._convert = {n: k for n, k in self.kinds.items() if k in ("date", "datetime", "number")}
         self.hidden = frozenset(entity.internal)
+        self.private = frozenset(entity.private)
+        if self.private and cipher is None:
+            raise ValueError(f"{entity.name} has private fields: a cipher is needed")
+        self.cipher = cipher
+        #: private field -> its blind index column
+        self.blind = {f: blind_index_column(f) for f in blind_indexed(entity)}
+        #: column -> the field it serves (blind index columns -> their field)
+        self.field_of_column = {c: f for f, c in self.blind.items()}
+        self._convert = {
+            n: k
+            for n, k in self.kinds.items()
+            if k in ("date", "datetime", "number") and n not in self.private
+        }
+        self._empty = dict.fromkeys([*self.kinds, *self.blind.values()])
 
-    def to_row(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Data fields of a validated record to column values (every field, None when absent)."""
-        row: dict[str, Any] = dict.fromkeys(self.kinds)
+    def blind_value(self, name: str, value: Any) -> str:
+        """The blind index of `value` (a record value or a search value) for field `name`."""
+        assert self.cipher is not None
+        return self.cipher.blind(name, blind_input(self.kinds[name], value))
+
+    def to_row(self, record: Mapping[str, Any], record_id: str) -> dict[str, Any]:
+        """Data fields of a validated record to column values (every field, None when absent);
+        private values sealed for record `record_id`, with their blind index."""
+        row = dict(self._empty)
         conv = self._convert
+        private = self.private
         for name, value in record.items():
+            if name in private:
+                if value is None:
+                    continue
+                value = json_value(self.kinds[name], value)
+                row[name] = self.cipher.seal(name, record_id, value)  # type: ignore[union-attr]
+                if name in self.blind:
+                    row[self.blind[name]] = self.blind_value(name, value)
+                continue
             kind = conv.get(name)
             row[name] = to_column(kind, value) if kind is not None else value
         return row
+
+    def normalised(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """A record as `data(to_row(record))` would give it back, without sealing anything."""
+        return {
+            name: json_value(self.kinds[name], value)
+            for name, value in record.items()
+            if value is not None and name in self.kinds
+        }
 
     def data(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """The data fields of a row, as JSON (what merge-patch and audit compare)."""
         out: dict[str, Any] = {}
         conv = self._convert
+        private = self.private
         for name in self.kinds:
             value = row[name]
             if value is None:
+                continue
+            if name in private:
+                out[name] = self.cipher.open(name, row["id"], value)  # type: ignore[union-attr]
                 continue
             kind = conv.get(name)
             out[name] = from_column(kind, value) if kind is not None else value

@@ -5,6 +5,9 @@ CSV uses the import's header conventions (docs/import-export.md), so an export i
 objects as indexed headers (`programs.0.programId`, as many as the longest list needs), lists of
 values in one cell split on `|` (written as JSON when an item holds a `|`, or the list is empty),
 anything else shapeless as JSON. JSON Lines holds each record as the API returns it.
+
+Every export is an `export` entry of the audit log: the entity, the format, the filters' fields
+and operators (not their values, which may be private) and the number of records.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any, TextIO
 import orjson
 import sqlalchemy as sa
 
-from registry import storage
+from registry import audit, storage
 from registry.import_rows import LIST_SEPARATOR, Part, value_kind
 from registry.records import EntityService
 
@@ -225,6 +228,7 @@ def export(
     where: Sequence[str] = (),
     *,
     batch_size: int = 2000,
+    actor: str | None = None,
 ) -> int:
     """Write the live records of `service`'s entity matching `where` to `out`; returns the count.
 
@@ -234,4 +238,9 @@ def export(
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(EXPORT_FORMATS)}")
     exporter = Exporter(service, where, batch_size)
-    return exporter.write_csv(out) if fmt == "csv" else exporter.write_jsonl(out)
+    n = exporter.write_csv(out) if fmt == "csv" else exporter.write_jsonl(out)
+    details = {"format": fmt, "filters": sorted({k for k, _ in parse_where(where)}), "count": n}
+    audit.record_event(
+        service.db.engine, "export", actor=actor, entity=service.entity.name, details=details
+    )
+    return n

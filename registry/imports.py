@@ -10,6 +10,10 @@ finishes the rest without duplicates.
 For large files the reading, converting and validating run in a worker process while this
 process writes (two cores: one parses, one writes). Rows are written with the database driver
 directly (`executemany` on SQLite, `COPY` on PostgreSQL), in the column format SQLAlchemy uses.
+
+Private fields are sealed where the rows are made (the worker, which is given the data keys over
+its pipe), with their blind index; audit entries join the hash chain (`registry.audit`) in the
+writing transaction.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ from sqlalchemy.engine import Connection
 from generators.formats import is_uuid
 from generators.schema import Reference
 from generators.validators import RecordValidator
-from registry import storage
-from registry.codec import Codec, parse_datetime, to_column, utcnow
+from registry import audit, storage
+from registry.codec import Codec, blind_input, json_value, parse_datetime, to_column, utcnow
+from registry.crypto import DataKeys, FieldCipher, Keyring
 from registry.import_fast import Unsupported, compile_row_function, json_text
 from registry.import_rows import (
     ImportMapping,
@@ -51,7 +56,7 @@ from registry.import_rows import (
     load_mapping,
     plan_columns,
 )
-from registry.records import EntityService, _values_at, missing_references
+from registry.records import EntityService, _values_at, missing_references, redact_errors
 
 __all__ = [
     "ImportInterrupted",
@@ -90,6 +95,8 @@ class ImportOptions:
     workers: int | None = None  # 0: parse here; 1: a worker process; None: by file size
     actor: str | None = None
     progress: Callable[[Progress], None] | None = None
+    #: leave private fields out of the rows quoted in errors (errors kept in the database)
+    redact_private: bool = False
 
 
 @dataclass
@@ -185,6 +192,9 @@ class Plan:
     dialect: str
     actor: str | None
     chunk_size: int
+    #: private fields: (position in `fields`, name, kind, has a blind index)
+    private: tuple[tuple[int, str, str, bool], ...] = ()
+    keys: DataKeys | None = field(default=None, repr=False)  # to seal them (table rows only)
 
 
 @dataclass
@@ -250,13 +260,20 @@ class _Preparer:
         self.validator = RecordValidator(plan.schema)
         convs = column_values(plan.dialect)
         self.now_proc = _datetime_processor(plan.dialect)
-        self.value_convs = [(name, convs.get(kind)) for name, kind in plan.fields]
+        private = {name for _, name, _, _ in plan.private}
+        # private values stay JSON here: they are sealed once the row has its id
+        conv_fields = [(n, "private" if n in private else k) for n, k in plan.fields]
+        self.value_convs = [(name, convs.get(kind)) for name, kind in conv_fields]
+        self.sealer = (
+            _RowSealer(plan.entity, plan.private, plan.keys) if plan.private and plan.keys else None
+        )
+        self.private = frozenset(private)
         self.field_index = {name: i for i, (name, _) in enumerate(plan.fields)}
         self.ids = IdMaker()
         self.fast: Callable[[list[str]], tuple[Any, ...] | None] | None = None
         if plan.layout is not None and not plan.records and not plan.references:
             try:
-                self.fast = compile_row_function(plan.layout, plan.schema, plan.fields, convs)
+                self.fast = compile_row_function(plan.layout, plan.schema, conv_fields, convs)
             except Unsupported:
                 self.fast = None
         self.seen: list[set[Any]] = [set() for _ in plan.uniques]
@@ -349,9 +366,10 @@ class _Preparer:
         rid = record.pop("id", None)
         errs = [RowError(n, p.pointer, p.message, p.keyword) for p in problems]
         if not errs:
-            errs = [
-                RowError(n, e.pointer, e.message, e.keyword) for e in self.validator.errors(record)
-            ]
+            found = self.validator.errors(record)
+            if self.private:
+                found = redact_errors(self.private, found)
+            errs = [RowError(n, e.pointer, e.message, e.keyword) for e in found]
         if rid is not None and not errs and not (isinstance(rid, str) and is_uuid(rid)):
             errs = [RowError(n, "/id", f"{rid!r} is not a UUID", "format")]
         values = None
@@ -448,6 +466,8 @@ class _Preparer:
                 (rid or nid, 1, now_db, now_db, actor, actor, None, *values)
                 for rid, nid, values in zip(kept, new, rows, strict=True)
             ]
+            if self.sealer is not None:
+                rows = self.sealer.seal_rows(rows)
         else:
             names = []
         return Chunk(
@@ -461,6 +481,40 @@ class _Preparer:
             bytes_read=self.source.bytes_read,
             now=now,
         )
+
+
+class _RowSealer:
+    """Seals the private values of ready table rows and appends their blind indexes (in the
+    order of the table's blind index columns)."""
+
+    def __init__(
+        self, entity: str, private: tuple[tuple[int, str, str, bool], ...], keys: DataKeys
+    ):
+        self.cipher = FieldCipher(Keyring(keys), entity)
+        self.private = [
+            (len(SYSTEM_COLUMNS) + 1 + pos, name, kind) for pos, name, kind, _ in private
+        ]
+        self.blind = [
+            (len(SYSTEM_COLUMNS) + 1 + pos, name, kind) for pos, name, kind, b in private if b
+        ]
+
+    def seal_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        seal, blind = self.cipher.seal, self.cipher.blind
+        out = []
+        for row in rows:
+            values = list(row)
+            rid = values[0]
+            extra = []
+            for at, name, kind in self.blind:
+                v = values[at]
+                extra.append(None if v is None else blind(name, blind_input(kind, v)))
+            for at, name, kind in self.private:
+                v = values[at]
+                if v is not None:
+                    values[at] = seal(name, rid, json_value(kind, v))
+            values.extend(extra)
+            out.append(tuple(values))
+        return out
 
 
 def _worker(conn: Any, plan: Plan) -> None:  # pragma: no cover - runs in the worker process
@@ -570,7 +624,17 @@ class Importer:
         tname = q.format_table(self.table)
         audit = self.db.metadata.tables["registry_audit"]
         outbox = self.db.metadata.tables["registry_outbox"]
-        self.audit_cols = ("at", "actor", "action", "entity", "record_id", "version", "fields")
+        self.audit_cols = (
+            "at",
+            "actor",
+            "action",
+            "entity",
+            "record_id",
+            "version",
+            "fields",
+            "prev_hash",
+            "hash",
+        )
         self.outbox_cols = (
             "created_at",
             "event",
@@ -626,6 +690,12 @@ class Importer:
                 entity=self.entity.name,
             )
         uniques = list(self.uniques)
+        blind = self.codec.blind
+        private = tuple(
+            (i, name, kind, name in blind)
+            for i, (name, kind) in enumerate(self.fields)
+            if name in self.codec.private
+        )
         plan = Plan(
             entity=self.entity.name,
             schema=self.entity.json_schema,
@@ -642,6 +712,8 @@ class Importer:
             dialect=self.dialect,
             actor=opts.actor,
             chunk_size=opts.chunk_size,
+            private=private,
+            keys=self.db.keyring().keys if private and not opts.upsert_on else None,
         )
         return plan, source
 
@@ -754,12 +826,25 @@ class Importer:
             if not found:
                 continue
             missing = missing_references(conn, ref, {v for _, _, v in found}, self.service.services)
+            hide = (
+                ref.field in self.service.services[ref.entity].codec.private
+                or ref.path.split(".")[0] in self.codec.private
+            )
             for pos, ptr, value in found:
                 if value in missing:
+                    shown = "this value" if hide else repr(value)
                     bad.setdefault(pos, []).append(
-                        (ptr, f"no {ref.entity} with {ref.field} {value!r}", "reference")
+                        (ptr, f"no {ref.entity} with {ref.field} {shown}", "reference")
                     )
         return self._drop(chunk, keep, bad)
+
+    def _key(self, name: str, value: Any) -> Any:
+        """What the unique key column of field `name` holds for a record value."""
+        if value is None:
+            return None
+        if name in self.codec.blind:
+            return self.codec.blind_value(name, value)
+        return to_column(self.kinds[name], value)
 
     def _typed(self, kind: str, value: Any) -> Any:
         """A stored value as the driver wrote it -> the Python value SQLAlchemy compares."""
@@ -778,8 +863,9 @@ class Importer:
         keys: Mapping[int, tuple[Any, ...]],
         own: Mapping[int, str] | None = None,
     ) -> dict[int, list[tuple[str, str, str]]]:
-        """Rows whose unique key is held by another live record."""
-        cols = [self.table.c[f] for f in group]
+        """Rows whose unique key is held by another live record (keys of private fields are
+        their blind indexes)."""
+        cols = [self.table.c[self.codec.blind.get(f, f)] for f in group]
         wanted = {k for k in keys.values() if all(v is not None for v in k)}
         holders: dict[tuple[Any, ...], str] = {}
         values = list(wanted)
@@ -815,10 +901,16 @@ class Importer:
     # ---- plain inserts (ready rows) ------------------------------------------------------------
     def _bulk_conflicts(self, conn: Connection, chunk: Chunk, keep: list[int]) -> list[int]:
         index = {name: self.data_start + i for i, (name, _) in enumerate(self.fields)}
+        index.update({f: self.columns.index(c) for f, c in self.codec.blind.items()})
         bad: dict[int, list[tuple[str, str, str]]] = {}
         for group in self.uniques:
             keys = {
-                i: tuple(self._typed(self.kinds[f], chunk.rows[i][index[f]]) for f in group)
+                i: tuple(
+                    chunk.rows[i][index[f]]
+                    if f in self.codec.blind
+                    else self._typed(self.kinds[f], chunk.rows[i][index[f]])
+                    for f in group
+                )
                 for i in keep
             }
             for pos, errs in self._taken(conn, group, keys).items():
@@ -838,6 +930,7 @@ class Importer:
         cur = raw.cursor()  # type: ignore[union-attr]
         if self.dialect == "sqlite":
             cur.execute(SQLITE_CACHE)  # the table's indexes stay in memory across chunks
+        head = audit.lock_head(conn)  # held to the end of the transaction: the chain is ours
         try:
             for attempt in (1, 2):
                 if len(keep) == len(chunk.rows):
@@ -847,7 +940,7 @@ class Importer:
                     names = [chunk.fields[i] for i in keep]
                 cur.execute("SAVEPOINT registry_import")
                 try:
-                    self._write_rows(cur, rows, names, chunk.now)
+                    last = self._write_rows(cur, rows, names, chunk.now, head.hash)
                 except self.dbapi_error:
                     cur.execute("ROLLBACK TO SAVEPOINT registry_import")
                     if attempt == 2:
@@ -855,20 +948,28 @@ class Importer:
                     keep = self._bulk_conflicts(conn, chunk, keep)
                     continue
                 cur.execute("RELEASE SAVEPOINT registry_import")
+                audit.advance_head(conn, head, len(rows), last)
                 self.result.inserted += len(rows)
                 return
         finally:
             cur.close()
 
     def _write_rows(
-        self, cur: Any, rows: list[tuple[Any, ...]], names: list[str], now: datetime
-    ) -> None:
+        self, cur: Any, rows: list[tuple[Any, ...]], names: list[str], now: datetime, prev: str
+    ) -> str:
+        """Insert the rows, their audit entries (chained on from `prev`) and their events;
+        returns the hash of the last entry."""
         if not rows:
-            return
+            return prev
         at = self.now_proc(now)
         actor = self.options.actor
         name = self.entity.name
-        audit = [(at, actor, "create", name, r[0], 1, f) for r, f in zip(rows, names, strict=True)]
+        stamp = audit.at_text(now)
+        entries = []
+        for r, f in zip(rows, names, strict=True):
+            h = audit.entry_hash(prev, stamp, actor, "create", name, r[0], 1, f.encode())
+            entries.append((at, actor, "create", name, r[0], 1, f, prev, h))
+            prev = h
         event = f"{name}.created"
         outbox = [
             (at, event, name, r[0], 1, f'{{"fields": {f}}}', "pending", 0, at)
@@ -877,7 +978,7 @@ class Importer:
         if self.dialect == "postgresql":
             for sql, data in (
                 (self.insert_sql, rows),
-                (self.audit_sql, audit),
+                (self.audit_sql, entries),
                 (self.outbox_sql, outbox),
             ):
                 with cur.copy(sql) as copy:
@@ -886,16 +987,17 @@ class Importer:
                         write(r)
         else:
             cur.executemany(self.insert_sql, rows)
-            cur.executemany(self.audit_sql, audit)
+            cur.executemany(self.audit_sql, entries)
             cur.executemany(self.outbox_sql, outbox)
+        return prev
 
     # ---- upserts (records) -------------------------------------------------------------------
     def _records(self, conn: Connection, chunk: Chunk, keep: list[int], *, write: bool) -> None:
         field_name = self.options.upsert_on or ""
-        kind = self.kinds[field_name]
-        col = self.table.c[field_name]
+        key_column = self.codec.blind.get(field_name, field_name)
+        col = self.table.c[key_column]
         records = chunk.rows
-        keys = {i: to_column(kind, records[i].get(field_name)) for i in keep}
+        keys = {i: self._key(field_name, records[i].get(field_name)) for i in keep}
         existing: dict[Any, Mapping[str, Any]] = {}
         values = [v for v in set(keys.values()) if v is not None]
         for i in range(0, len(values), 500):
@@ -905,7 +1007,7 @@ class Importer:
             if write and self.dialect == "postgresql":
                 stmt = stmt.with_for_update()
             for row in conn.execute(stmt).mappings():
-                existing[row[field_name]] = row
+                existing[row[key_column]] = row
         inserts: list[int] = []
         updates: list[tuple[int, Mapping[str, Any], list[str]]] = []
         unchanged = 0
@@ -916,7 +1018,7 @@ class Importer:
                 inserts.append(i)
                 continue
             old = self.codec.data(current)
-            new = self.codec.data(self.codec.to_row(records[i]))
+            new = self.codec.normalised(records[i])
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             if changed:
                 updates.append((i, current, changed))
@@ -928,10 +1030,7 @@ class Importer:
         for group in self.uniques:
             if group == (field_name,):
                 continue
-            gkeys = {
-                i: tuple(to_column(self.kinds[f], records[i].get(f)) for f in group)
-                for i in candidates
-            }
+            gkeys = {i: tuple(self._key(f, records[i].get(f)) for f in group) for i in candidates}
             for pos, errs in self._taken(conn, group, gkeys, own).items():
                 bad.setdefault(pos, []).extend(errs)
         if self.options.keep_ids:
@@ -977,7 +1076,7 @@ class Importer:
                     now,
                 )
             if updates:
-                data_cols = list(self.kinds)
+                data_cols = [*self.kinds, *self.codec.blind.values()]
                 stmt = (
                     self.table.update()
                     .where(
@@ -995,7 +1094,7 @@ class Importer:
                 )
                 params = []
                 for i, current, _ in updates:
-                    values = self.codec.to_row(records[i])
+                    values = self.codec.to_row(records[i], current["id"])
                     p = {f"v_{c}": values[c] for c in data_cols}
                     p.update(
                         b_id=current["id"],
@@ -1018,6 +1117,14 @@ class Importer:
                 )
 
     # ---- the end ---------------------------------------------------------------------------------
+    def _private_keys(self, plan: Plan) -> set[str]:
+        """The keys of a quoted row (CSV headers, JSON keys) that hold private values."""
+        private = self.codec.private
+        if plan.layout is not None:
+            return {c.header for c in plan.layout.columns if c.header and str(c.path[0]) in private}
+        renamed = {k: v.split(".")[0].split("[")[0] for k, v in plan.mapping.columns.items()}
+        return {k for k, top in renamed.items() if top in private} | (private - set(renamed))
+
     def _finish(self, plan: Plan) -> None:
         res = self.result
         if self.needs_raw:
@@ -1025,9 +1132,17 @@ class Importer:
             for e in res.errors:
                 if e.data is None:
                     e.data = raws.get(e.row)
+        if self.options.redact_private and self.codec.private:
+            hidden = self._private_keys(plan)
+            for e in res.errors:
+                if isinstance(e.data, dict):
+                    e.data = {k: REDACTED if k in hidden else v for k, v in e.data.items()}
         res.errors.sort(key=lambda e: (e.row, e.pointer))
         if self.options.errors_path is not None:
             write_error_report(self.options.errors_path, res.errors)
+
+
+REDACTED = "(private)"
 
 
 def original_rows(plan: Plan, numbers: set[int]) -> dict[int, Any]:

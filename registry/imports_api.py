@@ -436,6 +436,7 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
                 upsert_on=upsert_on,
                 on_error=on_error,
                 keep_ids=keep_ids,
+                redact_private=True,  # job errors are kept in the database and served
             )
             shown = {
                 "format": fmt,

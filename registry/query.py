@@ -5,6 +5,10 @@ or as a `POST .../search` body (`{"filters": {"status": {"eq": "Active"}}, "sort
 both become a `Search`. Filters apply to any top-level field, and to nested values by a dotted path
 (`address.state`); a path through an array matches when any element matches. Paging is keyset
 (opaque cursor of the last row's sort values), so page 10,000 costs what page 1 does.
+
+A private field is searched by exact value only (`eq`, `in`), and only when it has a blind index
+(declared `indexed` or `unique`): the filter compares keyed hashes, never the value. Any other
+operator on it is refused, and no error message repeats the value searched for.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from generators.query_ops import OPERATORS
 from generators.schema import EntitySchema, field_kind, walk_path
-from registry.codec import format_datetime, parse_datetime
+from registry.codec import Codec, format_datetime, parse_datetime
 from registry.errors import BadRequest
 
 RESERVED_PARAMS = frozenset({"limit", "cursor", "sort", "count"})
@@ -74,7 +78,7 @@ class SearchParser:
                 False,
             )
         top = path.split(".")[0]
-        if top in self.entity.internal or top in self.entity.private:
+        if top in self.entity.internal:
             raise _problem(pointer, f"field {top!r} cannot be searched", "field")
         node = walk_path(self.props, path)
         if node is None:
@@ -191,6 +195,9 @@ class SearchParser:
         return search
 
     def _filter(self, path: str, op: str, value: Any, pointer: str) -> Filter:
+        top = path.split(".")[0]
+        if top in self.entity.private:
+            return self._private_filter(path, op, value, pointer)
         kind, crosses = self.leaf(path, pointer)
         if op in ("in", "between"):
             if not isinstance(value, list):
@@ -218,6 +225,39 @@ class SearchParser:
         if op in ("gt", "gte", "lt", "lte") and kind in ("boolean", "json"):
             raise _problem(pointer, f"{op} does not apply to {kind} values", "operator")
         return Filter(path, op, self.coerce(kind, value, pointer))
+
+    def _private_filter(self, path: str, op: str, value: Any, pointer: str) -> Filter:
+        """Exact match on a blind-indexed private field; anything else is refused."""
+        top = path.split(".")[0]
+        if path != top:
+            raise _problem(pointer, f"field {top!r} is private: search it as a whole", "private")
+        if op not in ("eq", "in"):
+            raise _problem(
+                pointer,
+                f"field {top!r} is private: it can only be searched by exact value (eq, in)",
+                "private",
+            )
+        keyed = {f for g in (*self.entity.indexes, *self.entity.uniques) for f in g}
+        if top not in keyed:
+            raise _problem(
+                pointer,
+                f"field {top!r} is private and has no blind index, so it cannot be searched "
+                "(declare it in x-registry.indexed to search it by exact value)",
+                "private",
+            )
+        kind = self.entity.fields[top].kind
+        items = value if op == "in" else [value]
+        if op == "in" and not isinstance(value, list):
+            raise _problem(pointer, "in takes a list of values", "type")
+        if op == "in" and len(value) > 1000:
+            raise _problem(pointer, "in takes at most 1000 values", "maxItems")
+        out = []
+        for v in items:
+            try:
+                out.append(self.coerce(kind, v, pointer))
+            except BadRequest:  # the message would quote the value
+                raise _problem(pointer, f"not a valid {kind} for {top!r}", "type") from None
+        return Filter(path, op, out if op == "in" else out[0])
 
     def _sort(self, items: list[str], pointer: str) -> list[tuple[str, bool]]:
         out = []
@@ -273,10 +313,13 @@ def _escape_like(value: str) -> str:
 class SqlBuilder:
     """Builds the SELECT for a `Search` against one table, for one dialect."""
 
-    def __init__(self, entity: EntitySchema, table: sa.Table, dialect: str):
+    def __init__(
+        self, entity: EntitySchema, table: sa.Table, dialect: str, codec: Codec | None = None
+    ):
         self.entity = entity
         self.table = table
         self.dialect = dialect
+        self.codec = codec
 
     def column(self, name: str) -> sa.ColumnElement[Any]:
         return self.table.c[SORTABLE_SYSTEM.get(name, name)]
@@ -335,6 +378,8 @@ class SqlBuilder:
 
     def condition(self, flt: Filter) -> sa.ColumnElement[bool]:
         path = flt.path
+        if path in self.entity.private:
+            return self._blind_condition(flt)
         top = path.split(".")[0]
         f = self.entity.fields.get(top)
         nested = "." in path
@@ -381,6 +426,17 @@ class SqlBuilder:
         if op == "endsWith":
             return col.like(f"%{_escape_like(v)}", escape="\\")
         raise AssertionError(op)
+
+    def _blind_condition(self, flt: Filter) -> sa.ColumnElement[bool]:
+        codec = self.codec
+        if codec is None or flt.path not in codec.blind:  # the parser lets none of these through
+            raise _problem(
+                f"/filters/{flt.path}", f"field {flt.path!r} cannot be searched", "field"
+            )
+        col = self.table.c[codec.blind[flt.path]]
+        if flt.op == "in":
+            return col.in_([codec.blind_value(flt.path, v) for v in flt.value])
+        return col == codec.blind_value(flt.path, flt.value)
 
     def where(self, search: Search) -> list[sa.ColumnElement[bool]]:
         conds: list[sa.ColumnElement[bool]] = [self.table.c["_deleted_at"].is_(None)]

@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 
 from generators.schema import SYSTEM_FIELDS, EntitySchema, Reference
 from generators.validators import FieldError, RecordValidator
-from registry import storage
+from registry import audit, storage
 from registry.codec import Codec, new_id, utcnow
+from registry.crypto import FieldCipher
 from registry.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from registry.query import Search, SearchParser, SqlBuilder, encode_cursor
 from registry.storage import Database
@@ -27,6 +28,34 @@ class Page:
     items: list[dict[str, Any]]
     next_cursor: str | None
     total: int | None = None
+
+
+_INVALID = "is not valid (the value is private, so it is not repeated here)"
+_PRIVATE_MESSAGES = {
+    "type": "has the wrong type",
+    "minLength": "is too short",
+    "maxLength": "is too long",
+    "pattern": "does not match the required pattern",
+    "format": "is not in the required format",
+    "enum": "is not one of the allowed values",
+    "const": "is not the allowed value",
+    "minimum": "is too small",
+    "maximum": "is too large",
+    "exclusiveMinimum": "is too small",
+    "exclusiveMaximum": "is too large",
+}
+
+
+def redact_errors(private: Iterable[str], errors: list[FieldError]) -> list[FieldError]:
+    """`errors` with the messages about private fields replaced by ones that quote no value."""
+    private = frozenset(private)
+    out = []
+    for e in errors:
+        top = e.pointer.split("/")[1] if e.pointer.count("/") else ""
+        if top in private:
+            e = FieldError(e.pointer, _PRIVATE_MESSAGES.get(e.keyword, _INVALID), e.keyword)
+        out.append(e)
+    return out
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -79,10 +108,11 @@ class EntityService:
         self.db = db
         self.services = services  # every entity's service, for reference checks
         self.table = db.tables[entity.name]
-        self.codec = Codec(entity)
+        cipher = FieldCipher(db.keyring(), entity.name) if entity.private else None
+        self.codec = Codec(entity, cipher)
         self.validator = RecordValidator(entity.json_schema, formats=formats)
         self.parser = SearchParser(entity, page_size=page_size, max_page_size=max_page_size)
-        self.sql = SqlBuilder(entity, self.table, db.dialect)
+        self.sql = SqlBuilder(entity, self.table, db.dialect, self.codec)
         # statements built once: building a select costs more than running it on SQLite
         by_id = sa.select(self.table).where(
             self.table.c.id == sa.bindparam("rid"), self.table.c._deleted_at.is_(None)
@@ -90,23 +120,38 @@ class EntityService:
         self._select_by_id = by_id
         self._lookups: dict[str, sa.Select[Any]] = {}
         self._select_for_update = by_id.with_for_update() if db.dialect == "postgresql" else by_id
+        of_column = self.codec.field_of_column
         self._unique_by_index = {
-            ix.name: [c.name for c in ix.columns] for ix in self.table.indexes if ix.unique
+            ix.name: [of_column.get(c.name, c.name) for c in ix.columns]
+            for ix in self.table.indexes
+            if ix.unique
         }
         #: plugins' `before_write` check, set by `open_registry` when a plugin implements it:
         #: (entity, action, new record, old record or None, connection) -> None, raises to refuse
         self.before_write: Callable[..., None] | None = None
 
     def lookup_statement(self, field: str) -> sa.Select[Any]:
-        """`SELECT field WHERE field IN (:values)` over live rows, built once per field."""
+        """`SELECT field WHERE field IN (:values)` over live rows, built once per field (for a
+        private field, its blind index column: pass the values through `lookup_keys`)."""
         stmt = self._lookups.get(field)
         if stmt is None:
-            col = self.table.c[field]
+            if field in self.codec.private and field not in self.codec.blind:
+                raise Invalid(
+                    f"{self.entity.name}.{field} is private and not indexed: it cannot be looked "
+                    "up (declare it in x-registry.indexed or unique)"
+                )
+            col = self.table.c[self.codec.blind.get(field, field)]
             stmt = sa.select(col).where(
                 col.in_(sa.bindparam("values", expanding=True)), self.table.c._deleted_at.is_(None)
             )
             self._lookups[field] = stmt
         return stmt
+
+    def lookup_keys(self, field: str, values: Iterable[Any]) -> dict[Any, Any]:
+        """What `lookup_statement(field)` compares -> the value it stands for."""
+        if field in self.codec.blind:
+            return {self.codec.blind_value(field, v): v for v in values}
+        return {v: v for v in values}
 
     # -- validation ----------------------------------------------------------------------
     def check_body(self, body: Any) -> list[FieldError]:
@@ -121,7 +166,11 @@ class EntityService:
         if errors:
             body = {k: v for k, v in body.items() if k not in SYSTEM_FIELDS}
         errors.extend(self.validator.errors(body))
-        return errors
+        return self.redact(errors) if self.codec.private else errors
+
+    def redact(self, errors: list[FieldError]) -> list[FieldError]:
+        """Errors about private fields without the value (validator messages quote it)."""
+        return redact_errors(self.codec.private, errors)
 
     def check_references(self, conn: Connection, record: Mapping[str, Any]) -> list[FieldError]:
         errors: list[FieldError] = []
@@ -130,10 +179,13 @@ class EntityService:
             if not found:
                 continue
             missing = missing_references(conn, ref, {v for _, v in found}, self.services)
+            secret = self.services[ref.entity].codec.private
+            hide = ref.field in secret or ref.path.split(".")[0] in self.codec.private
             for ptr, value in found:
                 if value in missing:
+                    shown = "this value" if hide else repr(value)
                     errors.append(
-                        FieldError(ptr, f"no {ref.entity} with {ref.field} {value!r}", "reference")
+                        FieldError(ptr, f"no {ref.entity} with {ref.field} {shown}", "reference")
                     )
         return errors
 
@@ -149,9 +201,10 @@ class EntityService:
     def _new_row(
         self, body: dict[str, Any], actor: str | None, record_id: str | None, now: Any
     ) -> dict[str, Any]:
-        row = self.codec.to_row(body)
+        rid = record_id or new_id()
+        row = self.codec.to_row(body, rid)
         row.update(
-            id=record_id or new_id(),
+            id=rid,
             _version=1,
             _created_at=now,
             _updated_at=now,
@@ -240,7 +293,8 @@ class EntityService:
         m = re.search(r"UNIQUE constraint failed: (.+)$", str(orig))
         if m:
             cols = [c.strip().split(".", 1)[-1] for c in m.group(1).split(",")]
-            return [c for c in cols if c != "id"]
+            of_column = self.codec.field_of_column
+            return [of_column.get(c, c) for c in cols if c != "id"]
         return []
 
     def _log(
@@ -266,8 +320,8 @@ class EntityService:
     ) -> None:
         """Audit and outbox rows for (record id, version, changed fields) entries."""
         tables = self.db.metadata.tables
-        conn.execute(
-            tables["registry_audit"].insert(),
+        audit.append(
+            conn,
             [
                 {
                     "at": now,
@@ -354,7 +408,7 @@ class EntityService:
                     conn,
                 )
             now = utcnow()
-            values = self.codec.to_row(new)
+            values = self.codec.to_row(new, record_id)
             version = current["_version"] + 1
             values.update(_version=version, _updated_at=now, _updated_by=actor)
             stmt = (
@@ -420,14 +474,14 @@ def missing_references(
     conn: Connection, ref: Reference, values: set[Any], services: Mapping[str, EntityService]
 ) -> set[Any]:
     """The values that name no live record of the referenced entity."""
-    stmt = services[ref.entity].lookup_statement(ref.field)
+    target = services[ref.entity]
+    stmt = target.lookup_statement(ref.field)
+    keys = target.lookup_keys(ref.field, [v for v in values if isinstance(v, str | int)])
     found: set[Any] = set()
-    vals = list(values)
+    vals = list(keys)
     for i in range(0, len(vals), 500):
-        chunk = [v for v in vals[i : i + 500] if isinstance(v, str | int)]
-        if not chunk:
-            continue
-        found.update(r[0] for r in conn.execute(stmt, {"values": chunk}))
+        chunk = vals[i : i + 500]
+        found.update(keys[r[0]] for r in conn.execute(stmt, {"values": chunk}))
     return values - found
 
 

@@ -41,8 +41,8 @@ from registry.schemas import SchemaSet, edited_schema_dir, with_entity
 
 log = logging.getLogger("registry")
 
-#: entity names the web UI uses for its own pages (`/ui/schemas`, `/ui/static`, `/ui/lang`)
-RESERVED_NAMES = ("schemas", "static", "lang")
+#: entity names the web UI uses for its own pages (`/ui/schemas`, `/ui/schemas/new`, ...)
+RESERVED_NAMES = ("schemas", "static", "lang", "new")
 NEW_BASE = "new"
 
 

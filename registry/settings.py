@@ -48,6 +48,12 @@ class Settings:
     worker_poll_seconds: int = 1
     #: Database connections per process (requests beyond it wait for one).
     pool_size: int = 20
+    #: The key file of the private fields' data keys (default `<data_dir>/data-keys.json`,
+    #: created with mode 0600 on first use; see docs/security.md).
+    data_key_file: Path | None = None
+    #: The data keys themselves, as the key file's JSON (`REGISTRY_DATA_KEYS`); wins over the
+    #: key file. A secret: never printed.
+    data_keys: str = field(default="", repr=False)
     #: Each plugin's own settings, by plugin name: `[plugins.certificates]` tables in the
     #: settings file, `REGISTRY_PLUGINS__CERTIFICATES__ISSUER=...` in the environment.
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -61,6 +67,11 @@ class Settings:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://") :]
         return url
+
+    @property
+    def data_key_path(self) -> Path:
+        """The data key file: `data_key_file`, or `data-keys.json` inside the data folder."""
+        return self.data_key_file or self.data_dir / "data-keys.json"
 
     @property
     def migrations_path(self) -> Path:
@@ -133,7 +144,7 @@ def _coerce(key: str, value: Any, base: Path) -> Any:
             for p in items
             if str(p).strip()
         )
-    if key in ("data_dir", "migrations_dir"):
+    if key in ("data_dir", "migrations_dir", "data_key_file"):
         p = Path(value)
         return p if p.is_absolute() else (base / p).resolve()
     if isinstance(default, bool):

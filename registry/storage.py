@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from generators.tables import UTCDateTime, build_metadata, json_type
+from registry.crypto import Keyring, load_keyring
 from registry.schemas import SchemaSet
 from registry.settings import Settings
 
 
 def system_tables(metadata: sa.MetaData) -> None:
-    """The audit log and the outbox, written in the same transaction as every record."""
+    """The audit log (a hash chain, see `registry.audit`) and the outbox, written in the same
+    transaction as every record."""
     sa.Table(
         "registry_audit",
         metadata,
@@ -43,6 +45,15 @@ def system_tables(metadata: sa.MetaData) -> None:
         sa.Column("record_id", sa.String(36)),
         sa.Column("version", sa.Integer),
         sa.Column("fields", json_type()),
+        sa.Column("prev_hash", sa.String(64)),
+        sa.Column("hash", sa.String(64)),
+    )
+    sa.Table(  # one row: the end of the audit chain; writers lock it to append in turn
+        "registry_audit_head",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("entries", sa.BigInteger, nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
     )
     outbox = sa.Table(
         "registry_outbox",
@@ -165,15 +176,24 @@ def read(engine: Engine, *, snapshot: bool = True) -> Iterator[Connection]:
 
 @dataclass
 class Database:
-    """The engine plus the tables of the loaded schemas."""
+    """The engine plus the tables of the loaded schemas (and the keys of their private fields)."""
 
     engine: Engine
     metadata: sa.MetaData
     tables: dict[str, sa.Table]  # by entity name
+    settings: Settings | None = None
+    _keyring: Keyring | None = field(default=None, repr=False)
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def keyring(self) -> Keyring:
+        """The data keys, loaded on first use (a key file is created then if there is none)."""
+        if self._keyring is None:
+            settings = self.settings or Settings()
+            self._keyring, _ = load_keyring(settings.data_keys, settings.data_key_path)
+        return self._keyring
 
 
 def build_database(
@@ -184,4 +204,6 @@ def build_database(
     system_tables(metadata)
     build_metadata(schemas, metadata=metadata)
     tables = {e.name: metadata.tables[e.table_name] for e in schemas}
-    return Database(engine=engine or make_engine(settings), metadata=metadata, tables=tables)
+    return Database(
+        engine=engine or make_engine(settings), metadata=metadata, tables=tables, settings=settings
+    )

@@ -312,3 +312,26 @@ def test_a_new_entity_is_created_found_edited_and_deleted_without_a_file(server:
     pg.get_by_role("button", name="Yes, delete").click()
     pg.get_by_role("status").filter(has_text="Deleted.").wait_for()
     assert pg.locator("tbody").inner_text().strip() == "No records match."
+
+
+def test_schema_pages_fit_a_phone_and_work_with_the_keyboard(server: str, browser: Any):
+    context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+    pg = context.new_page()
+    try:
+        for path in ("/ui/schemas", "/ui/schemas/facility", "/ui/schemas/facility/fields/new"):
+            pg.goto(f"{server}{path}")
+            assert pg.evaluate("document.documentElement.scrollWidth") <= 360, path
+        pg.locator("#s-name").focus()
+        pg.keyboard.type("beds")
+        for _ in range(3):  # label, help text, then the type
+            pg.keyboard.press("Tab")
+        assert pg.evaluate("document.activeElement.id") == "s-type"
+        pg.keyboard.press("Shift+Tab")
+        pg.keyboard.press("Shift+Tab")
+        assert pg.evaluate("document.activeElement.id") == "s-title"
+        pg.keyboard.type("Beds")
+        pg.keyboard.press("Enter")  # submits the form through its first button: Preview
+        pg.locator("table.plan").wait_for()
+        assert "beds" in pg.locator("table.plan").inner_text()
+    finally:
+        context.close()

@@ -6,18 +6,19 @@ CREATE TABLE recipient (
 	_created_by VARCHAR(200),
 	_updated_by VARCHAR(200),
 	_deleted_at DATETIME,
-	identity VARCHAR(200),
+	identity TEXT,
 	name VARCHAR(200),
 	dob DATE,
 	yob BIGINT,
 	gender TEXT,
 	nationality VARCHAR(100),
-	phone VARCHAR(20),
-	email VARCHAR(254),
+	phone TEXT,
+	email TEXT,
 	address JSON,
 	"enrollmentCode" VARCHAR(32),
 	comorbidities JSON,
 	"enrollmentType" TEXT,
+	_bi_identity VARCHAR(64),
 	PRIMARY KEY (id)
 );
 
@@ -29,4 +30,4 @@ CREATE INDEX ix_recipient_name_dob ON recipient (name, dob);
 
 CREATE UNIQUE INDEX "uq_recipient_enrollmentCode" ON recipient ("enrollmentCode") WHERE _deleted_at IS NULL;
 
-CREATE UNIQUE INDEX uq_recipient_identity ON recipient (identity) WHERE _deleted_at IS NULL;
+CREATE UNIQUE INDEX uq_recipient_identity ON recipient (_bi_identity) WHERE _deleted_at IS NULL;
