@@ -276,3 +276,28 @@ def test_a_cursor_of_the_other_order_is_refused(client: TestClient, registry: An
     cursor = client.get("/api/v1/audit", params={"limit": 1}).json()["next"]
     resp = client.get("/api/v1/audit", params={"cursor": cursor, "sort": "seq"})
     assert assert_problem(resp, 400)["errors"][0]["pointer"] == "/cursor"
+
+
+def test_schema_changes_and_exports_are_audit_entries(registry: Any):
+    from registry.audit import AuditQuery, list_entries
+    from registry.schema_editor import SchemaEditor
+
+    editor = SchemaEditor(registry)
+    doc = editor.document("vaccine")
+    doc["properties"]["storage"] = {"type": "string", "title": "Storage", "maxLength": 40}
+    editor.apply("vaccine", doc, editor.base("vaccine"), actor="asha")
+    svc = registry.services["recipient"]
+    svc.create(person(1), actor="t")
+    export(svc, io.StringIO(), "csv", ["identity=" + person(1)["identity"]], actor="auditor")
+    entries, _ = list_entries(registry.db.engine, AuditQuery(ascending=True))
+    change, _, exported = entries
+    assert (change["action"], change["entity"], change["actor"]) == (
+        "schema.change",
+        "vaccine",
+        "asha",
+    )
+    assert change["fields"]["version"] >= 1
+    assert (exported["action"], exported["actor"]) == ("export", "auditor")
+    assert exported["fields"] == {"format": "csv", "filters": ["identity"], "count": 1}
+    assert person(1)["identity"] not in str(entries)  # the filter's value is not kept
+    assert verify(registry.db.engine).ok
