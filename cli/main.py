@@ -205,12 +205,24 @@ def version() -> None:
     typer.echo(__version__)
 
 
+_plugin_commands_added = False
+
+
+def with_plugin_commands(third_party: bool = True) -> typer.Typer:
+    """The root app with the commands plugins contribute (added once per process)."""
+    global _plugin_commands_added
+    if not _plugin_commands_added:
+        from registry.plugins import plugin_manager
+
+        _plugin_commands_added = True
+        plugin_manager(third_party=third_party).hook.register_commands(cli=app)
+    return app
+
+
 def main() -> None:
     """The console script: adds the commands plugins contribute, then runs."""
-    from registry.plugins import plugin_manager
-
     try:
-        plugin_manager().hook.register_commands(cli=app)
+        with_plugin_commands()
     except Exception as exc:
         typer.secho(f"warning: plugin commands not loaded: {exc}", fg="yellow", err=True)
     app()

@@ -11,12 +11,12 @@ import click
 import typer
 from typer.testing import CliRunner
 
-from cli.main import app
+from cli.main import with_plugin_commands
 
 
 def _paths(cmd: click.Command, prefix: list[str]) -> list[list[str]]:
     out = [prefix]
-    if isinstance(cmd, click.Group):
+    if isinstance(getattr(cmd, "commands", None), dict):  # a group (typer may not subclass click)
         for name in sorted(cmd.commands):
             out.extend(_paths(cmd.commands[name], [*prefix, name]))
     return out
@@ -26,6 +26,8 @@ def render() -> str:
     """The whole reference as Markdown."""
     os.environ.setdefault("COLUMNS", "100")
     runner = CliRunner(env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"})
+    # the built-in plugins' commands too (`registry keys`, `registry verify`)
+    app = with_plugin_commands(third_party=False)
     root = typer.main.get_command(app)
     parts = [
         "# `registry` command reference",

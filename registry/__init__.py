@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from registry.app import Registry, create_app, open_registry
+from registry.codec import new_id, utcnow
 from registry.errors import (
     BadRequest,
     Conflict,
@@ -28,5 +29,7 @@ __all__ = [
     "StartupError",
     "__version__",
     "create_app",
+    "new_id",
     "open_registry",
+    "utcnow",
 ]

@@ -1,10 +1,14 @@
 // Independent check: Digital Bazaar's verifier (@digitalbazaar/vc) verifies credentials issued by
-// our Python code, offline. Reads a JSON array of credentials on stdin and prints a JSON array of
-// results, one per credential: {"verified": true|false, "errors": [...]}.
+// our Python code, offline. Reads from stdin a JSON array of credentials, or an object
+// {"credentials": [...], "statusLists": {url: signed status list credential}}, and prints a JSON
+// array of results, one per credential: {"verified": true|false, "errors": [...]}.
+// A credential with a BitstringStatusListEntry is checked against the given status list
+// credential (itself verified here); without one the credential fails verification.
 // Contexts come from the npm context packages, plus our vaccination context read from
 // plugins/certificates/contexts/; did:key verification methods resolve offline. Any other URL is
 // refused, so nothing is fetched from the network.
 import {readFile} from 'node:fs/promises';
+import {gunzipSync} from 'node:zlib';
 
 import * as credentialsContext from '@digitalbazaar/credentials-context';
 import * as dataIntegrityContext from '@digitalbazaar/data-integrity-context';
@@ -70,6 +74,7 @@ function errorsOf(result) {
     }
   };
   collect(result.error);
+  collect(result.statusResult && result.statusResult.error);
   for(const r of result.results || []) {
     collect(r.error);
   }
@@ -89,11 +94,41 @@ const suite = [
   new DataIntegrityProof({cryptosuite: eddsaRdfc2022CryptoSuite}),
   new Ed25519Signature2020()
 ];
-const credentials = JSON.parse(await readStdin());
+const input = JSON.parse(await readStdin());
+const credentials = Array.isArray(input) ? input : input.credentials;
+const statusLists = Array.isArray(input) ? {} : (input.statusLists || {});
+
+// Bitstring Status List v1.0: the list credential must verify, be of the entry's purpose, and
+// the entry's bit (most significant bit first) must be clear.
+async function checkStatus({credential}) {
+  const entries = [].concat(credential.credentialStatus || []);
+  for(const entry of entries) {
+    const list = statusLists[entry.statusListCredential];
+    if(!list) {
+      return {verified: false, error: new Error(
+        `status list ${entry.statusListCredential} not given`)};
+    }
+    const listResult = await vc.verifyCredential({credential: list, suite, documentLoader});
+    if(!listResult.verified) {
+      return {verified: false, error: new Error('the status list credential does not verify')};
+    }
+    const subject = list.credentialSubject;
+    if(subject.statusPurpose !== entry.statusPurpose) {
+      return {verified: false, error: new Error('status purpose mismatch')};
+    }
+    const bits = gunzipSync(Buffer.from(subject.encodedList.slice(1), 'base64url'));
+    const index = parseInt(entry.statusListIndex, 10);
+    if(bits[index >> 3] & (0x80 >> (index & 7))) {
+      return {verified: false, error: new Error(`${entry.statusPurpose} bit is set`)};
+    }
+  }
+  return {verified: true};
+}
+
 const results = [];
 for(const credential of credentials) {
   try {
-    const result = await vc.verifyCredential({credential, suite, documentLoader});
+    const result = await vc.verifyCredential({credential, suite, documentLoader, checkStatus});
     results.push({verified: result.verified === true, errors: errorsOf(result)});
   } catch(e) {
     results.push({verified: false, errors: [e.message || String(e)]});

@@ -68,7 +68,7 @@ def test_export_then_import_into_an_empty_database_gives_the_same_records(
         with files[entity].open("w", newline="", encoding="utf-8") as fh:
             assert export(registry.services[entity], fh, fmt) == len(before[entity])
     empty_tables(registry)
-    for entity in _order(registry.services):
+    for entity in [e for e in _order(registry.services) if e in SHIPPED]:
         result = import_file(registry.services[entity], files[entity], keep_ids=True)
         assert result.ok, (entity, result.errors)
     for entity in SHIPPED:

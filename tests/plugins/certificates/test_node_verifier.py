@@ -41,12 +41,15 @@ def _require_node() -> str:
     return node
 
 
-def run_node_verifier(credentials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_node_verifier(
+    credentials: list[dict[str, Any]], status_lists: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Digital Bazaar's verdicts; `status_lists` maps a status list URL to its credential."""
     node = _require_node()
     done = subprocess.run(
         [node, "verify.mjs"],
         cwd=NODE_DIR,
-        input=json.dumps(credentials),
+        input=json.dumps({"credentials": credentials, "statusLists": status_lists or {}}),
         capture_output=True,
         text=True,
         timeout=180,

@@ -1,0 +1,176 @@
+"""CLI commands of the certificates plugin: `registry keys generate|list|rotate` and
+`registry verify FILE|QR-IMAGE`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from registry import Settings, StartupError, open_registry
+
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="The registry's data folder (keys live there)")
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="REGISTRY_DATABASE_URL",
+        help="The registry's database, for status lists (default: from settings)",
+    ),
+]
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
+
+
+def _settings(data_dir: Path | None, database_url: str | None = None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if data_dir:
+        overrides["data_dir"] = data_dir.resolve()
+    if database_url:
+        overrides["database_url"] = database_url
+    try:
+        return Settings.load(**overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _keystore(data_dir: Path | None) -> Any:
+    from plugins.certificates.config import CertificatesConfig, ConfigError
+    from plugins.certificates.keystore import KeyStore
+
+    settings = _settings(data_dir)
+    try:
+        config = CertificatesConfig.from_settings(settings)
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    return KeyStore(config.keys_dir or settings.data_dir / "keys", config.issuer)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def read_credential(path: Path) -> dict[str, Any]:
+    """A credential from a JSON file, or from a picture of its QR code (either payload)."""
+    from plugins.certificates import qr
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if data.startswith(IMAGE_MAGIC):
+        return qr.decode_payload(qr.decode_image(data))
+    try:
+        credential = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"{path} is neither JSON nor a QR code picture: {exc}") from None
+    if not isinstance(credential, dict):
+        raise ValueError(f"{path} holds JSON that is not a credential object")
+    return credential
+
+
+def add_commands(cli: typer.Typer) -> None:
+    keys = typer.Typer(
+        help="Signing keys of the certificate issuer (files in the keys folder).",
+        no_args_is_help=True,
+    )
+    cli.add_typer(keys, name="keys")
+
+    @keys.command("generate")
+    def generate(data_dir: DataDirOpt = None) -> None:
+        """Create a signing key and make it current (the private key file is mode 0600).
+
+        Examples:
+
+          registry keys generate
+        """
+        store = _keystore(data_dir)
+        info = store.generate()
+        typer.echo(f"generated {info.kid}  {info.public_multibase}  (current)")
+        typer.echo(f"private key: {store.folder / (info.kid + '.key')} (mode 600; back it up)")
+
+    @keys.command("list")
+    def list_(data_dir: DataDirOpt = None) -> None:
+        """List the signing keys: id, public key, creation time; the current one is marked.
+
+        Examples:
+
+          registry keys list
+        """
+        store = _keystore(data_dir)
+        found = store.keys()
+        if not found:
+            typer.echo("no signing keys yet; run `registry keys generate`")
+            return
+        for k in found:
+            mark = "*" if k.current else " "
+            typer.echo(f"{mark} {k.kid:<16} {k.created}  {k.public_multibase}")
+
+    @keys.command("rotate")
+    def rotate(data_dir: DataDirOpt = None) -> None:
+        """Make a new key current; old public keys stay published so old certificates verify.
+
+        Examples:
+
+          registry keys rotate
+        """
+        from plugins.certificates.keystore import KeyStoreError
+
+        store = _keystore(data_dir)
+        try:
+            info = store.rotate()
+        except KeyStoreError as exc:
+            _fail(str(exc), 1)
+        typer.echo(
+            f"rotated: {info.kid} is now current; {len(store.keys()) - 1} older key(s) still verify"
+        )
+
+    @cli.command("verify")
+    def verify(
+        path: Annotated[Path, typer.Argument(help="A credential JSON file or a QR code picture")],
+        data_dir: DataDirOpt = None,
+        database_url: DatabaseOpt = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
+    ) -> None:
+        """Verify a certificate (JSON file or QR code picture) offline, with the reason.
+
+        Exit 0 when VALID; 1 when REVOKED, SUSPENDED, EXPIRED or INVALID; 2 when the file
+        cannot be read. Our own status lists are read from the registry's database; nothing
+        is fetched.
+
+        Examples:
+
+          registry verify certificate.json
+
+          registry verify qr-photo.png --json
+        """
+        from plugins.certificates.qr import QRError
+        from plugins.certificates.runtime import runtime
+
+        try:
+            credential = read_credential(path)
+        except (ValueError, QRError) as exc:
+            _fail(str(exc), 2)
+        settings = _settings(data_dir, database_url)
+        try:
+            reg = open_registry(settings, create_tables=False)
+        except StartupError as exc:
+            _fail(f"cannot open the registry to check status lists: {exc}", 2)
+        try:
+            verdict = runtime(reg).verifier.verify(credential)
+        finally:
+            reg.close()
+        if as_json:
+            typer.echo(json.dumps(verdict.as_dict(), indent=2))
+        else:
+            colour = "green" if verdict.status == "VALID" else "red"
+            typer.secho(f"{verdict.status}: {verdict.reason}", fg=colour)
+            for warning in verdict.warnings:
+                typer.echo(f"warning: {warning}")
+        raise typer.Exit(0 if verdict.status == "VALID" else 1)

@@ -1,0 +1,130 @@
+"""The certificates plugin's settings: the `[plugins.certificates]` table of the settings file
+(or `REGISTRY_PLUGINS__CERTIFICATES__<KEY>` variables). Every key has a working default, so a
+fresh install issues did:key-signed certificates with a key generated in the data folder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plugins.certificates.suites import EDDSA_RDFC_2022, SUITES
+
+#: the environment variable that may hold the signing key (a Multikey secret, `z...`)
+KEY_ENV = "REGISTRY_CERTIFICATES_SIGNING_KEY"
+
+
+class ConfigError(ValueError):
+    """A `[plugins.certificates]` setting that cannot be used; the message names it."""
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"plugins.certificates.{name} must be true or false, got {value!r}")
+
+
+def _list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(str(v) for v in value)
+
+
+@dataclass(frozen=True)
+class CertificatesConfig:
+    """What the plugin needs to issue and verify certificates."""
+
+    enabled: bool = True
+    #: `did:key` (the current key's own DID) or a `did:web:<host>[:path]` DID
+    issuer: str = "did:key"
+    #: the signature suite of new certificates
+    suite: str = EDDSA_RDFC_2022
+    #: where signing keys live (secret files 0600); default `<data_dir>/keys`
+    keys_dir: Path | None = None
+    #: the public address of this registry, for status list and certificate links
+    base_url: str = "http://localhost:8000"
+    #: other issuers whose certificates verify as trusted (DIDs); our own always are
+    trusted_issuers: tuple[str, ...] = ()
+    #: a folder of DID documents (`*.json`) of other trusted did:web issuers, read offline
+    trust_dir: Path | None = None
+    #: per-programme credential templates: `<programme code>.json` in this folder
+    templates_dir: Path | None = None
+    #: how many times one vaccination's certificate may be corrected (re-issued)
+    max_corrections: int = 3
+    #: how many outbox events a worker turns into certificates per transaction
+    batch_size: int = 100
+    #: the PDF's Jinja2 template file (default: the shipped `templates/certificate.html`)
+    pdf_template: Path | None = None
+    #: TrueType fonts for PDF text beyond Latin-1: `{locale = "path.ttf"}` or `hi=/a.ttf,...`
+    pdf_fonts: Any = None
+    #: a folder of `<locale>.json` label catalogs for the PDF (default: the shipped en/fr/hi)
+    pdf_locales_dir: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> CertificatesConfig:
+        raw: Mapping[str, Any] = (getattr(settings, "plugins", None) or {}).get("certificates", {})
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) plugins.certificates.{', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        data_dir = Path(getattr(settings, "data_dir", "data"))
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key == "enabled":
+                values[key] = _bool(key, value)
+            elif key == "pdf_fonts":
+                values[key] = value
+            elif key in (
+                "keys_dir",
+                "trust_dir",
+                "templates_dir",
+                "pdf_template",
+                "pdf_locales_dir",
+            ):
+                values[key] = Path(value)
+            elif key == "trusted_issuers":
+                values[key] = _list(value)
+            elif key in ("max_corrections", "batch_size"):
+                try:
+                    values[key] = int(value)
+                except (TypeError, ValueError):
+                    raise ConfigError(
+                        f"plugins.certificates.{key} must be a whole number, got {value!r}"
+                    ) from None
+            else:
+                values[key] = str(value)
+        config = cls(**values)
+        if config.keys_dir is None:
+            config = cls(**{**values, "keys_dir": data_dir / "keys"})
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.suite not in SUITES:
+            raise ConfigError(
+                f"plugins.certificates.suite {self.suite!r} is not one of {', '.join(SUITES)}"
+            )
+        if self.issuer != "did:key" and not self.issuer.startswith("did:web:"):
+            raise ConfigError(
+                f"plugins.certificates.issuer must be 'did:key' or a did:web DID, "
+                f"got {self.issuer!r}"
+            )
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"plugins.certificates.base_url must be an http(s) address, got {self.base_url!r}"
+            )
+        if self.max_corrections < 0 or self.batch_size < 1:
+            raise ConfigError("plugins.certificates.max_corrections >= 0 and batch_size >= 1")
+
+    @property
+    def api_base(self) -> str:
+        return self.base_url.rstrip("/") + "/api/v1"

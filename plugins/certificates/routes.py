@@ -1,0 +1,366 @@
+"""HTTP routes of the certificates plugin.
+
+- `GET /api/v1/certificates/{id}`: the signed credential as JSON-LD; with `Accept: image/png`,
+  `image/svg+xml` or `application/pdf` (or `?format=png|svg|pdf`) its QR code or PDF, rendered on
+  demand and cached (`?payload=divoc|compact` picks the QR payload, `?lang=` the PDF language);
+- `POST /api/v1/certificates/{id}/revoke|suspend|reinstate|correct`: the lifecycle;
+- `GET /api/v1/status-lists/{purpose}/{n}`: our signed Bitstring Status List credentials;
+- `POST /api/v1/verify`: VALID / REVOKED / SUSPENDED / EXPIRED / INVALID with the reason;
+- `POST /credentials/issue`, `POST /credentials/verify`: the VC-API (VCALM) endpoints;
+- `GET /.well-known/did.json`: the issuer's DID document (did:web issuers).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import OrderedDict
+from threading import Lock
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from plugins.certificates import shortcut, suites
+from plugins.certificates.issuance import CERTIFICATE, VACCINATION, now_iso
+from plugins.certificates.jsonld import JsonLdProcessingError
+from plugins.certificates.loader import UnknownContextError
+from plugins.certificates.results import SigningError
+from plugins.certificates.runtime import Certificates, runtime
+from plugins.certificates.status import PURPOSES
+from plugins.certificates.verifier import VALID
+from registry import BadRequest, Invalid, NotFound
+from registry.api import JSONResponse, read_json
+
+LD_JSON = "application/ld+json"
+FORMATS = {"json": LD_JSON, "png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+
+
+class _Renders:
+    """A small LRU of rendered QR codes and PDFs, keyed by certificate id, version and kind."""
+
+    def __init__(self, size: int = 512):
+        self.size = size
+        self.items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self.lock = Lock()
+
+    def get(self, key: tuple[Any, ...], make: Any) -> bytes:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        value = make()
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+
+def _actor(request: Request) -> str | None:
+    return getattr(request.state, "actor", None)
+
+
+def _format(request: Request, asked: str | None) -> str:
+    if asked:
+        if asked not in FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}, not {asked!r}")
+        return asked
+    accept = request.headers.get("accept", "")
+    for name, media in FORMATS.items():
+        if name != "json" and media in accept:
+            return name
+    return "json"
+
+
+def _text(body: Any, name: str, *, required: bool = True, limit: int = 500) -> str | None:
+    value = body.get(name) if isinstance(body, dict) else None
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise Invalid(
+            "1 field failed validation",
+            errors=[
+                {
+                    "pointer": f"/{name}",
+                    "message": f"{name} is required: text of 1 to {limit} characters",
+                    "keyword": "required" if value is None else "type",
+                }
+            ],
+        )
+    return value.strip()
+
+
+def _credential_from(body: Any) -> Any:
+    """A credential from a verify body: the credential itself, `{credential|verifiableCredential}`
+    or `{"qr": "<base64 of the QR payload>"}`."""
+    if not isinstance(body, dict):
+        raise BadRequest("send the credential as a JSON object")
+    for key in ("verifiableCredential", "credential"):
+        if key in body:
+            return body[key]
+    if "qr" in body:
+        from plugins.certificates.qr import QRError, decode_payload
+
+        try:
+            return decode_payload(base64.b64decode(str(body["qr"]), validate=True))
+        except (QRError, binascii.Error, ValueError) as exc:
+            raise Invalid(
+                "the QR payload cannot be read",
+                errors=[{"pointer": "/qr", "message": str(exc), "keyword": "format"}],
+            ) from None
+    return body
+
+
+def certificate_routes(registry: Any) -> list[APIRouter]:
+    router = APIRouter(tags=["certificates"])
+    renders = _Renders()
+
+    def certs() -> Certificates:
+        return runtime(registry)
+
+    def record(certificate_id: str) -> dict[str, Any]:
+        return registry.services[CERTIFICATE].get(certificate_id)
+
+    def _qr_response(key: tuple[Any, ...], fmt: str, qr_payload: Any) -> Response:
+        from plugins.certificates import qr
+
+        if fmt == "png":
+            return Response(
+                renders.get(key, lambda: qr.qr_png(qr_payload())), media_type="image/png"
+            )
+        svg = renders.get(key, lambda: qr.qr_svg(qr_payload()).encode())
+        return Response(svg, media_type="image/svg+xml")
+
+    def render(rec: dict[str, Any], fmt: str, payload: str, lang: str) -> Response:
+        credential = rec["credential"]
+        if fmt == "json":
+            return JSONResponse(credential, media_type=LD_JSON)
+        from plugins.certificates import qr
+
+        if payload not in ("divoc", "compact"):
+            raise BadRequest(f"payload must be divoc or compact, not {payload!r}")
+
+        def qr_payload() -> bytes:
+            return (qr.divoc_payload if payload == "divoc" else qr.compact_payload)(credential)
+
+        key = (rec["id"], rec["_version"], fmt, payload, lang)
+        if fmt in ("png", "svg"):
+            try:
+                return _qr_response(key, fmt, qr_payload)
+            except qr.QRError as exc:
+                hint = " (try ?payload=compact)" if payload == "divoc" else ""
+                raise Invalid(
+                    f"the certificate does not fit a QR code: {exc}{hint}",
+                    errors=[{"pointer": "", "message": str(exc), "keyword": "maxLength"}],
+                ) from None
+        from plugins.certificates import pdf
+
+        def make_pdf() -> bytes:
+            try:
+                png = renders.get(
+                    (rec["id"], rec["_version"], "png", payload, ""),
+                    lambda: qr.qr_png(qr_payload()),
+                )
+            except qr.QRError:  # too big for the DIVOC zip: the compact payload still fits
+                png = qr.qr_png(qr.compact_payload(credential))
+            config = certs().config
+            return pdf.render_pdf(
+                credential,
+                locale=lang,
+                qr_png=png,
+                template_path=config.pdf_template,
+                fonts=config.pdf_fonts,
+                locales_dir=config.pdf_locales_dir,
+            )
+
+        try:
+            body = renders.get(key, make_pdf)
+        except pdf.PdfError as exc:
+            raise BadRequest(str(exc)) from None
+        headers = {"Content-Disposition": f'inline; filename="certificate-{rec["id"]}.pdf"'}
+        return Response(body, media_type="application/pdf", headers=headers)
+
+    @router.get(
+        "/api/v1/certificates/{certificate_id}",
+        summary="A certificate as JSON-LD, QR code (PNG/SVG) or PDF",
+        responses={200: {"content": {m: {} for m in FORMATS.values()}}},
+    )
+    async def get_certificate(
+        request: Request,
+        certificate_id: str,
+        format: str | None = None,
+        payload: str = "divoc",
+        lang: str | None = None,
+    ) -> Response:
+        fmt = _format(request, format)
+        rec = await run_in_threadpool(record, certificate_id)
+        locale = lang or request.headers.get("accept-language", "en")[:2].lower() or "en"
+        return await run_in_threadpool(render, rec, fmt, payload, locale)
+
+    @router.post("/api/v1/certificates/{certificate_id}/revoke", summary="Revoke a certificate")
+    async def revoke(request: Request, certificate_id: str) -> Response:
+        body = await read_json(request, registry.settings.max_body_bytes)
+        reason = _text(body, "reason")
+        rec = await run_in_threadpool(certs().revoke, certificate_id, reason, _actor(request))
+        return JSONResponse(rec)
+
+    @router.post("/api/v1/certificates/{certificate_id}/suspend", summary="Suspend a certificate")
+    async def suspend(request: Request, certificate_id: str) -> Response:
+        body = await read_json(request, registry.settings.max_body_bytes)
+        reason = _text(body, "reason")
+        until = _text(body, "until", required=False, limit=40)
+        if until is not None and until <= now_iso():
+            raise Invalid(
+                "1 field failed validation",
+                errors=[
+                    {
+                        "pointer": "/until",
+                        "message": "must be a future date-time",
+                        "keyword": "format",
+                    }
+                ],
+            )
+        rec = await run_in_threadpool(
+            certs().suspend, certificate_id, reason, until, _actor(request)
+        )
+        return JSONResponse(rec)
+
+    @router.post(
+        "/api/v1/certificates/{certificate_id}/reinstate", summary="Lift a certificate's suspension"
+    )
+    async def reinstate(request: Request, certificate_id: str) -> Response:
+        rec = await run_in_threadpool(certs().reinstate, certificate_id, _actor(request))
+        return JSONResponse(rec)
+
+    @router.post(
+        "/api/v1/certificates/{certificate_id}/correct",
+        summary="Correct the vaccination behind a certificate (a new certificate replaces it)",
+        status_code=202,
+    )
+    async def correct(request: Request, certificate_id: str) -> Response:
+        body = await read_json(request, registry.settings.max_body_bytes, patch=True)
+        rec = await run_in_threadpool(record, certificate_id)
+        if rec["status"] == "revoked":
+            raise BadRequest(f"certificate {certificate_id} is revoked; correct its replacement")
+        updated = await run_in_threadpool(
+            registry.services[VACCINATION].update,
+            rec["vaccination"],
+            body,
+            actor=_actor(request),
+            patch=True,
+        )
+        return JSONResponse(
+            {"vaccination": updated, "certificate": certificate_id, "status": "re-issuing"},
+            status_code=202,
+        )
+
+    @router.get(
+        "/api/v1/status-lists/{purpose}/{number}",
+        summary="A signed Bitstring Status List credential of this issuer",
+    )
+    async def status_list(purpose: str, number: int) -> Response:
+        if purpose not in PURPOSES or number < 0:
+            raise NotFound(f"no status list {purpose}/{number}")
+        doc = await run_in_threadpool(certs().status_list_credential, purpose, number)
+        return JSONResponse(doc, media_type=LD_JSON, headers={"Cache-Control": "max-age=60"})
+
+    @router.post(
+        "/api/v1/verify",
+        summary="Verify a certificate: VALID, REVOKED, SUSPENDED, EXPIRED or INVALID",
+    )
+    async def verify(request: Request) -> Response:
+        body = await read_json(request, registry.settings.max_body_bytes)
+        credential = _credential_from(body)
+        verdict = await run_in_threadpool(certs().verifier.verify, credential)
+        return JSONResponse(verdict.as_dict())
+
+    @router.post(
+        "/credentials/issue", summary="VC-API: sign a credential as this issuer", status_code=201
+    )
+    async def vc_issue(request: Request) -> Response:
+        body = await read_json(request, registry.settings.max_body_bytes)
+        credential = body.get("credential") if isinstance(body, dict) else None
+        if not isinstance(credential, dict):
+            raise Invalid(
+                "1 field failed validation",
+                errors=[
+                    {
+                        "pointer": "/credential",
+                        "message": "an unsigned credential object",
+                        "keyword": "required",
+                    }
+                ],
+            )
+        rt = certs()
+        key = rt.keys.current()
+        issuer = credential.get("issuer")
+        issuer_id = issuer.get("id") if isinstance(issuer, dict) else issuer
+        if issuer_id is None:
+            credential = {**credential, "issuer": key.issuer}
+        elif issuer_id != key.issuer:
+            raise Invalid(
+                "1 field failed validation",
+                errors=[
+                    {
+                        "pointer": "/credential/issuer",
+                        "message": f"this service issues as {key.issuer}",
+                        "keyword": "const",
+                    }
+                ],
+            )
+
+        def sign() -> dict[str, Any]:
+            return suites.sign(
+                credential,
+                key.private_key,
+                key.verification_method,
+                suite=rt.config.suite,
+                canonicalizer=shortcut.canonicalize,
+            )
+
+        try:
+            signed = await run_in_threadpool(sign)
+        except (JsonLdProcessingError, UnknownContextError, SigningError, ValueError) as exc:
+            raise Invalid(
+                "the credential cannot be signed",
+                errors=[{"pointer": "/credential", "message": str(exc), "keyword": "jsonld"}],
+            ) from None
+        return JSONResponse({"verifiableCredential": signed}, status_code=201)
+
+    @router.post("/credentials/verify", summary="VC-API: verify a credential")
+    async def vc_verify(request: Request) -> Response:
+        body = await read_json(request, registry.settings.max_body_bytes)
+        credential = body.get("verifiableCredential") if isinstance(body, dict) else None
+        if not isinstance(credential, dict):
+            raise Invalid(
+                "1 field failed validation",
+                errors=[
+                    {
+                        "pointer": "/verifiableCredential",
+                        "message": "a credential object",
+                        "keyword": "required",
+                    }
+                ],
+            )
+        verdict = await run_in_threadpool(certs().verifier.verify, credential)
+        ok = verdict.status == VALID
+        return JSONResponse(
+            {
+                "verified": ok,
+                "checks": [k for k, v in verdict.checks.items() if v],
+                "warnings": verdict.warnings,
+                "errors": [] if ok else [f"{verdict.status}: {verdict.reason}"],
+                "status": verdict.status,
+            },
+            status_code=200 if ok else 400,
+        )
+
+    @router.get("/.well-known/did.json", summary="The issuer's DID document (did:web)")
+    async def did_document() -> Response:
+        doc = certs().keys.did_document()
+        if doc is None:
+            raise NotFound("this registry issues as did:key; there is no did:web document")
+        return JSONResponse(doc, media_type="application/did+json")
+
+    return [router]
