@@ -9,6 +9,7 @@ import typer
 from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
 from registry import migrations
 from registry.app import Registry
+from registry.audit import record_event
 
 migrate_app = typer.Typer(
     help="Bring the database to the schema files through migrations (Alembic revisions).",
@@ -83,6 +84,7 @@ def migrate(
             raise typer.Exit(1)
         if plan.pending:
             migrations.apply_pending(reg.db, folder)
+            _audit(reg, plan.pending)
             typer.echo(f"applied revisions: {', '.join(plan.pending)}")
             plan = migrations.plan(reg.db, reg.schemas, folder)
         if not plan.changes:
@@ -115,9 +117,15 @@ def migrate(
         path = migrations.write_revision(reg.db, folder, name)
         typer.echo(f"wrote {path}")
         migrations.apply_pending(reg.db, folder)
+        _audit(reg, [path.stem] if path else [])
         typer.secho("applied; the database matches the schemas", fg="green")
     finally:
         reg.close()
+
+
+def _audit(reg: Registry, revisions: list[str]) -> None:
+    """Schema changes are audit entries too (which revisions, never data)."""
+    record_event(reg.db.engine, "schema.migrate", actor="cli", details={"revisions": revisions})
 
 
 @migrate_app.command("plan")
@@ -154,6 +162,7 @@ def migrate_apply(
             typer.echo("no revisions to apply")
             return
         migrations.apply_pending(reg.db, reg.settings.migrations_path)
+        _audit(reg, pending)
         typer.echo(f"applied revisions: {', '.join(pending)}")
     finally:
         reg.close()

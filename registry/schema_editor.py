@@ -33,7 +33,7 @@ from typing import Any
 
 from generators.errors import SchemaError, SchemaIssue
 from generators.schema import DRAFT_2020_12, EntitySchema, parse_entity_schema
-from registry import migrations
+from registry import audit, migrations
 from registry.errors import Conflict, Invalid, NotFound
 from registry.migrations import Change, Plan
 from registry.schema_history import UI_ORIGIN, NewVersion, SchemaHistory, SchemaVersion
@@ -328,6 +328,10 @@ class SchemaEditor:
             raise
         self.history.set_revision(name, numbers[-1], revision)
         self.registry.reload_schemas(preview.schemas)
+        details = {"version": numbers[-1], "revision": revision, "changes": len(plan.changes)}
+        audit.record_event(
+            self.registry.db.engine, "schema.change", actor=actor, entity=name, details=details
+        )
         log.info("schema of %s saved as version %s (revision %s)", name, numbers[-1], revision)
         return numbers[-1]
 
