@@ -26,6 +26,16 @@ def register_formats() -> dict[str, Any] | None:
 
 
 @hookspec
+def register_templates() -> list[Any] | None:
+    """Folders of Jinja2 templates for the pages, searched first (widgets/<name>.html: a widget)."""
+
+
+@hookspec(firstresult=True)
+def lookup_widget(path: str, schema: dict[str, Any]) -> str | None:
+    """The form widget for a field (its dotted path and property schema); the first answer wins."""
+
+
+@hookspec
 def register_routes(registry: Any) -> list[Any] | None:
     """FastAPI routers to mount in the app (paths under /api/v1/ for APIs)."""
 

@@ -81,10 +81,17 @@ class UI:
         self.registry = registry
         self.services: dict[str, EntityService] = registry.services
         self.prefix = prefix
+        hooks = registry.pm.hook
+        if widget_hook is None and hooks.lookup_widget.get_hookimpls():
+
+            def widget_hook(path: str, schema: Any) -> str | None:
+                return hooks.lookup_widget(path=path, schema=schema)
+
         self.widget_hook = widget_hook
         self.actor_of = actor_of or (lambda _r: None)
         self.catalogs = Catalogs.load()
-        self.env = build_environment()
+        template_dirs = [d for dirs in hooks.register_templates() for d in dirs or []]
+        self.env = build_environment(template_dirs)
         self._forms: dict[tuple[str, str], tuple[FormField, ...]] = {}
         listeners = getattr(registry, "on_reload", None)
         if listeners is not None:  # a schema changed while running: forms are built anew

@@ -21,10 +21,13 @@ from registry.i18n import Translator
 MAX_REFERENCE_OPTIONS = 500
 
 
-def build_environment() -> jinja2.Environment:
-    """The UI's templates (`registry/templates`), autoescaped."""
+def build_environment(extra_dirs: Sequence[Any] = ()) -> jinja2.Environment:
+    """The UI's templates (`registry/templates`), autoescaped; templates in `extra_dirs` (the
+    plugins' `register_templates`) come first, so they add widgets or replace pages."""
+    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(d)) for d in extra_dirs]
+    loaders.append(jinja2.PackageLoader("registry", "templates"))
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("registry", "templates"),
+        loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -237,3 +237,60 @@ def test_before_write_can_refuse_a_write(settings: Settings):
         assert ("vaccine", "update", "A") in plugin.seen
     finally:
         reg.close()
+
+
+class StarsPlugin:
+    """A field type as a plugin: `format: rating` fields get a star widget drawn by its template."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @hookimpl
+    def register_templates(self) -> list[Path]:
+        return [self.folder]
+
+    @hookimpl
+    def lookup_widget(self, path: str, schema: dict[str, Any]) -> str | None:
+        return "stars" if schema.get("format") == "rating" else None
+
+    @hookimpl
+    def register_formats(self) -> dict[str, Any]:
+        return {"rating": lambda v: v in ("1", "2", "3", "4", "5")}
+
+
+def test_register_templates_and_lookup_widget_draw_a_plugin_field_type(
+    settings: Settings, tmp_path: Path
+):
+    widgets = tmp_path / "templates" / "widgets"
+    widgets.mkdir(parents=True)
+    (widgets / "stars.html").write_text(
+        '<span class="stars" id="{{ id }}-stars">{% for n in range(1, 6) %}'
+        '<input type="radio" name="{{ name }}" value="{{ n }}"'
+        "{% if value == n|string %} checked{% endif %}>{% endfor %}</span>\n"
+    )
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    (schemas / "review.json").write_text(
+        json.dumps(
+            {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "title": "Review",
+                "properties": {
+                    "title": {"type": "string"},
+                    "score": {"type": "string", "format": "rating"},
+                },
+            }
+        )
+    )
+    reg = open_registry(
+        settings.with_(schema_dirs=(schemas,)), plugins=[StarsPlugin(tmp_path / "templates")]
+    )
+    try:
+        with TestClient(create_app(registry=reg)) as c:
+            page = c.get("/ui/review/new").text
+            assert 'class="stars" id="f-score-stars"' in page and page.count('name="score"') == 5
+            assert 'name="title"' in page and 'type="text"' in page  # others keep theirs
+            assert c.post("/api/v1/review", json={"score": "9"}).status_code == 422
+    finally:
+        reg.close()
