@@ -1,0 +1,70 @@
+"""Claims on counters: a record takes one unit of a counter (a facility's vaccinations of a day,
+a slot's places, a batch's doses, a recipient's one open booking) inside its write transaction.
+
+Taking is a conditional update, `used = used + 1 WHERE used < limit`: on PostgreSQL concurrent
+writers queue on the counter row and each re-reads it after the one before commits, so the limit
+holds under any concurrency; SQLite has one writer. The claim row says which record holds which
+unit, so moving a record (another day, slot or batch) gives its unit back in the same
+transaction, and deleting it gives it back exactly once.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from plugins.programme.tables import claim, counter, ensure_counters, insert_for
+
+RATE = "rate"  # key facility|program|day
+SLOT = "slot"  # key facility|program|date|HH:MM
+BATCH = "batch"  # key: the stock record's id
+BOOKING = "booking"  # key recipient|program
+
+
+def held(conn: Connection, kind: str, record_id: str, *, lock: bool = False) -> str | None:
+    """The counter key `record_id` holds a unit of, if any."""
+    stmt = sa.select(claim.c.key).where(claim.c.kind == kind, claim.c.record_id == record_id)
+    if lock and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).scalar()
+
+
+def release(conn: Connection, kind: str, record_id: str) -> str | None:
+    """Give back the unit `record_id` holds (if any); returns its counter key."""
+    key = held(conn, kind, record_id, lock=True)
+    if key is None:
+        return None
+    conn.execute(sa.delete(claim).where(claim.c.kind == kind, claim.c.record_id == record_id))
+    conn.execute(
+        sa.update(counter)
+        .where(counter.c.kind == kind, counter.c.key == key, counter.c.used > 0)
+        .values(used=counter.c.used - 1)
+    )
+    return key
+
+
+def take(conn: Connection, kind: str, record_id: str, key: str, limit: int | None) -> bool:
+    """Have `record_id` hold one unit of counter `key`, if fewer than `limit` are used
+    (`None`: no limit). A record already holding a unit of `key` keeps it; one holding another
+    key gives that back first. False when the counter is full: the caller must then fail the
+    transaction (which also undoes the give-back)."""
+    current = held(conn, kind, record_id, lock=True)
+    if current == key:
+        return True
+    if current is not None:
+        release(conn, kind, record_id)
+    ensure_counters(conn, kind, [key])
+    stmt = sa.update(counter).where(counter.c.kind == kind, counter.c.key == key)
+    if limit is not None:
+        stmt = stmt.where(counter.c.used < limit)
+    if conn.execute(stmt.values(used=counter.c.used + 1)).rowcount != 1:
+        return False
+    conn.execute(insert_for(conn, claim).values(kind=kind, record_id=record_id, key=key))
+    return True
+
+
+def used(conn: Connection, kind: str, key: str) -> int:
+    value = conn.execute(
+        sa.select(counter.c.used).where(counter.c.kind == kind, counter.c.key == key)
+    ).scalar()
+    return int(value or 0)

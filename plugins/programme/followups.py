@@ -1,0 +1,184 @@
+"""Work that follows committed writes, done by the outbox worker in its transaction: tell a
+facility about its activation or rate, suggest the next dose once a certificate is issued,
+complete the appointment a vaccination fulfils, give imported recipients enrolment codes and
+list the ones that look like duplicates, and flag serious side effects to monitoring."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from plugins.programme import enrolment, notify
+from plugins.programme.activation import vaccination_day
+from plugins.programme.runtime import (
+    ACTOR,
+    APPOINTMENT,
+    CERTIFICATE,
+    FACILITY,
+    FACILITY_PROGRAMME,
+    RECIPIENT,
+    SIDE_EFFECT,
+    VACCINATION,
+    Programme,
+)
+from plugins.programme.scheduling import next_dose
+from registry import Conflict
+
+log = logging.getLogger("registry.programme")
+
+
+def _kind(event: dict[str, Any]) -> str:
+    return event["event"].rsplit(".", 1)[-1]
+
+
+def _latest(events: list[dict[str, Any]], entity: str, kinds: tuple[str, ...]) -> list[str]:
+    """Record ids of `entity` with an event of one of `kinds` in the batch (once each)."""
+    seen: dict[str, None] = {}
+    for e in events:
+        if e["entity"] == entity and _kind(e) in kinds:
+            seen[e["record_id"]] = None
+    return list(seen)
+
+
+def follow_up(rt: Programme, conn: Connection, events: list[dict[str, Any]]) -> None:
+    seqs = {e["record_id"]: e["seq"] for e in events}
+    if ids := _latest(events, FACILITY_PROGRAMME, ("created", "updated")):
+        _tell_facilities(rt, conn, ids, seqs)
+    if rt.has(APPOINTMENT) and (ids := _latest(events, CERTIFICATE, ("created",))):
+        _suggest_next_doses(rt, conn, ids)
+    if rt.has(APPOINTMENT) and (ids := _latest(events, VACCINATION, ("created",))):
+        _complete_appointments(rt, conn, ids)
+    if ids := _latest(events, RECIPIENT, ("created",)):
+        _settle_enrolments(rt, conn, ids)
+    serious_news = [
+        e
+        for e in events
+        if e["entity"] == SIDE_EFFECT
+        and {"serious", "seriousness"} & set((e.get("payload") or {}).get("fields") or [])
+    ]
+    if ids := _latest(serious_news, SIDE_EFFECT, ("created", "updated")):
+        _flag_serious(rt, conn, ids, seqs)
+
+
+def _tell_facilities(rt: Programme, conn: Connection, ids: list[str], seqs: dict[str, int]) -> None:
+    records = rt.fetch(conn, FACILITY_PROGRAMME, "id", ids)
+    facilities = rt.fetch(conn, FACILITY, "code", (r["facility"] for r in records.values()))
+    for rid, fp in records.items():
+        facility = facilities.get(fp["facility"], {})
+        channel, to = notify.facility_contact(facility)
+        notify.send(
+            rt.registry,
+            channel=channel,
+            to=to,
+            template="facility_programme_changed",
+            context={
+                "facility": fp["facility"],
+                "facilityName": facility.get("name"),
+                "program": fp["program"],
+                "status": fp["status"],
+                "rate": fp["rate"],
+                "reason": fp.get("reason"),
+            },
+            key=f"programme:facility_programme:{rid}:{seqs.get(rid)}",
+        )
+
+
+def _suggest_next_doses(rt: Programme, conn: Connection, cert_ids: list[str]) -> None:
+    certs = [
+        c
+        for c in rt.fetch(conn, CERTIFICATE, "id", cert_ids).values()
+        if (c.get("revision") or 1) == 1
+    ]
+    vaccinations = rt.fetch(conn, VACCINATION, "id", (c["vaccination"] for c in certs))
+    service = rt.services[APPOINTMENT]
+    table = service.table
+    for cert in certs:
+        v = vaccinations.get(cert["vaccination"])
+        if v is None:
+            continue
+        suggestion = next_dose(rt, conn, v, vaccination_day(rt, v))
+        if suggestion is None:
+            continue
+        exists = conn.execute(
+            sa.select(table.c.id)
+            .where(
+                table.c.recipient == v["recipient"],
+                table.c.program == v["program"],
+                table.c.dose == suggestion["dose"],
+                table.c._deleted_at.is_(None),
+            )
+            .limit(1)
+        ).first()
+        if exists is None:
+            service.create(suggestion, actor=ACTOR)
+
+
+def _complete_appointments(rt: Programme, conn: Connection, vaccination_ids: list[str]) -> None:
+    service = rt.services[APPOINTMENT]
+    table = service.table
+    for v in rt.fetch(conn, VACCINATION, "id", vaccination_ids).values():
+        rows = conn.execute(
+            sa.select(table).where(
+                table.c.recipient == v["recipient"],
+                table.c.program == v["program"],
+                table.c.status.in_(["Booked", "Suggested"]),
+                table.c._deleted_at.is_(None),
+            )
+        ).mappings()
+        for row in rows:
+            appt = service.codec.to_record(row)
+            if appt.get("dose") not in (None, v.get("dose")):
+                continue
+            patch = {"status": "Completed", "vaccination": v["id"]}
+            if appt["status"] == "Suggested":
+                patch.update(facility=v["facility"], date=vaccination_day(rt, v).isoformat())
+            service.update(appt["id"], patch, actor=ACTOR, patch=True)
+
+
+def _settle_enrolments(rt: Programme, conn: Connection, ids: list[str]) -> None:
+    service = rt.services[RECIPIENT]
+    for person in rt.fetch(conn, RECIPIENT, "id", ids).values():
+        if not person.get("enrollmentCode"):
+            for _ in range(5):
+                try:
+                    service.update(
+                        person["id"],
+                        {"enrollmentCode": enrolment.new_code()},
+                        actor=ACTOR,
+                        patch=True,
+                    )
+                    break
+                except Conflict:
+                    continue  # the code was taken: draw another
+        if rt.config.duplicate_check:
+            enrolment.record_duplicates(rt, conn, person)
+
+
+def _flag_serious(rt: Programme, conn: Connection, ids: list[str], seqs: dict[str, int]) -> None:
+    for report in rt.fetch(conn, SIDE_EFFECT, "id", ids).values():
+        if not report.get("serious"):
+            continue
+        log.warning(
+            "serious side effect reported: report %s, certificate %s, facility %s",
+            report["id"],
+            report.get("certificate"),
+            report.get("facility"),
+        )
+        notify.send(
+            rt.registry,
+            channel="email",
+            to=rt.config.monitoring_contact or None,
+            template="serious_side_effect",
+            context={
+                "report": report["id"],
+                "certificate": report.get("certificate"),
+                "facility": report.get("facility"),
+                "program": report.get("program"),
+                "seriousness": report.get("seriousness"),
+                "onset": report.get("onset"),
+            },
+            key=f"programme:side_effect:{report['id']}:{seqs.get(report['id'])}",
+        )

@@ -1,0 +1,96 @@
+"""Built-in plugin: programme operations (registered through the `open_registry` entry-point
+group like any third-party plugin).
+
+- `register_schema_dirs`: the `facility_programme`, `schedule`, `appointment`, `stock`,
+  `stock_threshold` and `side_effect` entities;
+- `before_write`: activation, daily rates and stock for vaccinations; slot capacity and one
+  booking per recipient for appointments; duplicate recipients; side effects match their
+  certificate;
+- `after_write_batch`: the rollups, and the follow-ups (notices, next-dose suggestions,
+  completed appointments, enrolment codes and duplicates of imports);
+- `register_routes`: `/api/v1/programme/...` and `/api/v1/analytics/...`;
+- `register_templates`, `prepare_app`: the dashboard page and the verification counter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from plugins.programme.config import ConfigError
+from plugins.programme.runtime import FACILITY_PROGRAMME, enabled, runtime
+from registry import StartupError
+from registry.hookspecs import hookimpl
+
+SCHEMAS = Path(__file__).parent / "schemas"
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _on(registry: Any) -> bool:
+    return FACILITY_PROGRAMME in registry.services
+
+
+@hookimpl
+def register_schema_dirs(settings: Any) -> list[Path]:
+    try:
+        return [SCHEMAS] if enabled(settings) else []
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
+
+
+@hookimpl
+def before_write(
+    entity: str,
+    action: str,
+    record: dict[str, Any],
+    previous: dict[str, Any] | None,
+    connection: Any,
+    registry: Any,
+) -> None:
+    if not _on(registry):
+        return
+    from plugins.programme.checks import check
+
+    rt = runtime(registry)
+    rt.ensure(connection)
+    check(rt, entity, action, record, previous, connection)
+
+
+@hookimpl
+def after_write_batch(events: list[dict[str, Any]], connection: Any, registry: Any) -> None:
+    if not _on(registry):
+        return
+    from plugins.programme.followups import follow_up
+    from plugins.programme.rollups import Rollups
+
+    rt = runtime(registry)
+    rt.ensure(connection)
+    Rollups(rt).apply(connection, events)
+    follow_up(rt, connection, events)
+
+
+@hookimpl
+def register_routes(registry: Any) -> list[Any]:
+    if not _on(registry):
+        return []
+    from plugins.programme.dashboard import analytics_routes
+    from plugins.programme.routes import programme_routes
+
+    runtime(registry).create_tables()
+    return [*programme_routes(registry), analytics_routes(registry)]
+
+
+@hookimpl
+def register_templates() -> list[Path]:
+    return [TEMPLATES]
+
+
+@hookimpl
+def prepare_app(app: Any, registry: Any) -> None:
+    if not _on(registry):
+        return
+    from plugins.programme.dashboard import add_dashboard_page
+    from plugins.programme.verifications import VerificationCounter
+
+    add_dashboard_page(app, registry)
+    app.add_middleware(VerificationCounter, rt=runtime(registry))

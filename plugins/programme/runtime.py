@@ -1,0 +1,150 @@
+"""The programme plugin's state for one registry: its settings, its tables (created on first
+use) and the verification counts waiting to be written; kept on the registry object."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from plugins.programme.config import ProgrammeConfig
+from plugins.programme.tables import create_tables
+from plugins.programme.tables import metadata as tables_metadata
+
+_ATTR = "_programme_runtime"
+_CREATE_LOCK = threading.Lock()
+
+FACILITY_PROGRAMME = "facility_programme"
+SCHEDULE = "schedule"
+APPOINTMENT = "appointment"
+STOCK = "stock"
+STOCK_THRESHOLD = "stock_threshold"
+SIDE_EFFECT = "side_effect"
+VACCINATION = "vaccination"
+CERTIFICATE = "certificate"
+RECIPIENT = "recipient"
+FACILITY = "facility"
+VACCINE = "vaccine"
+ACTOR = "programme"
+
+
+class Programme:
+    """Everything the plugin's hooks and routes share for one registry."""
+
+    def __init__(self, registry: Any):
+        self.registry = registry
+        self.config = ProgrammeConfig.from_settings(registry.settings)
+        self.ready = False
+        self.verify_counts: dict[tuple[str, str], int] = {}
+        self.verify_lock = threading.Lock()
+        self.verify_flushed_at = 0.0
+
+    def create_tables(self) -> None:
+        """Create the plugin's tables now (at start-up, outside any transaction)."""
+        if not self.ready:
+            create_tables(self.registry.db.engine)
+            self.ready = True
+
+    def ensure(self, conn: Connection) -> None:
+        """The plugin's tables, inside `conn`'s transaction when they are missing (a hook that
+        runs before the app was built: the CLI, a worker process, a test of the services)."""
+        if self.ready:
+            return
+        names = [t.name for t in tables_metadata.sorted_tables]
+        inspector = sa.inspect(conn)
+        if all(inspector.has_table(n) for n in names):
+            self.ready = True
+            return
+        tables_metadata.create_all(conn, checkfirst=True)
+
+    @property
+    def services(self) -> dict[str, Any]:
+        return self.registry.services
+
+    def has(self, *entities: str) -> bool:
+        return all(e in self.registry.services for e in entities)
+
+    def fetch(
+        self,
+        conn: Connection,
+        entity: str,
+        field: str,
+        values: Iterable[Any],
+        *,
+        where: Iterable[Any] = (),
+        lock: str | None = None,
+    ) -> dict[Any, dict[str, Any]]:
+        """Live records of `entity` whose `field` is one of `values`, by that value
+        (`lock`: "share" or "update" takes row locks on PostgreSQL)."""
+        wanted = sorted({v for v in values if v is not None})
+        if not wanted or entity not in self.services:
+            return {}
+        service = self.services[entity]
+        table = service.table
+        out: dict[Any, dict[str, Any]] = {}
+        for i in range(0, len(wanted), 500):
+            stmt = sa.select(table).where(
+                table.c[field].in_(wanted[i : i + 500]), table.c._deleted_at.is_(None), *where
+            )
+            if lock and conn.dialect.name == "postgresql":
+                stmt = stmt.with_for_update(read=lock == "share")
+            for row in conn.execute(stmt).mappings():
+                out[row[field]] = service.codec.to_record(row)
+        return out
+
+    def fetch_all(
+        self, conn: Connection, entity: str, field: str, values: Iterable[Any]
+    ) -> list[dict[str, Any]]:
+        """Every live record of `entity` whose `field` is one of `values`."""
+        wanted = sorted({v for v in values if v is not None})
+        if not wanted or entity not in self.services:
+            return []
+        service = self.services[entity]
+        table = service.table
+        out = []
+        for i in range(0, len(wanted), 500):
+            stmt = sa.select(table).where(
+                table.c[field].in_(wanted[i : i + 500]), table.c._deleted_at.is_(None)
+            )
+            out.extend(service.codec.to_record(r) for r in conn.execute(stmt).mappings())
+        return out
+
+    def one(
+        self, conn: Connection, entity: str, lock: str | None = None, **match: Any
+    ) -> dict[str, Any] | None:
+        """The live record of `entity` matching every `field=value` (None when there is none)."""
+        if entity not in self.services:
+            return None
+        service = self.services[entity]
+        table = service.table
+        stmt = sa.select(table).where(
+            table.c._deleted_at.is_(None), *(table.c[k] == v for k, v in match.items())
+        )
+        if lock and conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(read=lock == "share")
+        row = conn.execute(stmt.limit(1)).mappings().first()
+        return service.codec.to_record(row) if row is not None else None
+
+
+def runtime(registry: Any) -> Programme:
+    """The plugin state of `registry`, made on first use."""
+    found = getattr(registry, _ATTR, None)
+    if found is None:
+        with _CREATE_LOCK:
+            found = getattr(registry, _ATTR, None)
+            if found is None:
+                found = Programme(registry)
+                setattr(registry, _ATTR, found)
+    return found
+
+
+def enabled(settings: Any) -> bool:
+    """Whether the plugin's entities load: its setting, the shipped schemas and the
+    certificates plugin (its entities refer to vaccinations and certificates)."""
+    mine = ProgrammeConfig.from_settings(settings)
+    certs = (getattr(settings, "plugins", None) or {}).get("certificates", {})
+    certs_on = str(certs.get("enabled", True)).strip().lower() not in ("0", "false", "no", "off")
+    return mine.enabled and bool(settings.default_schemas) and certs_on

@@ -1,0 +1,145 @@
+"""The plugin's own tables: counters with their claims (daily rates, slot places, batch doses,
+one booking per recipient), the facts each record last contributed to the rollups, and the
+rollups themselves. They hold derived state, not records, so they are not entities: they are
+created on first use (the registry's migrations leave tables without `_version` columns alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+#: the key columns of a rollup row after its name: day, programme, then up to four dimensions
+ROLLUP_KEYS = ("rollup", "day", "program", "k1", "k2", "k3", "k4")
+
+
+def _json() -> sa.types.TypeEngine[Any]:
+    return sa.JSON(none_as_null=True).with_variant(
+        postgresql.JSONB(none_as_null=True), "postgresql"
+    )
+
+
+metadata = sa.MetaData()
+
+#: how much of something is used: vaccinations of a facility-programme-day, places of a slot,
+#: doses of a batch, bookings of a recipient
+counter = sa.Table(
+    "programme_counter",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("key", sa.String(240), primary_key=True),
+    sa.Column("used", sa.BigInteger, nullable=False),
+)
+
+#: which record holds a unit of which counter (so a change or a deletion gives it back once)
+claim = sa.Table(
+    "programme_claim",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("record_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(240), nullable=False),
+)
+
+#: what a record last contributed to the rollups (a list of rollup keys), by entity and id
+fact = sa.Table(
+    "programme_fact",
+    metadata,
+    sa.Column("entity", sa.String(40), primary_key=True),
+    sa.Column("record_id", sa.String(64), primary_key=True),
+    sa.Column("parts", _json(), nullable=False),
+)
+
+#: counts by rollup, day, programme and up to four dimensions ('' when unused)
+rollup = sa.Table(
+    "programme_rollup",
+    metadata,
+    sa.Column("rollup", sa.String(16), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("program", sa.String(32), primary_key=True),
+    sa.Column("k1", sa.String(100), primary_key=True),
+    sa.Column("k2", sa.String(100), primary_key=True),
+    sa.Column("k3", sa.String(100), primary_key=True),
+    sa.Column("k4", sa.String(100), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
+#: recipients that look like the same person (found after an import), for staff to resolve
+duplicate = sa.Table(
+    "programme_duplicate",
+    metadata,
+    sa.Column("recipient_id", sa.String(64), primary_key=True),
+    sa.Column("duplicate_of", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.String(40), nullable=False),
+    sa.Column("found_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the plugin's tables if missing (safe when another process does it meanwhile)."""
+    for _ in range(3):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            return
+        except (sa.exc.ProgrammingError, sa.exc.IntegrityError):
+            continue  # another process created one meanwhile: look again
+    metadata.create_all(engine, checkfirst=True)
+
+
+def insert_for(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has `on_conflict_do_*`."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def add_to_rollups(conn: Connection, deltas: Mapping[tuple[Any, ...], int]) -> None:
+    """Add `n` to each rollup row keyed `(rollup, day, program, k1, k2, k3, k4)`, creating it.
+
+    Keys are applied in order, so concurrent workers lock rows in the same order (no deadlock).
+    """
+    rows = []
+    for key, n in sorted(deltas.items()):
+        if n:
+            row = dict(zip(ROLLUP_KEYS, key, strict=True), n=n)
+            if isinstance(row["day"], str):
+                row["day"] = date.fromisoformat(row["day"])
+            rows.append(row)
+    if not rows:
+        return
+    stmt = insert_for(conn, rollup)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(ROLLUP_KEYS), set_={"n": rollup.c.n + stmt.excluded.n}
+    )
+    for i in range(0, len(rows), 500):
+        conn.execute(stmt, rows[i : i + 500])
+
+
+def ensure_counters(conn: Connection, kind: str, keys: Iterable[str]) -> None:
+    """Counter rows for `keys` (at 0 when new)."""
+    rows = [{"kind": kind, "key": k, "used": 0} for k in sorted(set(keys))]
+    if rows:
+        conn.execute(insert_for(conn, counter).on_conflict_do_nothing(), rows)
+
+
+def counts(conn: Connection, kind: str, keys: Sequence[str]) -> dict[str, int]:
+    """How much of each counter is used (0 for one never used)."""
+    out = dict.fromkeys(keys, 0)
+    for i in range(0, len(keys), 500):
+        chunk = list(keys[i : i + 500])
+        stmt = sa.select(counter.c.key, counter.c.used).where(
+            counter.c.kind == kind, counter.c.key.in_(chunk)
+        )
+        out.update({k: int(u) for k, u in conn.execute(stmt)})
+    return out
+
+
+def drop_tables(engine: Engine) -> None:
+    """Drop the plugin's tables (benchmarks)."""
+    with contextlib.suppress(sa.exc.DBAPIError):
+        metadata.drop_all(engine, checkfirst=True)

@@ -1,0 +1,124 @@
+"""Walk-ins: a person who comes without an appointment is enrolled (or found by id or enrolment
+code) and vaccinated in one visit and one transaction: if the vaccination is refused, no
+recipient is left behind."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from plugins.programme import access, enrolment
+from plugins.programme.access import Principal
+from plugins.programme.runtime import RECIPIENT, VACCINATION, Programme
+from plugins.programme.scheduling import check_walk_in
+from registry import Conflict, Invalid, RegistryError, storage, utcnow
+from registry.codec import format_datetime, parse_datetime
+
+
+def _prefixed(exc: RegistryError, prefix: str) -> RegistryError:
+    """The same error with its pointers under `prefix` (`/name` -> `/recipient/name`)."""
+    if exc.errors:
+        exc.errors = [
+            {
+                **e,
+                "pointer": e["pointer"]
+                if e["pointer"].startswith(prefix + "/")
+                else prefix + e["pointer"],
+            }
+            for e in exc.errors
+        ]
+    return exc
+
+
+def _missing(pointer: str, message: str) -> Invalid:
+    return Invalid(
+        "1 field failed validation",
+        errors=[{"pointer": pointer, "message": message, "keyword": "required"}],
+    )
+
+
+def walk_in(rt: Programme, body: dict[str, Any], who: Principal) -> dict[str, Any]:
+    """Enrol (or find) the recipient and record the vaccination, all or nothing."""
+    vaccination = body.get("vaccination")
+    if not isinstance(vaccination, dict):
+        raise _missing("/vaccination", "the vaccination to record (an object) is required")
+    facility = body.get("facility") or vaccination.get("facility") or who.facility
+    if not isinstance(facility, str):
+        raise _missing("/facility", "the facility's code is required")
+    access.check_facility(who, facility, "facility")
+    program = vaccination.get("program")
+    when = vaccination.get("date") or format_datetime(utcnow())
+    services = rt.services
+    engine = rt.registry.db.engine
+    with storage.write(engine) as conn:
+        rt.ensure(conn)
+        if isinstance(program, str) and isinstance(when, str):
+            # a bad date is named by the vaccination's own validation
+            with contextlib.suppress(ValueError):
+                check_walk_in(rt, conn, facility, program, parse_datetime(when))
+        person = _recipient(rt, conn, body, who)
+        record = {**vaccination, "recipient": person["id"], "facility": facility, "date": when}
+        try:
+            done = services[VACCINATION].create(record, actor=who.actor)
+        except RegistryError as exc:
+            raise _prefixed(exc, "/vaccination") from None
+    return {
+        "recipient": {
+            "id": person["id"],
+            "name": person.get("name"),
+            "enrollmentCode": person.get("enrollmentCode"),
+            "enrolled": person.get("_new", False),
+        },
+        "vaccination": done,
+    }
+
+
+def _recipient(rt: Programme, conn: Any, body: dict[str, Any], who: Principal) -> dict[str, Any]:
+    if body.get("recipientId"):
+        found = rt.one(conn, RECIPIENT, id=body["recipientId"])
+        if found is None:
+            raise Invalid(
+                "1 field failed validation",
+                errors=[
+                    {
+                        "pointer": "/recipientId",
+                        "message": "no such recipient",
+                        "keyword": "reference",
+                    }
+                ],
+            )
+        return found
+    if body.get("enrollmentCode"):
+        found = rt.one(conn, RECIPIENT, enrollmentCode=body["enrollmentCode"])
+        if found is None:
+            raise Invalid(
+                "1 field failed validation",
+                errors=[
+                    {
+                        "pointer": "/enrollmentCode",
+                        "message": "no recipient has this enrolment code",
+                        "keyword": "reference",
+                    }
+                ],
+            )
+        return found
+    person = body.get("recipient")
+    if not isinstance(person, dict):
+        raise _missing(
+            "/recipient",
+            "the person to enrol (an object), a recipientId or an enrollmentCode is required",
+        )
+    service = rt.services[RECIPIENT]
+    person = {"enrollmentType": "WALK_IN", **person}
+    for attempt in range(5):
+        try:
+            code = person.get("enrollmentCode") or enrolment.new_code()
+            created = service.create({**person, "enrollmentCode": code}, actor=who.actor)
+            return {**created, "_new": True}
+        except Conflict as exc:
+            taken_code = exc.extra.get("fields") == ["enrollmentCode"]
+            if not taken_code or person.get("enrollmentCode") or attempt == 4:
+                raise _prefixed(exc, "/recipient") from None
+        except RegistryError as exc:
+            raise _prefixed(exc, "/recipient") from None
+    raise AssertionError("unreachable")  # pragma: no cover
