@@ -1,6 +1,8 @@
 """The write-time checks of the programme entities, run by `before_write` inside each write's
 transaction: what a vaccination, appointment, schedule, batch, recipient or side-effect report
-must satisfy before it is stored."""
+must satisfy before it is stored. (Recipients are checked for duplicates where people enrol:
+the enrol and walk-in endpoints; the generic API and imports are checked afterwards, see
+`followups`.)"""
 
 from __future__ import annotations
 
@@ -9,11 +11,10 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from plugins.programme import activation, enrolment, scheduling, stock
+from plugins.programme import activation, scheduling, stock
 from plugins.programme.runtime import (
     APPOINTMENT,
     CERTIFICATE,
-    RECIPIENT,
     SCHEDULE,
     SIDE_EFFECT,
     STOCK,
@@ -21,8 +22,6 @@ from plugins.programme.runtime import (
     Programme,
 )
 from registry import Invalid, utcnow
-
-_PERSON_FIELDS = ("identity", "name", "dob", "yob", "phone")
 
 
 def check(
@@ -44,9 +43,6 @@ def check(
         scheduling.check_schedule(record)
     elif entity == STOCK and previous is not None:
         stock.check_stock_change(rt, conn, record, previous)
-    elif entity == RECIPIENT:
-        if previous is None or any(record.get(f) != previous.get(f) for f in _PERSON_FIELDS):
-            enrolment.check_recipient(rt, conn, record)
     elif entity == SIDE_EFFECT:
         _side_effect(rt, conn, record)
 

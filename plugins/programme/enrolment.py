@@ -1,7 +1,8 @@
 """Enrolment: enrolment codes, and duplicate recipients (the same identity, or the same name,
-birth year and phone). A duplicate written through the services (the enrol endpoint, the API,
-the UI) is refused in its write transaction; one that came in with a bulk import (which writes
-rows directly) is found afterwards from the outbox and listed for staff to resolve.
+birth year and phone). Where people enrol (the enrol and walk-in endpoints) a duplicate is
+refused in the write transaction; every recipient written any other way (the generic API, the
+UI, a bulk import) is compared afterwards from the outbox, and look-alikes are listed for staff
+to resolve (`GET /api/v1/programme/duplicates`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ def find_duplicates(
             if birth_year(other) == year and phone_digits(other.get("phone")) == phone:
                 found.append((row["id"], "name, birth year and phone"))
     return found
+
+
+def create_with_code(service: Any, person: dict[str, Any], actor: str | None) -> dict[str, Any]:
+    """Create the recipient with a new enrolment code (another one if it was taken), or with
+    the code given."""
+    if person.get("enrollmentCode"):
+        return service.create(person, actor=actor)
+    for attempt in range(5):
+        try:
+            return service.create({**person, "enrollmentCode": new_code()}, actor=actor)
+        except Conflict as exc:
+            if exc.extra.get("fields") != ["enrollmentCode"] or attempt == 4:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def check_recipient(rt: Programme, conn: Connection, record: dict[str, Any]) -> None:

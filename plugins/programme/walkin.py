@@ -11,7 +11,7 @@ from plugins.programme import access, enrolment
 from plugins.programme.access import Principal
 from plugins.programme.runtime import RECIPIENT, VACCINATION, Programme
 from plugins.programme.scheduling import check_walk_in
-from registry import Conflict, Invalid, RegistryError, storage, utcnow
+from registry import Invalid, RegistryError, storage, utcnow
 from registry.codec import format_datetime, parse_datetime
 
 
@@ -108,17 +108,10 @@ def _recipient(rt: Programme, conn: Any, body: dict[str, Any], who: Principal) -
             "/recipient",
             "the person to enrol (an object), a recipientId or an enrollmentCode is required",
         )
-    service = rt.services[RECIPIENT]
     person = {"enrollmentType": "WALK_IN", **person}
-    for attempt in range(5):
-        try:
-            code = person.get("enrollmentCode") or enrolment.new_code()
-            created = service.create({**person, "enrollmentCode": code}, actor=who.actor)
-            return {**created, "_new": True}
-        except Conflict as exc:
-            taken_code = exc.extra.get("fields") == ["enrollmentCode"]
-            if not taken_code or person.get("enrollmentCode") or attempt == 4:
-                raise _prefixed(exc, "/recipient") from None
-        except RegistryError as exc:
-            raise _prefixed(exc, "/recipient") from None
-    raise AssertionError("unreachable")  # pragma: no cover
+    try:
+        enrolment.check_recipient(rt, conn, person)
+        created = enrolment.create_with_code(rt.services[RECIPIENT], person, who.actor)
+    except RegistryError as exc:
+        raise _prefixed(exc, "/recipient") from None
+    return {**created, "_new": True}

@@ -270,8 +270,10 @@ def test_unknown_entity_and_id_are_404(client: Any):
 
 def test_index_lists_entities_and_health_answers(client: Any):
     names = [e["name"] for e in client.get("/api/v1").json()["entities"]]
-    # the shipped entities, and those of the built-in certificates plugin
-    assert sorted(names) == sorted([*SHIPPED, "vaccination", "certificate"])
+    # the shipped entities, and those of the built-in certificates and programme plugins
+    programme = ["facility_programme", "schedule", "appointment", "stock", "stock_threshold",
+                 "side_effect"]
+    assert sorted(names) == sorted([*SHIPPED, "vaccination", "certificate", *programme])
     assert client.get("/health").json()["status"] == "ok"
 
 
