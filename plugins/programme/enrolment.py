@@ -33,10 +33,12 @@ def phone_digits(phone: Any) -> str:
 
 
 def birth_year(record: dict[str, Any]) -> int | None:
-    if record.get("dob"):
-        return int(str(record["dob"])[:4])
+    """The year of birth (None when not given or not valid: validation reports that)."""
+    dob = str(record.get("dob") or "")
+    if dob[:4].isdigit():
+        return int(dob[:4])
     yob = record.get("yob")
-    return int(yob) if isinstance(yob, int) else None
+    return yob if isinstance(yob, int) and not isinstance(yob, bool) else None
 
 
 def find_duplicates(
@@ -48,13 +50,13 @@ def find_duplicates(
     own = record.get("id")
     found: list[tuple[str, str]] = []
     identity = record.get("identity")
-    if identity and "identity" in service.codec.blind:
+    if isinstance(identity, str) and identity and "identity" in service.codec.blind:
         keys = service.lookup_keys("identity", [identity])
         col = table.c[service.codec.blind["identity"]]
         stmt = sa.select(table.c.id).where(col.in_(list(keys)), table.c._deleted_at.is_(None))
         found += [(rid, "identity") for (rid,) in conn.execute(stmt) if rid != own]
     phone, year = phone_digits(record.get("phone")), birth_year(record)
-    if record.get("name") and phone and year is not None:
+    if isinstance(record.get("name"), str) and phone and year is not None:
         stmt = sa.select(table).where(table.c.name == record["name"], table.c._deleted_at.is_(None))
         for row in conn.execute(stmt).mappings():
             if row["id"] == own or any(rid == row["id"] for rid, _ in found):

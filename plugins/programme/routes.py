@@ -33,7 +33,7 @@ from plugins.programme.runtime import (
 )
 from plugins.programme.scheduling import slots
 from plugins.programme.walkin import walk_in
-from registry import BadRequest, Conflict, Invalid, NotFound, storage, utcnow
+from registry import BadRequest, Invalid, NotFound, storage, utcnow
 from registry.api import JSONResponse, read_json
 
 PREFIX = "/api/v1/programme"
@@ -277,17 +277,9 @@ def programme_routes(registry: Any) -> list[APIRouter]:
         service = rt().services[RECIPIENT_ENTITY]
 
         def create() -> dict[str, Any]:
-            if body.get("enrollmentCode"):
-                return service.create(body, actor=who.actor)
-            for attempt in range(5):
-                try:
-                    return service.create(
-                        {**body, "enrollmentCode": enrolment.new_code()}, actor=who.actor
-                    )
-                except Conflict as exc:
-                    if exc.extra.get("fields") != ["enrollmentCode"] or attempt == 4:
-                        raise
-            raise AssertionError("unreachable")  # pragma: no cover
+            with storage.write(registry.db.engine) as conn:
+                enrolment.check_recipient(rt(), conn, body)
+                return enrolment.create_with_code(service, body, who.actor)
 
         record = await run_in_threadpool(create)
         return JSONResponse(
