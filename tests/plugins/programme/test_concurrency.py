@@ -66,7 +66,7 @@ def test_fifty_parallel_bookings_for_ten_places_give_exactly_ten(pg_ops: Ops):
     assert count(ops, "SELECT count(*) FROM appointment WHERE status = 'Booked'") == 10
     slots = ops.client.get("/api/v1/programme/slots", params={
         "facility": FACILITY, "program": PROGRAM, "day": day}).json()["slots"]
-    assert [s for s in slots if s["time"] == "09:30"][0] == {
+    assert next(s for s in slots if s["time"] == "09:30") == {
         "time": "09:30", "capacity": 10, "booked": 10, "free": 0}
 
 

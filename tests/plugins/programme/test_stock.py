@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from registry import Settings
-from tests.registry.test_imports_api import finished
 from tests.plugins.programme.conftest import (
     FACILITY,
     OTHER_FACILITY,
@@ -16,6 +15,7 @@ from tests.plugins.programme.conftest import (
     make_ops,
     today,
 )
+from tests.registry.test_imports_api import finished
 
 
 def batch_error(resp) -> str:
