@@ -22,7 +22,6 @@ from sqlalchemy.engine import Connection
 from plugins.programme import stock
 from plugins.programme.runtime import FACILITY_PROGRAMME, SIDE_EFFECT, Programme
 from plugins.programme.tables import rollup
-from plugins.programme.verifications import flush
 from registry import Invalid, NotFound
 
 MAX_DAYS = 3660
@@ -227,7 +226,6 @@ class Analytics:
         return Table("certificates", "Certificates per day", ["day", *CERT_KINDS], rows)
 
     def verifications(self) -> Table:
-        flush(self.rt)
         rows = sorted(([o, n] for o, n in self._sum("verify", "k1")), key=lambda r: -r[1])
         return Table("verifications", "Verifications by outcome", ["outcome", "count"], rows)
 
