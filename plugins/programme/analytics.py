@@ -226,7 +226,11 @@ class Analytics:
         return Table("certificates", "Certificates per day", ["day", *CERT_KINDS], rows)
 
     def verifications(self) -> Table:
-        rows = sorted(([o, n] for o, n in self._sum("verify", "k1")), key=lambda r: -r[1])
+        every_programme = Period(self.when.start, self.when.end)  # not kept by programme
+        rows = sorted(
+            ([o, n] for o, n in self._sum("verify", "k1", period=every_programme)),
+            key=lambda r: -r[1],
+        )
         return Table("verifications", "Verifications by outcome", ["outcome", "count"], rows)
 
     def side_effects(self) -> Table:

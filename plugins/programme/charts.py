@@ -9,7 +9,7 @@ from html import escape
 
 WIDTH = 640
 BAR_HEIGHT = 22
-LABEL_WIDTH = 170
+LABEL_WIDTH = 200
 
 
 def nice_max(value: float) -> float:
@@ -57,7 +57,7 @@ def bars(
     for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         y = 10 + i * (BAR_HEIGHT + 6)
         w = 0 if scale == 0 else max(0.0, span * value / scale)
-        short = label if len(label) <= 24 else label[:23] + "…"
+        short = label if len(label) <= 26 else label[:25] + "…"
         out.append(
             f'<text x="{LABEL_WIDTH - 8}" y="{y + BAR_HEIGHT * 0.7:.1f}" text-anchor="end" '
             f'class="label">{escape(short)}</text>'

@@ -84,7 +84,7 @@ def _charts(tables: dict[str, Table]) -> dict[str, str]:
     people = tables["people"].rows
     states = tables["states"].rows[:SHOWN_ROWS]
     progs = tables["programmes"].rows[:SHOWN_ROWS]
-    util = tables["utilisation"].rows[:SHOWN_ROWS]
+    util = sorted(tables["utilisation"].rows, key=lambda r: -(r[8] or 0))[:SHOWN_ROWS]
     return {
         "daily": charts.columns(
             "c-daily", "Vaccinations per day", labels, [("vaccinations", [r[1] for r in daily])]
@@ -124,9 +124,9 @@ def _charts(tables: dict[str, Table]) -> dict[str, str]:
         ),
         "utilisation": charts.bars(
             "c-util",
-            "Utilisation against the daily rate (%)",
+            "Today's vaccinations against the daily rate (%)",
             [f"{r[0]} {r[1]}" for r in util],
-            [r[6] or 0 for r in util],
+            [r[8] or 0 for r in util],
             unit="%",
         ),
     }

@@ -55,31 +55,71 @@ class Ops:
     def recipients(self, n: int = 60) -> list[dict[str, Any]]:
         return self.client.get(f"/api/v1/recipient?limit={n}&sort=name").json()["items"]
 
-    def activate(self, facility: str = FACILITY, program: str = PROGRAM, rate: int = 100,
-                 status: str = "Active", **extra: Any) -> dict[str, Any]:
+    def activate(
+        self,
+        facility: str = FACILITY,
+        program: str = PROGRAM,
+        rate: int = 100,
+        status: str = "Active",
+        **extra: Any,
+    ) -> dict[str, Any]:
         body = {"facility": facility, "program": program, "rate": rate, "status": status, **extra}
         resp = self.post("/api/v1/programme/activation", body)
         assert resp.status_code in (200, 201), resp.text
         return resp.json()
 
     def schedule(self, facility: str = FACILITY, program: str = PROGRAM, **extra: Any) -> dict:
-        body = {"facility": facility, "program": program, "days": list(DAYS[:5]),
-                "startTime": "09:00", "endTime": "12:00", "slotMinutes": 30, "capacity": 10,
-                **extra}
+        body = {
+            "facility": facility,
+            "program": program,
+            "days": list(DAYS[:5]),
+            "startTime": "09:00",
+            "endTime": "12:00",
+            "slotMinutes": 30,
+            "capacity": 10,
+            **extra,
+        }
         return self.post("/api/v1/schedule", body, 201).json()
 
-    def stock(self, batch: str, quantity: int = 100, facility: str = FACILITY,
-              vaccine: str = VACCINE, expiry: date | None = None) -> dict[str, Any]:
-        body = {"facility": facility, "vaccine": vaccine, "batch": batch, "quantity": quantity,
-                "expiry": (expiry or today() + timedelta(days=365)).isoformat()}
+    def stock(
+        self,
+        batch: str,
+        quantity: int = 100,
+        facility: str = FACILITY,
+        vaccine: str = VACCINE,
+        expiry: date | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "facility": facility,
+            "vaccine": vaccine,
+            "batch": batch,
+            "quantity": quantity,
+            "expiry": (expiry or today() + timedelta(days=365)).isoformat(),
+        }
         return self.post("/api/v1/stock", body, 201).json()
 
-    def vaccinate(self, recipient: str, *, batch: str = "B-1", facility: str = FACILITY,
-                  program: str = PROGRAM, vaccine: str = VACCINE, dose: int = 1,
-                  when: str | None = None) -> Any:
-        body = {"recipient": recipient, "program": program, "vaccine": vaccine,
-                "facility": facility, "vaccinator": VACCINATOR, "dose": dose, "totalDoses": 2,
-                "batch": batch, "date": when or at(today())}
+    def vaccinate(
+        self,
+        recipient: str,
+        *,
+        batch: str = "B-1",
+        facility: str = FACILITY,
+        program: str = PROGRAM,
+        vaccine: str = VACCINE,
+        dose: int = 1,
+        when: str | None = None,
+    ) -> Any:
+        body = {
+            "recipient": recipient,
+            "program": program,
+            "vaccine": vaccine,
+            "facility": facility,
+            "vaccinator": VACCINATOR,
+            "dose": dose,
+            "totalDoses": 2,
+            "batch": batch,
+            "date": when or at(today()),
+        }
         return self.client.post("/api/v1/vaccination", json=body)
 
     def analytics(self, name: str, **params: Any) -> dict[str, Any]:
@@ -89,8 +129,7 @@ class Ops:
 
 
 def make_ops(settings: Settings, **programme: Any) -> Iterator[Ops]:
-    plugins = {**settings.plugins, "programme": {"facility_programs_fallback": False,
-                                                  **programme}}
+    plugins = {**settings.plugins, "programme": {"facility_programs_fallback": False, **programme}}
     reg = open_registry(settings.with_(plugins=plugins))
     load_demo_data(reg.services)
     with TestClient(create_app(registry=reg)) as client:

@@ -37,46 +37,118 @@ def simulate_day(client: TestClient, registry: Any) -> dict[str, Any]:
     when = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     post = client.post
     # 1. the controller activates the facilities with their daily rates
-    _ok(post("/api/v1/programme/activation", json={"facility": A, "program": PROGRAM,
-                                                    "rate": 10}), 201)
-    _ok(post("/api/v1/programme/activation", json={"facility": B, "program": PROGRAM,
-                                                    "rate": 2}), 201)
+    _ok(
+        post("/api/v1/programme/activation", json={"facility": A, "program": PROGRAM, "rate": 10}),
+        201,
+    )
+    _ok(
+        post("/api/v1/programme/activation", json={"facility": B, "program": PROGRAM, "rate": 2}),
+        201,
+    )
     # 2. facility admins set their schedules, stock and thresholds
-    _ok(post("/api/v1/schedule", json={
-        "facility": A, "program": PROGRAM, "days": ALL_DAYS, "startTime": "09:00",
-        "endTime": "12:00", "slotMinutes": 30, "capacity": 3,
-        "walkInStart": "00:00", "walkInEnd": "23:59"}), 201)
+    _ok(
+        post(
+            "/api/v1/schedule",
+            json={
+                "facility": A,
+                "program": PROGRAM,
+                "days": ALL_DAYS,
+                "startTime": "09:00",
+                "endTime": "12:00",
+                "slotMinutes": 30,
+                "capacity": 3,
+                "walkInStart": "00:00",
+                "walkInEnd": "23:59",
+            },
+        ),
+        201,
+    )
     expiry = (today + timedelta(days=365)).isoformat()
-    _ok(post("/api/v1/stock", json={"facility": A, "vaccine": "CVX-AV", "batch": "LOT-A",
-                                    "expiry": expiry, "quantity": 20}), 201)
-    _ok(post("/api/v1/stock_threshold", json={"facility": A, "vaccine": "CVX-AV",
-                                              "threshold": 5}), 201)
-    _ok(post("/api/v1/stock", json={"facility": B, "vaccine": "CVX-AV", "batch": "LOT-B",
-                                    "expiry": expiry, "quantity": 5}), 201)
+    _ok(
+        post(
+            "/api/v1/stock",
+            json={
+                "facility": A,
+                "vaccine": "CVX-AV",
+                "batch": "LOT-A",
+                "expiry": expiry,
+                "quantity": 20,
+            },
+        ),
+        201,
+    )
+    _ok(
+        post("/api/v1/stock_threshold", json={"facility": A, "vaccine": "CVX-AV", "threshold": 5}),
+        201,
+    )
+    _ok(
+        post(
+            "/api/v1/stock",
+            json={
+                "facility": B,
+                "vaccine": "CVX-AV",
+                "batch": "LOT-B",
+                "expiry": expiry,
+                "quantity": 5,
+            },
+        ),
+        201,
+    )
     # 3. people enrol
     ids = []
     for i, (name, gender, n) in enumerate(PEOPLE):
         dob = today.replace(year=today.year - AGES[n], day=1).isoformat()
-        body = {"identity": f"did:example:national-id:7000000{i}", "name": name, "dob": dob,
-                "gender": gender, "phone": f"+99 97000 0000{i}",
-                "address": {"district": "Riverside", "state": "Northland"}}
+        body = {
+            "identity": f"did:example:national-id:7000000{i}",
+            "name": name,
+            "dob": dob,
+            "gender": gender,
+            "phone": f"+99 97000 0000{i}",
+            "address": {"district": "Riverside", "state": "Northland"},
+        }
         ids.append(_ok(post("/api/v1/programme/enrol", json=body), 201)["id"])
     # 4. four book at A; one cancels, one moves to 10:00
     booked = []
     for i, slot in enumerate(["09:00", "09:00", "09:00", "09:30"]):
-        booked.append(_ok(post("/api/v1/programme/appointments", json={
-            "recipient": ids[i], "program": PROGRAM, "facility": A,
-            "date": today.isoformat(), "slot": slot}), 201))
+        booked.append(
+            _ok(
+                post(
+                    "/api/v1/programme/appointments",
+                    json={
+                        "recipient": ids[i],
+                        "program": PROGRAM,
+                        "facility": A,
+                        "date": today.isoformat(),
+                        "slot": slot,
+                    },
+                ),
+                201,
+            )
+        )
     _ok(post(f"/api/v1/programme/appointments/{booked[3]['id']}/cancel", json={}), 200)
-    _ok(post(f"/api/v1/programme/appointments/{booked[2]['id']}/reschedule",
-             json={"slot": "10:00"}), 200)
+    _ok(
+        post(
+            f"/api/v1/programme/appointments/{booked[2]['id']}/reschedule", json={"slot": "10:00"}
+        ),
+        200,
+    )
 
     # 5. vaccinations: the three who came at A, two at B, a third refused at B (rate 2)
     def vaccinate(person: str, facility: str, batch: str) -> Any:
-        return post("/api/v1/vaccination", json={
-            "recipient": person, "program": PROGRAM, "vaccine": "CVX-AV", "dose": 1,
-            "totalDoses": 2, "batch": batch, "date": when, "facility": facility,
-            "vaccinator": "VAC-0001"})
+        return post(
+            "/api/v1/vaccination",
+            json={
+                "recipient": person,
+                "program": PROGRAM,
+                "vaccine": "CVX-AV",
+                "dose": 1,
+                "totalDoses": 2,
+                "batch": batch,
+                "date": when,
+                "facility": facility,
+                "vaccinator": "VAC-0001",
+            },
+        )
 
     for person in ids[:3]:
         _ok(vaccinate(person, A, "LOT-A"), 201)
@@ -85,13 +157,30 @@ def simulate_day(client: TestClient, registry: Any) -> dict[str, Any]:
     refused = vaccinate(ids[3], B, "LOT-B")
     assert refused.status_code == 409, refused.text
     # 6. a walk-in at A: enrolled and vaccinated in one visit
-    _ok(post("/api/v1/programme/walk-in", json={
-        "facility": A,
-        "recipient": {"identity": "did:example:national-id:70000099", "name": "Gita Sen",
-                      "dob": today.replace(year=today.year - 70, day=1).isoformat(),
-                      "gender": "Female"},
-        "vaccination": {"program": PROGRAM, "vaccine": "CVX-AV", "dose": 1, "totalDoses": 2,
-                        "batch": "LOT-A", "date": when, "vaccinator": "VAC-0001"}}), 201)
+    _ok(
+        post(
+            "/api/v1/programme/walk-in",
+            json={
+                "facility": A,
+                "recipient": {
+                    "identity": "did:example:national-id:70000099",
+                    "name": "Gita Sen",
+                    "dob": today.replace(year=today.year - 70, day=1).isoformat(),
+                    "gender": "Female",
+                },
+                "vaccination": {
+                    "program": PROGRAM,
+                    "vaccine": "CVX-AV",
+                    "dose": 1,
+                    "totalDoses": 2,
+                    "batch": "LOT-A",
+                    "date": when,
+                    "vaccinator": "VAC-0001",
+                },
+            },
+        ),
+        201,
+    )
     # 7. the outbox: certificates, rollups, next doses, completed appointments
     worker = Worker(registry)
     while worker.run_once(limit=10**6):
@@ -99,13 +188,31 @@ def simulate_day(client: TestClient, registry: Any) -> dict[str, Any]:
     certs = _ok(client.get("/api/v1/certificate?limit=100"), 200)["items"]
     assert len(certs) == 6, certs
     # 8. side effects: one mild, one serious
-    _ok(post("/api/v1/programme/side-effects", json={
-        "certificate": certs[0]["id"], "symptoms": ["Sore arm"], "onset": today.isoformat(),
-        "severity": "Mild"}), 201)
-    _ok(post("/api/v1/programme/side-effects", json={
-        "certificate": certs[1]["id"], "symptoms": ["Breathlessness"],
-        "onset": today.isoformat(), "severity": "Severe",
-        "seriousness": ["Hospitalisation"]}), 201)
+    _ok(
+        post(
+            "/api/v1/programme/side-effects",
+            json={
+                "certificate": certs[0]["id"],
+                "symptoms": ["Sore arm"],
+                "onset": today.isoformat(),
+                "severity": "Mild",
+            },
+        ),
+        201,
+    )
+    _ok(
+        post(
+            "/api/v1/programme/side-effects",
+            json={
+                "certificate": certs[1]["id"],
+                "symptoms": ["Breathlessness"],
+                "onset": today.isoformat(),
+                "severity": "Severe",
+                "seriousness": ["Hospitalisation"],
+            },
+        ),
+        201,
+    )
     # 9. two certificates verified
     for cert in certs[:2]:
         credential = _ok(client.get(f"/api/v1/certificates/{cert['id']}"), 200)
@@ -114,15 +221,26 @@ def simulate_day(client: TestClient, registry: Any) -> dict[str, Any]:
         pass
     return {
         "today": today.isoformat(),
-        "totals": {"vaccinations": 6, "certificates": 6, "revoked": 0, "verifications": 2,
-                   "side_effects": 2, "serious": 1, "low_stock": 1},
+        "totals": {
+            "vaccinations": 6,
+            "certificates": 6,
+            "revoked": 0,
+            "verifications": 2,
+            "side_effects": 2,
+            "serious": 1,
+            "low_stock": 1,
+        },
         "states": {"Northland": 4, "Eastmarch": 2},
         "facilities": {A: 4, B: 2},
-        "people": {("Female", "18-44"): 2, ("Male", "18-44"): 1, ("Female", "45-59"): 1,
-                   ("Other", "0-17"): 1, ("Female", "60+"): 1},
+        "people": {
+            ("Female", "18-44"): 2,
+            ("Male", "18-44"): 1,
+            ("Female", "45-59"): 1,
+            ("Other", "0-17"): 1,
+            ("Female", "60+"): 1,
+        },
         "utilisation_today": {A: (4, 40.0), B: (2, 100.0)},
         # next doses are suggested 28 days ahead: outside a period that ends today
-        "appointments": {"Booked": 0, "Completed": 3, "Cancelled": 1, "Suggested": 0,
-                         "Missed": 0},
+        "appointments": {"Booked": 0, "Completed": 3, "Cancelled": 1, "Suggested": 0, "Missed": 0},
         "stock": {A: 16, B: 3},
     }

@@ -76,8 +76,11 @@ def test_a_correction_keeps_its_place_and_a_deletion_gives_it_back(ops: Ops):
     ops.activate(rate=1)
     a, b = (p["id"] for p in ops.recipients(2))
     first = ops.vaccinate(a).json()
-    fixed = ops.client.patch(f"/api/v1/vaccination/{first['id']}", json={"batch": "B-2"},
-                             headers={"content-type": "application/merge-patch+json"})
+    fixed = ops.client.patch(
+        f"/api/v1/vaccination/{first['id']}",
+        json={"batch": "B-2"},
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert fixed.status_code == 200, fixed.text  # same facility and day: no second place needed
     assert ops.vaccinate(b).status_code == 409
     assert ops.client.delete(f"/api/v1/vaccination/{first['id']}").status_code == 204
@@ -90,9 +93,11 @@ def test_moving_a_vaccination_to_a_full_day_is_refused(ops: Ops):
     a, b = (p["id"] for p in ops.recipients(2))
     ops.vaccinate(a)
     tomorrow = ops.vaccinate(b, when=at(today() + timedelta(days=1))).json()
-    moved = ops.client.patch(f"/api/v1/vaccination/{tomorrow['id']}",
-                             json={"date": at(today())},
-                             headers={"content-type": "application/merge-patch+json"})
+    moved = ops.client.patch(
+        f"/api/v1/vaccination/{tomorrow['id']}",
+        json={"date": at(today())},
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert problem(moved, 409)["errors"][0]["pointer"] == "/date"
 
 
@@ -114,8 +119,9 @@ def test_activation_changes_are_audited_and_the_facility_is_told(
         ).all()
     assert [a for a, _ in actions] == ["create", "update"]
     assert actions[1][1] == ["rate", "reason"]
-    notices = [r.getMessage() for r in caplog.records if "facility_programme_changed" in
-               r.getMessage()]
+    notices = [
+        r.getMessage() for r in caplog.records if "facility_programme_changed" in r.getMessage()
+    ]
     assert len(notices) == 2
     assert "contact@riverside-district-hospital.health.example" in notices[0]
     assert "'rate': 8" in notices[1] and "more staff" in notices[1]
@@ -124,15 +130,27 @@ def test_activation_changes_are_audited_and_the_facility_is_told(
 def test_bad_activation_requests_name_the_field(ops: Ops):
     body = problem(ops.post("/api/v1/programme/activation", {"program": PROGRAM}), 422)
     assert body["errors"][0]["pointer"] == "/facility"
-    body = problem(ops.post("/api/v1/programme/activation",
-                            {"facility": FACILITY, "program": PROGRAM, "rate": -1}), 422)
+    body = problem(
+        ops.post(
+            "/api/v1/programme/activation", {"facility": FACILITY, "program": PROGRAM, "rate": -1}
+        ),
+        422,
+    )
     assert body["errors"][0]["pointer"] == "/rate"
-    body = problem(ops.post("/api/v1/programme/activation",
-                            {"facility": "NOPE-1", "program": PROGRAM, "rate": 1}), 422)
+    body = problem(
+        ops.post(
+            "/api/v1/programme/activation", {"facility": "NOPE-1", "program": PROGRAM, "rate": 1}
+        ),
+        422,
+    )
     assert body["errors"][0]["pointer"] == "/facility"
-    body = problem(ops.post("/api/v1/facility_programme",
-                            {"facility": FACILITY, "program": PROGRAM, "status": "Active",
-                             "rate": 1, "extra": 1}), 422)
+    body = problem(
+        ops.post(
+            "/api/v1/facility_programme",
+            {"facility": FACILITY, "program": PROGRAM, "status": "Active", "rate": 1, "extra": 1},
+        ),
+        422,
+    )
     assert body["errors"][0]["pointer"] == "/extra"
 
 

@@ -32,6 +32,7 @@ def full_recount(ops: Ops) -> dict[str, Counter]:
     services = ops.registry.services
     config = runtime(ops.registry).config
     with ops.registry.db.engine.connect() as conn:
+
         def live(name: str) -> list[dict[str, Any]]:
             t = services[name].table
             rows = conn.execute(sa.select(t).where(t.c._deleted_at.is_(None))).mappings()
@@ -73,8 +74,11 @@ def test_rollups_agree_with_a_full_recount_after_changes(ops: Ops):
     ops.deliver()
     # corrections: another facility, another day, another dose; deletions
     for v in made[:4]:
-        resp = ops.client.patch(f"/api/v1/vaccination/{v['id']}", headers=MERGE,
-                                json={"facility": OTHER_FACILITY, "dose": 2})
+        resp = ops.client.patch(
+            f"/api/v1/vaccination/{v['id']}",
+            headers=MERGE,
+            json={"facility": OTHER_FACILITY, "dose": 2},
+        )
         assert resp.status_code == 200, resp.text
     for v in made[4:7]:
         assert ops.client.delete(f"/api/v1/vaccination/{v['id']}").status_code == 204
@@ -134,8 +138,12 @@ def test_certificates_and_verifications_are_counted(ops: Ops):
     for _ in range(3):
         assert ops.client.post("/api/v1/verify", json=credential).json()["status"] == "VALID"
     assert ops.client.post("/api/v1/verify", json=revoked).json()["status"] == "REVOKED"
-    assert ops.client.post("/api/v1/verify", content=b"nonsense",
-                           headers={"content-type": "application/json"}).status_code == 400
+    assert (
+        ops.client.post(
+            "/api/v1/verify", content=b"nonsense", headers={"content-type": "application/json"}
+        ).status_code
+        == 400
+    )
     rows = dict(ops.analytics("verifications")["rows"])
     assert rows == {"VALID": 3, "REVOKED": 1, "ERROR": 1}
 
@@ -144,15 +152,20 @@ def test_tables_download_as_csv(ops: Ops):
     ops.activate()
     ops.vaccinate(ops.recipients(1)[0]["id"])
     ops.deliver()
-    for url in ("/api/v1/analytics/facilities.csv", "/api/v1/analytics/facilities?format=csv",
-                "/ui/dashboard/facilities.csv"):
+    for url in (
+        "/api/v1/analytics/facilities.csv",
+        "/api/v1/analytics/facilities?format=csv",
+        "/ui/dashboard/facilities.csv",
+    ):
         resp = ops.client.get(url)
         assert resp.status_code == 200, resp.text
         assert resp.headers["content-type"].startswith("text/csv")
         assert "attachment" in resp.headers["content-disposition"]
         rows = list(csv.reader(io.StringIO(resp.text)))
-        assert rows == [["facility", "district", "state", "vaccinations"],
-                        [FACILITY, "Riverside", "Northland", "1"]]
+        assert rows == [
+            ["facility", "district", "state", "vaccinations"],
+            [FACILITY, "Riverside", "Northland", "1"],
+        ]
 
 
 def test_csv_cells_that_look_like_formulas_are_defused():
@@ -165,10 +178,12 @@ def test_csv_cells_that_look_like_formulas_are_defused():
 def test_bad_parameters_name_the_field(ops: Ops):
     resp = ops.client.get("/api/v1/analytics/daily", params={"from": "yesterday"})
     assert resp.status_code == 422 and resp.json()["errors"][0]["pointer"] == "/from"
-    resp = ops.client.get("/api/v1/analytics/daily", params={"from": "2026-02-01",
-                                                            "to": "2026-01-01"})
+    resp = ops.client.get(
+        "/api/v1/analytics/daily", params={"from": "2026-02-01", "to": "2026-01-01"}
+    )
     assert resp.status_code == 422 and resp.json()["errors"][0]["pointer"] == "/from"
-    resp = ops.client.get("/api/v1/analytics/daily", params={"from": "2000-01-01",
-                                                            "to": "2026-01-01"})
+    resp = ops.client.get(
+        "/api/v1/analytics/daily", params={"from": "2000-01-01", "to": "2026-01-01"}
+    )
     assert resp.status_code == 422
     assert ops.client.get("/api/v1/analytics/nothing").status_code == 404

@@ -17,39 +17,64 @@ from tests.plugins.programme.conftest import (
 
 
 def book(ops: Ops, recipient: str, day: date, slot: str = "09:00", **extra):
-    return ops.client.post("/api/v1/programme/appointments", json={
-        "recipient": recipient, "program": PROGRAM, "facility": FACILITY,
-        "date": day.isoformat(), "slot": slot, **extra})
+    return ops.client.post(
+        "/api/v1/programme/appointments",
+        json={
+            "recipient": recipient,
+            "program": PROGRAM,
+            "facility": FACILITY,
+            "date": day.isoformat(),
+            "slot": slot,
+            **extra,
+        },
+    )
 
 
 def slots(ops: Ops, day: date) -> dict[str, dict]:
-    resp = ops.client.get("/api/v1/programme/slots",
-                          params={"facility": FACILITY, "program": PROGRAM, "day": day})
+    resp = ops.client.get(
+        "/api/v1/programme/slots", params={"facility": FACILITY, "program": PROGRAM, "day": day}
+    )
     assert resp.status_code == 200, resp.text
     return {s["time"]: s for s in resp.json()["slots"]}
 
 
 def test_slots_come_from_the_weekly_schedule(ops: Ops):
     ops.activate()
-    ops.schedule(days=["Mon", "Wed"], startTime="09:00", endTime="11:00", slotMinutes=45,
-                 capacity=3, walkInStart="14:00", walkInEnd="16:00")
+    ops.schedule(
+        days=["Mon", "Wed"],
+        startTime="09:00",
+        endTime="11:00",
+        slotMinutes=45,
+        capacity=3,
+        walkInStart="14:00",
+        walkInEnd="16:00",
+    )
     monday = next_weekday(0)
-    found = ops.client.get("/api/v1/programme/slots", params={
-        "facility": FACILITY, "program": PROGRAM, "day": monday}).json()
+    found = ops.client.get(
+        "/api/v1/programme/slots", params={"facility": FACILITY, "program": PROGRAM, "day": monday}
+    ).json()
     assert [s["time"] for s in found["slots"]] == ["09:00", "09:45"]  # 10:30 would end at 11:15
     assert found["walkIn"] == {"days": ["Mon", "Wed"], "start": "14:00", "end": "16:00"}
     assert slots(ops, next_weekday(1)) == {}  # no appointments on Tuesdays
 
 
 def test_bad_schedules_are_refused_naming_the_field(ops: Ops):
-    base = {"facility": FACILITY, "program": PROGRAM, "days": ["Mon"], "startTime": "12:00",
-            "endTime": "09:00", "slotMinutes": 30, "capacity": 5}
+    base = {
+        "facility": FACILITY,
+        "program": PROGRAM,
+        "days": ["Mon"],
+        "startTime": "12:00",
+        "endTime": "09:00",
+        "slotMinutes": 30,
+        "capacity": 5,
+    }
     resp = ops.client.post("/api/v1/schedule", json=base)
     assert resp.status_code == 422 and resp.json()["errors"][0]["pointer"] == "/endTime"
     resp = ops.client.post("/api/v1/schedule", json={**base, "endTime": "12:20"})
     assert resp.json()["errors"][0]["pointer"] == "/slotMinutes"
-    resp = ops.client.post("/api/v1/schedule", json={**base, "endTime": "13:00",
-                                                     "walkInStart": "14:00"})
+    resp = ops.client.post(
+        "/api/v1/schedule", json={**base, "endTime": "13:00", "walkInStart": "14:00"}
+    )
     assert resp.json()["errors"][0]["pointer"] == "/walkInEnd"
     resp = ops.client.post("/api/v1/schedule", json={**base, "startTime": "9am"})
     assert resp.json()["errors"][0]["pointer"] == "/startTime"
@@ -71,8 +96,10 @@ def test_book_reschedule_and_cancel_keep_the_places_right(ops: Ops):
     twice = book(ops, a, tuesday)
     assert twice.status_code == 409 and twice.json()["errors"][0]["pointer"] == "/recipient"
     # rescheduling frees the old place and takes the new one
-    moved = ops.post(f"/api/v1/programme/appointments/{first.json()['id']}/reschedule",
-                     {"date": tuesday.isoformat(), "slot": "10:30"})
+    moved = ops.post(
+        f"/api/v1/programme/appointments/{first.json()['id']}/reschedule",
+        {"date": tuesday.isoformat(), "slot": "10:30"},
+    )
     assert moved.status_code == 200, moved.text
     assert slots(ops, monday)["09:00"]["booked"] == 1
     assert slots(ops, tuesday)["10:30"]["booked"] == 1
@@ -102,8 +129,9 @@ def test_bookings_must_fit_the_schedule_and_the_calendar(ops: Ops):
     for pointer, resp in cases.items():
         assert resp.status_code == 422, resp.text
         assert resp.json()["errors"][0]["pointer"] == pointer.strip()
-    missing = ops.client.post("/api/v1/programme/appointments", json={
-        "recipient": a, "program": PROGRAM})
+    missing = ops.client.post(
+        "/api/v1/programme/appointments", json={"recipient": a, "program": PROGRAM}
+    )
     assert missing.status_code == 422
     assert {e["pointer"] for e in missing.json()["errors"]} == {"/facility", "/date", "/slot"}
 

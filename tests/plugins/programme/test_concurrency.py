@@ -26,8 +26,13 @@ def pg_ops(pg_database: str, tmp_path: Any) -> Iterator[Ops]:
     from tests.conftest import reset_pg
 
     reset_pg(pg_database)
-    settings = Settings(database_url=pg_database, data_dir=tmp_path / "data",
-                        load_entrypoints=False, inline_worker=False, pool_size=60)
+    settings = Settings(
+        database_url=pg_database,
+        data_dir=tmp_path / "data",
+        load_entrypoints=False,
+        inline_worker=False,
+        pool_size=60,
+    )
     yield from make_ops(settings)
 
 
@@ -57,17 +62,29 @@ def test_fifty_parallel_bookings_for_ten_places_give_exactly_ten(pg_ops: Ops):
     assert len(people) == N
 
     def book(i: int) -> int:
-        return ops.client.post("/api/v1/programme/appointments", json={
-            "recipient": people[i], "program": PROGRAM, "facility": FACILITY,
-            "date": day, "slot": "09:30"}).status_code
+        return ops.client.post(
+            "/api/v1/programme/appointments",
+            json={
+                "recipient": people[i],
+                "program": PROGRAM,
+                "facility": FACILITY,
+                "date": day,
+                "slot": "09:30",
+            },
+        ).status_code
 
     statuses = Counter(in_parallel(N, book))
     assert statuses == {201: 10, 409: 40}
     assert count(ops, "SELECT count(*) FROM appointment WHERE status = 'Booked'") == 10
-    slots = ops.client.get("/api/v1/programme/slots", params={
-        "facility": FACILITY, "program": PROGRAM, "day": day}).json()["slots"]
+    slots = ops.client.get(
+        "/api/v1/programme/slots", params={"facility": FACILITY, "program": PROGRAM, "day": day}
+    ).json()["slots"]
     assert next(s for s in slots if s["time"] == "09:30") == {
-        "time": "09:30", "capacity": 10, "booked": 10, "free": 0}
+        "time": "09:30",
+        "capacity": 10,
+        "booked": 10,
+        "free": 0,
+    }
 
 
 def test_fifty_parallel_vaccinations_against_a_rate_of_twenty_record_exactly_twenty(pg_ops: Ops):
@@ -97,5 +114,6 @@ def test_fifty_parallel_vaccinations_from_a_batch_of_fifteen_use_exactly_fifteen
     assert statuses == {201: 15, 422: 35}
     assert count(ops, "SELECT count(*) FROM vaccination") == 15
     [level] = ops.client.get("/api/v1/programme/stock", params={"facility": FACILITY}).json()[
-        "items"]
+        "items"
+    ]
     assert (level["received"], level["used"], level["usable"]) == (15, 15, 0)

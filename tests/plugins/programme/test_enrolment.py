@@ -50,8 +50,9 @@ def test_the_same_person_cannot_enrol_twice(ops: Ops):
     assert [e["pointer"] for e in same_identity.json()["errors"]] == ["/identity"]
     assert PERSON["identity"] not in same_identity.text  # a private value is never echoed
     # another identity, but the same name, birth year and phone (spacing and prefix differ)
-    lookalike = enrol(ops, identity="did:example:national-id:90000002", dob="1988-11-30",
-                      phone="9876543210")
+    lookalike = enrol(
+        ops, identity="did:example:national-id:90000002", dob="1988-11-30", phone="9876543210"
+    )
     assert lookalike.status_code == 409
     assert {e["pointer"] for e in lookalike.json()["errors"]} == {"/name", "/dob", "/phone"}
     other_year = enrol(ops, identity="did:example:national-id:90000003", dob="1989-04-12")
@@ -74,22 +75,25 @@ def test_an_agencys_csv_pre_enrolment_gets_codes_and_its_lookalikes_listed(ops: 
         "did:x:pre-2,Kiran Rao,1970-05-05,Male,+99 91111 22222,PRE_ENROLLMENT,Hillcrest,"
         "Northland\n"
     )
-    resp = ops.client.post("/api/v1/recipient/imports", content=csv.encode(),
-                           headers={"content-type": "text/csv"})
+    resp = ops.client.post(
+        "/api/v1/recipient/imports", content=csv.encode(), headers={"content-type": "text/csv"}
+    )
     assert resp.status_code == 202, resp.text
     job = finished(ops.client, ops.registry, resp.headers["location"])
     assert (job["status"], job["inserted"]) == ("done", 2), job
     ops.deliver()
     people = ops.client.get("/api/v1/recipient?identity[in]=did:x:pre-1,did:x:pre-2").json()[
-        "items"]
+        "items"
+    ]
     assert len(people) == 2 and all(len(p["enrollmentCode"]) == 10 for p in people)
     dupes = ops.client.get("/api/v1/programme/duplicates").json()["items"]
     asha = next(p for p in people if p["name"] == "Asha Verma")
     assert len(dupes) == 1 and asha["id"] in (dupes[0]["recipient"], dupes[0]["duplicateOf"])
     assert dupes[0]["reason"] == "name, birth year and phone"
-    resolved = ops.post("/api/v1/programme/duplicates/resolve",
-                        {"recipient": dupes[0]["recipient"],
-                         "duplicateOf": dupes[0]["duplicateOf"]})
+    resolved = ops.post(
+        "/api/v1/programme/duplicates/resolve",
+        {"recipient": dupes[0]["recipient"], "duplicateOf": dupes[0]["duplicateOf"]},
+    )
     assert resolved.status_code == 204
     assert ops.client.get("/api/v1/programme/duplicates").json()["items"] == []
 
@@ -98,8 +102,14 @@ def walk_in(ops: Ops, **changes: Any):
     body = {
         "facility": FACILITY,
         "recipient": {**PERSON, "identity": "did:example:national-id:90000010"},
-        "vaccination": {"program": PROGRAM, "vaccine": VACCINE, "vaccinator": VACCINATOR,
-                        "dose": 1, "totalDoses": 2, "batch": "W-1"},
+        "vaccination": {
+            "program": PROGRAM,
+            "vaccine": VACCINE,
+            "vaccinator": VACCINATOR,
+            "dose": 1,
+            "totalDoses": 2,
+            "batch": "W-1",
+        },
         **changes,
     }
     return ops.client.post("/api/v1/programme/walk-in", json=body)
@@ -123,8 +133,9 @@ def test_a_walk_in_is_enrolled_and_vaccinated_in_one_visit(ops: Ops):
     assert person["enrollmentType"] == "WALK_IN"
     # an enrolled person walks in with their code
     assert enrol(ops).status_code == 409  # the walk-in is enrolled now (same name, year, phone)
-    code = enrol(ops, identity="did:example:national-id:90000020", name="Meena Das",
-                 dob="1990-01-01").json()["enrollmentCode"]
+    code = enrol(
+        ops, identity="did:example:national-id:90000020", name="Meena Das", dob="1990-01-01"
+    ).json()["enrollmentCode"]
     again = walk_in(ops, recipient=None, enrollmentCode=code)
     assert again.status_code == 201 and again.json()["recipient"]["enrolled"] is False
 
@@ -132,8 +143,17 @@ def test_a_walk_in_is_enrolled_and_vaccinated_in_one_visit(ops: Ops):
 def test_a_refused_walk_in_leaves_no_recipient_behind(ops: Ops):
     ops.activate()
     before = count(ops, "recipient")
-    resp = walk_in(ops, vaccination={"program": PROGRAM, "vaccine": VACCINE, "dose": 1,
-                                     "totalDoses": 2, "batch": "W-1", "vaccinator": "NOPE"})
+    resp = walk_in(
+        ops,
+        vaccination={
+            "program": PROGRAM,
+            "vaccine": VACCINE,
+            "dose": 1,
+            "totalDoses": 2,
+            "batch": "W-1",
+            "vaccinator": "NOPE",
+        },
+    )
     assert resp.status_code == 422
     assert resp.json()["errors"][0]["pointer"] == "/vaccination/vaccinator"
     bad_person = walk_in(ops, recipient={"name": "X"})
@@ -147,11 +167,21 @@ def test_a_refused_walk_in_leaves_no_recipient_behind(ops: Ops):
 
 def test_walk_ins_come_in_walk_in_hours(ops: Ops):
     ops.activate()
-    ops.schedule(days=["Mon", "Tue", "Wed", "Thu", "Fri"], walkInDays=["Mon"],
-                 walkInStart="14:00", walkInEnd="16:00")
+    ops.schedule(
+        days=["Mon", "Tue", "Wed", "Thu", "Fri"],
+        walkInDays=["Mon"],
+        walkInStart="14:00",
+        walkInEnd="16:00",
+    )
     monday = next_weekday(0, after=today() - timedelta(days=8))
-    vaccination = {"program": PROGRAM, "vaccine": VACCINE, "vaccinator": VACCINATOR,
-                   "dose": 1, "totalDoses": 2, "batch": "W-1"}
+    vaccination = {
+        "program": PROGRAM,
+        "vaccine": VACCINE,
+        "vaccinator": VACCINATOR,
+        "dose": 1,
+        "totalDoses": 2,
+        "batch": "W-1",
+    }
     late = walk_in(ops, vaccination={**vaccination, "date": at(monday, "17:00")})
     assert late.status_code == 409
     assert late.json()["errors"][0]["pointer"] == "/vaccination/date"

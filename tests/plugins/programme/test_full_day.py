@@ -38,5 +38,4 @@ def test_a_simulated_day_shows_on_the_dashboard(ops: Ops):
     left = {lv["facility"]: lv["usable"] for lv in levels}
     assert left == expected["stock"]
     # the same figures in the page's tables
-    assert re.search(rf"<td>{A}</td><td>Riverside</td><td>Northland</td><td class=\"num\">4<",
-                     html)
+    assert re.search(rf"<td>{A}</td><td>Riverside</td><td>Northland</td><td class=\"num\">4<", html)

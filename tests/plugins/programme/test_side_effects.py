@@ -22,8 +22,13 @@ def certificate_of(ops: Ops) -> dict[str, Any]:
 
 
 def report(ops: Ops, cert: dict[str, Any], **extra: Any):
-    body = {"certificate": cert["id"], "symptoms": ["Fever", "Headache"],
-            "onset": today().isoformat(), "severity": "Mild", **extra}
+    body = {
+        "certificate": cert["id"],
+        "symptoms": ["Fever", "Headache"],
+        "onset": today().isoformat(),
+        "severity": "Mild",
+        **extra,
+    }
     return ops.client.post("/api/v1/programme/side-effects", json=body)
 
 
@@ -33,15 +38,24 @@ def test_a_report_takes_its_people_and_place_from_the_certificate(ops: Ops):
     assert resp.status_code == 201, resp.text
     got = resp.json()
     assert (got["recipient"], got["facility"], got["program"]) == (
-        cert["recipient"], cert["facility"], cert["program"])
+        cert["recipient"],
+        cert["facility"],
+        cert["program"],
+    )
     assert got["serious"] is False and got["reviewStatus"] == "Open"
     assert ops.client.get("/api/v1/programme/side-effects/serious").json()["items"] == []
 
 
 def test_serious_events_are_flagged_for_monitoring(ops: Ops, caplog: pytest.LogCaptureFixture):
     cert = certificate_of(ops)
-    resp = report(ops, cert, severity="Severe", seriousness=["Hospitalisation"],
-                  reportedBy="Staff", description="admitted for observation")
+    resp = report(
+        ops,
+        cert,
+        severity="Severe",
+        seriousness=["Hospitalisation"],
+        reportedBy="Staff",
+        description="admitted for observation",
+    )
     assert resp.status_code == 201, resp.text
     assert resp.json()["serious"] is True and resp.json()["reportedBy"] == "Staff"
     flagged = ops.client.get("/api/v1/programme/side-effects/serious").json()["items"]
@@ -60,12 +74,19 @@ def test_bad_reports_are_refused_naming_the_field(ops: Ops):
     empty = report(ops, cert, symptoms=[])
     assert empty.status_code == 422 and empty.json()["errors"][0]["pointer"] == "/symptoms"
     bad = report(ops, cert, seriousness=["Bored"])
-    assert bad.status_code == 422 and bad.json()["errors"][0]["pointer"].startswith(
-        "/seriousness")
+    assert bad.status_code == 422 and bad.json()["errors"][0]["pointer"].startswith("/seriousness")
     # through the generic API the report must agree with its certificate
-    generic = ops.client.post("/api/v1/side_effect", json={
-        "certificate": cert["id"], "symptoms": ["Rash"], "onset": today().isoformat(),
-        "severity": "Mild", "reportedBy": "Staff", "facility": "EM-PTV-01",
-        "seriousness": ["Death"]})
+    generic = ops.client.post(
+        "/api/v1/side_effect",
+        json={
+            "certificate": cert["id"],
+            "symptoms": ["Rash"],
+            "onset": today().isoformat(),
+            "severity": "Mild",
+            "reportedBy": "Staff",
+            "facility": "EM-PTV-01",
+            "seriousness": ["Death"],
+        },
+    )
     assert generic.status_code == 422
     assert {e["pointer"] for e in generic.json()["errors"]} == {"/facility", "/serious"}

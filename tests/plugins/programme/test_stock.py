@@ -74,8 +74,11 @@ def test_a_correction_to_another_batch_moves_the_dose(ops: Ops):
     ops.stock("LOT-B", quantity=5)
     a = ops.recipients(1)[0]["id"]
     v = ops.vaccinate(a, batch="LOT-A").json()
-    moved = ops.client.patch(f"/api/v1/vaccination/{v['id']}", json={"batch": "LOT-B"},
-                             headers={"content-type": "application/merge-patch+json"})
+    moved = ops.client.patch(
+        f"/api/v1/vaccination/{v['id']}",
+        json={"batch": "LOT-B"},
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert moved.status_code == 200, moved.text
     batches = {b["batch"]: b["used"] for b in level(ops)["batches"]}
     assert batches == {"LOT-A": 0, "LOT-B": 1}
@@ -90,14 +93,23 @@ def test_a_batchs_quantity_cannot_drop_below_what_was_used(ops: Ops):
     people = [p["id"] for p in ops.recipients(2)]
     for p in people:
         ops.vaccinate(p, batch="LOT-A")
-    resp = ops.client.patch(f"/api/v1/stock/{lot['id']}", json={"quantity": 1},
-                            headers={"content-type": "application/merge-patch+json"})
+    resp = ops.client.patch(
+        f"/api/v1/stock/{lot['id']}",
+        json={"quantity": 1},
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert resp.status_code == 422 and resp.json()["errors"][0]["pointer"] == "/quantity"
-    resp = ops.client.patch(f"/api/v1/stock/{lot['id']}", json={"batch": "RENAMED"},
-                            headers={"content-type": "application/merge-patch+json"})
+    resp = ops.client.patch(
+        f"/api/v1/stock/{lot['id']}",
+        json={"batch": "RENAMED"},
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert resp.status_code == 409
-    resp = ops.client.patch(f"/api/v1/stock/{lot['id']}", json={"quantity": 50},
-                            headers={"content-type": "application/merge-patch+json"})
+    resp = ops.client.patch(
+        f"/api/v1/stock/{lot['id']}",
+        json={"quantity": 50},
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert resp.status_code == 200  # another delivery of the same batch
 
 
@@ -105,8 +117,9 @@ def test_low_stock_is_warned_per_facility_and_vaccine(ops: Ops):
     ops.activate()
     ops.stock("LOT-A", quantity=60)  # default threshold 50
     ops.stock("OLD-1", quantity=500, expiry=today() - timedelta(days=3))  # expired: not usable
-    ops.post("/api/v1/stock_threshold", {"facility": FACILITY, "vaccine": "CVX-MR",
-                                         "threshold": 10}, 201)
+    ops.post(
+        "/api/v1/stock_threshold", {"facility": FACILITY, "vaccine": "CVX-MR", "threshold": 10}, 201
+    )
     ops.stock("MR-LOT", vaccine="CVX-MR", quantity=12)
     av = level(ops)
     assert (av["usable"], av["expiredUnused"], av["low"]) == (60, 500, False)
@@ -129,8 +142,9 @@ def test_stock_can_be_imported_from_csv(ops: Ops):
         f"{FACILITY},CVX-AV,CSV-2,{expiry},10,{today().isoformat()}\n"
         f"{FACILITY},CVX-AV,CSV-3,not-a-date,10,\n"
     )
-    resp = ops.client.post("/api/v1/stock/imports", content=csv.encode(),
-                           headers={"content-type": "text/csv"})
+    resp = ops.client.post(
+        "/api/v1/stock/imports", content=csv.encode(), headers={"content-type": "text/csv"}
+    )
     assert resp.status_code == 202, resp.text
     job = finished(ops.client, ops.registry, resp.headers["location"])
     assert (job["status"], job["inserted"], job["failed"]) == ("done", 2, 1), job

@@ -1,0 +1,150 @@
+"""The dashboard in Chromium (the UI tests' setup: Debian's Chromium driven by Playwright
+against a uvicorn server), over the demo data and one simulated day: the totals, the SVG charts
+(also with JavaScript off), a CSV download, the period form, and a phone-sized screen.
+`UPDATE_SCREENSHOTS=1` writes docs/screenshots/dashboard*.png."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cli.test_serve import free_port
+from tests.registry.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, _missing
+
+pytestmark = pytest.mark.browser
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
+    problem = _missing()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests are required in CI: {problem}")
+        pytest.skip(problem)
+    tmp = tmp_path_factory.mktemp("dashboard-server")
+    port = free_port()
+    data = tmp / "data"
+    env = {**os.environ, "REGISTRY_DATA_DIR": str(data), "PYTHONPATH": str(ROOT)}
+    env.pop("REGISTRY_DATABASE_URL", None)
+    log = (tmp / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "tests.plugins.programme.dashboard_server:build",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, (tmp / "server.log").read_text()
+                assert time.monotonic() < deadline, "server did not start in 60 s"
+                time.sleep(0.2)
+        yield base, json.loads((data / "expected.json").read_text())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server: Any) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def shot(pg: Any, name: str, tmp_path: Path) -> None:
+    folder = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def test_the_dashboard_shows_the_day(server: Any, browser: Any, tmp_path: Path):
+    base, expected = server
+    context = browser.new_context(
+        viewport={"width": 1200, "height": 900}, locale="en-GB", accept_downloads=True
+    )
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    try:
+        pg.goto(f"{base}/ui/dashboard")
+        assert pg.get_by_role("heading", level=1).inner_text() == "Programme dashboard"
+        for name, value in expected["totals"].items():
+            assert pg.locator(f'[data-total="{name}"]').inner_text() == str(value), name
+        charts = pg.get_by_role("img")
+        assert charts.count() == 7
+        daily = pg.get_by_role("img", name="Vaccinations per day")
+        assert daily.locator("rect").count() >= 30  # one column per day of the period
+        box = daily.bounding_box()
+        assert box is not None and box["width"] > 500 and box["height"] > 150
+        states = pg.locator("section#places table").first
+        assert "Northland" in states.inner_text() and "Eastmarch" in states.inner_text()
+        shot(pg, "dashboard", tmp_path)
+
+        with pg.expect_download() as download:
+            pg.get_by_role("link", name="Download vaccinations by state (CSV)").click()
+        text = Path(download.value.path()).read_text()
+        assert text.splitlines()[0] == "state,vaccinations"
+        assert "Northland,4" in text and "Eastmarch,2" in text
+
+        # the period form: one day, one programme
+        pg.get_by_label("From", exact=True).fill(expected["today"])
+        pg.get_by_label("Programme", exact=True).select_option("COVID19-2026")
+        pg.get_by_role("button", name="Show").click()
+        pg.wait_for_url("**/ui/dashboard?*")
+        assert pg.locator('[data-total="vaccinations"]').inner_text() == "6"
+        assert pg.get_by_role("img", name="Vaccinations per day").locator("rect").count() == 1
+        shot(pg, "dashboard-one-day", tmp_path)
+    finally:
+        context.close()
+
+
+def test_the_dashboard_reads_without_javascript_and_on_a_phone(
+    server: Any, browser: Any, tmp_path: Path
+):
+    base, expected = server
+    context = browser.new_context(
+        viewport={"width": 360, "height": 740},
+        is_mobile=True,
+        device_scale_factor=2,
+        java_script_enabled=False,
+    )
+    pg = context.new_page()
+    try:
+        pg.goto(f"{base}/ui/dashboard")
+        assert pg.locator('[data-total="serious"]').inner_text() == "1"
+        assert pg.get_by_role("img").count() == 7
+        width = pg.locator("main").evaluate("m => m.scrollWidth")
+        assert width <= 360
+        shot(pg, "dashboard-phone", tmp_path)
+    finally:
+        context.close()
