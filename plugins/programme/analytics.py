@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from plugins.programme import stock
 from plugins.programme.runtime import FACILITY_PROGRAMME, SIDE_EFFECT, Programme
-from plugins.programme.tables import rollup
+from plugins.programme.tables import MONTHLY, rollup
 from registry import Invalid, NotFound
 
 MAX_DAYS = 3660
@@ -95,6 +95,22 @@ def period(today: date, start: str | None, end: str | None, program: str | None)
     return Period(first, last, program or None)
 
 
+def whole_months(start: date, end: date) -> tuple[date, date, date] | None:
+    """(first whole month's 1st, last whole month's 1st, the day after it) within start..end,
+    or None when the period holds no whole month."""
+    first = start if start.day == 1 else _next_month(start)
+    after_end = end + timedelta(days=1)
+    last_after = after_end.replace(day=1)  # the 1st after the last whole month
+    if first >= last_after:
+        return None
+    last = (last_after - timedelta(days=1)).replace(day=1)
+    return first, last, last_after
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
 @dataclass
 class Table:
     """One aggregate: a name (its CSV file), a title, column names and rows."""
@@ -135,11 +151,29 @@ class Analytics:
 
     # -- reading the rollup --------------------------------------------------------------
     def _sum(self, name: str, *keys: str, day: bool = False, period: Period | None = None):
+        """Sums of rollup `name` over the period, grouped by `keys` (and the day). Totals read
+        whole months from the month level and only the days around them day by day."""
         when = period or self.when
         cols = [rollup.c[k] for k in keys]
         if day:
             cols.insert(0, rollup.c.day)
-        where = [rollup.c.rollup == name, rollup.c.day >= when.start, rollup.c.day <= when.end]
+        spans = [rollup.c.rollup == name, rollup.c.day.between(when.start, when.end)]
+        months = None if day else whole_months(when.start, when.end)
+        if months is not None:
+            first, last, after = months
+            spans = [
+                sa.or_(
+                    sa.and_(rollup.c.rollup == name + MONTHLY, rollup.c.day.between(first, last)),
+                    sa.and_(
+                        rollup.c.rollup == name,
+                        sa.or_(
+                            rollup.c.day.between(when.start, first - timedelta(days=1)),
+                            rollup.c.day.between(after, when.end),
+                        ),
+                    ),
+                )
+            ]
+        where = list(spans)
         if when.program:
             where.append(rollup.c.program == when.program)
         stmt = sa.select(*cols, sa.func.sum(rollup.c.n)).where(*where).group_by(*cols)

@@ -98,18 +98,25 @@ def insert_for(conn: Connection, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+MONTHLY = "/m"  # suffix of a rollup's month level: its rows are dated the 1st of the month
+
+
 def add_to_rollups(conn: Connection, deltas: Mapping[tuple[Any, ...], int]) -> None:
-    """Add `n` to each rollup row keyed `(rollup, day, program, k1, k2, k3, k4)`, creating it.
+    """Add `n` to each rollup row keyed `(rollup, day, program, k1, k2, k3, k4)`, creating it,
+    and to the same row of the rollup's month level (`<rollup>/m`, dated the 1st), which long
+    periods read instead of every day.
 
     Keys are applied in order, so concurrent workers lock rows in the same order (no deadlock).
     """
-    rows = []
-    for key, n in sorted(deltas.items()):
-        if n:
-            row = dict(zip(ROLLUP_KEYS, key, strict=True), n=n)
-            if isinstance(row["day"], str):
-                row["day"] = date.fromisoformat(row["day"])
-            rows.append(row)
+    merged: dict[tuple[Any, ...], int] = {}
+    for key, n in deltas.items():
+        if not n:
+            continue
+        day = date.fromisoformat(key[1]) if isinstance(key[1], str) else key[1]
+        for level in ((key[0], day), (key[0] + MONTHLY, day.replace(day=1))):
+            full = (*level, *key[2:])
+            merged[full] = merged.get(full, 0) + n
+    rows = [dict(zip(ROLLUP_KEYS, key, strict=True), n=n) for key, n in sorted(merged.items())]
     if not rows:
         return
     stmt = insert_for(conn, rollup)

@@ -187,3 +187,41 @@ def test_bad_parameters_name_the_field(ops: Ops):
     )
     assert resp.status_code == 422
     assert ops.client.get("/api/v1/analytics/nothing").status_code == 404
+
+
+def test_long_periods_read_whole_months_and_agree_with_the_days(ops: Ops):
+    ops.activate(rate=100)
+    people = [p["id"] for p in ops.recipients(40)]
+    for i, person in enumerate(people):
+        resp = ops.vaccinate(person, when=at(today() - timedelta(days=i * 3)))
+        assert resp.status_code == 201, resp.text
+    ops.deliver()
+    start = today() - timedelta(days=120)
+    tables = ops.client.get("/api/v1/analytics", params={"from": start.isoformat()}).json()[
+        "tables"
+    ]
+    by_day = sum(r[1] for r in tables["daily"].get("rows"))  # read day by day
+    by_place = sum(r[3] for r in tables["facilities"]["rows"])  # whole months + edge days
+    assert by_day == by_place == 40
+    for offset in (5, 33, 61):  # periods starting mid-month, ending today
+        params = {"from": (today() - timedelta(days=offset)).isoformat()}
+        t = ops.client.get("/api/v1/analytics", params=params).json()["tables"]
+        assert sum(r[1] for r in t["daily"]["rows"]) == sum(r[1] for r in t["states"]["rows"])
+
+
+def test_whole_months_of_a_period():
+    from datetime import date
+
+    from plugins.programme.analytics import whole_months
+
+    assert whole_months(date(2026, 1, 15), date(2026, 2, 27)) is None
+    assert whole_months(date(2026, 1, 1), date(2026, 1, 31)) == (
+        date(2026, 1, 1),
+        date(2026, 1, 1),
+        date(2026, 2, 1),
+    )
+    assert whole_months(date(2025, 11, 29), date(2026, 11, 28)) == (
+        date(2025, 12, 1),
+        date(2026, 10, 1),
+        date(2026, 11, 1),
+    )
