@@ -12,8 +12,9 @@ What it builds, in a throwaway PostgreSQL database:
    baseline's input, and kinder to it than the real tables (no join with recipients and
    facilities);
 3. the rollups of those vaccinations, by INSERT INTO programme_rollup SELECT ... GROUP BY over the
-   base table, day level then month level: the rows the outbox path converges on. Certificates (one per vaccination),
-   side effects (one in a thousand) and verifications are filled the same way.
+   base table, day level then month level: the rows the outbox path converges on.
+   Certificates (one per vaccination), side effects (one in a thousand) and verifications are
+   filled the same way.
 
 Then it times, for the last 30 days and for the whole period:
 
