@@ -23,6 +23,8 @@ from registry import StartupError
 from registry.hookspecs import hookimpl
 
 SCHEMAS = Path(__file__).parent / "schemas"
+#: the entities whose writes the plugin checks
+CHECKED = frozenset({"vaccination", "appointment", "schedule", "stock", "side_effect"})
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -47,7 +49,7 @@ def before_write(
     connection: Any,
     registry: Any,
 ) -> None:
-    if not _on(registry):
+    if not _on(registry) or entity not in CHECKED:
         return
     from plugins.programme.checks import check
 

@@ -38,6 +38,7 @@ class Programme:
         self.registry = registry
         self.config = ProgrammeConfig.from_settings(registry.settings)
         self.ready = False
+        self._tables_lock = threading.Lock()
         self.verify_counts: dict[tuple[str, str], int] = {}
         self.verify_lock = threading.Lock()
         self.verify_flushed_at = 0.0
@@ -45,20 +46,26 @@ class Programme:
     def create_tables(self) -> None:
         """Create the plugin's tables now (at start-up, outside any transaction)."""
         if not self.ready:
-            create_tables(self.registry.db.engine)
-            self.ready = True
+            with self._tables_lock:
+                if not self.ready:
+                    create_tables(self.registry.db.engine)
+                    self.ready = True
 
     def ensure(self, conn: Connection) -> None:
-        """The plugin's tables, inside `conn`'s transaction when they are missing (a hook that
-        runs before the app was built: the CLI, a worker process, a test of the services)."""
+        """The plugin's tables, for a hook that may run before the app was built (the CLI, a
+        worker process, a test of the services): on PostgreSQL created on a connection of their
+        own; on SQLite, whose one writer is `conn`, inside its transaction."""
         if self.ready:
+            return
+        if conn.dialect.name != "sqlite":
+            self.create_tables()
             return
         names = [t.name for t in tables_metadata.sorted_tables]
         inspector = sa.inspect(conn)
         if all(inspector.has_table(n) for n in names):
             self.ready = True
             return
-        tables_metadata.create_all(conn, checkfirst=True)
+        tables_metadata.create_all(conn, checkfirst=True)  # ready once seen committed
 
     @property
     def services(self) -> dict[str, Any]:

@@ -80,15 +80,25 @@ duplicate = sa.Table(
 )
 
 
+#: the PostgreSQL advisory lock key under which the tables are created (any fixed number)
+_CREATE_LOCK_KEY = 0x70726F67
+
+
 def create_tables(engine: Engine) -> None:
-    """Create the plugin's tables if missing (safe when another process does it meanwhile)."""
-    for _ in range(3):
-        try:
-            metadata.create_all(engine, checkfirst=True)
+    """Create the plugin's tables if missing, on a connection of its own (outside any write
+    transaction). On PostgreSQL processes take turns under an advisory lock, so concurrent first
+    uses do not race on the catalog."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _CREATE_LOCK_KEY})
+            try:
+                metadata.create_all(conn, checkfirst=True)
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _CREATE_LOCK_KEY})
             return
-        except (sa.exc.ProgrammingError, sa.exc.IntegrityError):
-            continue  # another process created one meanwhile: look again
-    metadata.create_all(engine, checkfirst=True)
+        with conn.begin():
+            metadata.create_all(conn, checkfirst=True)
 
 
 def insert_for(conn: Connection, table: sa.Table) -> Any:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from generators.openapi import component_name
+
 
 def test_openapi_is_3_1_with_real_entity_schemas(client: Any, registry: Any):
     spec = client.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.1")
     schemas = spec["components"]["schemas"]
     for entity in registry.schemas:
-        comp = entity.name[0].upper() + entity.name[1:]
+        comp = component_name(entity.name)  # facility_programme -> FacilityProgramme
         create = spec["paths"][f"/api/v1/{entity.name}"]["post"]
         ref = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         assert ref == f"#/components/schemas/{comp}Input"

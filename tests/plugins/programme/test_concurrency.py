@@ -117,3 +117,37 @@ def test_fifty_parallel_vaccinations_from_a_batch_of_fifteen_use_exactly_fifteen
         "items"
     ]
     assert (level["received"], level["used"], level["usable"]) == (15, 15, 0)
+
+
+def test_parallel_first_writes_of_a_registry_without_an_app_create_the_tables_once(
+    pg_database: str, tmp_path: Any
+):
+    """A worker process or the CLI opens the registry without the app, so the plugin's tables
+    are made on first use: parallel first vaccinations must not race on them."""
+    from registry import Conflict, open_registry
+    from registry.demo import load_demo_data
+    from tests.conftest import reset_pg
+
+    reset_pg(pg_database)
+    reg = open_registry(Settings(database_url=pg_database, data_dir=tmp_path / "data",
+                                 load_entrypoints=False, inline_worker=False, pool_size=30))
+    try:
+        load_demo_data(reg.services)
+        reg.services["facility_programme"].create(
+            {"facility": FACILITY, "program": PROGRAM, "status": "Active", "rate": 10}, actor="t")
+        people = reg.services["recipient"].search(
+            reg.services["recipient"].parser.from_params([("limit", "20")])).items
+
+        def vaccinate(i: int) -> str:
+            try:
+                reg.services["vaccination"].create({
+                    "recipient": people[i]["id"], "program": PROGRAM, "vaccine": "CVX-AV",
+                    "facility": FACILITY, "dose": 1, "totalDoses": 2, "batch": "B-1",
+                    "date": "2026-03-02T10:00:00Z"}, actor="t")
+                return "ok"
+            except Conflict:
+                return "full"
+
+        assert Counter(in_parallel(20, vaccinate)) == {"ok": 10, "full": 10}
+    finally:
+        reg.close()
