@@ -63,6 +63,37 @@ def take(conn: Connection, kind: str, record_id: str, key: str, limit: int | Non
     return True
 
 
+def force_many(conn: Connection, kind: str, claims: dict[str, str]) -> None:
+    """Have each record (id -> counter key) hold a unit, whatever the limit: for records that
+    bypassed the write checks (a bulk import), counted afterwards. Records holding one keep it."""
+    if not claims:
+        return
+    ids = sorted(claims)
+    holding = set()
+    for i in range(0, len(ids), 500):
+        stmt = sa.select(claim.c.record_id).where(
+            claim.c.kind == kind, claim.c.record_id.in_(ids[i : i + 500])
+        )
+        holding.update(r for (r,) in conn.execute(stmt))
+    fresh = {rid: key for rid, key in claims.items() if rid not in holding}
+    if not fresh:
+        return
+    per_key: dict[str, int] = {}
+    for key in fresh.values():
+        per_key[key] = per_key.get(key, 0) + 1
+    ensure_counters(conn, kind, per_key)
+    conn.execute(
+        sa.update(counter)
+        .where(counter.c.kind == kind, counter.c.key == sa.bindparam("k"))
+        .values(used=counter.c.used + sa.bindparam("n")),
+        [{"k": k, "n": n} for k, n in sorted(per_key.items())],
+    )
+    conn.execute(
+        claim.insert(),
+        [{"kind": kind, "record_id": rid, "key": key} for rid, key in sorted(fresh.items())],
+    )
+
+
 def used(conn: Connection, kind: str, key: str) -> int:
     value = conn.execute(
         sa.select(counter.c.used).where(counter.c.kind == kind, counter.c.key == key)

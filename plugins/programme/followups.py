@@ -43,14 +43,21 @@ def _latest(events: list[dict[str, Any]], entity: str, kinds: tuple[str, ...]) -
     return list(seen)
 
 
-def follow_up(rt: Programme, conn: Connection, events: list[dict[str, Any]]) -> None:
+def follow_up(
+    rt: Programme,
+    conn: Connection,
+    events: list[dict[str, Any]],
+    seen: dict[str, dict[str, dict[str, Any]]] | None = None,
+) -> None:
+    """The follow-ups of a batch (`seen`: records the rollups read already, by entity and id)."""
+    seen = seen or {}
     seqs = {e["record_id"]: e["seq"] for e in events}
     if ids := _latest(events, FACILITY_PROGRAMME, ("created", "updated")):
         _tell_facilities(rt, conn, ids, seqs)
     if rt.has(APPOINTMENT) and (ids := _latest(events, CERTIFICATE, ("created",))):
         _suggest_next_doses(rt, conn, ids)
     if rt.has(APPOINTMENT) and (ids := _latest(events, VACCINATION, ("created",))):
-        _complete_appointments(rt, conn, ids)
+        _complete_appointments(rt, conn, ids, seen.get(VACCINATION))
     if ids := _latest(events, RECIPIENT, ("created",)):
         _settle_enrolments(rt, conn, ids)
     serious_news = [
@@ -116,20 +123,37 @@ def _suggest_next_doses(rt: Programme, conn: Connection, cert_ids: list[str]) ->
             service.create(suggestion, actor=ACTOR)
 
 
-def _complete_appointments(rt: Programme, conn: Connection, vaccination_ids: list[str]) -> None:
+def _complete_appointments(
+    rt: Programme,
+    conn: Connection,
+    vaccination_ids: list[str],
+    known: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """A vaccination completes its recipient's booked (or suggested) appointment for the
+    programme and dose (one query for the batch, an update per appointment completed)."""
+    if known is not None and all(i in known for i in vaccination_ids):
+        vaccinations = [known[i] for i in vaccination_ids]
+    else:
+        vaccinations = list(rt.fetch(conn, VACCINATION, "id", vaccination_ids).values())
+    if not vaccinations:
+        return
     service = rt.services[APPOINTMENT]
     table = service.table
-    for v in rt.fetch(conn, VACCINATION, "id", vaccination_ids).values():
+    open_appointments: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    people = sorted({v["recipient"] for v in vaccinations})
+    for i in range(0, len(people), 500):
         rows = conn.execute(
             sa.select(table).where(
-                table.c.recipient == v["recipient"],
-                table.c.program == v["program"],
+                table.c.recipient.in_(people[i : i + 500]),
                 table.c.status.in_(["Booked", "Suggested"]),
                 table.c._deleted_at.is_(None),
             )
         ).mappings()
         for row in rows:
             appt = service.codec.to_record(row)
+            open_appointments.setdefault((appt["recipient"], appt["program"]), []).append(appt)
+    for v in vaccinations:
+        for appt in open_appointments.get((v["recipient"], v["program"]), []):
             if appt.get("dose") not in (None, v.get("dose")):
                 continue
             patch = {"status": "Completed", "vaccination": v["id"]}

@@ -67,8 +67,8 @@ def after_write_batch(events: list[dict[str, Any]], connection: Any, registry: A
 
     rt = runtime(registry)
     rt.ensure(connection)
-    Rollups(rt).apply(connection, events)
-    follow_up(rt, connection, events)
+    seen = Rollups(rt).apply(connection, events)
+    follow_up(rt, connection, events, seen)
 
 
 @hookimpl

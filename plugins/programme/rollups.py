@@ -115,16 +115,21 @@ class Rollups:
         return [_part("appt", date.fromisoformat(when), a.get("program"), a.get("status"))]
 
     # -- a batch ----------------------------------------------------------------------------
-    def apply(self, conn: Connection, events: Iterable[dict[str, Any]]) -> None:
+    def apply(
+        self, conn: Connection, events: Iterable[dict[str, Any]]
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """Bring the rollups up to date with `events`; returns the live records read, by entity
+        and id (the follow-ups use them too)."""
         wanted: dict[str, set[str]] = {}
         for e in events:
             if e["entity"] in TRACKED and e["entity"] in self.rt.services:
                 wanted.setdefault(e["entity"], set()).add(e["record_id"])
+        seen: dict[str, dict[str, dict[str, Any]]] = {}
         if not wanted:
-            return
+            return seen
         deltas: Counter[Part] = Counter()
         for entity, ids in sorted(wanted.items()):
-            current = self.rt.fetch(conn, entity, "id", ids)
+            current = seen[entity] = self.rt.fetch(conn, entity, "id", ids)
             old = self._old_parts(conn, entity, sorted(ids))
             new = self._new_parts(conn, entity, current)
             if entity == VACCINATION:
@@ -143,6 +148,7 @@ class Rollups:
                 deltas.subtract(Counter(map(tuple, before or [])))
             self._store(conn, entity, changed)
         add_to_rollups(conn, {k: n for k, n in deltas.items() if n})
+        return seen
 
     def _old_parts(self, conn: Connection, entity: str, ids: list[str]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {}
@@ -160,8 +166,16 @@ class Rollups:
     ) -> dict[str, list[Part]]:
         records = list(current.values())
         if entity == VACCINATION:
-            recipients = self.rt.fetch(conn, RECIPIENT, "id", (v.get("recipient") for v in records))
-            facilities = self.rt.fetch(conn, FACILITY, "code", (v.get("facility") for v in records))
+            recipients = self.rt.fields_of(
+                conn,
+                RECIPIENT,
+                "id",
+                (v.get("recipient") for v in records),
+                ["gender", "dob", "yob"],
+            )
+            facilities = self.rt.fields_of(
+                conn, FACILITY, "code", (v.get("facility") for v in records), ["address"]
+            )
             return {v["id"]: self.vaccination_parts(v, recipients, facilities) for v in records}
         if entity == CERTIFICATE:
             return {c["id"]: self.certificate_parts(c) for c in records}
@@ -199,29 +213,39 @@ class Rollups:
     ) -> None:
         """Deleted vaccinations give their day's place and their dose back; vaccinations that
         bypassed the write checks (a bulk import) are counted, over the rate if need be."""
-        rows = conn.execute(
-            sa.select(claim.c.kind, claim.c.record_id).where(
-                claim.c.kind.in_([counters.RATE, counters.BATCH]),
-                claim.c.record_id.in_(sorted(ids)),
+        gone = sorted(ids - set(current))
+        if gone:
+            rows = conn.execute(
+                sa.select(claim.c.kind, claim.c.record_id).where(
+                    claim.c.kind.in_([counters.RATE, counters.BATCH]),
+                    claim.c.record_id.in_(gone),
+                )
+            ).all()
+            for kind, rid in sorted(rows):
+                counters.release(conn, kind, rid)
+        if not current:
+            return
+        if self.config.enforce_activation:
+            counters.force_many(
+                conn,
+                counters.RATE,
+                {
+                    rid: rate_key(v["facility"], v["program"], self._day(v["date"]))
+                    for rid, v in current.items()
+                },
             )
-        ).all()
-        holding = {(kind, rid) for kind, rid in rows}
-        lots: dict[tuple[str, str], dict[str, Any]] = {}
         if self.config.stock != "off" and self.rt.has(STOCK):
             places = {v["facility"] for v in current.values()}
-            for lot in self.rt.fetch_all(conn, STOCK, "facility", places):
-                lots[(lot["facility"], lot["batch"])] = lot
-        for rid in sorted(ids):
-            v = current.get(rid)
-            if v is None:
-                if (counters.RATE, rid) in holding:
-                    counters.release(conn, counters.RATE, rid)
-                if (counters.BATCH, rid) in holding:
-                    counters.release(conn, counters.BATCH, rid)
-                continue
-            if (counters.RATE, rid) not in holding:
-                key = rate_key(v["facility"], v["program"], self._day(v["date"]))
-                counters.take(conn, counters.RATE, rid, key, None)
-            lot = lots.get((v["facility"], v["batch"]))
-            if lot is not None and (counters.BATCH, rid) not in holding:
-                counters.take(conn, counters.BATCH, rid, lot["id"], None)
+            lots = {
+                (lot["facility"], lot["batch"]): lot
+                for lot in self.rt.fetch_all(conn, STOCK, "facility", places)
+            }
+            counters.force_many(
+                conn,
+                counters.BATCH,
+                {
+                    rid: lots[(v["facility"], v["batch"])]["id"]
+                    for rid, v in current.items()
+                    if (v["facility"], v["batch"]) in lots
+                },
+            )
