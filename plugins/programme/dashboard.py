@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
@@ -17,7 +18,7 @@ from plugins.programme.access import CONTROLLER, MONITORING
 from plugins.programme.analytics import TABLES, Analytics, Period, Table, period
 from plugins.programme.runtime import runtime
 from plugins.programme.verifications import flush
-from registry import NotFound, storage, utcnow
+from registry import Forbidden, NotFound, storage, utcnow
 from registry.api import JSONResponse
 
 API = "/api/v1/analytics"
@@ -140,7 +141,13 @@ def add_dashboard_page(app: FastAPI, registry: Any) -> None:
 
     async def page(request: Request) -> Response:
         view = ui.page(request)
-        access.require(request, MONITORING, CONTROLLER)
+        try:
+            access.require(request, MONITORING, CONTROLLER)
+        except Forbidden:
+            if not access.principal(request).roles:  # not signed in: sign in first
+                target = urlencode({"next": request.url.path})
+                return RedirectResponse(f"{ui.prefix}/login?{target}", 303)
+            return ui.error_page(view, 403, "The dashboard is for the monitoring role.")
         rt = runtime(registry)
         today = rt.config.local_day(utcnow())
         q = request.query_params

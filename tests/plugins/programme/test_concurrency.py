@@ -129,21 +129,41 @@ def test_parallel_first_writes_of_a_registry_without_an_app_create_the_tables_on
     from tests.conftest import reset_pg
 
     reset_pg(pg_database)
-    reg = open_registry(Settings(database_url=pg_database, data_dir=tmp_path / "data",
-                                 load_entrypoints=False, inline_worker=False, pool_size=30))
+    reg = open_registry(
+        Settings(
+            database_url=pg_database,
+            data_dir=tmp_path / "data",
+            load_entrypoints=False,
+            inline_worker=False,
+            pool_size=30,
+        )
+    )
     try:
         load_demo_data(reg.services)
         reg.services["facility_programme"].create(
-            {"facility": FACILITY, "program": PROGRAM, "status": "Active", "rate": 10}, actor="t")
-        people = reg.services["recipient"].search(
-            reg.services["recipient"].parser.from_params([("limit", "20")])).items
+            {"facility": FACILITY, "program": PROGRAM, "status": "Active", "rate": 10}, actor="t"
+        )
+        people = (
+            reg.services["recipient"]
+            .search(reg.services["recipient"].parser.from_params([("limit", "20")]))
+            .items
+        )
 
         def vaccinate(i: int) -> str:
             try:
-                reg.services["vaccination"].create({
-                    "recipient": people[i]["id"], "program": PROGRAM, "vaccine": "CVX-AV",
-                    "facility": FACILITY, "dose": 1, "totalDoses": 2, "batch": "B-1",
-                    "date": "2026-03-02T10:00:00Z"}, actor="t")
+                reg.services["vaccination"].create(
+                    {
+                        "recipient": people[i]["id"],
+                        "program": PROGRAM,
+                        "vaccine": "CVX-AV",
+                        "facility": FACILITY,
+                        "dose": 1,
+                        "totalDoses": 2,
+                        "batch": "B-1",
+                        "date": "2026-03-02T10:00:00Z",
+                    },
+                    actor="t",
+                )
                 return "ok"
             except Conflict:
                 return "full"
