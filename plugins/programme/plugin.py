@@ -9,7 +9,8 @@ group like any third-party plugin).
 - `after_write_batch`: the rollups, and the follow-ups (notices, next-dose suggestions,
   completed appointments, enrolment codes and duplicates of imports);
 - `register_routes`: `/api/v1/programme/...` and `/api/v1/analytics/...`;
-- `register_templates`, `prepare_app`: the dashboard page and the verification counter.
+- `register_templates`, `prepare_app`: the dashboard page and the verification counter;
+- `register_commands`: `registry programme rebuild-rollups`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ def register_routes(registry: Any) -> list[Any]:
 
     runtime(registry).create_tables()
     return [*programme_routes(registry), analytics_routes(registry)]
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    from plugins.programme.commands import add_commands
+
+    add_commands(cli)
 
 
 @hookimpl

@@ -36,7 +36,8 @@ from plugins.programme.runtime import (
     VACCINATION,
     Programme,
 )
-from plugins.programme.tables import add_to_rollups, claim, fact
+from plugins.programme.tables import add_to_rollups, claim, fact, rollup
+from registry import storage
 from registry.codec import parse_datetime
 
 TRACKED = (VACCINATION, CERTIFICATE, SIDE_EFFECT, APPOINTMENT)
@@ -249,3 +250,44 @@ class Rollups:
                     if (v["facility"], v["batch"]) in lots
                 },
             )
+
+
+def rebuild(rt: Programme, chunk: int = 500) -> dict[str, int]:
+    """Count the rollups again from the records (after a restore, or a change of `age_bands`
+    or `timezone`): the facts and rollups are emptied (verification counts are kept, they have
+    no records), then every live record of the tracked entities is applied in chunks, each
+    committed. Workers may run meanwhile: both settle each record against its fact. Returns
+    the records applied by entity."""
+    engine = rt.registry.db.engine
+    with storage.write(engine) as conn:
+        rt.ensure(conn)
+        conn.execute(sa.delete(fact))
+        conn.execute(sa.delete(rollup).where(rollup.c.rollup.notin_(["verify", "verify/m"])))
+    rollups = Rollups(rt)
+    done: dict[str, int] = {}
+    for entity in TRACKED:
+        if entity not in rt.services:
+            continue
+        table = rt.services[entity].table
+        last = ""
+        done[entity] = 0
+        while True:
+            with storage.write(engine) as conn:
+                ids = [
+                    r
+                    for (r,) in conn.execute(
+                        sa.select(table.c.id)
+                        .where(table.c._deleted_at.is_(None), table.c.id > last)
+                        .order_by(table.c.id)
+                        .limit(chunk)
+                    )
+                ]
+                if not ids:
+                    break
+                rollups.apply(
+                    conn,
+                    [{"entity": entity, "record_id": i, "event": f"{entity}.updated"} for i in ids],
+                )
+            done[entity] += len(ids)
+            last = ids[-1]
+    return done
