@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from registry import Settings, create_app
 from registry.app import Registry, open_registry
-from registry.auth import Principal
+from tests.authn import admin_client
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PG_ADMIN_URL = os.environ.get("REGISTRY_TEST_PG_URL",
@@ -89,33 +89,6 @@ def registry(settings: Settings) -> Iterator[Registry]:
     reg = open_registry(settings)
     yield reg
     reg.close()
-
-
-def token_for(
-    registry: Registry,
-    *roles: str,
-    facility: str | None = None,
-    recipient: str | None = None,
-    subject: str = "test-admin",
-    kind: str = "user",
-) -> str:
-    """A bearer token of the registry's own, for a caller with `roles` (system-admin if none)."""
-    p = Principal(
-        kind, subject, frozenset(roles or ("system-admin",)), facility=facility,
-        recipient=recipient,
-    )
-    return registry.auth.tokens.issue(p).token
-
-
-def auth_headers(registry: Registry, *roles: str, **kw: str | None) -> dict[str, str]:
-    """`Authorization: Bearer ...` for a caller with `roles` (system-admin if none)."""
-    return {"Authorization": f"Bearer {token_for(registry, *roles, **kw)}"}  # type: ignore[arg-type]
-
-
-def admin_client(app: object, **kw: object) -> TestClient:
-    """A TestClient signed in as a system-admin (the app's registry mints the token)."""
-    registry = app.state.registry  # type: ignore[attr-defined]
-    return TestClient(app, headers=auth_headers(registry), **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -114,7 +114,11 @@ class Access:
 
     def require(self, p: Principal, operation: str) -> Scope | None:
         """The rows `p` may do `operation` on; `Unauthorized` (no login) or `Forbidden`."""
-        g = self.grant(p, operation)
+        return self.require_roles(p, self.roles_for(operation), operation)
+
+    def require_roles(self, p: Principal, roles: Iterable[str], operation: str) -> Scope | None:
+        """Like `require`, for an access list of a plugin's own (e.g. who may revoke)."""
+        g = self.grant_of(p, roles)
         if g.allowed:
             return g.scope
         name = self.entity.name

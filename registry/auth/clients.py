@@ -13,7 +13,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from registry import storage
-from registry.auth.principal import API_CLIENT, RECIPIENT, Principal
+from registry.auth.principal import API_CLIENT, RECIPIENT, SCOPES, Principal
 from registry.auth.users import check_roles
 from registry.codec import utcnow
 from registry.errors import Invalid, NotFound
@@ -36,9 +36,17 @@ class Clients:
         roles: Iterable[str] = (),
         facility: str | None = None,
         name: str | None = None,
+        scopes: Iterable[str] = (),
         actor: str | None = None,
     ) -> tuple[dict[str, Any], str]:
         """A new client and its secret (shown once: it cannot be read back)."""
+        scope_list = sorted(set(scopes))
+        unknown = [s for s in scope_list if s not in SCOPES]
+        if unknown:
+            raise Invalid(
+                f"unknown scope(s) {', '.join(unknown)}; scopes: {', '.join(SCOPES)}",
+                errors=[{"pointer": "/scopes", "message": "unknown scope", "keyword": "enum"}],
+            )
         wanted = {API_CLIENT, *roles}
         if RECIPIENT in wanted:
             raise Invalid(
@@ -54,6 +62,7 @@ class Clients:
             "name": name,
             "roles": role_list,
             "facility": facility or None,
+            "scopes": scope_list,
             "disabled": False,
             "created_at": utcnow(),
             "created_by": actor,
@@ -69,6 +78,7 @@ class Clients:
             "name": row["name"],
             "roles": list(row["roles"]),
             "facility": row["facility"],
+            "scopes": list(row["scopes"] or []),
             "disabled": bool(row["disabled"]),
         }
 
@@ -110,4 +120,5 @@ class Clients:
             roles=frozenset(row["roles"]),
             facility=row["facility"],
             via="client_credentials",
+            scopes=frozenset(row["scopes"] or []),
         )

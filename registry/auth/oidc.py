@@ -114,4 +114,5 @@ class OidcVerifier:
             facility=str(facility) if isinstance(facility, str | int) else None,
             recipient=str(recipient) if isinstance(recipient, str | int) else None,
             via="oidc",
+            scopes=frozenset(str(claims.get("scope") or "").split()),
         )

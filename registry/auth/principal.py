@@ -26,6 +26,8 @@ PUBLIC = "public"
 OWNER = "owner"
 #: Roles whose rights stop at their facility's records (when the entity has a facility owner).
 FACILITY_ROLES = frozenset({FACILITY_ADMIN, FACILITY_STAFF})
+#: OAuth2 scopes a client can be given besides its roles: signing credentials through the VC-API.
+SCOPES = ("vc:issue",)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Principal:
     facility: str | None = None
     recipient: str | None = None
     via: str | None = None
+    #: OAuth2 scopes of an API client (`vc:issue`)
+    scopes: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def authenticated(self) -> bool:

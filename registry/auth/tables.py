@@ -35,6 +35,7 @@ def auth_tables(metadata: sa.MetaData) -> None:
         sa.Column("name", sa.String(200)),
         sa.Column("roles", json_type(), nullable=False),
         sa.Column("facility", sa.String(100)),
+        sa.Column("scopes", json_type()),
         sa.Column("disabled", sa.Boolean, nullable=False, default=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("created_by", sa.String(200)),

@@ -103,6 +103,8 @@ class Tokens:
             claims["recipient"] = p.recipient
         if p.via:
             claims["via"] = p.via
+        if p.scopes:
+            claims["scope"] = " ".join(sorted(p.scopes))
         return claims
 
     def issue(self, p: Principal) -> Issued:
@@ -150,4 +152,5 @@ class Tokens:
             facility=claims.get("facility"),
             recipient=claims.get("recipient"),
             via=claims.get("via"),
+            scopes=frozenset(str(claims.get("scope") or "").split()),
         )
