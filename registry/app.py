@@ -110,6 +110,8 @@ class Registry:
         jobs = getattr(self, "import_jobs", None)  # set when the import API is mounted
         if jobs is not None:
             jobs.close()
+        if self._auth is not None:
+            self._auth.close()
         self.db.engine.dispose()
 
     def lookup_person(self, identity: str) -> dict[str, Any] | None:

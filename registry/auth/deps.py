@@ -54,6 +54,10 @@ class Auth:
         self._lock = threading.Lock()
         self._window = (0.0, 0)
 
+    def close(self) -> None:
+        if self.oidc is not None:
+            self.oidc.http.close()
+
     def access(self, entity_name: str) -> Access:
         """The access rules of an entity as loaded now."""
         return self.policy(self.registry.services[entity_name].entity)
