@@ -27,8 +27,9 @@ from starlette.concurrency import run_in_threadpool
 
 from generators.tables import UTCDateTime, json_type
 from registry.api import API_PREFIX, JSONResponse
+from registry.auth.deps import principal_of
 from registry.codec import format_datetime, new_id, utcnow
-from registry.errors import PROBLEM_JSON, BadRequest, NotFound, UnsupportedMediaType
+from registry.errors import PROBLEM_JSON, BadRequest, Forbidden, NotFound, UnsupportedMediaType
 from registry.import_rows import ImportMapping, ImportUsageError, load_mapping
 from registry.imports import Importer, ImportOptions, Progress
 from registry.records import EntityService
@@ -407,7 +408,22 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
     base = f"{API_PREFIX}/{name}/imports"
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
+    def allowed(request: Request, upsert: bool) -> str | None:
+        """The caller's audit name, when they may write every row of the entity (imports by
+        callers limited to their facility's or their own rows are refused: send those rows
+        through the API, which checks each)."""
+        p = principal_of(request)
+        access = jobs.registry.auth.access(name)
+        for op in ("create", "update") if upsert else ("create",):
+            if access.require(p, op) is not None:
+                raise Forbidden(
+                    f"imports are for callers who may {op} every {name} record; yours are "
+                    "limited to your facility's or your own records"
+                )
+        return p.actor
+
     async def create(request: Request) -> Response:
+        actor = allowed(request, bool(request.query_params.get("upsert_on")))
         on_error = request.query_params.get("on_error", "skip")
         if on_error not in ("skip", "abort"):
             raise BadRequest("on_error must be skip or abort")
@@ -437,6 +453,7 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
                 on_error=on_error,
                 keep_ids=keep_ids,
                 redact_private=True,  # job errors are kept in the database and served
+                actor=actor,
             )
             shown = {
                 "format": fmt,
@@ -452,7 +469,8 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
             raise
         return JSONResponse(job, status_code=202, headers={"Location": f"{base}/{job['id']}"})
 
-    async def status(job_id: str) -> Response:
+    async def status(request: Request, job_id: str) -> Response:
+        allowed(request, False)
         return JSONResponse(await run_in_threadpool(jobs.get, name, job_id))
 
     router.add_api_route(
