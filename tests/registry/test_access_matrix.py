@@ -191,7 +191,9 @@ def test_every_role_entity_and_operation_follows_the_declared_rules(
                     kw = {KIND_OF[role]: keys[KIND_OF[role]]} if role in KIND_OF else {}
                     headers = auth_headers(registry, role, **kw)
 
-                def expect(what: str, got: int, want: set[int], role: Any = role) -> None:
+                def expect(
+                    what: str, got: int, want: set[int], role: Any = role, name: str = name
+                ) -> None:
                     if got not in want:
                         problems.append(f"{role or 'anonymous'} {what} {name}: {got}, not {want}")
 
