@@ -34,13 +34,15 @@ def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:
     max_bytes = 16_384
 
     def login_page(page: Any, status: int = 200, **context: Any) -> Response:
-        return ui.html(
-            page,
-            "login.html",
-            status,
-            next=_safe_next(page.request.query_params.get("next"), prefix),
-            **{"error": None, "code_sent": False, "channel": "", "to": "", **context},
-        )
+        values = {
+            "next": _safe_next(page.request.query_params.get("next"), prefix),
+            "error": None,
+            "code_sent": False,
+            "channel": "",
+            "to": "",
+            **context,
+        }
+        return ui.html(page, "login.html", status, **values)
 
     @route("/login", ["GET", "POST"])
     async def login(page: Any) -> Response:
