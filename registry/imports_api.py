@@ -408,22 +408,24 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
     base = f"{API_PREFIX}/{name}/imports"
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
-    def allowed(request: Request, upsert: bool) -> str | None:
-        """The caller's audit name, when they may write every row of the entity (imports by
-        callers limited to their facility's or their own rows are refused: send those rows
-        through the API, which checks each)."""
+    def allowed(request: Request, upsert: bool) -> tuple[str | None, Any]:
+        """(the caller's audit name, the rows they may write: None for all). Rows outside it
+        are refused one by one; an upsert also needs update, on the same rows, and (for an
+        entity with private fields) the private grant everywhere, since it replaces values."""
         p = principal_of(request)
         access = jobs.registry.auth.access(name)
-        for op in ("create", "update") if upsert else ("create",):
-            if access.require(p, op) is not None:
+        scope = access.require(p, "create")
+        if upsert:
+            if access.require(p, "update") != scope:
+                raise Forbidden(f"your roles may not update the same {name} records they create")
+            if access.private and not access.private_grant(p).everywhere:
                 raise Forbidden(
-                    f"imports are for callers who may {op} every {name} record; yours are "
-                    "limited to your facility's or your own records"
+                    f"upserts replace private fields of {name} records: your roles may not"
                 )
-        return p.actor
+        return p.actor, scope
 
     async def create(request: Request) -> Response:
-        actor = allowed(request, bool(request.query_params.get("upsert_on")))
+        actor, scope = allowed(request, bool(request.query_params.get("upsert_on")))
         on_error = request.query_params.get("on_error", "skip")
         if on_error not in ("skip", "abort"):
             raise BadRequest("on_error must be skip or abort")
@@ -454,6 +456,7 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
                 keep_ids=keep_ids,
                 redact_private=True,  # job errors are kept in the database and served
                 actor=actor,
+                scope=scope,
             )
             shown = {
                 "format": fmt,

@@ -30,8 +30,13 @@ def http(registry: Any) -> Iterator[TestClient]:
 def megha(registry: Any, http: TestClient) -> dict[str, Any]:
     resp = http.post(
         "/api/v1/recipient",
-        json={"identity": IDENTITY, "name": "Megha Test", "dob": "1975-06-22",
-              "gender": "Female", "phone": PHONE},
+        json={
+            "identity": IDENTITY,
+            "name": "Megha Test",
+            "dob": "1975-06-22",
+            "gender": "Female",
+            "phone": PHONE,
+        },
         headers=auth_headers(registry, "facility-staff", facility="F1"),
     )
     assert resp.status_code == 201, resp.text
@@ -49,8 +54,9 @@ def test_staff_never_see_private_values_in_reads_lists_or_searches(registry, htt
     for resp in (
         http.get(f"/api/v1/recipient/{rid}", headers=staff),
         http.get("/api/v1/recipient", params={"limit": 1000}, headers=staff),
-        http.post("/api/v1/recipient/search", json={"filters": {"name": "Megha Test"}},
-                  headers=staff),
+        http.post(
+            "/api/v1/recipient/search", json={"filters": {"name": "Megha Test"}}, headers=staff
+        ),
     ):
         assert resp.status_code == 200 and no_private(resp.text)
     assert "Megha Test" in http.get(f"/api/v1/recipient/{rid}", headers=staff).text
@@ -60,8 +66,9 @@ def test_staff_may_not_search_by_a_private_value(registry, http, megha):
     staff = auth_headers(registry, "facility-staff", facility="F1")
     for resp in (
         http.get("/api/v1/recipient", params={"identity": IDENTITY}, headers=staff),
-        http.post("/api/v1/recipient/search", json={"filters": {"identity": IDENTITY}},
-                  headers=staff),
+        http.post(
+            "/api/v1/recipient/search", json={"filters": {"identity": IDENTITY}}, headers=staff
+        ),
     ):
         assert resp.status_code == 403 and no_private(resp.text)
         assert resp.json()["errors"][0]["pointer"] == "/filters/identity/eq"
@@ -97,9 +104,11 @@ def test_the_recipient_sees_their_own_record_in_full_and_nobody_elses(registry, 
     listed = http.get("/api/v1/recipient", params={"limit": 1000, "count": "true"}, headers=me)
     assert [r["id"] for r in listed.json()["items"]] == [megha["id"]]
     assert listed.json()["total"] == 1  # the count sees the scope too
-    everyone = registry.services["recipient"].search(
-        registry.services["recipient"].parser.from_params([("limit", "2")])
-    ).items
+    everyone = (
+        registry.services["recipient"]
+        .search(registry.services["recipient"].parser.from_params([("limit", "2")]))
+        .items
+    )
     other = next(r for r in everyone if r["id"] != megha["id"])
     assert http.get(f"/api/v1/recipient/{other['id']}", headers=me).status_code == 404
     stranger = auth_headers(registry, "recipient", recipient=other["id"])
@@ -117,18 +126,66 @@ def test_audit_and_events_of_a_staff_write_hold_no_private_value(registry, http,
     assert any(r["actor"] == "user:test-admin" and r["record_id"] == megha["id"] for r in rows)
 
 
-def test_imports_by_scoped_callers_are_refused_and_admin_imports_work(registry, http):
+def test_a_facility_admins_import_refuses_the_rows_of_other_facilities(registry, http):
+    csv_text = (
+        "code,name,nationalIdentifier,facilityIds,mobileNumber,status\n"
+        "VAC-9001,Own One,HW9001,NL-RVS-01,+99 90000 90001,Active\n"
+        "VAC-9002,Other One,HW9002,NL-HLC-02,+99 90000 90002,Active\n"
+        "VAC-9003,Both,HW9003,NL-RVS-01|NL-HLC-02,+99 90000 90003,Active\n"
+    )
+    boss = auth_headers(registry, "facility-admin", facility="NL-RVS-01", subject="boss")
+    resp = http.post(
+        "/api/v1/vaccinator/imports", content=csv_text, headers={**boss, "content-type": "text/csv"}
+    )
+    assert resp.status_code == 202, resp.text
+    registry.import_jobs.wait(resp.json()["id"])
+    job = http.get(resp.headers["location"], headers=boss).json()
+    assert job["inserted"] == 2 and job["failed"] == 1
+    assert [(e["row"], e["pointer"], e["keyword"]) for e in job["errors"]] == [
+        (2, "/facilityIds", "scope")  # data rows are numbered from 1
+    ]
+    stored = (
+        registry.services["vaccinator"]
+        .search(
+            registry.services["vaccinator"].parser.from_params(
+                [("code[in]", "VAC-9001,VAC-9002,VAC-9003")]
+            )
+        )
+        .items
+    )
+    assert sorted(r["code"] for r in stored) == ["VAC-9001", "VAC-9003"]
+    assert {r["_createdBy"] for r in stored} == {"user:boss"}
+    # an upsert onto another facility's vaccinator is refused too (private fields: admins only)
+    up = http.post(
+        "/api/v1/vaccinator/imports?upsert_on=code",
+        content=csv_text,
+        headers={**boss, "content-type": "text/csv"},
+    )
+    assert up.status_code == 403
+
+
+def test_imports_need_create_rights(registry, http):
     csv_text = "identity,name,dob,gender\ndid:x:imp1,Imp One,1980-01-01,Male\n"
     staff = auth_headers(registry, "facility-staff", facility="F1")
-    resp = http.post("/api/v1/vaccinator/imports", content=csv_text,
-                     headers={**staff, "content-type": "text/csv"})
+    resp = http.post(
+        "/api/v1/vaccinator/imports",
+        content=csv_text,
+        headers={**staff, "content-type": "text/csv"},
+    )
     assert resp.status_code == 403
-    resp = http.post("/api/v1/recipient/imports", content=csv_text,
-                     headers={**auth_headers(registry, "controller"), "content-type": "text/csv"})
+    resp = http.post(
+        "/api/v1/recipient/imports",
+        content=csv_text,
+        headers={**auth_headers(registry, "controller"), "content-type": "text/csv"},
+    )
     assert resp.status_code == 403
-    resp = http.post("/api/v1/recipient/imports", content=csv_text,
-                     headers={"content-type": "text/csv"})
+    resp = http.post(
+        "/api/v1/recipient/imports", content=csv_text, headers={"content-type": "text/csv"}
+    )
     assert resp.status_code == 401
-    resp = http.post("/api/v1/recipient/imports", content=csv_text,
-                     headers={**auth_headers(registry), "content-type": "text/csv"})
+    resp = http.post(
+        "/api/v1/recipient/imports",
+        content=csv_text,
+        headers={**auth_headers(registry), "content-type": "text/csv"},
+    )
     assert resp.status_code == 202
