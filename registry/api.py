@@ -7,6 +7,7 @@ through `openapi_extra`.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -240,6 +241,38 @@ def add_entity_routes(
         search = svc.parser.from_body(await read_json(request, max_body_bytes))
         return await run_search(request, svc, search, p, access, scope)
 
+    async def export_(request: Request) -> Response:
+        from registry.exports import EXPORT_FORMATS, Exporter, export
+
+        svc, p, access, scope = allowed(request, "read")
+        fmt = request.query_params.get("format", "csv")
+        if fmt not in EXPORT_FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(EXPORT_FORMATS)}")
+        where = [
+            f"{k}={v}" for k, v in request.query_params.multi_items() if k not in ("format",)
+        ]
+        exporter = Exporter(
+            svc,
+            where,
+            scope=scope,
+            view=access.viewer(p),
+            hide=access.private if access.never_sees_private(p) else (),
+        )
+        check_private_filters(access, p, exporter.search, scope)
+
+        def run() -> str:
+            out = io.StringIO()
+            export(svc, out, fmt, where, actor=p.actor, exporter=exporter)
+            return out.getvalue()
+
+        text = await run_in_threadpool(run)
+        media = "text/csv" if fmt == "csv" else "application/x-ndjson"
+        return Response(
+            text,
+            media_type=f"{media}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'},
+        )
+
     async def read(request: Request, id: str) -> Response:
         svc, p, access, scope = allowed(request, "read")
         record = await run_in_threadpool(svc.get, id, scope=scope)
@@ -320,6 +353,21 @@ def add_entity_routes(
             "responses": {"200": _ok(f"{comp}Page", "A page of records")},
         },
         responses=_responses(comp, 400, 413, 415),
+    )
+    router.add_api_route(  # before /{id}: "export" is not an id
+        f"{base}/export",
+        export_,
+        methods=["GET"],
+        tags=tags,
+        name=f"export_{name}",
+        summary=f"Export {title} as CSV or JSON Lines (the rows and fields you may read)",
+        openapi_extra={
+            "parameters": [
+                {"name": "format", "in": "query", "schema": {"enum": ["csv", "jsonl"]}},
+                *filter_parameters(entity),
+            ]
+        },
+        responses=_responses(comp, 400),
     )
     router.add_api_route(
         f"{base}/{{id}}",

@@ -137,6 +137,11 @@ class Access:
             return EVERYWHERE
         return self.grant_of(p, self.entity.private_access)
 
+    def never_sees_private(self, p: Principal) -> bool:
+        """Whether `p` sees the private fields of no record at all."""
+        g = self.private_grant(p)
+        return not g.allowed or (g.scope is not None and not g.scope.alternatives)
+
     def sees_private(self, p: Principal, record: Mapping[str, Any]) -> bool:
         g = self.private_grant(p)
         return g.allowed and (g.scope is None or g.scope.matches(record))

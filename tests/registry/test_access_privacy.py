@@ -189,3 +189,25 @@ def test_imports_need_create_rights(registry, http):
         headers={**auth_headers(registry), "content-type": "text/csv"},
     )
     assert resp.status_code == 202
+
+
+def test_exports_hold_only_the_rows_and_fields_the_caller_may_read(registry, http, megha):
+    staff = auth_headers(registry, "facility-staff", facility="F1", subject="ravi")
+    csv_text = http.get("/api/v1/recipient/export", headers=staff)
+    assert csv_text.status_code == 200 and csv_text.headers["content-type"].startswith("text/csv")
+    header = csv_text.text.splitlines()[0].split(",")
+    assert "identity" not in header and "phone" not in header and "name" in header
+    assert "Megha Test" in csv_text.text and no_private(csv_text.text)
+    lines = http.get("/api/v1/recipient/export?format=jsonl", headers=staff).text.splitlines()
+    assert len(lines) == 61 and no_private("\n".join(lines))
+    me = auth_headers(registry, "recipient", recipient=megha["id"])
+    own = http.get("/api/v1/recipient/export?format=jsonl", headers=me).text.splitlines()
+    assert [json.loads(x)["identity"] for x in own] == [IDENTITY]
+    assert http.get("/api/v1/recipient/export").status_code == 401
+    by_identity = http.get(f"/api/v1/recipient/export?identity={IDENTITY}", headers=staff)
+    assert by_identity.status_code == 403
+    from registry.audit import AuditQuery, list_entries
+
+    items, _ = list_entries(registry.db.engine, AuditQuery(action="export"))
+    assert items[0]["actor"] == "user:test-admin" or items[0]["actor"].startswith("user:")
+    assert {i["actor"] for i in items} >= {"user:ravi"}
