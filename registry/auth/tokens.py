@@ -30,6 +30,7 @@ ALGORITHM = "HS256"
 SECRET_FILE = "auth-secret.key"
 SESSION_COOKIE = "registry_session"
 SESSION_SUFFIX = ":session"
+CACHE_SIZE = 4096
 
 
 class TokenRefused(Unauthorized):
@@ -84,6 +85,9 @@ class Tokens:
         self.audience = settings.token_audience
         self.ttl = settings.token_ttl_seconds
         self.session_ttl = settings.session_ttl_seconds
+        #: tokens already verified -> (principal, exp): a client sends the same token many
+        #: times, and checking its signature costs more than the rest of a simple read
+        self._verified: dict[tuple[str, bool], tuple[Principal, int]] = {}
 
     def _claims(self, p: Principal, audience: str, ttl: int) -> dict[str, Any]:
         now = int(time.time())
@@ -120,6 +124,18 @@ class Tokens:
 
     def verify(self, token: str, *, session: bool = False) -> Principal:
         """The principal of a valid token; `TokenRefused` naming the reason otherwise."""
+        hit = self._verified.get((token, session))
+        if hit is not None:
+            if hit[1] > time.time():
+                return hit[0]
+            self._verified.pop((token, session), None)
+        p, exp = self._verify(token, session)
+        if len(self._verified) >= CACHE_SIZE:
+            self._verified.clear()  # simple and bounded; refilled by the next requests
+        self._verified[(token, session)] = (p, exp)
+        return p
+
+    def _verify(self, token: str, session: bool) -> tuple[Principal, int]:
         aud = self.audience + (SESSION_SUFFIX if session else "")
         try:
             claims = jwt.decode(
@@ -145,7 +161,7 @@ class Tokens:
         roles = claims.get("roles")
         if claims.get("kind") not in ("user", "client") or not isinstance(roles, list):
             raise TokenRefused("malformed: kind or roles")
-        return Principal(
+        p = Principal(
             kind=claims["kind"],
             subject=str(claims["sub"]),
             roles=frozenset(str(r) for r in roles),
@@ -154,3 +170,4 @@ class Tokens:
             via=claims.get("via"),
             scopes=frozenset(str(claims.get("scope") or "").split()),
         )
+        return p, int(claims["exp"])
