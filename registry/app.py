@@ -387,8 +387,15 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         spec = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        components = spec.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
         schemas["Problem"] = PROBLEM_SCHEMA
+        # a token from /api/v1/auth/login, /auth/otp/verify or /auth/token (or the OIDC
+        # provider's); anonymous callers get only the `public` operations
+        components["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        }
+        spec["security"] = [{"bearer": []}, {}]
         for e in reg.schemas:
             schemas.update(entity_components(e))
         app.openapi_schema = spec
