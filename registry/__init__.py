@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from registry.app import Registry, create_app, open_registry
+from registry.auth import Principal, principal_of
 from registry.codec import new_id, utcnow
 from registry.errors import (
     BadRequest,
@@ -13,6 +14,7 @@ from registry.errors import (
     PreconditionFailed,
     RegistryError,
     StartupError,
+    Unauthorized,
 )
 from registry.settings import Settings
 
@@ -23,13 +25,16 @@ __all__ = [
     "Invalid",
     "NotFound",
     "PreconditionFailed",
+    "Principal",
     "Registry",
     "RegistryError",
     "Settings",
     "StartupError",
+    "Unauthorized",
     "__version__",
     "create_app",
     "new_id",
     "open_registry",
+    "principal_of",
     "utcnow",
 ]

@@ -75,3 +75,10 @@ def after_write_batch(events: list[dict[str, Any]], connection: Any, registry: A
 @hookspec(firstresult=True)
 def lookup_person(identity: str, registry: Any) -> dict[str, Any] | None:
     """Look up a person in an external registry by identity; the first answer wins."""
+
+
+@hookspec(firstresult=True)
+def send_notification(
+    channel: str, to: str, template: str, context: dict[str, Any], registry: Any
+) -> bool | None:
+    """Send a message (channel sms or email; template e.g. "otp"); True when sent, first wins."""
