@@ -1,19 +1,13 @@
-"""Who is asking, for the plugin's own routes: one small place to rewire when access control
-lands (roles and the facility or recipient a user is tied to).
-
-Until the registry authenticates requests, a request carries no principal and every route is
-open, as the generated API is; with a principal, `require` checks its roles and `scope` limits
-facility staff to their facility and recipients to themselves (404 outside, no existence oracle).
-"""
+"""Who may use the plugin's own routes: the caller is access control's `Principal`
+(`registry.principal_of`); routes ask `require` for roles, and `check_facility` /
+`check_recipient` keep facility staff to their facility's records and recipients to their own
+(404 outside, no existence oracle)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-
 from fastapi import Request
 
-from registry import Forbidden, NotFound
+from registry import Forbidden, NotFound, Principal, Unauthorized, principal_of
 
 SYSTEM_ADMIN = "system-admin"
 CONTROLLER = "controller"
@@ -23,63 +17,39 @@ FACILITY_STAFF = "facility-staff"
 RECIPIENT = "recipient"
 FACILITY_ROLES = frozenset({FACILITY_ADMIN, FACILITY_STAFF})
 
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller: its actor name (for the audit log), roles, facility and recipient record.
-
-    `roles` is None when the registry does not authenticate (everything allowed)."""
-
-    actor: str | None = None
-    roles: frozenset[str] | None = None
-    facility: str | None = None
-    recipient: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def open(self) -> bool:
-        return self.roles is None
-
-    def has(self, roles: Iterable[str]) -> bool:
-        return self.roles is None or bool(self.roles & set(roles))
+__all__ = ["Principal", "check_facility", "check_recipient", "principal", "require"]
 
 
 def principal(request: Request) -> Principal:
-    """The request's principal as access control leaves it on `request.state`."""
-    state = request.state
-    found = getattr(state, "principal", None)
-    if found is not None:
-        roles = getattr(found, "roles", None)
-        return Principal(
-            actor=getattr(found, "actor", None) or getattr(found, "subject", None),
-            roles=frozenset(roles) if roles is not None else None,
-            facility=getattr(found, "facility", None),
-            recipient=getattr(found, "recipient", None),
-        )
-    return Principal(actor=getattr(state, "actor", None))
+    """The caller (anonymous when nothing authenticated the request)."""
+    return principal_of(request)
 
 
 def require(request: Request, *roles: str) -> Principal:
-    """The principal, if it has one of `roles` (system administrators always do); else 403."""
-    who = principal(request)
-    if not who.has({*roles, SYSTEM_ADMIN}):
+    """The caller, if it has one of `roles` (system administrators always do); 401 when not
+    signed in, 403 otherwise."""
+    who = principal_of(request)
+    if not who.has(*roles, SYSTEM_ADMIN):
+        if not who.authenticated:
+            raise Unauthorized("sign in first", headers={"WWW-Authenticate": "Bearer"})
         raise Forbidden(f"this needs one of the roles: {', '.join(sorted(roles))}")
     return who
 
 
+def only_facility_roles(who: Principal) -> bool:
+    """Whether every role the caller holds stops at its facility."""
+    return bool(who.roles) and who.roles <= FACILITY_ROLES | {RECIPIENT} and bool(
+        who.roles & FACILITY_ROLES
+    )
+
+
 def check_facility(who: Principal, facility: str | None, what: str = "record") -> None:
     """Facility staff reach only their own facility's records (404 for others)."""
-    if who.open or who.roles is None or not (who.roles & FACILITY_ROLES):
-        return
-    if who.roles - FACILITY_ROLES - {RECIPIENT}:
-        return  # also holds a wider role
-    if facility != who.facility:
+    if only_facility_roles(who) and facility != who.facility:
         raise NotFound(f"no such {what}")
 
 
 def check_recipient(who: Principal, recipient: str | None, what: str = "record") -> None:
     """A recipient reaches only their own records (404 for others)."""
-    if who.open or who.roles is None or who.roles != {RECIPIENT}:
-        return
-    if recipient is None or recipient != who.recipient:
+    if who.roles == {RECIPIENT} and (recipient is None or recipient != who.recipient):
         raise NotFound(f"no such {what}")

@@ -18,7 +18,7 @@ from plugins.programme.access import CONTROLLER, MONITORING
 from plugins.programme.analytics import TABLES, Analytics, Period, Table, period
 from plugins.programme.runtime import runtime
 from plugins.programme.verifications import flush
-from registry import Forbidden, NotFound, storage, utcnow
+from registry import Forbidden, NotFound, Unauthorized, storage, utcnow
 from registry.api import JSONResponse
 
 API = "/api/v1/analytics"
@@ -143,10 +143,10 @@ def add_dashboard_page(app: FastAPI, registry: Any) -> None:
         view = ui.page(request)
         try:
             access.require(request, MONITORING, CONTROLLER)
+        except Unauthorized:  # not signed in: the sign-in page, then back here
+            target = urlencode({"next": request.url.path})
+            return RedirectResponse(f"{ui.prefix}/login?{target}", 303)
         except Forbidden:
-            if not access.principal(request).roles:  # not signed in: sign in first
-                target = urlencode({"next": request.url.path})
-                return RedirectResponse(f"{ui.prefix}/login?{target}", 303)
             return ui.error_page(view, 403, "The dashboard is for the monitoring role.")
         rt = runtime(registry)
         today = rt.config.local_day(utcnow())

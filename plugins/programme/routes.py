@@ -272,7 +272,7 @@ def programme_routes(registry: Any) -> list[APIRouter]:
         body = dict(_object(await read_json(request, max_bytes)))
         body.setdefault(
             "enrollmentType",
-            "SELF_ENROLLMENT" if who.roles == {RECIPIENT} or who.open else "PRE_ENROLLMENT",
+            "SELF_ENROLLMENT" if who.roles == {RECIPIENT} else "PRE_ENROLLMENT",
         )
         service = rt().services[RECIPIENT_ENTITY]
 
@@ -337,8 +337,8 @@ def programme_routes(registry: Any) -> list[APIRouter]:
         request: Request, facility: str | None = None, low: bool = False
     ) -> Response:
         who = access.require(request, CONTROLLER, MONITORING, *STAFF)
-        if who.facility and who.roles and not who.roles - set(STAFF):
-            facility = who.facility
+        if access.only_facility_roles(who):
+            facility = who.facility  # staff see their own facility's stock
 
         def read() -> list[dict[str, Any]]:
             with storage.read(registry.db.engine) as conn:

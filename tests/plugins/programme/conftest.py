@@ -14,6 +14,7 @@ from plugins.programme.scheduling import DAYS
 from registry import Settings, create_app, open_registry
 from registry.demo import load_demo_data
 from registry.outbox import Worker
+from tests.authn import admin_client
 
 FACILITY = "NL-RVS-01"  # Riverside, Northland
 OTHER_FACILITY = "EM-PTV-01"  # Portview, Eastmarch
@@ -128,21 +129,11 @@ class Ops:
         return resp.json()
 
 
-def signed_in(app: Any) -> TestClient:
-    """A client signed in as a system administrator once access control is in place (its
-    `tests.authn` helpers), else a plain client (every route is open then)."""
-    try:
-        from tests.authn import admin_client
-    except ImportError:
-        return TestClient(app)
-    return admin_client(app)
-
-
 def make_ops(settings: Settings, **programme: Any) -> Iterator[Ops]:
     plugins = {**settings.plugins, "programme": {"facility_programs_fallback": False, **programme}}
     reg = open_registry(settings.with_(plugins=plugins))
     load_demo_data(reg.services)
-    with signed_in(create_app(registry=reg)) as client:
+    with admin_client(create_app(registry=reg)) as client:
         ops = Ops(client, reg)
         ops.deliver()  # the demo data's own events
         yield ops

@@ -1,4 +1,4 @@
-"""Who may do what in the programme routes, once access control signs requests in: controllers
+"""Who may do what in the programme routes: controllers
 activate; staff work at their own facility; recipients book and report for themselves only;
 monitoring reads the analytics and the dashboard. Outside one's scope is 404, not 403."""
 
@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from registry import Settings
+from tests import authn
 from tests.plugins.programme.conftest import (
     FACILITY,
     OTHER_FACILITY,
@@ -19,8 +20,6 @@ from tests.plugins.programme.conftest import (
     make_ops,
     next_weekday,
 )
-
-authn = pytest.importorskip("tests.authn", reason="access control is not merged yet")
 
 
 @pytest.fixture
@@ -78,3 +77,18 @@ def test_analytics_and_the_dashboard_are_for_monitoring(world):
     assert as_("facility-staff", facility=FACILITY).get("/ui/dashboard").status_code == 403
     anonymous = TestClient(ops.client.app).get("/ui/dashboard", follow_redirects=False)
     assert anonymous.status_code == 303 and "/ui/login" in anonymous.headers["location"]
+
+
+def test_a_recipient_enrolling_is_a_self_enrolment(world):
+    _, as_ = world
+    person = {
+        "identity": "did:example:national-id:91000001",
+        "name": "Lata Iyer",
+        "dob": "1990-02-02",
+        "gender": "Female",
+    }
+    resp = as_("recipient", recipient="self").post("/api/v1/programme/enrol", json=person)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["enrollmentType"] == "SELF_ENROLLMENT"
+    monitoring = as_("monitoring").post("/api/v1/programme/enrol", json=person)
+    assert monitoring.status_code == 403

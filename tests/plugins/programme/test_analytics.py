@@ -245,8 +245,14 @@ def test_rollups_can_be_rebuilt_from_the_records(ops: Ops, tmp_path):
     settings = ops.registry.settings
     result = CliRunner().invoke(
         with_plugin_commands(third_party=False),
-        ["programme", "rebuild-rollups", "--data-dir", str(settings.data_dir),
-         "--database-url", settings.sqlalchemy_url],
+        [
+            "programme",
+            "rebuild-rollups",
+            "--data-dir",
+            str(settings.data_dir),
+            "--database-url",
+            settings.sqlalchemy_url,
+        ],
         env={"REGISTRY_PLUGINS__PROGRAMME__FACILITY_PROGRAMS_FALLBACK": "false"},
     )
     assert result.exit_code == 0, result.output

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.cli.test_serve import free_port
+from tests.plugins.programme.dashboard_server import PASSWORD
 from tests.registry.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, _missing
 
 pytestmark = pytest.mark.browser
@@ -73,13 +74,32 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
 
 
 @pytest.fixture(scope="module")
-def browser(server: Any) -> Iterator[Any]:
+def chromium(server: Any) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: Any, server: Any) -> Any:
+    """Chromium whose new contexts are signed in as `dash-monitor` (monitoring)."""
+    base, _ = server
+    resp = httpx.post(
+        f"{base}/api/v1/auth/login", json={"username": "dash-monitor", "password": PASSWORD}
+    )
+    resp.raise_for_status()
+    cookie = resp.cookies["registry_session"]
+
+    class SignedIn:
+        def new_context(self, **kw: Any) -> Any:
+            context = chromium.new_context(**kw)
+            context.add_cookies([{"name": "registry_session", "value": cookie, "url": base}])
+            return context
+
+    return SignedIn()
 
 
 def shot(pg: Any, name: str, tmp_path: Path) -> None:
@@ -147,5 +167,32 @@ def test_the_dashboard_reads_without_javascript_and_on_a_phone(
         width = pg.locator("main").evaluate("m => m.scrollWidth")
         assert width <= 360
         shot(pg, "dashboard-phone", tmp_path)
+    finally:
+        context.close()
+
+
+def test_the_dashboard_asks_to_sign_in_and_is_for_monitoring(
+    server: Any, chromium: Any, tmp_path: Path
+):
+    base, expected = server
+    context = chromium.new_context(viewport={"width": 1100, "height": 900}, locale="en-GB")
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    try:
+        pg.goto(f"{base}/ui/dashboard")
+        assert "/ui/login" in pg.url
+        pg.get_by_label("Username").fill("dash-staff")
+        pg.get_by_label("Password").fill(PASSWORD)
+        pg.get_by_role("button", name="Sign in").first.click()
+        pg.wait_for_url(f"{base}/ui/dashboard")
+        assert "monitoring role" in pg.locator("main").inner_text()  # staff: not for them
+        context.clear_cookies()
+        pg.goto(f"{base}/ui/dashboard")
+        pg.get_by_label("Username").fill("dash-monitor")
+        pg.get_by_label("Password").fill(PASSWORD)
+        pg.get_by_role("button", name="Sign in").first.click()
+        pg.wait_for_url(f"{base}/ui/dashboard")
+        total = pg.locator('[data-total="vaccinations"]').inner_text()
+        assert total == str(expected["totals"]["vaccinations"])
     finally:
         context.close()

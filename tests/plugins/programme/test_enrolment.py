@@ -34,11 +34,11 @@ def enrol(ops: Ops, **changes: Any):
 
 
 def test_enrolment_gives_a_code_the_facility_can_find_the_person_by(ops: Ops):
-    resp = enrol(ops)
+    resp = enrol(ops)  # by staff (the client is signed in as an administrator)
     assert resp.status_code == 201, resp.text
     body = resp.json()
     assert body["enrollmentCode"].isdigit() and len(body["enrollmentCode"]) == 10
-    assert body["enrollmentType"] == "SELF_ENROLLMENT"
+    assert body["enrollmentType"] == "PRE_ENROLLMENT"
     found = ops.client.get(f"/api/v1/recipient?enrollmentCode={body['enrollmentCode']}").json()
     assert [r["id"] for r in found["items"]] == [body["id"]]
 
