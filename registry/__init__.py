@@ -4,11 +4,18 @@ __version__ = "0.1.0"
 
 from registry.app import Registry, create_app, open_registry
 from registry.codec import new_id, utcnow
+from registry.deliveries import (
+    DeliveryError,
+    PermanentDeliveryError,
+    delivery_key,
+)
+from registry.deliveries import enqueue as enqueue_delivery
 from registry.errors import (
     BadRequest,
     Conflict,
     Forbidden,
     Invalid,
+    LookupUnavailable,
     NotFound,
     PreconditionFailed,
     RegistryError,
@@ -19,9 +26,12 @@ from registry.settings import Settings
 __all__ = [
     "BadRequest",
     "Conflict",
+    "DeliveryError",
     "Forbidden",
     "Invalid",
+    "LookupUnavailable",
     "NotFound",
+    "PermanentDeliveryError",
     "PreconditionFailed",
     "Registry",
     "RegistryError",
@@ -29,6 +39,8 @@ __all__ = [
     "StartupError",
     "__version__",
     "create_app",
+    "delivery_key",
+    "enqueue_delivery",
     "new_id",
     "open_registry",
     "utcnow",

@@ -25,11 +25,13 @@ from generators.openapi import PROBLEM_SCHEMA, entity_components
 from registry import __version__
 from registry.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
 from registry.audit_api import add_audit_routes
+from registry.deliveries import delivery_table
 from registry.demo import load_demo_data
 from registry.errors import PROBLEM_JSON, RegistryError, StartupError, problem_body
 from registry.imports_api import add_entity_import_routes, add_import_routes, import_tables
 from registry.migrations import prepare
 from registry.outbox import Worker
+from registry.outbox_api import add_outbox_routes
 from registry.plugins import plugin_manager
 from registry.records import EntityService, build_services
 from registry.schema_history import schema_history_table
@@ -167,11 +169,12 @@ def open_registry(
 
 
 def registry_database(settings: Settings, schemas: SchemaSet, engine: Any = None) -> Database:
-    """The entity tables of `schemas` plus every system table (audit, outbox, imports, the
-    schema history)."""
+    """The entity tables of `schemas` plus every system table (audit, outbox, deliveries,
+    imports, the schema history)."""
     db = build_database(settings, schemas, engine=engine)
     import_tables(db.metadata)
     schema_history_table(db.metadata)
+    delivery_table(db.metadata)
     return db
 
 
@@ -344,6 +347,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
 
     add_import_routes(app.router, reg)
     add_audit_routes(app.router, reg)  # admin only, once roles land
+    add_outbox_routes(app.router, reg)  # admin only, once roles land
     add_ui_routes(app, reg)
     for routers in reg.pm.hook.register_routes(registry=reg):
         for router in routers or []:
