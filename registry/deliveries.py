@@ -244,9 +244,7 @@ class Dispatcher:
         with storage.write(self.engine) as conn:
             conn.execute(
                 t.update()
-                .where(
-                    t.c.id == delivery["id"], t.c.status == "sending", t.c.attempts == attempts
-                )
+                .where(t.c.id == delivery["id"], t.c.status == "sending", t.c.attempts == attempts)
                 .values(**values)
             )
 

@@ -133,9 +133,7 @@ def add_outbox_routes(
 
     async def retry_delivery(request: Request, delivery_id: int) -> JSONResponse:
         check(request)
-        found = await run_in_threadpool(
-            _deliveries, registry, None, None, 1, delivery_id - 1
-        )
+        found = await run_in_threadpool(_deliveries, registry, None, None, 1, delivery_id - 1)
         if not found or found[0]["id"] != delivery_id:
             raise NotFound(f"no delivery with id {delivery_id}")
         if found[0]["status"] != "dead":

@@ -105,9 +105,7 @@ def organization(facility: Mapping[str, Any], *, id_system: str = ID_SYSTEM) -> 
     )
 
 
-def practitioner(
-    vaccinator: Mapping[str, Any], *, id_system: str = ID_SYSTEM
-) -> dict[str, Any]:
+def practitioner(vaccinator: Mapping[str, Any], *, id_system: str = ID_SYSTEM) -> dict[str, Any]:
     """The health worker, by identifier (DDCC:VS asks for the identifier, not the name)."""
     return _clean(
         {
