@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from fastapi import Request
 
 from plugins.adapters.config import section, url_setting
 from plugins.adapters.http import (
@@ -138,7 +139,7 @@ def pull(registry: Any, body: bytes, signature: str | None) -> dict[str, Any]:
 def register_routes(registry: Any) -> list[Any]:
     if not _config(registry.settings):
         return []
-    from fastapi import APIRouter, Request
+    from fastapi import APIRouter
     from fastapi.concurrency import run_in_threadpool
 
     router = APIRouter(tags=["integrations"])
