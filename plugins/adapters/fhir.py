@@ -305,6 +305,7 @@ def register_senders(registry: Any) -> dict[str, Any]:
 
 @hookimpl
 def register_routes(registry: Any) -> list[Any]:
+    _config(registry.settings)  # broken settings stop the server at start-up, not later
     if "vaccination" not in registry.services:
         return []
     from fastapi import APIRouter

@@ -9,6 +9,7 @@ Secrets come from the settings table or, better, from an environment variable na
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -96,8 +97,9 @@ class _OAuth2(httpx.Auth):
         data = {"grant_type": "client_credentials"}
         if self.scope:
             data["scope"] = self.scope
+        basic = base64.b64encode(f"{self.client_id}:{self.secret}".encode()).decode()
         return httpx.Request(
-            "POST", self.token_url, data=data, auth=httpx.BasicAuth(self.client_id, self.secret)
+            "POST", self.token_url, data=data, headers={"Authorization": f"Basic {basic}"}
         )
 
     def auth_flow(self, request: httpx.Request) -> Any:
@@ -124,6 +126,10 @@ class _OAuth2(httpx.Auth):
                 return
             with self._lock:
                 self._token = None
+
+
+_TOKENS: dict[tuple[Any, ...], _OAuth2] = {}
+_TOKENS_LOCK = threading.Lock()
 
 
 def make_auth(config: Mapping[str, Any] | None, where: str) -> tuple[httpx.Auth | None, dict]:
@@ -156,7 +162,11 @@ def make_auth(config: Mapping[str, Any] | None, where: str) -> tuple[httpx.Auth 
         if not config.get("token_url") or not config.get("client_id") or not secret:
             raise ConfigError(f"{where} needs token_url, client_id and client_secret(_env)")
         scope = config.get("scope")
-        auth = _OAuth2(str(config["token_url"]), str(config["client_id"]), secret, scope)
+        key = (str(config["token_url"]), str(config["client_id"]), hmac_sha256(secret, b""), scope)
+        with _TOKENS_LOCK:  # one token per client for the process, reused until it expires
+            auth = _TOKENS.get(key)
+            if auth is None:
+                auth = _TOKENS[key] = _OAuth2(key[0], key[1], secret, scope)
         return auth, {}
     raise ConfigError(f"{where}.type must be api-key, bearer, basic, oauth2 or apitoken")
 

@@ -201,3 +201,9 @@ def pull_master_data(source: str, registry: Any) -> dict[str, Any] | None:
     finally:
         http.close()
     return {"entity": str(src["entity"]), "key": str(src["key"]), "records": records}
+
+
+@hookimpl
+def register_routes(registry: Any) -> list[Any]:
+    _config(registry.settings)  # broken settings stop the server at start-up, not later
+    return []

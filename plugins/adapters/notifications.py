@@ -309,3 +309,9 @@ def send(delivery: dict[str, Any], registry: Any) -> str:
 @hookimpl
 def register_senders(registry: Any) -> dict[str, Any]:
     return {SINK: send}
+
+
+@hookimpl
+def register_routes(registry: Any) -> list[Any]:
+    _config(registry.settings)  # broken settings stop the server at start-up, not later
+    return []
