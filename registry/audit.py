@@ -69,20 +69,45 @@ AUDIT = _MD.tables["registry_audit"]
 HEAD = _MD.tables["registry_audit_head"]
 
 
+OUTBOX = _MD.tables["registry_outbox"]
+_HEAD_ROW = sa.select(HEAD.c.entries, HEAD.c.hash).where(HEAD.c.id == HEAD_ID)
+_HEAD_ROW_LOCKED = _HEAD_ROW.with_for_update()
+_ADVANCE = (
+    sa.update(HEAD)
+    .where(HEAD.c.id == HEAD_ID)
+    .values(entries=sa.bindparam("new_entries"), hash=sa.bindparam("new_hash"))
+)
+
+
+def _one_row(table: sa.Table, prefix: str) -> sa.Insert:
+    """`INSERT INTO table (...) VALUES (:prefix_column, ...)` of every column but `seq`."""
+    cols = [c for c in table.columns if c.name != "seq"]
+    return table.insert().values(
+        {c.name: sa.bindparam(prefix + c.name, type_=c.type) for c in cols}
+    )
+
+
+def _params(row: Mapping[str, Any], table: sa.Table, prefix: str) -> dict[str, Any]:
+    return {prefix + c.name: row.get(c.name) for c in table.columns if c.name != "seq"}
+
+
+# PostgreSQL, one write of one record (the API's case): two round trips for event, entry and
+# head. The event goes in with the locking SELECT; the entry with the head's update.
+_LOCK_WITH_EVENT = _HEAD_ROW_LOCKED.add_cte(_one_row(OUTBOX, "o_").cte("event"))
+_APPEND_ONE = _ADVANCE.add_cte(_one_row(AUDIT, "a_").cte("entry"))
+
+
 def lock_head(conn: Connection) -> Head:
     """The end of the chain, locked until the transaction ends (call inside a write)."""
-    stmt = sa.select(HEAD.c.entries, HEAD.c.hash).where(HEAD.c.id == HEAD_ID)
     pg = conn.dialect.name == "postgresql"
-    if pg:
-        stmt = stmt.with_for_update()
-    row = conn.execute(stmt).first()
+    row = conn.execute(_HEAD_ROW_LOCKED if pg else _HEAD_ROW).first()
     if row is None:  # the first entry ever: create the head row (once, whoever comes first)
         values = {"id": HEAD_ID, "entries": 0, "hash": GENESIS}
         if pg:
             conn.execute(pg_insert(HEAD).values(values).on_conflict_do_nothing())
         else:
             conn.execute(sa.insert(HEAD).values(values))
-        row = conn.execute(stmt).one()
+        row = conn.execute(_HEAD_ROW_LOCKED if pg else _HEAD_ROW).one()
     return Head(int(row[0]), row[1])
 
 
@@ -90,11 +115,7 @@ def advance_head(conn: Connection, head: Head, added: int, last_hash: str) -> No
     """Record `added` new entries ending in `last_hash` (same transaction as the entries)."""
     if not added:
         return
-    conn.execute(
-        sa.update(HEAD)
-        .where(HEAD.c.id == HEAD_ID)
-        .values(entries=head.entries + added, hash=last_hash)
-    )
+    conn.execute(_ADVANCE, {"new_entries": head.entries + added, "new_hash": last_hash})
     head.entries += added
     head.hash = last_hash
 
@@ -119,9 +140,29 @@ def seal(head: Head, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     return rows
 
 
-def append(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
+def append(
+    conn: Connection,
+    entries: Sequence[Mapping[str, Any]],
+    *,
+    events: Sequence[Mapping[str, Any]] = (),
+) -> None:
     """Append audit entries (dicts of the `CONTENT` columns) to the chain, in order, inside the
-    caller's write transaction."""
+    caller's write transaction, after inserting the write's outbox `events`.
+
+    The head is locked as late as possible: from here to the commit, other writers wait."""
+    if conn.dialect.name == "postgresql" and len(entries) == 1 and len(events) == 1:
+        row = conn.execute(_LOCK_WITH_EVENT, _params(events[0], OUTBOX, "o_")).first()
+        head = Head(int(row[0]), row[1]) if row is not None else lock_head(conn)
+        (entry,) = seal(head, entries)
+        params = _params(entry, AUDIT, "a_")
+        conn.execute(
+            _APPEND_ONE, {**params, "new_entries": head.entries + 1, "new_hash": entry["hash"]}
+        )
+        head.entries += 1
+        head.hash = entry["hash"]
+        return
+    if events:
+        conn.execute(OUTBOX.insert(), list(events))
     if not entries:
         return
     head = lock_head(conn)

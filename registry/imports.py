@@ -615,6 +615,13 @@ class Importer:
                     f"upsert_on must be a unique field of {self.entity.name}; "
                     f"unique fields: {', '.join(singles) or 'none'}"
                 )
+        access = self.entity.access or {}
+        if "create" in access and not access["create"]:
+            # e.g. certificates: written by their plugin only, never from a file
+            raise ImportUsageError(
+                f"no one may create {self.entity.name} records (x-registry.access.create is "
+                "empty): they cannot be imported"
+            )
         if options.on_error not in ("skip", "abort"):
             raise ImportUsageError("on_error must be skip or abort")
         if options.chunk_size < 1:

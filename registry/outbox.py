@@ -108,12 +108,13 @@ class Worker:
 
     def _done(self, conn: Any, events: list[dict[str, Any]]) -> None:
         t = self.table
-        conn.execute(
-            t.update()
-            .where(t.c.seq == sa.bindparam("s"))
-            .values(status="done", attempts=t.c.attempts + 1, last_error=None),
-            [{"s": e["seq"]} for e in events],
-        )
+        seqs = [e["seq"] for e in events]
+        for i in range(0, len(seqs), 500):  # one statement per 500 events, not one per event
+            conn.execute(
+                t.update()
+                .where(t.c.seq.in_(seqs[i : i + 500]))
+                .values(status="done", attempts=t.c.attempts + 1, last_error=None)
+            )
 
     def deliver_batch(self, limit: int = 100) -> int:
         """Claim up to `limit` due events, deliver and settle them; returns how many were claimed.

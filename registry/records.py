@@ -319,7 +319,21 @@ class EntityService:
         now: Any,
     ) -> None:
         """Audit and outbox rows for (record id, version, changed fields) entries."""
-        tables = self.db.metadata.tables
+        events = [
+            {
+                "created_at": now,
+                "event": f"{self.entity.name}.{action}d",
+                "entity": self.entity.name,
+                "record_id": rid,
+                "version": version,
+                "payload": {"fields": names},
+                "status": "pending",
+                "attempts": 0,
+                "available_at": now,
+                "last_error": None,
+            }
+            for rid, version, names in entries
+        ]
         audit.append(
             conn,
             [
@@ -334,23 +348,7 @@ class EntityService:
                 }
                 for rid, version, names in entries
             ],
-        )
-        conn.execute(
-            tables["registry_outbox"].insert(),
-            [
-                {
-                    "created_at": now,
-                    "event": f"{self.entity.name}.{action}d",
-                    "entity": self.entity.name,
-                    "record_id": rid,
-                    "version": version,
-                    "payload": {"fields": names},
-                    "status": "pending",
-                    "attempts": 0,
-                    "available_at": now,
-                }
-                for rid, version, names in entries
-            ],
+            events=events,
         )
 
     def _current(self, conn: Connection, record_id: str, *, lock: bool) -> Mapping[str, Any]:

@@ -56,8 +56,12 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def read_credential(path: Path) -> dict[str, Any]:
-    """A credential from a JSON file, or from a picture of its QR code (either payload)."""
+TEXT_FORMATS = (b"shc:/", b"HC1:")
+
+
+def read_credential(path: Path) -> dict[str, Any] | str:
+    """A credential from a JSON file or a picture of its QR code (either payload); or the text
+    of a SMART Health Card (`shc:/...`) or an HCERT (`HC1:...`), from a file or a QR picture."""
     from plugins.certificates import qr
 
     try:
@@ -65,7 +69,11 @@ def read_credential(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
     if data.startswith(IMAGE_MAGIC):
-        return qr.decode_payload(qr.decode_image(data))
+        data = qr.decode_image(data)
+        if not data.startswith(TEXT_FORMATS):
+            return qr.decode_payload(data)
+    if data.strip().startswith(TEXT_FORMATS):
+        return data.strip().decode("ascii", "replace")
     try:
         credential = json.loads(data)
     except ValueError as exc:
@@ -111,18 +119,41 @@ def add_commands(cli: typer.Typer) -> None:
         for k in found:
             mark = "*" if k.current else " "
             typer.echo(f"{mark} {k.kid:<16} {k.created}  {k.public_multibase}")
+        from plugins.certificates.es256 import EcKeys
+
+        ec_keys = EcKeys(store.folder)
+        current = ec_keys._index().get("current")
+        for jwk in ec_keys.jwks()["keys"]:
+            mark = "*" if jwk["kid"] == current else " "
+            typer.echo(f"{mark} ES256 {jwk['kid']}  (SMART Health Cards, HCERT)")
 
     @keys.command("rotate")
-    def rotate(data_dir: DataDirOpt = None) -> None:
+    def rotate(
+        data_dir: DataDirOpt = None,
+        es256: Annotated[
+            bool, typer.Option("--es256", help="Rotate the ES256 key (SMART Health Cards, HCERT)")
+        ] = False,
+    ) -> None:
         """Make a new key current; old public keys stay published so old certificates verify.
 
         Examples:
 
           registry keys rotate
+
+          registry keys rotate --es256
         """
+        from plugins.certificates.es256 import EcKeys
         from plugins.certificates.keystore import KeyStoreError
 
         store = _keystore(data_dir)
+        if es256:
+            ec_keys = EcKeys(store.folder)
+            kid = ec_keys.generate()
+            typer.echo(
+                f"rotated: ES256 key {kid} is now current; "
+                f"{len(ec_keys.jwks()['keys']) - 1} older key(s) still verify"
+            )
+            return
         try:
             info = store.rotate()
         except KeyStoreError as exc:
@@ -163,7 +194,13 @@ def add_commands(cli: typer.Typer) -> None:
         except StartupError as exc:
             _fail(f"cannot open the registry to check status lists: {exc}", 2)
         try:
-            verdict = runtime(reg).verifier.verify(credential)
+            rt = runtime(reg)
+            if isinstance(credential, str):
+                from plugins.certificates.health_formats import verify_text
+
+                verdict = verify_text(rt, credential)
+            else:
+                verdict = rt.verifier.verify(credential)
         finally:
             reg.close()
         if as_json:

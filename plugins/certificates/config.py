@@ -59,6 +59,10 @@ class CertificatesConfig:
     max_corrections: int = 3
     #: how many outbox events a worker turns into certificates per transaction
     batch_size: int = 100
+    #: ISO 3166-1 alpha-2 country of issue, for EU DCC / HCERT (`co`, claim 1, the UVCI)
+    country_code: str = "XX"
+    #: the issuing authority's name, for EU DCC `is` (default: the registry's title)
+    issuer_name: str | None = None
     #: the PDF's Jinja2 template file (default: the shipped `templates/certificate.html`)
     pdf_template: Path | None = None
     #: TrueType fonts for PDF text beyond Latin-1: `{locale = "path.ttf"}` or `hi=/a.ttf,...`
@@ -121,6 +125,10 @@ class CertificatesConfig:
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"plugins.certificates.base_url must be an http(s) address, got {self.base_url!r}"
+            )
+        if len(self.country_code) != 2 or not self.country_code.isalpha():
+            raise ConfigError(
+                f"plugins.certificates.country_code must be two letters, got {self.country_code!r}"
             )
         if self.max_corrections < 0 or self.batch_size < 1:
             raise ConfigError("plugins.certificates.max_corrections >= 0 and batch_size >= 1")

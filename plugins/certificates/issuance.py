@@ -195,6 +195,12 @@ class Issuer:
         indices = self.allocate(conn, len(jobs))
         items: list[tuple[str, dict[str, Any]]] = []
         for job, vaccination, index in zip(jobs, vs, indices, strict=True):
+            # the API refuses these (before_write); a bulk import does not call it
+            if vaccination.get("dose", 0) > vaccination.get("totalDoses", 10**6):
+                raise ValueError(
+                    f"vaccination {vaccination['id']}: dose {vaccination['dose']} is beyond the "
+                    f"schedule's {vaccination['totalDoses']} doses; correct the record"
+                )
             cid = new_id()
             ctx = self.context(vaccination, related, cid, index, issued_at, key.issuer)
             unsigned = self.template_for(vaccination.get("program")).fill(ctx)

@@ -198,6 +198,29 @@ def encode(payload: bytes) -> QRMatrix:
     return QRMatrix(version=version, size=size, modules=bytes(memoryview(bitmap)).translate(_DARK))
 
 
+def encode_text(text: str, *, ec_level: str = "L", max_version: int = 40) -> QRMatrix:
+    """The QR code of a text payload (`shc:/...`, `HC1:...`): zint picks the densest modes
+    (numeric for a SMART Health Card's digits, alphanumeric for base45), no ECI header."""
+    if not text.isascii():
+        raise QRError("a text QR payload must be ASCII")
+    try:
+        barcode = zxingcpp.create_barcode(
+            text, zxingcpp.BarcodeFormat.QRCode, ec_level=ec_level, eci=0
+        )
+    except Exception as exc:  # zint refuses data beyond version 40
+        raise QRError(f"the text does not fit a QR code: {exc}") from None
+    bitmap = barcode.to_image(scale=1, add_quiet_zones=False)
+    size = bitmap.shape[0]
+    version = (size - 17) // 4
+    if version > max_version:
+        raise QRError(
+            f"the text of {len(text)} characters needs QR version {version}, over the limit of "
+            f"{max_version} at error correction level {ec_level}"
+        )
+    modules = bytes(memoryview(bitmap)).translate(_DARK)
+    return QRMatrix(version=version, size=size, modules=modules, ec_level=ec_level)
+
+
 # -- PNG and SVG ----------------------------------------------------------------------------------
 
 

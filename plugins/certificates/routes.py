@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from plugins.certificates import shortcut, suites
+from plugins.certificates import health_formats, shortcut, suites
 from plugins.certificates.issuance import CERTIFICATE, VACCINATION, now_iso
 from plugins.certificates.jsonld import JsonLdProcessingError
 from plugins.certificates.loader import UnknownContextError
@@ -271,9 +271,84 @@ def certificate_routes(registry: Any) -> list[APIRouter]:
     )
     async def verify(request: Request) -> Response:
         body = await read_json(request, registry.settings.max_body_bytes)
+        if isinstance(body, dict) and isinstance(body.get("text"), str):
+            # a SMART Health Card (shc:/... or its JWS) or an EU DCC / HCERT (HC1:...)
+            verdict = await run_in_threadpool(health_formats.verify_text, certs(), body["text"])
+            return JSONResponse(verdict.as_dict())
         credential = _credential_from(body)
         verdict = await run_in_threadpool(certs().verifier.verify, credential)
         return JSONResponse(verdict.as_dict())
+
+    def text_qr(text: str, fmt: str | None, *, ec_level: str, max_version: int) -> Response:
+        from plugins.certificates import qr
+
+        if fmt in (None, "text"):
+            return Response(text, media_type="text/plain")
+        if fmt not in ("png", "svg"):
+            raise BadRequest(f"format must be text, png or svg, not {fmt!r}")
+        try:
+            matrix = qr.encode_text(text, ec_level=ec_level, max_version=max_version)
+        except qr.QRError as exc:
+            raise Invalid(
+                f"the certificate does not fit a QR code: {exc}",
+                errors=[{"pointer": "", "message": str(exc), "keyword": "maxLength"}],
+            ) from None
+        if fmt == "png":
+            return Response(qr.matrix_png(matrix), media_type="image/png")
+        return Response(qr.matrix_svg(matrix), media_type="image/svg+xml")
+
+    @router.get(
+        "/api/v1/certificates/{certificate_id}/shc",
+        summary="The certificate as a SMART Health Card (JWS, or its shc:/ QR code)",
+    )
+    async def smart_health_card(certificate_id: str, format: str | None = None) -> Response:
+        rec = await run_in_threadpool(record, certificate_id)
+        # cached per certificate version: ECDSA signatures differ each time, a card should not
+        jws = (
+            await run_in_threadpool(
+                renders.get,
+                (rec["id"], rec["_version"], "shc"),
+                lambda: health_formats.smart_health_card(certs(), rec).encode(),
+            )
+        ).decode()
+        if format is None or format == "json":
+            return JSONResponse(
+                {"verifiableCredential": [jws]}, media_type="application/smart-health-card"
+            )
+        from plugins.certificates.shc import MAX_VERSION, to_qr_text
+
+        return text_qr(to_qr_text(jws), format, ec_level="L", max_version=MAX_VERSION)
+
+    @router.get(
+        "/api/v1/certificates/{certificate_id}/hcert",
+        summary="The certificate as an EU DCC / WHO GDHCN HCERT (HC1: text or QR code)",
+    )
+    async def eu_dcc(certificate_id: str, format: str | None = None) -> Response:
+        rec = await run_in_threadpool(record, certificate_id)
+        text = (
+            await run_in_threadpool(
+                renders.get,
+                (rec["id"], rec["_version"], "hcert"),
+                lambda: health_formats.hcert_text(certs(), rec).encode(),
+            )
+        ).decode()
+        return text_qr(text, format, ec_level="Q", max_version=40)
+
+    @router.get(
+        "/api/v1/certificates/{certificate_id}/ddcc",
+        summary="The certificate as a WHO DDCC:VS FHIR R4 bundle",
+    )
+    async def ddcc_bundle(certificate_id: str) -> Response:
+        rec = await run_in_threadpool(record, certificate_id)
+        bundle = await run_in_threadpool(health_formats.ddcc, certs(), rec)
+        return JSONResponse(bundle, media_type="application/fhir+json")
+
+    @router.get(
+        "/.well-known/jwks.json",
+        summary="The ES256 keys of SMART Health Cards and HCERTs this registry signs",
+    )
+    async def jwks() -> Response:
+        return JSONResponse(await run_in_threadpool(certs().ec_keys.jwks))
 
     @router.post(
         "/credentials/issue", summary="VC-API: sign a credential as this issuer", status_code=201

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from plugins.certificates import status, suites
 from plugins.certificates.config import CertificatesConfig
+from plugins.certificates.es256 import EcKeys
 from plugins.certificates.issuance import CERTIFICATE, Issuer
 from plugins.certificates.keystore import KeyStore
 from plugins.certificates.verifier import TrustStore, Verifier
@@ -39,6 +40,7 @@ class Certificates:
         )
         self._signed_lists: dict[tuple[str, int], tuple[str, datetime, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self.ec_keys = EcKeys(self.keys.folder)
 
     # -- status lists ---------------------------------------------------------------------------
     def list_bits(self, purpose: str, number: int) -> bytes:

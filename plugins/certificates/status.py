@@ -48,6 +48,8 @@ def decode(encoded: str) -> bytes:
     if not isinstance(encoded, str) or not encoded.startswith("u"):
         raise StatusListError("encodedList must be multibase base64url (starting with 'u')")
     body = encoded[1:]
+    if not body or body.strip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"):
+        raise StatusListError("encodedList holds characters outside base64url")
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
@@ -56,6 +58,8 @@ def decode(encoded: str) -> bytes:
         raise StatusListError(f"encodedList is not base64url GZIP data: {exc}") from None
     if len(bits) > MAX_ENCODED:
         raise StatusListError("encodedList inflates beyond 1 MiB")
+    if not bits:
+        raise StatusListError("encodedList is an empty list")
     return bits
 
 

@@ -50,10 +50,11 @@ def _getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
     def get(context: Mapping[str, Any]) -> Any:
         value: Any = context
         for part in parts:
-            if not isinstance(value, Mapping):
+            try:
+                value = value[part]
+            except (KeyError, TypeError, IndexError):  # missing, or not an object
                 return _MISSING
-            value = value.get(part, _MISSING)
-            if value is _MISSING or value is None:
+            if value is None:
                 return _MISSING
         return value
 

@@ -493,3 +493,34 @@ def test_cli_keys_and_offline_verify(
     assert bad.exit_code == 2 and "neither JSON nor a QR code" in bad.output
     missing = runner.invoke(app, ["verify", str(tmp_path / "none.json"), "--data-dir", data])
     assert missing.exit_code == 2
+
+
+def test_vaccinations_imported_from_csv_get_certificates_and_certificates_cannot_be_imported(
+    client: TestClient, tmp_path: Path
+):
+    from registry.imports import ImportUsageError, import_file
+
+    reg = client.registry  # type: ignore[attr-defined]
+    recipients = client.get("/api/v1/recipient?limit=3").json()["items"]
+    program, vaccine = first(client, "program")["code"], first(client, "vaccine")["code"]
+    facility = first(client, "facility")["code"]
+    lines = ["recipient,program,vaccine,facility,dose,totalDoses,batch,date"]
+    lines += [
+        f"{r['id']},{program},{vaccine},{facility},1,2,CSV-1,2026-03-02T09:00:00Z"
+        for r in recipients
+    ]
+    lines.append(f"{recipients[0]['id']},{program},{vaccine},NOPE,2,2,CSV-1,2026-03-02T09:00:00Z")
+    path = tmp_path / "vaccinations.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = import_file(reg.services["vaccination"], path)
+    assert result.inserted == 3 and result.failed == 1  # the unknown facility, named per row
+    deliver(client)
+    certs = client.get("/api/v1/certificate?limit=10").json()["items"]
+    assert sorted(c["recipient"] for c in certs) == sorted(r["id"] for r in recipients)
+    assert all(verify(client, c["credential"])["status"] == "VALID" for c in certs)
+    forged = tmp_path / "certificate.jsonl"
+    forged.write_text(
+        json.dumps({k: v for k, v in certs[0].items() if not k.startswith("_")}) + "\n"
+    )
+    with pytest.raises(ImportUsageError, match="cannot be imported"):
+        import_file(reg.services["certificate"], forged)

@@ -1,0 +1,143 @@
+"""Our certificates in the other health credential formats: SMART Health Card, EU DCC / HCERT and
+the WHO DDCC:VS FHIR bundle, signed with the registry's ES256 key, and their verification
+(signature against our keys, validity, and the certificate's status in this registry)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from plugins.certificates import hcert, shc
+from plugins.certificates.es256 import hcert_kid
+from plugins.certificates.fhir import HealthRecord, ddcc_bundle
+from plugins.certificates.issuance import CERTIFICATE, VACCINATION
+from plugins.certificates.verifier import EXPIRED, INVALID, REVOKED, SUSPENDED, VALID, Verdict
+from registry import NotFound
+
+
+def health_record(rt: Any, certificate: dict[str, Any]) -> HealthRecord:
+    """What the certificate states, plus its vaccine's codes (from the vaccine registry)."""
+    services = rt.registry.services
+    vaccine: dict[str, Any] = {}
+    try:
+        vaccination = services[VACCINATION].get(certificate["vaccination"])
+        code = vaccination.get("vaccine")
+        if code and "vaccine" in services:
+            svc = services["vaccine"]
+            found = svc.search(svc.parser.from_params([("code", code), ("limit", "1")])).items
+            vaccine = found[0] if found else {}
+    except NotFound:  # the vaccination record was deleted: the credential still says enough
+        pass
+    return HealthRecord.from_credential(certificate["id"], certificate["credential"], vaccine)
+
+
+def smart_health_card(rt: Any, certificate: dict[str, Any]) -> str:
+    """The card's compact JWS."""
+    kid, key = rt.ec_keys.current()
+    return shc.sign(shc.payload(health_record(rt, certificate), rt.config.base_url), kid, key)
+
+
+def hcert_text(rt: Any, certificate: dict[str, Any]) -> str:
+    """The `HC1:` text."""
+    _, key = rt.ec_keys.current()
+    issuer = rt.config.issuer_name or rt.registry.settings.title
+    return hcert.encode(
+        health_record(rt, certificate),
+        country=rt.config.country_code.upper(),
+        issuer=issuer,
+        kid=hcert_kid(key.public_key()),
+        key=key,
+    )
+
+
+def ddcc(rt: Any, certificate: dict[str, Any]) -> dict[str, Any]:
+    return ddcc_bundle(health_record(rt, certificate))
+
+
+def _status(rt: Any, certificate_id: str | None, verdict: Verdict) -> Verdict:
+    """The verdict after looking the certificate up in this registry."""
+    if certificate_id is None:
+        verdict.warnings.append("no certificate id: status not checked")
+        return verdict
+    try:
+        record = rt.registry.services[CERTIFICATE].get(certificate_id)
+    except NotFound:
+        verdict.status, verdict.reason = INVALID, "this registry issued no such certificate"
+        return verdict
+    verdict.credential_id = certificate_id
+    state = record["status"]
+    if state == "revoked":
+        verdict.status, verdict.reason = REVOKED, "the certificate is revoked"
+        verdict.checks["revocation"] = False
+    elif state == "suspended" and (
+        not record.get("suspendedUntil") or record["suspendedUntil"] > datetime.now(UTC).isoformat()
+    ):
+        verdict.status, verdict.reason = SUSPENDED, "the certificate is suspended"
+        verdict.checks["suspension"] = False
+    else:
+        verdict.checks["revocation"] = verdict.checks["suspension"] = True
+    return verdict
+
+
+def verify_text(rt: Any, text: str) -> Verdict:
+    """Verify a SMART Health Card (`shc:/...` or its JWS) or an HCERT (`HC1:...`)."""
+    text = text.strip()
+    if text.startswith(hcert.PREFIX):
+        return _verify_hcert(rt, text)
+    try:
+        jws = shc.from_qr_text(text) if text.startswith(shc.PREFIX) else text
+    except shc.SHCError as exc:
+        return Verdict(INVALID, str(exc))
+    if jws.count(".") != 2:
+        return Verdict(INVALID, "not a SMART Health Card (shc:/ or JWS) nor an HCERT (HC1:)")
+    return _verify_shc(rt, jws)
+
+
+def _verify_shc(rt: Any, jws: str) -> Verdict:
+    own = rt.config.base_url.rstrip("/")
+
+    def keys_for(iss: str, kid: str) -> ec.EllipticCurvePublicKey | None:
+        return rt.ec_keys.public_keys().get(kid) if iss == own else None
+
+    try:
+        card = shc.verify(jws, keys_for)
+    except shc.SHCError as exc:
+        issuer_problem = "not trusted" in str(exc)
+        return Verdict(INVALID, str(exc), checks={"issuer": not issuer_problem})
+    verdict = Verdict(
+        VALID, "", issuer=card.payload["iss"], checks={"issuer": True, "signature": True}
+    )
+    nbf = card.payload.get("nbf")
+    if isinstance(nbf, int | float) and nbf > time.time() + 300:
+        verdict.status, verdict.reason = INVALID, "the card is not valid yet (nbf)"
+        return verdict
+    verdict.checks["dates"] = True
+    rid = card.payload.get("vc", {}).get("rid")
+    verdict = _status(rt, shc.certificate_of(rid) if isinstance(rid, str) else None, verdict)
+    if verdict.status == VALID:
+        verdict.reason = "a SMART Health Card of this registry: signature, issuer and status good"
+    return verdict
+
+
+def _verify_hcert(rt: Any, text: str) -> Verdict:
+    keys = {hcert_kid(k): k for k in rt.ec_keys.public_keys().values()}
+    try:
+        cert = hcert.decode(text, keys.get)
+    except hcert.HCertError as exc:
+        return Verdict(INVALID, str(exc), checks={"issuer": "not trusted" not in str(exc)})
+    verdict = Verdict(
+        VALID, "", issuer=str(cert.claims.get(1)), checks={"issuer": True, "signature": True}
+    )
+    exp = cert.claims.get(4)
+    if isinstance(exp, int) and exp < time.time():
+        verdict.status, verdict.reason = EXPIRED, "the HCERT has expired (exp)"
+        return verdict
+    verdict.checks["dates"] = True
+    entries = cert.dcc.get("v") or [{}]
+    verdict = _status(rt, hcert.certificate_of(str(entries[0].get("ci", ""))), verdict)
+    if verdict.status == VALID:
+        verdict.reason = "an EU DCC / HCERT of this registry: signature, issuer and status good"
+    return verdict
