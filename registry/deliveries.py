@@ -270,12 +270,14 @@ def counts(registry: Any) -> dict[str, int]:
     return {status: n for status, n in rows}
 
 
-def retry(registry: Any, delivery_id: int | None = None) -> int:
-    """Queue dead deliveries (all, or one) again, due now; returns how many."""
+def retry(registry: Any, delivery_id: int | None = None, sink: str | None = None) -> int:
+    """Queue dead deliveries (all, one, or one sink's) again, due now; returns how many."""
     t = delivery_table(registry.db.metadata)
     where = [t.c.status == "dead"]
     if delivery_id is not None:
         where.append(t.c.id == delivery_id)
+    if sink is not None:
+        where.append(t.c.sink == sink)
     with storage.write(registry.db.engine) as conn:
         result = conn.execute(
             t.update().where(*where).values(status="pending", attempts=0, available_at=utcnow())

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -69,6 +70,24 @@ def _paging(request: Request, statuses: tuple[str, ...], extra: tuple[str, ...] 
     return status, limit, after
 
 
+async def _options(request: Request, known: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A POST's optional JSON object body (empty is fine); 400 naming what is wrong."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _bad("", "the request body is not valid JSON", "json") from None
+    if not isinstance(body, dict):
+        raise _bad("", "the request body must be a JSON object", "type")
+    for name in body:
+        if name not in known:
+            allowed = ", ".join(known) or "none"
+            raise _bad(name, f"unknown field {name!r}; fields: {allowed}", "additionalProperties")
+    return body
+
+
 def _deliveries(
     registry: Any, status: str | None, sink: str | None, limit: int, after: int | None
 ) -> list[dict[str, Any]]:
@@ -110,6 +129,7 @@ def add_outbox_routes(
 
     async def retry_event(request: Request, seq: int) -> JSONResponse:
         check(request)
+        await _options(request)
         try:
             event = await run_in_threadpool(outbox.retry_event, registry, seq)
         except ValueError as exc:
@@ -120,6 +140,7 @@ def add_outbox_routes(
 
     async def retry_dead_events(request: Request) -> JSONResponse:
         check(request)
+        await _options(request)
         return JSONResponse({"queued": await run_in_threadpool(outbox.retry_dead, registry)})
 
     async def delivery_list(request: Request) -> JSONResponse:
@@ -133,6 +154,7 @@ def add_outbox_routes(
 
     async def retry_delivery(request: Request, delivery_id: int) -> JSONResponse:
         check(request)
+        await _options(request)
         found = await run_in_threadpool(_deliveries, registry, None, None, 1, delivery_id - 1)
         if not found or found[0]["id"] != delivery_id:
             raise NotFound(f"no delivery with id {delivery_id}")
@@ -147,7 +169,11 @@ def add_outbox_routes(
 
     async def retry_dead_deliveries(request: Request) -> JSONResponse:
         check(request)
-        return JSONResponse({"queued": await run_in_threadpool(deliveries.retry, registry)})
+        sink = (await _options(request, ("sink",))).get("sink")
+        if sink is not None and not isinstance(sink, str):
+            raise _bad("sink", "sink must be a string (the sender's name)")
+        queued = await run_in_threadpool(deliveries.retry, registry, None, sink)
+        return JSONResponse({"queued": queued})
 
     routes: list[tuple[str, Any, str, str]] = [
         ("/outbox", events, "GET", "Outbox events by status (administrators)"),

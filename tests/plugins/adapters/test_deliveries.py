@@ -254,6 +254,10 @@ def test_dead_events_and_deliveries_are_listed_and_retried_by_the_admin_api(
             assert client.get("/api/v1/outbox?limit=0").status_code == 400
             assert client.get("/api/v1/outbox?colour=red").status_code == 400
             assert client.post("/api/v1/outbox/retry-dead").json() == {"queued": 0}
+            by_sink = client.post("/api/v1/outbox/deliveries/retry-dead", json={"sink": "sms"})
+            assert by_sink.json() == {"queued": 0}
+            wrong = client.post("/api/v1/outbox/deliveries/retry-dead", json={"sinks": "x"})
+            assert wrong.status_code == 400 and wrong.json()["errors"][0]["pointer"] == "/sinks"
             page = client.get("/api/v1/outbox?limit=1").json()
             assert len(page["items"]) == 1 and page["next"] == page["items"][0]["seq"]
     finally:
