@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import sqlalchemy as sa
+from fastapi.responses import Response
 
 from plugins.adapters import fhir_map
 from plugins.adapters.config import dotted_defaults, section, table_setting, url_setting
@@ -310,7 +311,6 @@ def register_routes(registry: Any) -> list[Any]:
         return []
     from fastapi import APIRouter
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import Response
 
     router = APIRouter(tags=["fhir"])
 
@@ -319,6 +319,8 @@ def register_routes(registry: Any) -> list[Any]:
         summary="A vaccination as a WHO DDCC:VS FHIR document Bundle",
         description="Personal data: readable by the roles that may read the vaccination "
         "(enforced by access control).",
+        response_class=Response,
+        responses={200: {"content": {"application/fhir+json": {}}}},
     )
     async def ddcc(vaccination_id: str) -> Response:
         bundle = await run_in_threadpool(export_bundle, registry, vaccination_id)

@@ -327,3 +327,42 @@ def test_a_vaccination_exports_as_a_ddcc_bundle(settings: Settings):
         certificate={"id": "c1", "issuedAt": "2026-03-01T11:00:00Z"},
     )
     assert again == bundle  # stable ids: the same export twice is the same document
+
+
+def test_the_ddcc_route_serves_a_recorded_vaccination(settings: Settings):
+    from registry.demo import load_demo_data
+
+    reg = open_registry(settings.with_(plugins={"fhir": {"base_url": "http://127.0.0.1:9/f"}}))
+    load_demo_data(reg.services)
+    try:
+        with TestClient(create_app(registry=reg)) as client:
+            assert (
+                "/api/v1/fhir/vaccinations/{vaccination_id}"
+                in client.get("/openapi.json").json()["paths"]
+            )
+            pick = {
+                e: client.get(f"/api/v1/{e}?limit=1").json()["items"][0]
+                for e in ("recipient", "program", "vaccine", "facility")
+            }
+            vac = client.post(
+                "/api/v1/vaccination",
+                json={
+                    "recipient": pick["recipient"]["id"],
+                    "program": pick["program"]["code"],
+                    "vaccine": pick["vaccine"]["code"],
+                    "facility": pick["facility"]["code"],
+                    "dose": 1,
+                    "totalDoses": 2,
+                    "batch": "B7",
+                    "date": "2026-03-01T10:30:00Z",
+                },
+            ).json()
+            resp = client.get(f"/api/v1/fhir/vaccinations/{vac['id']}")
+            assert resp.status_code == 200
+            assert resp.headers["content-type"] == "application/fhir+json"
+            bundle = resp.json()
+            patient = bundle["entry"][1]["resource"]
+            assert patient["name"][0]["text"] == pick["recipient"]["name"]
+            assert client.get("/api/v1/fhir/vaccinations/nope").status_code == 404
+    finally:
+        reg.close()
