@@ -41,6 +41,27 @@ def fields_json(fields: Any) -> bytes:
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
+def entry_content(
+    at: str,
+    actor: str | None,
+    action: str,
+    entity: str | None,
+    record_id: str | None,
+    version: int | None,
+    fields_text: bytes,
+) -> bytes:
+    """What an entry's hash covers besides the hash before it: the compact JSON array
+    `[at, actor, action, entity, record_id, version, fields]`, `at` as `at_text` gives it,
+    `fields` as `fields_json`."""
+    head = orjson.dumps([at, actor, action, entity, record_id, version])
+    return head[:-1] + b"," + fields_text + b"]"
+
+
+def chain_hash(prev_hash: str, content: bytes) -> str:
+    """SHA-256 (hex) of the previous entry's hash (64 hex digits) followed by `content`."""
+    return hashlib.sha256(prev_hash.encode("ascii") + content).hexdigest()
+
+
 def entry_hash(
     prev_hash: str,
     at: str,
@@ -51,10 +72,9 @@ def entry_hash(
     version: int | None,
     fields_text: bytes,
 ) -> str:
-    """SHA-256 (hex) of `[prev_hash, at, actor, action, entity, record_id, version, fields]`
-    encoded as compact JSON; `at` as `at_text` gives it, `fields_text` as `fields_json`."""
-    head = orjson.dumps([prev_hash, at, actor, action, entity, record_id, version])
-    return hashlib.sha256(head[:-1] + b"," + fields_text + b"]").hexdigest()
+    """The hash of an entry: `chain_hash(prev_hash, entry_content(...))`."""
+    content = entry_content(at, actor, action, entity, record_id, version, fields_text)
+    return chain_hash(prev_hash, content)
 
 
 @dataclass
@@ -91,10 +111,40 @@ def _params(row: Mapping[str, Any], table: sa.Table, prefix: str) -> dict[str, A
     return {prefix + c.name: row.get(c.name) for c in table.columns if c.name != "seq"}
 
 
-# PostgreSQL, one write of one record (the API's case): two round trips for event, entry and
-# head. The event goes in with the locking SELECT; the entry with the head's update.
-_LOCK_WITH_EVENT = _HEAD_ROW_LOCKED.add_cte(_one_row(OUTBOX, "o_").cte("event"))
-_APPEND_ONE = _ADVANCE.add_cte(_one_row(AUDIT, "a_").cte("entry"))
+def _one_statement_append() -> sa.Insert:
+    """PostgreSQL, one write of one record (the API's case), in one statement: insert the
+    event, lock the head, chain the entry on in the database (`sha256` of the previous hash and
+    the entry's content, computed here) and insert it with its hashes. The head stays locked
+    only for the rest of that statement and the commit."""
+    event = _one_row(OUTBOX, "o_").cte("event")
+    prev = sa.select(HEAD.c.hash).where(HEAD.c.id == HEAD_ID).with_for_update().cte("prev")
+    chained = sa.func.encode(
+        sa.func.sha256(
+            sa.func.convert_to(prev.c.hash, "UTF8").op("||")(
+                sa.bindparam("content", type_=sa.LargeBinary)
+            )
+        ),
+        "hex",
+    )
+    head = (
+        sa.update(HEAD)
+        .where(HEAD.c.id == HEAD_ID)
+        .values(entries=HEAD.c.entries + 1, hash=sa.select(chained).scalar_subquery())
+        .returning(HEAD.c.hash)
+        .cte("head")
+    )
+    cols = [c for c in AUDIT.columns if c.name not in ("seq", "prev_hash", "hash")]
+    values = [sa.bindparam("a_" + c.name, type_=c.type) for c in cols]
+    rows = sa.select(*values, prev.c.hash, head.c.hash).select_from(prev).join(head, sa.true())
+    return (
+        sa.insert(AUDIT)
+        .from_select([*(c.name for c in cols), "prev_hash", "hash"], rows)
+        .add_cte(event)
+        .returning(AUDIT.c.seq)
+    )
+
+
+_APPEND_ONE_PG = _one_statement_append()
 
 
 def lock_head(conn: Connection) -> Head:
@@ -151,16 +201,22 @@ def append(
 
     The head is locked as late as possible: from here to the commit, other writers wait."""
     if conn.dialect.name == "postgresql" and len(entries) == 1 and len(events) == 1:
-        row = conn.execute(_LOCK_WITH_EVENT, _params(events[0], OUTBOX, "o_")).first()
-        head = Head(int(row[0]), row[1]) if row is not None else lock_head(conn)
-        (entry,) = seal(head, entries)
-        params = _params(entry, AUDIT, "a_")
-        conn.execute(
-            _APPEND_ONE, {**params, "new_entries": head.entries + 1, "new_hash": entry["hash"]}
+        (e,) = entries
+        content = entry_content(
+            at_text(e["at"]),
+            e.get("actor"),
+            e["action"],
+            e.get("entity"),
+            e.get("record_id"),
+            e.get("version"),
+            fields_json(e.get("fields")),
         )
-        head.entries += 1
-        head.hash = entry["hash"]
-        return
+        params = {**_params(events[0], OUTBOX, "o_"), **_params(e, AUDIT, "a_")}
+        if conn.execute(_APPEND_ONE_PG, {**params, "content": content}).first() is not None:
+            return
+        # no head row yet (the first entry ever): the event is in; create the head, append
+        lock_head(conn)
+        events = ()
     if events:
         conn.execute(OUTBOX.insert(), list(events))
     if not entries:

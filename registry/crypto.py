@@ -183,24 +183,24 @@ class Keyring:
 
     def __init__(self, keys: DataKeys, path: Path | None = None):
         self.path = path
-        self._keys = keys
-        self._aead = {kid: AESGCM(k) for kid, k in keys.keys.items()}
+        # keys and their ciphers change together, in one assignment (readers on other threads)
+        self._state = (keys, {kid: AESGCM(k) for kid, k in keys.keys.items()})
         self._mtime = self._stat()
         self._checked = time.monotonic()
         self._lock = threading.Lock()
 
     @property
     def keys(self) -> DataKeys:
-        return self._keys
+        return self._state[0]
 
     @property
     def current(self) -> str:
         self._maybe_reload()
-        return self._keys.current
+        return self._state[0].current
 
     @property
     def index_key(self) -> bytes:
-        return self._keys.index_key
+        return self._state[0].index_key
 
     def _stat(self) -> tuple[int, int, int] | None:
         if self.path is None:
@@ -227,23 +227,24 @@ class Keyring:
             if mtime is None or mtime == self._mtime:
                 return
             keys = read_key_file(self.path)
-            if keys.index_key != self._keys.index_key:
+            if keys.index_key != self._state[0].index_key:
                 raise DataKeyError(
                     f"the index key in {self.path} changed; blind indexes would no longer match"
                 )
-            self._aead = {kid: AESGCM(k) for kid, k in keys.keys.items()}
-            self._keys, self._mtime = keys, mtime
+            self._state = (keys, {kid: AESGCM(k) for kid, k in keys.keys.items()})
+            self._mtime = mtime
 
     def aead(self, kid: str) -> AESGCM | None:
-        found = self._aead.get(kid)
+        found = self._state[1].get(kid)
         if found is None:
             self._maybe_reload(force=True)
-            found = self._aead.get(kid)
+            found = self._state[1].get(kid)
         return found
 
     def current_aead(self) -> tuple[str, AESGCM]:
-        kid = self.current
-        return kid, self._aead[kid]
+        self._maybe_reload()
+        keys, ciphers = self._state
+        return keys.current, ciphers[keys.current]
 
 
 def load_keyring(data_keys: str, key_file: Path, *, create: bool = True) -> tuple[Keyring, bool]:

@@ -241,7 +241,8 @@ def _describe_one(conn: Connection, d: tuple[Any, ...], new_tables: set[str]) ->
     if kind == "add_index":
         ix: sa.Index = d[1]
         cols = [c.name for c in ix.columns]
-        if ix.unique:
+        stored = {c["name"] for c in sa.inspect(conn).get_columns(ix.table.name)}
+        if ix.unique and set(cols) <= stored:  # a column added by this plan holds no duplicates
             t = ix.table.name
             col_sql = ", ".join(_q(conn, c) for c in cols)
             dup = _count(
@@ -263,6 +264,8 @@ def _describe_one(conn: Connection, d: tuple[Any, ...], new_tables: set[str]) ->
                     )
                 ]
             return [Change("add unique key", t, f"({', '.join(cols)})")]
+        if ix.unique:
+            return [Change("add unique key", ix.table.name, f"({', '.join(cols)})")]
         return [Change("add index", ix.table.name, f"({', '.join(cols)})")]
     if kind == "remove_index":
         ix = d[1]

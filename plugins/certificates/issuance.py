@@ -51,6 +51,22 @@ class Job:
     replaces: dict[str, Any] | None = None
 
 
+def _partial_record(codec: Any, row: Any, names: set[str]) -> dict[str, Any]:
+    """Some fields of a row as JSON (private ones decrypted), like `codec.to_record` would."""
+    full = dict.fromkeys(codec.kinds)
+    full.update(row)
+    record = {k: v for k, v in codec.data(_Only(full, names)).items()}
+    record["id"] = row["id"]
+    return record
+
+
+class _Only(dict):
+    """A row that holds only `names`: the codec sees None (absent) for every other field."""
+
+    def __init__(self, row: dict[str, Any], names: set[str]):
+        super().__init__({k: (v if k in names or k == "id" else None) for k, v in row.items()})
+
+
 class Issuer:
     """Builds, signs and stores certificates for one registry."""
 
@@ -65,20 +81,42 @@ class Issuer:
     def _service(self, name: str) -> Any:
         return self.registry.services[name]
 
-    def _fetch(self, conn: Any, entity: str, field: str, values: Iterable[Any]) -> dict[Any, Any]:
-        """Live records of `entity` whose `field` is one of `values`, by that value."""
+    def fields_read(self, entity: str) -> set[str] | None:
+        """The fields of `entity` the templates read (None: all, e.g. a template reads the
+        whole record); private ones are decrypted only when a template asks for them."""
+        names: set[str] = set()
+        for template in (self.default_template, *self.templates.values()):
+            for path in template.paths:
+                head, _, rest = path.partition(".")
+                if head == entity:
+                    if not rest:
+                        return None
+                    names.add(rest.split(".")[0])
+        return names
+
+    def _fetch(
+        self, conn: Any, entity: str, field: str, values: Iterable[Any], *, whole: bool = False
+    ) -> dict[Any, Any]:
+        """Live records of `entity` whose `field` is one of `values`, by that value: `whole`, or
+        with just the fields the templates read (and `id`, `field`)."""
         wanted = sorted({v for v in values if v is not None})
         if not wanted or entity not in self.registry.services:
             return {}
         service = self._service(entity)
-        table = service.table
+        table, codec = service.table, service.codec
+        names = None if whole else self.fields_read(entity)
+        if names is not None:
+            names = {n for n in names if n in codec.kinds} | ({field} - {"id"})
         out: dict[Any, Any] = {}
         for i in range(0, len(wanted), 500):
-            stmt = sa.select(table).where(
-                table.c[field].in_(wanted[i : i + 500]), table.c._deleted_at.is_(None)
-            )
-            for row in conn.execute(stmt).mappings():
-                out[row[field]] = service.codec.to_record(row)
+            where = (table.c[field].in_(wanted[i : i + 500]), table.c._deleted_at.is_(None))
+            if names is None:
+                for row in conn.execute(sa.select(table).where(*where)).mappings():
+                    out[row[field]] = codec.to_record(row)
+                continue
+            cols = [table.c.id, *(table.c[n] for n in sorted(names))]
+            for row in conn.execute(sa.select(*cols).where(*where)).mappings():
+                out[row[field]] = _partial_record(codec, row, names)
         return out
 
     def certificates_of(self, conn: Any, vaccination_ids: Iterable[str]) -> dict[str, list[Any]]:
@@ -176,7 +214,9 @@ class Issuer:
         """Issue a certificate per job inside `conn`'s transaction; returns the stored records."""
         if not jobs:
             return []
-        vaccinations = self._fetch(conn, VACCINATION, "id", (j.vaccination_id for j in jobs))
+        vaccinations = self._fetch(
+            conn, VACCINATION, "id", (j.vaccination_id for j in jobs), whole=True
+        )
         jobs = [j for j in jobs if j.vaccination_id in vaccinations]  # deleted meanwhile
         if not jobs:
             return []

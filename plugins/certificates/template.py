@@ -65,9 +65,9 @@ def _empty(value: Any) -> bool:
     return value is _MISSING or value is None or value == "" or value == {} or value == []
 
 
-def _compile(node: Any, where: str) -> Filler:
+def _compile(node: Any, where: str, paths: set[str]) -> Filler:
     if isinstance(node, dict):
-        items = [(k, _compile(v, f"{where}/{k}")) for k, v in node.items()]
+        items = [(k, _compile(v, f"{where}/{k}", paths)) for k, v in node.items()]
 
         def fill_object(context: Mapping[str, Any]) -> Any:
             out = {}
@@ -79,7 +79,7 @@ def _compile(node: Any, where: str) -> Filler:
 
         return fill_object
     if isinstance(node, list):
-        fills = [_compile(v, f"{where}/{i}") for i, v in enumerate(node)]
+        fills = [_compile(v, f"{where}/{i}", paths) for i, v in enumerate(node)]
 
         def fill_list(context: Mapping[str, Any]) -> Any:
             values = [f(context) for f in fills]
@@ -87,6 +87,7 @@ def _compile(node: Any, where: str) -> Filler:
 
         return fill_list
     if isinstance(node, str):
+        paths.update(m.group(1) for m in _PLACEHOLDER.finditer(node))
         whole = _PLACEHOLDER.fullmatch(node.strip())
         if whole:
             get, apply = _getter(whole.group(1)), _filter(whole.group(2), where)
@@ -129,7 +130,9 @@ class CredentialTemplate:
             raise TemplateError(f"{source}: a credential template is a JSON object with @context")
         self.source = source
         self.document = document
-        self._fill = _compile(document, source)
+        #: every dotted path the template reads (`recipient.name`, ...)
+        self.paths: set[str] = set()
+        self._fill = _compile(document, source, self.paths)
 
     @classmethod
     def from_file(cls, path: Path) -> CredentialTemplate:

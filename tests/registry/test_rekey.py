@@ -4,6 +4,8 @@ before encryption encrypted."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,13 +15,18 @@ from registry import crypto
 from registry.app import open_registry
 from registry.audit import verify
 from registry.crypto import DataKeyError, DataKeys, DecryptError, read_key_file
+from registry.errors import Conflict
 from registry.rekey import PLAINTEXT, key_usage, rotate
 from tests.registry.test_privacy import assert_no_plaintext, person, raw_database_text
 
 
-def stored_key_ids(registry: Any) -> set[str]:
+def stored_key_ids(
+    registry: Any,
+    table: str = "recipient",
+    cols: tuple[str, ...] | list[str] = ("identity", "phone", "email"),
+) -> set[str]:
     with registry.db.engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT identity, phone, email FROM recipient")).all()
+        rows = conn.execute(sa.text(f"SELECT {', '.join(cols)} FROM {table}")).all()
     return {crypto.key_id_of(v) or "?" for row in rows for v in row if v is not None}
 
 
@@ -128,3 +135,59 @@ def test_a_changed_index_key_is_refused(registry: Any, monkeypatch: pytest.Monke
     crypto.write_key_file(registry.settings.data_key_path, changed, replace=True)
     with pytest.raises(DataKeyError, match="index key"):
         registry.services["recipient"].create(person(), actor="t")
+
+
+def test_an_existing_database_is_migrated_then_encrypted(settings: Any, tmp_path: Path):
+    """A database written before `private`: migrate (the columns become text, the unique key
+    moves to the blind index), then `rotate --no-new-key` encrypts what is stored."""
+    from registry import migrations
+    from registry.errors import StartupError
+
+    folder = tmp_path / "schemas"
+    folder.mkdir()
+    doc = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "identity": {"type": "string", "maxLength": 40},
+            "name": {"type": "string", "maxLength": 40},
+        },
+        "required": ["identity", "name"],
+        "x-registry": {"unique": ["identity"]},
+    }
+    (folder / "person.json").write_text(json.dumps(doc))
+    plain = settings.with_(schema_dirs=(folder,), default_schemas=False)
+    reg = open_registry(plain)
+    try:
+        rid = reg.services["person"].create({"identity": "NID-1", "name": "Asha"}, actor="t")["id"]
+    finally:
+        reg.close()
+    doc["x-registry"]["private"] = ["identity"]
+    (folder / "person.json").write_text(json.dumps(doc))
+    with pytest.raises(StartupError, match="registry migrate"):
+        open_registry(plain)
+    reg = open_registry(plain, create_tables=False)
+    try:
+        plan = migrations.plan(reg.db, reg.schemas, plain.migrations_path)
+        changes = {(c.action, c.detail) for c in plan.changes}
+        assert ("add unique key", "(_bi_identity)") in changes
+        assert ("add column", "_bi_identity (VARCHAR(64))") in changes
+        migrations.write_revision(reg.db, plain.migrations_path, "private identity")
+        migrations.apply_pending(reg.db, plain.migrations_path)
+    finally:
+        reg.close()
+    reg = open_registry(plain)
+    try:
+        svc = reg.services["person"]
+        with pytest.raises(DecryptError, match="rotate --no-new-key"):
+            svc.get(rid)
+        assert rotate(reg.services, new_key=False, grace_seconds=0).rewritten == {"person": 1}
+        assert svc.get(rid)["identity"] == "NID-1"
+        assert [
+            r["id"] for r in svc.search(svc.parser.from_params([("identity", "NID-1")])).items
+        ] == [rid]
+        with pytest.raises(Conflict):
+            svc.create({"identity": "NID-1", "name": "Other"}, actor="t")
+        assert stored_key_ids(reg, "person", ["identity"]) == {reg.db.keyring().current}
+    finally:
+        reg.close()
