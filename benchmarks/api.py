@@ -62,6 +62,20 @@ HAND_BASE = f"/hand/{ENTITY}"
 APPS = ("generated", "hand")
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 JSON_HEADERS = {"content-type": "application/json"}
+#: the generated API needs a signed-in caller: a system-admin token, set per backend by
+#: `sign_in` (the hand-written app ignores it)
+AUTH_HEADER: list[str] = [""]
+
+
+def sign_in(settings: Settings) -> None:
+    """A system-admin bearer token signed with the data dir's secret (the servers share it)."""
+    from registry.auth import Principal
+    from registry.auth.tokens import Tokens
+
+    p = Principal("user", "benchmark", frozenset({"system-admin"}))
+    token = Tokens(settings.with_(token_ttl_seconds=86_400)).issue(p).token
+    AUTH_HEADER[0] = f"Bearer {token}"
+    JSON_HEADERS["authorization"] = AUTH_HEADER[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,12 +437,13 @@ class RawHTTP:
             await self._connect()
         assert self.reader is not None and self.writer is not None
         host = f"{self.host}:{self.port}"
+        auth = f"Authorization: {AUTH_HEADER[0]}\r\n" if AUTH_HEADER[0] else ""
         if content is None:
-            head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode()
         else:
             head = (
-                f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
-                f"\r\nContent-Length: {len(content)}\r\n\r\n"
+                f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: "
+                f"application/json\r\nContent-Length: {len(content)}\r\n\r\n"
             ).encode() + content
         self.writer.write(head)
         raw = await self.reader.readuntil(b"\r\n\r\n")
@@ -886,6 +901,7 @@ def prefill_phase(backend: str, reg: Registry, args: argparse.Namespace, result:
 def run_backend(backend: str, url: str, workdir: Path, args: argparse.Namespace) -> dict:
     data_dir = workdir / backend
     settings = Settings(database_url=url, data_dir=data_dir, load_entrypoints=False)
+    sign_in(settings)
     reg = open_registry(settings)
     result: dict[str, Any] = {}
     servers: dict[str, Server] = {}

@@ -17,6 +17,7 @@ from cli.datakeys import data_key_app
 from cli.migrate import migrate_app
 from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, settings_from
 from cli.project import init
+from cli.users import client_app, demo_admin, user_app
 from cli.workers import register as register_worker_commands
 from generators.errors import SchemaError
 from registry import Settings, StartupError, __version__
@@ -34,6 +35,8 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(audit_app, name="audit")
 app.add_typer(data_key_app, name="data-key")
+app.add_typer(user_app, name="user")
+app.add_typer(client_app, name="client")
 app.command()(init)
 register_worker_commands(app)
 register_data_commands(app)
@@ -86,6 +89,12 @@ def serve(
     try:
         reg = open_registry(settings)
         create_app(registry=reg)
+        if demo:
+            name, password = demo_admin(reg)
+            typer.secho(
+                f"Demo sign-in: {name} / {password}  (a new password at every --demo start)",
+                fg="yellow",
+            )
         reg.close()
     except StartupError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)

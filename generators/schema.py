@@ -37,6 +37,10 @@ SYSTEM_FIELDS = (
 )
 
 OPERATIONS = ("create", "read", "update", "delete")
+#: What an owner path ties a record to (`x-registry.owner`): a facility code or a recipient id.
+OWNER_KINDS = ("facility", "recipient")
+#: Roles granted private fields when `x-registry.privateAccess` is not given.
+DEFAULT_PRIVATE_ACCESS = ("system-admin", "owner")
 XREG_KEYS = (
     "indexed",
     "unique",
@@ -44,6 +48,7 @@ XREG_KEYS = (
     "private",
     "internal",
     "access",
+    "privateAccess",
     "owner",
     "display",
     "i18n",
@@ -98,7 +103,10 @@ class EntitySchema:
     private: tuple[str, ...] = ()
     internal: tuple[str, ...] = ()
     access: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    owner: str | None = None
+    #: roles that see private fields (`x-registry.privateAccess`; default system-admin, owner)
+    private_access: tuple[str, ...] = DEFAULT_PRIVATE_ACCESS
+    #: a path, or {"facility": path, "recipient": path} (see `owner_paths`)
+    owner: str | Mapping[str, str] | None = None
     display: str | None = None
     origin: str = "native"  # or "opensaber"
     warnings: tuple[SchemaIssue, ...] = ()
@@ -113,6 +121,25 @@ class EntitySchema:
     @property
     def required(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields.values() if f.required)
+
+    @property
+    def owner_paths(self) -> dict[str, str]:
+        """Owner kind ("facility" or "recipient") -> the path holding that key.
+
+        The object form says it; a single path's kind is the entity it references (facility or
+        recipient), or the entity itself when it is the facility or recipient entity, else
+        "recipient" (a person's own records, as opensaber's ownershipAttributes)."""
+        if self.owner is None:
+            return {}
+        if not isinstance(self.owner, str):
+            return dict(self.owner)
+        path = self.owner
+        for ref in self.references:
+            if ref.path == path and ref.entity in OWNER_KINDS:
+                return {ref.entity: path}
+        if self.name in OWNER_KINDS:
+            return {self.name: path}
+        return {"recipient": path}
 
 
 def table_name_for(entity: str) -> str:
@@ -488,12 +515,8 @@ def parse_entity_schema(
         else:
             access[op] = tuple(roles)
 
-    owner = xreg.get("owner")
-    if owner is not None and (not isinstance(owner, str) or walk_path(props, owner) is None):
-        issues.append(
-            SchemaIssue(source, pointer("x-registry", "owner"), f"field {owner!r} does not exist")
-        )
-        owner = None
+    private_access = _roles(xreg, "privateAccess", source, issues)
+    owner = _owner(xreg.get("owner"), source, props, issues)
     display = xreg.get("display")
     if display is not None and display not in fields:
         issues.append(
@@ -525,12 +548,69 @@ def parse_entity_schema(
         private=private,
         internal=internal,
         access=access,
+        private_access=DEFAULT_PRIVATE_ACCESS if private_access is None else private_access,
         owner=owner,
         display=display,
         origin=origin,
         warnings=tuple(warnings),
         i18n=i18n,
     )
+
+
+def _roles(
+    xreg: Mapping[str, Any], key: str, source: str, issues: list[SchemaIssue]
+) -> tuple[str, ...] | None:
+    """A list of role names (`x-registry.privateAccess`), None when absent."""
+    value = xreg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        issues.append(
+            SchemaIssue(source, pointer("x-registry", key), "must be a list of role names")
+        )
+        return None
+    return tuple(value)
+
+
+def _owner(
+    value: Any, source: str, props: Mapping[str, Any], issues: list[SchemaIssue]
+) -> str | dict[str, str] | None:
+    """`x-registry.owner`: a field path, or {"facility": path, "recipient": path} (`id` allowed:
+    the record's own id)."""
+    if value is None:
+        return None
+    where = pointer("x-registry", "owner")
+    if isinstance(value, str):
+        if walk_path(props, value) is None:
+            issues.append(SchemaIssue(source, where, f"field {value!r} does not exist"))
+            return None
+        return value
+    if not isinstance(value, dict) or not value:
+        issues.append(
+            SchemaIssue(
+                source, where, 'must be a field path or {"facility": path, "recipient": path}'
+            )
+        )
+        return None
+    out: dict[str, str] = {}
+    for kind, path in value.items():
+        if kind not in OWNER_KINDS:
+            issues.append(
+                SchemaIssue(
+                    source,
+                    pointer("x-registry", "owner", kind),
+                    f"unknown owner kind {kind!r}; known: {', '.join(OWNER_KINDS)}",
+                )
+            )
+        elif not isinstance(path, str) or (path != "id" and walk_path(props, path) is None):
+            issues.append(
+                SchemaIssue(
+                    source, pointer("x-registry", "owner", kind), f"field {path!r} does not exist"
+                )
+            )
+        else:
+            out[kind] = path
+    return out or None
 
 
 def _i18n(

@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from registry.app import Registry, create_app, open_registry
+from registry.auth import Principal, principal_of
 from registry.codec import new_id, utcnow
 from registry.deliveries import (
     DeliveryError,
@@ -20,6 +21,7 @@ from registry.errors import (
     PreconditionFailed,
     RegistryError,
     StartupError,
+    Unauthorized,
 )
 from registry.settings import Settings
 
@@ -33,15 +35,18 @@ __all__ = [
     "NotFound",
     "PermanentDeliveryError",
     "PreconditionFailed",
+    "Principal",
     "Registry",
     "RegistryError",
     "Settings",
     "StartupError",
+    "Unauthorized",
     "__version__",
     "create_app",
     "delivery_key",
     "enqueue_delivery",
     "new_id",
     "open_registry",
+    "principal_of",
     "utcnow",
 ]

@@ -7,6 +7,7 @@ through `openapi_extra`.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,14 +17,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
 from generators.openapi import component_name, filter_parameters
+from registry.auth.access import Access, Policy
+from registry.auth.deps import principal_of
 from registry.errors import (
     PROBLEM_JSON,
     BadRequest,
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
     UnsupportedMediaType,
 )
+from registry.query import Scope, Search
 from registry.records import EntityService, Page
 
 API_PREFIX = "/api/v1"
@@ -83,14 +88,37 @@ def _responses(name: str, *codes: int) -> dict[int | str, dict[str, Any]]:
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     descriptions = {
         400: "Bad request",
-        404: "Not found",
+        401: "Sign-in needed (a bearer token)",
+        403: "Your roles may not do this",
+        404: "Not found (or outside your scope)",
         409: "Conflict (unique field taken)",
         412: "Stale If-Match",
         413: "Body too large",
         415: "Not JSON",
         422: "Validation failed: every failing field listed",
     }
-    return {c: {"description": descriptions[c], **problem} for c in codes}
+    return {c: {"description": descriptions[c], **problem} for c in (*codes, 401, 403)}
+
+
+def check_private_filters(access: Access, principal: Any, search: Search, scope: Scope | None):
+    """Searching by a private value is refused to callers who may not see it in every result
+    (no lookup oracle: "whose is this identity number?")."""
+    private = access.private
+    if not private:
+        return
+    for f in search.filters:
+        top = f.path.split(".")[0]
+        if top in private and not access.may_filter_private(principal, scope):
+            raise Forbidden(
+                f"your roles may not search by the private field {top!r}",
+                errors=[
+                    {
+                        "pointer": f"/filters/{f.path}/{f.op}",
+                        "message": "a private field: your roles may not search by it",
+                        "keyword": "private",
+                    }
+                ],
+            )
 
 
 def _body(ref: str, media: str = "application/json") -> dict[str, Any]:
@@ -131,14 +159,18 @@ def add_entity_routes(
     service: EntityService,
     *,
     max_body_bytes: int,
-    actor_of: Any,
     services: Mapping[str, EntityService] | None = None,
+    policy: Policy | None = None,
 ) -> None:
     """Add all routes of one entity to `router` (the app's own router, so they stay flat).
 
     With `services` (the registry's live mapping) each request uses the entity's service of
-    that moment, so a schema reloaded without a restart is served at once.
+    that moment, so a schema reloaded without a restart is served at once. Every route checks
+    the caller (`request.state.principal`, anonymous when none) against the entity's access
+    rules: rows outside the caller's scope are not found, private fields left out where the
+    caller has no grant.
     """
+    policy = policy or Policy()
     entity = service.entity
     name = entity.name
 
@@ -170,52 +202,111 @@ def add_entity_routes(
             headers["Link"] = f'<{url}>; rel="next"'
         return JSONResponse(body, headers=headers)
 
-    async def create(request: Request) -> Response:
+    def allowed(request: Request, operation: str) -> tuple[EntityService, Any, Access, Any]:
+        """(service, principal, access rules, scope) after the role check (401/403)."""
         svc = current()
+        p = principal_of(request)
+        access = policy(svc.entity)
+        return svc, p, access, access.require(p, operation)
+
+    async def create(request: Request) -> Response:
+        svc, p, access, scope = allowed(request, "create")
         body = await read_json(request, max_body_bytes)
-        record = await run_in_threadpool(svc.create, body, actor=actor_of(request))
-        return record_response(record, 201)
+        record = await run_in_threadpool(
+            svc.create, body, actor=p.actor, prepare=access.preparer(p, "create", scope)
+        )
+        return record_response(access.viewer(p)(record), 201)
+
+    async def run_search(
+        request: Request,
+        svc: EntityService,
+        search: Search,
+        p: Any,
+        access: Access,
+        scope: Scope | None,
+    ) -> Response:
+        check_private_filters(access, p, search, scope)
+        page = await run_in_threadpool(svc.search, search, scope=scope)
+        view = access.viewer(p)
+        page.items = [view(r) for r in page.items]
+        return page_response(request, page)
 
     async def list_(request: Request) -> Response:
-        svc = current()
+        svc, p, access, scope = allowed(request, "read")
         search = svc.parser.from_params(list(request.query_params.multi_items()))
-        return page_response(request, await run_in_threadpool(svc.search, search))
+        return await run_search(request, svc, search, p, access, scope)
 
     async def search(request: Request) -> Response:
-        svc = current()
+        svc, p, access, scope = allowed(request, "read")
         search = svc.parser.from_body(await read_json(request, max_body_bytes))
-        return page_response(request, await run_in_threadpool(svc.search, search))
+        return await run_search(request, svc, search, p, access, scope)
+
+    async def export_(request: Request) -> Response:
+        from registry.exports import EXPORT_FORMATS, Exporter, export
+
+        svc, p, access, scope = allowed(request, "read")
+        fmt = request.query_params.get("format", "csv")
+        if fmt not in EXPORT_FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(EXPORT_FORMATS)}")
+        where = [
+            f"{k}={v}" for k, v in request.query_params.multi_items() if k not in ("format",)
+        ]
+        exporter = Exporter(
+            svc,
+            where,
+            scope=scope,
+            view=access.viewer(p),
+            hide=access.private if access.never_sees_private(p) else (),
+        )
+        check_private_filters(access, p, exporter.search, scope)
+
+        def run() -> str:
+            out = io.StringIO()
+            export(svc, out, fmt, where, actor=p.actor, exporter=exporter)
+            return out.getvalue()
+
+        text = await run_in_threadpool(run)
+        media = "text/csv" if fmt == "csv" else "application/x-ndjson"
+        return Response(
+            text,
+            media_type=f"{media}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'},
+        )
 
     async def read(request: Request, id: str) -> Response:
-        svc = current()
-        record = await run_in_threadpool(svc.get, id)
+        svc, p, access, scope = allowed(request, "read")
+        record = await run_in_threadpool(svc.get, id, scope=scope)
         if request.headers.get("if-none-match") == etag(record["_version"]):
             return Response(status_code=304, headers={"ETag": etag(record["_version"])})
-        return record_response(record)
+        return record_response(access.viewer(p)(record))
+
+    async def change(request: Request, id: str, *, patch: bool) -> Response:
+        svc, p, access, scope = allowed(request, "update")
+        body = await read_json(request, max_body_bytes, patch=patch)
+        version = parse_if_match(request.headers.get("if-match"))
+        record = await run_in_threadpool(
+            svc.update,
+            id,
+            body,
+            actor=p.actor,
+            if_match=version,
+            patch=patch,
+            scope=scope,
+            prepare=access.preparer(p, "update", scope),
+        )
+        return record_response(access.viewer(p)(record))
 
     async def replace(request: Request, id: str) -> Response:
-        svc = current()
-        body = await read_json(request, max_body_bytes)
-        version = parse_if_match(request.headers.get("if-match"))
-        record = await run_in_threadpool(
-            svc.update, id, body, actor=actor_of(request), if_match=version
-        )
-        return record_response(record)
+        return await change(request, id, patch=False)
 
     async def patch(request: Request, id: str) -> Response:
-        svc = current()
-        body = await read_json(request, max_body_bytes, patch=True)
-        version = parse_if_match(request.headers.get("if-match"))
-        record = await run_in_threadpool(
-            svc.update, id, body, actor=actor_of(request), if_match=version, patch=True
-        )
-        return record_response(record)
+        return await change(request, id, patch=True)
 
     async def delete(request: Request, id: str, purge: bool = False) -> Response:
-        svc = current()
+        svc, p, _access, scope = allowed(request, "delete")
         version = parse_if_match(request.headers.get("if-match"))
         await run_in_threadpool(
-            svc.delete, id, actor=actor_of(request), if_match=version, purge=purge
+            svc.delete, id, actor=p.actor, if_match=version, purge=purge, scope=scope
         )
         return Response(status_code=204)
 
@@ -262,6 +353,21 @@ def add_entity_routes(
             "responses": {"200": _ok(f"{comp}Page", "A page of records")},
         },
         responses=_responses(comp, 400, 413, 415),
+    )
+    router.add_api_route(  # before /{id}: "export" is not an id
+        f"{base}/export",
+        export_,
+        methods=["GET"],
+        tags=tags,
+        name=f"export_{name}",
+        summary=f"Export {title} as CSV or JSON Lines (the rows and fields you may read)",
+        openapi_extra={
+            "parameters": [
+                {"name": "format", "in": "query", "schema": {"enum": ["csv", "jsonl"]}},
+                *filter_parameters(entity),
+            ]
+        },
+        responses=_responses(comp, 400),
     )
     router.add_api_route(
         f"{base}/{{id}}",

@@ -25,9 +25,19 @@ from generators.openapi import PROBLEM_SCHEMA, entity_components
 from registry import __version__
 from registry.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
 from registry.audit_api import add_audit_routes
+from registry.auth.deps import Auth, AuthMiddleware, principal_of
+from registry.auth.routes import auth_routes
+from registry.auth.tables import auth_tables
 from registry.deliveries import delivery_table
 from registry.demo import load_demo_data
-from registry.errors import PROBLEM_JSON, RegistryError, StartupError, problem_body
+from registry.errors import (
+    PROBLEM_JSON,
+    Forbidden,
+    RegistryError,
+    StartupError,
+    Unauthorized,
+    problem_body,
+)
 from registry.imports_api import add_entity_import_routes, add_import_routes, import_tables
 from registry.migrations import prepare
 from registry.outbox import Worker
@@ -56,6 +66,15 @@ class Registry:
     formats: dict[str, Any] = field(default_factory=dict)
     #: called with the names of the entities added or changed by `reload_schemas`
     on_reload: list[Callable[[set[str]], None]] = field(default_factory=list)
+    #: users, tokens and access rules (`registry.auth.Auth`), made on first use
+    _auth: Any = field(default=None, repr=False)
+
+    @property
+    def auth(self) -> Auth:
+        """Users, clients, tokens, one-time codes and each entity's access rules."""
+        if self._auth is None:
+            self._auth = Auth(self)
+        return self._auth
 
     def database_for(self, schemas: SchemaSet) -> Database:
         """The table objects of `schemas` on this registry's engine (touches no database)."""
@@ -93,6 +112,8 @@ class Registry:
         jobs = getattr(self, "import_jobs", None)  # set when the import API is mounted
         if jobs is not None:
             jobs.close()
+        if self._auth is not None:
+            self._auth.close()
         self.db.engine.dispose()
 
     def lookup_person(self, identity: str) -> dict[str, Any] | None:
@@ -173,6 +194,7 @@ def registry_database(settings: Settings, schemas: SchemaSet, engine: Any = None
     imports, the schema history)."""
     db = build_database(settings, schemas, engine=engine)
     import_tables(db.metadata)
+    auth_tables(db.metadata)
     schema_history_table(db.metadata)
     delivery_table(db.metadata)
     return db
@@ -248,6 +270,15 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
+def require_role(request: Request, role: str) -> None:
+    """401 for anonymous callers, 403 for callers without `role`."""
+    p = principal_of(request)
+    if not p.authenticated:
+        raise Unauthorized("sign in first", headers={"WWW-Authenticate": "Bearer"})
+    if role not in p.roles:
+        raise Forbidden(f"this needs the {role} role")
+
+
 def create_app(settings: Settings | None = None, *, registry: Registry | None = None) -> FastAPI:
     """The whole web application for `settings` (or for an already opened `registry`)."""
     settings = settings or (registry.settings if registry else Settings.load())
@@ -284,17 +315,16 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     )
     app.state.registry = reg
     install_error_handlers(app)
-
-    def actor_of(_request: Request) -> str | None:
-        return None  # filled in by authentication
+    auth = reg.auth
+    app.add_middleware(AuthMiddleware, auth=auth)
 
     for service in reg.services.values():
         add_entity_routes(
             app.router,
             service,
             max_body_bytes=settings.max_body_bytes,
-            actor_of=actor_of,
             services=reg.services,
+            policy=auth.policy,
         )
 
     def refresh_routes(changed: set[str]) -> None:
@@ -305,8 +335,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
                 fresh,
                 reg.services[name],
                 max_body_bytes=settings.max_body_bytes,
-                actor_of=actor_of,
                 services=reg.services,
+                policy=auth.policy,
             )
             jobs = getattr(reg, "import_jobs", None)
             if jobs is not None:
@@ -346,8 +376,9 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         )
 
     add_import_routes(app.router, reg)
-    add_audit_routes(app.router, reg)  # admin only, once roles land
-    add_outbox_routes(app.router, reg)  # admin only, once roles land
+    add_audit_routes(app.router, reg, guard=require_role)
+    add_outbox_routes(app.router, reg, guard=require_role)
+    app.include_router(auth_routes(auth))
     add_ui_routes(app, reg)
     for routers in reg.pm.hook.register_routes(registry=reg):
         for router in routers or []:
@@ -360,8 +391,15 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         spec = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        components = spec.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
         schemas["Problem"] = PROBLEM_SCHEMA
+        # a token from /api/v1/auth/login, /auth/otp/verify or /auth/token (or the OIDC
+        # provider's); anonymous callers get only the `public` operations
+        components["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        }
+        spec["security"] = [{"bearer": []}, {}]
         for e in reg.schemas:
             schemas.update(entity_components(e))
         app.openapi_schema = spec

@@ -1,8 +1,7 @@
 """`GET /api/v1/audit`: the audit log, filtered, newest first, in keyset pages.
 
-ADMIN ONLY once roles land: the route calls `guard(request, REQUIRED_ROLE)` before answering;
-authentication supplies the guard (it raises `Forbidden`/`Unauthorized`). Until then the route
-is as open as every other route of the API.
+ADMIN ONLY: the route calls `guard(request, REQUIRED_ROLE)` first; the app passes
+`registry.app.require_role`, which raises `Unauthorized` or `Forbidden`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from registry.api import JSONResponse
 from registry.audit import AuditQuery, list_entries
 from registry.errors import BadRequest
 
-#: The role that may read the audit log (checked by the guard once roles exist).
+#: The role that may read the audit log (checked by the guard).
 REQUIRED_ROLE = "system-admin"
 MAX_LIMIT = 1000
 FILTERS = {"entity": "entity", "recordId": "record_id", "actor": "actor", "action": "action"}

@@ -13,7 +13,7 @@ and operators (not their values, which may be private) and the number of records
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import orjson
@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from registry import audit, storage
 from registry.import_rows import LIST_SEPARATOR, Part, value_kind
+from registry.query import Scope
 from registry.records import EntityService
 
 EXPORT_FORMATS = ("csv", "jsonl")
@@ -137,11 +138,25 @@ def cell(value: Any, kind: str) -> str:
 class Exporter:
     """Streams one entity's live records matching a filter."""
 
-    def __init__(self, service: EntityService, where: Sequence[str] = (), batch_size: int = 2000):
+    def __init__(
+        self,
+        service: EntityService,
+        where: Sequence[str] = (),
+        batch_size: int = 2000,
+        *,
+        scope: Scope | None = None,
+        view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        hide: Iterable[str] = (),
+    ):
+        """`scope`: only the rows a caller may read; `view`: each record as the caller may see
+        it; `hide`: fields left out of the CSV columns (private fields the caller never sees)."""
         self.service = service
         search = service.parser.from_params(parse_where(where))
-        self.conditions = service.sql.where(search)
+        self.search = search
+        self.conditions = service.sql.where(search, scope)
         self.batch_size = batch_size
+        self.view = view
+        self.hide = set(hide)
 
     def records(self) -> Iterator[dict[str, Any]]:
         table = self.service.table
@@ -155,7 +170,7 @@ class Exporter:
             with storage.read(self.service.db.engine) as conn:
                 rows = conn.execute(stmt).mappings().all()
             for row in rows:
-                yield to_record(row)
+                yield self.view(to_record(row)) if self.view else to_record(row)
             if len(rows) < self.batch_size:
                 return
             last = rows[-1]["id"]
@@ -196,7 +211,7 @@ class Exporter:
 
     def write_csv(self, out: TextIO) -> int:
         columns = csv_columns(self.service.entity.json_schema, self.list_lengths())
-        hidden = set(self.service.entity.internal)
+        hidden = set(self.service.entity.internal) | self.hide
         columns = [c for c in columns if str(c[1][0]) not in hidden]
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["id", *(h for h, _, _ in columns), *TRAILING_SYSTEM])
@@ -229,6 +244,7 @@ def export(
     *,
     batch_size: int = 2000,
     actor: str | None = None,
+    exporter: Exporter | None = None,
 ) -> int:
     """Write the live records of `service`'s entity matching `where` to `out`; returns the count.
 
@@ -237,7 +253,7 @@ def export(
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(EXPORT_FORMATS)}")
-    exporter = Exporter(service, where, batch_size)
+    exporter = exporter or Exporter(service, where, batch_size)
     n = exporter.write_csv(out) if fmt == "csv" else exporter.write_jsonl(out)
     details = {"format": fmt, "filters": sorted({k for k, _ in parse_where(where)}), "count": n}
     audit.record_event(

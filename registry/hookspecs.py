@@ -90,8 +90,8 @@ def register_sync_sources(registry: Any) -> list[str] | None:
 @hookspec(firstresult=True)
 def send_notification(
     channel: str, to: str, template: str, context: dict[str, Any], registry: Any
-) -> str | None:
-    """Send a message on `channel` (email, sms) from a template; returns a message id or None."""
+) -> str | bool | None:
+    """Send a templated message on `channel` (email, sms); an id or True when sent; first wins."""
 
 
 @hookspec

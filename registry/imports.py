@@ -97,6 +97,9 @@ class ImportOptions:
     progress: Callable[[Progress], None] | None = None
     #: leave private fields out of the rows quoted in errors (errors kept in the database)
     redact_private: bool = False
+    #: the rows the caller may write (a `registry.query.Scope`; None: every row): a row outside
+    #: it, or an upsert onto a stored record outside it, is refused on its own
+    scope: Any = None
 
 
 @dataclass
@@ -600,6 +603,7 @@ class Importer:
         self.codec: Codec = service.codec
         self.kinds = {name: f.kind for name, f in self.entity.fields.items()}
         self.fields = tuple(self.kinds.items())
+        self.field_pos = {name: i for i, name in enumerate(self.kinds)}
         self.columns = [c.name for c in self.table.columns]
         self.data_start = len(SYSTEM_COLUMNS) + 1  # + _deleted_at
         self.result = ImportResult(entity=self.entity.name, dry_run=options.dry_run)
@@ -813,6 +817,8 @@ class Importer:
         if not chunk.rows:
             return
         keep = self._check_references(conn, chunk)
+        if self.options.scope is not None:
+            keep = self._check_scope(chunk, keep)
         if self.options.upsert_on:
             self._records(conn, chunk, keep, write=write)
         else:
@@ -825,6 +831,41 @@ class Importer:
             RowError(chunk.numbers[i], p, m, k) for i in sorted(bad) for p, m, k in bad[i]
         )
         return [i for i in keep if i not in bad]
+
+    def _scope_view(self, chunk: Chunk, i: int) -> dict[str, Any]:
+        """What the scope looks at in row `i`: its owner fields and its id."""
+        row = chunk.rows[i]
+        if isinstance(row, dict):
+            return {**row, "id": chunk.ids[i]}
+        view: dict[str, Any] = {"id": row[0]}
+        for path, _ in self.options.scope.alternatives:
+            top = path.split(".")[0]
+            if top in self.field_pos:
+                value = row[self.data_start + self.field_pos[top]]
+                if self.kinds[top] == "json" and isinstance(value, str):
+                    value = orjson.loads(value)
+                view[top] = value
+        return view
+
+    def _check_scope(self, chunk: Chunk, keep: list[int]) -> list[int]:
+        """Refuse, row by row, rows that would belong to another facility or recipient."""
+        scope = self.options.scope
+        paths = sorted({p for p, _ in scope.alternatives}) or sorted(
+            self.entity.owner_paths.values()
+        )
+        bad = {
+            i: [
+                (
+                    "/" + p.replace(".", "/"),
+                    "outside your scope: name your own facility or recipient record",
+                    "scope",
+                )
+                for p in paths
+            ]
+            for i in keep
+            if not scope.matches(self._scope_view(chunk, i))
+        }
+        return self._drop(chunk, keep, bad)
 
     def _check_references(self, conn: Connection, chunk: Chunk) -> list[int]:
         keep = list(range(len(chunk.rows)))
@@ -1019,12 +1060,23 @@ class Importer:
         updates: list[tuple[int, Mapping[str, Any], list[str]]] = []
         unchanged = 0
         own: dict[int, str] = {}
+        scope = self.options.scope
+        outside: dict[int, list[tuple[str, str, str]]] = {}
         for i in keep:
             current = existing.get(keys[i])
             if current is None:
                 inserts.append(i)
                 continue
             old = self.codec.data(current)
+            if scope is not None and not scope.matches({**old, "id": current["id"]}):
+                outside[i] = [
+                    (
+                        f"/{field_name}",
+                        f"already used by a {self.entity.name} outside your scope",
+                        "scope",
+                    )
+                ]
+                continue
             new = self.codec.normalised(records[i])
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             if changed:
@@ -1033,7 +1085,7 @@ class Importer:
             else:
                 unchanged += 1
         candidates = inserts + [u[0] for u in updates]
-        bad: dict[int, list[tuple[str, str, str]]] = {}
+        bad: dict[int, list[tuple[str, str, str]]] = dict(outside)
         for group in self.uniques:
             if group == (field_name,):
                 continue

@@ -27,8 +27,9 @@ from starlette.concurrency import run_in_threadpool
 
 from generators.tables import UTCDateTime, json_type
 from registry.api import API_PREFIX, JSONResponse
+from registry.auth.deps import principal_of
 from registry.codec import format_datetime, new_id, utcnow
-from registry.errors import PROBLEM_JSON, BadRequest, NotFound, UnsupportedMediaType
+from registry.errors import PROBLEM_JSON, BadRequest, Forbidden, NotFound, UnsupportedMediaType
 from registry.import_rows import ImportMapping, ImportUsageError, load_mapping
 from registry.imports import Importer, ImportOptions, Progress
 from registry.records import EntityService
@@ -407,7 +408,24 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
     base = f"{API_PREFIX}/{name}/imports"
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
+    def allowed(request: Request, upsert: bool) -> tuple[str | None, Any]:
+        """(the caller's audit name, the rows they may write: None for all). Rows outside it
+        are refused one by one; an upsert also needs update, on the same rows, and (for an
+        entity with private fields) the private grant everywhere, since it replaces values."""
+        p = principal_of(request)
+        access = jobs.registry.auth.access(name)
+        scope = access.require(p, "create")
+        if upsert:
+            if access.require(p, "update") != scope:
+                raise Forbidden(f"your roles may not update the same {name} records they create")
+            if access.private and not access.private_grant(p).everywhere:
+                raise Forbidden(
+                    f"upserts replace private fields of {name} records: your roles may not"
+                )
+        return p.actor, scope
+
     async def create(request: Request) -> Response:
+        actor, scope = allowed(request, bool(request.query_params.get("upsert_on")))
         on_error = request.query_params.get("on_error", "skip")
         if on_error not in ("skip", "abort"):
             raise BadRequest("on_error must be skip or abort")
@@ -437,6 +455,8 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
                 on_error=on_error,
                 keep_ids=keep_ids,
                 redact_private=True,  # job errors are kept in the database and served
+                actor=actor,
+                scope=scope,
             )
             shown = {
                 "format": fmt,
@@ -452,7 +472,8 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
             raise
         return JSONResponse(job, status_code=202, headers={"Location": f"{base}/{job['id']}"})
 
-    async def status(job_id: str) -> Response:
+    async def status(request: Request, job_id: str) -> Response:
+        allowed(request, False)
         return JSONResponse(await run_in_threadpool(jobs.get, name, job_id))
 
     router.add_api_route(

@@ -45,6 +45,43 @@ class Filter:
     value: Any
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The rows a caller may touch: those whose value at one of the paths equals the key given
+    with it (`(path, key)` pairs, OR-ed; none: no row at all). A path through a list matches
+    when any element does; `id` is the record's own id. `None` in place of a Scope: every row.
+    """
+
+    alternatives: tuple[tuple[str, Any], ...] = ()
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        """Whether a record (as the API shows it, private values included) is in scope."""
+        return any(key in values_at(record, path) for path, key in self.alternatives)
+
+    def filters(self) -> list[Filter]:
+        return [Filter(path, "eq", key) for path, key in self.alternatives]
+
+
+def values_at(record: Mapping[str, Any], path: str) -> list[Any]:
+    """Every value at a dotted path (`id` included), iterating through lists."""
+    if path == "id":
+        return [record.get("id")]
+    found: list[Any] = []
+
+    def walk(node: Any, parts: list[str]) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item, parts)
+        elif not parts:
+            if node is not None:
+                found.append(node)
+        elif isinstance(node, Mapping) and parts[0] in node:
+            walk(node[parts[0]], parts[1:])
+
+    walk(record, path.split("."))
+    return found
+
+
 @dataclass
 class Search:
     filters: list[Filter] = field(default_factory=list)
@@ -438,19 +475,28 @@ class SqlBuilder:
             return col.in_([codec.blind_value(flt.path, v) for v in flt.value])
         return col == codec.blind_value(flt.path, flt.value)
 
-    def where(self, search: Search) -> list[sa.ColumnElement[bool]]:
+    def where(self, search: Search, scope: Scope | None = None) -> list[sa.ColumnElement[bool]]:
         conds: list[sa.ColumnElement[bool]] = [self.table.c["_deleted_at"].is_(None)]
         conds.extend(self.condition(f) for f in search.filters)
+        if scope is not None:
+            conds.append(self.scope_condition(scope))
         return conds
+
+    def scope_condition(self, scope: Scope) -> sa.ColumnElement[bool]:
+        """The predicate of a caller's scope (so paging and counts see only their rows)."""
+        conds = [self.condition(f) for f in scope.filters()]
+        if not conds:
+            return sa.false()
+        return conds[0] if len(conds) == 1 else sa.or_(*conds)
 
     def order(self, search: Search) -> list[tuple[str, bool]]:
         keys = [k for k in search.sort if k[0] != "id"]
         tie = next((k for k in search.sort if k[0] == "id"), ("id", False))
         return [*keys, tie]
 
-    def select(self, search: Search) -> sa.Select[Any]:
+    def select(self, search: Search, scope: Scope | None = None) -> sa.Select[Any]:
         keys = self.order(search)
-        stmt = sa.select(self.table).where(*self.where(search))
+        stmt = sa.select(self.table).where(*self.where(search, scope))
         if search.cursor:
             values = decode_cursor(search.cursor, keys, self)
             stmt = stmt.where(self._after(keys, values))
@@ -460,8 +506,10 @@ class SqlBuilder:
             order_by.append((col.desc() if desc else col.asc()).nulls_last())
         return stmt.order_by(*order_by).limit(search.limit + 1)
 
-    def count(self, search: Search) -> sa.Select[Any]:
-        return sa.select(sa.func.count()).select_from(self.table).where(*self.where(search))
+    def count(self, search: Search, scope: Scope | None = None) -> sa.Select[Any]:
+        return (
+            sa.select(sa.func.count()).select_from(self.table).where(*self.where(search, scope))
+        )
 
     def _after(self, keys: list[tuple[str, bool]], values: list[Any]) -> sa.ColumnElement[bool]:
         """Rows strictly after `values` in the order `keys` (NULLs last in either direction)."""

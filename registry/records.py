@@ -19,8 +19,17 @@ from registry import audit, storage
 from registry.codec import Codec, new_id, utcnow
 from registry.crypto import FieldCipher
 from registry.errors import Conflict, Invalid, NotFound, PreconditionFailed
-from registry.query import Search, SearchParser, SqlBuilder, encode_cursor
+from registry.query import Scope, Search, SearchParser, SqlBuilder, encode_cursor
 from registry.storage import Database
+
+#: A caller's rules for a write (see `registry.auth.access`): (stored record or None, the body
+#: sent, the record about to be written) -> the record to write; raises to refuse.
+Prepare = Callable[[Mapping[str, Any] | None, Mapping[str, Any], dict[str, Any]], dict[str, Any]]
+
+
+def _out_of_scope(entity: str, record_id: str) -> NotFound:
+    """What a record outside the caller's scope looks like: the same as no record at all."""
+    return NotFound(f"no {entity} with id {record_id!r}")
 
 
 @dataclass
@@ -215,13 +224,25 @@ class EntityService:
         return row
 
     def create(
-        self, body: Any, *, actor: str | None, record_id: str | None = None
+        self,
+        body: Any,
+        *,
+        actor: str | None,
+        record_id: str | None = None,
+        prepare: Prepare | None = None,
     ) -> dict[str, Any]:
-        """Insert a new record; returns it as stored."""
-        return self.create_many([(record_id, body)], actor=actor, pointer_prefix=False)[0]
+        """Insert a new record; returns it as stored. `prepare`: the caller's write rules."""
+        return self.create_many(
+            [(record_id, body)], actor=actor, pointer_prefix=False, prepare=prepare
+        )[0]
 
     def create_many(
-        self, items: list[tuple[str | None, Any]], *, actor: str | None, pointer_prefix: bool = True
+        self,
+        items: list[tuple[str | None, Any]],
+        *,
+        actor: str | None,
+        pointer_prefix: bool = True,
+        prepare: Prepare | None = None,
     ) -> list[dict[str, Any]]:
         """Insert many records in one transaction, all or none (ids may be given, e.g. demo data).
 
@@ -237,6 +258,8 @@ class EntityService:
         for i, (_, body) in enumerate(items):
             errors.extend(prefixed(i, self.check_body(body)))
         self._raise_invalid(errors)
+        if prepare is not None:
+            items = [(rid, prepare(None, body, dict(body))) for rid, body in items]
         now = utcnow()
         rows = [self._new_row(body, actor, rid, now) for rid, body in items]
         with storage.write(self.db.engine) as conn:
@@ -351,11 +374,15 @@ class EntityService:
             events=events,
         )
 
-    def _current(self, conn: Connection, record_id: str, *, lock: bool) -> Mapping[str, Any]:
+    def _current(
+        self, conn: Connection, record_id: str, *, lock: bool, scope: Scope | None = None
+    ) -> Mapping[str, Any]:
         stmt = self._select_for_update if lock else self._select_by_id
         row = conn.execute(stmt, {"rid": record_id}).mappings().first()
         if row is None:
             raise NotFound(f"no {self.entity.name} with id {record_id!r}")
+        if scope is not None and not scope.matches({**self.codec.data(row), "id": row["id"]}):
+            raise _out_of_scope(self.entity.name, record_id)
         return row
 
     def update(
@@ -366,10 +393,15 @@ class EntityService:
         actor: str | None,
         if_match: int | None = None,
         patch: bool = False,
+        scope: Scope | None = None,
+        prepare: Prepare | None = None,
     ) -> dict[str, Any]:
-        """Replace (PUT) or merge-patch (PATCH) a record; `if_match` is the expected version."""
+        """Replace (PUT) or merge-patch (PATCH) a record; `if_match` is the expected version.
+
+        `scope`: the records the caller may change (others are not found); `prepare`: the
+        caller's write rules."""
         with storage.write(self.db.engine) as conn:
-            current = self._current(conn, record_id, lock=True)
+            current = self._current(conn, record_id, lock=True, scope=scope)
             if if_match is not None and current["_version"] != if_match:
                 raise PreconditionFailed(
                     f"the {self.entity.name} was changed meanwhile (now version "
@@ -392,6 +424,8 @@ class EntityService:
                 new = merge_patch(old, body)
             else:
                 new = body
+            if prepare is not None and isinstance(new, dict):
+                new = prepare({**old, "id": record_id}, body, dict(new))
             self._raise_invalid(self.check_body(new))
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             if not changed:
@@ -428,11 +462,17 @@ class EntityService:
         return self.codec.to_record(row)
 
     def delete(
-        self, record_id: str, *, actor: str | None, if_match: int | None = None, purge: bool = False
+        self,
+        record_id: str,
+        *,
+        actor: str | None,
+        if_match: int | None = None,
+        purge: bool = False,
+        scope: Scope | None = None,
     ) -> None:
-        """Soft-delete (or, with `purge`, remove) a record."""
+        """Soft-delete (or, with `purge`, remove) a record (`scope`: those the caller may)."""
         with storage.write(self.db.engine) as conn:
-            current = self._current(conn, record_id, lock=True)
+            current = self._current(conn, record_id, lock=True, scope=scope)
             if if_match is not None and current["_version"] != if_match:
                 raise PreconditionFailed(
                     f"the {self.entity.name} was changed meanwhile (now version "
@@ -453,15 +493,19 @@ class EntityService:
                 self._log(conn, "delete", record_id, version, [], actor, now)
 
     # -- reads -------------------------------------------------------------------------------
-    def get(self, record_id: str) -> dict[str, Any]:
+    def get(self, record_id: str, *, scope: Scope | None = None) -> dict[str, Any]:
+        """One live record; outside `scope` (when given) it is not found."""
         with storage.read(self.db.engine, snapshot=False) as conn:
-            return self.codec.to_record(self._current(conn, record_id, lock=False))
+            return self.codec.to_record(self._current(conn, record_id, lock=False, scope=scope))
 
-    def search(self, search: Search) -> Page:
+    def search(self, search: Search, *, scope: Scope | None = None) -> Page:
+        """A page of live records matching `search`, only those in `scope` when given."""
         keys = self.sql.order(search)
         with storage.read(self.db.engine) as conn:
-            rows = conn.execute(self.sql.select(search)).mappings().all()
-            total = conn.execute(self.sql.count(search)).scalar_one() if search.count else None
+            rows = conn.execute(self.sql.select(search, scope)).mappings().all()
+            total = (
+                conn.execute(self.sql.count(search, scope)).scalar_one() if search.count else None
+            )
         more = len(rows) > search.limit
         rows = rows[: search.limit]
         cursor = encode_cursor(keys, rows[-1], self.sql) if more and rows else None

@@ -32,7 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from generators.errors import SchemaError, SchemaIssue
-from generators.schema import DRAFT_2020_12, EntitySchema, parse_entity_schema
+from generators.schema import (
+    DEFAULT_PRIVATE_ACCESS,
+    DRAFT_2020_12,
+    EntitySchema,
+    parse_entity_schema,
+)
 from registry import audit, migrations
 from registry.errors import Conflict, Invalid, NotFound
 from registry.migrations import Change, Plan
@@ -123,8 +128,10 @@ def native_document(entity: EntitySchema) -> dict[str, Any]:
             xreg[key] = list(getattr(entity, key))
     if entity.access:
         xreg["access"] = {op: list(roles) for op, roles in entity.access.items()}
+    if tuple(entity.private_access) != DEFAULT_PRIVATE_ACCESS:
+        xreg["privateAccess"] = list(entity.private_access)
     if entity.owner:
-        xreg["owner"] = entity.owner
+        xreg["owner"] = entity.owner if isinstance(entity.owner, str) else dict(entity.owner)
     if entity.display:
         xreg["display"] = entity.display
     if entity.i18n:

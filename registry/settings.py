@@ -54,6 +54,49 @@ class Settings:
     #: The data keys themselves, as the key file's JSON (`REGISTRY_DATA_KEYS`); wins over the
     #: key file. A secret: never printed.
     data_keys: str = field(default="", repr=False)
+    # -- authentication (docs/security.md) ----------------------------------------------------
+    #: The secret that signs our tokens and session cookies (`REGISTRY_AUTH_SECRET`, at least
+    #: 32 characters); empty: the key file below. A secret: never printed.
+    auth_secret: str = field(default="", repr=False)
+    #: The signing secret's file (default `<data_dir>/auth-secret.key`, created 0600).
+    auth_secret_file: Path | None = None
+    #: `iss` and `aud` of the tokens we issue.
+    token_issuer: str = "open-registry"
+    token_audience: str = "open-registry-api"
+    #: Lifetime of an API token and of a page session, in seconds.
+    token_ttl_seconds: int = 900
+    session_ttl_seconds: int = 28_800
+    #: One-time codes: lifetime, wrong tries before the code is void and the identifier locked
+    #: out, how long the lock-out lasts, and how many codes per identifier / per client address
+    #: may be asked for within the window.
+    otp_ttl_seconds: int = 300
+    otp_max_attempts: int = 3
+    otp_lockout_seconds: int = 900
+    otp_rate_per_identifier: int = 3
+    otp_rate_per_address: int = 20
+    otp_rate_window_seconds: int = 900
+    #: Password logins (failed or not) allowed per client address within the OTP window.
+    login_rate_per_address: int = 30
+    #: How codes and other notices are sent when no plugin sends them: console (the code on
+    #: the server's console, for development), smtp, or none.
+    notification_sender: str = "console"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_from: str = ""
+    smtp_starttls: bool = True
+    #: External OpenID Connect provider (e.g. Keycloak): its issuer, JWKS URL and the audience
+    #: its tokens must name; the claim paths (dotted) of roles, facility code and recipient id.
+    oidc_issuer: str = ""
+    oidc_jwks_url: str = ""
+    oidc_audience: str = ""
+    oidc_roles_claim: str = "realm_access.roles"
+    oidc_facility_claim: str = "facility"
+    oidc_recipient_claim: str = "recipient"
+    oidc_algorithms: str = "RS256"
+    #: How long fetched signing keys are trusted before they are fetched again, in seconds.
+    oidc_jwks_cache_seconds: int = 3600
     #: Each plugin's own settings, by plugin name: `[plugins.certificates]` tables in the
     #: settings file, `REGISTRY_PLUGINS__CERTIFICATES__ISSUER=...` in the environment.
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -72,6 +115,11 @@ class Settings:
     def data_key_path(self) -> Path:
         """The data key file: `data_key_file`, or `data-keys.json` inside the data folder."""
         return self.data_key_file or self.data_dir / "data-keys.json"
+
+    @property
+    def auth_secret_path(self) -> Path:
+        """The token signing secret's file: `auth_secret_file` or one in the data folder."""
+        return self.auth_secret_file or self.data_dir / "auth-secret.key"
 
     @property
     def migrations_path(self) -> Path:
@@ -144,7 +192,7 @@ def _coerce(key: str, value: Any, base: Path) -> Any:
             for p in items
             if str(p).strip()
         )
-    if key in ("data_dir", "migrations_dir", "data_key_file"):
+    if key in ("data_dir", "migrations_dir", "data_key_file", "auth_secret_file"):
         p = Path(value)
         return p if p.is_absolute() else (base / p).resolve()
     if isinstance(default, bool):

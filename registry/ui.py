@@ -31,9 +31,13 @@ from generators.forms import (
     form_fields,
 )
 from generators.schema import EntitySchema
+from registry.auth.access import Access, Grant
+from registry.auth.deps import principal_of
+from registry.auth.principal import SYSTEM_ADMIN
 from registry.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     Invalid,
     NotFound,
     PreconditionFailed,
@@ -41,6 +45,7 @@ from registry.errors import (
 )
 from registry.i18n import COOKIE, Catalogs, Translator
 from registry.records import EntityService
+from registry.ui_auth import add_auth_pages
 from registry.ui_list import ListPage, detail_items
 from registry.ui_render import (
     MAX_REFERENCE_OPTIONS,
@@ -54,8 +59,12 @@ from registry.ui_schemas import add_schema_routes
 
 UI_PREFIX = "/ui"
 #: `?notice=` keys a page may show (`notice.<key>` in the catalogs)
-NOTICES = ("created", "saved", "deleted", "schema_saved")
+NOTICES = ("created", "saved", "deleted", "schema_saved", "user_added")
 FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+class SignInFirst(Exception):
+    """An anonymous visitor asked for a page that needs a signed-in user."""
 
 
 @dataclass
@@ -88,7 +97,7 @@ class UI:
                 return hooks.lookup_widget(path=path, schema=schema)
 
         self.widget_hook = widget_hook
-        self.actor_of = actor_of or (lambda _r: None)
+        self.actor_of = actor_of or (lambda r: principal_of(r).actor)
         self.catalogs = Catalogs.load()
         template_dirs = [d for dirs in hooks.register_templates() for d in dirs or []]
         self.env = build_environment(template_dirs)
@@ -99,11 +108,41 @@ class UI:
 
     # -- hooks for access control and plugins ---------------------------------------------
     def can(self, request: Request, entity: EntitySchema | None, operation: str) -> bool:
-        """Whether the request may do `operation` on `entity` (everything, until auth lands).
+        """Whether the request may do `operation` on (some records of) `entity`.
 
-        Operations: create, read, update, delete, and "admin" (the schema editor; `entity` is
-        None for the editor's list and for adding an entity)."""
-        return True
+        Operations: create, read, update, delete, and "admin" (the schema editor and the
+        users page; `entity` is None for the editor's list and for adding an entity)."""
+        p = principal_of(request)
+        if entity is None or operation == "admin":
+            return SYSTEM_ADMIN in p.roles
+        return self.access(entity).can(p, operation)
+
+    def access(self, entity: EntitySchema) -> Access:
+        return self.registry.auth.policy(entity)
+
+    def grant(self, request: Request, entity: EntitySchema, operation: str) -> Grant:
+        """`can`, with the rows it covers; an anonymous refusal asks the visitor to sign in."""
+        p = principal_of(request)
+        g = self.access(entity).grant(p, operation)
+        if not g.allowed:
+            if not p.authenticated:
+                raise SignInFirst()
+            raise NotFound(entity.name)
+        return g
+
+    def can_record(
+        self, request: Request, entity: EntitySchema, operation: str, record: dict[str, Any]
+    ) -> bool:
+        """Whether the request may do `operation` on this very record (buttons shown)."""
+        g = self.access(entity).grant(principal_of(request), operation)
+        return g.allowed and (g.scope is None or g.scope.matches(record))
+
+    def hidden_private(self, request: Request, entity: EntitySchema, record: Any) -> set[str]:
+        """Private fields this request may not see (or change) on `record`."""
+        access = self.access(entity)
+        if not access.private or access.sees_private(principal_of(request), record):
+            return set()
+        return set(access.private)
 
     def fields(self, entity: EntitySchema, locale: str) -> tuple[FormField, ...]:
         key = (entity.name, locale)
@@ -131,6 +170,7 @@ class UI:
             site_title=self.registry.settings.title,
             languages=[(c, self.catalogs.name_of(c)) for c in self.catalogs.locales],
             here=here,
+            viewer=principal_of(page.request),
             notice=page.t(f"notice.{notice_key}")
             if notice_key in NOTICES
             else None,
@@ -165,19 +205,28 @@ class UI:
         return str(shown) if shown not in (None, "") else str(record.get("id", ""))
 
     # -- reference choices ------------------------------------------------------------------
-    def reference_choices(self, fields: tuple[FormField, ...]) -> dict[str, ReferenceChoices]:
+    def reference_choices(
+        self, fields: tuple[FormField, ...], request: Request | None = None
+    ) -> dict[str, ReferenceChoices]:
         out: dict[str, ReferenceChoices] = {}
+        p = principal_of(request) if request is not None else None
         for top in fields:
             for f in top.walk():
                 if f.reference is None or f.path in out:
                     continue
                 entity_name, field_name = f.reference
                 target = self.services[entity_name]
+                scope = None
+                if p is not None:  # only what the visitor may read is offered
+                    g = self.access(target.entity).grant(p, "read")
+                    if not g.allowed:
+                        continue
+                    scope = g.scope
                 display = target.entity.display
                 params = [("limit", str(MAX_REFERENCE_OPTIONS))]
                 if display and target.entity.fields[display].is_scalar:
                     params.append(("sort", display))
-                page = target.search(target.parser.from_params(params))
+                page = target.search(target.parser.from_params(params), scope=scope)
                 options = []
                 for rec in page.items:
                     value = rec.get(field_name)
@@ -200,9 +249,10 @@ class UI:
         version: int | None = None,
         status: int = 200,
         conflict: str | None = None,
+        hide: set[str] | frozenset[str] = frozenset(),
     ) -> HTMLResponse:
-        fields = self.fields(entity, page.locale)
-        choices = await run_in_threadpool(self.reference_choices, fields)
+        fields = tuple(f for f in self.fields(entity, page.locale) if f.key not in hide)
+        choices = await run_in_threadpool(self.reference_choices, fields, page.request)
         view = FormView(fields, values, errors or {}, choices, new=record is None)
         title = entity_title(entity, page.locale)
         base = f"{self.prefix}/{entity.name}"
@@ -284,6 +334,9 @@ def add_ui_routes(
                     if request.method == "POST" and not same_origin(request):
                         return ui.error_page(page, 403, page.t("error.forbidden"))
                     return await fn(page, **request.path_params)
+                except SignInFirst:
+                    target = urlencode({"next": str(request.url.path)})
+                    return RedirectResponse(f"{prefix}/login?{target}", 303)
                 except NotFound:
                     return ui.error_page(page, 404, page.t("error.not_found"))
                 except BadRequest as exc:
@@ -325,14 +378,19 @@ def add_ui_routes(
         return resp
 
     add_schema_routes(ui, route)  # before "/{entity}": /ui/schemas is not an entity
+    add_auth_pages(ui, route)  # /ui/login, /ui/logout, /ui/users
 
     @route("/{entity}", ["GET"])
     async def list_page(page: Page, entity: str) -> Response:
         service = ui.service(entity)
-        if not ui.can(page.request, service.entity, "read"):
-            raise NotFound(entity)
+        g = ui.grant(page.request, service.entity, "read")
         listing = ListPage(
-            service, page.t, page.locale, prefix, ui.fields(service.entity, page.locale)
+            service,
+            page.t,
+            page.locale,
+            prefix,
+            ui.fields(service.entity, page.locale),
+            scope=g.scope,
         )
         params = [(k, v) for k, v in page.request.query_params.multi_items() if k != "lang"]
         context, status = await run_in_threadpool(listing.context, params)
@@ -348,8 +406,8 @@ def add_ui_routes(
     async def create_page(page: Page, entity: str) -> Response:
         service = ui.service(entity)
         e = service.entity
-        if not ui.can(page.request, e, "create"):
-            raise NotFound(entity)
+        g = ui.grant(page.request, e, "create")
+        viewer = principal_of(page.request)
         if page.request.method == "GET":
             return await ui.form_page(page, e, values={})
         pairs = await read_form(page.request, max_bytes)
@@ -359,8 +417,13 @@ def add_ui_routes(
         fields = ui.fields(e, page.locale)
         body, kept = form_to_json(fields, pairs)
         try:
-            record = await run_in_threadpool(service.create, body, actor=ui.actor_of(page.request))
-        except (Invalid, Conflict) as exc:
+            record = await run_in_threadpool(
+                service.create,
+                body,
+                actor=ui.actor_of(page.request),
+                prepare=ui.access(e).preparer(viewer, "create", g.scope),
+            )
+        except (Invalid, Conflict, Forbidden) as exc:
             return await ui.form_page(
                 page,
                 e,
@@ -374,9 +437,9 @@ def add_ui_routes(
     async def detail_page(page: Page, entity: str, id: str) -> Response:
         service = ui.service(entity)
         e = service.entity
-        if not ui.can(page.request, e, "read"):
-            raise NotFound(entity)
-        record = await run_in_threadpool(service.get, id)
+        g = ui.grant(page.request, e, "read")
+        record = await run_in_threadpool(service.get, id, scope=g.scope)
+        record = ui.access(e).viewer(principal_of(page.request))(record)
         fields = ui.fields(e, page.locale)
         items = await run_in_threadpool(detail_items, fields, record, ui.services, page.t, prefix)
         return ui.html(
@@ -387,18 +450,20 @@ def add_ui_routes(
             heading=ui.heading_of(e, record),
             record=record,
             items=items,
-            can_update=ui.can(page.request, e, "update"),
-            can_delete=ui.can(page.request, e, "delete"),
+            can_update=ui.can_record(page.request, e, "update", record),
+            can_delete=ui.can_record(page.request, e, "delete", record),
         )
 
     @route("/{entity}/{id}/edit", ["GET", "POST"])
     async def edit_page(page: Page, entity: str, id: str) -> Response:
         service = ui.service(entity)
         e = service.entity
-        if not ui.can(page.request, e, "update"):
-            raise NotFound(entity)
-        record = await run_in_threadpool(service.get, id)
-        fields = ui.fields(e, page.locale)
+        g = ui.grant(page.request, e, "update")
+        viewer = principal_of(page.request)
+        record = await run_in_threadpool(service.get, id, scope=g.scope)
+        hide = ui.hidden_private(page.request, e, record)
+        record = {k: v for k, v in record.items() if k not in hide}
+        fields = tuple(f for f in ui.fields(e, page.locale) if f.key not in hide)
         if page.request.method == "GET":
             return await ui.form_page(
                 page,
@@ -406,12 +471,15 @@ def add_ui_routes(
                 values=record_to_form(fields, record),
                 record=record,
                 version=record["_version"],
+                hide=hide,
             )
         pairs = await read_form(page.request, max_bytes)
         version = _version(pairs)
         changed = rows_changed(pairs)
         if changed is not None:
-            return await ui.form_page(page, e, values=changed, record=record, version=version)
+            return await ui.form_page(
+                page, e, values=changed, record=record, version=version, hide=hide
+            )
         body, kept = form_to_json(fields, pairs)
         # a merge patch: fields of the form are set or removed, anything else (internal) is kept
         patch = {f.key: body.get(f.key) for f in fields}
@@ -423,9 +491,12 @@ def add_ui_routes(
                 actor=ui.actor_of(page.request),
                 if_match=version,
                 patch=True,
+                scope=g.scope,
+                prepare=ui.access(e).preparer(viewer, "update", g.scope),
             )
         except PreconditionFailed:
-            current = await run_in_threadpool(service.get, id)
+            current = await run_in_threadpool(service.get, id, scope=g.scope)
+            current = {k: v for k, v in current.items() if k not in hide}
             return await ui.form_page(
                 page,
                 e,
@@ -434,8 +505,9 @@ def add_ui_routes(
                 version=current["_version"],
                 status=409,
                 conflict=page.t("form.conflict", version=current["_version"]),
+                hide=hide,
             )
-        except (Invalid, Conflict) as exc:
+        except (Invalid, Conflict, Forbidden) as exc:
             return await ui.form_page(
                 page,
                 e,
@@ -444,6 +516,7 @@ def add_ui_routes(
                 record=record,
                 version=version,
                 status=exc.status,
+                hide=hide,
             )
         return RedirectResponse(f"{prefix}/{entity}/{id}?notice=saved", 303)
 
@@ -451,9 +524,9 @@ def add_ui_routes(
     async def delete_page(page: Page, entity: str, id: str) -> Response:
         service = ui.service(entity)
         e = service.entity
-        if not ui.can(page.request, e, "delete"):
-            raise NotFound(entity)
-        record = await run_in_threadpool(service.get, id)
+        g = ui.grant(page.request, e, "delete")
+        record = await run_in_threadpool(service.get, id, scope=g.scope)
+        record = ui.access(e).viewer(principal_of(page.request))(record)
         context = {
             "entity": entity,
             "title": entity_title(e, page.locale),
@@ -465,7 +538,11 @@ def add_ui_routes(
         pairs = await read_form(page.request, max_bytes)
         try:
             await run_in_threadpool(
-                service.delete, id, actor=ui.actor_of(page.request), if_match=_version(pairs)
+                service.delete,
+                id,
+                actor=ui.actor_of(page.request),
+                if_match=_version(pairs),
+                scope=g.scope,
             )
         except PreconditionFailed:
             message = page.t("delete.conflict", version=record["_version"])

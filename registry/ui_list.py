@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from generators.forms import FormField, entity_description, entity_title, form_fields
 from registry.errors import BadRequest
 from registry.i18n import Translator
+from registry.query import Scope
 from registry.records import EntityService
 
 #: query parameters of the list page that are not search filters
@@ -28,8 +29,10 @@ class ListPage:
         locale: str,
         prefix: str,
         fields: Sequence[FormField] | None = None,
+        scope: Scope | None = None,
     ):
         self.service = service
+        self.scope = scope  # the rows the visitor may read (None: all)
         self.entity = service.entity
         self.t = t
         self.locale = locale
@@ -116,7 +119,7 @@ class ListPage:
         total = None
         try:
             search = self.service.parser.from_params([*params, ("count", "true")])
-            page = self.service.search(search)
+            page = self.service.search(search, scope=self.scope)
             items, next_cursor, total = page.items, page.next_cursor, page.total
         except BadRequest as exc:
             errors = [e["message"] for e in exc.errors or []] or [exc.detail]

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from registry import Settings, create_app
 from registry.app import Registry, open_registry
+from tests.authn import admin_client
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PG_ADMIN_URL = os.environ.get("REGISTRY_TEST_PG_URL",
@@ -92,15 +93,23 @@ def registry(settings: Settings) -> Iterator[Registry]:
 
 @pytest.fixture
 def client(registry: Registry) -> Iterator[TestClient]:
+    """An API client signed in as a system-admin (bearer token)."""
+    with admin_client(create_app(registry=registry)) as c:
+        yield c
+
+
+@pytest.fixture
+def anon_client(registry: Registry) -> Iterator[TestClient]:
+    """An API client with no credentials."""
     with TestClient(create_app(registry=registry)) as c:
         yield c
 
 
 @pytest.fixture
 def demo_client(registry: Registry) -> Iterator[TestClient]:
-    """A client over a registry holding the demo data."""
+    """A system-admin client over a registry holding the demo data."""
     from registry.demo import load_demo_data
 
     load_demo_data(registry.services)
-    with TestClient(create_app(registry=registry)) as c:
+    with admin_client(create_app(registry=registry)) as c:
         yield c

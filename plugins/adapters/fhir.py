@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import sqlalchemy as sa
+from fastapi import Request
 from fastapi.responses import Response
 
 from plugins.adapters import fhir_map
@@ -41,6 +42,7 @@ from registry import (
     StartupError,
     delivery_key,
     enqueue_delivery,
+    principal_of,
 )
 from registry.hookspecs import hookimpl
 
@@ -317,12 +319,15 @@ def register_routes(registry: Any) -> list[Any]:
     @router.get(
         "/api/v1/fhir/vaccinations/{vaccination_id}",
         summary="A vaccination as a WHO DDCC:VS FHIR document Bundle",
-        description="Personal data: readable by the roles that may read the vaccination "
-        "(enforced by access control).",
+        description="Personal data: for the roles that may read the vaccination, within their "
+        "scope (others: 404).",
         response_class=Response,
         responses={200: {"content": {"application/fhir+json": {}}}},
     )
-    async def ddcc(vaccination_id: str) -> Response:
+    async def ddcc(request: Request, vaccination_id: str) -> Response:
+        scope = registry.auth.access("vaccination").require(principal_of(request), "read")
+        # outside the caller's scope the vaccination is not found
+        await run_in_threadpool(registry.services["vaccination"].get, vaccination_id, scope=scope)
         bundle = await run_in_threadpool(export_bundle, registry, vaccination_id)
         return Response(orjson.dumps(bundle), media_type="application/fhir+json")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from fastapi import Request
 
 from plugins.adapters import sync
 from plugins.adapters.config import section
@@ -29,6 +30,7 @@ from registry import (
     delivery_key,
     enqueue_delivery,
     open_registry,
+    principal_of,
 )
 from registry.hookspecs import hookimpl
 
@@ -151,9 +153,10 @@ def register_routes(registry: Any) -> list[Any]:
         summary="Look a person up in the citizen registries",
         description="200 with what the registry knows, 404 when no registry knows the "
         "identity, 503 when a registry could not answer (try again later). Personal data: "
-        "for the roles that enrol recipients (enforced by access control).",
+        "for the roles that may create recipients.",
     )
-    async def lookup(identity: str) -> dict[str, Any]:
+    async def lookup(request: Request, identity: str) -> dict[str, Any]:
+        registry.auth.access("recipient").require(principal_of(request), "create")
         person = await run_in_threadpool(registry.lookup_person, identity)
         if person is None:
             raise NotFound("no citizen registry knows this identity")

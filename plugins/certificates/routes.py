@@ -29,10 +29,16 @@ from plugins.certificates.results import SigningError
 from plugins.certificates.runtime import Certificates, runtime
 from plugins.certificates.status import PURPOSES
 from plugins.certificates.verifier import VALID
-from registry import BadRequest, Invalid, NotFound
+from registry import BadRequest, Forbidden, Invalid, NotFound, Unauthorized, principal_of
 from registry.api import JSONResponse, read_json
 
 LD_JSON = "application/ld+json"
+#: who may revoke, suspend and reinstate: administrators, and a facility's admin for the
+#: certificates that facility issued (the certificate's facility owner path)
+LIFECYCLE_ROLES = ("system-admin", "facility-admin")
+#: the VC-API's issue endpoint signs anything as this issuer: administrators, or API clients
+#: given this scope (`registry client add --scope vc:issue`)
+ISSUE_SCOPE = "vc:issue"
 FORMATS = {"json": LD_JSON, "png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 
 
@@ -58,7 +64,7 @@ class _Renders:
 
 
 def _actor(request: Request) -> str | None:
-    return getattr(request.state, "actor", None)
+    return principal_of(request).actor
 
 
 def _format(request: Request, asked: str | None) -> str:
@@ -119,8 +125,20 @@ def certificate_routes(registry: Any) -> list[APIRouter]:
     def certs() -> Certificates:
         return runtime(registry)
 
-    def record(certificate_id: str) -> dict[str, Any]:
-        return registry.services[CERTIFICATE].get(certificate_id)
+    def record(certificate_id: str, scope: Any = None) -> dict[str, Any]:
+        return registry.services[CERTIFICATE].get(certificate_id, scope=scope)
+
+    def readable(request: Request) -> Any:
+        """The certificates the caller may read (the certificate entity's read rules: the
+        recipient's own, the issuing facility's staff, administrators and monitoring)."""
+        return registry.auth.access(CERTIFICATE).require(principal_of(request), "read")
+
+    def lifecycle(request: Request, certificate_id: str, what: str) -> None:
+        """Refuse callers who may not change this certificate's status (404 outside scope)."""
+        access = registry.auth.access(CERTIFICATE)
+        scope = access.require_roles(principal_of(request), LIFECYCLE_ROLES, what)
+        if scope is not None:
+            record(certificate_id, scope)
 
     def _qr_response(key: tuple[Any, ...], fmt: str, qr_payload: Any) -> Response:
         from plugins.certificates import qr
@@ -194,12 +212,13 @@ def certificate_routes(registry: Any) -> list[APIRouter]:
         lang: str | None = None,
     ) -> Response:
         fmt = _format(request, format)
-        rec = await run_in_threadpool(record, certificate_id)
+        rec = await run_in_threadpool(record, certificate_id, readable(request))
         locale = lang or request.headers.get("accept-language", "en")[:2].lower() or "en"
         return await run_in_threadpool(render, rec, fmt, payload, locale)
 
     @router.post("/api/v1/certificates/{certificate_id}/revoke", summary="Revoke a certificate")
     async def revoke(request: Request, certificate_id: str) -> Response:
+        await run_in_threadpool(lifecycle, request, certificate_id, "revoke")
         body = await read_json(request, registry.settings.max_body_bytes)
         reason = _text(body, "reason")
         rec = await run_in_threadpool(certs().revoke, certificate_id, reason, _actor(request))
@@ -207,6 +226,7 @@ def certificate_routes(registry: Any) -> list[APIRouter]:
 
     @router.post("/api/v1/certificates/{certificate_id}/suspend", summary="Suspend a certificate")
     async def suspend(request: Request, certificate_id: str) -> Response:
+        await run_in_threadpool(lifecycle, request, certificate_id, "suspend")
         body = await read_json(request, registry.settings.max_body_bytes)
         reason = _text(body, "reason")
         until = _text(body, "until", required=False, limit=40)
@@ -230,6 +250,7 @@ def certificate_routes(registry: Any) -> list[APIRouter]:
         "/api/v1/certificates/{certificate_id}/reinstate", summary="Lift a certificate's suspension"
     )
     async def reinstate(request: Request, certificate_id: str) -> Response:
+        await run_in_threadpool(lifecycle, request, certificate_id, "reinstate")
         rec = await run_in_threadpool(certs().reinstate, certificate_id, _actor(request))
         return JSONResponse(rec)
 
@@ -239,17 +260,24 @@ def certificate_routes(registry: Any) -> list[APIRouter]:
         status_code=202,
     )
     async def correct(request: Request, certificate_id: str) -> Response:
+        p = principal_of(request)
+        vaccinations = registry.auth.access(VACCINATION)
+        scope = vaccinations.require(p, "update")  # correcting changes the vaccination
         body = await read_json(request, registry.settings.max_body_bytes, patch=True)
-        rec = await run_in_threadpool(record, certificate_id)
+        rec = await run_in_threadpool(record, certificate_id, readable(request))
         if rec["status"] == "revoked":
             raise BadRequest(f"certificate {certificate_id} is revoked; correct its replacement")
         updated = await run_in_threadpool(
-            registry.services[VACCINATION].update,
-            rec["vaccination"],
-            body,
-            actor=_actor(request),
-            patch=True,
+            lambda: registry.services[VACCINATION].update(
+                rec["vaccination"],
+                body,
+                actor=p.actor,
+                patch=True,
+                scope=scope,
+                prepare=vaccinations.preparer(p, "update", scope),
+            )
         )
+        updated = vaccinations.viewer(p)(updated)
         return JSONResponse(
             {"vaccination": updated, "certificate": certificate_id, "status": "re-issuing"},
             status_code=202,
@@ -354,6 +382,13 @@ def certificate_routes(registry: Any) -> list[APIRouter]:
         "/credentials/issue", summary="VC-API: sign a credential as this issuer", status_code=201
     )
     async def vc_issue(request: Request) -> Response:
+        p = principal_of(request)
+        if not p.authenticated:
+            raise Unauthorized(
+                "sign in to issue credentials", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if "system-admin" not in p.roles and not (p.kind == "client" and ISSUE_SCOPE in p.scopes):
+            raise Forbidden(f"issuing needs the system-admin role or a client with {ISSUE_SCOPE}")
         body = await read_json(request, registry.settings.max_body_bytes)
         credential = body.get("credential") if isinstance(body, dict) else None
         if not isinstance(credential, dict):

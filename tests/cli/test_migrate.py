@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from cli.main import app
 from registry import Settings, StartupError, create_app
 from registry.app import open_registry
 from registry.demo import load_demo_data
+from tests.authn import admin_client
 
 runner = CliRunner()
 
@@ -91,7 +91,7 @@ def test_adding_a_field_keeps_every_row_and_the_field_works(project: Path):
     assert rows("SELECT id, name FROM facility ORDER BY id") == before
     assert migrate("--check").exit_code == 0
     reg = open_registry(Settings.load())
-    with TestClient(create_app(registry=reg)) as c:
+    with admin_client(create_app(registry=reg)) as c:
         fac = c.get("/api/v1/facility", params={"limit": 1}).json()["items"][0]
         patched = c.patch(f"/api/v1/facility/{fac['id']}", json={"beds": 40})
         assert patched.status_code == 200 and patched.json()["beds"] == 40
@@ -118,7 +118,7 @@ def test_dropping_a_field_is_refused_then_reported_and_applied_when_allowed(proj
     assert len(rows("SELECT id FROM facility")) == 12
     # the unique key over live rows survived the table change
     reg = open_registry(Settings.load())
-    with TestClient(create_app(registry=reg)) as c:
+    with admin_client(create_app(registry=reg)) as c:
         fac = c.get("/api/v1/facility", params={"limit": 1}).json()["items"][0]
         body = {k: v for k, v in fac.items() if not k.startswith("_") and k != "id"}
         assert c.post("/api/v1/facility", json=body).status_code == 409

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from registry import Settings, create_app
 from registry.app import open_registry
+from tests.authn import admin_client
 from tests.conftest import FIXTURES
 from tests.samples import sample_value
 
@@ -20,7 +21,7 @@ ENTITIES = sorted(p.stem for p in DIVOC.glob("*.json") if p.stem != "Common")
 @pytest.fixture
 def divoc(settings: Settings) -> Iterator[tuple[Any, TestClient]]:
     reg = open_registry(settings.with_(schema_dirs=(DIVOC,), default_schemas=False))
-    with TestClient(create_app(registry=reg)) as c:
+    with admin_client(create_app(registry=reg)) as c:
         yield reg, c
     reg.close()
 

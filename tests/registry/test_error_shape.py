@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 
+from tests.authn import admin_client
+
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
 
@@ -60,9 +62,8 @@ def test_unexpected_exception_is_a_500_problem_without_internals(client: Any, mo
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(service, "get", boom)
-    from fastapi.testclient import TestClient
 
-    with TestClient(client.app, raise_server_exceptions=False) as c:
+    with admin_client(client.app, raise_server_exceptions=False) as c:
         resp = c.get("/api/v1/vaccine/abc")
     assert resp.status_code == 500
     assert resp.headers["content-type"].startswith("application/problem+json")

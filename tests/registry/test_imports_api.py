@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from registry import create_app
 from registry.imports_api import add_import_routes, import_tables, parse_multipart
+from tests.authn import admin_client
 from tests.conftest import FIXTURES
 
 CSV = (
@@ -27,7 +28,7 @@ def api(registry: Any) -> Iterator[TestClient]:
     import_tables(registry.db.metadata).create(registry.db.engine, checkfirst=True)
     app = create_app(registry=registry)
     add_import_routes(app.router, registry)
-    with TestClient(app) as client:
+    with admin_client(app) as client:
         yield client
 
 
@@ -119,7 +120,7 @@ def test_a_job_is_visible_from_another_registry_process(api: TestClient, registr
     try:
         app = create_app(registry=other)
         add_import_routes(app.router, other)
-        with TestClient(app) as client:
+        with admin_client(app) as client:
             job = client.get(resp.headers["location"]).json()
         assert job["status"] == "done" and job["inserted"] == 2
     finally:

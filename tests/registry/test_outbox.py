@@ -15,6 +15,7 @@ from registry import Settings
 from registry.app import open_registry
 from registry.hookspecs import hookimpl
 from registry.outbox import Worker, backoff, counts, retry_dead
+from tests.authn import admin_client
 from tests.registry.test_api import demo_record
 
 
@@ -146,13 +147,12 @@ def test_skip_locked_lets_a_second_worker_take_the_next_event(settings: Settings
 
 
 def test_the_inline_worker_runs_in_the_app(settings: Settings):
-    from fastapi.testclient import TestClient
 
     from registry import create_app
 
     plugin = Recorder()
     reg = open_with(settings.with_(inline_worker=True), plugin)
-    with TestClient(create_app(registry=reg)) as c:
+    with admin_client(create_app(registry=reg)) as c:
         c.post("/api/v1/vaccine", json=demo_record("vaccine"))
         for _ in range(100):
             if plugin.seen:

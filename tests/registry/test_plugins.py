@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 import typer
 from fastapi import APIRouter
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from registry import Settings, create_app, hookspecs
 from registry.app import open_registry
 from registry.hookspecs import hookimpl
 from registry.plugins import describe, plugin_manager
+from tests.authn import admin_client
 from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).parents[2]
@@ -104,14 +104,14 @@ def test_register_schema_dirs_adds_entities(country: Any):
 
 
 def test_register_formats_are_checked_on_write(country: Any):
-    with TestClient(create_app(registry=country)) as c:
+    with admin_client(create_app(registry=country)) as c:
         bad = c.post("/api/v1/citizen", json={"nid": "12"})
         assert bad.status_code == 422 and bad.json()["errors"][0]["keyword"] == "format"
         assert c.post("/api/v1/citizen", json={"nid": "NID-123456"}).status_code == 201
 
 
 def test_register_routes_and_prepare_app(country: Any):
-    with TestClient(create_app(registry=country)) as c:
+    with admin_client(create_app(registry=country)) as c:
         resp = c.get("/api/v1/country/hello")
         assert resp.json() == {"entities": len(country.schemas)}
         assert resp.headers["x-country"] == "Examplia"
@@ -222,7 +222,7 @@ def test_before_write_can_refuse_a_write(settings: Settings):
     plugin = QuotaPlugin()
     reg = open_registry(settings, plugins=[plugin])
     try:
-        with TestClient(create_app(registry=reg)) as c:
+        with admin_client(create_app(registry=reg)) as c:
             body = {"name": "A", "manufacturer": "M", "status": "Active"}
             first = c.post("/api/v1/vaccine", json={**body, "code": "V1"})
             assert (
@@ -287,7 +287,7 @@ def test_register_templates_and_lookup_widget_draw_a_plugin_field_type(
         settings.with_(schema_dirs=(schemas,)), plugins=[StarsPlugin(tmp_path / "templates")]
     )
     try:
-        with TestClient(create_app(registry=reg)) as c:
+        with admin_client(create_app(registry=reg)) as c:
             page = c.get("/ui/review/new").text
             assert 'class="stars" id="f-score-stars"' in page and page.count('name="score"') == 5
             assert 'name="title"' in page and 'type="text"' in page  # others keep theirs

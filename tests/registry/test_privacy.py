@@ -17,6 +17,7 @@ from registry.crypto import DataKeys, DecryptError, write_key_file
 from registry.exports import export
 from registry.imports import import_file
 from registry.imports_api import add_import_routes
+from tests.authn import admin_client
 from tests.registry.test_api import assert_problem
 
 IDENTITY = "did:example:national-id:48213377"
@@ -306,7 +307,7 @@ def test_import_jobs_do_not_keep_private_values_of_bad_rows(registry: Any):
         f"{IDENTITY},Megha,1975-06-22,Female,{PHONE}\n"
         "did:example:national-id:55550001,Ravi,1990-02-30,Male,+91 90000 00001\n"
     )
-    with TestClient(app) as api:
+    with admin_client(app) as api:
         resp = api.post(
             "/api/v1/recipient/imports", content=csv_text, headers={"content-type": "text/csv"}
         )

@@ -21,6 +21,7 @@ from registry.app import Registry, open_registry
 from registry.demo import load_demo_data
 from registry.schema_history import HISTORY_TABLE
 from registry.schemas import default_schema_dir, edited_schema_dir, load_schemas
+from tests.authn import admin_client
 
 STORAGE_FIELD = {
     "name": "storage",
@@ -50,7 +51,7 @@ def app_client(registry: Registry) -> Iterator[TestClient]:
     load_demo_data(registry.services)
     app = create_app(registry=registry)
     app.state.ui.actor_of = lambda request: request.headers.get("x-user")
-    with TestClient(app, headers={"x-user": "asha"}) as c:
+    with admin_client(app, headers={"x-user": "asha"}) as c:
         yield c
 
 

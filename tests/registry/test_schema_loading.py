@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from registry import Settings, StartupError, create_app
 from registry.app import open_registry
+from tests.authn import admin_client
 from tests.conftest import FIXTURES
 
 COLD_CHAIN = FIXTURES / "schemas" / "cold_chain"
@@ -22,13 +22,13 @@ def test_a_new_schema_file_is_served_after_a_restart(settings: Settings, tmp_pat
     folder.mkdir()
     # first start: the shipped entities only, with demo data
     reg = open_registry(settings.with_(schema_dirs=(folder,), demo_data=True))
-    with TestClient(create_app(registry=reg)) as c:
+    with admin_client(create_app(registry=reg)) as c:
         assert c.get("/api/v1/cold_chain_equipment").status_code == 404
     reg.close()
 
     shutil.copy(COLD_CHAIN / "cold_chain_equipment.json", folder)
     reg = open_registry(settings.with_(schema_dirs=(folder,)))
-    with TestClient(create_app(registry=reg)) as c:
+    with admin_client(create_app(registry=reg)) as c:
         fac = c.get("/api/v1/facility", params={"limit": 1}).json()["items"][0]
         body = {
             "facilityCode": fac["code"],

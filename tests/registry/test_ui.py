@@ -25,6 +25,7 @@ from registry.i18n import Catalogs, parse_accept_language
 from registry.schemas import default_schema_dir, load_schemas
 from registry.ui import add_ui_routes
 from registry.ui_render import FormView, ReferenceChoices, build_environment, render_form
+from tests.authn import admin_client
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "forms"
 SHIPPED = ["facility", "program", "recipient", "vaccinator", "vaccine"]
@@ -53,7 +54,7 @@ def ui_app(registry: Registry) -> Any:
 
 @pytest.fixture
 def ui(registry: Registry) -> Iterator[TestClient]:
-    with TestClient(ui_app(registry)) as c:
+    with admin_client(ui_app(registry)) as c:
         yield c
 
 
@@ -62,7 +63,7 @@ def demo_ui(registry: Registry) -> Iterator[TestClient]:
     from registry.demo import load_demo_data
 
     load_demo_data(registry.services)
-    with TestClient(ui_app(registry)) as c:
+    with admin_client(ui_app(registry)) as c:
         yield c
 
 

@@ -9,6 +9,7 @@ browser downloads are never used (`executable_path` points at the system Chromiu
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from tests.cli.test_serve import free_port
+from tests.registry.ui_server import FACILITY, PASSWORD
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,6 +35,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
+DEMO_VACCINATORS = json.loads((ROOT / "registry" / "demo" / "vaccinator.json").read_text())
 
 pytestmark = pytest.mark.browser
 
@@ -95,14 +98,43 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+class SignedIn:
+    """A browser whose new contexts carry a session cookie (the tests below act as that user)."""
+
+    def __init__(self, browser: Any, base: str, username: str):
+        self._browser = browser
+        self._base = base
+        resp = httpx.post(
+            f"{base}/api/v1/auth/login", json={"username": username, "password": PASSWORD}
+        )
+        resp.raise_for_status()
+        self._cookie = resp.cookies["registry_session"]
+
+    def new_context(self, **kw: Any) -> Any:
+        context = self._browser.new_context(**kw)
+        context.add_cookies(
+            [{"name": "registry_session", "value": self._cookie, "url": self._base}]
+        )
+        return context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._browser, name)
+
+
 @pytest.fixture(scope="module")
-def browser(server: str) -> Iterator[Any]:
+def chromium(server: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: Any, server: str) -> Any:
+    """Chromium signed in as a system-admin."""
+    return SignedIn(chromium, server, "ui-admin")
 
 
 @pytest.fixture
@@ -333,5 +365,45 @@ def test_schema_pages_fit_a_phone_and_work_with_the_keyboard(server: str, browse
         pg.keyboard.press("Enter")  # submits the form through its first button: Preview
         pg.locator("table.plan").wait_for()
         assert "beds" in pg.locator("table.plan").inner_text()
+    finally:
+        context.close()
+
+
+def test_sign_in_page_and_a_staff_member_sees_only_what_the_role_may_do(
+    server: str, chromium: Any, tmp_path: Path
+):
+    context = chromium.new_context(viewport={"width": 1100, "height": 900}, locale="en-GB")
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    try:
+        pg.goto(f"{server}/ui/")
+        links = [a.inner_text() for a in pg.locator("ul.entities a").all()]
+        assert "Recipient" not in links and "Facility" in links  # anonymous: public only
+        pg.goto(f"{server}/ui/recipient")  # not public: the sign-in page, then back here
+        assert "/ui/login" in pg.url
+        pg.get_by_label("Username").fill("ui-staff")
+        pg.get_by_label("Password").fill("wrong password")
+        pg.get_by_role("button", name="Sign in").first.click()
+        assert pg.get_by_role("alert").inner_text().startswith("Sign-in failed")
+        pg.get_by_label("Username").fill("ui-staff")
+        pg.get_by_label("Password").fill(PASSWORD)
+        pg.get_by_role("button", name="Sign in").first.click()
+        pg.wait_for_url(f"{server}/ui/recipient")
+        assert "Signed in as ui-staff" in pg.locator("header").inner_text()
+        shot(pg, "recipients-as-staff", tmp_path)
+        pg.locator("table tbody a").first.click()  # staff may read and edit, not delete
+        assert pg.get_by_role("link", name="Edit").count() == 1
+        assert pg.get_by_role("link", name="Delete").count() == 0
+        assert "Identity" not in pg.locator("main").inner_text()  # private: not shown
+        pg.goto(f"{server}/ui/")
+        assert pg.get_by_role("link", name="Schemas").count() == 0  # the editor: admins
+        links = [a.inner_text() for a in pg.locator("ul.entities a").all()]
+        assert "Recipient" in links and "Vaccinator" in links
+        pg.goto(f"{server}/ui/vaccinator")  # only their facility's vaccinators are listed
+        rows = pg.locator("table tbody tr").count()
+        mine = [v for v in DEMO_VACCINATORS if FACILITY in v["facilityIds"]]
+        assert 0 < rows == len(mine) < len(DEMO_VACCINATORS)
+        pg.get_by_role("button", name="Sign out").click()
+        assert "Sign in" in pg.locator("header").inner_text()
     finally:
         context.close()

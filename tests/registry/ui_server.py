@@ -1,5 +1,6 @@
 """An app with the UI mounted and the demo data, for the browser tests' uvicorn server:
-`uvicorn --factory tests.registry.ui_server:build` with `REGISTRY_DATA_DIR` set."""
+`uvicorn --factory tests.registry.ui_server:build` with `REGISTRY_DATA_DIR` set. Two users sign
+in with `PASSWORD`: `ui-admin` (system-admin) and `ui-staff` (facility-staff of `FACILITY`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ from typing import Any
 from registry import Settings, create_app
 from registry.ui import add_ui_routes
 
+PASSWORD = "browser-test-password"
+FACILITY = "NL-HLC-02"
+
 
 def build() -> Any:
     settings = Settings.load(demo_data=True, load_entrypoints=False)
     app = create_app(settings)
     if not hasattr(app.state, "ui"):
         add_ui_routes(app, app.state.registry)
+    users = app.state.registry.auth.users
+    if users.get("ui-admin") is None:
+        users.add("ui-admin", roles=["system-admin"], password=PASSWORD)
+        users.add("ui-staff", roles=["facility-staff"], password=PASSWORD, facility=FACILITY)
     return app

@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from plugins.adapters.http import verify_signature
 from registry import (
@@ -26,6 +25,7 @@ from registry.app import Registry
 from registry.deliveries import Dispatcher, counts
 from registry.hookspecs import hookimpl
 from registry.outbox import Worker
+from tests.authn import admin_client
 from tests.plugins.adapters.servers import Loopback, Receiver, Reply, Request
 
 SECRET = "whsec-test-only"
@@ -217,7 +217,7 @@ def test_dead_events_and_deliveries_are_listed_and_retried_by_the_admin_api(
     server.failures = [Reply(410, {"error": "gone"})]
     reg = open_registry(hooked(settings, server.url), plugins=[Failing()])
     try:
-        with TestClient(create_app(registry=reg)) as client:
+        with admin_client(create_app(registry=reg)) as client:
             reg.services["facility"].create(FACILITY, actor="t")
             reg.services["vaccine"].create(
                 {"code": "V1", "name": "V", "manufacturer": "M", "status": "Active"}, actor="t"

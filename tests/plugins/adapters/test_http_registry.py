@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from plugins.adapters import fhir_map, sync
 from plugins.adapters.mapping import FieldMapping, MappingError, value_of
 from registry import LookupUnavailable, Settings, StartupError, create_app, open_registry
+from tests.authn import admin_client, auth_headers
 from tests.plugins.adapters.servers import Loopback, Reply, Request
 
 PEOPLE = {
@@ -124,7 +124,7 @@ def test_the_people_lookup_route_answers_200_404_and_503(
     server, _ = id_service
     reg = open_registry(lookup_settings(settings, server.url))
     try:
-        with TestClient(create_app(registry=reg)) as client:
+        with admin_client(create_app(registry=reg)) as client:
             found = client.get("/api/v1/people/lookup", params={"identity": "NID-1001"})
             assert found.status_code == 200 and found.json()["name"] == "Asha Rao"
             missing = client.get("/api/v1/people/lookup", params={"identity": "NID-0"})
@@ -335,7 +335,7 @@ def test_the_ddcc_route_serves_a_recorded_vaccination(settings: Settings):
     reg = open_registry(settings.with_(plugins={"fhir": {"base_url": "http://127.0.0.1:9/f"}}))
     load_demo_data(reg.services)
     try:
-        with TestClient(create_app(registry=reg)) as client:
+        with admin_client(create_app(registry=reg)) as client:
             assert (
                 "/api/v1/fhir/vaccinations/{vaccination_id}"
                 in client.get("/openapi.json").json()["paths"]
@@ -364,5 +364,16 @@ def test_the_ddcc_route_serves_a_recorded_vaccination(settings: Settings):
             patient = bundle["entry"][1]["resource"]
             assert patient["name"][0]["text"] == pick["recipient"]["name"]
             assert client.get("/api/v1/fhir/vaccinations/nope").status_code == 404
+            # personal data: staff of another facility do not find it, anonymous callers sign in
+            path = f"/api/v1/fhir/vaccinations/{vac['id']}"
+            other = auth_headers(reg, "facility-staff", facility="SOMEWHERE-ELSE")
+            assert client.get(path, headers=other).status_code == 404
+            own = auth_headers(reg, "facility-staff", facility=pick["facility"]["code"])
+            assert client.get(path, headers=own).status_code == 200
+            assert client.get(path, headers={"Authorization": ""}).status_code == 401
+            lookup = "/api/v1/people/lookup?identity=NID-1"
+            assert client.get(lookup, headers={"Authorization": ""}).status_code == 401
+            monitoring = auth_headers(reg, "monitoring")
+            assert client.get(lookup, headers=monitoring).status_code == 403
     finally:
         reg.close()

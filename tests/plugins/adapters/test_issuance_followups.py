@@ -21,6 +21,7 @@ from registry.deliveries import counts
 from registry.demo import load_demo_data
 from registry.hookspecs import hookimpl
 from registry.outbox import Worker
+from tests.authn import admin_client
 from tests.plugins.adapters.servers import Loopback, Receiver, Reply, Request
 from tests.plugins.adapters.test_deliveries import Clock
 
@@ -121,7 +122,7 @@ def test_an_issued_certificate_reaches_the_vault_sms_and_email_across_a_worker_r
     clock = Clock()
     reg = open_registry(configured(settings, s))
     load_demo_data(reg.services)
-    with TestClient(create_app(registry=reg)) as client:
+    with admin_client(create_app(registry=reg)) as client:
         Worker(reg, clock=clock).run_once(limit=10**6)
         recipient = first(client, "recipient")
         client.patch(f"/api/v1/recipient/{recipient['id']}", json={"email": "ravi@mail.example"})
@@ -189,7 +190,7 @@ def test_the_vault_pulls_a_certificate_by_its_signed_uri(
 ):
     reg = open_registry(configured(settings, systems))
     load_demo_data(reg.services)
-    with TestClient(create_app(registry=reg)) as client:
+    with admin_client(create_app(registry=reg)) as client:
         worker = Worker(reg)
         worker.run_once(limit=10**6)
         recipient = first(client, "recipient")
@@ -250,7 +251,7 @@ def test_push_document_reaches_a_plugin_vault_without_the_built_in_one(settings:
     reg = open_registry(settings, plugins=[own])
     load_demo_data(reg.services)
     try:
-        with TestClient(create_app(registry=reg)) as client:
+        with admin_client(create_app(registry=reg)) as client:
             worker = Worker(reg)
             worker.run_once(limit=10**6)
             recipient = first(client, "recipient")

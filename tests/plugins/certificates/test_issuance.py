@@ -20,6 +20,7 @@ from plugins.certificates.runtime import runtime
 from registry import Settings, StartupError, create_app, open_registry
 from registry.demo import load_demo_data
 from registry.outbox import Worker, counts
+from tests.authn import admin_client
 from tests.plugins.certificates.test_node_verifier import run_node_verifier
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
@@ -32,7 +33,7 @@ def make_client(settings: Settings, **plugin_settings: Any) -> Iterator[TestClie
     )
     reg = open_registry(settings)
     load_demo_data(reg.services)
-    with TestClient(create_app(registry=reg)) as client:
+    with admin_client(create_app(registry=reg)) as client:
         client.registry = reg  # type: ignore[attr-defined]
         Worker(reg).run_once(limit=10**6)  # the demo data's own events
         yield client

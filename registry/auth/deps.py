@@ -1,0 +1,169 @@
+"""Authentication of every request, and what routes ask about it.
+
+`AuthMiddleware` reads an `Authorization: Bearer` token (ours, or the OpenID Connect provider's
+when its issuer is configured) or the pages' session cookie, and puts the caller's `Principal`
+in `request.state.principal` (its audit name in `request.state.actor`). A request without either
+is anonymous; one with a bad token is answered 401 and the refusal audited. Routes then ask
+`principal_of(request)` and the entity's `Access`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import jwt
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from registry import audit
+from registry.auth.access import Access, Policy
+from registry.auth.clients import Clients
+from registry.auth.oidc import OidcVerifier
+from registry.auth.otp import OneTimeCodes
+from registry.auth.principal import ANONYMOUS, Principal
+from registry.auth.ratelimit import RateLimiter
+from registry.auth.tokens import SESSION_COOKIE, TokenRefused, Tokens
+from registry.auth.users import Users
+from registry.errors import PROBLEM_JSON
+
+log = logging.getLogger("registry.auth")
+
+#: token refusals audited per minute and process at most (the rest are only logged), so a flood
+#: of bad tokens cannot flood the audit chain
+REFUSALS_PER_MINUTE = 60
+
+
+class Auth:
+    """Everything about callers for one registry: tokens, users, clients, codes, OIDC, rules."""
+
+    def __init__(self, registry: Any):
+        s = registry.settings
+        self.registry = registry
+        self.settings = s
+        self.tokens = Tokens(s)
+        self.users = Users(registry.db)
+        self.clients = Clients(registry.db)
+        self.limiter = RateLimiter(registry.db.engine, registry.db.metadata.tables["registry_rate"])
+        self.otp = OneTimeCodes(s, self.users, self.limiter)
+        self.oidc = OidcVerifier(s) if s.oidc_issuer else None
+        self.policy = Policy()
+        self._lock = threading.Lock()
+        self._window = (0.0, 0)
+
+    def close(self) -> None:
+        if self.oidc is not None:
+            self.oidc.http.close()
+
+    def access(self, entity_name: str) -> Access:
+        """The access rules of an entity as loaded now."""
+        return self.policy(self.registry.services[entity_name].entity)
+
+    # -- tokens ------------------------------------------------------------------------------
+    def bearer(self, token: str) -> Principal:
+        """The principal of a bearer token, ours or the OIDC provider's; `TokenRefused`."""
+        if self.oidc is not None:
+            try:
+                unverified = jwt.decode(token, options={"verify_signature": False})
+                alg = jwt.get_unverified_header(token).get("alg")
+            except jwt.PyJWTError:
+                raise TokenRefused("malformed") from None
+            if unverified.get("iss") == self.oidc.issuer or (
+                unverified.get("iss") != self.tokens.issuer and alg != "HS256"
+            ):
+                return self.oidc.verify(token)
+        return self.tokens.verify(token)
+
+    def session(self, cookie: str) -> Principal | None:
+        """The user of a session cookie, if it is valid and the user still enabled."""
+        try:
+            p = self.tokens.verify(cookie, session=True)
+        except TokenRefused:
+            return None
+        if p.kind != "user":
+            return None
+        current = self.users.active(p.subject or "")
+        return current
+
+    # -- audit ---------------------------------------------------------------------------------
+    def event(self, action: str, actor: str | None = None, **details: Any) -> None:
+        """An audit entry for a sign-in or a refusal (never a secret or a private value)."""
+        audit.record_event(self.registry.db.engine, action, actor=actor, details=details or None)
+
+    def refusal(self, reason: str, address: str, path: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            start, count = self._window
+            if now - start > 60:
+                start, count = now, 0
+            count += 1
+            self._window = (start, count)
+        log.warning("token refused (%s) from %s for %s", reason, address, path)
+        if count <= REFUSALS_PER_MINUTE:
+            self.event("auth.token-refused", reason=reason, address=address, path=path)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller of a request (anonymous when nothing authenticated it)."""
+    return getattr(request.state, "principal", ANONYMOUS)
+
+
+def _problem(status: int, title: str, detail: str, headers: dict[str, str]) -> Any:
+    from registry.api import JSONResponse  # the API's JSON response class
+    from registry.errors import problem_body
+
+    resp = JSONResponse(
+        problem_body(status, title, detail, slug="unauthorized"),
+        status_code=status,
+        headers=headers,
+    )
+    resp.headers["content-type"] = PROBLEM_JSON
+    return resp
+
+
+class AuthMiddleware:
+    """Puts the caller's principal on every HTTP request (pure ASGI: cheap per request)."""
+
+    def __init__(self, app: ASGIApp, auth: Auth):
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        principal = ANONYMOUS
+        header = request.headers.get("authorization")
+        try:
+            if header is not None:
+                kind, _, token = header.partition(" ")
+                if kind.lower() != "bearer":
+                    pass  # e.g. Basic for the token endpoint: that route reads it itself
+                elif not token.strip():
+                    raise TokenRefused("empty bearer token")
+                elif self.auth.oidc is not None:
+                    principal = await run_in_threadpool(self.auth.bearer, token.strip())
+                else:
+                    principal = self.auth.bearer(token.strip())
+            elif SESSION_COOKIE in request.cookies:
+                found = await run_in_threadpool(self.auth.session, request.cookies[SESSION_COOKIE])
+                principal = found or ANONYMOUS
+        except TokenRefused as exc:
+            await run_in_threadpool(
+                self.auth.refusal, exc.reason, client_address(request), request.url.path
+            )
+            resp = _problem(401, exc.title, exc.detail, exc.headers)
+            await resp(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        state["actor"] = principal.actor
+        await self.app(scope, receive, send)

@@ -1,0 +1,229 @@
+"""`/api/v1/auth/...`: sign in with a password or a one-time code, client credentials, who am I,
+sign out."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from registry.api import API_PREFIX, JSONResponse, read_json
+from registry.auth.deps import Auth, client_address, principal_of
+from registry.auth.notify import send
+from registry.auth.principal import Principal
+from registry.auth.ratelimit import TooManyRequests
+from registry.auth.tokens import SESSION_COOKIE
+from registry.errors import BadRequest, Invalid, RegistryError, Unauthorized
+
+AUTH = f"{API_PREFIX}/auth"
+
+
+class InvalidClient(Unauthorized):
+    slug = "invalid-client"
+
+
+def _text(body: Any, name: str, limit: int = 200) -> str:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise Invalid(
+            f"{name} is required",
+            errors=[{"pointer": f"/{name}", "message": "required text", "keyword": "required"}],
+        )
+    return value
+
+
+def set_session(auth: Auth, request: Request, response: Response, p: Principal) -> None:
+    """The pages' session cookie: signed, HttpOnly, SameSite=Lax, Secure over HTTPS."""
+    issued = auth.tokens.issue_session(p)
+    response.set_cookie(
+        SESSION_COOKIE,
+        issued.token,
+        max_age=issued.expires_in,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def token_body(auth: Auth, p: Principal) -> dict[str, Any]:
+    issued = auth.tokens.issue(p)
+    return {"access_token": issued.token, "token_type": "Bearer", "expires_in": issued.expires_in}
+
+
+def password_login(auth: Auth, username: str, password: str, address: str) -> Principal:
+    """Check a password sign-in (rate limited per address, audited either way)."""
+    s = auth.settings
+    try:
+        auth.limiter.hit(
+            f"login-addr:{address}",
+            s.login_rate_per_address,
+            s.otp_rate_window_seconds,
+            "sign-in attempts",
+        )
+    except TooManyRequests:
+        auth.event("auth.login-failed", via="password", reason="rate limited", address=address)
+        raise
+    p = auth.users.authenticate(username, password)
+    if p is None:
+        auth.event("auth.login-failed", via="password", username=username[:100], address=address)
+        raise Unauthorized("wrong username or password, or the user is disabled")
+    auth.event("auth.login", actor=p.actor, via="password", address=address)
+    return p
+
+
+def auth_routes(auth: Auth) -> APIRouter:
+    router = APIRouter(tags=["auth"])
+    max_bytes = 16_384
+
+    @router.post(f"{AUTH}/login", summary="Sign in with username and password")
+    async def login(request: Request) -> Response:
+        body = await read_json(request, max_bytes)
+        username, password = _text(body, "username", 100), _text(body, "password", 1000)
+        p = await run_in_threadpool(
+            password_login, auth, username, password, client_address(request)
+        )
+        resp = JSONResponse(token_body(auth, p))
+        set_session(auth, request, resp, p)
+        return resp
+
+    @router.post(f"{AUTH}/otp", status_code=202, summary="Send a one-time sign-in code")
+    async def otp_request(request: Request) -> Response:
+        body = await read_json(request, max_bytes)
+        channel = _text(body, "channel", 10)
+        address = client_address(request)
+        to, code = await run_in_threadpool(auth.otp.request, channel, body.get("to"), address)
+        if code is not None:
+            minutes = max(1, auth.settings.otp_ttl_seconds // 60)
+            await run_in_threadpool(
+                send,
+                auth.settings,
+                auth.registry.pm,
+                auth.registry,
+                channel,
+                to,
+                "otp",
+                {"code": code, "minutes": minutes},
+            )
+        await run_in_threadpool(auth.event, "auth.otp-requested", channel=channel, address=address)
+        # the same answer whether or not the identifier belongs to someone
+        return JSONResponse(
+            {
+                "detail": "if this identifier belongs to a user, a code was sent",
+                "expires_in": auth.settings.otp_ttl_seconds,
+            },
+            status_code=202,
+        )
+
+    @router.post(f"{AUTH}/otp/verify", summary="Sign in with a one-time code")
+    async def otp_verify(request: Request) -> Response:
+        body = await read_json(request, max_bytes)
+        channel = _text(body, "channel", 10)
+        address = client_address(request)
+        try:
+            outcome = await run_in_threadpool(
+                auth.otp.verify, channel, body.get("to"), body.get("code"), address
+            )
+        except RegistryError as exc:
+            if exc.status in (401, 429):
+                await run_in_threadpool(
+                    auth.event,
+                    "auth.login-failed",
+                    via="otp",
+                    channel=channel,
+                    reason=exc.detail,
+                    address=address,
+                )
+            raise
+        p = outcome.principal
+        assert p is not None
+        await run_in_threadpool(auth.event, "auth.login", actor=p.actor, via="otp", address=address)
+        resp = JSONResponse(token_body(auth, p))
+        set_session(auth, request, resp, p)
+        return resp
+
+    @router.post(
+        f"{AUTH}/token",
+        summary="OAuth2 token endpoint (grant_type=client_credentials)",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "grant_type": {"const": "client_credentials"},
+                                "client_id": {"type": "string"},
+                                "client_secret": {"type": "string"},
+                            },
+                            "required": ["grant_type"],
+                        }
+                    }
+                }
+            }
+        },
+    )
+    async def token(request: Request) -> Response:
+        raw = await request.body()
+        if len(raw) > max_bytes:
+            raise BadRequest("the body is too large")
+        form = dict(parse_qsl(raw.decode("utf-8", "replace")))
+        if form.get("grant_type") != "client_credentials":
+            raise BadRequest(
+                "grant_type must be client_credentials",
+                error="unsupported_grant_type",
+                errors=[{"pointer": "/grant_type", "message": "unsupported", "keyword": "enum"}],
+            )
+        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("basic "):
+            try:
+                pair = base64.b64decode(header[6:].strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise InvalidClient("malformed Basic credentials", error="invalid_client") from None
+            client_id, _, secret = pair.partition(":")
+        address = client_address(request)
+        p = await run_in_threadpool(auth.clients.authenticate, client_id, secret)
+        if p is None:
+            await run_in_threadpool(
+                auth.event,
+                "auth.login-failed",
+                via="client_credentials",
+                client=client_id[:64],
+                address=address,
+            )
+            raise InvalidClient(
+                "unknown client, wrong secret or disabled client",
+                error="invalid_client",
+                headers={"WWW-Authenticate": 'Basic realm="registry"'},
+            )
+        await run_in_threadpool(
+            auth.event, "auth.login", actor=p.actor, via="client_credentials", address=address
+        )
+        return JSONResponse(token_body(auth, p), headers={"Cache-Control": "no-store"})
+
+    @router.get(f"{AUTH}/me", summary="Who the request is authenticated as")
+    async def me(request: Request) -> Response:
+        p = principal_of(request)
+        return JSONResponse(
+            {
+                "authenticated": p.authenticated,
+                "kind": p.kind,
+                "subject": p.subject,
+                "roles": sorted(p.roles),
+                "facility": p.facility,
+                "recipient": p.recipient,
+            }
+        )
+
+    @router.post(f"{AUTH}/logout", status_code=204, summary="Sign out of the pages")
+    async def logout() -> Response:
+        resp = Response(status_code=204)
+        resp.delete_cookie(SESSION_COOKIE, path="/")
+        return resp
+
+    return router

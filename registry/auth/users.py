@@ -1,0 +1,225 @@
+"""Local users: argon2id password hashes, roles, the facility of facility roles, the recipient id
+of recipients, and sign-in identifiers (email, mobile) kept only as keyed hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from registry import storage
+from registry.auth.principal import FACILITY_ROLES, RECIPIENT, ROLES, Principal
+from registry.codec import new_id, utcnow
+from registry.errors import Conflict, Invalid, NotFound
+from registry.storage import Database
+
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{1,99}$")
+MIN_PASSWORD = 10
+CHANNELS = ("email", "sms")
+_HASHER = PasswordHasher()
+#: verified when the user does not exist, so a wrong name costs what a wrong password does
+_DUMMY = _HASHER.hash("not a real password, only time spent")
+
+
+def _bad(field: str, message: str) -> Invalid:
+    return Invalid(message, errors=[{"pointer": f"/{field}", "message": message, "keyword": field}])
+
+
+def normalise_identifier(channel: str, value: str) -> str:
+    """An email in lower case; a mobile number as its digits with a leading + kept."""
+    value = unicodedata.normalize("NFC", value.strip())
+    if channel == "email":
+        return value.lower()
+    digits = re.sub(r"[^0-9]", "", value)
+    return ("+" if value.startswith("+") else "") + digits
+
+
+def check_identifier(channel: str, value: Any) -> str:
+    if channel not in CHANNELS:
+        raise _bad("channel", f"channel must be one of {', '.join(CHANNELS)}")
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise _bad("to", "give the email address or mobile number to send the code to")
+    norm = normalise_identifier(channel, value)
+    if channel == "email" and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", norm):
+        raise _bad("to", "not an email address")
+    if channel == "sms" and not re.fullmatch(r"\+?[0-9]{6,15}", norm):
+        raise _bad("to", "not a mobile number (6 to 15 digits, + and country code allowed)")
+    return norm
+
+
+def check_roles(roles: Iterable[str], facility: str | None, recipient: str | None) -> list[str]:
+    """Roles known, the facility given for facility roles, the recipient id for recipients."""
+    out = sorted(set(roles))
+    if not out:
+        raise _bad("roles", f"give at least one role: {', '.join(ROLES)}")
+    unknown = [r for r in out if r not in ROLES]
+    if unknown:
+        raise _bad("roles", f"unknown role(s) {', '.join(unknown)}; roles: {', '.join(ROLES)}")
+    if FACILITY_ROLES & set(out) and not facility:
+        raise _bad("facility", "facility roles need the facility code (--facility)")
+    if RECIPIENT in out and not recipient:
+        raise _bad("recipient", "the recipient role needs the recipient id (--recipient)")
+    return out
+
+
+class Users:
+    """The users table."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.table = db.metadata.tables["registry_users"]
+
+    def identifier_hash(self, channel: str, normalised: str) -> str:
+        key = self.db.keyring().index_key
+        msg = f"registry_users\x00{channel}\x00{normalised}".encode()
+        return hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+    def add(
+        self,
+        username: str,
+        *,
+        roles: Iterable[str],
+        password: str | None = None,
+        facility: str | None = None,
+        recipient: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        actor: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a user; `Invalid` naming the field, `Conflict` when the name or an
+        identifier is taken."""
+        if not isinstance(username, str) or not USERNAME.match(username):
+            raise _bad("username", "2-100 letters, digits, '.', '_', '@' or '-'")
+        role_list = check_roles(roles, facility, recipient)
+        if password is not None and len(password) < MIN_PASSWORD:
+            raise _bad("password", f"at least {MIN_PASSWORD} characters")
+        if password is None and not (email or phone):
+            raise _bad("password", "give a password, or an email or mobile to sign in by code")
+        now = utcnow()
+        row = {
+            "id": new_id(),
+            "username": username,
+            "password_hash": _HASHER.hash(password) if password else None,
+            "roles": role_list,
+            "facility": facility or None,
+            "recipient": recipient or None,
+            "email_bi": self.identifier_hash("email", check_identifier("email", email))
+            if email
+            else None,
+            "phone_bi": self.identifier_hash("sms", check_identifier("sms", phone))
+            if phone
+            else None,
+            "disabled": False,
+            "created_at": now,
+            "created_by": actor,
+            "updated_at": now,
+        }
+        try:
+            with storage.write(self.db.engine) as conn:
+                conn.execute(self.table.insert().values(**row))
+        except sa.exc.IntegrityError:
+            raise Conflict(
+                "a user with this username, email or mobile already exists",
+                errors=[{"pointer": "/username", "message": "taken", "keyword": "unique"}],
+            ) from None
+        return self.public(row)
+
+    @staticmethod
+    def public(row: Any) -> dict[str, Any]:
+        """A user as shown: no hashes."""
+        return {
+            "id": row["id"],
+            "username": row["username"],
+            "roles": list(row["roles"]),
+            "facility": row["facility"],
+            "recipient": row["recipient"],
+            "password": row["password_hash"] is not None,
+            "email": row["email_bi"] is not None,
+            "mobile": row["phone_bi"] is not None,
+            "disabled": bool(row["disabled"]),
+        }
+
+    def list(self, facility: str | None = None) -> list[dict[str, Any]]:
+        stmt = sa.select(self.table).order_by(self.table.c.username)
+        if facility is not None:
+            stmt = stmt.where(self.table.c.facility == facility)
+        with storage.read(self.db.engine) as conn:
+            return [self.public(r) for r in conn.execute(stmt).mappings()]
+
+    def get(self, username: str) -> Any:
+        with storage.read(self.db.engine, snapshot=False) as conn:
+            return (
+                conn.execute(sa.select(self.table).where(self.table.c.username == username))
+                .mappings()
+                .first()
+            )
+
+    def set_disabled(self, username: str, disabled: bool) -> dict[str, Any]:
+        t = self.table
+        with storage.write(self.db.engine) as conn:
+            done = conn.execute(
+                t.update()
+                .where(t.c.username == username)
+                .values(disabled=disabled, updated_at=utcnow())
+            )
+            if done.rowcount != 1:
+                raise NotFound(f"no user {username!r}")
+        return self.public(self.get(username))
+
+    def set_password(self, username: str, password: str) -> None:
+        if len(password) < MIN_PASSWORD:
+            raise _bad("password", f"at least {MIN_PASSWORD} characters")
+        t = self.table
+        with storage.write(self.db.engine) as conn:
+            done = conn.execute(
+                t.update()
+                .where(t.c.username == username)
+                .values(password_hash=_HASHER.hash(password), updated_at=utcnow())
+            )
+            if done.rowcount != 1:
+                raise NotFound(f"no user {username!r}")
+
+    def authenticate(self, username: str, password: str) -> Principal | None:
+        """The user's principal when the password is right and the user enabled."""
+        row = self.get(username) if isinstance(username, str) and len(username) <= 100 else None
+        stored = row["password_hash"] if row is not None else None
+        try:
+            _HASHER.verify(stored or _DUMMY, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if row is None or stored is None or row["disabled"]:
+            return None
+        if _HASHER.check_needs_rehash(stored):
+            self.set_password(username, password)
+        return principal_of(row, via="password")
+
+    def by_identifier(self, channel: str, normalised: str) -> Any:
+        col = self.table.c.email_bi if channel == "email" else self.table.c.phone_bi
+        h = self.identifier_hash(channel, normalised)
+        with storage.read(self.db.engine, snapshot=False) as conn:
+            return conn.execute(sa.select(self.table).where(col == h)).mappings().first()
+
+    def active(self, username: str) -> Principal | None:
+        """The principal of an enabled user (sessions check this on every page)."""
+        row = self.get(username)
+        if row is None or row["disabled"]:
+            return None
+        return principal_of(row, via="session")
+
+
+def principal_of(row: Any, *, via: str) -> Principal:
+    return Principal(
+        kind="user",
+        subject=row["username"],
+        roles=frozenset(row["roles"]),
+        facility=row["facility"],
+        recipient=row["recipient"],
+        via=via,
+    )

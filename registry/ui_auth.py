@@ -1,0 +1,186 @@
+"""Sign-in pages of the web UI: `/ui/login` (password, or a one-time code by email or mobile),
+`/ui/logout`, and `/ui/users` where administrators add users (a system-admin any user; a
+facility-admin the staff of their own facility)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from registry.auth.deps import client_address, principal_of
+from registry.auth.notify import send
+from registry.auth.principal import FACILITY_ADMIN, FACILITY_STAFF, ROLES, SYSTEM_ADMIN
+from registry.auth.routes import password_login, set_session
+from registry.auth.tokens import SESSION_COOKIE
+from registry.errors import NotFound, RegistryError
+
+
+def _safe_next(target: str | None, prefix: str) -> str:
+    if not target or not target.startswith(prefix) or target.startswith("//"):
+        return f"{prefix}/"
+    return target
+
+
+def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:
+    """Mount the sign-in and users pages through the UI's `route` decorator."""
+    from registry.ui import read_form  # the UI module imports this one
+
+    prefix = ui.prefix
+    auth = ui.registry.auth
+    max_bytes = 16_384
+
+    def login_page(page: Any, status: int = 200, **context: Any) -> Response:
+        values = {
+            "next": _safe_next(page.request.query_params.get("next"), prefix),
+            "error": None,
+            "code_sent": False,
+            "channel": "",
+            "to": "",
+            **context,
+        }
+        return ui.html(page, "login.html", status, **values)
+
+    @route("/login", ["GET", "POST"])
+    async def login(page: Any) -> Response:
+        request = page.request
+        if request.method == "GET":
+            return login_page(page)
+        form = dict(await read_form(request, max_bytes))
+        target = _safe_next(form.get("next"), prefix)
+        address = client_address(request)
+        mode = form.get("mode", "password")
+        try:
+            if mode == "otp-send":
+                channel, to = form.get("channel", ""), form.get("to", "")
+                norm, code = await run_in_threadpool(auth.otp.request, channel, to, address)
+                if code is not None:
+                    minutes = max(1, auth.settings.otp_ttl_seconds // 60)
+                    await run_in_threadpool(
+                        send,
+                        auth.settings,
+                        ui.registry.pm,
+                        ui.registry,
+                        channel,
+                        norm,
+                        "otp",
+                        {"code": code, "minutes": minutes},
+                    )
+                await run_in_threadpool(
+                    auth.event, "auth.otp-requested", channel=channel, address=address
+                )
+                return login_page(page, code_sent=True, channel=channel, to=to, next=target)
+            if mode == "otp":
+                channel, to = form.get("channel", ""), form.get("to", "")
+                try:
+                    outcome = await run_in_threadpool(
+                        auth.otp.verify, channel, to, form.get("code", ""), address
+                    )
+                except RegistryError as exc:
+                    await run_in_threadpool(
+                        auth.event,
+                        "auth.login-failed",
+                        via="otp",
+                        channel=channel,
+                        reason=exc.detail,
+                        address=address,
+                    )
+                    raise
+                p = outcome.principal
+                await run_in_threadpool(
+                    auth.event, "auth.login", actor=p.actor, via="otp", address=address
+                )
+            else:
+                p = await run_in_threadpool(
+                    password_login,
+                    auth,
+                    form.get("username", "")[:100],
+                    form.get("password", "")[:1000],
+                    address,
+                )
+        except RegistryError as exc:
+            otp = mode in ("otp", "otp-send")
+            return login_page(
+                page,
+                exc.status if exc.status in (401, 429) else 400,
+                error=page.t("login.failed") if exc.status == 401 else exc.detail,
+                code_sent=mode == "otp",
+                channel=form.get("channel", "") if otp else "",
+                to=form.get("to", "") if otp else "",
+                next=target,
+            )
+        resp = RedirectResponse(target, 303)
+        set_session(auth, request, resp, p)
+        return resp
+
+    @route("/logout", ["POST"])
+    async def logout(page: Any) -> Response:
+        resp = RedirectResponse(f"{prefix}/", 303)
+        resp.delete_cookie(SESSION_COOKIE, path="/")
+        return resp
+
+    def manager(page: Any) -> tuple[Any, str | None]:
+        """(the visitor, the facility they are limited to) for the users page."""
+        p = principal_of(page.request)
+        if SYSTEM_ADMIN in p.roles:
+            return p, None
+        if FACILITY_ADMIN in p.roles and p.facility:
+            return p, p.facility
+        from registry.ui import SignInFirst
+
+        if not p.authenticated:
+            raise SignInFirst()
+        raise NotFound("users")
+
+    @route("/users", ["GET", "POST"])
+    async def users(page: Any) -> Response:
+        p, facility = manager(page)
+        roles = list(ROLES) if facility is None else [FACILITY_STAFF]
+        error, values, status = None, {}, 200
+        if page.request.method == "POST":
+            form = await read_form(page.request, max_bytes)
+            values = dict(form)
+            chosen = [v for k, v in form if k == "roles"]
+            try:
+                if any(r not in roles for r in chosen):
+                    raise NotFound("role")
+                await run_in_threadpool(
+                    lambda: auth.users.add(
+                        values.get("username", ""),
+                        roles=chosen,
+                        password=values.get("password") or None,
+                        facility=facility or values.get("facility") or None,
+                        recipient=values.get("recipient") or None,
+                        email=values.get("email") or None,
+                        phone=values.get("phone") or None,
+                        actor=p.actor,
+                    )
+                )
+            except RegistryError as exc:
+                error = (
+                    "; ".join(
+                        f"{e['pointer'].strip('/')}: {e['message']}" for e in exc.errors or []
+                    )
+                    or exc.detail
+                )
+                status = exc.status if exc.status != 404 else 400
+            else:
+                await run_in_threadpool(
+                    auth.event, "user.add", actor=p.actor, username=values.get("username")
+                )
+                query = urlencode({"notice": "user_added"})
+                return RedirectResponse(f"{prefix}/users?{query}", 303)
+        listed = await run_in_threadpool(auth.users.list, facility)
+        return ui.html(
+            page,
+            "users.html",
+            status,
+            users=listed,
+            roles=roles,
+            facility=facility,
+            error=error,
+            values={k: v for k, v in values.items() if k != "password"},
+        )
