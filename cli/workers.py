@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
-from registry import outbox
+from registry import deliveries, outbox
 from registry.app import Registry
 from registry.plugins import describe
 
@@ -61,8 +61,12 @@ def worker(
     reg = _open(database_url, data_dir, schemas, no_default_schemas)
     try:
         if once:
-            n = outbox.Worker(reg, name="worker-once").run_once(limit=1_000_000)
+            once_worker = outbox.Worker(reg, name="worker-once")
+            n = once_worker.run_once(limit=1_000_000)
             typer.echo(f"delivered {n} event(s)")
+            sent = once_worker.send_due(limit=1_000_000)
+            if sent:
+                typer.echo(f"attempted {sent} delivery(ies)")
             return
         workers = [outbox.Worker(reg, name=f"worker-{i}") for i in range(threads)]
         stop = threading.Event()
@@ -91,7 +95,7 @@ def outbox_status(
     schemas: SchemasOpt = None,
     no_default_schemas: NoDefaultOpt = False,
 ) -> None:
-    """Show outbox events by status (pending, done, dead); optionally retry the dead ones.
+    """Show outbox events and deliveries by status (pending, done, dead); retry the dead ones.
 
     Examples:
 
@@ -103,8 +107,14 @@ def outbox_status(
     try:
         if retry_dead:
             typer.echo(f"queued {outbox.retry_dead(reg)} dead event(s) again")
+            typer.echo(f"queued {deliveries.retry(reg)} dead delivery(ies) again")
         for status, n in sorted(outbox.counts(reg).items()):
             typer.echo(f"{status:<10} {n}")
+        sends = deliveries.counts(reg)
+        if sends:
+            typer.echo("deliveries:")
+            for status, n in sorted(sends.items()):
+                typer.echo(f"  {status:<10} {n}")
     finally:
         reg.close()
 

@@ -5,11 +5,18 @@ __version__ = "0.1.0"
 from registry.app import Registry, create_app, open_registry
 from registry.auth import Principal, principal_of
 from registry.codec import new_id, utcnow
+from registry.deliveries import (
+    DeliveryError,
+    PermanentDeliveryError,
+    delivery_key,
+)
+from registry.deliveries import enqueue as enqueue_delivery
 from registry.errors import (
     BadRequest,
     Conflict,
     Forbidden,
     Invalid,
+    LookupUnavailable,
     NotFound,
     PreconditionFailed,
     RegistryError,
@@ -21,9 +28,12 @@ from registry.settings import Settings
 __all__ = [
     "BadRequest",
     "Conflict",
+    "DeliveryError",
     "Forbidden",
     "Invalid",
+    "LookupUnavailable",
     "NotFound",
+    "PermanentDeliveryError",
     "PreconditionFailed",
     "Principal",
     "Registry",
@@ -33,6 +43,8 @@ __all__ = [
     "Unauthorized",
     "__version__",
     "create_app",
+    "delivery_key",
+    "enqueue_delivery",
     "new_id",
     "open_registry",
     "principal_of",

@@ -28,6 +28,7 @@ from registry.audit_api import add_audit_routes
 from registry.auth.deps import Auth, AuthMiddleware, principal_of
 from registry.auth.routes import auth_routes
 from registry.auth.tables import auth_tables
+from registry.deliveries import delivery_table
 from registry.demo import load_demo_data
 from registry.errors import (
     PROBLEM_JSON,
@@ -40,6 +41,7 @@ from registry.errors import (
 from registry.imports_api import add_entity_import_routes, add_import_routes, import_tables
 from registry.migrations import prepare
 from registry.outbox import Worker
+from registry.outbox_api import add_outbox_routes
 from registry.plugins import plugin_manager
 from registry.records import EntityService, build_services
 from registry.schema_history import schema_history_table
@@ -188,12 +190,13 @@ def open_registry(
 
 
 def registry_database(settings: Settings, schemas: SchemaSet, engine: Any = None) -> Database:
-    """The entity tables of `schemas` plus every system table (audit, outbox, imports, the
-    schema history)."""
+    """The entity tables of `schemas` plus every system table (audit, outbox, deliveries,
+    imports, the schema history)."""
     db = build_database(settings, schemas, engine=engine)
     import_tables(db.metadata)
     auth_tables(db.metadata)
     schema_history_table(db.metadata)
+    delivery_table(db.metadata)
     return db
 
 
@@ -374,6 +377,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
 
     add_import_routes(app.router, reg)
     add_audit_routes(app.router, reg, guard=require_role)
+    add_outbox_routes(app.router, reg, guard=require_role)
     app.include_router(auth_routes(auth))
     add_ui_routes(app, reg)
     for routers in reg.pm.hook.register_routes(registry=reg):

@@ -92,6 +92,15 @@ class Invalid(RegistryError):
     title = "Validation failed"
 
 
+class LookupUnavailable(RegistryError):
+    """An external registry could not answer (unreachable, timed out, broken reply): unlike a
+    "not found" (None), it says nothing about the person; try again later."""
+
+    status = 503
+    slug = "lookup-unavailable"
+    title = "External registry unavailable"
+
+
 class StartupError(Exception):
     """The app cannot start (broken schema, database out of date); the message says what to do."""
 

@@ -78,7 +78,32 @@ def lookup_person(identity: str, registry: Any) -> dict[str, Any] | None:
 
 
 @hookspec(firstresult=True)
+def pull_master_data(source: str, registry: Any) -> dict[str, Any] | None:
+    """Records of `source` from an external registry: {entity, key, records}; the first wins."""
+
+
+@hookspec
+def register_sync_sources(registry: Any) -> list[str] | None:
+    """Names of the master-data sources this plugin can pull (for `registry sync --all`)."""
+
+
+@hookspec(firstresult=True)
 def send_notification(
     channel: str, to: str, template: str, context: dict[str, Any], registry: Any
-) -> bool | None:
-    """Send a message (channel sms or email; template e.g. "otp"); True when sent, first wins."""
+) -> str | bool | None:
+    """Send a templated message on `channel` (email, sms); an id or True when sent; first wins."""
+
+
+@hookspec
+def push_document(document: dict[str, Any], registry: Any) -> None:
+    """Push an issued document (a certificate) to a document vault; raise to have it retried."""
+
+
+@hookspec
+def register_webhooks(registry: Any) -> list[dict[str, Any]] | None:
+    """Webhook subscriptions to add to those of the settings ({name, url, events, secret})."""
+
+
+@hookspec
+def register_senders(registry: Any) -> dict[str, Any] | None:
+    """Delivery senders by name, send(delivery, registry): side effects run outside transactions."""

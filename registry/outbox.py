@@ -6,9 +6,12 @@ what a plugin writes to the database commits together with the `done` marks, so 
 done once. A plugin that raises rolls its work back; the event
 is retried with exponential back-off and, after `max_attempts`, parked as `dead` for an admin to
 see and retry. On PostgreSQL many workers (threads or processes) claim disjoint events with
-`FOR UPDATE SKIP LOCKED`; on SQLite one worker runs in the app process. Side effects outside the
-database (an SMS, a webhook) should use the event's `seq` as an idempotency key, since a crash
-after the side effect and before the commit delivers the event again.
+`FOR UPDATE SKIP LOCKED`; on SQLite one worker runs in the app process.
+
+Side effects outside the database (an SMS, a webhook) are not made in that transaction: a plugin
+queues a delivery (`registry.deliveries.enqueue`) that commits with the `done` mark, and the same
+worker sends it afterwards, outside any transaction, with its own retries and a stable
+idempotency key (`registry.deliveries`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from registry.codec import utcnow
+from registry.deliveries import Dispatcher
 
 log = logging.getLogger("registry.outbox")
 
@@ -57,6 +61,7 @@ class Worker:
         self.clock = clock
         self.table = registry.db.metadata.tables["registry_outbox"]
         self.engine = registry.db.engine
+        self.dispatcher = Dispatcher(registry, clock=clock)
         self._stop = threading.Event()
 
     def _claim_stmt(self, limit: int) -> sa.Select[Any]:
@@ -161,11 +166,17 @@ class Worker:
             done += n
         return done
 
+    def send_due(self, limit: int = 100) -> int:
+        """Send up to `limit` due deliveries (SMS, email, webhooks, ...); returns how many."""
+        return self.dispatcher.run_once(limit)
+
     def run(self, poll_interval: float = 0.5) -> None:
-        """Deliver until `stop()`; sleeps `poll_interval` when nothing is due."""
+        """Deliver events and send deliveries until `stop()`; sleeps when nothing is due."""
         while not self._stop.is_set():
             try:
-                if not self.run_once():
+                events = self.run_once()
+                sent = self.send_due() if not self._stop.is_set() else 0
+                if not events and not sent:
                     self._stop.wait(poll_interval)
             except Exception:
                 log.exception("outbox worker %s: pass failed", self.name)
@@ -202,3 +213,54 @@ def retry_dead(registry: Any) -> int:
             .values(status="pending", attempts=0, available_at=utcnow())
         )
     return int(result.rowcount or 0)
+
+
+#: what the admin view shows of an event (never its payload's values: there are none, only
+#: the names of the fields that changed)
+_COLUMNS = (
+    "seq",
+    "event",
+    "entity",
+    "record_id",
+    "version",
+    "status",
+    "attempts",
+    "created_at",
+    "available_at",
+    "last_error",
+)
+
+
+def list_events(
+    registry: Any, status: str | None = None, *, limit: int = 100, after: int | None = None
+) -> list[dict[str, Any]]:
+    """Events (of one status), oldest first, `after` a seq (keyset paging)."""
+    t = registry.db.metadata.tables["registry_outbox"]
+    stmt = sa.select(*(t.c[c] for c in _COLUMNS)).order_by(t.c.seq).limit(limit)
+    if status:
+        stmt = stmt.where(t.c.status == status)
+    if after is not None:
+        stmt = stmt.where(t.c.seq > after)
+    with registry.db.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def retry_event(registry: Any, seq: int) -> dict[str, Any] | None:
+    """Queue one dead event again, due now; returns it, or None when there is no such event.
+
+    Raises `ValueError` when the event is not dead (pending or done events are left alone)."""
+    from registry import storage
+
+    t = registry.db.metadata.tables["registry_outbox"]
+    with storage.write(registry.db.engine) as conn:
+        row = conn.execute(sa.select(t.c.status).where(t.c.seq == seq)).first()
+        if row is None:
+            return None
+        if row[0] != "dead":
+            raise ValueError(f"event {seq} is {row[0]}, not dead: there is nothing to retry")
+        conn.execute(
+            t.update()
+            .where(t.c.seq == seq)
+            .values(status="pending", attempts=0, available_at=utcnow())
+        )
+    return next(iter(list_events(registry, after=seq - 1, limit=1)), None)

@@ -16,7 +16,8 @@ from typing import Any
 
 ICD11 = "http://id.who.int/icd/release/11/mms"
 CODES = Path(__file__).parent / "codes"
-DDCC = "http://worldhealthorganization.github.io/ddcc/StructureDefinition"
+# the WHO DDCC implementation guide canonical, as in plugins/adapters/fhir_map.py
+DDCC = "http://smart.who.int/ddcc/StructureDefinition"
 
 
 @cache

@@ -16,7 +16,7 @@ import httpx
 import jwt
 
 from registry.auth.principal import ROLES, Principal
-from registry.auth.tokens import TokenRefused
+from registry.auth.tokens import TokenRefused, decode
 from registry.settings import Settings
 
 REFETCH_SECONDS = 10.0
@@ -81,26 +81,15 @@ class OidcVerifier:
         options: dict[str, Any] = {"require": ["exp", "iss", "sub"]}
         if self.audience is None:
             options["verify_aud"] = False
-        try:
-            claims = jwt.decode(
-                token,
-                key.key,
-                algorithms=self.algorithms,
-                audience=self.audience,
-                issuer=self.issuer,
-                options=options,
-                leeway=30,
-            )
-        except jwt.ExpiredSignatureError:
-            raise TokenRefused("expired") from None
-        except jwt.InvalidAudienceError:
-            raise TokenRefused("wrong audience") from None
-        except jwt.InvalidIssuerError:
-            raise TokenRefused("wrong issuer") from None
-        except jwt.InvalidSignatureError:
-            raise TokenRefused("bad signature") from None
-        except jwt.PyJWTError as exc:
-            raise TokenRefused(f"malformed: {type(exc).__name__}") from None
+        claims = decode(
+            token,
+            key.key,
+            algorithms=self.algorithms,
+            audience=self.audience,
+            issuer=self.issuer,
+            options=options,
+            leeway=30,
+        )
         s = self.settings
         raw_roles = claim(claims, s.oidc_roles_claim)
         roles = raw_roles if isinstance(raw_roles, list) else []

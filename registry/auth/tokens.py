@@ -44,6 +44,24 @@ class TokenRefused(Unauthorized):
         self.reason = reason
 
 
+def decode(token: str, key: Any, **checks: Any) -> dict[str, Any]:
+    """`jwt.decode(token, key, **checks)`, its failures as `TokenRefused` naming the reason."""
+    try:
+        return jwt.decode(token, key, **checks)
+    except jwt.ExpiredSignatureError:
+        raise TokenRefused("expired") from None
+    except jwt.InvalidAudienceError:
+        raise TokenRefused("wrong audience") from None
+    except jwt.InvalidIssuerError:
+        raise TokenRefused("wrong issuer") from None
+    except jwt.InvalidAlgorithmError:
+        raise TokenRefused("algorithm not allowed") from None
+    except jwt.InvalidSignatureError:
+        raise TokenRefused("bad signature") from None
+    except jwt.PyJWTError as exc:
+        raise TokenRefused(f"malformed: {type(exc).__name__}") from None
+
+
 def load_secret(settings: Settings) -> bytes:
     """The signing secret: the setting, or the key file (created 0600 when missing)."""
     if settings.auth_secret:
@@ -137,27 +155,14 @@ class Tokens:
 
     def _verify(self, token: str, session: bool) -> tuple[Principal, int]:
         aud = self.audience + (SESSION_SUFFIX if session else "")
-        try:
-            claims = jwt.decode(
-                token,
-                self.secret,
-                algorithms=[ALGORITHM],
-                audience=aud,
-                issuer=self.issuer,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise TokenRefused("expired") from None
-        except jwt.InvalidAudienceError:
-            raise TokenRefused("wrong audience") from None
-        except jwt.InvalidIssuerError:
-            raise TokenRefused("wrong issuer") from None
-        except jwt.InvalidAlgorithmError:
-            raise TokenRefused("algorithm not allowed") from None
-        except jwt.InvalidSignatureError:
-            raise TokenRefused("bad signature") from None
-        except jwt.PyJWTError as exc:
-            raise TokenRefused(f"malformed: {type(exc).__name__}") from None
+        claims = decode(
+            token,
+            self.secret,
+            algorithms=[ALGORITHM],
+            audience=aud,
+            issuer=self.issuer,
+            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+        )
         roles = claims.get("roles")
         if claims.get("kind") not in ("user", "client") or not isinstance(roles, list):
             raise TokenRefused("malformed: kind or roles")

@@ -1,0 +1,1 @@
+"""Examplia's country adapter for open-registry (an example to copy)."""

@@ -1,0 +1,395 @@
+"""A vaccination as FHIR R4 resources following the WHO DDCC:VS data set (Digital Documentation
+of COVID-19 Certificates: Vaccination Status), and FHIR resources back into our records.
+
+Pure functions: records (dicts, as the registry returns them) in, FHIR JSON (dicts) out; no I/O.
+The certificates plugin reuses `ddcc_bundle` for its DDCC output format.
+
+DDCC:VS element            -> where it goes
+  name, birth date, sex, id -> Patient.name, birthDate, gender, identifier
+  vaccine or prophylaxis    -> Immunization.vaccineCode (ICD-11 MMS, the vaccine's `icd11Code`)
+  vaccine brand             -> extension DDCCEventBrand (the vaccine's code and name)
+  manufacturer              -> Immunization.manufacturer.display
+  dose number, total doses  -> protocolApplied.doseNumberPositiveInt / seriesDosesPositiveInt
+  disease targeted          -> protocolApplied.targetDisease (ICD-11, default RA01 COVID-19)
+  date of vaccination       -> occurrenceDateTime
+  administering centre      -> performer (Organization) and location.display
+  health worker identifier  -> performer (Practitioner with its identifier)
+  batch / lot number        -> lotNumber
+  country of vaccination    -> extension DDCCCountryOfEvent (ISO 3166-1 alpha-3)
+  valid from / until        -> extension DDCCVaccineValidFrom, expirationDate
+  certificate (HCID, issuer)-> Bundle.identifier, Composition (document Bundle)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+DDCC = "http://smart.who.int/ddcc"
+PROFILE = DDCC + "/StructureDefinition/"
+ICD11 = "http://id.who.int/icd11/mms"
+LOINC = "http://loinc.org"
+#: the identifier system of our own record ids (override per country with `id_system`)
+ID_SYSTEM = "urn:open-registry"
+#: ICD-11 MMS: RA01 is COVID-19; the disease a programme targets is configurable
+DEFAULT_DISEASE = "RA01"
+_GENDER = {"Male": "male", "Female": "female", "Other": "other"}
+_NS = uuid.UUID("6f1c3a52-43e5-4c6e-9a55-3d1f0c6a9e10")
+
+
+def resource_id(kind: str, record_id: str) -> str:
+    """A stable FHIR id for one of our records (the same export twice gives the same ids)."""
+    return str(uuid.uuid5(_NS, f"{kind}/{record_id}"))
+
+
+def _ref(kind: str, rid: str) -> dict[str, str]:
+    return {"reference": f"urn:uuid:{rid}"}
+
+
+def _identifier(system: str, value: Any) -> dict[str, str]:
+    return {"system": system, "value": str(value)}
+
+
+def _address(address: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not address:
+        return None
+    lines = [address[k] for k in ("addressLine1", "addressLine2") if address.get(k)]
+    out: dict[str, Any] = {"line": lines} if lines else {}
+    for ours, theirs in (
+        ("district", "district"),
+        ("state", "state"),
+        ("pincode", "postalCode"),
+        ("country", "country"),
+    ):
+        if address.get(ours):
+            out[theirs] = address[ours]
+    return out or None
+
+
+def _clean(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if v not in (None, [], {}, "")}
+
+
+def patient(recipient: Mapping[str, Any], *, id_system: str = ID_SYSTEM) -> dict[str, Any]:
+    """DDCCPatient: name, birth date, sex and identifier of the vaccinated person."""
+    birth = recipient.get("dob") or (str(recipient["yob"]) if recipient.get("yob") else None)
+    identifiers = [_identifier(f"{id_system}/recipient", recipient["id"])]
+    if recipient.get("identity"):
+        identifiers.append(_identifier(f"{id_system}/identity", recipient["identity"]))
+    return _clean(
+        {
+            "resourceType": "Patient",
+            "id": resource_id("Patient", recipient["id"]),
+            "meta": {"profile": [PROFILE + "DDCCPatient"]},
+            "identifier": identifiers,
+            "name": [{"use": "official", "text": recipient.get("name")}],
+            "gender": _GENDER.get(recipient.get("gender") or "", "unknown"),
+            "birthDate": birth,
+            "address": [a] if (a := _address(recipient.get("address"))) else None,
+        }
+    )
+
+
+def organization(facility: Mapping[str, Any], *, id_system: str = ID_SYSTEM) -> dict[str, Any]:
+    """DDCCOrganization: the administering centre."""
+    return _clean(
+        {
+            "resourceType": "Organization",
+            "id": resource_id("Organization", facility.get("id") or facility["code"]),
+            "meta": {"profile": [PROFILE + "DDCCOrganization"]},
+            "identifier": [_identifier(f"{id_system}/facility", facility["code"])],
+            "name": facility.get("name"),
+            "address": [a] if (a := _address(facility.get("address"))) else None,
+        }
+    )
+
+
+def practitioner(vaccinator: Mapping[str, Any], *, id_system: str = ID_SYSTEM) -> dict[str, Any]:
+    """The health worker, by identifier (DDCC:VS asks for the identifier, not the name)."""
+    return _clean(
+        {
+            "resourceType": "Practitioner",
+            "id": resource_id("Practitioner", vaccinator.get("id") or vaccinator["code"]),
+            "identifier": [_identifier(f"{id_system}/vaccinator", vaccinator["code"])],
+            "name": [{"text": vaccinator["name"]}] if vaccinator.get("name") else None,
+        }
+    )
+
+
+def _country(facility: Mapping[str, Any], country: str | None) -> str | None:
+    if country:
+        return country
+    value = (facility.get("address") or {}).get("country") or ""
+    return value if len(value) == 3 and value.isalpha() and value.isupper() else None
+
+
+def immunization(
+    vaccination: Mapping[str, Any],
+    *,
+    recipient: Mapping[str, Any],
+    facility: Mapping[str, Any],
+    vaccine: Mapping[str, Any] | None = None,
+    vaccinator: Mapping[str, Any] | None = None,
+    country: str | None = None,
+    disease: str = DEFAULT_DISEASE,
+    brand_system: str | None = None,
+    id_system: str = ID_SYSTEM,
+) -> dict[str, Any]:
+    """DDCCImmunization: one dose, with the DDCC brand and country-of-event extensions."""
+    vaccine = vaccine or {"code": vaccination.get("vaccine")}
+    org = organization(facility, id_system=id_system)
+    brand = {
+        "system": brand_system or f"{id_system}/vaccine",
+        "code": vaccine.get("code") or vaccination.get("vaccine"),
+    }
+    if vaccine.get("name"):
+        brand["display"] = vaccine["name"]
+    extensions: list[dict[str, Any]] = [
+        {"url": PROFILE + "DDCCEventBrand", "valueCoding": brand},
+    ]
+    where = _country(facility, country)
+    if where:
+        extensions.append({"url": PROFILE + "DDCCCountryOfEvent", "valueCode": where})
+    if vaccination.get("effectiveStart"):
+        valid_from = vaccination["effectiveStart"]
+        extensions.append({"url": PROFILE + "DDCCVaccineValidFrom", "valueDateTime": valid_from})
+    code = vaccine.get("icd11Code")
+    vaccine_code: dict[str, Any] = (
+        {"coding": [{"system": ICD11, "code": code}]}
+        if code
+        else {"text": vaccine.get("name") or str(vaccination.get("vaccine"))}
+    )
+    performers = [{"actor": _ref("Organization", org["id"])}]
+    if vaccinator:
+        pid = resource_id("Practitioner", vaccinator.get("id") or vaccinator["code"])
+        performers.append({"actor": _ref("Practitioner", pid)})
+    return _clean(
+        {
+            "resourceType": "Immunization",
+            "id": resource_id("Immunization", vaccination["id"]),
+            "meta": {"profile": [PROFILE + "DDCCImmunization"]},
+            "extension": extensions,
+            "identifier": [_identifier(f"{id_system}/vaccination", vaccination["id"])],
+            "status": "completed",
+            "vaccineCode": vaccine_code,
+            "patient": _ref("Patient", resource_id("Patient", recipient["id"])),
+            "occurrenceDateTime": vaccination.get("date"),
+            "location": {"display": facility.get("name") or facility.get("code")},
+            "manufacturer": (
+                {"display": vaccine["manufacturer"]} if vaccine.get("manufacturer") else None
+            ),
+            "lotNumber": vaccination.get("batch"),
+            "expirationDate": vaccination.get("effectiveUntil"),
+            "performer": performers,
+            "protocolApplied": [
+                _clean(
+                    {
+                        "authority": _ref("Organization", org["id"]),
+                        "targetDisease": [{"coding": [{"system": ICD11, "code": disease}]}],
+                        "doseNumberPositiveInt": vaccination.get("dose"),
+                        "seriesDosesPositiveInt": vaccination.get("totalDoses"),
+                    }
+                )
+            ],
+        }
+    )
+
+
+def ddcc_bundle(
+    vaccination: Mapping[str, Any],
+    *,
+    recipient: Mapping[str, Any],
+    facility: Mapping[str, Any],
+    vaccine: Mapping[str, Any] | None = None,
+    vaccinator: Mapping[str, Any] | None = None,
+    certificate: Mapping[str, Any] | None = None,
+    timestamp: str | None = None,
+    country: str | None = None,
+    disease: str = DEFAULT_DISEASE,
+    brand_system: str | None = None,
+    id_system: str = ID_SYSTEM,
+) -> dict[str, Any]:
+    """A DDCC document Bundle: Composition, Patient, Organization, (Practitioner), Immunization.
+
+    `certificate` (optional) is our certificate record: its id becomes the health certificate
+    identifier (HCID) and its `issuedAt` the document's date. `timestamp` defaults to it, or to
+    the vaccination's date, so the same inputs always give the same Bundle.
+    """
+    pat = patient(recipient, id_system=id_system)
+    org = organization(facility, id_system=id_system)
+    imm = immunization(
+        vaccination,
+        recipient=recipient,
+        facility=facility,
+        vaccine=vaccine,
+        vaccinator=vaccinator,
+        country=country,
+        disease=disease,
+        brand_system=brand_system,
+        id_system=id_system,
+    )
+    resources = [pat, org]
+    if vaccinator:
+        resources.append(practitioner(vaccinator, id_system=id_system))
+    resources.append(imm)
+    hcid = str((certificate or {}).get("id") or vaccination["id"])
+    when = timestamp or (certificate or {}).get("issuedAt") or vaccination.get("date")
+    composition = _clean(
+        {
+            "resourceType": "Composition",
+            "id": resource_id("Composition", hcid),
+            "meta": {"profile": [PROFILE + "DDCCVSComposition"]},
+            "identifier": _identifier(f"{id_system}/certificate", hcid),
+            "status": "final",
+            "type": {"coding": [{"system": LOINC, "code": "82593-5"}]},
+            "category": [{"coding": [{"system": LOINC, "code": "11369-6"}]}],
+            "subject": _ref("Patient", pat["id"]),
+            "date": when,
+            "author": [_ref("Organization", org["id"])],
+            "title": "International Certificate of Vaccination or Prophylaxis",
+            "attester": [{"mode": "official", "party": _ref("Organization", org["id"])}],
+            "section": [
+                {
+                    "code": {"coding": [{"system": LOINC, "code": "11369-6"}]},
+                    "focus": _ref("Immunization", imm["id"]),
+                    "entry": [_ref("Immunization", imm["id"])],
+                }
+            ],
+        }
+    )
+    entries = [composition, *resources]
+    return _clean(
+        {
+            "resourceType": "Bundle",
+            "id": resource_id("Bundle", hcid),
+            "meta": {"profile": [PROFILE + "DDCCDocument"]},
+            "identifier": _identifier(f"{id_system}/certificate", hcid),
+            "type": "document",
+            "timestamp": when,
+            "link": [{"relation": "publication", "url": f"urn:HCID:{hcid}"}],
+            "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in entries],
+        }
+    )
+
+
+def transaction_bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A transaction Bundle that creates `resources` at most once on a FHIR server (PUT by our
+    stable ids: sending it again changes nothing)."""
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": f"urn:uuid:{r['id']}",
+                "resource": r,
+                "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+            }
+            for r in resources
+        ],
+    }
+
+
+# -- FHIR resources into our records (facilities and vaccinators) -------------------------------
+
+
+def identifier_value(resource: Mapping[str, Any], system: str | None = None) -> str | None:
+    """The value of the resource's identifier of `system` (the first one if no system given)."""
+    for ident in resource.get("identifier") or []:
+        if ident.get("value") and (system is None or ident.get("system") == system):
+            return str(ident["value"])
+    return None
+
+
+def _telecom(resource: Mapping[str, Any], system: str) -> str | None:
+    for t in resource.get("telecom") or []:
+        if t.get("system") == system and t.get("value"):
+            return str(t["value"])
+    return None
+
+
+def _our_address(address: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not address:
+        return {}
+    lines = address.get("line") or []
+    out: dict[str, Any] = {}
+    if lines:
+        out["addressLine1"] = lines[0]
+    if len(lines) > 1:
+        out["addressLine2"] = ", ".join(lines[1:])
+    district = address.get("district") or address.get("city")
+    for key, value in (
+        ("district", district),
+        ("state", address.get("state")),
+        ("pincode", address.get("postalCode")),
+        ("country", address.get("country")),
+    ):
+        if value:
+            out[key] = value
+    return out
+
+
+def facility_from(
+    resource: Mapping[str, Any],
+    *,
+    identifier_system: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An Organization or a Location as a facility record (code from its identifier, else id)."""
+    addresses = resource.get("address")
+    address = addresses[0] if isinstance(addresses, list) and addresses else addresses
+    record: dict[str, Any] = dict(defaults or {})
+    record["code"] = identifier_value(resource, identifier_system) or resource.get("id")
+    if resource.get("name"):
+        record["name"] = resource["name"]
+    merged_address = {**(record.get("address") or {}), **_our_address(address)}
+    if merged_address:
+        record["address"] = merged_address
+    active = resource.get("active")
+    status = resource.get("status")  # Location: active | suspended | inactive
+    if active is False or status in ("inactive", "suspended"):
+        record["status"] = "Inactive"
+    elif "status" not in record:
+        record["status"] = "Active"
+    if resource.get("resourceType") == "Location" and resource.get("mode") == "kind":
+        record.setdefault("type", "Mobile")
+    position = resource.get("position") or {}
+    if "latitude" in position and "longitude" in position:
+        record["geoLocation"] = {"lat": position["latitude"], "lon": position["longitude"]}
+    phone, email = _telecom(resource, "phone"), _telecom(resource, "email")
+    if phone:
+        record["contact"] = phone
+    if email:
+        record["email"] = email
+    return record
+
+
+def vaccinator_from(
+    resource: Mapping[str, Any],
+    *,
+    facility_codes: list[str],
+    identifier_system: str | None = None,
+    national_id_system: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Practitioner as a vaccinator record (`facility_codes` from its PractitionerRoles)."""
+    record: dict[str, Any] = dict(defaults or {})
+    record["code"] = identifier_value(resource, identifier_system) or resource.get("id")
+    names = resource.get("name") or []
+    if names:
+        n = names[0]
+        text = n.get("text") or " ".join([*(n.get("given") or []), n.get("family") or ""]).strip()
+        if text:
+            record["name"] = text
+    if national_id_system:
+        nid = identifier_value(resource, national_id_system)
+        if nid:
+            record["nationalIdentifier"] = nid
+    phone, email = _telecom(resource, "phone"), _telecom(resource, "email")
+    if phone:
+        record["mobileNumber"] = phone
+    if email:
+        record["email"] = email
+    record["facilityIds"] = sorted(set(facility_codes))
+    record["status"] = "Inactive" if resource.get("active") is False else "Active"
+    return record
