@@ -38,8 +38,10 @@ def require(request: Request, *roles: str) -> Principal:
 
 def only_facility_roles(who: Principal) -> bool:
     """Whether every role the caller holds stops at its facility."""
-    return bool(who.roles) and who.roles <= FACILITY_ROLES | {RECIPIENT} and bool(
-        who.roles & FACILITY_ROLES
+    return (
+        bool(who.roles)
+        and who.roles <= FACILITY_ROLES | {RECIPIENT}
+        and bool(who.roles & FACILITY_ROLES)
     )
 
 

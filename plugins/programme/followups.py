@@ -17,7 +17,6 @@ from plugins.programme.runtime import (
     ACTOR,
     APPOINTMENT,
     CERTIFICATE,
-    FACILITY,
     FACILITY_PROGRAMME,
     RECIPIENT,
     SIDE_EFFECT,
@@ -51,9 +50,7 @@ def follow_up(
 ) -> None:
     """The follow-ups of a batch (`seen`: records the rollups read already, by entity and id)."""
     seen = seen or {}
-    seqs = {e["record_id"]: e["seq"] for e in events}
-    if ids := _latest(events, FACILITY_PROGRAMME, ("created", "updated")):
-        _tell_facilities(rt, conn, ids, seqs)
+    _tell_facilities(rt, conn, events)
     if rt.has(APPOINTMENT) and (ids := _latest(events, CERTIFICATE, ("created",))):
         _suggest_next_doses(rt, conn, ids)
     if rt.has(APPOINTMENT) and (ids := _latest(events, VACCINATION, ("created",))):
@@ -66,31 +63,15 @@ def follow_up(
         if e["entity"] == SIDE_EFFECT
         and {"serious", "seriousness"} & set((e.get("payload") or {}).get("fields") or [])
     ]
-    if ids := _latest(serious_news, SIDE_EFFECT, ("created", "updated")):
-        _flag_serious(rt, conn, ids, seqs)
+    if serious_news:
+        _flag_serious(rt, conn, serious_news)
 
 
-def _tell_facilities(rt: Programme, conn: Connection, ids: list[str], seqs: dict[str, int]) -> None:
-    records = rt.fetch(conn, FACILITY_PROGRAMME, "id", ids)
-    facilities = rt.fetch(conn, FACILITY, "code", (r["facility"] for r in records.values()))
-    for rid, fp in records.items():
-        facility = facilities.get(fp["facility"], {})
-        channel, to = notify.facility_contact(facility)
-        notify.send(
-            rt.registry,
-            channel=channel,
-            to=to,
-            template="facility_programme_changed",
-            context={
-                "facility": fp["facility"],
-                "facilityName": facility.get("name"),
-                "program": fp["program"],
-                "status": fp["status"],
-                "rate": fp["rate"],
-                "reason": fp.get("reason"),
-            },
-            key=f"programme:facility_programme:{rid}:{seqs.get(rid)}",
-        )
+def _tell_facilities(rt: Programme, conn: Connection, events: list[dict[str, Any]]) -> None:
+    """A notice to the facility for each change of its activation (queued, sent afterwards)."""
+    for event in events:
+        if event["entity"] == FACILITY_PROGRAMME and _kind(event) in ("created", "updated"):
+            notify.queue(conn, rt.registry, event, notify.FACILITY_CHANGED)
 
 
 def _suggest_next_doses(rt: Programme, conn: Connection, cert_ids: list[str]) -> None:
@@ -165,7 +146,8 @@ def _complete_appointments(
 def _settle_enrolments(rt: Programme, conn: Connection, ids: list[str]) -> None:
     service = rt.services[RECIPIENT]
     for person in rt.fetch(conn, RECIPIENT, "id", ids).values():
-        if not person.get("enrollmentCode"):
+        pre_enrolled = person.get("enrollmentType") == "PRE_ENROLLMENT"
+        if pre_enrolled and not person.get("enrollmentCode"):  # an agency's import
             for _ in range(5):
                 try:
                     service.update(
@@ -181,9 +163,13 @@ def _settle_enrolments(rt: Programme, conn: Connection, ids: list[str]) -> None:
             enrolment.record_duplicates(rt, conn, person)
 
 
-def _flag_serious(rt: Programme, conn: Connection, ids: list[str], seqs: dict[str, int]) -> None:
-    for report in rt.fetch(conn, SIDE_EFFECT, "id", ids).values():
-        if not report.get("serious"):
+def _flag_serious(rt: Programme, conn: Connection, events: list[dict[str, Any]]) -> None:
+    """Serious side effects: a warning in the log and a notice to monitoring (queued)."""
+    ids = [e["record_id"] for e in events]
+    reports = rt.fetch(conn, SIDE_EFFECT, "id", ids)
+    for event in events:
+        report = reports.get(event["record_id"])
+        if report is None or not report.get("serious"):
             continue
         log.warning(
             "serious side effect reported: report %s, certificate %s, facility %s",
@@ -191,18 +177,4 @@ def _flag_serious(rt: Programme, conn: Connection, ids: list[str], seqs: dict[st
             report.get("certificate"),
             report.get("facility"),
         )
-        notify.send(
-            rt.registry,
-            channel="email",
-            to=rt.config.monitoring_contact or None,
-            template="serious_side_effect",
-            context={
-                "report": report["id"],
-                "certificate": report.get("certificate"),
-                "facility": report.get("facility"),
-                "program": report.get("program"),
-                "seriousness": report.get("seriousness"),
-                "onset": report.get("onset"),
-            },
-            key=f"programme:side_effect:{report['id']}:{seqs.get(report['id'])}",
-        )
+        notify.queue(conn, rt.registry, event, notify.SERIOUS_SIDE_EFFECT)

@@ -1,7 +1,12 @@
-"""Notices to facilities and to the monitoring role, sent from the outbox worker: activation,
-suspension and rate changes to the facility; serious side effects to monitoring; the next dose
-to the recipient. They go through the `send_notification` hook when a plugin provides one (the
-integrations' email/SMS senders), else to the log, so nothing is lost when no sender is set up.
+"""Notices of the programme: a facility is told when a controller activates or suspends it or
+changes its daily rate; the monitoring contact is told about serious side effects.
+
+Each notice is a delivery queued in the outbox worker's transaction (sink `programme`), then
+sent outside any transaction by the delivery dispatcher, retried on its own with a stable
+idempotency key: this plugin's sender reads the record then, works out who to tell, and hands
+each message to the `send_notification` hook (the integrations' email and SMS senders, with the
+templates `facility-programme-changed` and `serious-side-effect`). With no sender for a
+channel the notice is logged and done.
 """
 
 from __future__ import annotations
@@ -9,42 +14,108 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from registry import NotFound, PermanentDeliveryError, delivery_key, enqueue_delivery
+
 log = logging.getLogger("registry.programme")
 
+SINK = "programme"
+FACILITY_CHANGED = "facility-programme-changed"
+SERIOUS_SIDE_EFFECT = "serious-side-effect"
 
-def _hook(registry: Any) -> Any:
-    hook = getattr(registry.pm.hook, "send_notification", None)
-    if hook is None or not hook.get_hookimpls():
+
+def queue(connection: Any, registry: Any, event: dict[str, Any], template: str) -> bool:
+    """Queue the notice `template` about the record of `event` (once per event)."""
+    key = delivery_key(SINK, template, event)
+    return enqueue_delivery(connection, registry, SINK, key, event, {"template": template})
+
+
+def _record(registry: Any, entity: str, record_id: Any) -> dict[str, Any] | None:
+    service = registry.services.get(entity)
+    if service is None or not record_id:
         return None
-    return hook
-
-
-def send(
-    registry: Any,
-    *,
-    channel: str,
-    to: str | None,
-    template: str,
-    context: dict[str, Any],
-    key: str,
-) -> str | None:
-    """Send one notice (`key`: an idempotency key, stable across retries of the same event);
-    returns the sender's message id, or None when it was only logged."""
-    hook = _hook(registry)
-    if hook is None or not to:
-        log.info("programme notice %s to %s (%s): %s", template, to or "nobody", channel, context)
+    try:
+        return service.get(str(record_id))
+    except NotFound:
         return None
-    return hook(
-        channel=channel,
-        to=to,
-        template=template,
-        context={**context, "idempotency_key": key},
-        registry=registry,
-    )
 
 
-def facility_contact(facility: dict[str, Any]) -> tuple[str, str | None]:
-    """(channel, address) to reach a facility: its email, else its phone."""
+def facility_addresses(facility: dict[str, Any]) -> list[tuple[str, str]]:
+    """(channel, address) pairs that reach a facility: its own, then its administrators'."""
+    out = []
     if facility.get("email"):
-        return "email", facility["email"]
-    return "sms", facility.get("contact")
+        out.append(("email", facility["email"]))
+    if facility.get("contact"):
+        out.append(("sms", facility["contact"]))
+    for admin in facility.get("admins") or []:
+        if admin.get("email"):
+            out.append(("email", admin["email"]))
+        if admin.get("mobile"):
+            out.append(("sms", admin["mobile"]))
+    return list(dict.fromkeys(out))
+
+
+def _message(registry: Any, template: str, record: dict[str, Any]) -> tuple[list, dict]:
+    """Who to tell and what the template is given."""
+    if template == FACILITY_CHANGED:
+        facility = _record_by_code(registry, record["facility"]) or {}
+        context = {
+            "facility": {"code": record["facility"], "name": facility.get("name")},
+            "program": record["program"],
+            "status": record["status"],
+            "rate": record["rate"],
+            "reason": record.get("reason"),
+            "record": record,
+        }
+        return facility_addresses(facility), context
+    from plugins.programme.runtime import runtime
+
+    contact = runtime(registry).config.monitoring_contact
+    context = {
+        "report": record["id"],
+        "certificate": record.get("certificate"),
+        "facility": {"code": record.get("facility")},
+        "program": record.get("program"),
+        "seriousness": record.get("seriousness") or [],
+        "onset": record.get("onset"),
+        "record": record,
+    }
+    return ([("email", contact)] if contact else []), context
+
+
+def _record_by_code(registry: Any, code: str) -> dict[str, Any] | None:
+    service = registry.services.get("facility")
+    if service is None:
+        return None
+    found = service.search(service.parser.from_params([("code", code), ("limit", "1")])).items
+    return found[0] if found else None
+
+
+def send(delivery: dict[str, Any], registry: Any) -> str:
+    """The `programme` sink's sender: one notice, to everyone concerned."""
+    template = (delivery.get("payload") or {}).get("template")
+    if template not in (FACILITY_CHANGED, SERIOUS_SIDE_EFFECT):
+        raise PermanentDeliveryError(f"unknown programme notice {template!r}")
+    record = _record(registry, delivery["entity"], delivery["record_id"])
+    if record is None:
+        raise PermanentDeliveryError(f"{delivery['entity']} {delivery['record_id']} is gone")
+    targets, context = _message(registry, template, record)
+    hook = registry.pm.hook.send_notification
+    results = []
+    for i, (channel, to) in enumerate(targets):
+        sent = hook(
+            channel=channel,
+            to=to,
+            template=template,
+            context={**context, "idempotency_key": f"{delivery['key']}:{i}"},
+            registry=registry,
+        )
+        results.append(str(sent) if sent else f"no {channel} sender")
+    if not any(r for r in results if not r.startswith("no ")):
+        log.info(
+            "programme notice %s for %s %s: %s",
+            template,
+            delivery["entity"],
+            delivery["record_id"],
+            "no sender" if targets else "nobody to tell",
+        )
+    return ",".join(results)[:500] or "nobody to tell"

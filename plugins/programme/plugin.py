@@ -10,7 +10,8 @@ group like any third-party plugin).
   completed appointments, enrolment codes and duplicates of imports);
 - `register_routes`: `/api/v1/programme/...` and `/api/v1/analytics/...`;
 - `register_templates`, `prepare_app`: the dashboard page and the verification counter;
-- `register_commands`: `registry programme rebuild-rollups`.
+- `register_commands`: `registry programme rebuild-rollups`;
+- `register_senders`: the `programme` sink sends the facility and monitoring notices.
 """
 
 from __future__ import annotations
@@ -88,6 +89,13 @@ def register_commands(cli: Any) -> None:
     from plugins.programme.commands import add_commands
 
     add_commands(cli)
+
+
+@hookimpl
+def register_senders(registry: Any) -> dict[str, Any]:
+    from plugins.programme.notify import SINK, send
+
+    return {SINK: send}
 
 
 @hookimpl

@@ -133,7 +133,7 @@ def test_an_issued_certificate_reaches_the_vault_sms_and_email_across_a_worker_r
             "vaccinator": first(client, "vaccinator")["code"],
             "facility": first(client, "facility")["code"],
             "dose": 1,
-            "totalDoses": 2,
+            "totalDoses": 1,  # the last dose: no next dose suggested (and announced) here
             "batch": "4121Z005",
             "date": "2026-03-01T10:30:00+05:30",
         }

@@ -53,6 +53,10 @@ class Ops:
     def deliver(self) -> int:
         return Worker(self.registry).run_once(limit=10**6)
 
+    def send(self) -> int:
+        """Send the queued deliveries (notices), as the worker does after the events."""
+        return Worker(self.registry).send_due(limit=10**6)
+
     def recipients(self, n: int = 60) -> list[dict[str, Any]]:
         return self.client.get(f"/api/v1/recipient?limit={n}&sort=name").json()["items"]
 
@@ -129,9 +133,9 @@ class Ops:
         return resp.json()
 
 
-def make_ops(settings: Settings, **programme: Any) -> Iterator[Ops]:
+def make_ops(settings: Settings, *, extra: tuple[Any, ...] = (), **programme: Any) -> Iterator[Ops]:
     plugins = {**settings.plugins, "programme": {"facility_programs_fallback": False, **programme}}
-    reg = open_registry(settings.with_(plugins=plugins))
+    reg = open_registry(settings.with_(plugins=plugins), plugins=extra)
     load_demo_data(reg.services)
     with admin_client(create_app(registry=reg)) as client:
         ops = Ops(client, reg)

@@ -4,13 +4,12 @@ audited entity writes and the facility is told."""
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from registry import Settings
+from registry.hookspecs import hookimpl
 from tests.plugins.programme.conftest import (
     FACILITY,
     PROGRAM,
@@ -101,30 +100,71 @@ def test_moving_a_vaccination_to_a_full_day_is_refused(ops: Ops):
     assert problem(moved, 409)["errors"][0]["pointer"] == "/date"
 
 
-def test_activation_changes_are_audited_and_the_facility_is_told(
-    ops: Ops, caplog: pytest.LogCaptureFixture
-):
-    with caplog.at_level(logging.INFO, logger="registry.programme"):
+class Outbox:
+    """A notification sender that keeps what it is asked to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    @hookimpl
+    def send_notification(self, channel, to, template, context, registry):
+        self.sent.append({"channel": channel, "to": to, "template": template, **context})
+        return f"m{len(self.sent)}"
+
+
+def test_activation_changes_are_audited_and_the_facility_is_told(settings: Settings):
+    messages = Outbox()
+    for ops in make_ops(settings, extra=(messages,)):
         record = ops.activate(rate=5, reason="opening")
-        ops.deliver()
         ops.activate(rate=8, reason="more staff")
         ops.activate(rate=8, reason="more staff", status="Active")  # no change: no write
+        audit = ops.registry.db.metadata.tables["registry_audit"]
+        with ops.registry.db.engine.connect() as conn:
+            actions = conn.execute(
+                sa.select(audit.c.action, audit.c.fields)
+                .where(audit.c.entity == "facility_programme", audit.c.record_id == record["id"])
+                .order_by(audit.c.seq)
+            ).all()
+        assert [a for a, _ in actions] == ["create", "update"]
+        assert actions[1][1] == ["rate", "reason"]
+        assert messages.sent == []  # nothing is sent in a write transaction
         ops.deliver()
-    audit = ops.registry.db.metadata.tables["registry_audit"]
-    with ops.registry.db.engine.connect() as conn:
-        actions = conn.execute(
-            sa.select(audit.c.action, audit.c.fields)
-            .where(audit.c.entity == "facility_programme", audit.c.record_id == record["id"])
-            .order_by(audit.c.seq)
-        ).all()
-    assert [a for a, _ in actions] == ["create", "update"]
-    assert actions[1][1] == ["rate", "reason"]
-    notices = [
-        r.getMessage() for r in caplog.records if "facility_programme_changed" in r.getMessage()
-    ]
-    assert len(notices) == 2
-    assert "contact@riverside-district-hospital.health.example" in notices[0]
-    assert "'rate': 8" in notices[1] and "more staff" in notices[1]
+        assert ops.send() == 2  # one notice per change, sent from the delivery queue
+        assert ops.send() == 0  # and only once
+        to = {(m["channel"], m["to"]) for m in messages.sent}
+        assert ("email", "contact@riverside-district-hospital.health.example") in to
+        assert any(channel == "sms" for channel, _ in to)  # the facility's and admins' phones
+        assert {m["template"] for m in messages.sent} == {"facility-programme-changed"}
+        # the notice is sent with the standing when it is sent (both say rate 8 here)
+        assert {m["rate"] for m in messages.sent} == {8}
+        assert all(m["idempotency_key"].startswith("programme:") for m in messages.sent)
+
+
+def test_the_notice_templates_render_in_every_shipped_language():
+    from plugins.adapters.notifications import _catalogs
+
+    catalogs = _catalogs(None)
+    context = {
+        "facility": {"code": FACILITY, "name": "Riverside"},
+        "program": PROGRAM,
+        "status": "Active",
+        "rate": 200,
+        "reason": "inspection passed",
+        "seriousness": ["Hospitalisation"],
+        "onset": "2026-03-02",
+        "report": "r1",
+        "certificate": "c1",
+    }
+    for locale in ("en", "fr", "hi"):
+        for template in ("facility-programme-changed", "serious-side-effect"):
+            for part in ("subject", "text", "sms"):
+                text = catalogs.render(template, locale, part, context)
+                assert text and "{{" not in text
+    assert "200" in catalogs.render("facility-programme-changed", "fr", "text", context)
+    suspended = catalogs.render(
+        "facility-programme-changed", "en", "text", {**context, "status": "Suspended"}
+    )
+    assert "suspended" in suspended and "200" not in suspended
 
 
 def test_bad_activation_requests_name_the_field(ops: Ops):

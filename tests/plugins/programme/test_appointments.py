@@ -182,3 +182,21 @@ def test_the_next_dose_is_suggested_after_the_certificate_and_can_be_booked(ops:
     done = ops.client.get(f"/api/v1/appointment/{suggested['id']}").json()
     assert done["status"] == "Completed" and done["vaccination"]
     assert slots(ops, day)["09:00"]["booked"] == 1  # a completed appointment used its place
+
+
+def test_a_next_dose_message_reads_as_one():
+    from plugins.adapters.notifications import _catalogs
+
+    record = {
+        "status": "Suggested",
+        "dose": 2,
+        "dueFrom": "2026-03-29",
+        "dueUntil": "2026-05-24",
+        "facility": FACILITY,
+    }
+    for locale in ("en", "fr", "hi"):
+        text = _catalogs(None).render("appointment-booked", locale, "sms", {"record": record})
+        assert "2026-03-29" in text and "2026-05-24" in text
+    booked = {"status": "Booked", "date": "2026-03-02", "facility": FACILITY}
+    text = _catalogs(None).render("appointment-booked", "en", "sms", {"record": booked})
+    assert text == f"Appointment booked for 2026-03-02 at {FACILITY}."

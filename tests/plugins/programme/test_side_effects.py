@@ -4,12 +4,11 @@ are flagged for monitoring (listed, counted on the dashboard, announced)."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import pytest
-
-from tests.plugins.programme.conftest import Ops, today
+from registry import Settings
+from tests.plugins.programme.conftest import Ops, make_ops, today
+from tests.plugins.programme.test_activation import Outbox
 
 
 def certificate_of(ops: Ops) -> dict[str, Any]:
@@ -46,7 +45,13 @@ def test_a_report_takes_its_people_and_place_from_the_certificate(ops: Ops):
     assert ops.client.get("/api/v1/programme/side-effects/serious").json()["items"] == []
 
 
-def test_serious_events_are_flagged_for_monitoring(ops: Ops, caplog: pytest.LogCaptureFixture):
+def test_serious_events_are_flagged_for_monitoring(settings: Settings):
+    messages = Outbox()
+    for ops in make_ops(settings, extra=(messages,), monitoring_contact="aefi@health.example"):
+        flag_serious(ops, messages)
+
+
+def flag_serious(ops: Ops, messages: Outbox) -> None:
     cert = certificate_of(ops)
     resp = report(
         ops,
@@ -60,9 +65,11 @@ def test_serious_events_are_flagged_for_monitoring(ops: Ops, caplog: pytest.LogC
     assert resp.json()["serious"] is True and resp.json()["reportedBy"] == "Staff"
     flagged = ops.client.get("/api/v1/programme/side-effects/serious").json()["items"]
     assert [r["id"] for r in flagged] == [resp.json()["id"]]
-    with caplog.at_level(logging.INFO, logger="registry.programme"):
-        ops.deliver()
-    assert any("serious side effect reported" in r.getMessage() for r in caplog.records)
+    ops.deliver()
+    ops.send()
+    [notice] = [m for m in messages.sent if m["template"] == "serious-side-effect"]
+    assert (notice["channel"], notice["to"]) == ("email", "aefi@health.example")
+    assert notice["seriousness"] == ["Hospitalisation"] and notice["report"] == resp.json()["id"]
     assert ops.analytics("side_effects")["rows"][-1][1:] == [1, 1]
     assert ops.analytics("serious")["rows"][0][4] == "Hospitalisation"
 
