@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cli.test_serve import free_port
 from tests.registry.ui_server import FACILITY, PASSWORD
+from tests.uvicorn_server import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -59,43 +56,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail(f"browser tests are required in CI: {problem}")
         pytest.skip(problem)
     tmp = tmp_path_factory.mktemp("ui-server")
-    port = free_port()
     env = {**os.environ, "REGISTRY_DATA_DIR": str(tmp / "data"), "PYTHONPATH": str(ROOT)}
     env.pop("REGISTRY_DATABASE_URL", None)
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "tests.registry.ui_server:build",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=tmp,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, (tmp / "server.log").read_text()
-                assert time.monotonic() < deadline, "server did not start in 30 s"
-                time.sleep(0.2)
+    with serve("tests.registry.ui_server:build", tmp, env, timeout=30) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 class SignedIn:

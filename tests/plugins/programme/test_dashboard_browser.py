@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cli.test_serve import free_port
 from tests.plugins.programme.dashboard_server import PASSWORD
 from tests.registry.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, _missing
+from tests.uvicorn_server import serve
 
 pytestmark = pytest.mark.browser
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -33,44 +30,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
             pytest.fail(f"browser tests are required in CI: {problem}")
         pytest.skip(problem)
     tmp = tmp_path_factory.mktemp("dashboard-server")
-    port = free_port()
     data = tmp / "data"
     env = {**os.environ, "REGISTRY_DATA_DIR": str(data), "PYTHONPATH": str(ROOT)}
     env.pop("REGISTRY_DATABASE_URL", None)
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "tests.plugins.programme.dashboard_server:build",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=tmp,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, (tmp / "server.log").read_text()
-                assert time.monotonic() < deadline, "server did not start in 60 s"
-                time.sleep(0.2)
+    with serve("tests.plugins.programme.dashboard_server:build", tmp, env, timeout=60) as base:
         yield base, json.loads((data / "expected.json").read_text())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")
