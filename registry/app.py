@@ -66,6 +66,8 @@ class Registry:
     formats: dict[str, Any] = field(default_factory=dict)
     #: called with the names of the entities added or changed by `reload_schemas`
     on_reload: list[Callable[[set[str]], None]] = field(default_factory=list)
+    #: entities whose bulk imports run the plugins' `before_write` (`register_write_checks`)
+    write_checked: frozenset[str] = frozenset()
     #: users, tokens and access rules (`registry.auth.Auth`), made on first use
     _auth: Any = field(default=None, repr=False)
 
@@ -100,6 +102,7 @@ class Registry:
         )
         for service in services.values():
             service.before_write = hook
+            service.checks_imports = hook is not None and service.entity.name in self.write_checked
         self.schemas = schemas
         self.services.update(services)  # in place: the API and the UI hold this mapping
         for gone in set(self.services) - set(services):
@@ -170,6 +173,9 @@ def open_registry(
     registry = Registry(
         settings=settings, schemas=schemas, db=db, services=services, pm=pm, formats=formats
     )
+    registry.write_checked = frozenset(
+        name for names in pm.hook.register_write_checks(registry=registry) for name in names or ()
+    )
     if pm.hook.before_write.get_hookimpls():
 
         def before_write(
@@ -186,6 +192,7 @@ def open_registry(
 
         for service in services.values():
             service.before_write = before_write
+            service.checks_imports = service.entity.name in registry.write_checked
     return registry
 
 

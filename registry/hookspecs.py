@@ -63,6 +63,11 @@ def before_write(
 
 
 @hookspec
+def register_write_checks(registry: Any) -> list[str] | None:
+    """Entities whose `before_write` checks bulk imports must also run (row by row, slower)."""
+
+
+@hookspec
 def after_write(event: dict[str, Any], connection: Any, registry: Any) -> None:
     """React to a committed write, delivered from the outbox; raise to have it retried."""
 

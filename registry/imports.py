@@ -42,8 +42,17 @@ from generators.formats import is_uuid
 from generators.schema import Reference
 from generators.validators import RecordValidator
 from registry import audit, storage
-from registry.codec import Codec, blind_input, json_value, parse_datetime, to_column, utcnow
+from registry.codec import (
+    Codec,
+    blind_input,
+    json_value,
+    new_id,
+    parse_datetime,
+    to_column,
+    utcnow,
+)
 from registry.crypto import DataKeys, FieldCipher, Keyring
+from registry.errors import RegistryError
 from registry.import_fast import Unsupported, compile_row_function, json_text
 from registry.import_rows import (
     ImportMapping,
@@ -607,6 +616,9 @@ class Importer:
         self.columns = [c.name for c in self.table.columns]
         self.data_start = len(SYSTEM_COLUMNS) + 1  # + _deleted_at
         self.result = ImportResult(entity=self.entity.name, dry_run=options.dry_run)
+        #: the plugins' `before_write` runs on every row (`register_write_checks`): rows then
+        #: go the records way, each check in a savepoint, a refused row reported like others
+        self.checks = service.before_write if service.checks_imports else None
         self.needs_raw: set[int] = set()
         self.dbapi_error = self.db.engine.dialect.loaded_dbapi.IntegrityError
         uq = list(self.entity.uniques)
@@ -719,7 +731,7 @@ class Importer:
             layout=layout,
             mapping=mapping,
             keep_ids=opts.keep_ids,
-            records=bool(opts.upsert_on),
+            records=bool(opts.upsert_on) or self.checks is not None,
             dialect=self.dialect,
             actor=opts.actor,
             chunk_size=opts.chunk_size,
@@ -743,7 +755,17 @@ class Importer:
         chunks = _chunks_from_worker(plan) if workers else prepare_chunks(plan)
         start = time.perf_counter()
         try:
-            if opts.dry_run:
+            if opts.dry_run and self.checks is not None:
+                # the plugins' checks write (counters, claims): one transaction, undone
+                try:
+                    with storage.write(self.db.engine) as conn:
+                        for chunk in chunks:
+                            self._chunk(conn, chunk, write=False)
+                            self._progress(chunk, start)
+                        raise _Rollback
+                except _Rollback:
+                    pass
+            elif opts.dry_run:
                 for chunk in chunks:
                     with storage.read(self.db.engine) as conn:
                         self._chunk(conn, chunk, write=False)
@@ -819,7 +841,7 @@ class Importer:
         keep = self._check_references(conn, chunk)
         if self.options.scope is not None:
             keep = self._check_scope(chunk, keep)
-        if self.options.upsert_on:
+        if self.options.upsert_on or self.checks is not None:
             self._records(conn, chunk, keep, write=write)
         else:
             self._bulk(conn, chunk, keep, write=write)
@@ -1039,16 +1061,16 @@ class Importer:
             cur.executemany(self.outbox_sql, outbox)
         return prev
 
-    # ---- upserts (records) -------------------------------------------------------------------
+    # ---- records: upserts, and rows the plugins check -------------------------------------------
     def _records(self, conn: Connection, chunk: Chunk, keep: list[int], *, write: bool) -> None:
-        field_name = self.options.upsert_on or ""
+        field_name = self.options.upsert_on or ""  # "": inserts only (rows the plugins check)
         key_column = self.codec.blind.get(field_name, field_name)
-        col = self.table.c[key_column]
         records = chunk.rows
         keys = {i: self._key(field_name, records[i].get(field_name)) for i in keep}
         existing: dict[Any, Mapping[str, Any]] = {}
-        values = [v for v in set(keys.values()) if v is not None]
+        values = [v for v in set(keys.values()) if v is not None] if field_name else []
         for i in range(0, len(values), 500):
+            col = self.table.c[key_column]
             stmt = sa.select(self.table).where(
                 col.in_(values[i : i + 500]), self.table.c._deleted_at.is_(None)
             )
@@ -1100,12 +1122,52 @@ class Importer:
             self._drop(chunk, keep, bad)
             inserts = [i for i in inserts if i not in bad]
             updates = [u for u in updates if u[0] not in bad]
+        keep_ids = self.options.keep_ids
+        ids = {i: (chunk.ids[i] if keep_ids and chunk.ids[i] else new_id()) for i in inserts}
+        if self.checks is not None:
+            refused = self._check_rows(conn, chunk, ids, updates)
+            if refused:
+                self._drop(chunk, keep, refused)
+                inserts = [i for i in inserts if i not in refused]
+                updates = [u for u in updates if u[0] not in refused]
         res = self.result
         res.unchanged += unchanged
         if write:
-            self._write_records(conn, chunk, inserts, updates)
+            self._write_records(conn, chunk, inserts, updates, ids)
         res.inserted += len(inserts)
         res.updated += len(updates)
+
+    def _check_rows(
+        self,
+        conn: Connection,
+        chunk: Chunk,
+        ids: Mapping[int, str],
+        updates: list[tuple[int, Mapping[str, Any], list[str]]],
+    ) -> dict[int, list[tuple[str, str, str]]]:
+        """Run the plugins' `before_write` on each row in file order, each in a savepoint (a
+        refused row leaves nothing behind); returns the refused rows' errors."""
+        check = self.checks
+        assert check is not None
+        name, records = self.entity.name, chunk.rows
+        items = [(i, "create", {**records[i], "id": rid}, None) for i, rid in ids.items()]
+        items += [
+            (i, "update", {**records[i], "id": cur["id"]}, self.codec.to_record(cur))
+            for i, cur, _ in updates
+        ]
+        refused: dict[int, list[tuple[str, str, str]]] = {}
+        for i, action, record, previous in sorted(items, key=lambda item: item[0]):
+            savepoint = conn.begin_nested()
+            try:
+                check(name, action, record, previous, conn)
+            except RegistryError as exc:
+                savepoint.rollback()
+                refused[i] = [
+                    (e.get("pointer", ""), e.get("message", exc.detail), e.get("keyword", exc.slug))
+                    for e in exc.errors or ()
+                ] or [("", exc.detail, exc.slug)]
+            else:
+                savepoint.commit()
+        return refused
 
     def _write_records(
         self,
@@ -1113,6 +1175,7 @@ class Importer:
         chunk: Chunk,
         inserts: list[int],
         updates: list[tuple[int, Mapping[str, Any], list[str]]],
+        ids: Mapping[int, str],
     ) -> None:
         svc = self.service
         actor = self.options.actor
@@ -1120,12 +1183,7 @@ class Importer:
         records = chunk.rows
         with conn.begin_nested():
             if inserts:
-                rows = [
-                    svc._new_row(
-                        records[i], actor, chunk.ids[i] if self.options.keep_ids else None, now
-                    )
-                    for i in inserts
-                ]
+                rows = [svc._new_row(records[i], actor, ids[i], now) for i in inserts]
                 svc._insert(conn, rows)
                 svc._log_many(
                     conn,

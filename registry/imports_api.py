@@ -26,6 +26,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from generators.tables import UTCDateTime, json_type
+from registry import storage
 from registry.api import API_PREFIX, JSONResponse
 from registry.auth.deps import principal_of
 from registry.codec import format_datetime, new_id, utcnow
@@ -222,7 +223,9 @@ class ImportJobs:
 
     def _update(self, job_id: str, **values: Any) -> None:
         values["updated_at"] = utcnow()
-        with self.engine.begin() as conn:
+        # progress comes from inside the import's own write transaction (an aborting import,
+        # a checked dry run): on this thread it joins it (on SQLite another would wait for it)
+        with storage.write(self.engine) as conn:
             conn.execute(self.table.update().where(self.table.c.id == job_id).values(**values))
 
     def get(self, entity: str, job_id: str) -> dict[str, Any]:

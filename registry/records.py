@@ -138,6 +138,8 @@ class EntityService:
         #: plugins' `before_write` check, set by `open_registry` when a plugin implements it:
         #: (entity, action, new record, old record or None, connection) -> None, raises to refuse
         self.before_write: Callable[..., None] | None = None
+        #: whether bulk imports run `before_write` too, row by row (`register_write_checks`)
+        self.checks_imports = False
 
     def lookup_statement(self, field: str) -> sa.Select[Any]:
         """`SELECT field WHERE field IN (:values)` over live rows, built once per field (for a

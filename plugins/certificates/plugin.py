@@ -39,6 +39,12 @@ def register_schema_dirs(settings: Any) -> list[Path]:
 
 
 @hookimpl
+def register_write_checks(registry: Any) -> list[str]:
+    # a dose beyond the schedule is refused in a CSV import as it is through the API
+    return [VACCINATION] if CERTIFICATE in registry.services else []
+
+
+@hookimpl
 def before_write(
     entity: str,
     action: str,

@@ -89,7 +89,9 @@ def check_vaccination(
             "/facility",
             "activation",
         )
-    if not counters.take(conn, counters.RATE, record["id"], key, found.rate):
+    if not counters.take(
+        conn, counters.RATE, record["id"], key, found.rate, fresh=previous is None
+    ):
         raise _refuse(
             f"facility {facility} has recorded its daily rate of {found.rate} vaccinations for "
             f"programme {program} on {day.isoformat()}",

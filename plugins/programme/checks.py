@@ -55,7 +55,7 @@ def _vaccination(
     moved = previous is None or any(
         record.get(k) != previous.get(k) for k in ("facility", "vaccine", "batch", "date")
     )
-    stock.consume(rt, conn, record, day, moved)
+    stock.consume(rt, conn, record, day, moved, fresh=previous is None)
 
 
 def _side_effect(rt: Programme, conn: Connection, record: dict[str, Any]) -> None:

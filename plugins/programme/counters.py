@@ -10,6 +10,8 @@ transaction, and deleting it gives it back exactly once.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -21,12 +23,49 @@ BATCH = "batch"  # key: the stock record's id
 BOOKING = "booking"  # key recipient|program
 
 
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _statement(conn: Connection, name: str) -> Any:
+    """The counters' statements, built once per dialect with bind parameters (compiled once)."""
+    found = _STATEMENTS.get((conn.dialect.name, name))
+    if found is not None:
+        return found
+    kind, key, rid = sa.bindparam("b_kind"), sa.bindparam("b_key"), sa.bindparam("b_rid")
+    mine = (claim.c.kind == kind, claim.c.record_id == rid)
+    if name == "held":
+        stmt: Any = sa.select(claim.c.key).where(*mine)
+    elif name == "held-locked":
+        stmt = sa.select(claim.c.key).where(*mine)
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+    elif name == "take":
+        stmt = (
+            sa.update(counter)
+            .where(counter.c.kind == kind, counter.c.key == key)
+            .values(used=counter.c.used + 1)
+        )
+    elif name == "take-limited":
+        stmt = (
+            sa.update(counter)
+            .where(counter.c.kind == kind, counter.c.key == key)
+            .where(counter.c.used < sa.bindparam("b_limit"))
+            .values(used=counter.c.used + 1)
+        )
+    elif name == "new-counter":
+        stmt = insert_for(conn, counter).values(kind=kind, key=key, used=0).on_conflict_do_nothing()
+    elif name == "claim":
+        stmt = insert_for(conn, claim).values(kind=kind, record_id=rid, key=key)
+    else:  # pragma: no cover - a typo
+        raise KeyError(name)
+    _STATEMENTS[(conn.dialect.name, name)] = stmt
+    return stmt
+
+
 def held(conn: Connection, kind: str, record_id: str, *, lock: bool = False) -> str | None:
     """The counter key `record_id` holds a unit of, if any."""
-    stmt = sa.select(claim.c.key).where(claim.c.kind == kind, claim.c.record_id == record_id)
-    if lock and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).scalar()
+    stmt = _statement(conn, "held-locked" if lock else "held")
+    return conn.execute(stmt, {"b_kind": kind, "b_rid": record_id}).scalar()
 
 
 def release(conn: Connection, kind: str, record_id: str) -> str | None:
@@ -43,23 +82,39 @@ def release(conn: Connection, kind: str, record_id: str) -> str | None:
     return key
 
 
-def take(conn: Connection, kind: str, record_id: str, key: str, limit: int | None) -> bool:
+def take(
+    conn: Connection,
+    kind: str,
+    record_id: str,
+    key: str,
+    limit: int | None,
+    *,
+    fresh: bool = False,
+) -> bool:
     """Have `record_id` hold one unit of counter `key`, if fewer than `limit` are used
     (`None`: no limit). A record already holding a unit of `key` keeps it; one holding another
-    key gives that back first. False when the counter is full: the caller must then fail the
-    transaction (which also undoes the give-back)."""
-    current = held(conn, kind, record_id, lock=True)
-    if current == key:
-        return True
-    if current is not None:
-        release(conn, kind, record_id)
-    ensure_counters(conn, kind, [key])
-    stmt = sa.update(counter).where(counter.c.kind == kind, counter.c.key == key)
+    key gives that back first (`fresh`: a record being created, which holds nothing yet). False
+    when the counter is full: the caller must then fail the transaction (which also undoes the
+    give-back).
+
+    One conditional UPDATE in the common case; a counter seen for the first time is inserted
+    (a concurrent first insert waits on the key, then does nothing) and the UPDATE repeated."""
+    if not fresh:
+        current = held(conn, kind, record_id, lock=True)
+        if current == key:
+            return True
+        if current is not None:
+            release(conn, kind, record_id)
+    params: dict[str, Any] = {"b_kind": kind, "b_key": key}
+    stmt = _statement(conn, "take")
     if limit is not None:
-        stmt = stmt.where(counter.c.used < limit)
-    if conn.execute(stmt.values(used=counter.c.used + 1)).rowcount != 1:
-        return False
-    conn.execute(insert_for(conn, claim).values(kind=kind, record_id=record_id, key=key))
+        stmt = _statement(conn, "take-limited")
+        params["b_limit"] = limit
+    if conn.execute(stmt, params).rowcount != 1:
+        conn.execute(_statement(conn, "new-counter"), {"b_kind": kind, "b_key": key})
+        if conn.execute(stmt, params).rowcount != 1:
+            return False
+    conn.execute(_statement(conn, "claim"), {"b_kind": kind, "b_rid": record_id, "b_key": key})
     return True
 
 

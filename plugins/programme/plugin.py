@@ -5,7 +5,7 @@ group like any third-party plugin).
   `stock_threshold` and `side_effect` entities;
 - `before_write`: activation, daily rates and stock for vaccinations; slot capacity and one
   booking per recipient for appointments; duplicate recipients; side effects match their
-  certificate;
+  certificate; `register_write_checks` has bulk imports of these entities checked the same way;
 - `after_write_batch`: the rollups, and the follow-ups (notices, next-dose suggestions,
   completed appointments, enrolment codes and duplicates of imports);
 - `register_routes`: `/api/v1/programme/...` and `/api/v1/analytics/...`;
@@ -40,6 +40,12 @@ def register_schema_dirs(settings: Any) -> list[Path]:
         return [SCHEMAS] if enabled(settings) else []
     except ConfigError as exc:
         raise StartupError(str(exc)) from None
+
+
+@hookimpl
+def register_write_checks(registry: Any) -> list[str]:
+    # imports are refused row by row like API writes: rates, stock, slots, reports
+    return sorted(CHECKED) if _on(registry) else []
 
 
 @hookimpl

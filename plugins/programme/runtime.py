@@ -42,6 +42,7 @@ class Programme:
         self.verify_counts: dict[tuple[str, str], int] = {}
         self.verify_lock = threading.Lock()
         self.verify_flushed_at = 0.0
+        self._one_statements: dict[tuple[Any, ...], Any] = {}
 
     def create_tables(self) -> None:
         """Create the plugin's tables now (at start-up, outside any transaction)."""
@@ -158,12 +159,19 @@ class Programme:
             return None
         service = self.services[entity]
         table = service.table
-        stmt = sa.select(table).where(
-            table.c._deleted_at.is_(None), *(table.c[k] == v for k, v in match.items())
-        )
-        if lock and conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(read=lock == "share")
-        row = conn.execute(stmt.limit(1)).mappings().first()
+        pg_lock = lock if lock and conn.dialect.name == "postgresql" else None
+        cache_key = (table, tuple(match), pg_lock)
+        stmt = self._one_statements.get(cache_key)
+        if stmt is None:  # built once per table, fields and lock (then compiled once)
+            stmt = sa.select(table).where(
+                table.c._deleted_at.is_(None),
+                *(table.c[k] == sa.bindparam(f"m_{k}") for k in match),
+            )
+            if pg_lock:
+                stmt = stmt.with_for_update(read=pg_lock == "share")
+            stmt = self._one_statements[cache_key] = stmt.limit(1)
+        params = {f"m_{k}": v for k, v in match.items()}
+        row = conn.execute(stmt, params).mappings().first()
         return service.codec.to_record(row) if row is not None else None
 
 

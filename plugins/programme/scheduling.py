@@ -132,12 +132,14 @@ def check_appointment(
         _check_bookable(rt, conn, facility, program, day, slot, today)
         schedule = rt.one(conn, SCHEDULE, facility=facility, program=program)
         assert schedule is not None  # checked by _check_bookable
-        if not counters.take(conn, counters.SLOT, rid, key, schedule["capacity"]):
+        if not counters.take(
+            conn, counters.SLOT, rid, key, schedule["capacity"], fresh=previous is None
+        ):
             raise _conflict(
                 "/slot", f"the {slot} slot of {day_text} at {facility} is full", "capacity"
             )
     booking = f"{record['recipient']}|{program}"
-    if not counters.take(conn, counters.BOOKING, rid, booking, 1):
+    if not counters.take(conn, counters.BOOKING, rid, booking, 1, fresh=previous is None):
         raise _conflict(
             "/recipient",
             f"the recipient already has a booked appointment for programme {program}; "

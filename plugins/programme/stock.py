@@ -35,9 +35,16 @@ def keeps_stock(rt: Programme, conn: Connection, facility: str, vaccine: str) ->
 
 
 def consume(
-    rt: Programme, conn: Connection, record: dict[str, Any], day: date, moved: bool
+    rt: Programme,
+    conn: Connection,
+    record: dict[str, Any],
+    day: date,
+    moved: bool,
+    *,
+    fresh: bool = False,
 ) -> None:
-    """Take one dose of the vaccination's batch (nothing when stock is not tracked there)."""
+    """Take one dose of the vaccination's batch (nothing when stock is not tracked there;
+    `fresh`: the vaccination is being created)."""
     mode = rt.config.stock
     if mode == "off" or not rt.has(STOCK):
         return
@@ -48,9 +55,10 @@ def consume(
             raise _invalid(
                 "/batch", f"batch {batch} is not in the stock of facility {facility}", "stock"
             )
-        counters.release(conn, counters.BATCH, record["id"])  # moved to untracked stock
+        if not fresh:
+            counters.release(conn, counters.BATCH, record["id"])  # moved to untracked stock
         return
-    if counters.held(conn, counters.BATCH, record["id"]) == lot["id"] and not moved:
+    if not moved and counters.held(conn, counters.BATCH, record["id"]) == lot["id"]:
         return  # a correction that keeps the batch keeps its dose
     if lot["vaccine"] != vaccine:
         raise _invalid(
@@ -58,7 +66,9 @@ def consume(
         )
     if date.fromisoformat(lot["expiry"]) < day:
         raise _invalid("/batch", f"batch {batch} expired on {lot['expiry']}", "expired")
-    if not counters.take(conn, counters.BATCH, record["id"], lot["id"], lot["quantity"]):
+    if not counters.take(
+        conn, counters.BATCH, record["id"], lot["id"], lot["quantity"], fresh=fresh
+    ):
         raise _invalid(
             "/batch",
             f"batch {batch} is used up at facility {facility} ({lot['quantity']} doses recorded)",

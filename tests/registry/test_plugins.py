@@ -239,6 +239,49 @@ def test_before_write_can_refuse_a_write(settings: Settings):
         reg.close()
 
 
+class CheckedImportsPlugin(QuotaPlugin):
+    """The same quota, asked to apply to bulk imports too (`register_write_checks`)."""
+
+    @hookimpl
+    def register_write_checks(self, registry: Any) -> list[str]:
+        return ["vaccine"]
+
+
+@pytest.mark.parametrize("checked", [True, False])
+def test_register_write_checks_has_imports_checked_row_by_row(
+    settings: Settings, tmp_path: Path, checked: bool
+):
+    from registry.imports import import_file
+
+    plugin = CheckedImportsPlugin() if checked else QuotaPlugin()
+    reg = open_registry(settings, plugins=[plugin])
+    try:
+        path = tmp_path / "vaccines.csv"
+        path.write_text(
+            "code,name,manufacturer,status\n"
+            + "".join(f"V{i},Vaccine {i},M,Active\n" for i in range(1, 5))
+        )
+        service = reg.services["vaccine"]
+        assert service.checks_imports is checked
+        result = import_file(service, path, actor="user:test")
+        if not checked:  # the bulk path: the quota is not asked
+            assert (result.inserted, result.failed) == (4, 0)
+            assert plugin.seen == []
+            return
+        assert (result.inserted, result.failed) == (2, 2)
+        assert [(e.row, e.keyword, e.message) for e in result.errors] == [
+            (3, "conflict", "at most two vaccines"),
+            (4, "conflict", "at most two vaccines"),
+        ]
+        # an upsert passes the stored record as `previous`
+        path.write_text("code,name,manufacturer,status\nV1,Renamed,M,Active\n")
+        result = import_file(service, path, actor="user:test", upsert_on="code")
+        assert (result.updated, result.failed) == (1, 0)
+        assert ("vaccine", "update", "Vaccine 1") in plugin.seen
+    finally:
+        reg.close()
+
+
 class StarsPlugin:
     """A field type as a plugin: `format: rating` fields get a star widget drawn by its template."""
 
