@@ -75,6 +75,10 @@ class Settings:
     otp_rate_per_identifier: int = 3
     otp_rate_per_address: int = 20
     otp_rate_window_seconds: int = 900
+    #: Sign-up by one-time code: a code also goes to an email or mobile number of no user, and
+    #: verifying it creates a user with the `recipient` role and no recipient record yet, who
+    #: then enrols (self-enrolment, docs/programme.md). Off: codes go to known users only.
+    otp_signup: bool = False
     #: Password logins (failed or not) allowed per client address within the OTP window.
     login_rate_per_address: int = 30
     #: How codes and other notices are sent when no plugin sends them: console (the code on

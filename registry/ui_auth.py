@@ -13,7 +13,13 @@ from starlette.concurrency import run_in_threadpool
 
 from registry.auth.deps import client_address, principal_of
 from registry.auth.notify import send
-from registry.auth.principal import FACILITY_ADMIN, FACILITY_STAFF, ROLES, SYSTEM_ADMIN
+from registry.auth.principal import (
+    FACILITY_ADMIN,
+    FACILITY_STAFF,
+    RECIPIENT,
+    ROLES,
+    SYSTEM_ADMIN,
+)
 from registry.auth.routes import password_login, set_session
 from registry.auth.tokens import SESSION_COOKIE
 from registry.errors import NotFound, RegistryError
@@ -23,6 +29,13 @@ def _safe_next(target: str | None, prefix: str) -> str:
     if not target or not target.startswith(prefix) or target.startswith("//"):
         return f"{prefix}/"
     return target
+
+
+def _enrols_next(app: Any, p: Any) -> bool:
+    """A recipient without a record yet goes on to a plugin's enrolment page (`ui:enrol`)."""
+    if p.roles != {RECIPIENT} or p.recipient:
+        return False
+    return any(getattr(r, "name", None) == "ui:enrol" for r in app.router.routes)
 
 
 def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:
@@ -90,9 +103,15 @@ def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:
                     )
                     raise
                 p = outcome.principal
+                if outcome.reason == "signup":
+                    await run_in_threadpool(
+                        auth.event, "auth.signup", actor=p.actor, channel=channel, address=address
+                    )
                 await run_in_threadpool(
                     auth.event, "auth.login", actor=p.actor, via="otp", address=address
                 )
+                if target == f"{prefix}/" and _enrols_next(request.app, p):
+                    target = f"{prefix}/enrol"
             else:
                 p = await run_in_threadpool(
                     password_login,

@@ -3,6 +3,12 @@ birth year and phone). Where people enrol (the enrol and walk-in endpoints) a du
 refused in the write transaction; every recipient written any other way (the generic API, the
 UI, a bulk import) is compared afterwards from the outbox, and look-alikes are listed for staff
 to resolve (`GET /api/v1/programme/duplicates`).
+
+Self-enrolment: a person signs up with a one-time code (`otp_signup`), which makes a user with
+the `recipient` role and no record; they then enrol (a new record, whose phone or email must be
+the one they signed in with) or claim the record an agency pre-enrolled them with (its
+enrolment code plus that phone or email). Either way the record is linked to the user in the
+same transaction, and they get a new token naming it.
 """
 
 from __future__ import annotations
@@ -17,9 +23,19 @@ from sqlalchemy.engine import Connection
 
 from plugins.programme.runtime import RECIPIENT, Programme
 from plugins.programme.tables import duplicate, insert_for
-from registry import Conflict, utcnow
+from registry import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Principal,
+    Unauthorized,
+    storage,
+    utcnow,
+)
 
 CODE_DIGITS = 10
+RECIPIENT_ROLE = "recipient"
 
 
 def new_code() -> str:
@@ -140,3 +156,124 @@ def resolve_duplicate(conn: Connection, recipient: str, duplicate_of: str) -> bo
         )
     )
     return bool(result.rowcount)
+
+
+# -- self-enrolment ------------------------------------------------------------------------------
+def enrolled(record: dict[str, Any]) -> dict[str, Any]:
+    """What the enrol endpoints answer about the record."""
+    return {
+        "id": record["id"],
+        "enrollmentCode": record["enrollmentCode"],
+        "enrollmentType": record.get("enrollmentType"),
+    }
+
+
+def signed_up_user(auth: Any, who: Principal) -> Any:
+    """The caller's user row, when they are a user with the recipient role and no recipient
+    record yet (else 403 / 409)."""
+    if who.kind != "user" or RECIPIENT_ROLE not in who.roles:
+        raise Forbidden("only a person signed in with the recipient role enrols themselves")
+    if who.recipient:
+        raise Conflict(
+            f"you are enrolled already (recipient {who.recipient})", fields=["recipient"]
+        )
+    user = auth.users.get(who.subject)
+    if user is None or user["disabled"]:
+        raise Unauthorized("sign in again", headers={"WWW-Authenticate": "Bearer"})
+    if user["recipient"]:  # enrolled since this token was issued
+        raise Conflict("you are enrolled already: sign in again to see your record")
+    return user
+
+
+def check_own_contact(auth: Any, user: Any, body: dict[str, Any]) -> None:
+    """A self-enrolled record carries the mobile number or email its person signed in with."""
+    users = auth.users
+    if users.has_identifier(user, "sms", body.get("phone")) or users.has_identifier(
+        user, "email", body.get("email")
+    ):
+        return
+    field, what = ("phone", "mobile number") if user["phone_bi"] else ("email", "email address")
+    raise Invalid(
+        "1 field failed validation",
+        errors=[
+            {
+                "pointer": f"/{field}",
+                "message": f"must be the {what} you signed in with",
+                "keyword": "const",
+            }
+        ],
+    )
+
+
+def _same_contact(field: str, given: Any, stored: Any) -> bool:
+    if not isinstance(given, str) or not isinstance(stored, str):
+        return False
+    if field == "phone":
+        return bool(phone_digits(given)) and phone_digits(given) == phone_digits(stored)
+    return given.strip().lower() == stored.strip().lower()
+
+
+def enrol_self(rt: Programme, who: Principal, body: dict[str, Any]) -> tuple[dict, Principal]:
+    """Enrol the signed-up caller: a new record (duplicates refused, its phone or email the
+    one they signed in with) linked to their user in one transaction; (record, the caller as
+    they are now)."""
+    auth = rt.registry.auth
+    user = signed_up_user(auth, who)
+    body = {**body, "enrollmentType": "SELF_ENROLLMENT"}
+    check_own_contact(auth, user, body)
+    with storage.write(rt.registry.db.engine) as conn:
+        check_recipient(rt, conn, body)
+        record = create_with_code(rt.services[RECIPIENT], body, who.actor)
+        linked = auth.users.link_recipient(user["username"], record["id"])
+    auth.event("auth.enrolled", actor=who.actor, recipient=record["id"], how="self")
+    return record, linked
+
+
+def claim_enrolment(
+    rt: Programme, who: Principal, code: str, body: dict[str, Any]
+) -> tuple[dict, Principal]:
+    """Link the signed-up caller to the record pre-enrolled with `code` (see `claimable`);
+    attempts are rate limited per user. (record, the caller as they are now)."""
+    auth = rt.registry.auth
+    user = signed_up_user(auth, who)
+    s = auth.settings
+    auth.limiter.hit(
+        f"enrol-claim:{user['username']}",
+        s.otp_max_attempts + 2,
+        s.otp_rate_window_seconds,
+        "enrolment code attempts",
+    )
+    with storage.write(rt.registry.db.engine) as conn:
+        record = claimable(rt, conn, auth, user, code, body)
+        linked = auth.users.link_recipient(user["username"], record["id"])
+    auth.event("auth.enrolled", actor=who.actor, recipient=record["id"], how="claim")
+    return record, linked
+
+
+def claimable(
+    rt: Programme, conn: Connection, auth: Any, user: Any, code: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """The pre-enrolled record with enrolment code `code` whose phone (or email) is the one the
+    user signed in with and gives in `body`; one 404 for every mismatch (no oracle of codes)."""
+    refused = NotFound(
+        "no enrolment with this code for the mobile number or email you signed in with"
+    )
+    record = rt.one(conn, RECIPIENT, enrollmentCode=code)
+    if record is None:
+        raise refused
+    if not any(
+        auth.users.has_identifier(user, channel, body.get(field))
+        and _same_contact(field, body.get(field), record.get(field))
+        for channel, field in (("sms", "phone"), ("email", "email"))
+    ):
+        raise refused
+    users = auth.users.table
+    holder = conn.execute(
+        sa.select(users.c.username).where(users.c.recipient == record["id"]).limit(1)
+    ).first()
+    if holder is not None:
+        raise Conflict(
+            "this enrolment is linked to another sign-in already; ask the facility",
+            fields=["enrollmentCode"],
+        )
+    return record

@@ -9,7 +9,8 @@ group like any third-party plugin).
 - `after_write_batch`: the rollups, and the follow-ups (notices, next-dose suggestions,
   completed appointments, enrolment codes and duplicates of imports);
 - `register_routes`: `/api/v1/programme/...` and `/api/v1/analytics/...`;
-- `register_templates`, `prepare_app`: the dashboard page and the verification counter;
+- `register_templates`, `prepare_app`: the dashboard and self-enrolment pages and the
+  verification counter;
 - `register_commands`: `registry programme rebuild-rollups`;
 - `register_senders`: the `programme` sink sends the facility and monitoring notices.
 """
@@ -114,7 +115,9 @@ def prepare_app(app: Any, registry: Any) -> None:
     if not _on(registry):
         return
     from plugins.programme.dashboard import add_dashboard_page
+    from plugins.programme.enrol_page import add_enrol_page
     from plugins.programme.verifications import VerificationCounter
 
     add_dashboard_page(app, registry)
+    add_enrol_page(app, registry)
     app.add_middleware(VerificationCounter, rt=runtime(registry))

@@ -35,6 +35,7 @@ from plugins.programme.scheduling import slots
 from plugins.programme.walkin import walk_in
 from registry import BadRequest, Invalid, NotFound, storage, utcnow
 from registry.api import JSONResponse, read_json
+from registry.auth.routes import signed_in
 
 PREFIX = "/api/v1/programme"
 STAFF = (FACILITY_ADMIN, FACILITY_STAFF)
@@ -270,11 +271,11 @@ def programme_routes(registry: Any) -> list[APIRouter]:
     async def enrol(request: Request) -> Response:
         who = access.require(request, RECIPIENT, *STAFF)
         body = dict(_object(await read_json(request, max_bytes)))
-        body.setdefault(
-            "enrollmentType",
-            "SELF_ENROLLMENT" if who.roles == {RECIPIENT} else "PRE_ENROLLMENT",
-        )
         service = rt().services[RECIPIENT_ENTITY]
+        if who.roles == {RECIPIENT}:  # self-enrolment: the record becomes the caller's
+            body["enrollmentType"] = "SELF_ENROLLMENT"
+            return await run_in_threadpool(self_enrol, request, who, body)
+        body.setdefault("enrollmentType", "PRE_ENROLLMENT")
 
         def create() -> dict[str, Any]:
             with storage.write(registry.db.engine) as conn:
@@ -282,14 +283,27 @@ def programme_routes(registry: Any) -> list[APIRouter]:
                 return enrolment.create_with_code(service, body, who.actor)
 
         record = await run_in_threadpool(create)
-        return JSONResponse(
-            {
-                "id": record["id"],
-                "enrollmentCode": record["enrollmentCode"],
-                "enrollmentType": record.get("enrollmentType"),
-            },
-            status_code=201,
-        )
+        return JSONResponse(enrolment.enrolled(record), status_code=201)
+
+    def self_enrol(request: Request, who: Principal, body: dict[str, Any]) -> Response:
+        record, linked = enrolment.enrol_self(rt(), who, body)
+        return signed_in(registry.auth, request, linked, enrolment.enrolled(record), status=201)
+
+    @router.post(
+        f"{PREFIX}/enrol/claim",
+        summary="A recipient who signed up takes their pre-enrolment (enrolment code + the "
+        "mobile number or email they signed in with)",
+    )
+    async def claim_enrolment(request: Request) -> Response:
+        who = access.require(request, RECIPIENT)
+        body = _object(await read_json(request, max_bytes))
+        code = _field(body, "enrollmentCode")
+
+        def claim() -> Response:
+            record, linked = enrolment.claim_enrolment(rt(), who, code, body)
+            return signed_in(registry.auth, request, linked, enrolment.enrolled(record))
+
+        return await run_in_threadpool(claim)
 
     @router.get(
         f"{PREFIX}/duplicates",

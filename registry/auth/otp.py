@@ -4,7 +4,9 @@ and rate limits per identifier and per client address.
 
 Identifiers are kept as keyed hashes only. Unknown identifiers get the same answers as known
 ones (a code is "sent", tries are counted, lock-outs happen), so the API is no directory of who
-is registered; only known, enabled users are actually sent a code.
+is registered; only known, enabled users are actually sent a code, unless `otp_signup` is on:
+then unknown identifiers are sent one too, and its verification signs them up (a new user with
+the `recipient` role and no record yet; disabled users still get nothing).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class OneTimeCodes:
         self.limiter.hit(f"otp-addr:{address}", s.otp_rate_per_address, window, "code requests")
         self.limiter.hit(f"otp-id:{key}", s.otp_rate_per_identifier, window, "code requests")
         user = self.users.by_identifier(channel, norm)
+        wanted = (user is None and s.otp_signup) or (user is not None and not user["disabled"])
         code = f"{secrets.randbelow(10**DIGITS):0{DIGITS}d}"
         now = utcnow()
         t = self.table
@@ -79,7 +82,7 @@ class OneTimeCodes:
             if row is not None and row["locked_until"] is not None and row["locked_until"] > now:
                 return norm, None  # locked out: nothing sent, and the answer is the same
             values = {
-                "code_hash": self._code_hash(key, code) if user and not user["disabled"] else None,
+                "code_hash": self._code_hash(key, code) if wanted else None,
                 "expires_at": now + timedelta(seconds=s.otp_ttl_seconds),
                 "attempts": 0,
                 "locked_until": None,
@@ -88,9 +91,7 @@ class OneTimeCodes:
                 conn.execute(t.insert().values(identifier=key, **values))
             else:
                 conn.execute(t.update().where(t.c.identifier == key).values(**values))
-        if user is None or user["disabled"]:
-            return norm, None
-        return norm, code
+        return norm, (code if wanted else None)
 
     def verify(self, channel: str, to: Any, code: Any, address: str) -> Outcome:
         """The user's principal for a right code; `CodeRefused` or `TooManyRequests`."""
@@ -157,6 +158,10 @@ class OneTimeCodes:
                 else "the code is wrong or has expired"
             )
         user = self.users.by_identifier(channel, norm)
+        if user is None and s.otp_signup:
+            user = self.users.sign_up(channel, norm)
+            if user is not None and not user["disabled"]:
+                return Outcome(principal_of(user, via="otp"), "signup")
         if user is None or user["disabled"]:  # disabled since the code was sent
             raise CodeRefused()
         return Outcome(principal_of(user, via="otp"), "ok")

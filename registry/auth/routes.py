@@ -50,6 +50,20 @@ def set_session(auth: Auth, request: Request, response: Response, p: Principal) 
     )
 
 
+def signed_in(
+    auth: Auth,
+    request: Request,
+    p: Principal,
+    extra: dict[str, Any] | None = None,
+    status: int = 200,
+) -> Response:
+    """A response carrying a fresh token for `p` (plus `extra` fields) and the pages' session
+    cookie: after a sign-in, or when what the caller is changed (a recipient who enrolled)."""
+    resp = JSONResponse({**(extra or {}), **token_body(auth, p)}, status_code=status)
+    set_session(auth, request, resp, p)
+    return resp
+
+
 def token_body(auth: Auth, p: Principal) -> dict[str, Any]:
     issued = auth.tokens.issue(p)
     return {"access_token": issued.token, "token_type": "Bearer", "expires_in": issued.expires_in}
@@ -87,9 +101,7 @@ def auth_routes(auth: Auth) -> APIRouter:
         p = await run_in_threadpool(
             password_login, auth, username, password, client_address(request)
         )
-        resp = JSONResponse(token_body(auth, p))
-        set_session(auth, request, resp, p)
-        return resp
+        return signed_in(auth, request, p)
 
     @router.post(f"{AUTH}/otp", status_code=202, summary="Send a one-time sign-in code")
     async def otp_request(request: Request) -> Response:
@@ -141,10 +153,13 @@ def auth_routes(auth: Auth) -> APIRouter:
             raise
         p = outcome.principal
         assert p is not None
+        if outcome.reason == "signup":
+            await run_in_threadpool(
+                auth.event, "auth.signup", actor=p.actor, channel=channel, address=address
+            )
         await run_in_threadpool(auth.event, "auth.login", actor=p.actor, via="otp", address=address)
-        resp = JSONResponse(token_body(auth, p))
-        set_session(auth, request, resp, p)
-        return resp
+        extra = {"signedUp": True} if outcome.reason == "signup" else {}
+        return signed_in(auth, request, p, extra)
 
     @router.post(
         f"{AUTH}/token",

@@ -3,9 +3,11 @@ of recipients, and sign-in identifiers (email, mobile) kept only as keyed hashes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
+import secrets
 import unicodedata
 from collections.abc import Iterable
 from typing import Any
@@ -54,8 +56,11 @@ def check_identifier(channel: str, value: Any) -> str:
     return norm
 
 
-def check_roles(roles: Iterable[str], facility: str | None, recipient: str | None) -> list[str]:
-    """Roles known, the facility given for facility roles, the recipient id for recipients."""
+def check_roles(
+    roles: Iterable[str], facility: str | None, recipient: str | None, *, signup: bool = False
+) -> list[str]:
+    """Roles known, the facility given for facility roles, the recipient id for recipients
+    (except a user who signed up by code, whose record comes when they enrol)."""
     out = sorted(set(roles))
     if not out:
         raise _bad("roles", f"give at least one role: {', '.join(ROLES)}")
@@ -64,7 +69,7 @@ def check_roles(roles: Iterable[str], facility: str | None, recipient: str | Non
         raise _bad("roles", f"unknown role(s) {', '.join(unknown)}; roles: {', '.join(ROLES)}")
     if FACILITY_ROLES & set(out) and not facility:
         raise _bad("facility", "facility roles need the facility code (--facility)")
-    if RECIPIENT in out and not recipient:
+    if RECIPIENT in out and not recipient and not signup:
         raise _bad("recipient", "the recipient role needs the recipient id (--recipient)")
     return out
 
@@ -92,12 +97,13 @@ class Users:
         email: str | None = None,
         phone: str | None = None,
         actor: str | None = None,
+        signup: bool = False,
     ) -> dict[str, Any]:
         """Create a user; `Invalid` naming the field, `Conflict` when the name or an
-        identifier is taken."""
+        identifier is taken. `signup`: a recipient without a record yet (see `sign_up`)."""
         if not isinstance(username, str) or not USERNAME.match(username):
             raise _bad("username", "2-100 letters, digits, '.', '_', '@' or '-'")
-        role_list = check_roles(roles, facility, recipient)
+        role_list = check_roles(roles, facility, recipient, signup=signup)
         if password is not None and len(password) < MIN_PASSWORD:
             raise _bad("password", f"at least {MIN_PASSWORD} characters")
         if password is None and not (email or phone):
@@ -205,6 +211,52 @@ class Users:
         h = self.identifier_hash(channel, normalised)
         with storage.read(self.db.engine, snapshot=False) as conn:
             return conn.execute(sa.select(self.table).where(col == h)).mappings().first()
+
+    def sign_up(self, channel: str, normalised: str) -> Any:
+        """A new user for an identifier that proved itself with a one-time code: the
+        `recipient` role, no password, no recipient record yet (they enrol next). Returns the
+        user's row (the existing one if a concurrent sign-up made it first)."""
+        contact = {"email" if channel == "email" else "phone": normalised}
+        # a Conflict: the same identifier signed up meanwhile, and theirs is the user
+        with contextlib.suppress(Conflict):
+            self.add(
+                f"recipient-{secrets.token_hex(6)}",
+                roles=[RECIPIENT],
+                actor="signup",
+                signup=True,
+                **contact,
+            )
+        return self.by_identifier(channel, normalised)
+
+    def has_identifier(self, row: Any, channel: str, value: Any) -> bool:
+        """Whether `value` (an email or mobile number, any spacing) is the user's sign-in
+        identifier on `channel`."""
+        try:
+            norm = check_identifier(channel, value)
+        except Invalid:
+            return False
+        stored = row["email_bi"] if channel == "email" else row["phone_bi"]
+        return stored is not None and hmac.compare_digest(
+            stored, self.identifier_hash(channel, norm)
+        )
+
+    def link_recipient(self, username: str, recipient: str) -> Principal:
+        """Give a recipient-role user without a record their recipient record (in the caller's
+        write transaction when there is one); `Conflict` if they have one already."""
+        t = self.table
+        with storage.write(self.db.engine) as conn:
+            done = conn.execute(
+                t.update()
+                .where(t.c.username == username, t.c.recipient.is_(None), t.c.disabled.is_(False))
+                .values(recipient=recipient, updated_at=utcnow())
+            )
+            if done.rowcount != 1:
+                raise Conflict(
+                    "this user has a recipient record already (or is disabled)",
+                    errors=[{"pointer": "/recipient", "message": "linked", "keyword": "unique"}],
+                )
+            row = conn.execute(sa.select(t).where(t.c.username == username)).mappings().one()
+        return principal_of(row, via="otp")
 
     def active(self, username: str) -> Principal | None:
         """The principal of an enabled user (sessions check this on every page)."""

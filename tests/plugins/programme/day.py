@@ -30,6 +30,20 @@ def _ok(resp: Any, *codes: int) -> Any:
     return resp.json() if resp.content else None
 
 
+def _sign_up(person: TestClient, registry: Any, phone: str) -> str:
+    """Sign up by one-time code (`otp_signup` on); returns the new user's token. The code is
+    taken where the SMS gateway would get it; its check goes through the API."""
+    _ok(person.post("/api/v1/auth/otp", json={"channel": "sms", "to": phone}), 202)
+    _, code = registry.auth.otp.request("sms", phone, "day-simulation")
+    assert code is not None, "the day needs otp_signup = true"
+    signed = _ok(
+        person.post("/api/v1/auth/otp/verify", json={"channel": "sms", "to": phone, "code": code}),
+        200,
+    )
+    assert signed["signedUp"] is True
+    return signed["access_token"]
+
+
 def simulate_day(client: TestClient, registry: Any) -> dict[str, Any]:
     """Run the day; the outbox worker runs at the end (certificates, rollups, follow-ups)."""
     now = datetime.now(UTC)
@@ -94,8 +108,10 @@ def simulate_day(client: TestClient, registry: Any) -> dict[str, Any]:
         ),
         201,
     )
-    # 3. people enrol
+    # 3. people enrol: the first signs up with a code sent to her phone and enrols herself,
+    #    staff enrol the others
     ids = []
+    anita = TestClient(client.app)  # her own phone's browser: no administrator's token
     for i, (name, gender, n) in enumerate(PEOPLE):
         dob = today.replace(year=today.year - AGES[n], day=1).isoformat()
         body = {
@@ -106,13 +122,20 @@ def simulate_day(client: TestClient, registry: Any) -> dict[str, Any]:
             "phone": f"+99 97000 0000{i}",
             "address": {"district": "Riverside", "state": "Northland"},
         }
+        if i == 0:
+            anita.headers["Authorization"] = "Bearer " + _sign_up(anita, registry, body["phone"])
+            enrolled = _ok(anita.post("/api/v1/programme/enrol", json=body), 201)
+            assert enrolled["enrollmentType"] == "SELF_ENROLLMENT"
+            anita.headers["Authorization"] = "Bearer " + enrolled["access_token"]
+            ids.append(enrolled["id"])
+            continue
         ids.append(_ok(post("/api/v1/programme/enrol", json=body), 201)["id"])
-    # 4. four book at A; one cancels, one moves to 10:00
+    # 4. four book at A (Anita herself); one cancels, one moves to 10:00
     booked = []
     for i, slot in enumerate(["09:00", "09:00", "09:00", "09:30"]):
         booked.append(
             _ok(
-                post(
+                (anita.post if i == 0 else post)(
                     "/api/v1/programme/appointments",
                     json={
                         "recipient": ids[i],

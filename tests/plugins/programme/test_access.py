@@ -79,7 +79,8 @@ def test_analytics_and_the_dashboard_are_for_monitoring(world):
     assert anonymous.status_code == 303 and "/ui/login" in anonymous.headers["location"]
 
 
-def test_a_recipient_enrolling_is_a_self_enrolment(world):
+def test_a_recipient_with_a_record_cannot_enrol_again(world):
+    """(Signing up and enrolling oneself: test_self_enrolment.py.)"""
     _, as_ = world
     person = {
         "identity": "did:example:national-id:91000001",
@@ -88,7 +89,6 @@ def test_a_recipient_enrolling_is_a_self_enrolment(world):
         "gender": "Female",
     }
     resp = as_("recipient", recipient="self").post("/api/v1/programme/enrol", json=person)
-    assert resp.status_code == 201, resp.text
-    assert resp.json()["enrollmentType"] == "SELF_ENROLLMENT"
+    assert resp.status_code == 409 and "enrolled already" in resp.json()["detail"], resp.text
     monitoring = as_("monitoring").post("/api/v1/programme/enrol", json=person)
     assert monitoring.status_code == 403

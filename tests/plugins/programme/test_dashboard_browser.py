@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
         pytest.skip(problem)
     tmp = tmp_path_factory.mktemp("dashboard-server")
     data = tmp / "data"
-    env = {**os.environ, "REGISTRY_DATA_DIR": str(data), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "REGISTRY_DATA_DIR": str(data),
+        "PYTHONPATH": str(ROOT),
+        "REGISTRY_OTP_SIGNUP": "true",  # people sign up with a code (the enrolment test)
+        "REGISTRY_NOTIFICATION_SENDER": "console",  # the code lands in the server's log
+    }
     env.pop("REGISTRY_DATABASE_URL", None)
     with serve("tests.plugins.programme.dashboard_server:build", tmp, env, timeout=60) as base:
-        yield base, json.loads((data / "expected.json").read_text())
+        expected = json.loads((data / "expected.json").read_text())
+        expected["_log"] = str(tmp / "server.log")
+        yield base, expected
 
 
 @pytest.fixture(scope="module")
@@ -158,5 +168,53 @@ def test_the_dashboard_asks_to_sign_in_and_is_for_monitoring(
         pg.wait_for_url(f"{base}/ui/dashboard")
         total = pg.locator('[data-total="vaccinations"]').inner_text()
         assert total == str(expected["totals"]["vaccinations"])
+    finally:
+        context.close()
+
+
+def _code_sent_to(log: Path, digits: str) -> str:
+    """The sign-in code the console sender printed for `digits` (waits for it briefly)."""
+    for _ in range(50):
+        pattern = rf"sms to {re.escape(digits)}: Your sign-in code is ([0-9]{{6}})"
+        found = re.findall(pattern, log.read_text())
+        if found:
+            return found[-1]
+        time.sleep(0.1)
+    raise AssertionError("no code was sent")
+
+
+def test_a_person_signs_up_with_a_code_and_enrols(server: Any, chromium: Any, tmp_path: Path):
+    """Self-enrolment end to end in the browser: /ui/enrol asks to sign in; the person asks for
+    a code by SMS, types it, lands on the enrolment form, enrols with the number they signed in
+    with, and ends on their own record's page."""
+    base, expected = server
+    context = chromium.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    phone = "+99 91234 56780"
+    try:
+        pg.goto(f"{base}/ui/enrol")
+        pg.wait_for_url("**/ui/login?*")
+        otp = pg.locator("form.login-otp")
+        otp.get_by_label("Your mobile number or email").fill(phone)
+        otp.get_by_role("button", name="Send me a code").click()
+        code = _code_sent_to(Path(expected["_log"]), "+999123456780")
+        pg.locator("form.login-otp").get_by_label("The 6-digit code").fill(code)
+        pg.locator("form.login-otp").get_by_role("button", name="Sign in").click()
+        pg.wait_for_url("**/ui/enrol")
+        assert pg.get_by_role("heading", level=1).inner_text() == "Enrol for vaccination"
+        form = pg.locator("form.record").last
+        form.locator("#f-name").fill("Kavya Nair")
+        form.locator("#f-identity").fill("did:example:national-id:55501234")
+        form.locator("#f-dob").fill("1993-05-06")
+        form.locator("#f-gender").select_option("Female")
+        form.locator("#f-phone").fill(phone)
+        shot(pg, "self-enrolment", tmp_path)
+        form.get_by_role("button", name="Save").last.click()
+        pg.wait_for_load_state()
+        assert "/ui/recipient/" in pg.url, pg.locator("main").inner_text()
+        assert "Kavya Nair" in pg.get_by_role("heading", level=1).inner_text()
+        width = pg.locator("main").evaluate("m => m.scrollWidth")
+        assert width <= 360
     finally:
         context.close()

@@ -1,14 +1,25 @@
 """A full day end to end, on SQLite and PostgreSQL: facilities activated, a schedule set,
-people enrol and book, vaccinations recorded (one refused by the rate), a walk-in, certificates
-issued by the outbox worker, side effects reported, certificates verified; then the dashboard
-page and the aggregates show exactly that day."""
+people enrol (one signs up with a code and enrols herself) and book, vaccinations recorded
+(one refused by the rate), a walk-in, certificates issued by the outbox worker, side effects
+reported, certificates verified; then the dashboard page and the aggregates show exactly that
+day."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
-from tests.plugins.programme.conftest import Ops
+import pytest
+
+from registry import Settings
+from tests.plugins.programme.conftest import Ops, make_ops
 from tests.plugins.programme.day import A, B, simulate_day
+
+
+@pytest.fixture
+def ops(settings: Settings) -> Iterator[Ops]:
+    """People may sign up with a one-time code (one of them enrols herself)."""
+    yield from make_ops(settings.with_(otp_signup=True))
 
 
 def test_a_simulated_day_shows_on_the_dashboard(ops: Ops):
