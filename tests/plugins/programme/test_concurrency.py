@@ -171,3 +171,37 @@ def test_parallel_first_writes_of_a_registry_without_an_app_create_the_tables_on
         assert Counter(in_parallel(20, vaccinate)) == {"ok": 10, "full": 10}
     finally:
         reg.close()
+
+
+def test_an_import_racing_parallel_vaccinations_keeps_the_rate(pg_ops: Ops, tmp_path: Any):
+    """A CSV import of 25 vaccinations runs while 25 other people are vaccinated through the
+    API, against a rate of 20: exactly 20 are recorded, whoever gets there first."""
+    from registry.imports import import_file
+    from tests.plugins.programme.conftest import VACCINATOR, VACCINE, at, today
+
+    ops = pg_ops
+    ops.activate(rate=20)
+    people = [p["id"] for p in ops.recipients(N)]
+    path = tmp_path / "vaccinations.csv"
+    path.write_text(
+        "recipient,program,vaccine,facility,vaccinator,dose,totalDoses,batch,date\n"
+        + "".join(
+            f"{p},{PROGRAM},{VACCINE},{FACILITY},{VACCINATOR},1,2,B-1,{at(today())}\n"
+            for p in people[:25]
+        )
+    )
+    service = ops.registry.services["vaccination"]
+
+    def work(i: int) -> Any:
+        if i == 0:  # chunks of 5 rows: the import commits as it goes, racing the API
+            return import_file(service, path, actor="user:agency", chunk_size=5)
+        return ops.vaccinate(people[24 + i]).status_code
+
+    results = in_parallel(26, work)
+    imported = results[0]
+    api = Counter(results[1:])
+    assert imported.inserted + api[201] == 20, (imported.summary(), api)
+    assert imported.failed == 25 - imported.inserted
+    assert api[201] + api[409] == 25
+    assert count(ops, "SELECT count(*) FROM vaccination") == 20
+    assert count(ops, "SELECT used FROM programme_counter WHERE kind = 'rate'") == 20
