@@ -19,24 +19,10 @@ from fastapi.testclient import TestClient
 from registry import Settings, create_app, open_registry
 from registry.audit import AuditQuery, list_entries
 from registry.codec import utcnow
-from registry.hookspecs import hookimpl
+from tests.authn import Messages as Outbox
 from tests.authn import auth_headers
 
 PASSWORD = "correct horse battery"
-
-
-class Outbox:
-    """A test plugin: `send_notification` keeps the messages instead of sending them."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    @hookimpl
-    def send_notification(
-        self, channel: str, to: str, template: str, context: dict[str, Any], registry: Any
-    ) -> bool:
-        self.sent.append({"channel": channel, "to": to, "template": template, **context})
-        return True
 
 
 @pytest.fixture
@@ -110,8 +96,13 @@ def _tampered(reg: Any) -> dict[str, str]:
     t = reg.auth.tokens
     now = int(time.time())
     good = {
-        "iss": t.issuer, "aud": t.audience, "sub": "mallory", "iat": now, "exp": now + 600,
-        "kind": "user", "roles": ["system-admin"],
+        "iss": t.issuer,
+        "aud": t.audience,
+        "sub": "mallory",
+        "iat": now,
+        "exp": now + 600,
+        "kind": "user",
+        "roles": ["system-admin"],
     }
     header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
     payload = base64.urlsafe_b64encode(json.dumps(good).encode()).rstrip(b"=").decode()
@@ -254,9 +245,9 @@ def test_an_expired_code_is_refused(reg, http, outbox):
     http.post("/api/v1/auth/otp", json={"channel": "sms", "to": "+91 90000 00001"})
     with reg.db.engine.begin() as conn:
         conn.execute(
-            reg.db.metadata.tables["registry_otp"].update().values(
-                expires_at=utcnow() - timedelta(seconds=1)
-            )
+            reg.db.metadata.tables["registry_otp"]
+            .update()
+            .values(expires_at=utcnow() - timedelta(seconds=1))
         )
     resp = http.post(
         "/api/v1/auth/otp/verify",
@@ -332,8 +323,11 @@ def test_the_smtp_sender_delivers_to_a_loopback_server(settings):
 # -- API clients -------------------------------------------------------------------------------
 def test_client_credentials_give_a_scoped_token(reg, http):
     client, secret = reg.auth.clients.add(roles=["facility-staff"], facility="F1", name="his")
-    form = {"grant_type": "client_credentials", "client_id": client["clientId"],
-            "client_secret": secret}
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": client["clientId"],
+        "client_secret": secret,
+    }
     resp = http.post("/api/v1/auth/token", data=form)
     assert resp.status_code == 200 and resp.headers["cache-control"] == "no-store"
     token = resp.json()["access_token"]

@@ -9,7 +9,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from registry import Settings
-from registry.hookspecs import hookimpl
+from tests.authn import Messages
 from tests.plugins.programme.conftest import (
     FACILITY,
     PROGRAM,
@@ -100,20 +100,8 @@ def test_moving_a_vaccination_to_a_full_day_is_refused(ops: Ops):
     assert problem(moved, 409)["errors"][0]["pointer"] == "/date"
 
 
-class Outbox:
-    """A notification sender that keeps what it is asked to send."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-
-    @hookimpl
-    def send_notification(self, channel, to, template, context, registry):
-        self.sent.append({"channel": channel, "to": to, "template": template, **context})
-        return f"m{len(self.sent)}"
-
-
 def test_activation_changes_are_audited_and_the_facility_is_told(settings: Settings):
-    messages = Outbox()
+    messages = Messages()
     for ops in make_ops(settings, extra=(messages,)):
         record = ops.activate(rate=5, reason="opening")
         ops.activate(rate=8, reason="more staff")

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from registry import Settings
 from registry.audit import AuditQuery, list_entries
-from registry.hookspecs import hookimpl
+from tests.authn import Messages
 from tests.plugins.programme.conftest import FACILITY, PROGRAM, Ops, make_ops, next_weekday
 from tests.registry.test_imports_api import finished
 
@@ -29,37 +29,20 @@ PERSON = {
 }
 
 
-class Codes:
-    """Keeps the one-time codes the registry sends (a `send_notification` plugin)."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    @hookimpl
-    def send_notification(
-        self, channel: str, to: str, template: str, context: dict[str, Any], registry: Any
-    ) -> bool:
-        self.sent.append({"channel": channel, "to": to, "template": template, **context})
-        return True
-
-    def last(self, to: str) -> str:
-        return next(m["code"] for m in reversed(self.sent) if m["to"] == to)
+@pytest.fixture
+def codes() -> Messages:
+    return Messages()
 
 
 @pytest.fixture
-def codes() -> Codes:
-    return Codes()
-
-
-@pytest.fixture
-def ops(settings: Settings, codes: Codes) -> Iterator[Ops]:
+def ops(settings: Settings, codes: Messages) -> Iterator[Ops]:
     yield from make_ops(settings.with_(otp_signup=True), extra=(codes,))
 
 
 class Person:
     """A phone's owner using the API with their own client (no administrator's token)."""
 
-    def __init__(self, ops: Ops, codes: Codes, phone: str = PHONE):
+    def __init__(self, ops: Ops, codes: Messages, phone: str = PHONE):
         self.http = TestClient(ops.client.app)
         self.codes = codes
         self.phone = phone
@@ -74,7 +57,7 @@ class Person:
         digits = "+" + "".join(c for c in self.phone if c.isdigit())
         resp = self.http.post(
             "/api/v1/auth/otp/verify",
-            json={"channel": "sms", "to": self.phone, "code": self.codes.last(digits)},
+            json={"channel": "sms", "to": self.phone, "code": self.codes.last_code(digits)},
         )
         assert resp.status_code == 200, resp.text
         self.token = resp.json()["access_token"]
@@ -98,7 +81,7 @@ def audit(ops: Ops, action: str) -> list[dict[str, Any]]:
     return items
 
 
-def test_a_new_person_signs_up_enrols_and_books_for_themselves(ops: Ops, codes: Codes):
+def test_a_new_person_signs_up_enrols_and_books_for_themselves(ops: Ops, codes: Messages):
     person = Person(ops, codes)
     body = person.sign_up()
     assert body["signedUp"] is True
@@ -138,7 +121,7 @@ def test_a_new_person_signs_up_enrols_and_books_for_themselves(ops: Ops, codes: 
     assert again.status_code == 409 and "enrolled already" in again.json()["detail"]
 
 
-def test_the_record_must_carry_the_phone_signed_in_with(ops: Ops, codes: Codes):
+def test_the_record_must_carry_the_phone_signed_in_with(ops: Ops, codes: Messages):
     person = Person(ops, codes)
     person.sign_up()
     stale = person.token
@@ -154,7 +137,7 @@ def test_the_record_must_carry_the_phone_signed_in_with(ops: Ops, codes: Codes):
     assert again.status_code == 409 and "sign in again" in again.json()["detail"]
 
 
-def test_a_person_enrolled_already_is_refused_and_stays_unlinked(ops: Ops, codes: Codes):
+def test_a_person_enrolled_already_is_refused_and_stays_unlinked(ops: Ops, codes: Messages):
     staff = ops.client.post("/api/v1/programme/enrol", json=PERSON)
     assert staff.status_code == 201, staff.text
     person = Person(ops, codes)
@@ -186,7 +169,7 @@ def pre_enrol(ops: Ops, phone: str = PHONE) -> dict[str, Any]:
     return record
 
 
-def test_a_pre_enrolled_person_claims_their_record(ops: Ops, codes: Codes):
+def test_a_pre_enrolled_person_claims_their_record(ops: Ops, codes: Messages):
     record = pre_enrol(ops, phone="9876543210")  # the agency wrote no country code
     person = Person(ops, codes)
     person.sign_up()
@@ -211,7 +194,7 @@ def test_a_pre_enrolled_person_claims_their_record(ops: Ops, codes: Codes):
     assert taken.status_code == 404
 
 
-def test_claim_attempts_are_limited(ops: Ops, codes: Codes):
+def test_claim_attempts_are_limited(ops: Ops, codes: Messages):
     pre_enrol(ops)
     person = Person(ops, codes)
     person.sign_up()
@@ -224,7 +207,7 @@ def test_claim_attempts_are_limited(ops: Ops, codes: Codes):
     assert answers[:5] == [404] * 5 and answers[-1] == 429
 
 
-def test_without_otp_signup_unknown_people_get_no_code(settings: Settings, codes: Codes):
+def test_without_otp_signup_unknown_people_get_no_code(settings: Settings, codes: Messages):
     for ops in make_ops(settings, extra=(codes,)):
         http = TestClient(ops.client.app)
         sent = http.post("/api/v1/auth/otp", json={"channel": "sms", "to": PHONE})
@@ -242,7 +225,7 @@ def test_staff_cannot_use_the_claim_endpoint(ops: Ops):
 
 
 # -- the pages -----------------------------------------------------------------------------------
-def page_sign_up(ops: Ops, codes: Codes, phone: str = PHONE) -> TestClient:
+def page_sign_up(ops: Ops, codes: Messages, phone: str = PHONE) -> TestClient:
     """Sign up on /ui/login with a code; returns the browser-like client (session cookie)."""
     web = TestClient(ops.client.app, follow_redirects=False)
     sent = web.post("/ui/login", data={"mode": "otp-send", "channel": "sms", "to": phone})
@@ -254,7 +237,7 @@ def page_sign_up(ops: Ops, codes: Codes, phone: str = PHONE) -> TestClient:
             "mode": "otp",
             "channel": "sms",
             "to": phone,
-            "code": codes.last(digits),
+            "code": codes.last_code(digits),
             "next": "/ui/",
         },
     )
@@ -264,7 +247,7 @@ def page_sign_up(ops: Ops, codes: Codes, phone: str = PHONE) -> TestClient:
     return web
 
 
-def test_the_enrol_page_enrols_a_person_who_signed_up(ops: Ops, codes: Codes):
+def test_the_enrol_page_enrols_a_person_who_signed_up(ops: Ops, codes: Messages):
     web = page_sign_up(ops, codes)
     page = web.get("/ui/enrol")
     assert page.status_code == 200
@@ -292,7 +275,7 @@ def test_the_enrol_page_enrols_a_person_who_signed_up(ops: Ops, codes: Codes):
     assert again.status_code == 303 and again.headers["location"] == record_page.split("?")[0]
 
 
-def test_the_enrol_page_claims_a_pre_enrolment(ops: Ops, codes: Codes):
+def test_the_enrol_page_claims_a_pre_enrolment(ops: Ops, codes: Messages):
     record = pre_enrol(ops)
     web = page_sign_up(ops, codes)
     wrong = web.post("/ui/enrol", data={"_mode": "claim", "enrollmentCode": "1", "phone": PHONE})

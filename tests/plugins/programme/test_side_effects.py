@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from registry import Settings
+from tests.authn import Messages as Outbox
 from tests.plugins.programme.conftest import Ops, make_ops, today
-from tests.plugins.programme.test_activation import Outbox
 
 
 def certificate_of(ops: Ops) -> dict[str, Any]:
