@@ -619,6 +619,7 @@ class Importer:
         #: the plugins' `before_write` runs on every row (`register_write_checks`): rows then
         #: go the records way, each check in a savepoint, a refused row reported like others
         self.checks = service.before_write if service.checks_imports else None
+        self._update_stmt: Any = None  # built on the first upsert that changes a record
         self.needs_raw: set[int] = set()
         self.dbapi_error = self.db.engine.dialect.loaded_dbapi.IntegrityError
         uq = list(self.entity.uniques)
@@ -1124,49 +1125,66 @@ class Importer:
             updates = [u for u in updates if u[0] not in bad]
         keep_ids = self.options.keep_ids
         ids = {i: (chunk.ids[i] if keep_ids and chunk.ids[i] else new_id()) for i in inserts}
+        res = self.result
+        res.unchanged += unchanged
         if self.checks is not None:
-            refused = self._check_rows(conn, chunk, ids, updates)
+            # each row checked then written, in file order, so a rule sees the rows before it
+            # (a dry run or an aborting import writes too: its transaction is rolled back)
+            refused = self._checked_writes(conn, chunk, ids, updates)
             if refused:
                 self._drop(chunk, keep, refused)
                 inserts = [i for i in inserts if i not in refused]
                 updates = [u for u in updates if u[0] not in refused]
-        res = self.result
-        res.unchanged += unchanged
-        if write:
+        elif write:
             self._write_records(conn, chunk, inserts, updates, ids)
         res.inserted += len(inserts)
         res.updated += len(updates)
 
-    def _check_rows(
+    def _checked_writes(
         self,
         conn: Connection,
         chunk: Chunk,
         ids: Mapping[int, str],
         updates: list[tuple[int, Mapping[str, Any], list[str]]],
     ) -> dict[int, list[tuple[str, str, str]]]:
-        """Run the plugins' `before_write` on each row in file order, each in a savepoint (a
-        refused row leaves nothing behind); returns the refused rows' errors."""
+        """Run the plugins' `before_write` on each row and write it, in file order, each row in
+        a savepoint (a refused row leaves nothing behind); the audit entries and events of the
+        rows written follow together. Returns the refused rows' errors."""
         check = self.checks
         assert check is not None
-        name, records = self.entity.name, chunk.rows
-        items = [(i, "create", {**records[i], "id": rid}, None) for i, rid in ids.items()]
-        items += [
-            (i, "update", {**records[i], "id": cur["id"]}, self.codec.to_record(cur))
-            for i, cur, _ in updates
-        ]
+        svc, name, records = self.service, self.entity.name, chunk.rows
+        actor, now = self.options.actor, chunk.now
+        todo: list[tuple[int, Mapping[str, Any] | None, list[str]]] = [(i, None, []) for i in ids]
+        todo += updates
         refused: dict[int, list[tuple[str, str, str]]] = {}
-        for i, action, record, previous in sorted(items, key=lambda item: item[0]):
+        created: list[tuple[str, int, list[str]]] = []
+        changed: list[tuple[str, int, list[str]]] = []
+        for i, current, fields in sorted(todo, key=lambda item: item[0]):
             savepoint = conn.begin_nested()
             try:
-                check(name, action, record, previous, conn)
+                if current is None:
+                    check(name, "create", {**records[i], "id": ids[i]}, None, conn)
+                    svc._insert(conn, svc._new_row(records[i], actor, ids[i], now))
+                else:
+                    previous = self.codec.to_record(current)
+                    check(name, "update", {**records[i], "id": current["id"]}, previous, conn)
+                    self._update_rows(conn, records, [(i, current)], now)
             except RegistryError as exc:
                 savepoint.rollback()
                 refused[i] = [
                     (e.get("pointer", ""), e.get("message", exc.detail), e.get("keyword", exc.slug))
                     for e in exc.errors or ()
                 ] or [("", exc.detail, exc.slug)]
+                continue
+            savepoint.commit()
+            if current is None:
+                created.append((ids[i], 1, sorted(records[i])))
             else:
-                savepoint.commit()
+                changed.append((current["id"], current["_version"] + 1, fields))
+        if created:
+            svc._log_many(conn, "create", created, actor, now)
+        if changed:
+            svc._log_many(conn, "update", changed, actor, now)
         return refused
 
     def _write_records(
@@ -1193,38 +1211,7 @@ class Importer:
                     now,
                 )
             if updates:
-                data_cols = [*self.kinds, *self.codec.blind.values()]
-                stmt = (
-                    self.table.update()
-                    .where(
-                        self.table.c.id == sa.bindparam("b_id"),
-                        self.table.c._version == sa.bindparam("b_version"),
-                    )
-                    .values(
-                        {c: sa.bindparam(f"v_{c}") for c in data_cols}
-                        | {
-                            "_version": sa.bindparam("v__version"),
-                            "_updated_at": sa.bindparam("v__updated_at"),
-                            "_updated_by": sa.bindparam("v__updated_by"),
-                        }
-                    )
-                )
-                params = []
-                for i, current, _ in updates:
-                    values = self.codec.to_row(records[i], current["id"])
-                    p = {f"v_{c}": values[c] for c in data_cols}
-                    p.update(
-                        b_id=current["id"],
-                        b_version=current["_version"],
-                        v__version=current["_version"] + 1,
-                        v__updated_at=now,
-                        v__updated_by=actor,
-                    )
-                    params.append(p)
-                try:
-                    conn.execute(stmt, params)
-                except sa.exc.IntegrityError as exc:
-                    raise svc._conflict(exc) from None
+                self._update_rows(conn, records, [(i, cur) for i, cur, _ in updates], now)
                 svc._log_many(
                     conn,
                     "update",
@@ -1232,6 +1219,48 @@ class Importer:
                     actor,
                     now,
                 )
+
+    def _update_rows(
+        self,
+        conn: Connection,
+        records: list[Any],
+        pairs: list[tuple[int, Mapping[str, Any]]],
+        now: datetime,
+    ) -> None:
+        """Replace each stored record (`current`) with row `i` of the file: version + 1."""
+        data_cols = [*self.kinds, *self.codec.blind.values()]
+        if self._update_stmt is None:
+            self._update_stmt = (
+                self.table.update()
+                .where(
+                    self.table.c.id == sa.bindparam("b_id"),
+                    self.table.c._version == sa.bindparam("b_version"),
+                )
+                .values(
+                    {c: sa.bindparam(f"v_{c}") for c in data_cols}
+                    | {
+                        "_version": sa.bindparam("v__version"),
+                        "_updated_at": sa.bindparam("v__updated_at"),
+                        "_updated_by": sa.bindparam("v__updated_by"),
+                    }
+                )
+            )
+        params = []
+        for i, current in pairs:
+            values = self.codec.to_row(records[i], current["id"])
+            p = {f"v_{c}": values[c] for c in data_cols}
+            p.update(
+                b_id=current["id"],
+                b_version=current["_version"],
+                v__version=current["_version"] + 1,
+                v__updated_at=now,
+                v__updated_by=self.options.actor,
+            )
+            params.append(p)
+        try:
+            conn.execute(self._update_stmt, params)
+        except sa.exc.IntegrityError as exc:
+            raise self.service._conflict(exc) from None
 
     # ---- the end ---------------------------------------------------------------------------------
     def _private_keys(self, plan: Plan) -> set[str]:
