@@ -12,7 +12,6 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from registry.auth.deps import client_address, principal_of
-from registry.auth.notify import send
 from registry.auth.principal import (
     FACILITY_ADMIN,
     FACILITY_STAFF,
@@ -20,7 +19,7 @@ from registry.auth.principal import (
     ROLES,
     SYSTEM_ADMIN,
 )
-from registry.auth.routes import password_login, set_session
+from registry.auth.routes import otp_login, otp_send, password_login, set_session
 from registry.auth.tokens import SESSION_COOKIE
 from registry.errors import NotFound, RegistryError
 
@@ -69,47 +68,14 @@ def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:
         try:
             if mode == "otp-send":
                 channel, to = form.get("channel", ""), form.get("to", "")
-                norm, code = await run_in_threadpool(auth.otp.request, channel, to, address)
-                if code is not None:
-                    minutes = max(1, auth.settings.otp_ttl_seconds // 60)
-                    await run_in_threadpool(
-                        send,
-                        auth.settings,
-                        ui.registry.pm,
-                        ui.registry,
-                        channel,
-                        norm,
-                        "otp",
-                        {"code": code, "minutes": minutes},
-                    )
-                await run_in_threadpool(
-                    auth.event, "auth.otp-requested", channel=channel, address=address
-                )
+                await run_in_threadpool(otp_send, auth, channel, to, address)
                 return login_page(page, code_sent=True, channel=channel, to=to, next=target)
             if mode == "otp":
                 channel, to = form.get("channel", ""), form.get("to", "")
-                try:
-                    outcome = await run_in_threadpool(
-                        auth.otp.verify, channel, to, form.get("code", ""), address
-                    )
-                except RegistryError as exc:
-                    await run_in_threadpool(
-                        auth.event,
-                        "auth.login-failed",
-                        via="otp",
-                        channel=channel,
-                        reason=exc.detail,
-                        address=address,
-                    )
-                    raise
-                p = outcome.principal
-                if outcome.reason == "signup":
-                    await run_in_threadpool(
-                        auth.event, "auth.signup", actor=p.actor, channel=channel, address=address
-                    )
-                await run_in_threadpool(
-                    auth.event, "auth.login", actor=p.actor, via="otp", address=address
+                outcome = await run_in_threadpool(
+                    otp_login, auth, channel, to, form.get("code", ""), address
                 )
+                p = outcome.principal
                 if target == f"{prefix}/" and _enrols_next(request.app, p):
                     target = f"{prefix}/enrol"
             else:

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from registry.api import API_PREFIX, JSONResponse, read_json
 from registry.auth.deps import Auth, client_address, principal_of
 from registry.auth.notify import send
+from registry.auth.otp import Outcome
 from registry.auth.principal import Principal
 from registry.auth.ratelimit import TooManyRequests
 from registry.auth.tokens import SESSION_COOKIE
@@ -90,6 +91,42 @@ def password_login(auth: Auth, username: str, password: str, address: str) -> Pr
     return p
 
 
+def otp_send(auth: Auth, channel: str, to: Any, address: str) -> None:
+    """Ask for a sign-in code and send it when the identifier may have one (rate limited,
+    audited; the same outcome either way, so callers answer alike)."""
+    norm, code = auth.otp.request(channel, to, address)
+    if code is not None:
+        minutes = max(1, auth.settings.otp_ttl_seconds // 60)
+        send(
+            auth.settings,
+            auth.registry.pm,
+            auth.registry,
+            channel,
+            norm,
+            "otp",
+            {"code": code, "minutes": minutes},
+        )
+    auth.event("auth.otp-requested", channel=channel, address=address)
+
+
+def otp_login(auth: Auth, channel: str, to: Any, code: Any, address: str) -> Outcome:
+    """Check a sign-in code (rate limited, audited either way, a sign-up audited too)."""
+    try:
+        outcome = auth.otp.verify(channel, to, code, address)
+    except RegistryError as exc:
+        if exc.status in (401, 429):
+            auth.event(
+                "auth.login-failed", via="otp", channel=channel, reason=exc.detail, address=address
+            )
+        raise
+    p = outcome.principal
+    assert p is not None
+    if outcome.reason == "signup":
+        auth.event("auth.signup", actor=p.actor, channel=channel, address=address)
+    auth.event("auth.login", actor=p.actor, via="otp", address=address)
+    return outcome
+
+
 def auth_routes(auth: Auth) -> APIRouter:
     router = APIRouter(tags=["auth"])
     max_bytes = 16_384
@@ -107,21 +144,7 @@ def auth_routes(auth: Auth) -> APIRouter:
     async def otp_request(request: Request) -> Response:
         body = await read_json(request, max_bytes)
         channel = _text(body, "channel", 10)
-        address = client_address(request)
-        to, code = await run_in_threadpool(auth.otp.request, channel, body.get("to"), address)
-        if code is not None:
-            minutes = max(1, auth.settings.otp_ttl_seconds // 60)
-            await run_in_threadpool(
-                send,
-                auth.settings,
-                auth.registry.pm,
-                auth.registry,
-                channel,
-                to,
-                "otp",
-                {"code": code, "minutes": minutes},
-            )
-        await run_in_threadpool(auth.event, "auth.otp-requested", channel=channel, address=address)
+        await run_in_threadpool(otp_send, auth, channel, body.get("to"), client_address(request))
         # the same answer whether or not the identifier belongs to someone
         return JSONResponse(
             {
@@ -135,29 +158,11 @@ def auth_routes(auth: Auth) -> APIRouter:
     async def otp_verify(request: Request) -> Response:
         body = await read_json(request, max_bytes)
         channel = _text(body, "channel", 10)
-        address = client_address(request)
-        try:
-            outcome = await run_in_threadpool(
-                auth.otp.verify, channel, body.get("to"), body.get("code"), address
-            )
-        except RegistryError as exc:
-            if exc.status in (401, 429):
-                await run_in_threadpool(
-                    auth.event,
-                    "auth.login-failed",
-                    via="otp",
-                    channel=channel,
-                    reason=exc.detail,
-                    address=address,
-                )
-            raise
+        outcome = await run_in_threadpool(
+            otp_login, auth, channel, body.get("to"), body.get("code"), client_address(request)
+        )
         p = outcome.principal
         assert p is not None
-        if outcome.reason == "signup":
-            await run_in_threadpool(
-                auth.event, "auth.signup", actor=p.actor, channel=channel, address=address
-            )
-        await run_in_threadpool(auth.event, "auth.login", actor=p.actor, via="otp", address=address)
         extra = {"signedUp": True} if outcome.reason == "signup" else {}
         return signed_in(auth, request, p, extra)
 
