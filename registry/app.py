@@ -33,6 +33,7 @@ from registry.demo import load_demo_data
 from registry.errors import (
     PROBLEM_JSON,
     Forbidden,
+    NotFound,
     RegistryError,
     StartupError,
     Unauthorized,
@@ -118,6 +119,17 @@ class Registry:
         if self._auth is not None:
             self._auth.close()
         self.db.engine.dispose()
+
+    def record(self, entity: str, record_id: Any) -> dict[str, Any] | None:
+        """The live record of `entity` with this id; None when there is no such entity, no id
+        or no such record (for plugins looking up what an event names)."""
+        service = self.services.get(entity)
+        if service is None or not record_id:
+            return None
+        try:
+            return service.get(str(record_id))
+        except NotFound:
+            return None
 
     def lookup_person(self, identity: str) -> dict[str, Any] | None:
         """Ask the external registries (plugins) about a person; the first answer wins."""

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from plugins.adapters.http import ConfigError
+from registry.plugin_settings import setting_int
 
 
 def section(settings: Any, name: str) -> dict[str, Any]:
@@ -43,14 +44,7 @@ def table_setting(table: Mapping[str, Any], key: str, where: str) -> dict[str, A
 
 
 def int_setting(table: Mapping[str, Any], key: str, where: str, default: int) -> int:
-    value = table.get(key, default)
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}.{key} must be a whole number, got {value!r}") from None
-    if number < 1:
-        raise ConfigError(f"{where}.{key} must be at least 1")
-    return number
+    return setting_int(f"{where}.{key}", table.get(key, default), minimum=1)
 
 
 def dotted_defaults(table: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,12 +20,14 @@ from typing import Any
 
 import httpx
 
+from registry.plugin_settings import PluginSettingError
+
 DEFAULT_TIMEOUT = 10.0
 USER_AGENT = "open-registry-adapter"
 
 
-class ConfigError(ValueError):
-    """An adapter setting that cannot be used; the message names it (never its secret value)."""
+#: an adapter setting that cannot be used; the message names it (never its secret value)
+ConfigError = PluginSettingError
 
 
 class Unavailable(Exception):

@@ -46,7 +46,6 @@ from plugins.adapters.config import section, table_setting
 from plugins.adapters.http import ConfigError, Http, Refused, Unavailable, setting_secret
 from registry import (
     DeliveryError,
-    NotFound,
     PermanentDeliveryError,
     StartupError,
     delivery_key,
@@ -236,16 +235,6 @@ def after_write_batch(events: list[dict[str, Any]], connection: Any, registry: A
             enqueue_delivery(connection, registry, SINK, key, event, payload)
 
 
-def _get(registry: Any, entity: str, record_id: Any) -> dict[str, Any] | None:
-    service = registry.services.get(entity)
-    if service is None or not record_id:
-        return None
-    try:
-        return service.get(str(record_id))
-    except NotFound:
-        return None
-
-
 def addresses(entity: str, record: dict[str, Any], recipient: dict[str, Any] | None) -> dict:
     """Who hears about a record, by channel: the facility and its administrators, or the
     recipient (the record itself, or the recipient it refers to)."""
@@ -281,11 +270,11 @@ def send(delivery: dict[str, Any], registry: Any) -> str:
     if not table or channel not in _channels(table):
         raise PermanentDeliveryError(f"the {channel} channel is no longer configured")
     entity = delivery["entity"]
-    record = _get(registry, entity, delivery["record_id"])
+    record = registry.record(entity, delivery["record_id"])
     if record is None:
         raise PermanentDeliveryError(f"{entity} {delivery['record_id']} is gone")
     recipient = (
-        record if entity == "recipient" else _get(registry, "recipient", record.get("recipient"))
+        record if entity == "recipient" else registry.record("recipient", record.get("recipient"))
     )
     context: dict[str, Any] = {
         "record": record,

@@ -10,30 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from plugins.certificates.suites import EDDSA_RDFC_2022, SUITES
+from registry.plugin_settings import PluginSettingError, setting_bool, setting_list
 
 #: the environment variable that may hold the signing key (a Multikey secret, `z...`)
 KEY_ENV = "REGISTRY_CERTIFICATES_SIGNING_KEY"
 
 
-class ConfigError(ValueError):
-    """A `[plugins.certificates]` setting that cannot be used; the message names it."""
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"plugins.certificates.{name} must be true or false, got {value!r}")
-
-
-def _list(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
-    return tuple(str(v) for v in value)
+#: a `[plugins.certificates]` setting that cannot be used; the message names it
+ConfigError = PluginSettingError
 
 
 @dataclass(frozen=True)
@@ -84,7 +68,7 @@ class CertificatesConfig:
         values: dict[str, Any] = {}
         for key, value in raw.items():
             if key == "enabled":
-                values[key] = _bool(key, value)
+                values[key] = setting_bool(f"plugins.certificates.{key}", value)
             elif key == "pdf_fonts":
                 values[key] = value
             elif key in (
@@ -96,7 +80,7 @@ class CertificatesConfig:
             ):
                 values[key] = Path(value)
             elif key == "trusted_issuers":
-                values[key] = _list(value)
+                values[key] = setting_list(value)
             elif key in ("max_corrections", "batch_size"):
                 try:
                     values[key] = int(value)

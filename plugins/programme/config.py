@@ -10,34 +10,13 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from registry.plugin_settings import PluginSettingError, setting_bool, setting_int
+
 STOCK_MODES = ("tracked", "required", "off")
 
 
-class ConfigError(ValueError):
-    """A `[plugins.programme]` setting that cannot be used; the message names it."""
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"plugins.programme.{name} must be true or false, got {value!r}")
-
-
-def _int(name: str, value: Any, minimum: int = 0) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"plugins.programme.{name} must be a whole number, got {value!r}"
-        ) from None
-    if number < minimum:
-        raise ConfigError(f"plugins.programme.{name} must be at least {minimum}, got {number}")
-    return number
+#: a `[plugins.programme]` setting that cannot be used; the message names it
+ConfigError = PluginSettingError
 
 
 def parse_timezone(value: str) -> tzinfo:
@@ -102,9 +81,9 @@ class ProgrammeConfig:
         for key, value in raw.items():
             default = known[key].default
             if isinstance(default, bool):
-                values[key] = _bool(key, value)
+                values[key] = setting_bool(f"plugins.programme.{key}", value)
             elif isinstance(default, int):
-                values[key] = _int(key, value)
+                values[key] = setting_int(f"plugins.programme.{key}", value)
             elif key == "age_bands" and isinstance(value, list | tuple):
                 values[key] = ",".join(str(v) for v in value)
             else:

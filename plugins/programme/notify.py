@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from registry import NotFound, PermanentDeliveryError, delivery_key, enqueue_delivery
+from registry import PermanentDeliveryError, delivery_key, enqueue_delivery
 
 log = logging.getLogger("registry.programme")
 
@@ -27,16 +27,6 @@ def queue(connection: Any, registry: Any, event: dict[str, Any], template: str) 
     """Queue the notice `template` about the record of `event` (once per event)."""
     key = delivery_key(SINK, template, event)
     return enqueue_delivery(connection, registry, SINK, key, event, {"template": template})
-
-
-def _record(registry: Any, entity: str, record_id: Any) -> dict[str, Any] | None:
-    service = registry.services.get(entity)
-    if service is None or not record_id:
-        return None
-    try:
-        return service.get(str(record_id))
-    except NotFound:
-        return None
 
 
 def facility_addresses(facility: dict[str, Any]) -> list[tuple[str, str]]:
@@ -95,7 +85,7 @@ def send(delivery: dict[str, Any], registry: Any) -> str:
     template = (delivery.get("payload") or {}).get("template")
     if template not in (FACILITY_CHANGED, SERIOUS_SIDE_EFFECT):
         raise PermanentDeliveryError(f"unknown programme notice {template!r}")
-    record = _record(registry, delivery["entity"], delivery["record_id"])
+    record = registry.record(delivery["entity"], delivery["record_id"])
     if record is None:
         raise PermanentDeliveryError(f"{delivery['entity']} {delivery['record_id']} is gone")
     targets, context = _message(registry, template, record)

@@ -337,3 +337,32 @@ def test_register_templates_and_lookup_widget_draw_a_plugin_field_type(
             assert c.post("/api/v1/review", json={"score": "9"}).status_code == 422
     finally:
         reg.close()
+
+
+def test_plugin_settings_are_converted_with_errors_naming_the_setting():
+    from registry.plugin_settings import (
+        PluginSettingError,
+        setting_bool,
+        setting_int,
+        setting_list,
+    )
+
+    assert setting_bool("plugins.x.on", "Yes") is True and setting_bool("plugins.x.on", 0) is False
+    assert setting_int("plugins.x.n", "7", minimum=1) == 7
+    assert setting_list("a, b,,c") == ("a", "b", "c") and setting_list(["a"]) == ("a",)
+    with pytest.raises(PluginSettingError, match=r"plugins\.x\.on must be true or false"):
+        setting_bool("plugins.x.on", "maybe")
+    with pytest.raises(PluginSettingError, match=r"plugins\.x\.n must be at least 1, got 0"):
+        setting_int("plugins.x.n", "0", minimum=1)
+    with pytest.raises(PluginSettingError, match="must be a whole number"):
+        setting_int("plugins.x.n", "two")
+
+
+def test_registry_record_is_none_for_what_does_not_exist(registry):
+    assert registry.record("no_such_entity", "x") is None
+    assert registry.record("vaccine", None) is None
+    assert registry.record("vaccine", "00000000-0000-0000-0000-000000000000") is None
+    made = registry.services["vaccine"].create(
+        {"code": "V9", "name": "Nine", "manufacturer": "M", "status": "Active"}, actor="t"
+    )
+    assert registry.record("vaccine", made["id"])["code"] == "V9"
