@@ -17,6 +17,7 @@ from jsonschema.validators import Draft202012Validator
 
 from generators import opensaber
 from generators.errors import SchemaError, SchemaIssue, pointer
+from generators.memo import ContentCache, canonical_key
 from generators.refs import inline_refs
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -199,16 +200,21 @@ def field_kind(schema: Mapping[str, Any]) -> tuple[str, bool]:
     return "json", nullable
 
 
+_META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+#: meta-schema results by the document's canonical JSON (the check is most of a parse's cost)
+_META_RESULTS: ContentCache[tuple[tuple[str, str], ...]] = ContentCache(512)
+
+
 def _meta_issues(doc: Mapping[str, Any], source: str) -> list[SchemaIssue]:
-    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
-    out = []
-    for err in sorted(meta.iter_errors(doc), key=lambda e: list(e.absolute_path)):
-        out.append(
-            SchemaIssue(
-                source, pointer(*err.absolute_path), f"not valid JSON Schema 2020-12: {err.message}"
-            )
-        )
-    return out
+    def check() -> tuple[tuple[str, str], ...]:
+        errors = sorted(_META.iter_errors(doc), key=lambda e: list(e.absolute_path))
+        return tuple((pointer(*e.absolute_path), e.message) for e in errors)
+
+    found = _META_RESULTS.get(canonical_key(doc), check)
+    return [
+        SchemaIssue(source, ptr, f"not valid JSON Schema 2020-12: {message}")
+        for ptr, message in found
+    ]
 
 
 def walk_path(props: Mapping[str, Any], path: str) -> Mapping[str, Any] | None:

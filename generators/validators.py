@@ -25,6 +25,7 @@ from jsonschema.validators import Draft202012Validator, extend
 
 from generators.errors import pointer
 from generators.formats import FORMATS
+from generators.memo import ContentCache, canonical_key
 
 # Keywords with identical semantics in draft-07 and 2020-12 (as fastjsonschema implements them).
 _SAME_IN_BOTH = frozenset(
@@ -232,6 +233,21 @@ def _error_pointer(err: ValidationError) -> str:
     return pointer(*path)
 
 
+#: compiled checks by the schema's canonical JSON and the format functions (compiling is ~15% of
+#: opening a registry; reopening one, reloading schemas or a test's registry reuses them)
+_COMPILED: ContentCache[Any] = ContentCache(1024)
+
+
+def _compiled(schema: Mapping[str, Any], formats: Mapping[str, Any]) -> Any:
+    key = (canonical_key(schema), tuple(sorted(formats.items(), key=lambda kv: kv[0])))
+    return _COMPILED.get(
+        key,
+        lambda: fastjsonschema.compile(
+            dict(schema), formats=dict(formats), use_default=False, use_formats=True
+        ),
+    )
+
+
 class RecordValidator:
     """Validate request bodies and import rows against one entity's JSON Schema."""
 
@@ -250,12 +266,7 @@ class RecordValidator:
         if use_fast_path and fast_path_supported(schema, all_formats):
             fast_schema = dict(_ecma_patterns(_strip_x(schema)))
             fast_schema.pop("$schema", None)
-            self._fast = fastjsonschema.compile(
-                fast_schema,
-                formats=all_formats,
-                use_default=False,
-                use_formats=True,
-            )
+            self._fast = _compiled(fast_schema, all_formats)
 
     @property
     def uses_fast_path(self) -> bool:

@@ -17,8 +17,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+import registry.app as registry_app
 from registry import Settings, create_app
 from registry.app import Registry, open_registry
+from registry.testing import TemplateDatabases
 from tests.authn import admin_client
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -58,6 +60,27 @@ def pg_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def template_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemplateDatabases]:
+    """This process's copies of freshly built databases (see `registry.testing`)."""
+    pg = PG_ADMIN_URL if _pg_available() is None else None
+    templates = TemplateDatabases(tmp_path_factory.mktemp("templates"), pg_admin_url=pg)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(registry_app, "prepare", templates.wrap(registry_app.prepare))
+        yield templates
+    templates.close()
+
+
+@pytest.fixture(autouse=True)
+def _template_databases(
+    request: pytest.FixtureRequest, template_databases: TemplateDatabases
+) -> Iterator[None]:
+    """Every test opens registries from templates, except those marked `fresh_migrations`."""
+    template_databases.enabled = request.node.get_closest_marker("fresh_migrations") is None
+    yield
+    template_databases.enabled = True
 
 
 def reset_pg(url: str) -> None:

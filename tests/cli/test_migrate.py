@@ -17,6 +17,9 @@ from registry.app import open_registry
 from registry.demo import load_demo_data
 from tests.authn import admin_client
 
+# the from-scratch path itself: no template copies
+pytestmark = pytest.mark.fresh_migrations
+
 runner = CliRunner()
 
 
