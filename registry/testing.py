@@ -36,6 +36,36 @@ class _Template:
     revisions: dict[str, str]  # file name -> text, of the migrations folder's versions/
     sqlite_file: Path | None = None
     pg_database: str | None = None
+    #: PostgreSQL: the catalog's fingerprint, and the rows and sequence values the build left
+    pg_fingerprint: str | None = None
+    pg_tables: frozenset[str] = frozenset()
+    pg_rows: dict[str, bytes] | None = None
+    pg_sequences: dict[str, int] | None = None
+
+
+#: (table, descriptor) of every column, index and constraint of the current schema (PostgreSQL)
+_PG_CATALOG = """
+SELECT c.relname, a.attname || ':' || format_type(a.atttypid, a.atttypmod) || ':'
+    || a.attnotnull::text || ':' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+UNION ALL
+SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = current_schema()
+UNION ALL
+SELECT o.conrelid::regclass::text, o.conname || ' ' || pg_get_constraintdef(o.oid)
+FROM pg_constraint o JOIN pg_namespace n ON n.oid = o.connamespace
+WHERE n.nspname = current_schema() AND o.conrelid <> 0
+"""
+
+
+def _pg_fingerprint(conn: Any, tables: frozenset[str] | None) -> tuple[str, frozenset[str]]:
+    """A digest of the catalog rows of `tables` (all when None), and the tables present."""
+    rows = [(t.strip('"'), d) for t, d in conn.execute(sa.text(_PG_CATALOG))]
+    present = frozenset(t for t, _ in rows)
+    chosen = sorted(r for r in rows if tables is None or r[0] in tables)
+    return hashlib.sha256(repr(chosen).encode()).hexdigest(), present
 
 
 def metadata_key(db: Database) -> str:
@@ -63,6 +93,9 @@ class TemplateDatabases:
         self.pg_admin_url = pg_admin_url
         self.templates: dict[str, _Template] = {}
         self.enabled = True
+        #: PostgreSQL databases that still hold the previous test's tables and rows
+        self.inherited: set[str] = set()
+        self._last_created: list[str] = []
         self.hits = 0
         self.misses = 0
 
@@ -72,6 +105,12 @@ class TemplateDatabases:
         """`prepare` made to copy a template when it has one for an empty database."""
 
         def cached_prepare(db: Database, schemas: SchemaSet, folder: Path) -> list[str]:
+            name = db.engine.url.database
+            if db.engine.url.get_backend_name() == "postgresql" and name in self.inherited:
+                self.inherited.discard(name)
+                if self._recycle(db, folder):
+                    self.hits += 1
+                    return list(self._last_created)
             if not self.enabled or _versions(folder) or not self._empty(db):
                 return prepare(db, schemas, folder)
             key = metadata_key(db)
@@ -125,11 +164,41 @@ class TemplateDatabases:
             template.sqlite_file = target
         else:
             name = f"registry_tmpl_{uuid.uuid4().hex[:12]}"
+            with db.engine.connect() as conn:
+                template.pg_fingerprint, template.pg_tables = _pg_fingerprint(conn, None)
+                template.pg_rows, template.pg_sequences = _pg_contents(conn)
             db.engine.dispose()  # no session may stay on a database being copied
             with self._pg_admin() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{url.database}"'))
             template.pg_database = name
         self.templates[key] = template
+
+    def inherit(self, url: str) -> None:
+        """The PostgreSQL database of `url` holds what the previous test left: the next registry
+        opened on it gets its tables emptied (when they are a template's) or dropped."""
+        name = sa.engine.make_url(url).database
+        if name:
+            self.inherited.add(name)
+
+    def _recycle(self, db: Database, folder: Path) -> bool:
+        """Empty an inherited PostgreSQL database: back to a template's rows when its tables
+        are that template's (True), else drop every table (False: prepare as usual)."""
+        with db.engine.begin() as conn:
+            match = None
+            if self.enabled and not _versions(folder):
+                t = self.templates.get(metadata_key(db))
+                if t is not None and t.pg_fingerprint is not None:
+                    fingerprint, present = _pg_fingerprint(conn, t.pg_tables)
+                    if fingerprint == t.pg_fingerprint and t.pg_tables <= present:
+                        match = t
+            if match is None:
+                conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+                conn.execute(sa.text("CREATE SCHEMA public"))
+                return False
+            _pg_reset(conn, match)
+        _write_revisions(folder, match.revisions)
+        self._last_created = list(match.created)
+        return True
 
     def _restore(self, template: _Template, db: Database, folder: Path) -> bool:
         url = db.engine.url
@@ -156,10 +225,7 @@ class TemplateDatabases:
                 return False
         else:
             return False
-        versions = folder / "versions"
-        versions.mkdir(parents=True, exist_ok=True)
-        for name, text in template.revisions.items():
-            (versions / name).write_text(text)
+        _write_revisions(folder, template.revisions)
         return True
 
     def _pg_settings(self, database: str) -> list[tuple[str, str]]:
@@ -193,3 +259,77 @@ class TemplateDatabases:
             with self._pg_admin() as conn:
                 for name in names:
                     conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _write_revisions(folder: Path, revisions: dict[str, str]) -> None:
+    versions = folder / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    for name, text in revisions.items():
+        (versions / name).write_text(text)
+
+
+def _pg_tables(conn: Any) -> list[str]:
+    return list(
+        conn.execute(
+            sa.text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        ).scalars()
+    )
+
+
+def _pg_contents(conn: Any) -> tuple[dict[str, bytes], dict[str, int]]:
+    """The rows of every non-empty table (COPY text) and the value of every sequence."""
+    rows: dict[str, bytes] = {}
+    cursor = conn.connection.driver_connection.cursor()
+    for table in _pg_tables(conn):
+        data = bytearray()
+        with cursor.copy(f'COPY "{table}" TO STDOUT') as copy:
+            for block in copy:
+                data += block
+        if data:
+            rows[table] = bytes(data)
+    sequences = {
+        name: value
+        for name, value in conn.execute(
+            sa.text(
+                "SELECT sequencename, last_value FROM pg_sequences "
+                "WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+            )
+        )
+    }
+    return rows, sequences
+
+
+def _pg_reset(conn: Any, template: _Template) -> None:
+    """Tables the template lacks dropped, the others emptied, then the template's rows and
+    sequence values put back: only the tables holding rows are truncated (one query finds
+    them), only moved sequences reset."""
+    tables = _pg_tables(conn)
+    extra = [t for t in tables if t not in template.pg_tables]
+    if extra:  # made after start-up (a plugin's, an entity added in a test): not in a fresh one
+        conn.execute(sa.text("DROP TABLE " + ", ".join(f'"{t}"' for t in extra) + " CASCADE"))
+        tables = [t for t in tables if t in template.pg_tables]
+    if tables:
+        probe = " UNION ALL ".join(
+            f"SELECT '{t}' WHERE EXISTS (SELECT 1 FROM \"{t}\")" for t in tables
+        )
+        full = list(conn.execute(sa.text(probe)).scalars())
+        if full:
+            names = ", ".join(f'"{t}"' for t in full)
+            conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
+    cursor = conn.connection.driver_connection.cursor()
+    for table, data in (template.pg_rows or {}).items():
+        with cursor.copy(f'COPY "{table}" FROM STDIN') as copy:
+            copy.write(data)
+    wanted = template.pg_sequences or {}
+    moved = conn.execute(
+        sa.text(
+            "SELECT sequencename, last_value FROM pg_sequences "
+            "WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+        )
+    ).all()
+    for name, value in moved:
+        if wanted.get(name) != value:
+            if name in wanted:
+                conn.execute(sa.text("SELECT setval(:n, :v)"), {"n": name, "v": wanted[name]})
+            else:
+                conn.execute(sa.text(f'ALTER SEQUENCE "{name}" RESTART'))

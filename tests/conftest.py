@@ -2,8 +2,10 @@
 
 PostgreSQL tests use a throwaway database created for the run on 127.0.0.1:5432 (override with
 REGISTRY_TEST_PG_URL, the URL of a server whose `postgres` database we may use to create others);
-every test starts from an empty schema. Locally they skip when no server answers; in CI
-(`CI=true`) a missing server is an error, so the PostgreSQL half can never silently vanish.
+every test's first registry on it starts from what a fresh start builds (a copy of it: see
+`registry.testing.TemplateDatabases`), or from an empty schema for `fresh_migrations` tests.
+Locally they skip when no server answers; in CI (`CI=true`) a missing server is an error, so the
+PostgreSQL half can never silently vanish.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def _template_databases(
 ) -> Iterator[None]:
     """Every test opens registries from templates, except those marked `fresh_migrations`."""
     template_databases.enabled = request.node.get_closest_marker("fresh_migrations") is None
+    template_databases.inherited.clear()
     yield
     template_databases.enabled = True
 
@@ -97,7 +100,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'registry.db'}"
     url = request.getfixturevalue("pg_database")
-    reset_pg(url)
+    templates: TemplateDatabases = request.getfixturevalue("template_databases")
+    if templates.enabled:
+        # emptied when this test opens its first registry on it: cheaper when the tables are
+        # the ones it needs (see registry.testing)
+        templates.inherit(url)
+    else:
+        reset_pg(url)
     return url
 
 

@@ -3,6 +3,7 @@ messages (no TLS, no auth)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from typing import Any
@@ -22,6 +23,9 @@ class LoopbackSMTP:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        # close() alone does not wake a thread blocked in accept(); shutdown() does
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self.thread.join(timeout=5)
 
