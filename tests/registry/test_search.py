@@ -13,6 +13,12 @@ VACCINATORS = json.loads((resources.files("registry") / "demo" / "vaccinator.jso
 RECIPIENTS = json.loads((resources.files("registry") / "demo" / "recipient.json").read_text())
 
 
+@pytest.fixture
+def demo_client(shared_demo_client: Any) -> Any:
+    """These tests only read: they share one registry with the demo data per backend."""
+    return shared_demo_client
+
+
 def ids(resp: Any) -> set[str]:
     assert resp.status_code == 200, resp.text
     return {r["id"] for r in resp.json()["items"]}
