@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from registry.app import Registry, create_app, open_registry
+from registry.app import Registry, StateKey, create_app, open_registry
 from registry.auth import Principal, principal_of
 from registry.codec import new_id, utcnow
 from registry.deliveries import (
@@ -23,6 +23,7 @@ from registry.errors import (
     StartupError,
     Unauthorized,
 )
+from registry.hookspecs import hookimpl
 from registry.settings import Settings
 
 __all__ = [
@@ -40,11 +41,13 @@ __all__ = [
     "RegistryError",
     "Settings",
     "StartupError",
+    "StateKey",
     "Unauthorized",
     "__version__",
     "create_app",
     "delivery_key",
     "enqueue_delivery",
+    "hookimpl",
     "new_id",
     "open_registry",
     "principal_of",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pluggy
 import sqlalchemy as sa
@@ -54,6 +55,23 @@ from registry.ui import add_ui_routes
 log = logging.getLogger("registry")
 
 
+T = TypeVar("T")
+
+
+class StateKey(Generic[T]):
+    """The typed key of one plugin's state on a `Registry` (`Registry.state`): declare one at a
+    plugin module's top level, e.g. `RUNTIME: StateKey[Certificates] = StateKey("certificates")`.
+    Keys compare by identity, so two plugins never share state by a name clash."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"StateKey({self.name!r})"
+
+
 @dataclass
 class Registry:
     """What one app serves: settings, schemas, database and a service per entity."""
@@ -69,8 +87,25 @@ class Registry:
     on_reload: list[Callable[[set[str]], None]] = field(default_factory=list)
     #: entities whose bulk imports run the plugins' `before_write` (`register_write_checks`)
     write_checked: frozenset[str] = frozenset()
+    #: the import jobs of the import API (`registry.imports_api.ImportJobs`), once mounted
+    import_jobs: Any = None
     #: users, tokens and access rules (`registry.auth.Auth`), made on first use
     _auth: Any = field(default=None, repr=False)
+    #: plugins' state by key (`state`)
+    _state: dict[StateKey[Any], Any] = field(default_factory=dict, repr=False)
+    _state_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def state(self, key: StateKey[T], make: Callable[[], T]) -> T:
+        """The state a plugin keeps under `key` for this registry, made by `make()` on first
+        use (once, whichever thread asks first)."""
+        try:
+            return self._state[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        with self._state_lock:
+            if key not in self._state:
+                self._state[key] = make()
+            return self._state[key]  # type: ignore[no-any-return]
 
     @property
     def auth(self) -> Auth:
@@ -113,9 +148,8 @@ class Registry:
         return changed
 
     def close(self) -> None:
-        jobs = getattr(self, "import_jobs", None)  # set when the import API is mounted
-        if jobs is not None:
-            jobs.close()
+        if self.import_jobs is not None:
+            self.import_jobs.close()
         if self._auth is not None:
             self._auth.close()
         self.db.engine.dispose()
@@ -143,7 +177,9 @@ def open_registry(
 
     `plugins` are plugin objects registered besides those found through entry points (tests).
     """
-    pm = plugin_manager(third_party=settings.load_entrypoints, extra=plugins)
+    pm = plugin_manager(
+        third_party=settings.load_entrypoints, extra=plugins, trace=settings.trace_hooks
+    )
     plugin_dirs = [
         Path(p) for dirs in pm.hook.register_schema_dirs(settings=settings) for p in dirs or []
     ]
@@ -357,9 +393,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
                 services=reg.services,
                 policy=auth.policy,
             )
-            jobs = getattr(reg, "import_jobs", None)
-            if jobs is not None:
-                add_entity_import_routes(fresh, jobs, name)
+            if reg.import_jobs is not None:
+                add_entity_import_routes(fresh, reg.import_jobs, name)
             swap_routes(app.router, fresh.routes)
         app.openapi_schema = None
 
@@ -429,4 +464,4 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     return app
 
 
-__all__ = ["Registry", "StartupError", "create_app", "open_registry"]
+__all__ = ["Registry", "StartupError", "StateKey", "create_app", "open_registry"]

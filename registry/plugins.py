@@ -3,7 +3,10 @@ through the `open_registry` entry-point group."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from typing import Any
 
@@ -29,11 +32,14 @@ def _entry_points(third_party: bool) -> list[metadata.EntryPoint]:
     ]
 
 
-def plugin_manager(*, third_party: bool = True, extra: Iterable[Any] = ()) -> pluggy.PluginManager:
+def plugin_manager(
+    *, third_party: bool = True, extra: Iterable[Any] = (), trace: bool = False
+) -> pluggy.PluginManager:
     """A manager with the hookspecs, the plugins from entry points and `extra` plugin objects.
 
     With `third_party` off (tests), only this distribution's own (built-in) plugins load.
-    `check_pending` makes a misspelled hook fail loudly at start-up.
+    `check_pending` makes a misspelled hook fail loudly at start-up. With `trace` every hook
+    call is logged (`trace_hook_calls`).
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -49,7 +55,54 @@ def plugin_manager(*, third_party: bool = True, extra: Iterable[Any] = ()) -> pl
             origins[name] = "registered in code"
     pm.registry_origins = origins  # type: ignore[attr-defined]
     pm.check_pending()
+    if trace:
+        trace_hook_calls(pm)
     return pm
+
+
+TRACE_LOG = logging.getLogger("registry.hooks")
+
+
+def _brief(value: Any) -> str:
+    """A short description of an argument or a result that never holds a record's values
+    (they may be private): scalars up to 60 characters, containers by size, objects by type."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, Mapping):
+        return f"{{{len(value)} keys}}"
+    if isinstance(value, list | tuple | set | frozenset):
+        return f"[{len(value)} items]"
+    return type(value).__name__
+
+
+def trace_hook_calls(pm: pluggy.PluginManager) -> None:
+    """Log each hook call at INFO on `registry.hooks`: the hook, the plugins that implement it,
+    the arguments (briefly: no record values), the result or the error, and the time taken."""
+    local = threading.local()  # hooks run in many threads, and call other hooks
+
+    def before(hook_name: str, hook_impls: list[Any], kwargs: Mapping[str, Any]) -> None:
+        local.started = [*getattr(local, "started", []), time.perf_counter()]
+        args = ", ".join(f"{k}={_brief(v)}" for k, v in kwargs.items())
+        names = ", ".join(i.plugin_name for i in hook_impls) or "no plugin"
+        TRACE_LOG.info("hook %s(%s) -> %s", hook_name, args, names)
+
+    def after(
+        outcome: Any, hook_name: str, hook_impls: list[Any], kwargs: Mapping[str, Any]
+    ) -> None:
+        stack = getattr(local, "started", [])
+        took = (time.perf_counter() - stack.pop()) * 1000 if stack else 0.0
+        if outcome.exception is not None:
+            TRACE_LOG.info(
+                "hook %s raised %s (%.1f ms)", hook_name, type(outcome.exception).__name__, took
+            )
+        else:
+            TRACE_LOG.info(
+                "hook %s returned %s (%.1f ms)", hook_name, _brief(outcome.get_result()), took
+            )
+
+    pm.add_hookcall_monitoring(before, after)
 
 
 def describe(pm: pluggy.PluginManager) -> list[dict[str, Any]]:

@@ -41,6 +41,9 @@ class Settings:
     title: str = "Registry"
     #: Discover plugins through entry points (tests may turn this off).
     load_entrypoints: bool = True
+    #: Log every plugin hook call with its arguments and result (logger `registry.hooks`, at
+    #: INFO; `REGISTRY_TRACE_HOOKS=true`): to see which plugin did what.
+    trace_hooks: bool = False
     #: Run an outbox worker thread inside the app process (the SQLite default; on PostgreSQL
     #: run `registry worker` processes instead, or keep this on for a single machine).
     inline_worker: bool = True

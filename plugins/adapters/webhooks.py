@@ -33,7 +33,9 @@ from registry import (
     DeliveryError,
     NotFound,
     PermanentDeliveryError,
+    Registry,
     StartupError,
+    StateKey,
     delivery_key,
     enqueue_delivery,
 )
@@ -73,12 +75,11 @@ def subscriptions(registry: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _cached(registry: Any) -> dict[str, dict[str, Any]]:
-    subs = getattr(registry, "_webhook_subscriptions", None)
-    if subs is None:
-        subs = subscriptions(registry)
-        registry._webhook_subscriptions = subs
-    return subs
+_SUBSCRIPTIONS: StateKey[dict[str, dict[str, Any]]] = StateKey("webhooks")
+
+
+def _cached(registry: Registry) -> dict[str, dict[str, Any]]:
+    return registry.state(_SUBSCRIPTIONS, lambda: subscriptions(registry))
 
 
 @hookimpl

@@ -16,9 +16,9 @@ from plugins.certificates.es256 import EcKeys
 from plugins.certificates.issuance import CERTIFICATE, Issuer
 from plugins.certificates.keystore import KeyStore
 from plugins.certificates.verifier import TrustStore, Verifier
+from registry import Registry, StateKey
 
-_ATTR = "_certificates_runtime"
-_CREATE_LOCK = threading.Lock()
+_STATE: StateKey[Certificates] = StateKey("certificates")
 STATUS_LIST_TTL = timedelta(minutes=10)
 
 
@@ -115,13 +115,6 @@ class Certificates:
         return record
 
 
-def runtime(registry: Any) -> Certificates:
+def runtime(registry: Registry) -> Certificates:
     """The plugin state of `registry`, made on first use."""
-    found = getattr(registry, _ATTR, None)
-    if found is None:
-        with _CREATE_LOCK:
-            found = getattr(registry, _ATTR, None)
-            if found is None:
-                found = Certificates(registry)
-                setattr(registry, _ATTR, found)
-    return found
+    return registry.state(_STATE, lambda: Certificates(registry))

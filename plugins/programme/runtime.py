@@ -13,9 +13,9 @@ from sqlalchemy.engine import Connection
 from plugins.programme.config import ProgrammeConfig
 from plugins.programme.tables import create_tables
 from plugins.programme.tables import metadata as tables_metadata
+from registry import Registry, StateKey
 
-_ATTR = "_programme_runtime"
-_CREATE_LOCK = threading.Lock()
+_STATE: StateKey[Programme] = StateKey("programme")
 
 FACILITY_PROGRAMME = "facility_programme"
 SCHEDULE = "schedule"
@@ -175,16 +175,9 @@ class Programme:
         return service.codec.to_record(row) if row is not None else None
 
 
-def runtime(registry: Any) -> Programme:
+def runtime(registry: Registry) -> Programme:
     """The plugin state of `registry`, made on first use."""
-    found = getattr(registry, _ATTR, None)
-    if found is None:
-        with _CREATE_LOCK:
-            found = getattr(registry, _ATTR, None)
-            if found is None:
-                found = Programme(registry)
-                setattr(registry, _ATTR, found)
-    return found
+    return registry.state(_STATE, lambda: Programme(registry))
 
 
 def enabled(settings: Any) -> bool:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).parents[2]
 HOOKS = sorted(
     name
     for name in dir(hookspecs)
-    if name.startswith(("register_", "prepare_", "lookup_", "after_"))
+    if hasattr(getattr(hookspecs, name), f"{hookspecs.PROJECT}_spec")
 )
 
 
@@ -366,3 +366,59 @@ def test_registry_record_is_none_for_what_does_not_exist(registry):
         {"code": "V9", "name": "Nine", "manufacturer": "M", "status": "Active"}, actor="t"
     )
     assert registry.record("vaccine", made["id"])["code"] == "V9"
+
+
+def test_trace_hooks_logs_each_call_without_record_values(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+):
+    from registry.app import open_registry
+
+    reg = open_registry(settings.with_(trace_hooks=True))
+    try:
+        with caplog.at_level("INFO", logger="registry.hooks"):
+            vaccine = json.loads((ROOT / "registry" / "demo" / "vaccine.json").read_text())[0]
+            vaccine.pop("id")
+            vaccine["name"] = "Zanzibar-Quokka Serum"
+            reg.services["vaccine"].create(vaccine, actor="t")
+    finally:
+        reg.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "registry.hooks"]
+    assert any(
+        line.startswith("hook before_write(entity='vaccine', action='create', record={")
+        for line in lines
+    ), lines
+    assert any(line.startswith("hook before_write returned [0 items]") for line in lines), lines
+    assert not any("Zanzibar-Quokka" in line for line in lines)
+
+
+def test_without_the_switch_no_hook_call_is_logged(
+    registry: Any, caplog: pytest.LogCaptureFixture
+):
+    with caplog.at_level("INFO", logger="registry.hooks"):
+        registry.pm.hook.register_write_checks(registry=registry)
+    assert [r for r in caplog.records if r.name == "registry.hooks"] == []
+
+
+def test_plugin_state_is_made_once_per_registry_and_kept_apart_by_key(registry: Any):
+    import threading
+
+    from registry import StateKey
+
+    made: list[int] = []
+    key: StateKey[list[int]] = StateKey("counter")
+    other: StateKey[list[int]] = StateKey("counter")  # same name, another key
+
+    def make() -> list[int]:
+        made.append(1)
+        return [len(made)]
+
+    threads = [
+        threading.Thread(target=lambda: registry.state(key, make)) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert made == [1]
+    assert registry.state(key, make) == [1]
+    assert registry.state(other, make) == [2]
