@@ -1,4 +1,15 @@
-"""Helpers for testing a registry and its plugins (also a pytest plugin: `registry_template_dbs`).
+"""A testing kit for plugin authors and for this project's own tests; also a pytest plugin.
+
+Installed with the package, pytest loads it (entry point `pytest11`) and gives every test suite:
+
+- `make_registry(**settings)`: a fixture that opens a registry on a SQLite file in the test's
+  temporary folder (plugins found through entry points, as in production; any setting can be
+  given) and closes it after the test;
+- `notifications`: a `Messages` plugin instance that keeps what the registry would send (one-time
+  codes, notices) instead of sending it; pass it as `make_registry(register=[notifications])`.
+
+And as plain functions: `token_for` / `auth_headers` (a bearer token for any roles, facility or
+recipient), `client_for` (an HTTP client of the app signed in so), `Messages`.
 
 `TemplateDatabases` makes opening a registry on an empty database cheap in a test suite: the first
 time a given set of tables is built on a backend, the database it produced (a SQLite file, or a
@@ -16,16 +27,107 @@ import hashlib
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from registry.app import Registry, create_app, open_registry
+from registry.auth import Principal
+from registry.hookspecs import hookimpl
 from registry.schemas import SchemaSet
+from registry.settings import Settings
 from registry.storage import Database
+
+# -- callers -------------------------------------------------------------------------------------
+
+
+def token_for(
+    registry: Registry,
+    *roles: str,
+    facility: str | None = None,
+    recipient: str | None = None,
+    subject: str = "test-admin",
+    kind: str = "user",
+) -> str:
+    """A bearer token of the registry's own, for a caller with `roles` (system-admin if none),
+    tied to `facility` (staff) or `recipient` (a person's own records) when given."""
+    p = Principal(
+        kind,
+        subject,
+        frozenset(roles or ("system-admin",)),
+        facility=facility,
+        recipient=recipient,
+    )
+    return str(registry.auth.tokens.issue(p).token)
+
+
+def auth_headers(registry: Registry, *roles: str, **kw: Any) -> dict[str, str]:
+    """`Authorization: Bearer ...` for a caller with `roles` (system-admin if none)."""
+    return {"Authorization": f"Bearer {token_for(registry, *roles, **kw)}"}
+
+
+def client_for(registry: Registry, *roles: str, **kw: Any) -> TestClient:
+    """An HTTP client of `registry`'s app (in process, real ASGI) signed in with `roles`;
+    no roles and no `anonymous=True` is a system-admin. Use it in a `with` block."""
+    anonymous = kw.pop("anonymous", False)
+    headers = {} if anonymous else auth_headers(registry, *roles, **kw)
+    return TestClient(create_app(registry=registry), headers=headers)
+
+
+class Messages:
+    """A plugin whose `send_notification` keeps the messages (one-time codes, notices) instead
+    of sending them; answers a message id."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    @hookimpl
+    def send_notification(
+        self, channel: str, to: str, template: str, context: dict[str, Any], registry: Any
+    ) -> str:
+        self.sent.append({"channel": channel, "to": to, "template": template, **context})
+        return f"m{len(self.sent)}"
+
+    def last_code(self, to: str) -> str:
+        """The last one-time code sent to `to` (as normalised: `+` and digits)."""
+        return str(next(m["code"] for m in reversed(self.sent) if m["to"] == to))
+
+
+# -- pytest fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_registry(tmp_path: Path) -> Iterator[Callable[..., Registry]]:
+    """Open registries for a test: `make_registry(register=[plugin objects], **settings)`
+    (`plugins=` is the setting of that name: plugins' own settings); each gets its own
+    SQLite file and data folder under the test's `tmp_path` unless `database_url`/`data_dir`
+    are given; all are closed after the test."""
+    opened: list[Registry] = []
+
+    def make(*, register: Iterable[Any] = (), **settings: Any) -> Registry:
+        n = len(opened)
+        settings.setdefault("database_url", f"sqlite:///{tmp_path / f'registry-{n}.db'}")
+        settings.setdefault("data_dir", tmp_path / f"data-{n}")
+        settings.setdefault("inline_worker", False)
+        reg = open_registry(Settings(**settings), plugins=register)
+        opened.append(reg)
+        return reg
+
+    yield make
+    for reg in opened:
+        reg.close()
+
+
+@pytest.fixture
+def notifications() -> Messages:
+    """A notification catcher: register it with `make_registry(register=[notifications])`."""
+    return Messages()
 
 Prepare = Callable[[Database, SchemaSet, Path], list[str]]
 
@@ -239,7 +341,7 @@ class TemplateDatabases:
                 ),
                 {"name": database},
             ).scalars()
-            return [tuple(r.split("=", 1)) for r in rows]  # type: ignore[misc]
+            return [tuple(r.split("=", 1)) for r in rows]
 
     @contextlib.contextmanager
     def _pg_admin(self) -> Iterator[Any]:

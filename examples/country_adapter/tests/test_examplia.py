@@ -8,13 +8,12 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from registry import LookupUnavailable, Settings, open_registry
+from registry import LookupUnavailable
 from registry.plugins import describe
 
 CITIZENS = {
@@ -115,12 +114,11 @@ def services() -> Iterator[Services]:
 
 
 @pytest.fixture
-def registry(services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+def registry(services: Services, make_registry: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A registry from open-registry's testing kit (`make_registry`, a pytest fixture it
+    installs): a SQLite file in the test's folder, closed after the test."""
     monkeypatch.setenv("EXAMPLIA_NID_KEY", "test-key")
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
-        data_dir=tmp_path / "data",
-        inline_worker=False,
+    return make_registry(
         load_entrypoints=True,  # as in production: the plugin is found through its entry point
         plugins={
             "examplia": {
@@ -130,9 +128,6 @@ def registry(services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             }
         },
     )
-    reg = open_registry(settings)
-    yield reg
-    reg.close()
 
 
 def test_the_plugin_is_found_through_its_entry_point(registry: Any):
