@@ -42,7 +42,7 @@ def settings_from(
     demo: bool = False,
 ) -> Settings:
     """Settings file and environment, overridden by the command line; exit 2 on bad settings."""
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     if database_url:
         overrides["database_url"] = database_url
     if data_dir:

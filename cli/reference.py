@@ -6,19 +6,21 @@ python -m cli.reference > docs/cli.md
 from __future__ import annotations
 
 import os
+from typing import Any
 
-import click
 import typer
 from typer.testing import CliRunner
 
 from cli.main import with_plugin_commands
 
 
-def _paths(cmd: click.Command, prefix: list[str]) -> list[list[str]]:
+def _paths(cmd: Any, prefix: list[str]) -> list[list[str]]:
+    """`cmd`: a command of typer's own copy of click (no `click.Command`), read by duck typing."""
     out = [prefix]
-    if isinstance(getattr(cmd, "commands", None), dict):  # a group (typer may not subclass click)
-        for name in sorted(cmd.commands):
-            out.extend(_paths(cmd.commands[name], [*prefix, name]))
+    commands = getattr(cmd, "commands", None)
+    if isinstance(commands, dict):  # a group (typer may not subclass click)
+        for name in sorted(commands):
+            out.extend(_paths(commands[name], [*prefix, name]))
     return out
 
 

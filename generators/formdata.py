@@ -112,7 +112,7 @@ class _Reader:
             meaningful = any(v is not False for v in obj.values())
             return obj if meaningful else _ABSENT
         if f.widget == "array" and f.item is not None:
-            rows = []
+            rows: list[Any] = []
             for i in row_indices(self.values, name):
                 v = self.read(f.item, f"{name}.{i}", f"{out_name}.{len(rows)}")
                 if v is not _ABSENT:

@@ -140,11 +140,8 @@ def build_table(
         nested = len(group) == 1 and not entity.fields[group[0]].is_scalar
         nested = nested and group[0] not in blind
         # A nested (JSON) field gets a GIN index on PostgreSQL, for containment searches.
-        sa.Index(
-            index_name(name, "ix", group),
-            *(col(c) for c in group),
-            **({"postgresql_using": "gin"} if nested else {}),
-        )
+        dialect_kw: dict[str, Any] = {"postgresql_using": "gin"} if nested else {}
+        sa.Index(index_name(name, "ix", group), *(col(c) for c in group), **dialect_kw)
     for group in entity.uniques:
         sa.Index(
             index_name(name, "uq", group),

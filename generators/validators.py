@@ -225,7 +225,11 @@ def _error_pointer(err: ValidationError) -> str:
             for r in missing:
                 if repr(r) in err.message:
                     return pointer(*path, r)
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+    if (
+        err.validator == "additionalProperties"
+        and isinstance(err.instance, dict)
+        and isinstance(err.schema, Mapping)
+    ):
         allowed = set(err.schema.get("properties") or {})
         extra = [k for k in err.instance if k not in allowed]
         if len(extra) == 1:

@@ -99,13 +99,13 @@ class Registry:
         """The state a plugin keeps under `key` for this registry, made by `make()` on first
         use (once, whichever thread asks first)."""
         try:
-            return self._state[key]  # type: ignore[no-any-return]
+            return self._state[key]
         except KeyError:
             pass
         with self._state_lock:
             if key not in self._state:
                 self._state[key] = make()
-            return self._state[key]  # type: ignore[no-any-return]
+            return self._state[key]
 
     @property
     def auth(self) -> Auth:

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 
 from registry import storage
-from registry.codec import format_datetime, utcnow
+from registry.codec import RowLike, format_datetime, utcnow
 
 GENESIS = "0" * 64
 HEAD_ID = 1
@@ -271,7 +271,7 @@ class Verdict:
         return self.broken_seq is None
 
 
-def _rows(conn: Connection, batch: int) -> Iterator[Mapping[str, Any]]:
+def _rows(conn: Connection, batch: int) -> Iterator[RowLike]:
     last = None
     while True:
         stmt = sa.select(AUDIT)
@@ -363,7 +363,7 @@ class AuditQuery:
     ascending: bool = False
 
 
-def entry_json(row: Mapping[str, Any]) -> dict[str, Any]:
+def entry_json(row: RowLike) -> dict[str, Any]:
     """One entry as the API and the CLI show it."""
     return {
         "seq": row["seq"],

@@ -19,6 +19,10 @@ from generators.schema import EntitySchema
 from generators.tables import SYSTEM_COLUMNS, blind_index_column, blind_indexed
 from registry.crypto import FieldCipher
 
+#: a row by column name: a dict, or SQLAlchemy's `RowMapping` (from `.mappings()`), whose keys
+#: may also be column objects, so that a type checker takes it for no `Mapping[str, Any]`
+RowLike = Mapping[Any, Any]
+
 #: column name -> API name for the system fields
 API_NAME = {col: api for api, col in SYSTEM_COLUMNS.items()}
 
@@ -147,7 +151,7 @@ class Codec:
             if value is not None and name in self.kinds
         }
 
-    def data(self, row: Mapping[str, Any]) -> dict[str, Any]:
+    def data(self, row: RowLike) -> dict[str, Any]:
         """The data fields of a row, as JSON (what merge-patch and audit compare)."""
         out: dict[str, Any] = {}
         conv = self._convert
@@ -163,7 +167,7 @@ class Codec:
             out[name] = from_column(kind, value) if kind is not None else value
         return out
 
-    def to_record(self, row: Mapping[str, Any]) -> dict[str, Any]:
+    def to_record(self, row: RowLike) -> dict[str, Any]:
         """A whole row as the API returns it: `id`, data fields, then the `_` system fields."""
         out: dict[str, Any] = {"id": row["id"]}
         data = self.data(row)

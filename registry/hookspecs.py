@@ -13,7 +13,6 @@ import pluggy
 if TYPE_CHECKING:  # types only: the hooks' arguments
     from pathlib import Path
 
-    import typer
     from fastapi import APIRouter, FastAPI
     from sqlalchemy.engine import Connection
 
@@ -51,7 +50,7 @@ def register_routes(registry: Registry) -> list[APIRouter] | None:
 
 
 @hookspec
-def register_commands(cli: typer.Typer) -> None:
+def register_commands(cli: Any) -> None:
     """Add Typer commands to the `registry` command line (`cli` is the root Typer app)."""
 
 

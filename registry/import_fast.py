@@ -314,7 +314,7 @@ def compile_row_function(
     exec(compile(code, "<import fast path>", "exec"), g.ns)
     fast = g.ns["fast"]
     fast.source = code  # for debugging and tests
-    return fast  # type: ignore[no-any-return]
+    return fast
 
 
 def _object_code(

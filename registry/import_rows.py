@@ -674,10 +674,10 @@ class JsonRecordMapper:
             value = _get(record, parts)
             if isinstance(value, str):
                 set_path(record, parts, value.split(sep) if value else [])
-        for path, conv in self.converters.items():
-            value = _get(record, path)
+        for parts, conv in self.converters.items():
+            value = _get(record, parts)
             if isinstance(value, str):
-                set_path(record, path, conv(value))
+                set_path(record, parts, conv(value))
         for path, emap in m.enums.items():
             parts = parse_path(path)
             value = _get(record, parts)
@@ -746,7 +746,7 @@ class Source:
         self._layers = [self._raw]
         if self.gzip:
             self._layers.append(gzip.GzipFile(fileobj=self._raw, mode="rb"))
-        return self._layers[-1]  # type: ignore[return-value]
+        return self._layers[-1]
 
     def close(self) -> None:
         """Close every layer (text, gzip, file), outermost first."""

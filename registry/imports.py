@@ -44,6 +44,7 @@ from generators.validators import RecordValidator
 from registry import audit, storage
 from registry.codec import (
     Codec,
+    RowLike,
     blind_input,
     json_value,
     new_id,
@@ -318,7 +319,7 @@ class _Preparer:
             else:
                 parts = [key_source[i] for i in self.key_pos[gi]]
             # a 64-bit fingerprint, not the value: a million keys would take ~100 bytes each
-            key = hash(parts[0]) if len(parts) == 1 else hash(tuple(parts))
+            key: int | None = hash(parts[0]) if len(parts) == 1 else hash(tuple(parts))
             if any(v is None for v in parts):
                 key = None
             elif key in self.seen[gi]:
@@ -367,9 +368,9 @@ class _Preparer:
                     problem = RowProblem("", "a line must hold a JSON object", "type")
                     yield n, False, ({}, [problem]), obj
                     continue
-                record, rid = mapper.apply(obj)
-                if rid is not None:
-                    record = {"id": rid, **record}
+                record, kept_id = mapper.apply(obj)
+                if kept_id is not None:
+                    record = {"id": kept_id, **record}
                 yield n, False, (record, []), obj
 
     def _check(self, n: int, record: dict[str, Any], problems: list[RowProblem]):
@@ -554,7 +555,9 @@ def _main_module_hidden() -> Iterator[None]:
     the import without an `if __name__ == "__main__"` guard. The worker needs nothing from it.
     """
     main = sys.modules.get("__main__")
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main and k in main.__dict__}
+    saved: dict[str, Any] = {
+        k: main.__dict__[k] for k in ("__file__", "__spec__") if main and k in main.__dict__
+    }
     try:
         if main is not None:
             main.__dict__.pop("__file__", None)
@@ -1068,7 +1071,7 @@ class Importer:
         key_column = self.codec.blind.get(field_name, field_name)
         records = chunk.rows
         keys = {i: self._key(field_name, records[i].get(field_name)) for i in keep}
-        existing: dict[Any, Mapping[str, Any]] = {}
+        existing: dict[Any, RowLike] = {}
         values = [v for v in set(keys.values()) if v is not None] if field_name else []
         for i in range(0, len(values), 500):
             col = self.table.c[key_column]
@@ -1116,7 +1119,7 @@ class Importer:
             for pos, errs in self._taken(conn, group, gkeys, own).items():
                 bad.setdefault(pos, []).extend(errs)
         if self.options.keep_ids:
-            ids = {i: chunk.ids[i] for i in inserts if chunk.ids[i]}
+            ids = {i: file_id for i in inserts if (file_id := chunk.ids[i])}
             for pos, errs in self._taken_ids(conn, ids).items():
                 bad.setdefault(pos, []).extend(errs)
         if bad:
@@ -1124,7 +1127,7 @@ class Importer:
             inserts = [i for i in inserts if i not in bad]
             updates = [u for u in updates if u[0] not in bad]
         keep_ids = self.options.keep_ids
-        ids = {i: (chunk.ids[i] if keep_ids and chunk.ids[i] else new_id()) for i in inserts}
+        ids = {i: (chunk.ids[i] if keep_ids else None) or new_id() for i in inserts}
         res = self.result
         res.unchanged += unchanged
         if self.checks is not None:

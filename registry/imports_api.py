@@ -85,7 +85,7 @@ class _Stream:
         if self.pending:
             data, self.pending = self.pending, b""
             return data
-        return self.fh.read(n)  # type: ignore[no-any-return]
+        return self.fh.read(n)
 
     def take(self, n: int) -> bytes:
         while len(self.pending) < n:

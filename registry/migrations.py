@@ -240,6 +240,7 @@ def _describe_one(conn: Connection, d: tuple[Any, ...], new_tables: set[str]) ->
         return []  # registry columns stay nullable; validation enforces required fields
     if kind == "add_index":
         ix: sa.Index = d[1]
+        assert ix.table is not None, "autogenerate compares the indexes of tables"
         cols = [c.name for c in ix.columns]
         stored = {c["name"] for c in sa.inspect(conn).get_columns(ix.table.name)}
         if ix.unique and set(cols) <= stored:  # a column added by this plan holds no duplicates
@@ -269,6 +270,7 @@ def _describe_one(conn: Connection, d: tuple[Any, ...], new_tables: set[str]) ->
         return [Change("add index", ix.table.name, f"({', '.join(cols)})")]
     if kind == "remove_index":
         ix = d[1]
+        assert ix.table is not None, "autogenerate compares the indexes of tables"
         return [Change("drop index", ix.table.name, ix.name or "")]
     return [Change(kind, "", repr(d[1:]), True)]
 
@@ -405,7 +407,9 @@ def write_revision(db: Database, folder: Path, message: str) -> Path | None:
         conn.rollback()
     if not script:
         return None
-    return Path(script.path) if not isinstance(script, list) else Path(script[0].path)
+    first = script[0] if isinstance(script, list) else script
+    assert first is not None, "alembic reads back the revision it writes"
+    return Path(first.path)
 
 
 def prepare(db: Database, schemas: SchemaSet, folder: Path) -> list[str]:

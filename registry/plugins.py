@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -82,14 +82,14 @@ def trace_hook_calls(pm: pluggy.PluginManager) -> None:
     the arguments (briefly: no record values), the result or the error, and the time taken."""
     local = threading.local()  # hooks run in many threads, and call other hooks
 
-    def before(hook_name: str, hook_impls: list[Any], kwargs: Mapping[str, Any]) -> None:
+    def before(hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         local.started = [*getattr(local, "started", []), time.perf_counter()]
         args = ", ".join(f"{k}={_brief(v)}" for k, v in kwargs.items())
         names = ", ".join(i.plugin_name for i in hook_impls) or "no plugin"
         TRACE_LOG.info("hook %s(%s) -> %s", hook_name, args, names)
 
     def after(
-        outcome: Any, hook_name: str, hook_impls: list[Any], kwargs: Mapping[str, Any]
+        outcome: Any, hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> None:
         stack = getattr(local, "started", [])
         took = (time.perf_counter() - stack.pop()) * 1000 if stack else 0.0

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from generators.query_ops import OPERATORS
 from generators.schema import EntitySchema, field_kind, walk_path
-from registry.codec import Codec, format_datetime, parse_datetime
+from registry.codec import Codec, RowLike, format_datetime, parse_datetime
 from registry.errors import BadRequest
 
 RESERVED_PARAMS = frozenset({"limit", "cursor", "sort", "count"})
@@ -245,8 +245,8 @@ class SearchParser:
                 raise _problem(pointer, "in takes at most 1000 values", "maxItems")
             return Filter(path, op, [self.coerce(kind, v, pointer) for v in value])
         if op in ("contains", "notContains", "startsWith", "endsWith"):
-            top = self.entity.fields.get(path)
-            is_array = top is not None and top.schema.get("type") == "array"
+            top_field = self.entity.fields.get(path)
+            is_array = top_field is not None and top_field.schema.get("type") == "array"
             if kind != "string" and not is_array:
                 raise _problem(
                     pointer, f"{op} works on text fields; {path!r} is {kind}", "operator"
@@ -540,7 +540,7 @@ def _sort_signature(keys: list[tuple[str, bool]]) -> str:
     return hashlib.sha1(repr(keys).encode()).hexdigest()[:8]
 
 
-def encode_cursor(keys: list[tuple[str, bool]], row: Mapping[str, Any], builder: SqlBuilder) -> str:
+def encode_cursor(keys: list[tuple[str, bool]], row: RowLike, builder: SqlBuilder) -> str:
     values = [_plain(row[builder.column(name).key]) for name, _ in keys]
     raw = orjson.dumps({"s": _sort_signature(keys), "v": values})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -554,7 +554,7 @@ def decode_cursor(cursor: str, keys: list[tuple[str, bool]], builder: SqlBuilder
         data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if data["s"] != _sort_signature(keys) or len(data["v"]) != len(keys):
             raise bad
-        out = []
+        out: list[Any] = []
         for (name, _), value in zip(keys, data["v"], strict=True):
             if value is None:
                 out.append(None)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from generators.schema import SYSTEM_FIELDS, EntitySchema, Reference
 from generators.validators import FieldError, RecordValidator
 from registry import audit, storage
-from registry.codec import Codec, new_id, utcnow
+from registry.codec import Codec, RowLike, new_id, utcnow
 from registry.crypto import FieldCipher
 from registry.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from registry.query import Scope, Search, SearchParser, SqlBuilder, encode_cursor
@@ -378,7 +378,7 @@ class EntityService:
 
     def _current(
         self, conn: Connection, record_id: str, *, lock: bool, scope: Scope | None = None
-    ) -> Mapping[str, Any]:
+    ) -> RowLike:
         stmt = self._select_for_update if lock else self._select_by_id
         row = conn.execute(stmt, {"rid": record_id}).mappings().first()
         if row is None:

@@ -170,9 +170,9 @@ class Settings:
         for f in fields(cls):
             if f.name == "plugins":
                 continue
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None:
-                values[f.name] = _coerce(f.name, raw, Path.cwd())
+            env_value = env.get(ENV_PREFIX + f.name.upper())
+            if env_value is not None:
+                values[f.name] = _coerce(f.name, env_value, Path.cwd())
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -76,6 +76,7 @@ def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:
                     otp_login, auth, channel, to, form.get("code", ""), address
                 )
                 p = outcome.principal
+                assert p is not None  # otp_login returns only outcomes with a principal
                 if target == f"{prefix}/" and _enrols_next(request.app, p):
                     target = f"{prefix}/enrol"
             else:

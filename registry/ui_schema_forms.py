@@ -66,13 +66,13 @@ def spec_of(doc: Mapping[str, Any], name: str) -> FieldSpec:
     xreg = doc.get("x-registry") or {}
     t = schema.get("type")
     kind, _ = field_kind(schema)
-    simple = isinstance(t, str) and t in TYPES and kind != "json"
+    simple_type = t if isinstance(t, str) and t in TYPES and kind != "json" else OTHER
     enum = schema.get("enum")
     return FieldSpec(
         name=name,
         title=str(schema.get("title") or ""),
         description=str(schema.get("description") or ""),
-        type=t if simple else OTHER,
+        type=simple_type,
         format=str(schema.get("format") or ""),
         enum="\n".join(str(v) for v in enum if v is not None) if isinstance(enum, list) else "",
         required=name in (doc.get("required") or []),

@@ -161,9 +161,9 @@ def _vaccinators(http: Http, table: dict[str, Any]) -> list[dict[str, Any]]:
         for key in ("organization", "location"):
             targets = role.get(key)
             for target in targets if isinstance(targets, list) else [targets]:
-                ref = (target or {}).get("reference")
-                if ref in places:
-                    codes[who].append(places[ref])
+                place = (target or {}).get("reference")
+                if place in places:
+                    codes[who].append(places[place])
     records = []
     for ref, resource in practitioners.items():
         record = fhir_map.vaccinator_from(
@@ -242,7 +242,7 @@ def export_bundle(registry: Any, vaccination_id: str, *, document: bool = True) 
         raise NotFound("the vaccination's recipient or facility record is gone")
     vaccine = _find(registry, "vaccine", "code", vaccination.get("vaccine"))
     vaccinator = _find(registry, "vaccinator", "code", vaccination.get("vaccinator"))
-    options = {
+    options: dict[str, Any] = {
         "country": table.get("country"),
         "disease": str(table.get("disease", fhir_map.DEFAULT_DISEASE)),
         "brand_system": table.get("brand_system"),

@@ -337,7 +337,7 @@ def facility_from(
 ) -> dict[str, Any]:
     """An Organization or a Location as a facility record (code from its identifier, else id)."""
     addresses = resource.get("address")
-    address = addresses[0] if isinstance(addresses, list) and addresses else addresses
+    address = (addresses[0] if addresses else None) if isinstance(addresses, list) else addresses
     record: dict[str, Any] = dict(defaults or {})
     record["code"] = identifier_value(resource, identifier_system) or resource.get("id")
     if resource.get("name"):

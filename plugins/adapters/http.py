@@ -164,11 +164,13 @@ def make_auth(config: Mapping[str, Any] | None, where: str) -> tuple[httpx.Auth 
         if not config.get("token_url") or not config.get("client_id") or not secret:
             raise ConfigError(f"{where} needs token_url, client_id and client_secret(_env)")
         scope = config.get("scope")
-        key = (str(config["token_url"]), str(config["client_id"]), hmac_sha256(secret, b""), scope)
+        token_key = (
+            str(config["token_url"]), str(config["client_id"]), hmac_sha256(secret, b""), scope
+        )
         with _TOKENS_LOCK:  # one token per client for the process, reused until it expires
-            auth = _TOKENS.get(key)
+            auth = _TOKENS.get(token_key)
             if auth is None:
-                auth = _TOKENS[key] = _OAuth2(key[0], key[1], secret, scope)
+                auth = _TOKENS[token_key] = _OAuth2(token_key[0], token_key[1], secret, scope)
         return auth, {}
     raise ConfigError(f"{where}.type must be api-key, bearer, basic, oauth2 or apitoken")
 

@@ -288,6 +288,8 @@ def send(delivery: dict[str, Any], registry: Any) -> str:
     to = addresses(entity, record, recipient)[channel]
     if not to:
         return "nobody to tell"
+    if not isinstance(template, str):  # as Catalogs.render would refuse it
+        raise PermanentDeliveryError(f"no notification template {template!r}")
     results = [
         deliver(table, channel, address, template, context, f"{delivery['key']}:{i}")
         for i, address in enumerate(to)

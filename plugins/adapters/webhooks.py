@@ -122,7 +122,7 @@ def body_of(delivery: Mapping[str, Any], registry: Any, include_private: bool) -
 def send(delivery: dict[str, Any], registry: Any) -> str:
     """POST one event to one subscriber."""
     name = (delivery.get("payload") or {}).get("subscription")
-    sub = _cached(registry).get(name)
+    sub = _cached(registry).get(name) if isinstance(name, str) else None
     if sub is None:
         raise PermanentDeliveryError(f"the webhook subscription {name!r} is no longer configured")
     body = body_of(delivery, registry, bool(sub.get("include_private", False)))

@@ -284,7 +284,7 @@ class Issuer:
         reason: str | None = None,
         until: str | None = None,
         replaced_by: str | None = None,
-        actor: str = ACTOR,
+        actor: str | None = ACTOR,
     ) -> dict[str, Any]:
         """Revoke, suspend or reinstate a certificate (revocation is final)."""
         service = self._service(CERTIFICATE)

@@ -77,6 +77,7 @@ def verify_2018(
         return failed("the jws header or signature is not valid base64url/JSON", proof)
     if not isinstance(header, dict) or header.get("b64") is not False:
         return failed("the jws header must have b64: false", proof)
+    assert suite in _ALG, "suites.verify hands only the 2018 suites to this function"
     if "b64" not in (header.get("crit") or []) or header.get("alg") != _ALG[suite]:
         return failed(f"the jws header must be alg {_ALG[suite]} with crit [b64]", proof)
     resolved = resolver(method)

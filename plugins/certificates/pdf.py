@@ -56,6 +56,7 @@ FONT_SEARCH: dict[str, tuple[str, ...]] = {
     ),
 }
 #: ranges of scripts whose text must be shaped (glyph reordering, conjuncts, joining)
+_COMPLEX_SCRIPTS: tuple[tuple[int, int], ...]
 _COMPLEX_SCRIPTS = ((0x0590, 0x08FF), (0x0900, 0x0DFF), (0x0E00, 0x0FFF), (0x1000, 0x109F))
 _COMPLEX_SCRIPTS += ((0x1780, 0x17FF), (0xA800, 0xABFF), (0xFB1D, 0xFEFF))
 _FAMILY = "certificate"

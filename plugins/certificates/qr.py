@@ -195,7 +195,9 @@ def encode(payload: bytes) -> QRMatrix:
     version = (size - 17) // 4
     if version > MAX_VERSION:  # the byte limit above should make this impossible
         raise QRError(f"the QR payload of {len(payload)} bytes needs QR version {version}")
-    return QRMatrix(version=version, size=size, modules=bytes(memoryview(bitmap)).translate(_DARK))
+    # zxingcpp.Image supports the buffer protocol, which its stubs do not declare
+    modules = bytes(memoryview(bitmap)).translate(_DARK)  # type: ignore[arg-type]
+    return QRMatrix(version=version, size=size, modules=modules)
 
 
 def encode_text(text: str, *, ec_level: str = "L", max_version: int = 40) -> QRMatrix:
@@ -217,7 +219,8 @@ def encode_text(text: str, *, ec_level: str = "L", max_version: int = 40) -> QRM
             f"the text of {len(text)} characters needs QR version {version}, over the limit of "
             f"{max_version} at error correction level {ec_level}"
         )
-    modules = bytes(memoryview(bitmap)).translate(_DARK)
+    # zxingcpp.Image supports the buffer protocol, which its stubs do not declare
+    modules = bytes(memoryview(bitmap)).translate(_DARK)  # type: ignore[arg-type]
     return QRMatrix(version=version, size=size, modules=modules, ec_level=ec_level)
 
 
@@ -310,7 +313,8 @@ def decode_image(image_bytes: bytes) -> bytes:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise QRError(f"the picture is not a readable PNG or JPEG image: {exc}") from exc
-    found = zxingcpp.read_barcodes(grey, formats=zxingcpp.BarcodeFormat.QRCode)
+    # the binding converts a BarcodeFormat to BarcodeFormats; its stubs accept only the latter
+    found = zxingcpp.read_barcodes(grey, formats=zxingcpp.BarcodeFormat.QRCode)  # type: ignore[arg-type]
     if not found:
         raise QRError("no QR code was found in the picture")
     # `bytes` is the symbol's content as encoded (no text decoding), so ZIP bytes survive

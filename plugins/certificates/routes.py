@@ -16,7 +16,7 @@ import base64
 import binascii
 from collections import OrderedDict
 from threading import Lock
-from typing import Any
+from typing import Any, Literal, overload
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -79,6 +79,10 @@ def _format(request: Request, asked: str | None) -> str:
     return "json"
 
 
+@overload
+def _text(body: Any, name: str, *, required: Literal[True] = True, limit: int = 500) -> str: ...
+@overload
+def _text(body: Any, name: str, *, required: bool, limit: int = 500) -> str | None: ...
 def _text(body: Any, name: str, *, required: bool = True, limit: int = 500) -> str | None:
     value = body.get(name) if isinstance(body, dict) else None
     if value is None and not required:

@@ -95,13 +95,13 @@ class Certificates:
         return signed
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def revoke(self, certificate_id: str, reason: str, actor: str) -> dict[str, Any]:
+    def revoke(self, certificate_id: str, reason: str, actor: str | None) -> dict[str, Any]:
         record = self.issuer.set_status(certificate_id, "revoked", reason=reason, actor=actor)
         self.verifier.forget_lists()
         return record
 
     def suspend(
-        self, certificate_id: str, reason: str, until: str | None, actor: str
+        self, certificate_id: str, reason: str, until: str | None, actor: str | None
     ) -> dict[str, Any]:
         record = self.issuer.set_status(
             certificate_id, "suspended", reason=reason, until=until, actor=actor
@@ -109,7 +109,7 @@ class Certificates:
         self.verifier.forget_lists()
         return record
 
-    def reinstate(self, certificate_id: str, actor: str) -> dict[str, Any]:
+    def reinstate(self, certificate_id: str, actor: str | None) -> dict[str, Any]:
         record = self.issuer.set_status(certificate_id, "active", actor=actor)
         self.verifier.forget_lists()
         return record

@@ -14,7 +14,7 @@ A property test checks byte equality with the full path over random content.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -82,7 +82,7 @@ class _Node(_Field):
 class _Shape:
     types: dict[str, str]  # allowed `type` values -> IRIs
     type_required: frozenset[str]  # these types must all be present
-    fields: dict[str, _Literal | _Iri | _Node] = field(default_factory=dict)
+    fields: Mapping[str, _Literal | _Iri | _Node] = field(default_factory=dict)
     has_id: bool = True  # `id` allowed (an absolute IRI); without it: a blank node
 
 

@@ -109,7 +109,11 @@ def _compile(node: Any, where: str, paths: set[str]) -> Filler:
         parts: list[Callable[[Mapping[str, Any]], str]] = []
         for i in range(0, len(pieces), 3):
             text = pieces[i]
-            parts.append(lambda _c, t=text: t)
+
+            def literal(_context: Mapping[str, Any], t: str = text) -> str:
+                return t
+
+            parts.append(literal)
             if i + 1 < len(pieces):
                 get, apply = _getter(pieces[i + 1]), _filter(pieces[i + 2], where)
 

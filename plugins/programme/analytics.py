@@ -212,7 +212,9 @@ class Analytics:
         sums: dict[tuple[str, str, str], int] = defaultdict(int)
         for _, facility, district, state, n in self.place():
             sums[(facility, district, state)] += n
-        rows = sorted(([*k, n] for k, n in sums.items()), key=lambda r: (-r[3], r[0]))
+        rows: list[list[Any]] = sorted(
+            ([*k, n] for k, n in sums.items()), key=lambda r: (-r[3], r[0])
+        )
         return Table(
             "facilities",
             "Vaccinations by facility",
@@ -224,7 +226,9 @@ class Analytics:
         sums: dict[tuple[str, str], int] = defaultdict(int)
         for _, _, district, state, n in self.place():
             sums[(state, district)] += n
-        rows = sorted(([*k, n] for k, n in sums.items()), key=lambda r: (-r[2], r[0], r[1]))
+        rows: list[list[Any]] = sorted(
+            ([*k, n] for k, n in sums.items()), key=lambda r: (-r[2], r[0], r[1])
+        )
         return Table(
             "districts", "Vaccinations by district", ["state", "district", "vaccinations"], rows
         )
@@ -233,7 +237,9 @@ class Analytics:
         sums: dict[str, int] = defaultdict(int)
         for _, _, _, state, n in self.place():
             sums[state] += n
-        rows = sorted(([k, n] for k, n in sums.items()), key=lambda r: (-r[1], r[0]))
+        rows: list[list[Any]] = sorted(
+            ([k, n] for k, n in sums.items()), key=lambda r: (-r[1], r[0])
+        )
         return Table("states", "Vaccinations by state", ["state", "vaccinations"], rows)
 
     def people(self) -> Table:
@@ -342,7 +348,7 @@ class Analytics:
         return [service.codec.to_record(r) for r in self.conn.execute(stmt).mappings()]
 
     def low_stock(self) -> Table:
-        rows = [
+        rows: list[list[Any]] = [
             [lv.facility, lv.vaccine, lv.usable, lv.threshold, lv.expired]
             for lv in stock.levels(self.rt, self.conn, self.today)
             if lv.low

@@ -31,7 +31,9 @@ def _statement(conn: Connection, name: str) -> Any:
     found = _STATEMENTS.get((conn.dialect.name, name))
     if found is not None:
         return found
-    kind, key, rid = sa.bindparam("b_kind"), sa.bindparam("b_key"), sa.bindparam("b_rid")
+    kind: sa.BindParameter[str] = sa.bindparam("b_kind")
+    key: sa.BindParameter[str] = sa.bindparam("b_key")
+    rid: sa.BindParameter[str] = sa.bindparam("b_rid")
     mine = (claim.c.kind == kind, claim.c.record_id == rid)
     if name == "held":
         stmt: Any = sa.select(claim.c.key).where(*mine)
@@ -124,7 +126,7 @@ def force_many(conn: Connection, kind: str, claims: dict[str, str]) -> None:
     if not claims:
         return
     ids = sorted(claims)
-    holding = set()
+    holding: set[str] = set()
     for i in range(0, len(ids), 500):
         stmt = sa.select(claim.c.record_id).where(
             claim.c.kind == kind, claim.c.record_id.in_(ids[i : i + 500])

@@ -145,8 +145,9 @@ class Rollups:
                 if old.get(rid) != new.get(rid)
             }
             for before, after in changed.values():
-                deltas.update(Counter(map(tuple, after or [])))
-                deltas.subtract(Counter(map(tuple, before or [])))
+                # parts are tuples already, old (_old_parts) and new (_part)
+                deltas.update(Counter(after or []))
+                deltas.subtract(Counter(before or []))
             self._store(conn, entity, changed)
         add_to_rollups(conn, {k: n for k, n in deltas.items() if n})
         return seen

@@ -88,7 +88,7 @@ def programme_routes(registry: Any) -> list[APIRouter]:
         who = access.require(request, CONTROLLER)
         body = _object(await read_json(request, max_bytes))
         facility, program = _field(body, "facility"), _field(body, "program")
-        changes = {k: body[k] for k in ("status", "rate", "reason") if k in body}
+        changes: dict[str, Any] = {k: body[k] for k in ("status", "rate", "reason") if k in body}
 
         def upsert() -> tuple[dict[str, Any], int]:
             service = rt().services[FACILITY_PROGRAMME]
@@ -153,7 +153,7 @@ def programme_routes(registry: Any) -> list[APIRouter]:
 
         return JSONResponse(await run_in_threadpool(read))
 
-    def own_recipient(who: Principal, recipient: str) -> None:
+    def own_recipient(who: Principal, recipient: str | None) -> None:
         access.check_recipient(who, recipient, "recipient")
 
     @router.post(
@@ -162,7 +162,7 @@ def programme_routes(registry: Any) -> list[APIRouter]:
     async def book(request: Request) -> Response:
         who = access.require(request, RECIPIENT, *STAFF)
         body = _object(await read_json(request, max_bytes))
-        record = {
+        record: dict[str, Any] = {
             k: body[k]
             for k in ("recipient", "program", "facility", "date", "slot", "dose", "vaccine", "note")
             if k in body

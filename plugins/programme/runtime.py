@@ -143,7 +143,7 @@ class Programme:
             return []
         service = self.services[entity]
         table = service.table
-        out = []
+        out: list[dict[str, Any]] = []
         for i in range(0, len(wanted), 500):
             stmt = sa.select(table).where(
                 table.c[field].in_(wanted[i : i + 500]), table.c._deleted_at.is_(None)

@@ -61,11 +61,13 @@ def check_schedule(record: dict[str, Any]) -> None:
         errors.append(("/endTime", "must be after the start time", "minimum"))
     elif end - start < record["slotMinutes"]:
         errors.append(("/slotMinutes", "is longer than the hours from start to end", "maximum"))
-    walk_in = (record.get("walkInStart"), record.get("walkInEnd"))
-    if (walk_in[0] is None) != (walk_in[1] is None):
-        missing = "/walkInEnd" if walk_in[1] is None else "/walkInStart"
+    walk_start, walk_end = record.get("walkInStart"), record.get("walkInEnd")
+    if (walk_start is None) != (walk_end is None):
+        missing = "/walkInEnd" if walk_end is None else "/walkInStart"
         errors.append((missing, "walk-in hours need a start and an end", "required"))
-    elif walk_in[0] is not None and _minutes(walk_in[1]) <= _minutes(walk_in[0]):
+    elif walk_start is not None and walk_end is not None and _minutes(walk_end) <= _minutes(
+        walk_start
+    ):
         errors.append(("/walkInEnd", "must be after the walk-in start", "minimum"))
     if errors:
         raise _invalid(errors)
