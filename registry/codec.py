@@ -37,6 +37,12 @@ def new_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+def camel(name: str) -> str:
+    """`snake_case` as `camelCase` (a system table's column as a JSON key)."""
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -89,7 +89,8 @@ def delivery_table(metadata: sa.MetaData) -> sa.Table:
 
 
 def backoff(attempts: int, base: float = BASE_DELAY) -> float:
-    """Seconds to wait before attempt `attempts + 1`."""
+    """Seconds to wait before attempt `attempts + 1`: `base` doubled per attempt, capped at an
+    hour (deliveries and outbox events alike)."""
     return min(MAX_DELAY, base * 2 ** max(0, attempts - 1))
 
 

@@ -29,11 +29,12 @@ from generators.tables import UTCDateTime, json_type
 from registry import storage
 from registry.api import API_PREFIX, JSONResponse
 from registry.auth.deps import principal_of
-from registry.codec import format_datetime, new_id, utcnow
+from registry.codec import camel, format_datetime, new_id, utcnow
 from registry.errors import PROBLEM_JSON, BadRequest, Forbidden, NotFound, UnsupportedMediaType
 from registry.import_rows import ImportMapping, ImportUsageError, load_mapping
 from registry.imports import Importer, ImportOptions, Progress
 from registry.records import EntityService
+from registry.settings import parse_flag
 
 log = logging.getLogger("registry")
 
@@ -197,7 +198,7 @@ def _job_json(row: Any) -> dict[str, Any]:
         "finishedAt": format_datetime(row["finished_at"]) if row["finished_at"] else None,
     }
     for name in _COUNTS:
-        out[_camel(name)] = row[name]
+        out[camel(name)] = row[name]
     out["rowsPerSecond"] = round(row["rows_per_s"], 1)
     read, total = row["bytes_read"], row["bytes_total"]
     out["progress"] = round(read / total, 4) if total else (1.0 if row["status"] == "done" else 0)
@@ -205,11 +206,6 @@ def _job_json(row: Any) -> dict[str, Any]:
     out["errors"] = row["errors"] or []
     out["errorsDropped"] = row["errors_dropped"]
     return out
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
 
 
 class ImportJobs:
@@ -347,11 +343,9 @@ def _remove(folder: Path) -> None:
 
 
 def _flag(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name, "false").lower()
-    if raw in ("1", "true", "yes"):
-        return True
-    if raw in ("0", "false", "no", ""):
-        return False
+    flag = parse_flag(request.query_params.get(name, "false"), empty=False)
+    if flag is not None:
+        return flag
     raise BadRequest(
         f"{name} must be true or false",
         errors=[{"pointer": f"/{name}", "message": "must be true or false", "keyword": "type"}],

@@ -26,18 +26,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from registry.codec import utcnow
-from registry.deliveries import Dispatcher
+from registry.deliveries import Dispatcher, backoff
 
 log = logging.getLogger("registry.outbox")
 
 MAX_ATTEMPTS = 8
 BASE_DELAY = 1.0  # seconds; attempt n waits BASE_DELAY * 2**(n-1), capped
-MAX_DELAY = 3600.0
-
-
-def backoff(attempts: int, base: float = BASE_DELAY) -> float:
-    """Seconds to wait before attempt `attempts + 1`."""
-    return min(MAX_DELAY, base * 2 ** max(0, attempts - 1))
 
 
 class Worker:

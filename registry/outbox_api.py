@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from registry import deliveries, outbox
 from registry.api import JSONResponse
-from registry.codec import format_datetime
+from registry.codec import camel, format_datetime
 from registry.errors import BadRequest, Conflict, NotFound
 
 #: The role that may see and retry the outbox (checked by the guard once roles exist).
@@ -40,10 +40,7 @@ def _bad(name: str, message: str, keyword: str = "type") -> BadRequest:
 def _camel(row: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in row.items():
-        head, *rest = key.split("_")
-        if isinstance(value, datetime):
-            value = format_datetime(value)
-        out[head + "".join(p.title() for p in rest)] = value
+        out[camel(key)] = format_datetime(value) if isinstance(value, datetime) else value
     return out
 
 

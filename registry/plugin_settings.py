@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from registry.settings import parse_flag
+
 
 class PluginSettingError(ValueError):
     """A plugin setting that cannot be used; the message names it (never a secret value)."""
@@ -13,13 +15,9 @@ class PluginSettingError(ValueError):
 
 def setting_bool(where: str, value: Any) -> bool:
     """`true`/`false` (also 1/0, yes/no, on/off, any case)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
+    flag = parse_flag(value)
+    if flag is not None:
+        return flag
     raise PluginSettingError(f"{where} must be true or false, got {value!r}")
 
 

@@ -343,7 +343,8 @@ def _crosses_array(props: Mapping[str, Any], path: str) -> bool:
     return False
 
 
-def _escape_like(value: str) -> str:
+def escape_like(value: str) -> str:
+    """`value` for a LIKE pattern with `escape="\\"`: its `%`, `_` and `\\` match themselves."""
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
@@ -455,13 +456,13 @@ class SqlBuilder:
         if op == "in":
             return col.in_(v)
         if op == "contains":
-            return col.like(f"%{_escape_like(v)}%", escape="\\")
+            return col.like(f"%{escape_like(v)}%", escape="\\")
         if op == "notContains":
-            return sa.or_(sa.not_(col.like(f"%{_escape_like(v)}%", escape="\\")), col.is_(None))
+            return sa.or_(sa.not_(col.like(f"%{escape_like(v)}%", escape="\\")), col.is_(None))
         if op == "startsWith":
-            return col.like(f"{_escape_like(v)}%", escape="\\")
+            return col.like(f"{escape_like(v)}%", escape="\\")
         if op == "endsWith":
-            return col.like(f"%{_escape_like(v)}", escape="\\")
+            return col.like(f"%{escape_like(v)}", escape="\\")
         raise AssertionError(op)
 
     def _blind_condition(self, flt: Filter) -> sa.ColumnElement[bool]:

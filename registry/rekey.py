@@ -20,15 +20,12 @@ import sqlalchemy as sa
 from registry import audit, storage
 from registry.codec import json_value
 from registry.crypto import PREFIX, DataKeyError, key_id_of, write_key_file
+from registry.query import escape_like
 from registry.records import EntityService
 
 #: (entity, rows done, rows to do)
 Progress = Callable[[str, int, int], None]
 PLAINTEXT = "(not encrypted)"
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def key_usage(services: Mapping[str, EntityService]) -> dict[str, dict[str, dict[str, int]]]:
@@ -44,7 +41,7 @@ def key_usage(services: Mapping[str, EntityService]) -> dict[str, dict[str, dict
             for f in sorted(svc.codec.private):
                 col = table.c[f]
                 counts = [
-                    sa.func.count().filter(col.like(f"{PREFIX}:{_escape_like(k)}:%", escape="\\"))
+                    sa.func.count().filter(col.like(f"{PREFIX}:{escape_like(k)}:%", escape="\\"))
                     for k in kids
                 ]
                 ours = sa.func.count().filter(col.like(f"{PREFIX}:%"))
@@ -83,7 +80,7 @@ def reencrypt(
     assert cipher is not None
     fields = sorted(codec.private)
     current = keyring.current
-    prefix = f"{PREFIX}:{_escape_like(current)}:%"
+    prefix = f"{PREFIX}:{escape_like(current)}:%"
     stale = [
         sa.and_(table.c[f].is_not(None), sa.not_(table.c[f].like(prefix, escape="\\")))
         for f in fields

@@ -15,6 +15,20 @@ from typing import Any
 
 ENV_PREFIX = "REGISTRY_"
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_flag(value: Any, *, empty: bool | None = None) -> bool | None:
+    """A yes/no value as written in settings, environment variables and query parameters:
+    true/false, 1/0, yes/no, on/off in any case; `empty` for ""; None when it is none of them."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if not text:
+        return empty
+    return True if text in _TRUE else False if text in _FALSE else None
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -205,11 +219,9 @@ def _coerce(key: str, value: Any, base: Path) -> Any:
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-        s = str(value).strip().lower()
-        if s in ("1", "true", "yes", "on"):
-            return True
-        if s in ("0", "false", "no", "off", ""):
-            return False
+        flag = parse_flag(value, empty=False)
+        if flag is not None:
+            return flag
         raise ValueError(f"setting {key!r} must be true or false, got {value!r}")
     if isinstance(default, int):
         try:
