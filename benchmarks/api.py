@@ -191,7 +191,7 @@ def _problem(status: int, detail: str) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/problem+json")
 
 
-def hand_app(settings: Settings) -> FastAPI:
+def hand_app(settings: Settings) -> FastAPI:  # noqa: C901
     """POST/GET /hand/facility on a bare FastAPI app, same engine settings as the registry."""
     engine = storage.make_engine(settings)
     facility, program, audit, outbox = _hand_tables()

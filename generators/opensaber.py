@@ -94,7 +94,7 @@ def _index_list(values: Any) -> list[list[str]]:
     return out
 
 
-def translate(
+def translate(  # noqa: C901
     doc: Mapping[str, Any],
     *,
     name: str,

@@ -307,7 +307,7 @@ def _names(
     return tuple(v for v in value if v in props)
 
 
-def parse_entity_schema(
+def parse_entity_schema(  # noqa: C901
     doc: Any,
     *,
     name: str,

@@ -154,7 +154,7 @@ def swap_routes(router: APIRouter, routes: Sequence[BaseRoute]) -> None:
     router.routes[:] = out
 
 
-def add_entity_routes(
+def add_entity_routes(  # noqa: C901
     router: APIRouter,
     service: EntityService,
     *,

@@ -334,7 +334,7 @@ def require_role(request: Request, role: str) -> None:
         raise Forbidden(f"this needs the {role} role")
 
 
-def create_app(settings: Settings | None = None, *, registry: Registry | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, registry: Registry | None = None) -> FastAPI:  # noqa: C901
     """The whole web application for `settings` (or for an already opened `registry`)."""
     settings = settings or (registry.settings if registry else Settings.load())
     reg = registry or open_registry(settings)

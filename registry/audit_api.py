@@ -48,7 +48,7 @@ def _cursor(seq: int, ascending: bool) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def parse_query(params: list[tuple[str, str]]) -> AuditQuery:
+def parse_query(params: list[tuple[str, str]]) -> AuditQuery:  # noqa: C901
     """Query parameters -> `AuditQuery`; `BadRequest` naming the parameter when one is wrong."""
     q = AuditQuery()
     seen: set[str] = set()

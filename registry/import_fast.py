@@ -96,7 +96,7 @@ class _Gen:
     def emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)
 
-    def checks(self, schema: Mapping[str, Any], t: str, var: str) -> list[str]:
+    def checks(self, schema: Mapping[str, Any], t: str, var: str) -> list[str]:  # noqa: C901
         """Boolean expressions (all must hold) for a value of JSON type `t` in `var`."""
         if not _keys_ok(schema, _SCALAR_KEYS):
             raise Unsupported("keywords")

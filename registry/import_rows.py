@@ -84,7 +84,7 @@ class ImportMapping:
     transforms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "mapping") -> ImportMapping:
+    def from_dict(cls, data: Any, source: str = "mapping") -> ImportMapping:  # noqa: C901
         if not isinstance(data, dict):
             raise ImportUsageError(f"{source}: a mapping must be an object/table")
         unknown = sorted(set(data) - set(MAPPING_KEYS))
@@ -438,7 +438,7 @@ class RowLayout:
     nested_lists: bool = False  # some path has a list index
 
 
-def plan_columns(
+def plan_columns(  # noqa: C901
     headers: list[str],
     schema: Mapping[str, Any],
     mapping: ImportMapping,

@@ -745,7 +745,7 @@ class Importer:
         return plan, source
 
     # ---- running -----------------------------------------------------------------------------
-    def run(self, path: str | Path) -> ImportResult:
+    def run(self, path: str | Path) -> ImportResult:  # noqa: C901
         path = Path(path)
         plan, source = self.plan(path)
         opts = self.options
@@ -1066,7 +1066,7 @@ class Importer:
         return prev
 
     # ---- records: upserts, and rows the plugins check -------------------------------------------
-    def _records(self, conn: Connection, chunk: Chunk, keep: list[int], *, write: bool) -> None:
+    def _records(self, conn: Connection, chunk: Chunk, keep: list[int], *, write: bool) -> None:  # noqa: C901
         field_name = self.options.upsert_on or ""  # "": inserts only (rows the plugins check)
         key_column = self.codec.blind.get(field_name, field_name)
         records = chunk.rows

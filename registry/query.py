@@ -414,7 +414,7 @@ class SqlBuilder:
         fn, value = self._array_elements(col, key_path, kind)
         return sa.select(sa.literal(1)).select_from(fn).where(predicate(value)).exists()
 
-    def condition(self, flt: Filter) -> sa.ColumnElement[bool]:
+    def condition(self, flt: Filter) -> sa.ColumnElement[bool]:  # noqa: C901
         path = flt.path
         if path in self.entity.private:
             return self._blind_condition(flt)

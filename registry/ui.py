@@ -312,7 +312,7 @@ def rows_changed(pairs: list[tuple[str, str]]) -> dict[str, Any] | None:
     return values
 
 
-def add_ui_routes(
+def add_ui_routes(  # noqa: C901
     app: FastAPI,
     registry: Any,
     *,

@@ -37,7 +37,7 @@ def _enrols_next(app: Any, p: Any) -> bool:
     return any(getattr(r, "name", None) == "ui:enrol" for r in app.router.routes)
 
 
-def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:
+def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # noqa: C901
     """Mount the sign-in and users pages through the UI's `route` decorator."""
     from registry.ui import read_form  # the UI module imports this one
 

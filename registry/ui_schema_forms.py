@@ -132,7 +132,7 @@ def _toggle_group(xreg: dict[str, Any], key: str, name: str, on: bool) -> None:
         xreg.pop(key, None)
 
 
-def apply_spec(
+def apply_spec(  # noqa: C901
     doc: Mapping[str, Any], spec: FieldSpec, *, editing: bool
 ) -> tuple[dict[str, Any], FormErrors]:
     """A copy of `doc` with the field of `spec` added (or changed, when `editing`), and the

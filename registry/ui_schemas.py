@@ -248,7 +248,7 @@ class SchemaPages:
         )
 
 
-def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:
+def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:  # noqa: C901
     """Mount the schema editor's pages through the UI's `route` decorator."""
     registry = ui.registry
     editor = SchemaEditor(registry)

@@ -114,7 +114,7 @@ def _check_id(value: Any, path: str) -> None:
         raise RelativeIriError(value, path)
 
 
-def _check_expanded(element: Any, path: str) -> None:
+def _check_expanded(element: Any, path: str) -> None:  # noqa: C901
     """Every IRI in expanded JSON-LD must be absolute (pyld silently drops relative ones)."""
     if isinstance(element, list):
         for i, item in enumerate(element):

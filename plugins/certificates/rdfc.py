@@ -294,7 +294,7 @@ class _Canonicalizer:
         predicate = quad[1] if position != "g" else ""
         return _sha256_hex(position + predicate + identifier)
 
-    def _hash_n_degree(self, bnode: str, issuer: _Issuer) -> tuple[str, _Issuer]:
+    def _hash_n_degree(self, bnode: str, issuer: _Issuer) -> tuple[str, _Issuer]:  # noqa: C901
         if self.remaining_deep <= 0:
             raise WorkLimitError(
                 f"blank-node graph too complex to canonicalize: more than {self.max_deep} "

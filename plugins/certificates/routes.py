@@ -122,7 +122,7 @@ def _credential_from(body: Any) -> Any:
     return body
 
 
-def certificate_routes(registry: Any) -> list[APIRouter]:
+def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
     router = APIRouter(tags=["certificates"])
     renders = _Renders()
 

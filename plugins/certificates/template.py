@@ -65,7 +65,7 @@ def _empty(value: Any) -> bool:
     return value is _MISSING or value is None or value == "" or value == {} or value == []
 
 
-def _compile(node: Any, where: str, paths: set[str]) -> Filler:
+def _compile(node: Any, where: str, paths: set[str]) -> Filler:  # noqa: C901
     if isinstance(node, dict):
         items = [(k, _compile(v, f"{where}/{k}", paths)) for k, v in node.items()]
 
