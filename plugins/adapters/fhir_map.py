@@ -2,7 +2,8 @@
 of COVID-19 Certificates: Vaccination Status), and FHIR resources back into our records.
 
 Pure functions: records (dicts, as the registry returns them) in, FHIR JSON (dicts) out; no I/O.
-The certificates plugin reuses `ddcc_bundle` for its DDCC output format.
+The certificates plugin builds its DDCC output with its own `plugins/certificates/fhir.py`
+(two builders of one bundle: to be merged).
 
 DDCC:VS element            -> where it goes
   name, birth date, sex, id -> Patient.name, birthDate, gender, identifier

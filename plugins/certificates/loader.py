@@ -142,8 +142,3 @@ def default_loader() -> StaticDocumentLoader:
 def install_offline_loader() -> None:
     """Make the shipped-contexts loader pyld's global default, so no pyld call can fetch."""
     jsonld.set_document_loader(default_loader())
-
-
-def context_document(url: str) -> dict[str, Any]:
-    """The shipped context document at `url` (a copy)."""
-    return default_loader().document(url)
