@@ -197,7 +197,6 @@ class TemplateDatabases:
         self.enabled = True
         #: PostgreSQL databases that still hold the previous test's tables and rows
         self.inherited: set[str] = set()
-        self._last_created: list[str] = []
         self.hits = 0
         self.misses = 0
 
@@ -210,9 +209,10 @@ class TemplateDatabases:
             name = db.engine.url.database
             if db.engine.url.get_backend_name() == "postgresql" and name in self.inherited:
                 self.inherited.discard(name)
-                if self._recycle(db, folder):
+                recycled = self._recycle(db, folder)
+                if recycled is not None:
                     self.hits += 1
-                    return list(self._last_created)
+                    return list(recycled.created)
             if not self.enabled or _versions(folder) or not self._empty(db):
                 return prepare(db, schemas, folder)
             key = metadata_key(db)
@@ -282,9 +282,10 @@ class TemplateDatabases:
         if name:
             self.inherited.add(name)
 
-    def _recycle(self, db: Database, folder: Path) -> bool:
+    def _recycle(self, db: Database, folder: Path) -> _Template | None:
         """Empty an inherited PostgreSQL database: back to a template's rows when its tables
-        are that template's (True), else drop every table (False: prepare as usual)."""
+        are that template's (which is returned), else drop every table (None: prepare as
+        usual)."""
         with db.engine.begin() as conn:
             match = None
             if self.enabled and not _versions(folder):
@@ -296,11 +297,10 @@ class TemplateDatabases:
             if match is None:
                 conn.execute(sa.text("DROP SCHEMA public CASCADE"))
                 conn.execute(sa.text("CREATE SCHEMA public"))
-                return False
+                return None
             _pg_reset(conn, match)
         _write_revisions(folder, match.revisions)
-        self._last_created = list(match.created)
-        return True
+        return match
 
     def _restore(self, template: _Template, db: Database, folder: Path) -> bool:
         url = db.engine.url
@@ -314,16 +314,22 @@ class TemplateDatabases:
         elif template.pg_database is not None:
             settings = self._pg_settings(str(url.database))
             name = url.database
-            try:
-                with self._pg_admin() as conn:
-                    # refused (and nothing lost) when another session still uses the database
+            with self._pg_admin() as conn:
+                try:  # refused (and nothing lost) when another session still uses the database
                     conn.execute(sa.text(f'DROP DATABASE "{name}"'))
+                except sa.exc.DBAPIError:
+                    return False
+                try:
                     conn.execute(
                         sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template.pg_database}"')
                     )
-                    for key, value in settings:  # per-database settings are not copied
-                        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET {key} = {value}'))
-            except sa.exc.DBAPIError:
+                    copied = True
+                except sa.exc.DBAPIError:  # the test still gets its (empty) database
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                    copied = False
+                for key, value in settings:  # per-database settings are not copied
+                    conn.execute(sa.text(f'ALTER DATABASE "{name}" SET {key} = {value}'))
+            if not copied:
                 return False
         else:
             return False
