@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -348,6 +348,28 @@ def escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _like(pattern: str) -> Callable[[Any, Any], sa.ColumnElement[bool]]:
+    """A LIKE test of `pattern` with the value (escaped) in place of `{}`."""
+    return lambda col, v: col.like(pattern.format(escape_like(v)), escape="\\")
+
+
+#: the SQL of each filter operator on a scalar column (or JSON path): (column, value) -> test
+SQL_OF: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
+    "eq": lambda col, v: col == v,
+    "neq": lambda col, v: sa.or_(col != v, col.is_(None)),
+    "gt": lambda col, v: col > v,
+    "gte": lambda col, v: col >= v,
+    "lt": lambda col, v: col < v,
+    "lte": lambda col, v: col <= v,
+    "between": lambda col, v: col.between(v[0], v[1]),
+    "in": lambda col, v: col.in_(v),
+    "contains": _like("%{}%"),
+    "notContains": lambda col, v: sa.or_(sa.not_(_like("%{}%")(col, v)), col.is_(None)),
+    "startsWith": _like("{}%"),
+    "endsWith": _like("%{}"),
+}
+
+
 class SqlBuilder:
     """Builds the SELECT for a `Search` against one table, for one dialect."""
 
@@ -414,7 +436,7 @@ class SqlBuilder:
         fn, value = self._array_elements(col, key_path, kind)
         return sa.select(sa.literal(1)).select_from(fn).where(predicate(value)).exists()
 
-    def condition(self, flt: Filter) -> sa.ColumnElement[bool]:  # noqa: C901
+    def condition(self, flt: Filter) -> sa.ColumnElement[bool]:
         path = flt.path
         if path in self.entity.private:
             return self._blind_condition(flt)
@@ -439,31 +461,7 @@ class SqlBuilder:
                 return self._any_element(path, kind, lambda x: x.in_(v))
             return self._any_element(path, kind, lambda x: x == v)
         col = self._json_path(path, kind) if nested else self.column(path)
-        if op == "eq":
-            return col == v
-        if op == "neq":
-            return sa.or_(col != v, col.is_(None))
-        if op == "gt":
-            return col > v
-        if op == "gte":
-            return col >= v
-        if op == "lt":
-            return col < v
-        if op == "lte":
-            return col <= v
-        if op == "between":
-            return col.between(v[0], v[1])
-        if op == "in":
-            return col.in_(v)
-        if op == "contains":
-            return col.like(f"%{escape_like(v)}%", escape="\\")
-        if op == "notContains":
-            return sa.or_(sa.not_(col.like(f"%{escape_like(v)}%", escape="\\")), col.is_(None))
-        if op == "startsWith":
-            return col.like(f"{escape_like(v)}%", escape="\\")
-        if op == "endsWith":
-            return col.like(f"%{escape_like(v)}", escape="\\")
-        raise AssertionError(op)
+        return SQL_OF[op](col, v)
 
     def _blind_condition(self, flt: Filter) -> sa.ColumnElement[bool]:
         codec = self.codec

@@ -203,3 +203,10 @@ def test_absent_list_field_is_null_not_json_null(client: Any):
     assert resp.status_code == 200 and resp.json()["items"] == []
     resp = client.get("/api/v1/recipient", params={"comorbidities[notContains]": "asthma"})
     assert len(resp.json()["items"]) == 1
+
+
+def test_every_operator_the_parser_accepts_has_its_sql():
+    from generators.query_ops import OPERATORS
+    from registry.query import SQL_OF
+
+    assert set(SQL_OF) == set(OPERATORS)
