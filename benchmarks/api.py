@@ -46,15 +46,14 @@ import httpx
 import orjson
 import sqlalchemy as sa
 from fastapi import FastAPI, Request, Response
+from open_registry.core import Settings, create_app, storage
+from open_registry.core.app import Registry, open_registry
+from open_registry.core.codec import new_id
+from open_registry.core.demo import load_demo_data
+from open_registry.generators.formats import FORMATS
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
-
-from generators.formats import FORMATS
-from registry import Settings, create_app, storage
-from registry.app import Registry, open_registry
-from registry.codec import new_id
-from registry.demo import load_demo_data
 
 ENTITY = "facility"
 GEN_BASE = f"/api/v1/{ENTITY}"
@@ -69,8 +68,8 @@ AUTH_HEADER: list[str] = [""]
 
 def sign_in(settings: Settings) -> None:
     """A system-admin bearer token signed with the data dir's secret (the servers share it)."""
-    from registry.auth import Principal
-    from registry.auth.tokens import Tokens
+    from open_registry.core.auth import Principal
+    from open_registry.core.auth.tokens import Tokens
 
     p = Principal("user", "benchmark", frozenset({"system-admin"}))
     token = Tokens(settings.with_(token_ttl_seconds=86_400)).issue(p).token
@@ -174,7 +173,8 @@ def _strip_x(node: Any) -> Any:
 
 def hand_validator() -> Callable[[Any], Any]:
     """fastjsonschema compiled from the shipped facility.json, with the registry's formats."""
-    text = (resources.files("entity_schemas") / f"{ENTITY}.json").read_text(encoding="utf-8")
+    shipped = resources.files("open_registry.entity_schemas")
+    text = (shipped / f"{ENTITY}.json").read_text(encoding="utf-8")
     schema = _strip_x(json.loads(text))
     schema.pop("$schema", None)
     return fastjsonschema.compile(schema, formats=dict(FORMATS), use_default=False)
@@ -323,7 +323,8 @@ def hand_app(settings: Settings) -> FastAPI:  # noqa: C901
 
 
 def facility_template() -> dict[str, Any]:
-    text = (resources.files("registry") / "demo" / f"{ENTITY}.json").read_text(encoding="utf-8")
+    demo = resources.files("open_registry.core") / "demo"
+    text = (demo / f"{ENTITY}.json").read_text(encoding="utf-8")
     record = json.loads(text)[0]
     record.pop("id", None)
     return record

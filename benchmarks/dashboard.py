@@ -50,12 +50,11 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-
-from plugins.programme.analytics import TABLES, Analytics, Period  # noqa: E402
-from plugins.programme.rollups import Rollups  # noqa: E402
-from plugins.programme.runtime import runtime  # noqa: E402
-from registry import Settings, create_app, open_registry  # noqa: E402
-from registry.demo import load_demo_data  # noqa: E402
+from open_registry.core import Settings, create_app, open_registry  # noqa: E402
+from open_registry.core.demo import load_demo_data  # noqa: E402
+from open_registry.plugins.programme.analytics import TABLES, Analytics, Period  # noqa: E402
+from open_registry.plugins.programme.rollups import Rollups  # noqa: E402
+from open_registry.plugins.programme.runtime import runtime  # noqa: E402
 
 PG_ADMIN = os.environ.get(
     "REGISTRY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -123,9 +123,9 @@ def generate(path: Path, rows: int, seed: int = 7) -> int:
 
 # -- children (each measured alone) ---------------------------------------------------------------
 def child_import(url: str, data_dir: str, file: str) -> dict:
-    from registry import Settings
-    from registry.app import open_registry
-    from registry.imports import import_file
+    from open_registry.core import Settings
+    from open_registry.core.app import open_registry
+    from open_registry.core.imports import import_file
 
     reg = open_registry(Settings(database_url=url, data_dir=Path(data_dir), load_entrypoints=False))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -145,9 +145,9 @@ def child_import(url: str, data_dir: str, file: str) -> dict:
 
 def child_baseline(url: str, data_dir: str, file: str) -> dict:
     """Raw executemany of the same valid rows (prepared first, untimed) into the same table."""
-    from registry import Settings
-    from registry.app import open_registry
-    from registry.imports import SQLITE_CACHE, Importer, ImportOptions, prepare_chunks
+    from open_registry.core import Settings
+    from open_registry.core.app import open_registry
+    from open_registry.core.imports import SQLITE_CACHE, Importer, ImportOptions, prepare_chunks
 
     reg = open_registry(Settings(database_url=url, data_dir=Path(data_dir), load_entrypoints=False))
     svc = reg.services["recipient"]

@@ -40,9 +40,9 @@ FACILITY, PROGRAM, VACCINE, VACCINATOR = "NL-RVS-01", "COVID19-2026", "CVX-AV", 
 def prepare(url: str, data_dir: Path, n: int, work: Path):
     """A registry with the demo data, n more recipients, the facility active with a rate of n
     and a batch of n doses; returns (registry, the vaccinations CSV)."""
-    from registry import Settings, open_registry
-    from registry.demo import load_demo_data
-    from registry.imports import import_file
+    from open_registry.core import Settings, open_registry
+    from open_registry.core.demo import load_demo_data
+    from open_registry.core.imports import import_file
 
     settings = Settings(
         database_url=url,
@@ -95,7 +95,7 @@ def prepare(url: str, data_dir: Path, n: int, work: Path):
 
 
 def timed_import(url: str, data_dir: Path, n: int, work: Path, checked: bool) -> dict:
-    from registry.imports import import_file
+    from open_registry.core.imports import import_file
 
     reg, file = prepare(url, data_dir, n, work)
     service = reg.services["vaccination"]

@@ -38,12 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
-
-from plugins.certificates import suites  # noqa: E402
-from plugins.certificates.runtime import runtime  # noqa: E402
-from registry import Settings, open_registry  # noqa: E402
-from registry.demo import load_demo_data  # noqa: E402
-from registry.outbox import Worker  # noqa: E402
+from open_registry.core import Settings, open_registry  # noqa: E402
+from open_registry.core.demo import load_demo_data  # noqa: E402
+from open_registry.core.outbox import Worker  # noqa: E402
+from open_registry.plugins.certificates import suites  # noqa: E402
+from open_registry.plugins.certificates.runtime import runtime  # noqa: E402
 
 #: the benchmark records thousands of doses at one facility on one day: the programme plugin's
 #: daily rate would refuse them (its rollups stay on, as in production)

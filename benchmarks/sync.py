@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from plugins.adapters import sync
-from registry import Settings, open_registry
+from open_registry.core import Settings, open_registry
+from open_registry.plugins.adapters import sync
+
 from tests.plugins.adapters.servers import Loopback, Reply, Request
 
 

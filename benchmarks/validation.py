@@ -13,8 +13,8 @@ import json
 import time
 from importlib import resources
 
-from generators.validators import RecordValidator
-from registry.schemas import default_schema_dir, load_schemas
+from open_registry.core.schemas import default_schema_dir, load_schemas
+from open_registry.generators.validators import RecordValidator
 
 
 def per_record(func, records, repeat: int) -> float:
@@ -35,7 +35,7 @@ def main() -> None:
         f"{'invalid: detail us':>19}"
     )
     for entity in schemas:
-        path = resources.files("registry") / "demo" / f"{entity.name}.json"
+        path = resources.files("open_registry.core") / "demo" / f"{entity.name}.json"
         records = [{k: v for k, v in r.items() if k != "id"} for r in json.loads(path.read_text())]
         repeat = max(1, args.rows // len(records))
         v = RecordValidator(entity.json_schema)

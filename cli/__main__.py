@@ -1,5 +1,5 @@
 """`python -m cli` runs the `registry` command."""
 
-from cli.main import main
+from open_registry.cli.main import main
 
 main()

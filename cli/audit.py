@@ -11,8 +11,7 @@ from typing import Annotated
 
 import orjson
 import typer
-
-from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
+from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
 
 audit_app = typer.Typer(
     help="The audit log: check its hash chain, list its entries.", no_args_is_help=True
@@ -50,7 +49,7 @@ def verify_command(
 
       registry audit verify --database-url postgresql://registry@db/registry
     """
-    from registry.audit import verify
+    from open_registry.core.audit import verify
 
     reg = open_from(database_url, data_dir, schemas, no_default_schemas)
     try:
@@ -102,7 +101,7 @@ def list_command(
 
       registry audit list --action export --from 2026-01-01 --json
     """
-    from registry.audit import AuditQuery, list_entries
+    from open_registry.core.audit import AuditQuery, list_entries
 
     query = AuditQuery(
         entity=entity,

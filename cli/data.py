@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
-from registry.errors import RegistryError
+from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
+from open_registry.core.errors import RegistryError
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -92,8 +91,8 @@ def import_command(
 
       registry import recipient people.jsonl --upsert-on identity --on-error abort
     """
-    from registry.import_rows import ImportUsageError, load_mapping
-    from registry.imports import ImportInterrupted, ImportOptions, import_file
+    from open_registry.core.import_rows import ImportUsageError, load_mapping
+    from open_registry.core.imports import ImportInterrupted, ImportOptions, import_file
 
     if on_error not in ("skip", "abort"):
         raise _fail("--on-error must be skip or abort")
@@ -223,7 +222,7 @@ def export_command(
 
       registry export recipient -w "dob[gte]=1960-01-01" -w "gender[in]=Female,Other"
     """
-    from registry.exports import EXPORT_FORMATS, export
+    from open_registry.core.exports import EXPORT_FORMATS, export
 
     if file_format not in EXPORT_FORMATS:
         raise _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}")

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-
-from cli.options import (
+from open_registry.cli.options import (
     DatabaseOpt,
     DataDirOpt,
     NoDefaultOpt,
@@ -18,7 +17,7 @@ from cli.options import (
     open_from,
     settings_from,
 )
-from registry.errors import RegistryError
+from open_registry.core.errors import RegistryError
 
 data_key_app = typer.Typer(
     help="Data keys: encryption at rest of private fields (see docs/security.md).",
@@ -44,7 +43,7 @@ def init_command(data_dir: DataDirOpt = None) -> None:
 
       registry data-key init --data-dir /var/lib/registry
     """
-    from registry.crypto import load_keyring
+    from open_registry.core.crypto import load_keyring
 
     settings = settings_from(None, data_dir, None, False)
     if settings.data_keys.strip():
@@ -70,7 +69,7 @@ def status_command(
 
       registry data-key status
     """
-    from registry.rekey import key_usage
+    from open_registry.core.rekey import key_usage
 
     reg = open_from(database_url, data_dir, schemas, no_default_schemas)
     try:
@@ -124,7 +123,7 @@ def rotate_command(
 
       registry data-key rotate --no-new-key        # encrypt values stored before encryption
     """
-    from registry.rekey import rotate
+    from open_registry.core.rekey import rotate
 
     last: dict[str, int] = {}
 

@@ -10,18 +10,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from cli.audit import audit_app
-from cli.data import register as register_data_commands
-from cli.datakeys import data_key_app
-from cli.migrate import migrate_app
-from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, settings_from
-from cli.project import init
-from cli.users import client_app, demo_admin, user_app
-from cli.workers import register as register_worker_commands
-from generators.errors import SchemaError
-from registry import Settings, StartupError, __version__
-from registry.schemas import load_schemas, schema_folders
+from open_registry.cli.audit import audit_app
+from open_registry.cli.data import register as register_data_commands
+from open_registry.cli.datakeys import data_key_app
+from open_registry.cli.migrate import migrate_app
+from open_registry.cli.options import (
+    DatabaseOpt,
+    DataDirOpt,
+    NoDefaultOpt,
+    SchemasOpt,
+    settings_from,
+)
+from open_registry.cli.project import init
+from open_registry.cli.users import client_app, demo_admin, user_app
+from open_registry.cli.workers import register as register_worker_commands
+from open_registry.core import Settings, StartupError, __version__
+from open_registry.core.schemas import load_schemas, schema_folders
+from open_registry.generators.errors import SchemaError
 
 app = typer.Typer(
     name="registry",
@@ -84,7 +89,7 @@ def serve(
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # Check everything once here, so a broken schema or database stops us with a clear message.
-    from registry.app import create_app, open_registry
+    from open_registry.core.app import create_app, open_registry
 
     try:
         reg = open_registry(settings)
@@ -104,7 +109,7 @@ def serve(
         f"Registry on http://{host}:{port}  (API docs: http://{host}:{port}/docs)", fg="green"
     )
     uvicorn.run(
-        "registry.asgi:app",
+        "open_registry.core.asgi:app",
         host=host,
         port=port,
         workers=workers,
@@ -221,7 +226,7 @@ def with_plugin_commands(third_party: bool = True) -> typer.Typer:
     """The root app with the commands plugins contribute (added once per process)."""
     global _plugin_commands_added
     if not _plugin_commands_added:
-        from registry.plugins import plugin_manager
+        from open_registry.core.plugins import plugin_manager
 
         _plugin_commands_added = True
         plugin_manager(third_party=third_party).hook.register_commands(cli=app)

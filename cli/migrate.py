@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-
-from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
-from registry import migrations
-from registry.app import Registry
-from registry.audit import record_event
+from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
+from open_registry.core import migrations
+from open_registry.core.app import Registry
+from open_registry.core.audit import record_event
 
 migrate_app = typer.Typer(
     help="Bring the database to the schema files through migrations (Alembic revisions).",

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from registry import Settings
+from open_registry.core import Settings
 
 DatabaseOpt = Annotated[
     str | None,
@@ -69,8 +68,8 @@ def open_from(
     create_tables: bool = True,
 ) -> Any:
     """Open the registry the options describe; exit 1 with the reason when it cannot start."""
-    from registry.app import open_registry
-    from registry.errors import StartupError
+    from open_registry.core.app import open_registry
+    from open_registry.core.errors import StartupError
 
     settings = settings_from(database_url, data_dir, schemas, no_default_schemas)
     try:

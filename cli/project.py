@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from registry.migrations import ensure_environment
-from registry.schemas import default_schema_dir
+from open_registry.core.migrations import ensure_environment
+from open_registry.core.schemas import default_schema_dir
 
 SETTINGS = """# Registry settings. Environment variables REGISTRY_<NAME> override these.
 title = "{title}"

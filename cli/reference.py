@@ -1,6 +1,6 @@
 """Write the CLI reference (docs/cli.md) from the commands' own `--help`, so it never drifts.
 
-python -m cli.reference > docs/cli.md
+python -m open_registry.cli.reference > docs/cli.md
 """
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ import os
 from typing import Any
 
 import typer
+from open_registry.cli.main import with_plugin_commands
 from typer.testing import CliRunner
-
-from cli.main import with_plugin_commands
 
 
 def _paths(cmd: Any, prefix: list[str]) -> list[list[str]]:
@@ -34,8 +33,8 @@ def render() -> str:
     parts = [
         "# `registry` command reference",
         "",
-        "Generated from `--help` by `python -m cli.reference > docs/cli.md`; a test checks "
-        "it is current.",
+        "Generated from `--help` by `python -m open_registry.cli.reference > docs/cli.md`; "
+        "a test checks it is current.",
         "",
     ]
     for path in _paths(root, []):

@@ -12,10 +12,9 @@ from typing import Annotated
 
 import orjson
 import typer
-
-from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
-from registry.auth.principal import ROLES, SCOPES
-from registry.errors import RegistryError
+from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
+from open_registry.core.auth.principal import ROLES, SCOPES
+from open_registry.core.errors import RegistryError
 
 user_app = typer.Typer(help="Users who sign in to the API and the pages.", no_args_is_help=True)
 client_app = typer.Typer(
@@ -39,7 +38,7 @@ def _fail(exc: RegistryError) -> typer.Exit:
 
 
 def _audit(reg: object, action: str, **details: object) -> None:
-    from registry import audit
+    from open_registry.core import audit
 
     audit.record_event(reg.db.engine, action, actor=ACTOR, details=details)  # type: ignore[attr-defined]
 

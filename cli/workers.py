@@ -7,11 +7,10 @@ import threading
 from typing import Annotated, Any
 
 import typer
-
-from cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
-from registry import deliveries, outbox
-from registry.app import Registry
-from registry.plugins import describe
+from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
+from open_registry.core import deliveries, outbox
+from open_registry.core.app import Registry
+from open_registry.core.plugins import describe
 
 
 def _open(database_url: str | None, data_dir: Any, schemas: Any, no_default: bool) -> Registry:

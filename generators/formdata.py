@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from generators.forms import FormField
+from open_registry.generators.forms import FormField
 
 #: flat form values: input name -> text (or list of texts for checkbox groups)
 FormValues = dict[str, Any]

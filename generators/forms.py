@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from generators.schema import EntitySchema, field_kind
+from open_registry.generators.schema import EntitySchema, field_kind
 
 #: widget_hook(field path, property schema) -> a widget name, or None to keep the generated one.
 WidgetHook = Callable[[str, Mapping[str, Any]], str | None]

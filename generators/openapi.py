@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from generators.query_ops import OPERATORS
-from generators.schema import EntitySchema
+from open_registry.generators.query_ops import OPERATORS
+from open_registry.generators.schema import EntitySchema
 
 
 def component_name(entity: str, suffix: str = "") -> str:

@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from generators.errors import SchemaIssue, pointer
-from generators.refs import inline_refs
+from open_registry.generators.errors import SchemaIssue, pointer
+from open_registry.generators.refs import inline_refs
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 

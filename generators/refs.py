@@ -11,7 +11,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from generators.errors import SchemaIssue, pointer
+from open_registry.generators.errors import SchemaIssue, pointer
 
 # Keywords that only annotate; a `$ref` sibling carrying one of these may simply override.
 ANNOTATIONS = frozenset(

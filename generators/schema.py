@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema.validators import Draft202012Validator
-
-from generators import opensaber
-from generators.errors import SchemaError, SchemaIssue, pointer
-from generators.memo import ContentCache, canonical_key
-from generators.refs import inline_refs
+from open_registry.generators import opensaber
+from open_registry.generators.errors import SchemaError, SchemaIssue, pointer
+from open_registry.generators.memo import ContentCache, canonical_key
+from open_registry.generators.refs import inline_refs
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 

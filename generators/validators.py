@@ -22,10 +22,9 @@ import fastjsonschema
 from jsonschema import FormatChecker
 from jsonschema.exceptions import ValidationError
 from jsonschema.validators import Draft202012Validator, extend
-
-from generators.errors import pointer
-from generators.formats import FORMATS
-from generators.memo import ContentCache, canonical_key
+from open_registry.generators.errors import pointer
+from open_registry.generators.formats import FORMATS
+from open_registry.generators.memo import ContentCache, canonical_key
 
 # Keywords with identical semantics in draft-07 and 2020-12 (as fastjsonschema implements them).
 _SAME_IN_BOTH = frozenset(

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from registry.hookspecs import hookimpl
-from registry.schemas import default_schema_dir
+from open_registry.core.hookspecs import hookimpl
+from open_registry.core.schemas import default_schema_dir
 
 
 @hookimpl

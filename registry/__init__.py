@@ -2,16 +2,16 @@
 
 __version__ = "0.1.0"
 
-from registry.app import Registry, StateKey, create_app, open_registry
-from registry.auth import Principal, principal_of
-from registry.codec import new_id, utcnow
-from registry.deliveries import (
+from open_registry.core.app import Registry, StateKey, create_app, open_registry
+from open_registry.core.auth import Principal, principal_of
+from open_registry.core.codec import new_id, utcnow
+from open_registry.core.deliveries import (
     DeliveryError,
     PermanentDeliveryError,
     delivery_key,
 )
-from registry.deliveries import enqueue as enqueue_delivery
-from registry.errors import (
+from open_registry.core.deliveries import enqueue as enqueue_delivery
+from open_registry.core.errors import (
     BadRequest,
     Conflict,
     Forbidden,
@@ -23,8 +23,8 @@ from registry.errors import (
     StartupError,
     Unauthorized,
 )
-from registry.hookspecs import hookimpl
-from registry.settings import Settings
+from open_registry.core.hookspecs import hookimpl
+from open_registry.core.settings import Settings
 
 __all__ = [
     "BadRequest",

@@ -13,13 +13,9 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
-from starlette.routing import BaseRoute
-
-from generators.openapi import component_name, filter_parameters
-from registry.auth.access import Access, Policy
-from registry.auth.deps import principal_of
-from registry.errors import (
+from open_registry.core.auth.access import Access, Policy
+from open_registry.core.auth.deps import principal_of
+from open_registry.core.errors import (
     PROBLEM_JSON,
     BadRequest,
     Forbidden,
@@ -28,8 +24,11 @@ from registry.errors import (
     PreconditionFailed,
     UnsupportedMediaType,
 )
-from registry.query import Scope, Search
-from registry.records import EntityService, Page
+from open_registry.core.query import Scope, Search
+from open_registry.core.records import EntityService, Page
+from open_registry.generators.openapi import component_name, filter_parameters
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute
 
 API_PREFIX = "/api/v1"
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -242,7 +241,7 @@ def add_entity_routes(  # noqa: C901
         return await run_search(request, svc, search, p, access, scope)
 
     async def export_(request: Request) -> Response:
-        from registry.exports import EXPORT_FORMATS, Exporter, export
+        from open_registry.core.exports import EXPORT_FORMATS, Exporter, export
 
         svc, p, access, scope = allowed(request, "read")
         fmt = request.query_params.get("format", "csv")

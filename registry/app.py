@@ -19,19 +19,15 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from generators.errors import SchemaError
-from generators.openapi import PROBLEM_SCHEMA, entity_components
-from registry import __version__
-from registry.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
-from registry.audit_api import add_audit_routes
-from registry.auth.deps import Auth, AuthMiddleware, principal_of
-from registry.auth.routes import auth_routes
-from registry.auth.tables import auth_tables
-from registry.deliveries import delivery_table
-from registry.demo import load_demo_data
-from registry.errors import (
+from open_registry.core import __version__
+from open_registry.core.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
+from open_registry.core.audit_api import add_audit_routes
+from open_registry.core.auth.deps import Auth, AuthMiddleware, principal_of
+from open_registry.core.auth.routes import auth_routes
+from open_registry.core.auth.tables import auth_tables
+from open_registry.core.deliveries import delivery_table
+from open_registry.core.demo import load_demo_data
+from open_registry.core.errors import (
     PROBLEM_JSON,
     Forbidden,
     NotFound,
@@ -40,17 +36,24 @@ from registry.errors import (
     Unauthorized,
     problem_body,
 )
-from registry.imports_api import add_entity_import_routes, add_import_routes, import_tables
-from registry.migrations import prepare
-from registry.outbox import Worker
-from registry.outbox_api import add_outbox_routes
-from registry.plugins import plugin_manager
-from registry.records import EntityService, build_services
-from registry.schema_history import schema_history_table
-from registry.schemas import SchemaSet, edited_schema_dir, load_schemas, schema_folders
-from registry.settings import Settings
-from registry.storage import Database, build_database
-from registry.ui import add_ui_routes
+from open_registry.core.imports_api import (
+    add_entity_import_routes,
+    add_import_routes,
+    import_tables,
+)
+from open_registry.core.migrations import prepare
+from open_registry.core.outbox import Worker
+from open_registry.core.outbox_api import add_outbox_routes
+from open_registry.core.plugins import plugin_manager
+from open_registry.core.records import EntityService, build_services
+from open_registry.core.schema_history import schema_history_table
+from open_registry.core.schemas import SchemaSet, edited_schema_dir, load_schemas, schema_folders
+from open_registry.core.settings import Settings
+from open_registry.core.storage import Database, build_database
+from open_registry.core.ui import add_ui_routes
+from open_registry.generators.errors import SchemaError
+from open_registry.generators.openapi import PROBLEM_SCHEMA, entity_components
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("registry")
 

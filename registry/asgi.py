@@ -1,6 +1,7 @@
-"""ASGI entry point for servers (`uvicorn registry.asgi:app`): settings from the environment."""
+"""ASGI entry point for servers (`uvicorn open_registry.core.asgi:app`): settings from the
+environment."""
 
-from registry.app import create_app
-from registry.settings import Settings
+from open_registry.core.app import create_app
+from open_registry.core.settings import Settings
 
 app = create_app(Settings.load())

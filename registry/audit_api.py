@@ -14,10 +14,9 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-
-from registry.api import JSONResponse
-from registry.audit import AuditQuery, list_entries
-from registry.errors import BadRequest
+from open_registry.core.api import JSONResponse
+from open_registry.core.audit import AuditQuery, list_entries
+from open_registry.core.errors import BadRequest
 
 #: The role that may read the audit log (checked by the guard).
 REQUIRED_ROLE = "system-admin"

@@ -36,8 +36,7 @@ from typing import Any
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from registry.errors import RegistryError
+from open_registry.core.errors import RegistryError
 
 log = logging.getLogger("registry")
 

@@ -26,11 +26,10 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from open_registry.core import storage
+from open_registry.core.codec import utcnow
+from open_registry.generators.tables import UTCDateTime, json_type
 from sqlalchemy.engine import Connection
-
-from generators.tables import UTCDateTime, json_type
-from registry import storage
-from registry.codec import utcnow
 
 log = logging.getLogger("registry.deliveries")
 

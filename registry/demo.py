@@ -10,8 +10,7 @@ from importlib import resources
 from typing import Any
 
 import sqlalchemy as sa
-
-from registry import storage
+from open_registry.core import storage
 
 log = logging.getLogger("registry")
 
@@ -34,7 +33,7 @@ def _order(services: Mapping[str, Any]) -> list[str]:
 
 def load_demo_data(services: Mapping[str, Any]) -> int:
     """Load the demo records of every shipped entity that is loaded and still empty."""
-    folder = resources.files("registry") / "demo"
+    folder = resources.files("open_registry.core") / "demo"
     loaded = 0
     for name in _order(services):
         path = folder / f"{name}.json"

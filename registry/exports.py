@@ -18,11 +18,10 @@ from typing import Any, TextIO
 
 import orjson
 import sqlalchemy as sa
-
-from registry import audit, storage
-from registry.import_rows import LIST_SEPARATOR, Part, value_kind
-from registry.query import Scope
-from registry.records import EntityService
+from open_registry.core import audit, storage
+from open_registry.core.import_rows import LIST_SEPARATOR, Part, value_kind
+from open_registry.core.query import Scope
+from open_registry.core.records import EntityService
 
 EXPORT_FORMATS = ("csv", "jsonl")
 #: System fields written after the data fields (import ignores all but `id`).

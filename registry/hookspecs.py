@@ -14,10 +14,9 @@ if TYPE_CHECKING:  # types only: the hooks' arguments
     from pathlib import Path
 
     from fastapi import APIRouter, FastAPI
+    from open_registry.core.app import Registry
+    from open_registry.core.settings import Settings
     from sqlalchemy.engine import Connection
-
-    from registry.app import Registry
-    from registry.settings import Settings
 
 PROJECT = "open_registry"
 hookspec = pluggy.HookspecMarker(PROJECT)

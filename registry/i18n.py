@@ -25,7 +25,7 @@ class Catalogs:
 
     @classmethod
     def load(cls) -> Catalogs:
-        folder = resources.files("registry") / "locales"
+        folder = resources.files("open_registry.core") / "locales"
         messages = {}
         for entry in folder.iterdir():
             if entry.name.endswith(".json"):

@@ -18,10 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
-
-from generators.formats import FORMATS
-from generators.validators import ecma_pattern
-from registry.import_rows import (
+from open_registry.core.import_rows import (
     _MISSING,
     SCALAR_CONVERTERS,
     CellError,
@@ -30,6 +27,8 @@ from registry.import_rows import (
     _single_type,
     chain,
 )
+from open_registry.generators.formats import FORMATS
+from open_registry.generators.validators import ecma_pattern
 
 _ANNOTATIONS = frozenset(
     {

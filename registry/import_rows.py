@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-
-from generators.errors import pointer as json_pointer
-from generators.schema import SYSTEM_FIELDS, schema_types
+from open_registry.generators.errors import pointer as json_pointer
+from open_registry.generators.schema import SYSTEM_FIELDS, schema_types
 
 #: Separator of list items in one CSV cell, unless the mapping says otherwise.
 LIST_SEPARATOR = "|"

@@ -36,13 +36,8 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from generators.formats import is_uuid
-from generators.schema import Reference
-from generators.validators import RecordValidator
-from registry import audit, storage
-from registry.codec import (
+from open_registry.core import audit, storage
+from open_registry.core.codec import (
     Codec,
     RowLike,
     blind_input,
@@ -52,10 +47,10 @@ from registry.codec import (
     to_column,
     utcnow,
 )
-from registry.crypto import DataKeys, FieldCipher, Keyring
-from registry.errors import RegistryError
-from registry.import_fast import Unsupported, compile_row_function, json_text
-from registry.import_rows import (
+from open_registry.core.crypto import DataKeys, FieldCipher, Keyring
+from open_registry.core.errors import RegistryError
+from open_registry.core.import_fast import Unsupported, compile_row_function, json_text
+from open_registry.core.import_rows import (
     ImportMapping,
     ImportUsageError,
     JsonRecordMapper,
@@ -66,7 +61,11 @@ from registry.import_rows import (
     load_mapping,
     plan_columns,
 )
-from registry.records import EntityService, _values_at, missing_references, redact_errors
+from open_registry.core.records import EntityService, _values_at, missing_references, redact_errors
+from open_registry.generators.formats import is_uuid
+from open_registry.generators.schema import Reference
+from open_registry.generators.validators import RecordValidator
+from sqlalchemy.engine import Connection
 
 __all__ = [
     "ImportInterrupted",
@@ -224,9 +223,8 @@ class Chunk:
 
 
 def _datetime_processor(dialect: str) -> Callable[[datetime], Any]:
+    from open_registry.generators.tables import UTCDateTime
     from sqlalchemy.dialects import postgresql, sqlite
-
-    from generators.tables import UTCDateTime
 
     d = sqlite.dialect() if dialect == "sqlite" else postgresql.dialect()
     return UTCDateTime().dialect_impl(d).bind_processor(d)  # type: ignore[return-value]

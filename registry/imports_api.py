@@ -23,18 +23,23 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
+from open_registry.core import storage
+from open_registry.core.api import API_PREFIX, JSONResponse
+from open_registry.core.auth.deps import principal_of
+from open_registry.core.codec import camel, format_datetime, new_id, utcnow
+from open_registry.core.errors import (
+    PROBLEM_JSON,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    UnsupportedMediaType,
+)
+from open_registry.core.import_rows import ImportMapping, ImportUsageError, load_mapping
+from open_registry.core.imports import Importer, ImportOptions, Progress
+from open_registry.core.records import EntityService
+from open_registry.core.settings import parse_flag
+from open_registry.generators.tables import UTCDateTime, json_type
 from starlette.concurrency import run_in_threadpool
-
-from generators.tables import UTCDateTime, json_type
-from registry import storage
-from registry.api import API_PREFIX, JSONResponse
-from registry.auth.deps import principal_of
-from registry.codec import camel, format_datetime, new_id, utcnow
-from registry.errors import PROBLEM_JSON, BadRequest, Forbidden, NotFound, UnsupportedMediaType
-from registry.import_rows import ImportMapping, ImportUsageError, load_mapping
-from registry.imports import Importer, ImportOptions, Progress
-from registry.records import EntityService
-from registry.settings import parse_flag
 
 log = logging.getLogger("registry")
 

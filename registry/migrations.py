@@ -25,11 +25,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from open_registry.core.schemas import SchemaSet
+from open_registry.core.storage import Database
+from open_registry.generators.tables import UTCDateTime
 from sqlalchemy.engine import Connection
-
-from generators.tables import UTCDateTime
-from registry.schemas import SchemaSet
-from registry.storage import Database
 
 log = logging.getLogger("registry")
 
@@ -39,10 +38,12 @@ ENV_PY = '''"""Alembic environment of a registry project; the registry builds th
 
 from alembic import context
 
-from registry.migrations import run_migrations
+from open_registry.core.migrations import run_migrations
 
 run_migrations(context)
 '''
+#: the env.py written before the package installed as `open_registry` (updated when found)
+_OLD_ENV_PY = ENV_PY.replace("open_registry.core.migrations", "registry.migrations")
 
 SCRIPT_MAKO = '''"""${message}
 
@@ -76,8 +77,9 @@ def ensure_environment(folder: Path) -> Path:
     """Create the Alembic files of a migrations folder if missing; return the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "versions").mkdir(exist_ok=True)
-    if not (folder / "env.py").exists():
-        (folder / "env.py").write_text(ENV_PY)
+    env = folder / "env.py"
+    if not env.exists() or env.read_text() == _OLD_ENV_PY:
+        env.write_text(ENV_PY)
     if not (folder / "script.py.mako").exists():
         (folder / "script.py.mako").write_text(SCRIPT_MAKO)
     return folder
@@ -417,7 +419,7 @@ def prepare(db: Database, schemas: SchemaSet, folder: Path) -> list[str]:
 
     Returns the names of tables created. Raises `StartupError` naming the command to run.
     """
-    from registry.errors import StartupError
+    from open_registry.core.errors import StartupError
 
     ensure_environment(folder)
     current, head, pending = revision_state(db, folder)

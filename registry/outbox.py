@@ -24,9 +24,8 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-
-from registry.codec import utcnow
-from registry.deliveries import Dispatcher, backoff
+from open_registry.core.codec import utcnow
+from open_registry.core.deliveries import Dispatcher, backoff
 
 log = logging.getLogger("registry.outbox")
 
@@ -117,7 +116,7 @@ class Worker:
         marks. If a plugin raises, the batch's work is rolled back and the events are delivered
         one by one, each in its own savepoint, so one bad event cannot hold back the others.
         """
-        from registry import storage
+        from open_registry.core import storage
 
         with storage.write(self.engine) as conn:
             events = [dict(r) for r in conn.execute(self._claim_stmt(limit)).mappings()]
@@ -197,7 +196,7 @@ def counts(registry: Any) -> dict[str, int]:
 
 def retry_dead(registry: Any) -> int:
     """Put dead events back in the queue, due now; returns how many."""
-    from registry import storage
+    from open_registry.core import storage
 
     t = registry.db.metadata.tables["registry_outbox"]
     with storage.write(registry.db.engine) as conn:
@@ -243,7 +242,7 @@ def retry_event(registry: Any, seq: int) -> dict[str, Any] | None:
     """Queue one dead event again, due now; returns it, or None when there is no such event.
 
     Raises `ValueError` when the event is not dead (pending or done events are left alone)."""
-    from registry import storage
+    from open_registry.core import storage
 
     t = registry.db.metadata.tables["registry_outbox"]
     with storage.write(registry.db.engine) as conn:

@@ -19,11 +19,10 @@ import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-
-from registry import deliveries, outbox
-from registry.api import JSONResponse
-from registry.codec import camel, format_datetime
-from registry.errors import BadRequest, Conflict, NotFound
+from open_registry.core import deliveries, outbox
+from open_registry.core.api import JSONResponse
+from open_registry.core.codec import camel, format_datetime
+from open_registry.core.errors import BadRequest, Conflict, NotFound
 
 #: The role that may see and retry the outbox (checked by the guard once roles exist).
 REQUIRED_ROLE = "system-admin"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.settings import parse_flag
+from open_registry.core.settings import parse_flag
 
 
 class PluginSettingError(ValueError):

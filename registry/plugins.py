@@ -11,9 +11,8 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
-
-from registry import hookspecs
-from registry.hookspecs import PROJECT
+from open_registry.core import hookspecs
+from open_registry.core.hookspecs import PROJECT
 
 #: The entry-point group plugins register under (the built-in ones too).
 GROUP = PROJECT

@@ -22,12 +22,11 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from open_registry.core.codec import Codec, RowLike, format_datetime, parse_datetime
+from open_registry.core.errors import BadRequest
+from open_registry.generators.query_ops import OPERATORS
+from open_registry.generators.schema import EntitySchema, field_kind, walk_path
 from sqlalchemy.dialects.postgresql import ARRAY
-
-from generators.query_ops import OPERATORS
-from generators.schema import EntitySchema, field_kind, walk_path
-from registry.codec import Codec, RowLike, format_datetime, parse_datetime
-from registry.errors import BadRequest
 
 RESERVED_PARAMS = frozenset({"limit", "cursor", "sort", "count"})
 SORTABLE_SYSTEM = {

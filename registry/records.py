@@ -10,17 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from open_registry.core import audit, storage
+from open_registry.core.codec import Codec, RowLike, new_id, utcnow
+from open_registry.core.crypto import FieldCipher
+from open_registry.core.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from open_registry.core.query import Scope, Search, SearchParser, SqlBuilder, encode_cursor
+from open_registry.core.storage import Database
+from open_registry.generators.schema import SYSTEM_FIELDS, EntitySchema, Reference
+from open_registry.generators.validators import FieldError, RecordValidator
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-
-from generators.schema import SYSTEM_FIELDS, EntitySchema, Reference
-from generators.validators import FieldError, RecordValidator
-from registry import audit, storage
-from registry.codec import Codec, RowLike, new_id, utcnow
-from registry.crypto import FieldCipher
-from registry.errors import Conflict, Invalid, NotFound, PreconditionFailed
-from registry.query import Scope, Search, SearchParser, SqlBuilder, encode_cursor
-from registry.storage import Database
 
 #: A caller's rules for a write (see `registry.auth.access`): (stored record or None, the body
 #: sent, the record about to be written) -> the record to write; raises to refuse.

@@ -16,12 +16,11 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-
-from registry import audit, storage
-from registry.codec import json_value
-from registry.crypto import PREFIX, DataKeyError, key_id_of, write_key_file
-from registry.query import escape_like
-from registry.records import EntityService
+from open_registry.core import audit, storage
+from open_registry.core.codec import json_value
+from open_registry.core.crypto import PREFIX, DataKeyError, key_id_of, write_key_file
+from open_registry.core.query import escape_like
+from open_registry.core.records import EntityService
 
 #: (entity, rows done, rows to do)
 Progress = Callable[[str, int, int], None]

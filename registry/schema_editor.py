@@ -31,18 +31,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from generators.errors import SchemaError, SchemaIssue
-from generators.schema import (
+from open_registry.core import audit, migrations
+from open_registry.core.errors import Conflict, Invalid, NotFound
+from open_registry.core.migrations import Change, Plan
+from open_registry.core.schema_history import UI_ORIGIN, NewVersion, SchemaHistory, SchemaVersion
+from open_registry.core.schemas import SchemaSet, edited_schema_dir, with_entity
+from open_registry.generators.errors import SchemaError, SchemaIssue
+from open_registry.generators.schema import (
     DEFAULT_PRIVATE_ACCESS,
     DRAFT_2020_12,
     EntitySchema,
     parse_entity_schema,
 )
-from registry import audit, migrations
-from registry.errors import Conflict, Invalid, NotFound
-from registry.migrations import Change, Plan
-from registry.schema_history import UI_ORIGIN, NewVersion, SchemaHistory, SchemaVersion
-from registry.schemas import SchemaSet, edited_schema_dir, with_entity
 
 log = logging.getLogger("registry")
 

@@ -14,13 +14,12 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from open_registry.core import storage
+from open_registry.core.codec import utcnow
+from open_registry.core.errors import Conflict
+from open_registry.core.storage import Database
+from open_registry.generators.tables import UTCDateTime, json_type
 from sqlalchemy.exc import IntegrityError
-
-from generators.tables import UTCDateTime, json_type
-from registry import storage
-from registry.codec import utcnow
-from registry.errors import Conflict
-from registry.storage import Database
 
 HISTORY_TABLE = "registry_schema_version"
 #: `origin` of a version saved in the schema editor

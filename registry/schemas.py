@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from generators.errors import SchemaError, SchemaIssue
-from generators.opensaber import is_definitions_only
-from generators.schema import EntitySchema, check_schema_set, parse_entity_schema
+from open_registry.generators.errors import SchemaError, SchemaIssue
+from open_registry.generators.opensaber import is_definitions_only
+from open_registry.generators.schema import EntitySchema, check_schema_set, parse_entity_schema
 
 #: the folder, inside the data folder, of schemas saved by the web UI's schema editor
 EDITED_FOLDER = "ui-schemas"
@@ -29,7 +29,7 @@ def edited_schema_dir(data_dir: Path) -> Path:
 
 def default_schema_dir() -> Path:
     """The folder of schemas shipped with the package."""
-    return Path(str(resources.files("entity_schemas")))
+    return Path(str(resources.files("open_registry.entity_schemas")))
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,11 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from open_registry.core.crypto import Keyring, load_keyring
+from open_registry.core.schemas import SchemaSet
+from open_registry.core.settings import Settings
+from open_registry.generators.tables import UTCDateTime, build_metadata, json_type
 from sqlalchemy.engine import Connection, Engine
-
-from generators.tables import UTCDateTime, build_metadata, json_type
-from registry.crypto import Keyring, load_keyring
-from registry.schemas import SchemaSet
-from registry.settings import Settings
 
 
 def system_tables(metadata: sa.MetaData) -> None:

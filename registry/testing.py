@@ -35,14 +35,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from open_registry.core.app import Registry, create_app, open_registry
+from open_registry.core.auth import Principal
+from open_registry.core.hookspecs import hookimpl
+from open_registry.core.schemas import SchemaSet
+from open_registry.core.settings import Settings
+from open_registry.core.storage import Database
 from sqlalchemy.schema import CreateIndex, CreateTable
-
-from registry.app import Registry, create_app, open_registry
-from registry.auth import Principal
-from registry.hookspecs import hookimpl
-from registry.schemas import SchemaSet
-from registry.settings import Settings
-from registry.storage import Database
 
 # -- callers -------------------------------------------------------------------------------------
 

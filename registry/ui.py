@@ -19,22 +19,10 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
-
-from generators.formdata import errors_by_name, form_to_json, record_to_form, row_indices
-from generators.forms import (
-    FormField,
-    Option,
-    WidgetHook,
-    entity_description,
-    entity_title,
-    form_fields,
-)
-from generators.schema import EntitySchema
-from registry.auth.access import Access, Grant
-from registry.auth.deps import principal_of
-from registry.auth.principal import SYSTEM_ADMIN
-from registry.errors import (
+from open_registry.core.auth.access import Access, Grant
+from open_registry.core.auth.deps import principal_of
+from open_registry.core.auth.principal import SYSTEM_ADMIN
+from open_registry.core.errors import (
     BadRequest,
     Conflict,
     Forbidden,
@@ -43,11 +31,11 @@ from registry.errors import (
     PreconditionFailed,
     RegistryError,
 )
-from registry.i18n import COOKIE, Catalogs, Translator
-from registry.records import EntityService
-from registry.ui_auth import add_auth_pages
-from registry.ui_list import ListPage, detail_items
-from registry.ui_render import (
+from open_registry.core.i18n import COOKIE, Catalogs, Translator
+from open_registry.core.records import EntityService
+from open_registry.core.ui_auth import add_auth_pages
+from open_registry.core.ui_list import ListPage, detail_items
+from open_registry.core.ui_render import (
     MAX_REFERENCE_OPTIONS,
     FormView,
     ReferenceChoices,
@@ -55,7 +43,23 @@ from registry.ui_render import (
     flat_values,
     render_form,
 )
-from registry.ui_schemas import add_schema_routes
+from open_registry.core.ui_schemas import add_schema_routes
+from open_registry.generators.formdata import (
+    errors_by_name,
+    form_to_json,
+    record_to_form,
+    row_indices,
+)
+from open_registry.generators.forms import (
+    FormField,
+    Option,
+    WidgetHook,
+    entity_description,
+    entity_title,
+    form_fields,
+)
+from open_registry.generators.schema import EntitySchema
+from starlette.concurrency import run_in_threadpool
 
 UI_PREFIX = "/ui"
 #: `?notice=` keys a page may show (`notice.<key>` in the catalogs)
@@ -323,7 +327,7 @@ def add_ui_routes(  # noqa: C901
     ui = UI(registry, prefix=prefix, widget_hook=widget_hook)
     app.state.ui = ui
     max_bytes = registry.settings.max_body_bytes
-    static = resources.files("registry") / "static"
+    static = resources.files("open_registry.core") / "static"
     app.mount(f"{prefix}/static", StaticFiles(directory=str(static)), name="ui-static")
 
     def route(path: str, methods: list[str]) -> Callable[[Any], Any]:

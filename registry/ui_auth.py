@@ -9,19 +9,18 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi.responses import RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
-
-from registry.auth.deps import client_address, principal_of
-from registry.auth.principal import (
+from open_registry.core.auth.deps import client_address, principal_of
+from open_registry.core.auth.principal import (
     FACILITY_ADMIN,
     FACILITY_STAFF,
     RECIPIENT,
     ROLES,
     SYSTEM_ADMIN,
 )
-from registry.auth.routes import otp_login, otp_send, password_login, set_session
-from registry.auth.tokens import SESSION_COOKIE
-from registry.errors import NotFound, RegistryError
+from open_registry.core.auth.routes import otp_login, otp_send, password_login, set_session
+from open_registry.core.auth.tokens import SESSION_COOKIE
+from open_registry.core.errors import NotFound, RegistryError
+from starlette.concurrency import run_in_threadpool
 
 
 def _safe_next(target: str | None, prefix: str) -> str:
@@ -39,7 +38,7 @@ def _enrols_next(app: Any, p: Any) -> bool:
 
 def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # noqa: C901
     """Mount the sign-in and users pages through the UI's `route` decorator."""
-    from registry.ui import read_form  # the UI module imports this one
+    from open_registry.core.ui import read_form  # the UI module imports this one
 
     prefix = ui.prefix
     auth = ui.registry.auth
@@ -115,7 +114,7 @@ def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # 
             return p, None
         if FACILITY_ADMIN in p.roles and p.facility:
             return p, p.facility
-        from registry.ui import SignInFirst
+        from open_registry.core.ui import SignInFirst
 
         if not p.authenticated:
             raise SignInFirst()

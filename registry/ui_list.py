@@ -8,11 +8,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from generators.forms import FormField, entity_description, entity_title, form_fields
-from registry.errors import BadRequest
-from registry.i18n import Translator
-from registry.query import Scope
-from registry.records import EntityService
+from open_registry.core.errors import BadRequest
+from open_registry.core.i18n import Translator
+from open_registry.core.query import Scope
+from open_registry.core.records import EntityService
+from open_registry.generators.forms import FormField, entity_description, entity_title, form_fields
 
 #: query parameters of the list page that are not search filters
 PAGE_PARAMS = frozenset({"lang", "notice"})

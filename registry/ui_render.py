@@ -12,10 +12,9 @@ from typing import Any
 
 import jinja2
 from markupsafe import Markup
-
-from generators.formdata import FormValues, row_indices
-from generators.forms import FormField, Option
-from registry.i18n import Translator
+from open_registry.core.i18n import Translator
+from open_registry.generators.formdata import FormValues, row_indices
+from open_registry.generators.forms import FormField, Option
 
 #: references with more live records than this become a text box with suggestions
 MAX_REFERENCE_OPTIONS = 500
@@ -25,7 +24,7 @@ def build_environment(extra_dirs: Sequence[Any] = ()) -> jinja2.Environment:
     """The UI's templates (`registry/templates`), autoescaped; templates in `extra_dirs` (the
     plugins' `register_templates`) come first, so they add widgets or replace pages."""
     loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(d)) for d in extra_dirs]
-    loaders.append(jinja2.PackageLoader("registry", "templates"))
+    loaders.append(jinja2.PackageLoader("open_registry.core", "templates"))
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from generators.schema import DRAFT_2020_12, field_kind
+from open_registry.generators.schema import DRAFT_2020_12, field_kind
 
 #: types the form offers; "other" keeps a field's own type (objects, arrays, unions)
 TYPES = ("string", "integer", "number", "boolean")

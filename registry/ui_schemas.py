@@ -14,13 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup, escape
-from starlette.concurrency import run_in_threadpool
-
-from generators.forms import entity_title
-from generators.schema import EntitySchema
-from registry.api import JSONResponse
-from registry.errors import NotFound
-from registry.schema_editor import (
+from open_registry.core.api import JSONResponse
+from open_registry.core.errors import NotFound
+from open_registry.core.schema_editor import (
     NEW_BASE,
     EditConflict,
     MigrationRefused,
@@ -31,8 +27,8 @@ from registry.schema_editor import (
     pretty,
     version_diff,
 )
-from registry.schema_history import SchemaVersion
-from registry.ui_schema_forms import (
+from open_registry.core.schema_history import SchemaVersion
+from open_registry.core.ui_schema_forms import (
     FORMATS,
     OTHER,
     TYPES,
@@ -45,9 +41,12 @@ from registry.ui_schema_forms import (
     spec_from_form,
     spec_of,
 )
+from open_registry.generators.forms import entity_title
+from open_registry.generators.schema import EntitySchema
+from starlette.concurrency import run_in_threadpool
 
 if TYPE_CHECKING:
-    from registry.ui import UI, Page
+    from open_registry.core.ui import UI, Page
 
 Route = Callable[[str, list[str]], Callable[[Any], Any]]
 
@@ -258,7 +257,7 @@ def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:  # noqa: C901
     max_bytes = registry.settings.max_body_bytes
 
     async def form(page: Page) -> dict[str, str]:
-        from registry.ui import read_form  # registry.ui imports this module
+        from open_registry.core.ui import read_form  # registry.ui imports this module
 
         return dict(await read_form(page.request, max_bytes))
 

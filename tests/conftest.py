@@ -17,14 +17,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import open_registry.core.app as registry_app
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from open_registry.core import Settings, create_app
+from open_registry.core.app import Registry, open_registry
+from open_registry.core.testing import TemplateDatabases
 
-import registry.app as registry_app
-from registry import Settings, create_app
-from registry.app import Registry, open_registry
-from registry.testing import TemplateDatabases
 from tests.authn import admin_client
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -163,7 +163,7 @@ def anon_client(registry: Registry) -> Iterator[TestClient]:
 @pytest.fixture
 def demo_client(registry: Registry) -> Iterator[TestClient]:
     """A system-admin client over a registry holding the demo data."""
-    from registry.demo import load_demo_data
+    from open_registry.core.demo import load_demo_data
 
     load_demo_data(registry.services)
     with admin_client(create_app(registry=registry)) as c:
@@ -180,7 +180,7 @@ def shared_demo_client(
 ) -> Iterator[TestClient]:
     """A system-admin client over the demo data, built once per module and backend: only for
     modules whose tests read and never write (a module's tests run one after another)."""
-    from registry.demo import load_demo_data
+    from open_registry.core.demo import load_demo_data
 
     tmp = tmp_path_factory.mktemp("shared-demo")
     if request.param == "sqlite":

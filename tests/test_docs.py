@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from registry import hookspecs
+from open_registry.core import hookspecs
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs" / "plugins.md"

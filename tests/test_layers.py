@@ -22,18 +22,49 @@ FORBIDDEN = {
 }
 
 
+#: the folders as installed: `open_registry.<name>` (DESIGN.md); `core` is `registry/`
+INSTALLED = {"core": "registry", "generators": "generators", "plugins": "plugins", "cli": "cli",
+             "entity_schemas": "entity_schemas"}
+OLD_NAMES = set(INSTALLED.values())
+
+
+def _layer(module: str) -> str:
+    """The layer (folder) or library a module belongs to: `open_registry.core.x` -> registry."""
+    parts = module.split(".")
+    if parts[0] == "open_registry" and len(parts) > 1:
+        return INSTALLED.get(parts[1], parts[1])
+    return parts[0]
+
+
+def _raw_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
 def imports_of(package: str) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for path in (ROOT / package).rglob("*.py"):
-        tree = ast.parse(path.read_text(), str(path))
-        names: set[str] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names.update(a.name.split(".")[0] for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
-        found[str(path.relative_to(ROOT))] = names
-    return found
+    return {
+        str(path.relative_to(ROOT)): {_layer(m) for m in _raw_imports(path)}
+        for path in (ROOT / package).rglob("*.py")
+    }
+
+
+def test_nothing_imports_the_folders_by_their_uninstalled_names():
+    """`import registry` would load a second copy of the package from the working folder."""
+    bad = []
+    for folder in ("registry", "generators", "plugins", "cli", "tests", "benchmarks", "examples"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "node_modules" in path.parts:
+                continue
+            for m in _raw_imports(path):
+                if m.split(".")[0] in OLD_NAMES:
+                    bad.append(f"{path.relative_to(ROOT)} imports {m}")
+    assert bad == []
 
 
 def test_no_package_imports_against_the_layering():

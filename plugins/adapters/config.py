@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from plugins.adapters.http import ConfigError
-from registry.plugin_settings import setting_int
+from open_registry.core.plugin_settings import setting_int
+from open_registry.plugins.adapters.http import ConfigError
 
 
 def section(settings: Any, name: str) -> dict[str, Any]:

@@ -19,18 +19,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from plugins.adapters.config import (
+from open_registry.core import StartupError
+from open_registry.core.hookspecs import hookimpl
+from open_registry.plugins.adapters.config import (
     dotted_defaults,
     int_setting,
     section,
     table_setting,
     url_setting,
 )
-from plugins.adapters.http import ConfigError, Http, Unavailable
-from plugins.adapters.mapping import FieldMapping
-from plugins.adapters.sync import SyncError, merge
-from registry import StartupError
-from registry.hookspecs import hookimpl
+from open_registry.plugins.adapters.http import ConfigError, Http, Unavailable
+from open_registry.plugins.adapters.mapping import FieldMapping
+from open_registry.plugins.adapters.sync import SyncError, merge
 
 NAME = "dhis2"
 FIELDS = (

@@ -29,13 +29,7 @@ import orjson
 import sqlalchemy as sa
 from fastapi import Request
 from fastapi.responses import Response
-
-from plugins.adapters import fhir_map
-from plugins.adapters.config import dotted_defaults, section, table_setting, url_setting
-from plugins.adapters.http import ConfigError, Http, Refused, Unavailable
-from plugins.adapters.mapping import FieldMapping
-from plugins.adapters.sync import SyncError, merge
-from registry import (
+from open_registry.core import (
     DeliveryError,
     NotFound,
     PermanentDeliveryError,
@@ -44,7 +38,17 @@ from registry import (
     enqueue_delivery,
     principal_of,
 )
-from registry.hookspecs import hookimpl
+from open_registry.core.hookspecs import hookimpl
+from open_registry.plugins.adapters import fhir_map
+from open_registry.plugins.adapters.config import (
+    dotted_defaults,
+    section,
+    table_setting,
+    url_setting,
+)
+from open_registry.plugins.adapters.http import ConfigError, Http, Refused, Unavailable
+from open_registry.plugins.adapters.mapping import FieldMapping
+from open_registry.plugins.adapters.sync import SyncError, merge
 
 NAME = "fhir"
 FACILITIES = "fhir-facilities"

@@ -33,12 +33,18 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from plugins.adapters.config import dotted_defaults, int_setting, need, section, table_setting
-from plugins.adapters.http import ConfigError, Http, Refused, Unavailable
-from plugins.adapters.mapping import FieldMapping, value_of
-from plugins.adapters.sync import SyncError, merge
-from registry import LookupUnavailable, StartupError
-from registry.hookspecs import hookimpl
+from open_registry.core import LookupUnavailable, StartupError
+from open_registry.core.hookspecs import hookimpl
+from open_registry.plugins.adapters.config import (
+    dotted_defaults,
+    int_setting,
+    need,
+    section,
+    table_setting,
+)
+from open_registry.plugins.adapters.http import ConfigError, Http, Refused, Unavailable
+from open_registry.plugins.adapters.mapping import FieldMapping, value_of
+from open_registry.plugins.adapters.sync import SyncError, merge
 
 NAME = "http_registry"
 MAX_PAGES = 100_000

@@ -41,17 +41,22 @@ from typing import Any
 import orjson
 from jinja2 import ChainableUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
-
-from plugins.adapters.config import section, table_setting
-from plugins.adapters.http import ConfigError, Http, Refused, Unavailable, setting_secret
-from registry import (
+from open_registry.core import (
     DeliveryError,
     PermanentDeliveryError,
     StartupError,
     delivery_key,
     enqueue_delivery,
 )
-from registry.hookspecs import hookimpl
+from open_registry.core.hookspecs import hookimpl
+from open_registry.plugins.adapters.config import section, table_setting
+from open_registry.plugins.adapters.http import (
+    ConfigError,
+    Http,
+    Refused,
+    Unavailable,
+    setting_secret,
+)
 
 NAME = "notifications"
 SINK = "notify"

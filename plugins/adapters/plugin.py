@@ -19,10 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from fastapi import Request
-
-from plugins.adapters import sync
-from plugins.adapters.config import section
-from registry import (
+from open_registry.core import (
     NotFound,
     PermanentDeliveryError,
     Settings,
@@ -32,7 +29,9 @@ from registry import (
     open_registry,
     principal_of,
 )
-from registry.hookspecs import hookimpl
+from open_registry.core.hookspecs import hookimpl
+from open_registry.plugins.adapters import sync
+from open_registry.plugins.adapters.config import section
 
 _DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
 

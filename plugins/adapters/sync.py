@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-
-from registry import Invalid, RegistryError
+from open_registry.core import Invalid, RegistryError
 
 #: the actor written in the audit log for synced records
 ACTOR_PREFIX = "sync:"

@@ -26,9 +26,16 @@ from typing import Any
 
 import orjson
 from fastapi import Request
-
-from plugins.adapters.config import section, url_setting
-from plugins.adapters.http import (
+from open_registry.core import (
+    DeliveryError,
+    NotFound,
+    PermanentDeliveryError,
+    RegistryError,
+    StartupError,
+)
+from open_registry.core.hookspecs import hookimpl
+from open_registry.plugins.adapters.config import section, url_setting
+from open_registry.plugins.adapters.http import (
     ConfigError,
     Http,
     Refused,
@@ -37,14 +44,6 @@ from plugins.adapters.http import (
     signature_header,
     verify_signature,
 )
-from registry import (
-    DeliveryError,
-    NotFound,
-    PermanentDeliveryError,
-    RegistryError,
-    StartupError,
-)
-from registry.hookspecs import hookimpl
 
 NAME = "vault"
 SIGNATURE = "X-Vault-Signature"

@@ -25,11 +25,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import orjson
-
-from plugins.adapters.config import section
-from plugins.adapters.http import ConfigError, Http, Refused, Unavailable, setting_secret
-from plugins.adapters.http import signature_header as sign
-from registry import (
+from open_registry.core import (
     DeliveryError,
     NotFound,
     PermanentDeliveryError,
@@ -39,7 +35,16 @@ from registry import (
     delivery_key,
     enqueue_delivery,
 )
-from registry.hookspecs import hookimpl
+from open_registry.core.hookspecs import hookimpl
+from open_registry.plugins.adapters.config import section
+from open_registry.plugins.adapters.http import (
+    ConfigError,
+    Http,
+    Refused,
+    Unavailable,
+    setting_secret,
+)
+from open_registry.plugins.adapters.http import signature_header as sign
 
 NAME = "webhooks"
 SINK = "webhook"

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from registry import Settings, StartupError, open_registry
+from open_registry.core import Settings, StartupError, open_registry
 
 DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="The registry's data folder (keys live there)")
@@ -39,8 +38,8 @@ def _settings(data_dir: Path | None, database_url: str | None = None) -> Setting
 
 
 def _keystore(data_dir: Path | None) -> Any:
-    from plugins.certificates.config import CertificatesConfig, ConfigError
-    from plugins.certificates.keystore import KeyStore
+    from open_registry.plugins.certificates.config import CertificatesConfig, ConfigError
+    from open_registry.plugins.certificates.keystore import KeyStore
 
     settings = _settings(data_dir)
     try:
@@ -62,7 +61,7 @@ TEXT_FORMATS = (b"shc:/", b"HC1:")
 def read_credential(path: Path) -> dict[str, Any] | str:
     """A credential from a JSON file or a picture of its QR code (either payload); or the text
     of a SMART Health Card (`shc:/...`) or an HCERT (`HC1:...`), from a file or a QR picture."""
-    from plugins.certificates import qr
+    from open_registry.plugins.certificates import qr
 
     try:
         data = path.read_bytes()
@@ -119,7 +118,7 @@ def add_commands(cli: typer.Typer) -> None:
         for k in found:
             mark = "*" if k.current else " "
             typer.echo(f"{mark} {k.kid:<16} {k.created}  {k.public_multibase}")
-        from plugins.certificates.es256 import EcKeys
+        from open_registry.plugins.certificates.es256 import EcKeys
 
         ec_keys = EcKeys(store.folder)
         current = ec_keys._index().get("current")
@@ -142,8 +141,8 @@ def add_commands(cli: typer.Typer) -> None:
 
           registry keys rotate --es256
         """
-        from plugins.certificates.es256 import EcKeys
-        from plugins.certificates.keystore import KeyStoreError
+        from open_registry.plugins.certificates.es256 import EcKeys
+        from open_registry.plugins.certificates.keystore import KeyStoreError
 
         store = _keystore(data_dir)
         if es256:
@@ -181,8 +180,8 @@ def add_commands(cli: typer.Typer) -> None:
 
           registry verify qr-photo.png --json
         """
-        from plugins.certificates.qr import QRError
-        from plugins.certificates.runtime import runtime
+        from open_registry.plugins.certificates.qr import QRError
+        from open_registry.plugins.certificates.runtime import runtime
 
         try:
             credential = read_credential(path)
@@ -196,7 +195,7 @@ def add_commands(cli: typer.Typer) -> None:
         try:
             rt = runtime(reg)
             if isinstance(credential, str):
-                from plugins.certificates.health_formats import verify_text
+                from open_registry.plugins.certificates.health_formats import verify_text
 
                 verdict = verify_text(rt, credential)
             else:

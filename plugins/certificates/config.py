@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugins.certificates.suites import EDDSA_RDFC_2022, SUITES
-from registry.plugin_settings import PluginSettingError, setting_bool, setting_list
+from open_registry.core.plugin_settings import PluginSettingError, setting_bool, setting_list
+from open_registry.plugins.certificates.suites import EDDSA_RDFC_2022, SUITES
 
 #: the environment variable that may hold the signing key (a Multikey secret, `z...`)
 KEY_ENV = "REGISTRY_CERTIFICATES_SIGNING_KEY"

@@ -22,9 +22,8 @@ from typing import Any
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from plugins.certificates.es256 import sign_raw, verify_raw
-from plugins.certificates.fhir import HealthRecord, code_list, lookup
+from open_registry.plugins.certificates.es256 import sign_raw, verify_raw
+from open_registry.plugins.certificates.fhir import HealthRecord, code_list, lookup
 
 PREFIX = "HC1:"
 B45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"

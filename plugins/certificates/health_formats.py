@@ -9,13 +9,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from plugins.certificates import hcert, shc
-from plugins.certificates.es256 import hcert_kid
-from plugins.certificates.fhir import HealthRecord, ddcc_bundle
-from plugins.certificates.issuance import CERTIFICATE, VACCINATION
-from plugins.certificates.verifier import EXPIRED, INVALID, REVOKED, SUSPENDED, VALID, Verdict
-from registry import NotFound
+from open_registry.core import NotFound
+from open_registry.plugins.certificates import hcert, shc
+from open_registry.plugins.certificates.es256 import hcert_kid
+from open_registry.plugins.certificates.fhir import HealthRecord, ddcc_bundle
+from open_registry.plugins.certificates.issuance import CERTIFICATE, VACCINATION
+from open_registry.plugins.certificates.verifier import (
+    EXPIRED,
+    INVALID,
+    REVOKED,
+    SUSPENDED,
+    VALID,
+    Verdict,
+)
 
 
 def health_record(rt: Any, certificate: dict[str, Any]) -> HealthRecord:

@@ -18,13 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-
-from plugins.certificates import shortcut, suites
-from plugins.certificates.config import CertificatesConfig
-from plugins.certificates.keystore import KeyStore
-from plugins.certificates.status import PURPOSES, list_url, locate
-from plugins.certificates.template import CredentialTemplate, load_templates
-from registry import Conflict, new_id
+from open_registry.core import Conflict, new_id
+from open_registry.plugins.certificates import shortcut, suites
+from open_registry.plugins.certificates.config import CertificatesConfig
+from open_registry.plugins.certificates.keystore import KeyStore
+from open_registry.plugins.certificates.status import PURPOSES, list_url, locate
+from open_registry.plugins.certificates.template import CredentialTemplate, load_templates
 
 ACTOR = "certificates"
 VACCINATION = "vaccination"

@@ -15,23 +15,22 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from pyld.identifier_issuer import IdentifierIssuer
-from pyld.jsonld import JsonLdError as PyldError
-from pyld.jsonld import JsonLdProcessor
-
-from plugins.certificates.loader import (
+from open_registry.plugins.certificates.loader import (
     StaticDocumentLoader,
     UnknownContextError,
     default_loader,
     install_offline_loader,
 )
-from plugins.certificates.rdfc import (
+from open_registry.plugins.certificates.rdfc import (
     CODE_POINT,
     DEFAULT_MAX_PERMUTATIONS,
     CanonicalizationError,
     WorkLimitError,
     canonicalize_dataset,
 )
+from pyld.identifier_issuer import IdentifierIssuer
+from pyld.jsonld import JsonLdError as PyldError
+from pyld.jsonld import JsonLdProcessor
 
 __all__ = [
     "CanonicalizationError",

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from plugins.certificates.keys import (
+from open_registry.plugins.certificates.keys import (
     KeyFormatError,
     ResolvedKey,
     private_from_multikey,
@@ -30,7 +29,7 @@ from plugins.certificates.keys import (
     resolve_did_key,
     secret_multikey,
 )
-from plugins.certificates.loader import DID_V1_URL, MULTIKEY_V1_URL
+from open_registry.plugins.certificates.loader import DID_V1_URL, MULTIKEY_V1_URL
 
 INDEX = "keys.json"
 
@@ -169,7 +168,7 @@ class KeyStore:
         return self.current()
 
     def _env_key(self) -> Ed25519PrivateKey | None:
-        from plugins.certificates.config import KEY_ENV
+        from open_registry.plugins.certificates.config import KEY_ENV
 
         raw = self.environ.get(KEY_ENV)
         if not raw:

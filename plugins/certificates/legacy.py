@@ -18,13 +18,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-
-from plugins.certificates.jsonld import canonicalize
-from plugins.certificates.loader import SECURITY_V2_URL, StaticDocumentLoader
-from plugins.certificates.results import VerificationResult, failed
+from open_registry.plugins.certificates.jsonld import canonicalize
+from open_registry.plugins.certificates.loader import SECURITY_V2_URL, StaticDocumentLoader
+from open_registry.plugins.certificates.results import VerificationResult, failed
 
 if TYPE_CHECKING:
-    from plugins.certificates.keys import KeyResolver
+    from open_registry.plugins.certificates.keys import KeyResolver
 
 RSA_SIGNATURE_2018 = "RsaSignature2018"
 ED25519_SIGNATURE_2018 = "Ed25519Signature2018"

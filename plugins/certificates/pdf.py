@@ -33,8 +33,7 @@ from fontTools import ttLib
 from fpdf import FPDF, FontFace, TextStyle
 from fpdf.errors import FPDFException
 from jinja2.sandbox import SandboxedEnvironment
-
-from plugins.certificates import qr
+from open_registry.plugins.certificates import qr
 
 TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_TEMPLATE = TEMPLATES / "certificate.html"

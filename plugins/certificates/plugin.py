@@ -15,11 +15,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from plugins.certificates.config import CertificatesConfig, ConfigError
-from plugins.certificates.issuance import ACTOR, CERTIFICATE, VACCINATION, Job, issuing
-from plugins.certificates.runtime import runtime
-from registry import Conflict, Forbidden, Invalid, StartupError
-from registry.hookspecs import hookimpl
+from open_registry.core import Conflict, Forbidden, Invalid, StartupError
+from open_registry.core.hookspecs import hookimpl
+from open_registry.plugins.certificates.config import CertificatesConfig, ConfigError
+from open_registry.plugins.certificates.issuance import (
+    ACTOR,
+    CERTIFICATE,
+    VACCINATION,
+    Job,
+    issuing,
+)
+from open_registry.plugins.certificates.runtime import runtime
 
 SCHEMAS = Path(__file__).parent / "schemas"
 
@@ -125,14 +131,14 @@ def after_write_batch(events: list[dict[str, Any]], connection: Any, registry: A
 def register_routes(registry: Any) -> list[Any]:
     if CERTIFICATE not in registry.services:
         return []
-    from plugins.certificates.routes import certificate_routes
+    from open_registry.plugins.certificates.routes import certificate_routes
 
     return certificate_routes(registry)
 
 
 @hookimpl
 def register_commands(cli: Any) -> None:
-    from plugins.certificates.commands import add_commands
+    from open_registry.plugins.certificates.commands import add_commands
 
     add_commands(cli)
 

@@ -19,18 +19,17 @@ from threading import Lock
 from typing import Any, Literal, overload
 
 from fastapi import APIRouter, Request, Response
+from open_registry.core import BadRequest, Forbidden, Invalid, NotFound, Unauthorized, principal_of
+from open_registry.core.api import JSONResponse, read_json
+from open_registry.plugins.certificates import health_formats, shortcut, suites
+from open_registry.plugins.certificates.issuance import CERTIFICATE, VACCINATION, now_iso
+from open_registry.plugins.certificates.jsonld import JsonLdProcessingError
+from open_registry.plugins.certificates.loader import UnknownContextError
+from open_registry.plugins.certificates.results import SigningError
+from open_registry.plugins.certificates.runtime import Certificates, runtime
+from open_registry.plugins.certificates.status import PURPOSES
+from open_registry.plugins.certificates.verifier import VALID
 from starlette.concurrency import run_in_threadpool
-
-from plugins.certificates import health_formats, shortcut, suites
-from plugins.certificates.issuance import CERTIFICATE, VACCINATION, now_iso
-from plugins.certificates.jsonld import JsonLdProcessingError
-from plugins.certificates.loader import UnknownContextError
-from plugins.certificates.results import SigningError
-from plugins.certificates.runtime import Certificates, runtime
-from plugins.certificates.status import PURPOSES
-from plugins.certificates.verifier import VALID
-from registry import BadRequest, Forbidden, Invalid, NotFound, Unauthorized, principal_of
-from registry.api import JSONResponse, read_json
 
 LD_JSON = "application/ld+json"
 #: who may revoke, suspend and reinstate: administrators, and a facility's admin for the
@@ -110,7 +109,7 @@ def _credential_from(body: Any) -> Any:
         if key in body:
             return body[key]
     if "qr" in body:
-        from plugins.certificates.qr import QRError, decode_payload
+        from open_registry.plugins.certificates.qr import QRError, decode_payload
 
         try:
             return decode_payload(base64.b64decode(str(body["qr"]), validate=True))
@@ -145,7 +144,7 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
             record(certificate_id, scope)
 
     def _qr_response(key: tuple[Any, ...], fmt: str, qr_payload: Any) -> Response:
-        from plugins.certificates import qr
+        from open_registry.plugins.certificates import qr
 
         if fmt == "png":
             return Response(
@@ -158,7 +157,7 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
         credential = rec["credential"]
         if fmt == "json":
             return JSONResponse(credential, media_type=LD_JSON)
-        from plugins.certificates import qr
+        from open_registry.plugins.certificates import qr
 
         if payload not in ("divoc", "compact"):
             raise BadRequest(f"payload must be divoc or compact, not {payload!r}")
@@ -176,7 +175,7 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
                     f"the certificate does not fit a QR code: {exc}{hint}",
                     errors=[{"pointer": "", "message": str(exc), "keyword": "maxLength"}],
                 ) from None
-        from plugins.certificates import pdf
+        from open_registry.plugins.certificates import pdf
 
         def make_pdf() -> bytes:
             try:
@@ -312,7 +311,7 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
         return JSONResponse(verdict.as_dict())
 
     def text_qr(text: str, fmt: str | None, *, ec_level: str, max_version: int) -> Response:
-        from plugins.certificates import qr
+        from open_registry.plugins.certificates import qr
 
         if fmt in (None, "text"):
             return Response(text, media_type="text/plain")
@@ -347,7 +346,7 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
             return JSONResponse(
                 {"verifiableCredential": [jws]}, media_type="application/smart-health-card"
             )
-        from plugins.certificates.shc import MAX_VERSION, to_qr_text
+        from open_registry.plugins.certificates.shc import MAX_VERSION, to_qr_text
 
         return text_qr(to_qr_text(jws), format, ec_level="L", max_version=MAX_VERSION)
 

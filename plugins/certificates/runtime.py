@@ -9,14 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-
-from plugins.certificates import status, suites
-from plugins.certificates.config import CertificatesConfig
-from plugins.certificates.es256 import EcKeys
-from plugins.certificates.issuance import CERTIFICATE, Issuer
-from plugins.certificates.keystore import KeyStore
-from plugins.certificates.verifier import TrustStore, Verifier
-from registry import Registry, StateKey
+from open_registry.core import Registry, StateKey
+from open_registry.plugins.certificates import status, suites
+from open_registry.plugins.certificates.config import CertificatesConfig
+from open_registry.plugins.certificates.es256 import EcKeys
+from open_registry.plugins.certificates.issuance import CERTIFICATE, Issuer
+from open_registry.plugins.certificates.keystore import KeyStore
+from open_registry.plugins.certificates.verifier import TrustStore, Verifier
 
 _STATE: StateKey[Certificates] = StateKey("certificates")
 STATUS_LIST_TTL = timedelta(minutes=10)

@@ -19,9 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from plugins.certificates.es256 import b64url, sign_raw, unb64url, verify_raw
-from plugins.certificates.fhir import HealthRecord, minimal_bundle
+from open_registry.plugins.certificates.es256 import b64url, sign_raw, unb64url, verify_raw
+from open_registry.plugins.certificates.fhir import HealthRecord, minimal_bundle
 
 PREFIX = "shc:/"
 MAX_VERSION = 22

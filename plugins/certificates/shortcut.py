@@ -19,16 +19,22 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from plugins.certificates.jsonld import canonicalize as full_canonicalize
-from plugins.certificates.jsonld import is_absolute_iri
-from plugins.certificates.loader import (
+from open_registry.plugins.certificates.jsonld import canonicalize as full_canonicalize
+from open_registry.plugins.certificates.jsonld import is_absolute_iri
+from open_registry.plugins.certificates.loader import (
     CREDENTIALS_V2_URL,
     ED25519_2020_URL,
     VACCINATION_CONTEXT_URL,
     StaticDocumentLoader,
     default_loader,
 )
-from plugins.certificates.rdfc import Quad, Term, canonicalize_quads, escape_iri, escape_literal
+from open_registry.plugins.certificates.rdfc import (
+    Quad,
+    Term,
+    canonicalize_quads,
+    escape_iri,
+    escape_literal,
+)
 
 XSD = "http://www.w3.org/2001/XMLSchema#"
 RDF_TYPE = "<http://www.w3.org/1999/02/22-rdf-syntax-ns#type>"

@@ -14,7 +14,7 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-from plugins.certificates.loader import CREDENTIALS_V2_URL
+from open_registry.plugins.certificates.loader import CREDENTIALS_V2_URL
 
 LIST_SIZE = 131_072  # bits: the specification's minimum, 16 KiB before compression
 PURPOSES = ("revocation", "suspension")

@@ -15,29 +15,28 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from plugins.certificates import legacy
-from plugins.certificates.jsonld import (
+from open_registry.plugins.certificates import legacy
+from open_registry.plugins.certificates.jsonld import (
     CanonicalizationError,
     JsonLdProcessingError,
     UnknownContextError,
     canonicalize,
 )
-from plugins.certificates.keys import (
+from open_registry.plugins.certificates.keys import (
     KeyFormatError,
     KeyResolver,
     b58encode,
     multibase_decode,
     resolve_did_key,
 )
-from plugins.certificates.loader import (
+from open_registry.plugins.certificates.loader import (
     CREDENTIALS_V2_URL,
     DATA_INTEGRITY_V2_URL,
     ED25519_2020_URL,
     StaticDocumentLoader,
 )
-from plugins.certificates.rdfc import CODE_POINT, UTF16, order_sensitive
-from plugins.certificates.results import SigningError, VerificationResult, failed
+from open_registry.plugins.certificates.rdfc import CODE_POINT, UTF16, order_sensitive
+from open_registry.plugins.certificates.results import SigningError, VerificationResult, failed
 
 EDDSA_RDFC_2022 = "eddsa-rdfc-2022"
 ED25519_SIGNATURE_2020 = "Ed25519Signature2020"

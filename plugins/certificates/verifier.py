@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-from plugins.certificates import shortcut, status, suites
-from plugins.certificates.keys import (
+from open_registry.plugins.certificates import shortcut, status, suites
+from open_registry.plugins.certificates.keys import (
     KeyFormatError,
     ResolvedKey,
     ed25519_from_base58,

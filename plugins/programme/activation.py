@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from open_registry.core import Conflict
+from open_registry.core.codec import parse_datetime
+from open_registry.plugins.programme import counters
+from open_registry.plugins.programme.runtime import FACILITY, FACILITY_PROGRAMME, Programme
 from sqlalchemy.engine import Connection
-
-from plugins.programme import counters
-from plugins.programme.runtime import FACILITY, FACILITY_PROGRAMME, Programme
-from registry import Conflict
-from registry.codec import parse_datetime
 
 ACTIVE = "Active"
 

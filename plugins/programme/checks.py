@@ -9,10 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
-from plugins.programme import activation, scheduling, stock
-from plugins.programme.runtime import (
+from open_registry.core import Invalid, utcnow
+from open_registry.plugins.programme import activation, scheduling, stock
+from open_registry.plugins.programme.runtime import (
     APPOINTMENT,
     CERTIFICATE,
     SCHEDULE,
@@ -21,7 +20,7 @@ from plugins.programme.runtime import (
     VACCINATION,
     Programme,
 )
-from registry import Invalid, utcnow
+from sqlalchemy.engine import Connection
 
 
 def check(

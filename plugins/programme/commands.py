@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from registry import Settings, StartupError, open_registry
+from open_registry.core import Settings, StartupError, open_registry
 
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="The registry's data folder")]
 DatabaseOpt = Annotated[
@@ -26,8 +25,8 @@ def add_commands(cli: typer.Typer) -> None:
     @group.command("rebuild-rollups")
     def rebuild_rollups(data_dir: DataDirOpt = None, database_url: DatabaseOpt = None) -> None:
         """Recount the dashboard's rollups from the records (after a restore or a new timezone)."""
-        from plugins.programme.rollups import rebuild
-        from plugins.programme.runtime import FACILITY_PROGRAMME, runtime
+        from open_registry.plugins.programme.rollups import rebuild
+        from open_registry.plugins.programme.runtime import FACILITY_PROGRAMME, runtime
 
         overrides: dict[str, Any] = {}
         if data_dir:

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from registry.plugin_settings import PluginSettingError, setting_bool, setting_int
+from open_registry.core.plugin_settings import PluginSettingError, setting_bool, setting_int
 
 STOCK_MODES = ("tracked", "required", "off")
 

@@ -10,16 +10,15 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from open_registry.core import Forbidden, NotFound, Unauthorized, storage, utcnow
+from open_registry.core.api import JSONResponse
+from open_registry.plugins.programme import access, charts
+from open_registry.plugins.programme.access import CONTROLLER, MONITORING
+from open_registry.plugins.programme.analytics import TABLES, Analytics, Period, Table, period
+from open_registry.plugins.programme.runtime import runtime
+from open_registry.plugins.programme.verifications import flush
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
-
-from plugins.programme import access, charts
-from plugins.programme.access import CONTROLLER, MONITORING
-from plugins.programme.analytics import TABLES, Analytics, Period, Table, period
-from plugins.programme.runtime import runtime
-from plugins.programme.verifications import flush
-from registry import Forbidden, NotFound, Unauthorized, storage, utcnow
-from registry.api import JSONResponse
 
 API = "/api/v1/analytics"
 PAGE = "/ui/dashboard"

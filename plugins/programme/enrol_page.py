@@ -11,18 +11,17 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from open_registry.core import RegistryError, principal_of
+from open_registry.core.auth.routes import set_session
+from open_registry.core.ui import read_form, rows_changed, same_origin
+from open_registry.core.ui_render import FormView, render_form
+from open_registry.generators.formdata import errors_by_name, form_to_json
+from open_registry.plugins.programme import enrolment
+from open_registry.plugins.programme.access import RECIPIENT
+from open_registry.plugins.programme.dashboard import _move_first
+from open_registry.plugins.programme.runtime import RECIPIENT as RECIPIENT_ENTITY
+from open_registry.plugins.programme.runtime import runtime
 from starlette.concurrency import run_in_threadpool
-
-from generators.formdata import errors_by_name, form_to_json
-from plugins.programme import enrolment
-from plugins.programme.access import RECIPIENT
-from plugins.programme.dashboard import _move_first
-from plugins.programme.runtime import RECIPIENT as RECIPIENT_ENTITY
-from plugins.programme.runtime import runtime
-from registry import RegistryError, principal_of
-from registry.auth.routes import set_session
-from registry.ui import read_form, rows_changed, same_origin
-from registry.ui_render import FormView, render_form
 
 PAGE = "/ui/enrol"
 #: set by the registry, never asked for on the page

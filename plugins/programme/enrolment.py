@@ -19,11 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from plugins.programme.runtime import RECIPIENT, Programme
-from plugins.programme.tables import duplicate, insert_for
-from registry import (
+from open_registry.core import (
     Conflict,
     Forbidden,
     Invalid,
@@ -33,6 +29,9 @@ from registry import (
     storage,
     utcnow,
 )
+from open_registry.plugins.programme.runtime import RECIPIENT, Programme
+from open_registry.plugins.programme.tables import duplicate, insert_for
+from sqlalchemy.engine import Connection
 
 CODE_DIGITS = 10
 RECIPIENT_ROLE = "recipient"

@@ -9,11 +9,10 @@ import logging
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from plugins.programme import enrolment, notify
-from plugins.programme.activation import vaccination_day
-from plugins.programme.runtime import (
+from open_registry.core import Conflict
+from open_registry.plugins.programme import enrolment, notify
+from open_registry.plugins.programme.activation import vaccination_day
+from open_registry.plugins.programme.runtime import (
     ACTOR,
     APPOINTMENT,
     CERTIFICATE,
@@ -23,8 +22,8 @@ from plugins.programme.runtime import (
     VACCINATION,
     Programme,
 )
-from plugins.programme.scheduling import next_dose
-from registry import Conflict
+from open_registry.plugins.programme.scheduling import next_dose
+from sqlalchemy.engine import Connection
 
 log = logging.getLogger("registry.programme")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from registry import PermanentDeliveryError, delivery_key, enqueue_delivery
+from open_registry.core import PermanentDeliveryError, delivery_key, enqueue_delivery
 
 log = logging.getLogger("registry.programme")
 
@@ -57,7 +57,7 @@ def _message(registry: Any, template: str, record: dict[str, Any]) -> tuple[list
             "record": record,
         }
         return facility_addresses(facility), context
-    from plugins.programme.runtime import runtime
+    from open_registry.plugins.programme.runtime import runtime
 
     contact = runtime(registry).config.monitoring_contact
     context = {

@@ -20,10 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from plugins.programme.config import ConfigError
-from plugins.programme.runtime import FACILITY_PROGRAMME, enabled, runtime
-from registry import StartupError
-from registry.hookspecs import hookimpl
+from open_registry.core import StartupError
+from open_registry.core.hookspecs import hookimpl
+from open_registry.plugins.programme.config import ConfigError
+from open_registry.plugins.programme.runtime import FACILITY_PROGRAMME, enabled, runtime
 
 SCHEMAS = Path(__file__).parent / "schemas"
 #: the entities whose writes the plugin checks
@@ -60,7 +60,7 @@ def before_write(
 ) -> None:
     if not _on(registry) or entity not in CHECKED:
         return
-    from plugins.programme.checks import check
+    from open_registry.plugins.programme.checks import check
 
     rt = runtime(registry)
     rt.ensure(connection)
@@ -71,8 +71,8 @@ def before_write(
 def after_write_batch(events: list[dict[str, Any]], connection: Any, registry: Any) -> None:
     if not _on(registry):
         return
-    from plugins.programme.followups import follow_up
-    from plugins.programme.rollups import Rollups
+    from open_registry.plugins.programme.followups import follow_up
+    from open_registry.plugins.programme.rollups import Rollups
 
     rt = runtime(registry)
     rt.ensure(connection)
@@ -84,8 +84,8 @@ def after_write_batch(events: list[dict[str, Any]], connection: Any, registry: A
 def register_routes(registry: Any) -> list[Any]:
     if not _on(registry):
         return []
-    from plugins.programme.dashboard import analytics_routes
-    from plugins.programme.routes import programme_routes
+    from open_registry.plugins.programme.dashboard import analytics_routes
+    from open_registry.plugins.programme.routes import programme_routes
 
     runtime(registry).create_tables()
     return [*programme_routes(registry), analytics_routes(registry)]
@@ -93,14 +93,14 @@ def register_routes(registry: Any) -> list[Any]:
 
 @hookimpl
 def register_commands(cli: Any) -> None:
-    from plugins.programme.commands import add_commands
+    from open_registry.plugins.programme.commands import add_commands
 
     add_commands(cli)
 
 
 @hookimpl
 def register_senders(registry: Any) -> dict[str, Any]:
-    from plugins.programme.notify import SINK, send
+    from open_registry.plugins.programme.notify import SINK, send
 
     return {SINK: send}
 
@@ -114,9 +114,9 @@ def register_templates() -> list[Path]:
 def prepare_app(app: Any, registry: Any) -> None:
     if not _on(registry):
         return
-    from plugins.programme.dashboard import add_dashboard_page
-    from plugins.programme.enrol_page import add_enrol_page
-    from plugins.programme.verifications import VerificationCounter
+    from open_registry.plugins.programme.dashboard import add_dashboard_page
+    from open_registry.plugins.programme.enrol_page import add_enrol_page
+    from open_registry.plugins.programme.verifications import VerificationCounter
 
     add_dashboard_page(app, registry)
     add_enrol_page(app, registry)

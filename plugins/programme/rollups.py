@@ -22,11 +22,11 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from plugins.programme import counters
-from plugins.programme.activation import rate_key
-from plugins.programme.runtime import (
+from open_registry.core import storage
+from open_registry.core.codec import parse_datetime
+from open_registry.plugins.programme import counters
+from open_registry.plugins.programme.activation import rate_key
+from open_registry.plugins.programme.runtime import (
     APPOINTMENT,
     CERTIFICATE,
     FACILITY,
@@ -36,9 +36,8 @@ from plugins.programme.runtime import (
     VACCINATION,
     Programme,
 )
-from plugins.programme.tables import add_to_rollups, claim, fact, rollup
-from registry import storage
-from registry.codec import parse_datetime
+from open_registry.plugins.programme.tables import add_to_rollups, claim, fact, rollup
+from sqlalchemy.engine import Connection
 
 TRACKED = (VACCINATION, CERTIFICATE, SIDE_EFFECT, APPOINTMENT)
 Part = tuple[str, str, str, str, str, str, str]  # rollup, day, program, k1..k4

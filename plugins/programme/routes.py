@@ -9,10 +9,11 @@ from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
-
-from plugins.programme import access, enrolment, stock
-from plugins.programme.access import (
+from open_registry.core import BadRequest, Invalid, NotFound, storage, utcnow
+from open_registry.core.api import JSONResponse, read_json
+from open_registry.core.auth.routes import signed_in
+from open_registry.plugins.programme import access, enrolment, stock
+from open_registry.plugins.programme.access import (
     CONTROLLER,
     FACILITY_ADMIN,
     FACILITY_STAFF,
@@ -20,7 +21,7 @@ from plugins.programme.access import (
     RECIPIENT,
     Principal,
 )
-from plugins.programme.runtime import (
+from open_registry.plugins.programme.runtime import (
     APPOINTMENT,
     CERTIFICATE,
     FACILITY_PROGRAMME,
@@ -28,14 +29,12 @@ from plugins.programme.runtime import (
     Programme,
     runtime,
 )
-from plugins.programme.runtime import (
+from open_registry.plugins.programme.runtime import (
     RECIPIENT as RECIPIENT_ENTITY,
 )
-from plugins.programme.scheduling import slots
-from plugins.programme.walkin import walk_in
-from registry import BadRequest, Invalid, NotFound, storage, utcnow
-from registry.api import JSONResponse, read_json
-from registry.auth.routes import signed_in
+from open_registry.plugins.programme.scheduling import slots
+from open_registry.plugins.programme.walkin import walk_in
+from starlette.concurrency import run_in_threadpool
 
 PREFIX = "/api/v1/programme"
 STAFF = (FACILITY_ADMIN, FACILITY_STAFF)

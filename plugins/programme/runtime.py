@@ -8,12 +8,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
+from open_registry.core import Registry, StateKey
+from open_registry.plugins.programme.config import ProgrammeConfig
+from open_registry.plugins.programme.tables import create_tables
+from open_registry.plugins.programme.tables import metadata as tables_metadata
 from sqlalchemy.engine import Connection
-
-from plugins.programme.config import ProgrammeConfig
-from plugins.programme.tables import create_tables
-from plugins.programme.tables import metadata as tables_metadata
-from registry import Registry, StateKey
 
 _STATE: StateKey[Programme] = StateKey("programme")
 

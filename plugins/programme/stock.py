@@ -11,12 +11,11 @@ from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
+from open_registry.core import Conflict, Invalid
+from open_registry.plugins.programme import counters
+from open_registry.plugins.programme.runtime import STOCK, STOCK_THRESHOLD, Programme
+from open_registry.plugins.programme.tables import counts
 from sqlalchemy.engine import Connection
-
-from plugins.programme import counters
-from plugins.programme.runtime import STOCK, STOCK_THRESHOLD, Programme
-from plugins.programme.tables import counts
-from registry import Conflict, Invalid
 
 
 def _invalid(pointer: str, message: str, keyword: str) -> Invalid:

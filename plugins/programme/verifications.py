@@ -11,11 +11,10 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from open_registry.core import storage, utcnow
+from open_registry.plugins.programme.runtime import Programme
+from open_registry.plugins.programme.tables import add_to_rollups
 from starlette.concurrency import run_in_threadpool
-
-from plugins.programme.runtime import Programme
-from plugins.programme.tables import add_to_rollups
-from registry import storage, utcnow
 
 log = logging.getLogger("registry.programme")
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from plugins.programme import access, enrolment
-from plugins.programme.access import Principal
-from plugins.programme.runtime import RECIPIENT, VACCINATION, Programme
-from plugins.programme.scheduling import check_walk_in
-from registry import Invalid, RegistryError, storage, utcnow
-from registry.codec import format_datetime, parse_datetime
+from open_registry.core import Invalid, RegistryError, storage, utcnow
+from open_registry.core.codec import format_datetime, parse_datetime
+from open_registry.plugins.programme import access, enrolment
+from open_registry.plugins.programme.access import Principal
+from open_registry.plugins.programme.runtime import RECIPIENT, VACCINATION, Programme
+from open_registry.plugins.programme.scheduling import check_walk_in
 
 
 def _prefixed(exc: RegistryError, prefix: str) -> RegistryError:

@@ -4,9 +4,9 @@ Plugins use `principal_of(request)` for the caller and `registry.auth.access(ent
 entity's rules (`require`, `viewer`, `preparer`); both are in `registry`'s public names too.
 """
 
-from registry.auth.access import Access, Grant, Policy
-from registry.auth.deps import Auth, AuthMiddleware, principal_of
-from registry.auth.principal import ANONYMOUS, OWNER, PUBLIC, ROLES, Principal
+from open_registry.core.auth.access import Access, Grant, Policy
+from open_registry.core.auth.deps import Auth, AuthMiddleware, principal_of
+from open_registry.core.auth.principal import ANONYMOUS, OWNER, PUBLIC, ROLES, Principal
 
 __all__ = [
     "ANONYMOUS",

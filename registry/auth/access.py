@@ -18,8 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from generators.schema import EntitySchema
-from registry.auth.principal import (
+from open_registry.core.auth.principal import (
     FACILITY_ROLES,
     OWNER,
     PUBLIC,
@@ -27,8 +26,9 @@ from registry.auth.principal import (
     SYSTEM_ADMIN,
     Principal,
 )
-from registry.errors import Forbidden, Invalid, Unauthorized
-from registry.query import Scope
+from open_registry.core.errors import Forbidden, Invalid, Unauthorized
+from open_registry.core.query import Scope
+from open_registry.generators.schema import EntitySchema
 
 ADMIN_ONLY = (SYSTEM_ADMIN,)
 

@@ -11,13 +11,12 @@ from typing import Any
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-
-from registry import storage
-from registry.auth.principal import API_CLIENT, RECIPIENT, SCOPES, Principal
-from registry.auth.users import check_roles
-from registry.codec import utcnow
-from registry.errors import Invalid, NotFound
-from registry.storage import Database
+from open_registry.core import storage
+from open_registry.core.auth.principal import API_CLIENT, RECIPIENT, SCOPES, Principal
+from open_registry.core.auth.users import check_roles
+from open_registry.core.codec import utcnow
+from open_registry.core.errors import Invalid, NotFound
+from open_registry.core.storage import Database
 
 _HASHER = PasswordHasher()
 _DUMMY = _HASHER.hash(secrets.token_urlsafe(32))

@@ -16,19 +16,18 @@ from typing import Any
 
 import jwt
 from fastapi import Request
+from open_registry.core import audit
+from open_registry.core.auth.access import Access, Policy
+from open_registry.core.auth.clients import Clients
+from open_registry.core.auth.oidc import OidcVerifier
+from open_registry.core.auth.otp import OneTimeCodes
+from open_registry.core.auth.principal import ANONYMOUS, Principal
+from open_registry.core.auth.ratelimit import RateLimiter
+from open_registry.core.auth.tokens import SESSION_COOKIE, TokenRefused, Tokens
+from open_registry.core.auth.users import Users
+from open_registry.core.errors import PROBLEM_JSON
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from registry import audit
-from registry.auth.access import Access, Policy
-from registry.auth.clients import Clients
-from registry.auth.oidc import OidcVerifier
-from registry.auth.otp import OneTimeCodes
-from registry.auth.principal import ANONYMOUS, Principal
-from registry.auth.ratelimit import RateLimiter
-from registry.auth.tokens import SESSION_COOKIE, TokenRefused, Tokens
-from registry.auth.users import Users
-from registry.errors import PROBLEM_JSON
 
 log = logging.getLogger("registry.auth")
 
@@ -116,8 +115,8 @@ def principal_of(request: Request) -> Principal:
 
 
 def _problem(status: int, title: str, detail: str, headers: dict[str, str]) -> Any:
-    from registry.api import JSONResponse  # the API's JSON response class
-    from registry.errors import problem_body
+    from open_registry.core.api import JSONResponse  # the API's JSON response class
+    from open_registry.core.errors import problem_body
 
     resp = JSONResponse(
         problem_body(status, title, detail, slug="unauthorized"),

@@ -10,8 +10,8 @@ import sys
 from email.message import EmailMessage
 from typing import Any
 
-from registry.errors import RegistryError
-from registry.settings import Settings
+from open_registry.core.errors import RegistryError
+from open_registry.core.settings import Settings
 
 log = logging.getLogger("registry.auth")
 

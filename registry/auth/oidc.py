@@ -14,10 +14,9 @@ from typing import Any
 
 import httpx
 import jwt
-
-from registry.auth.principal import ROLES, Principal
-from registry.auth.tokens import TokenRefused, decode
-from registry.settings import Settings
+from open_registry.core.auth.principal import ROLES, Principal
+from open_registry.core.auth.tokens import TokenRefused, decode
+from open_registry.core.settings import Settings
 
 REFETCH_SECONDS = 10.0
 

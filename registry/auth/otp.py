@@ -19,14 +19,13 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-
-from registry import storage
-from registry.auth.principal import Principal
-from registry.auth.ratelimit import RateLimiter, TooManyRequests
-from registry.auth.users import Users, check_identifier, principal_of
-from registry.codec import utcnow
-from registry.errors import Unauthorized
-from registry.settings import Settings
+from open_registry.core import storage
+from open_registry.core.auth.principal import Principal
+from open_registry.core.auth.ratelimit import RateLimiter, TooManyRequests
+from open_registry.core.auth.users import Users, check_identifier, principal_of
+from open_registry.core.codec import utcnow
+from open_registry.core.errors import Unauthorized
+from open_registry.core.settings import Settings
 
 DIGITS = 6
 

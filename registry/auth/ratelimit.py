@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import sqlalchemy as sa
+from open_registry.core import storage
+from open_registry.core.codec import utcnow
+from open_registry.core.errors import RegistryError
 from sqlalchemy.engine import Engine
-
-from registry import storage
-from registry.codec import utcnow
-from registry.errors import RegistryError
 
 
 class TooManyRequests(RegistryError):

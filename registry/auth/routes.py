@@ -9,16 +9,15 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
+from open_registry.core.api import API_PREFIX, JSONResponse, read_json
+from open_registry.core.auth.deps import Auth, client_address, principal_of
+from open_registry.core.auth.notify import send
+from open_registry.core.auth.otp import Outcome
+from open_registry.core.auth.principal import Principal
+from open_registry.core.auth.ratelimit import TooManyRequests
+from open_registry.core.auth.tokens import SESSION_COOKIE
+from open_registry.core.errors import BadRequest, Invalid, RegistryError, Unauthorized
 from starlette.concurrency import run_in_threadpool
-
-from registry.api import API_PREFIX, JSONResponse, read_json
-from registry.auth.deps import Auth, client_address, principal_of
-from registry.auth.notify import send
-from registry.auth.otp import Outcome
-from registry.auth.principal import Principal
-from registry.auth.ratelimit import TooManyRequests
-from registry.auth.tokens import SESSION_COOKIE
-from registry.errors import BadRequest, Invalid, RegistryError, Unauthorized
 
 AUTH = f"{API_PREFIX}/auth"
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-
-from generators.tables import UTCDateTime, json_type
+from open_registry.generators.tables import UTCDateTime, json_type
 
 
 def auth_tables(metadata: sa.MetaData) -> None:

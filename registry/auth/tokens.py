@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-
-from registry.auth.principal import Principal
-from registry.errors import Unauthorized
-from registry.settings import Settings
+from open_registry.core.auth.principal import Principal
+from open_registry.core.errors import Unauthorized
+from open_registry.core.settings import Settings
 
 ALGORITHM = "HS256"
 SECRET_FILE = "auth-secret.key"

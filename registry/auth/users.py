@@ -15,12 +15,11 @@ from typing import Any
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-
-from registry import storage
-from registry.auth.principal import FACILITY_ROLES, RECIPIENT, ROLES, Principal
-from registry.codec import new_id, utcnow
-from registry.errors import Conflict, Invalid, NotFound
-from registry.storage import Database
+from open_registry.core import storage
+from open_registry.core.auth.principal import FACILITY_ROLES, RECIPIENT, ROLES, Principal
+from open_registry.core.codec import new_id, utcnow
+from open_registry.core.errors import Conflict, Invalid, NotFound
+from open_registry.core.storage import Database
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{1,99}$")
 MIN_PASSWORD = 10

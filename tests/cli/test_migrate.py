@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from open_registry.cli.main import app
+from open_registry.core import Settings, StartupError, create_app
+from open_registry.core.app import open_registry
+from open_registry.core.demo import load_demo_data
 from typer.testing import CliRunner
 
-from cli.main import app
-from registry import Settings, StartupError, create_app
-from registry.app import open_registry
-from registry.demo import load_demo_data
 from tests.authn import admin_client
 
 # the from-scratch path itself: no template copies
@@ -190,3 +190,16 @@ def test_serve_refuses_a_database_behind_the_revisions(project: Path, tmp_path: 
     result = runner.invoke(app, ["migrate", "apply", "--database-url", other.database_url])
     assert result.exit_code == 0 and "0002" in result.output
     open_registry(other).close()
+
+
+def test_a_project_made_before_the_open_registry_name_gets_its_env_py_updated(tmp_path: Path):
+    from open_registry.core.migrations import _OLD_ENV_PY, ENV_PY, ensure_environment
+
+    (tmp_path / "env.py").write_text(_OLD_ENV_PY)
+    ensure_environment(tmp_path)
+    assert (tmp_path / "env.py").read_text() == ENV_PY
+    assert "from open_registry.core.migrations import" in ENV_PY
+    edited = "# mine\n" + _OLD_ENV_PY  # an implementer's own env.py is left alone
+    (tmp_path / "env.py").write_text(edited)
+    ensure_environment(tmp_path)
+    assert (tmp_path / "env.py").read_text() == edited

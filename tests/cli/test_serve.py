@@ -24,7 +24,7 @@ def test_serve_demo_answers_over_http(tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "cli",
+            "open_registry.cli",
             "serve",
             "--demo",
             "--port",

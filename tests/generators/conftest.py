@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from generators.schema import EntitySchema, parse_entity_schema
+from open_registry.generators.schema import EntitySchema, parse_entity_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_DIR = ROOT / "entity_schemas"

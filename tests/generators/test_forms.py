@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from generators.errors import SchemaError
-from generators.formdata import (
+from open_registry.generators.errors import SchemaError
+from open_registry.generators.formdata import (
     datetime_from_input,
     errors_by_name,
     form_to_json,
     pointer_to_name,
     record_to_form,
 )
-from generators.forms import FormField, entity_title, form_fields, humanize
-from generators.schema import DRAFT_2020_12, EntitySchema, parse_entity_schema
+from open_registry.generators.forms import FormField, entity_title, form_fields, humanize
+from open_registry.generators.schema import DRAFT_2020_12, EntitySchema, parse_entity_schema
 
 
 def entity(properties: dict[str, Any], xreg: dict[str, Any] | None = None, **extra: Any):

@@ -6,16 +6,15 @@ from typing import Any
 
 import pytest
 from jsonschema.validators import Draft202012Validator
-
-from generators.openapi import (
+from open_registry.generators.openapi import (
     PROBLEM_SCHEMA,
     SYSTEM_PROPERTIES,
     component_name,
     entity_components,
     filter_parameters,
 )
-from generators.query_ops import OPERATORS
-from generators.schema import DRAFT_2020_12, EntitySchema, parse_entity_schema
+from open_registry.generators.query_ops import OPERATORS
+from open_registry.generators.schema import DRAFT_2020_12, EntitySchema, parse_entity_schema
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ import copy
 from typing import Any
 
 import pytest
-
-from generators.errors import SchemaError
-from generators.opensaber import is_definitions_only, is_opensaber
-from generators.schema import DRAFT_2020_12, EntitySchema, parse_entity_schema
-from generators.validators import RecordValidator
+from open_registry.generators.errors import SchemaError
+from open_registry.generators.opensaber import is_definitions_only, is_opensaber
+from open_registry.generators.schema import DRAFT_2020_12, EntitySchema, parse_entity_schema
+from open_registry.generators.validators import RecordValidator
 
 DIVOC_ENTITIES = (
     "Enrollment",

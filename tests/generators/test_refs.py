@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from generators.errors import SchemaIssue
-from generators.refs import inline_refs
+from open_registry.generators.errors import SchemaIssue
+from open_registry.generators.refs import inline_refs
 
 
 def inline(

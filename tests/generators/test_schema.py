@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from generators.errors import SchemaError, SchemaIssue
-from generators.schema import (
+from open_registry.generators.errors import SchemaError, SchemaIssue
+from open_registry.generators.schema import (
     DRAFT_2020_12,
     EntitySchema,
     Reference,

@@ -19,18 +19,17 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.schema import CreateIndex, CreateTable
-
-from generators.schema import DRAFT_2020_12, EntitySchema, Field, parse_entity_schema
-from generators.tables import (
+from open_registry.generators.schema import DRAFT_2020_12, EntitySchema, Field, parse_entity_schema
+from open_registry.generators.tables import (
     UTCDateTime,
     build_metadata,
     build_table,
     column_type,
     index_name,
 )
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 DIALECTS: dict[str, Dialect] = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}

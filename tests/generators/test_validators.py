@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-
-from generators.formats import FORMATS
-from generators.schema import DRAFT_2020_12, EntitySchema
-from generators.validators import FieldError, RecordValidator, fast_path_supported
+from open_registry.generators.formats import FORMATS
+from open_registry.generators.schema import DRAFT_2020_12, EntitySchema
+from open_registry.generators.validators import FieldError, RecordValidator, fast_path_supported
 
 
 def errors_by_pointer(validator: RecordValidator, record: Any) -> dict[str, str]:

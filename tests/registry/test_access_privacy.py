@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from open_registry.core import create_app
+from open_registry.core.demo import load_demo_data
 
-from registry import create_app
-from registry.demo import load_demo_data
 from tests.authn import auth_headers
 
 IDENTITY = "did:example:national-id:77770001"
@@ -206,7 +206,7 @@ def test_exports_hold_only_the_rows_and_fields_the_caller_may_read(registry, htt
     assert http.get("/api/v1/recipient/export").status_code == 401
     by_identity = http.get(f"/api/v1/recipient/export?identity={IDENTITY}", headers=staff)
     assert by_identity.status_code == 403
-    from registry.audit import AuditQuery, list_entries
+    from open_registry.core.audit import AuditQuery, list_entries
 
     items, _ = list_entries(registry.db.engine, AuditQuery(action="export"))
     assert items[0]["actor"] == "user:test-admin" or items[0]["actor"].startswith("user:")

@@ -15,7 +15,8 @@ SHIPPED = ["facility", "vaccinator", "vaccine", "program", "recipient"]
 
 
 def demo_record(entity: str) -> dict[str, Any]:
-    records = json.loads((resources.files("registry") / "demo" / f"{entity}.json").read_text())
+    demo = resources.files("open_registry.core") / "demo"
+    records = json.loads((demo / f"{entity}.json").read_text())
     return {k: v for k, v in records[0].items() if k != "id"}
 
 
@@ -278,7 +279,7 @@ def test_index_lists_entities_and_health_answers(client: Any):
 
 
 def test_create_many_is_all_or_nothing_with_indexed_pointers(registry: Any):
-    from registry.errors import Invalid
+    from open_registry.core.errors import Invalid
 
     service = registry.services["vaccine"]
     good = demo_record("vaccine")

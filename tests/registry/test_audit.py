@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from open_registry.core.audit import verify
+from open_registry.core.exports import export
+from open_registry.core.imports import import_file
 
-from registry.audit import verify
-from registry.exports import export
-from registry.imports import import_file
 from tests.registry.test_api import assert_problem, demo_record
 from tests.registry.test_privacy import person
 
@@ -102,7 +102,7 @@ def test_edited_fields_and_time_are_found(registry: Any, tmp_path: Path):
 def test_an_entry_edited_with_its_hash_recomputed_breaks_the_next_link(
     registry: Any, tmp_path: Path
 ):
-    from registry.audit import at_text, entry_hash, fields_json
+    from open_registry.core.audit import at_text, entry_hash, fields_json
 
     many_writes(registry, tmp_path)
     all_seqs = seqs(registry)
@@ -165,7 +165,7 @@ def test_entries_cut_off_the_end_are_found(registry: Any, tmp_path: Path):
 
 def test_entries_from_before_the_chain_are_counted_not_failed(registry: Any):
     table = registry.db.metadata.tables["registry_audit"]
-    from registry.codec import utcnow
+    from open_registry.core.codec import utcnow
 
     with registry.db.engine.begin() as conn:
         conn.execute(table.insert().values(at=utcnow(), action="create", entity="vaccine"))
@@ -279,8 +279,8 @@ def test_a_cursor_of_the_other_order_is_refused(client: TestClient, registry: An
 
 
 def test_schema_changes_and_exports_are_audit_entries(registry: Any):
-    from registry.audit import AuditQuery, list_entries
-    from registry.schema_editor import SchemaEditor
+    from open_registry.core.audit import AuditQuery, list_entries
+    from open_registry.core.schema_editor import SchemaEditor
 
     editor = SchemaEditor(registry)
     doc = editor.document("vaccine")

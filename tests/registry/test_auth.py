@@ -15,10 +15,10 @@ import jwt
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from open_registry.core import Settings, create_app, open_registry
+from open_registry.core.audit import AuditQuery, list_entries
+from open_registry.core.codec import utcnow
 
-from registry import Settings, create_app, open_registry
-from registry.audit import AuditQuery, list_entries
-from registry.codec import utcnow
 from tests.authn import Messages as Outbox
 from tests.authn import auth_headers
 
@@ -150,7 +150,7 @@ def test_the_audit_api_is_for_system_admins(reg, http):
 
 
 def test_user_fields_are_checked_with_the_field_named(reg):
-    from registry.errors import Conflict, Invalid
+    from open_registry.core.errors import Conflict, Invalid
 
     cases = [
         (dict(username="x", roles=["system-admin"], password=PASSWORD), "/username"),

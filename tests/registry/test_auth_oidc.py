@@ -15,9 +15,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
-
-from registry import Settings, create_app, open_registry
-from registry.auth import oidc
+from open_registry.core import Settings, create_app, open_registry
+from open_registry.core.auth import oidc
 
 ISSUER = "https://keycloak.test/realms/registry"
 

@@ -10,11 +10,10 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
-
-from registry.demo import _order, load_demo_data
-from registry.errors import BadRequest
-from registry.exports import cell, export
-from registry.imports import import_file
+from open_registry.core.demo import _order, load_demo_data
+from open_registry.core.errors import BadRequest
+from open_registry.core.exports import cell, export
+from open_registry.core.imports import import_file
 
 SHIPPED = ["program", "vaccine", "facility", "vaccinator", "recipient"]
 

@@ -14,12 +14,9 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from generators.schema import parse_entity_schema
-from generators.validators import RecordValidator
-from registry.import_fast import Unsupported, compile_row_function
-from registry.import_rows import ImportMapping, RecordBuilder, plan_columns
-from registry.imports import (
+from open_registry.core.import_fast import Unsupported, compile_row_function
+from open_registry.core.import_rows import ImportMapping, RecordBuilder, plan_columns
+from open_registry.core.imports import (
     ImportInterrupted,
     ImportUsageError,
     _Preparer,
@@ -27,7 +24,10 @@ from registry.imports import (
     import_file,
     load_mapping,
 )
-from registry.schemas import default_schema_dir, load_schemas
+from open_registry.core.schemas import default_schema_dir, load_schemas
+from open_registry.generators.schema import parse_entity_schema
+from open_registry.generators.validators import RecordValidator
+
 from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[2]

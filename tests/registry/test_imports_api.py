@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from open_registry.core import create_app
+from open_registry.core.imports_api import add_import_routes, import_tables, parse_multipart
 
-from registry import create_app
-from registry.imports_api import add_import_routes, import_tables, parse_multipart
 from tests.authn import admin_client
 from tests.conftest import FIXTURES
 
@@ -114,7 +114,7 @@ def test_unusable_uploads_are_problems(api: TestClient):
 def test_a_job_is_visible_from_another_registry_process(api: TestClient, registry: Any):
     resp = api.post("/api/v1/recipient/imports", content=CSV, headers={"content-type": "text/csv"})
     finished(api, registry, resp.headers["location"])
-    from registry.app import open_registry
+    from open_registry.core.app import open_registry
 
     other = open_registry(registry.settings)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from generators.openapi import component_name
+from open_registry.generators.openapi import component_name
 
 
 def test_openapi_is_3_1_with_real_entity_schemas(client: Any, registry: Any):

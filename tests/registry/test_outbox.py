@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from open_registry.core import Settings
+from open_registry.core.app import open_registry
+from open_registry.core.hookspecs import hookimpl
+from open_registry.core.outbox import Worker, backoff, counts, retry_dead
 
-from registry import Settings
-from registry.app import open_registry
-from registry.hookspecs import hookimpl
-from registry.outbox import Worker, backoff, counts, retry_dead
 from tests.authn import admin_client
 from tests.registry.test_api import demo_record
 
@@ -148,7 +148,7 @@ def test_skip_locked_lets_a_second_worker_take_the_next_event(settings: Settings
 
 def test_the_inline_worker_runs_in_the_app(settings: Settings):
 
-    from registry import create_app
+    from open_registry.core import create_app
 
     plugin = Recorder()
     reg = open_with(settings.with_(inline_worker=True), plugin)

@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 import typer
 from fastapi import APIRouter
+from open_registry.core import Settings, create_app, hookspecs
+from open_registry.core.app import open_registry
+from open_registry.core.hookspecs import hookimpl
+from open_registry.core.plugins import describe, plugin_manager
 from typer.testing import CliRunner
 
-from registry import Settings, create_app, hookspecs
-from registry.app import open_registry
-from registry.hookspecs import hookimpl
-from registry.plugins import describe, plugin_manager
 from tests.authn import admin_client
 from tests.conftest import FIXTURES
 
@@ -162,7 +162,7 @@ def test_a_misspelled_hook_fails_loudly():
 
 
 def test_registry_plugins_command_lists_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from cli.main import app
+    from open_registry.cli.main import app
 
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["plugins", "--data-dir", str(tmp_path / "d")])
@@ -209,7 +209,7 @@ class QuotaPlugin:
         connection: Any,
         registry: Any,
     ) -> None:
-        from registry import Conflict
+        from open_registry.core import Conflict
 
         self.seen.append((entity, action, previous and previous["name"]))
         table = registry.db.tables["vaccine"]
@@ -251,7 +251,7 @@ class CheckedImportsPlugin(QuotaPlugin):
 def test_register_write_checks_has_imports_checked_row_by_row(
     settings: Settings, tmp_path: Path, checked: bool
 ):
-    from registry.imports import import_file
+    from open_registry.core.imports import import_file
 
     plugin = CheckedImportsPlugin() if checked else QuotaPlugin()
     reg = open_registry(settings, plugins=[plugin])
@@ -340,7 +340,7 @@ def test_register_templates_and_lookup_widget_draw_a_plugin_field_type(
 
 
 def test_plugin_settings_are_converted_with_errors_naming_the_setting():
-    from registry.plugin_settings import (
+    from open_registry.core.plugin_settings import (
         PluginSettingError,
         setting_bool,
         setting_int,
@@ -371,7 +371,7 @@ def test_registry_record_is_none_for_what_does_not_exist(registry):
 def test_trace_hooks_logs_each_call_without_record_values(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ):
-    from registry.app import open_registry
+    from open_registry.core.app import open_registry
 
     reg = open_registry(settings.with_(trace_hooks=True))
     try:
@@ -402,7 +402,7 @@ def test_without_the_switch_no_hook_call_is_logged(
 def test_plugin_state_is_made_once_per_registry_and_kept_apart_by_key(registry: Any):
     import threading
 
-    from registry import StateKey
+    from open_registry.core import StateKey
 
     made: list[int] = []
     key: StateKey[list[int]] = StateKey("counter")

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from open_registry.core.crypto import DataKeys, DecryptError, write_key_file
+from open_registry.core.exports import export
+from open_registry.core.imports import import_file
+from open_registry.core.imports_api import add_import_routes
 
-from registry.crypto import DataKeys, DecryptError, write_key_file
-from registry.exports import export
-from registry.imports import import_file
-from registry.imports_api import add_import_routes
 from tests.authn import admin_client
 from tests.registry.test_api import assert_problem
 
@@ -218,7 +218,7 @@ def test_a_ciphertext_moved_to_another_record_does_not_decrypt(registry: Any):
 
 
 def test_a_wrong_key_file_is_a_clear_error(settings: Any, tmp_path: Path):
-    from registry.app import open_registry
+    from open_registry.core.app import open_registry
 
     reg = open_registry(settings)
     rid = reg.services["recipient"].create(person(), actor="t")["id"]
@@ -251,7 +251,7 @@ def test_the_key_file_is_created_owner_only(registry: Any):
 
 
 def test_keys_from_the_environment_setting_need_no_file(settings: Any):
-    from registry.app import open_registry
+    from open_registry.core.app import open_registry
 
     keys = DataKeys.generate()
     env_settings = settings.with_(data_keys=keys.to_json().decode())
@@ -298,7 +298,7 @@ def test_export_then_import_round_trip_keeps_private_values_encrypted(
 
 
 def test_import_jobs_do_not_keep_private_values_of_bad_rows(registry: Any):
-    from registry import create_app
+    from open_registry.core import create_app
 
     app = create_app(registry=registry)
     add_import_routes(app.router, registry)

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from open_registry.core import crypto
+from open_registry.core.app import open_registry
+from open_registry.core.audit import verify
+from open_registry.core.crypto import DataKeyError, DataKeys, DecryptError, read_key_file
+from open_registry.core.errors import Conflict
+from open_registry.core.rekey import PLAINTEXT, key_usage, rotate
 
-from registry import crypto
-from registry.app import open_registry
-from registry.audit import verify
-from registry.crypto import DataKeyError, DataKeys, DecryptError, read_key_file
-from registry.errors import Conflict
-from registry.rekey import PLAINTEXT, key_usage, rotate
 from tests.registry.test_privacy import assert_no_plaintext, person, raw_database_text
 
 
@@ -140,8 +140,8 @@ def test_a_changed_index_key_is_refused(registry: Any, monkeypatch: pytest.Monke
 def test_an_existing_database_is_migrated_then_encrypted(settings: Any, tmp_path: Path):
     """A database written before `private`: migrate (the columns become text, the unique key
     moves to the blind index), then `rotate --no-new-key` encrypts what is stored."""
-    from registry import migrations
-    from registry.errors import StartupError
+    from open_registry.core import migrations
+    from open_registry.core.errors import StartupError
 
     folder = tmp_path / "schemas"
     folder.mkdir()

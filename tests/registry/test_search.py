@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-FACILITIES = json.loads((resources.files("registry") / "demo" / "facility.json").read_text())
-VACCINATORS = json.loads((resources.files("registry") / "demo" / "vaccinator.json").read_text())
-RECIPIENTS = json.loads((resources.files("registry") / "demo" / "recipient.json").read_text())
+DEMO = resources.files("open_registry.core") / "demo"
+FACILITIES = json.loads((DEMO / "facility.json").read_text())
+VACCINATORS = json.loads((DEMO / "vaccinator.json").read_text())
+RECIPIENTS = json.loads((DEMO / "recipient.json").read_text())
 
 
 @pytest.fixture
@@ -206,7 +207,7 @@ def test_absent_list_field_is_null_not_json_null(client: Any):
 
 
 def test_every_operator_the_parser_accepts_has_its_sql():
-    from generators.query_ops import OPERATORS
-    from registry.query import SQL_OF
+    from open_registry.core.query import SQL_OF
+    from open_registry.generators.query_ops import OPERATORS
 
     assert set(SQL_OF) == set(OPERATORS)

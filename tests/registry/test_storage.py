@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from registry import storage
-from registry.app import Registry
+from open_registry.core import storage
+from open_registry.core.app import Registry
 
 
 def _names(registry: Registry) -> list[str]:

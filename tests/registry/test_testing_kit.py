@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import open_registry.core.app as registry_app
 import pytest
 import sqlalchemy as sa
-
-import registry.app as registry_app
-from registry import Settings
-from registry.migrations import prepare
-from registry.testing import Messages, TemplateDatabases, client_for
+from open_registry.core import Settings
+from open_registry.core.migrations import prepare
+from open_registry.core.testing import Messages, TemplateDatabases, client_for
 
 pytestmark = pytest.mark.fresh_migrations  # these tests install their own template wrapper
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from open_registry.core import create_app
+from open_registry.core.app import Registry
+from open_registry.core.i18n import Catalogs, parse_accept_language
+from open_registry.core.schemas import default_schema_dir, load_schemas
+from open_registry.core.ui import add_ui_routes
+from open_registry.core.ui_render import FormView, ReferenceChoices, build_environment, render_form
+from open_registry.generators.forms import form_fields
 
-from generators.forms import form_fields
-from registry import create_app
-from registry.app import Registry
-from registry.i18n import Catalogs, parse_accept_language
-from registry.schemas import default_schema_dir, load_schemas
-from registry.ui import add_ui_routes
-from registry.ui_render import FormView, ReferenceChoices, build_environment, render_form
 from tests.authn import admin_client
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "forms"
@@ -60,7 +60,7 @@ def ui(registry: Registry) -> Iterator[TestClient]:
 
 @pytest.fixture
 def demo_ui(registry: Registry) -> Iterator[TestClient]:
-    from registry.demo import load_demo_data
+    from open_registry.core.demo import load_demo_data
 
     load_demo_data(registry.services)
     with admin_client(ui_app(registry)) as c:

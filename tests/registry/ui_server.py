@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry import Settings, create_app
-from registry.ui import add_ui_routes
+from open_registry.core import Settings, create_app
+from open_registry.core.ui import add_ui_routes
 
 PASSWORD = "browser-test-password"
 FACILITY = "NL-HLC-02"

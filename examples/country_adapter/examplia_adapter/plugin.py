@@ -23,9 +23,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-
-from registry import LookupUnavailable, StartupError
-from registry.hookspecs import hookimpl
+from open_registry.core import LookupUnavailable, StartupError
+from open_registry.core.hookspecs import hookimpl
 
 NAME = "examplia"
 SOURCE = "examplia-facilities"

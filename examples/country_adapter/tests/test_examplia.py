@@ -12,9 +12,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
-from registry import LookupUnavailable
-from registry.plugins import describe
+from open_registry.core import LookupUnavailable
+from open_registry.core.plugins import describe
 
 CITIZENS = {
     "EX-1001": {
@@ -157,7 +156,7 @@ def test_unknown_and_unavailable_are_different_answers(registry: Any, services: 
 
 
 def test_facilities_are_synced_by_code_and_a_rerun_changes_nothing(registry: Any):
-    from plugins.adapters import sync
+    from open_registry.plugins.adapters import sync
 
     assert "examplia-facilities" in sync.sources(registry)
     report = sync.run(registry, "examplia-facilities")
@@ -169,7 +168,7 @@ def test_facilities_are_synced_by_code_and_a_rerun_changes_nothing(registry: Any
 
 
 def test_a_broken_facility_registry_is_a_clear_error(registry: Any, services: Services):
-    from plugins.adapters import sync
+    from open_registry.plugins.adapters import sync
 
     services.mode = "down"
     with pytest.raises(sync.SyncError, match="facility registry cannot be read"):

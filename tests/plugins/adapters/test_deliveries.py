@@ -11,9 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-
-from plugins.adapters.http import verify_signature
-from registry import (
+from open_registry.core import (
     Settings,
     create_app,
     delivery_key,
@@ -21,10 +19,12 @@ from registry import (
     open_registry,
     utcnow,
 )
-from registry.app import Registry
-from registry.deliveries import Dispatcher, counts
-from registry.hookspecs import hookimpl
-from registry.outbox import Worker
+from open_registry.core.app import Registry
+from open_registry.core.deliveries import Dispatcher, counts
+from open_registry.core.hookspecs import hookimpl
+from open_registry.core.outbox import Worker
+from open_registry.plugins.adapters.http import verify_signature
+
 from tests.authn import admin_client
 from tests.plugins.adapters.servers import Loopback, Receiver, Reply, Request
 
@@ -325,7 +325,7 @@ def test_a_plugin_adds_its_own_sender_and_webhook(
 
 
 def test_a_subscription_without_a_secret_stops_the_server(settings: Settings):
-    from registry import StartupError
+    from open_registry.core import StartupError
 
     bad = settings.with_(
         plugins={"webhooks": {"subscriptions": [{"name": "x", "url": "http://127.0.0.1:9/h"}]}}

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from open_registry.core import LookupUnavailable, Settings, StartupError, create_app, open_registry
+from open_registry.plugins.adapters import fhir_map, sync
+from open_registry.plugins.adapters.mapping import FieldMapping, MappingError, value_of
 
-from plugins.adapters import fhir_map, sync
-from plugins.adapters.mapping import FieldMapping, MappingError, value_of
-from registry import LookupUnavailable, Settings, StartupError, create_app, open_registry
 from tests.authn import admin_client, auth_headers
 from tests.plugins.adapters.servers import Loopback, Reply, Request
 
@@ -330,7 +330,7 @@ def test_a_vaccination_exports_as_a_ddcc_bundle(settings: Settings):
 
 
 def test_the_ddcc_route_serves_a_recorded_vaccination(settings: Settings):
-    from registry.demo import load_demo_data
+    from open_registry.core.demo import load_demo_data
 
     reg = open_registry(settings.with_(plugins={"fhir": {"base_url": "http://127.0.0.1:9/f"}}))
     load_demo_data(reg.services)

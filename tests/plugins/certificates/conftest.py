@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from plugins.certificates import keys
-from plugins.certificates.loader import (
+from open_registry.plugins.certificates import keys
+from open_registry.plugins.certificates.loader import (
     CREDENTIALS_V2_URL,
     VACCINATION_CONTEXT_URL,
     StaticDocumentLoader,

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from open_registry.core import Settings
+from open_registry.plugins.certificates import hcert, qr, shc
+from open_registry.plugins.certificates.es256 import unb64url
 
-from plugins.certificates import hcert, qr, shc
-from plugins.certificates.es256 import unb64url
-from registry import Settings
 from tests.plugins.certificates.test_issuance import (
     certificates,
     deliver,
@@ -62,7 +62,7 @@ def test_smart_health_card_round_trips_through_its_qr_code(issued: Any):
 
 
 def _key(client: TestClient, kid: str) -> Any:
-    from plugins.certificates.es256 import key_from_jwk
+    from open_registry.plugins.certificates.es256 import key_from_jwk
 
     keys = {k["kid"]: k for k in client.get("/.well-known/jwks.json").json()["keys"]}
     return key_from_jwk(keys[kid])
@@ -110,7 +110,7 @@ def test_eu_dcc_hcert_round_trips_and_verifies(issued: Any):
 
 
 def _hcert_key(client: TestClient, kid: bytes) -> Any:
-    from plugins.certificates.es256 import hcert_kid, key_from_jwk
+    from open_registry.plugins.certificates.es256 import hcert_kid, key_from_jwk
 
     for k in client.get("/.well-known/jwks.json").json()["keys"]:
         key = key_from_jwk(k)
@@ -152,9 +152,8 @@ def test_cli_verifies_smart_health_card_and_hcert_pictures(
     issued: Any, settings: Settings, tmp_path, monkeypatch
 ):
     import typer
+    from open_registry.plugins.certificates.commands import add_commands
     from typer.testing import CliRunner
-
-    from plugins.certificates.commands import add_commands
 
     client, cert = issued
     app = typer.Typer()

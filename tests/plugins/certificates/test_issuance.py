@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from open_registry.core import Settings, StartupError, create_app, open_registry
+from open_registry.core.demo import load_demo_data
+from open_registry.core.outbox import Worker, counts
+from open_registry.plugins.certificates.runtime import runtime
 
-from plugins.certificates.runtime import runtime
-from registry import Settings, StartupError, create_app, open_registry
-from registry.demo import load_demo_data
-from registry.outbox import Worker, counts
 from tests.authn import admin_client
 from tests.plugins.certificates.test_node_verifier import run_node_verifier
 
@@ -183,7 +183,7 @@ def test_revoke_suspend_and_reinstate_change_the_verdict(client: TestClient):
     listed = client.get("/api/v1/status-lists/revocation/0").json()
     assert listed["type"] == ["VerifiableCredential", "BitstringStatusListCredential"]
     verifier = runtime(client.registry).verifier  # type: ignore[attr-defined]
-    from plugins.certificates import status, suites
+    from open_registry.plugins.certificates import status, suites
 
     assert suites.verify(listed, verifier.trust.resolve).verified
     position = cert["statusIndex"] % status.LIST_SIZE
@@ -256,8 +256,7 @@ def test_keys_from_the_environment_never_touch_disk(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from plugins.certificates.keys import public_multikey, secret_multikey
+    from open_registry.plugins.certificates.keys import public_multikey, secret_multikey
 
     key = Ed25519PrivateKey.generate()
     monkeypatch.setenv("REGISTRY_CERTIFICATES_SIGNING_KEY", secret_multikey(key))
@@ -342,7 +341,7 @@ def test_bad_plugin_settings_stop_start_up(settings: Settings):
 
 
 def test_a_programme_template_shapes_its_certificates(settings: Settings, tmp_path: Path):
-    from plugins.certificates.template import DEFAULT_TEMPLATE, load_templates
+    from open_registry.plugins.certificates.template import DEFAULT_TEMPLATE, load_templates
 
     folder = tmp_path / "templates"
     folder.mkdir()
@@ -409,7 +408,7 @@ def test_private_key_files_are_refused_when_others_can_read_them(settings: Setti
         [path] = list(rt.keys.folder.glob("*.key"))
         os.chmod(path, 0o644)
         rt.keys._cached = None
-        from plugins.certificates.keystore import KeyStoreError
+        from open_registry.plugins.certificates.keystore import KeyStoreError
 
         with pytest.raises(KeyStoreError, match="chmod 600"):
             rt.keys.current()
@@ -419,9 +418,8 @@ def test_private_key_files_are_refused_when_others_can_read_them(settings: Setti
 def test_qr_and_pdf_outputs_decode_back_to_the_certificate(client: TestClient):
     import io
 
+    from open_registry.plugins.certificates import qr
     from pypdf import PdfReader
-
-    from plugins.certificates import qr
 
     vac = vaccination(client)
     deliver(client)
@@ -454,9 +452,8 @@ def test_cli_keys_and_offline_verify(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     import typer
+    from open_registry.plugins.certificates.commands import add_commands
     from typer.testing import CliRunner
-
-    from plugins.certificates.commands import add_commands
 
     app = typer.Typer()
     add_commands(app)
@@ -501,7 +498,7 @@ def test_cli_keys_and_offline_verify(
 def test_vaccinations_imported_from_csv_get_certificates_and_certificates_cannot_be_imported(
     client: TestClient, tmp_path: Path
 ):
-    from registry.imports import ImportUsageError, import_file
+    from open_registry.core.imports import ImportUsageError, import_file
 
     reg = client.registry  # type: ignore[attr-defined]
     recipients = client.get("/api/v1/recipient?limit=3").json()["items"]

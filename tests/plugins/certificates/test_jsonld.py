@@ -7,22 +7,22 @@ import re
 from typing import Any
 
 import pytest
-from pyld import jsonld as pyld
-
-from plugins.certificates import jsonld
-from plugins.certificates.jsonld import (
+from open_registry.plugins.certificates import jsonld
+from open_registry.plugins.certificates.jsonld import (
     RelativeIriError,
     UndefinedTermError,
     UnknownContextError,
     WorkLimitError,
     canonicalize,
 )
-from plugins.certificates.loader import (
+from open_registry.plugins.certificates.loader import (
     CONTEXT_DIR,
     SHIPPED_CONTEXTS,
     StaticDocumentLoader,
     default_loader,
 )
+from pyld import jsonld as pyld
+
 from tests.plugins.certificates.conftest import vaccination_credential
 
 ISSUER = "did:key:z6MkrJVnaZkeFzdQyMZu1cgjg7k1pZZ6pvBQ7XJPt4swbTQ2"

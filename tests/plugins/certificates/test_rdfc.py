@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyld import nquads as pyld_nquads
-
-from plugins.certificates.rdfc import (
+from open_registry.plugins.certificates.rdfc import (
     WorkLimitError,
     canonicalize_dataset,
     escape_iri,
     escape_literal,
 )
+from pyld import nquads as pyld_nquads
+
 from tests.plugins.certificates.conftest import FIXTURES, read_json
 
 SUITE = FIXTURES / "rdf-canon"
@@ -135,7 +135,7 @@ def test_iri_escaping() -> None:
 
 
 def test_lone_surrogate_is_refused() -> None:
-    from plugins.certificates.rdfc import CanonicalizationError
+    from open_registry.plugins.certificates.rdfc import CanonicalizationError
 
     dataset = read_nquads('_:a <urn:ex:p> "x" .\n')
     dataset["@default"][0]["object"]["value"] = "\ud800"
@@ -148,7 +148,7 @@ def test_suite_files_present() -> None:
 
 
 def test_code_point_and_utf16_orders() -> None:
-    from plugins.certificates.rdfc import UTF16, order_sensitive
+    from open_registry.plugins.certificates.rdfc import UTF16, order_sensitive
 
     text = '<urn:ex:s> <urn:ex:p> "\uff01" .\n<urn:ex:s> <urn:ex:p> "\U0001f600" .\n'
     spec = canonicalize_dataset(read_nquads(text))

@@ -16,16 +16,16 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from plugins.certificates import keys, suites
-from plugins.certificates.jsonld import UndefinedTermError, canonicalize
-from plugins.certificates.keys import ResolvedKey
-from plugins.certificates.loader import (
+from open_registry.plugins.certificates import keys, suites
+from open_registry.plugins.certificates.jsonld import UndefinedTermError, canonicalize
+from open_registry.plugins.certificates.keys import ResolvedKey
+from open_registry.plugins.certificates.loader import (
     CREDENTIALS_V1_URL,
     DATA_INTEGRITY_V2_URL,
     StaticDocumentLoader,
 )
-from plugins.certificates.results import VerificationResult
+from open_registry.plugins.certificates.results import VerificationResult
+
 from tests.plugins.certificates.conftest import (
     DIVOC,
     VECTORS,
@@ -406,7 +406,7 @@ def test_verify_accepts_a_signature_over_rdf_canonize_order(
     issuer_key: Ed25519PrivateKey, credential: dict[str, Any]
 ) -> None:
     """What a JavaScript issuer (rdf-canonize sorts UTF-16 code units) signs still verifies."""
-    from plugins.certificates.rdfc import UTF16
+    from open_registry.plugins.certificates.rdfc import UTF16
 
     credential["credentialSubject"]["name"] = ORDER_SENSITIVE_NAME
     method = keys.did_key_method(issuer_key.public_key())
@@ -426,7 +426,7 @@ def test_verify_accepts_a_signature_over_rdf_canonize_order(
 def test_sign_and_verify_leave_their_input_unchanged(
     issuer_key: Ed25519PrivateKey, credential: dict[str, Any]
 ) -> None:
-    from plugins.certificates import shortcut
+    from open_registry.plugins.certificates import shortcut
 
     before = copy.deepcopy(credential)
     method = keys.did_key_method(issuer_key.public_key())

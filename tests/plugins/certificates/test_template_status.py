@@ -7,9 +7,8 @@ import base64
 import gzip
 
 import pytest
-
-from plugins.certificates import status
-from plugins.certificates.template import CredentialTemplate, TemplateError
+from open_registry.plugins.certificates import status
+from open_registry.plugins.certificates.template import CredentialTemplate, TemplateError
 
 CONTEXT = {
     "recipient": {"name": "Asha Rao", "address": {"district": "Portview"}, "phone": None},

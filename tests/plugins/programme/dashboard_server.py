@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from open_registry.core import Settings, create_app, open_registry
+from open_registry.core.demo import load_demo_data
+from open_registry.core.outbox import Worker
 
-from registry import Settings, create_app, open_registry
-from registry.demo import load_demo_data
-from registry.outbox import Worker
 from tests.authn import auth_headers
 from tests.plugins.programme.day import simulate_day
 

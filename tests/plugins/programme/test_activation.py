@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import sqlalchemy as sa
+from open_registry.core import Settings
 
-from registry import Settings
 from tests.authn import Messages
 from tests.plugins.programme.conftest import (
     FACILITY,
@@ -129,7 +129,7 @@ def test_activation_changes_are_audited_and_the_facility_is_told(settings: Setti
 
 
 def test_the_notice_templates_render_in_every_shipped_language():
-    from plugins.adapters.notifications import _catalogs
+    from open_registry.plugins.adapters.notifications import _catalogs
 
     catalogs = _catalogs(None)
     context = {

@@ -11,10 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from open_registry.core.codec import parse_datetime
+from open_registry.plugins.programme.rollups import age_on
+from open_registry.plugins.programme.runtime import runtime
 
-from plugins.programme.rollups import age_on
-from plugins.programme.runtime import runtime
-from registry.codec import parse_datetime
 from tests.plugins.programme.conftest import (
     FACILITY,
     OTHER_FACILITY,
@@ -169,7 +169,7 @@ def test_tables_download_as_csv(ops: Ops):
 
 
 def test_csv_cells_that_look_like_formulas_are_defused():
-    from plugins.programme.analytics import Table
+    from open_registry.plugins.programme.analytics import Table
 
     text = Table("t", "T", ["a"], [["=cmd()"], ["+1"], ["ok"]]).csv()
     assert text.splitlines() == ["a", "'=cmd()", "'+1", "ok"]
@@ -212,7 +212,7 @@ def test_long_periods_read_whole_months_and_agree_with_the_days(ops: Ops):
 def test_whole_months_of_a_period():
     from datetime import date
 
-    from plugins.programme.analytics import whole_months
+    from open_registry.plugins.programme.analytics import whole_months
 
     assert whole_months(date(2026, 1, 15), date(2026, 2, 27)) is None
     assert whole_months(date(2026, 1, 1), date(2026, 1, 31)) == (
@@ -228,9 +228,8 @@ def test_whole_months_of_a_period():
 
 
 def test_rollups_can_be_rebuilt_from_the_records(ops: Ops, tmp_path):
+    from open_registry.cli.main import with_plugin_commands
     from typer.testing import CliRunner
-
-    from cli.main import with_plugin_commands
 
     ops.activate(rate=100)
     people = [p["id"] for p in ops.recipients(12)]

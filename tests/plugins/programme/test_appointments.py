@@ -185,7 +185,7 @@ def test_the_next_dose_is_suggested_after_the_certificate_and_can_be_booked(ops:
 
 
 def test_a_next_dose_message_reads_as_one():
-    from plugins.adapters.notifications import _catalogs
+    from open_registry.plugins.adapters.notifications import _catalogs
 
     record = {
         "status": "Suggested",

@@ -4,9 +4,8 @@ stays out of the way when it, the shipped schemas or the certificates plugin are
 from __future__ import annotations
 
 import pytest
-
-from plugins.programme.config import ProgrammeConfig
-from registry import Settings, StartupError, open_registry
+from open_registry.core import Settings, StartupError, open_registry
+from open_registry.plugins.programme.config import ProgrammeConfig
 
 PROGRAMME_ENTITIES = {
     "facility_programme",

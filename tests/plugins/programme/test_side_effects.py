@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry import Settings
+from open_registry.core import Settings
+
 from tests.authn import Messages as Outbox
 from tests.plugins.programme.conftest import Ops, make_ops, today
 

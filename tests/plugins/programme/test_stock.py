@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from registry import Settings
+from open_registry.core import Settings
+
 from tests.plugins.programme.conftest import (
     FACILITY,
     OTHER_FACILITY,

@@ -1,0 +1,62 @@
+"""The distribution installs one import name, `open_registry`, with every subpackage and the
+data files the code reads (templates, contexts, value sets, demo data)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.test_layers import INSTALLED
+
+ROOT = Path(__file__).parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_subpackage_is_listed_under_its_installed_name():
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    found = set()
+    for name, folder in INSTALLED.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            found.add(".".join(["open_registry", name, *rel.parts]))
+    assert found == listed
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (path,) = out.glob("open_registry-*.whl")
+    return zipfile.ZipFile(path)
+
+
+def test_the_wheel_has_one_top_level_name(wheel: zipfile.ZipFile):
+    tops = {n.split("/")[0] for n in wheel.namelist()}
+    assert tops == {"open_registry", "open_registry-0.1.0.dist-info"}
+
+
+def test_the_wheel_holds_the_data_files_and_entry_points(wheel: zipfile.ZipFile):
+    names = set(wheel.namelist())
+    for expected in (
+        "open_registry/core/py.typed",
+        "open_registry/core/demo/recipient.json",
+        "open_registry/core/templates/base.html",
+        "open_registry/entity_schemas/recipient.json",
+        "open_registry/plugins/certificates/codes/ICD.json",
+        "open_registry/plugins/certificates/contexts/credentials-v2.jsonld",
+        "open_registry/plugins/programme/schemas/schedule.json",
+    ):
+        assert expected in names, expected
+    entry_points = wheel.read("open_registry-0.1.0.dist-info/entry_points.txt").decode()
+    assert "registry = open_registry.cli.main:main" in entry_points
+    assert "certificates = open_registry.plugins.certificates.plugin" in entry_points
+    assert "open_registry = open_registry.core.testing" in entry_points
