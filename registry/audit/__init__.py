@@ -1,0 +1,1 @@
+"""The tamper-evident audit log: the hash chain, its verification and its API."""

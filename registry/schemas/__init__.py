@@ -1,0 +1,1 @@
+"""Entity schemas at run time: loading folders, the schema editor, the schema history."""
