@@ -5,7 +5,7 @@
 Generates a realistic recipient CSV (99 % valid rows, 1 % invalid: bad dates, unknown genders,
 missing names, duplicate identities), then per database:
 
-- **import**: `registry.imports.import_file` into an empty database, run in a subprocess so its
+- **import**: `registry.imports.importer.import_file` into an empty database, run in a subprocess so its
   peak memory (`ru_maxrss`) is measured alone (the worker process it starts is reported apart);
 - **baseline**: a raw driver `executemany` (SQLite, and PostgreSQL) of the same valid rows into
   the same table of another empty database, chunks of 5,000, one commit per chunk. The rows are
@@ -125,7 +125,7 @@ def generate(path: Path, rows: int, seed: int = 7) -> int:
 def child_import(url: str, data_dir: str, file: str) -> dict:
     from open_registry.core import Settings
     from open_registry.core.app import open_registry
-    from open_registry.core.imports import import_file
+    from open_registry.core.imports.importer import import_file
 
     reg = open_registry(Settings(database_url=url, data_dir=Path(data_dir), load_entrypoints=False))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -147,7 +147,12 @@ def child_baseline(url: str, data_dir: str, file: str) -> dict:
     """Raw executemany of the same valid rows (prepared first, untimed) into the same table."""
     from open_registry.core import Settings
     from open_registry.core.app import open_registry
-    from open_registry.core.imports import SQLITE_CACHE, Importer, ImportOptions, prepare_chunks
+    from open_registry.core.imports.importer import (
+        SQLITE_CACHE,
+        Importer,
+        ImportOptions,
+        prepare_chunks,
+    )
 
     reg = open_registry(Settings(database_url=url, data_dir=Path(data_dir), load_entrypoints=False))
     svc = reg.services["recipient"]

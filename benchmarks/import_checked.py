@@ -42,7 +42,7 @@ def prepare(url: str, data_dir: Path, n: int, work: Path):
     and a batch of n doses; returns (registry, the vaccinations CSV)."""
     from open_registry.core import Settings, open_registry
     from open_registry.core.demo import load_demo_data
-    from open_registry.core.imports import import_file
+    from open_registry.core.imports.importer import import_file
 
     settings = Settings(
         database_url=url,
@@ -95,7 +95,7 @@ def prepare(url: str, data_dir: Path, n: int, work: Path):
 
 
 def timed_import(url: str, data_dir: Path, n: int, work: Path, checked: bool) -> dict:
-    from open_registry.core.imports import import_file
+    from open_registry.core.imports.importer import import_file
 
     reg, file = prepare(url, data_dir, n, work)
     service = reg.services["vaccination"]

@@ -13,7 +13,7 @@ import json
 import time
 from importlib import resources
 
-from open_registry.core.schemas import default_schema_dir, load_schemas
+from open_registry.core.schemas.loading import default_schema_dir, load_schemas
 from open_registry.generators.validators import RecordValidator
 
 

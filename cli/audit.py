@@ -49,7 +49,7 @@ def verify_command(
 
       registry audit verify --database-url postgresql://registry@db/registry
     """
-    from open_registry.core.audit import verify
+    from open_registry.core.audit.chain import verify
 
     reg = open_from(database_url, data_dir, schemas, no_default_schemas)
     try:
@@ -101,7 +101,7 @@ def list_command(
 
       registry audit list --action export --from 2026-01-01 --json
     """
-    from open_registry.core.audit import AuditQuery, list_entries
+    from open_registry.core.audit.chain import AuditQuery, list_entries
 
     query = AuditQuery(
         entity=entity,

@@ -91,8 +91,8 @@ def import_command(
 
       registry import recipient people.jsonl --upsert-on identity --on-error abort
     """
-    from open_registry.core.import_rows import ImportUsageError, load_mapping
-    from open_registry.core.imports import ImportInterrupted, ImportOptions, import_file
+    from open_registry.core.imports.importer import ImportInterrupted, ImportOptions, import_file
+    from open_registry.core.imports.rows import ImportUsageError, load_mapping
 
     if on_error not in ("skip", "abort"):
         raise _fail("--on-error must be skip or abort")

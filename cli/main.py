@@ -25,7 +25,7 @@ from open_registry.cli.project import init
 from open_registry.cli.users import client_app, demo_admin, user_app
 from open_registry.cli.workers import register as register_worker_commands
 from open_registry.core import Settings, StartupError, __version__
-from open_registry.core.schemas import load_schemas, schema_folders
+from open_registry.core.schemas.loading import load_schemas, schema_folders
 from open_registry.generators.errors import SchemaError
 
 app = typer.Typer(

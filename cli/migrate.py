@@ -8,7 +8,7 @@ import typer
 from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
 from open_registry.core import migrations
 from open_registry.core.app import Registry
-from open_registry.core.audit import record_event
+from open_registry.core.audit.chain import record_event
 
 migrate_app = typer.Typer(
     help="Bring the database to the schema files through migrations (Alembic revisions).",

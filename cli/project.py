@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from open_registry.core.migrations import ensure_environment
-from open_registry.core.schemas import default_schema_dir
+from open_registry.core.schemas.loading import default_schema_dir
 
 SETTINGS = """# Registry settings. Environment variables REGISTRY_<NAME> override these.
 title = "{title}"

@@ -38,7 +38,7 @@ def _fail(exc: RegistryError) -> typer.Exit:
 
 
 def _audit(reg: object, action: str, **details: object) -> None:
-    from open_registry.core import audit
+    from open_registry.core.audit import chain as audit
 
     audit.record_event(reg.db.engine, action, actor=ACTOR, details=details)  # type: ignore[attr-defined]
 

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import typer
 from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
-from open_registry.core import deliveries, outbox
 from open_registry.core.app import Registry
+from open_registry.core.outbox import deliveries
+from open_registry.core.outbox import worker as outbox
 from open_registry.core.plugins import describe
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from open_registry.core.hookspecs import hookimpl
-from open_registry.core.schemas import default_schema_dir
+from open_registry.core.schemas.loading import default_schema_dir
 
 
 @hookimpl

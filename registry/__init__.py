@@ -5,12 +5,6 @@ __version__ = "0.1.0"
 from open_registry.core.app import Registry, StateKey, create_app, open_registry
 from open_registry.core.auth import Principal, principal_of
 from open_registry.core.codec import new_id, utcnow
-from open_registry.core.deliveries import (
-    DeliveryError,
-    PermanentDeliveryError,
-    delivery_key,
-)
-from open_registry.core.deliveries import enqueue as enqueue_delivery
 from open_registry.core.errors import (
     BadRequest,
     Conflict,
@@ -24,6 +18,12 @@ from open_registry.core.errors import (
     Unauthorized,
 )
 from open_registry.core.hookspecs import hookimpl
+from open_registry.core.outbox.deliveries import (
+    DeliveryError,
+    PermanentDeliveryError,
+    delivery_key,
+)
+from open_registry.core.outbox.deliveries import enqueue as enqueue_delivery
 from open_registry.core.settings import Settings
 
 __all__ = [

@@ -21,11 +21,10 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from open_registry.core import __version__
 from open_registry.core.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
-from open_registry.core.audit_api import add_audit_routes
+from open_registry.core.audit.api import add_audit_routes
 from open_registry.core.auth.deps import Auth, AuthMiddleware, principal_of
 from open_registry.core.auth.routes import auth_routes
 from open_registry.core.auth.tables import auth_tables
-from open_registry.core.deliveries import delivery_table
 from open_registry.core.demo import load_demo_data
 from open_registry.core.errors import (
     PROBLEM_JSON,
@@ -36,21 +35,27 @@ from open_registry.core.errors import (
     Unauthorized,
     problem_body,
 )
-from open_registry.core.imports_api import (
+from open_registry.core.imports.api import (
     add_entity_import_routes,
     add_import_routes,
     import_tables,
 )
 from open_registry.core.migrations import prepare
-from open_registry.core.outbox import Worker
-from open_registry.core.outbox_api import add_outbox_routes
+from open_registry.core.outbox.api import add_outbox_routes
+from open_registry.core.outbox.deliveries import delivery_table
+from open_registry.core.outbox.worker import Worker
 from open_registry.core.plugins import plugin_manager
 from open_registry.core.records import EntityService, build_services
-from open_registry.core.schema_history import schema_history_table
-from open_registry.core.schemas import SchemaSet, edited_schema_dir, load_schemas, schema_folders
+from open_registry.core.schemas.history import schema_history_table
+from open_registry.core.schemas.loading import (
+    SchemaSet,
+    edited_schema_dir,
+    load_schemas,
+    schema_folders,
+)
 from open_registry.core.settings import Settings
 from open_registry.core.storage import Database, build_database
-from open_registry.core.ui import add_ui_routes
+from open_registry.core.ui.pages import add_ui_routes
 from open_registry.generators.errors import SchemaError
 from open_registry.generators.openapi import PROBLEM_SCHEMA, entity_components
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -90,7 +95,7 @@ class Registry:
     on_reload: list[Callable[[set[str]], None]] = field(default_factory=list)
     #: entities whose bulk imports run the plugins' `before_write` (`register_write_checks`)
     write_checked: frozenset[str] = frozenset()
-    #: the import jobs of the import API (`registry.imports_api.ImportJobs`), once mounted
+    #: the import jobs of the import API (`registry.imports.api.ImportJobs`), once mounted
     import_jobs: Any = None
     #: users, tokens and access rules (`registry.auth.Auth`), made on first use
     _auth: Any = field(default=None, repr=False)

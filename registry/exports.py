@@ -18,8 +18,9 @@ from typing import Any, TextIO
 
 import orjson
 import sqlalchemy as sa
-from open_registry.core import audit, storage
-from open_registry.core.import_rows import LIST_SEPARATOR, Part, value_kind
+from open_registry.core import storage
+from open_registry.core.audit import chain as audit
+from open_registry.core.imports.rows import LIST_SEPARATOR, Part, value_kind
 from open_registry.core.query import Scope
 from open_registry.core.records import EntityService
 

@@ -25,7 +25,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from open_registry.core.schemas import SchemaSet
+from open_registry.core.schemas.loading import SchemaSet
 from open_registry.core.storage import Database
 from open_registry.generators.tables import UTCDateTime
 from sqlalchemy.engine import Connection

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from open_registry.core import audit, storage
+from open_registry.core import storage
+from open_registry.core.audit import chain as audit
 from open_registry.core.codec import Codec, RowLike, new_id, utcnow
 from open_registry.core.crypto import FieldCipher
 from open_registry.core.errors import Conflict, Invalid, NotFound, PreconditionFailed

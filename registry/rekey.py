@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from open_registry.core import audit, storage
+from open_registry.core import storage
+from open_registry.core.audit import chain as audit
 from open_registry.core.codec import json_value
 from open_registry.core.crypto import PREFIX, DataKeyError, key_id_of, write_key_file
 from open_registry.core.query import escape_like

@@ -19,14 +19,14 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from open_registry.core.crypto import Keyring, load_keyring
-from open_registry.core.schemas import SchemaSet
+from open_registry.core.schemas.loading import SchemaSet
 from open_registry.core.settings import Settings
 from open_registry.generators.tables import UTCDateTime, build_metadata, json_type
 from sqlalchemy.engine import Connection, Engine
 
 
 def system_tables(metadata: sa.MetaData) -> None:
-    """The audit log (a hash chain, see `registry.audit`) and the outbox, written in the same
+    """The audit log (a hash chain, see `registry.audit.chain`) and the outbox, written in the same
     transaction as every record."""
     sa.Table(
         "registry_audit",

@@ -84,3 +84,50 @@ def test_generators_use_only_stdlib_and_their_libraries():
         for n in names - stdlib - GENERATORS_MAY_IMPORT
     }
     assert extra == set()
+
+
+#: inside registry/: the data layer (storage, records, audit chain, outbox, imports' readers and
+#: writer, settings, ...) never imports the web layer (FastAPI, pages, the routes' modules)
+DATA_LAYER = (
+    "storage.py", "records.py", "codec.py", "crypto.py", "query.py", "migrations.py",
+    "settings.py", "errors.py", "plugin_settings.py", "rekey.py", "exports.py", "demo.py",
+    "audit/chain.py", "outbox/worker.py", "outbox/deliveries.py", "imports/importer.py",
+    "imports/rows.py", "imports/fast.py", "schemas/loading.py", "schemas/history.py",
+)
+WEB = ("fastapi", "starlette", "jinja2")
+WEB_MODULES = (
+    "open_registry.core.api", "open_registry.core.app", "open_registry.core.ui",
+    "open_registry.core.auth", "open_registry.core.asgi", "open_registry.core.imports.api",
+    "open_registry.core.outbox.api", "open_registry.core.audit.api",
+    "open_registry.core.schemas.editor",
+)
+
+
+def _core_imports(path: Path) -> set[str]:
+    """Modules `path` imports; `from open_registry.core import x` as `open_registry.core.x`
+    when x is a submodule, else as `open_registry.core` (the package's API: the app)."""
+    tree = ast.parse(path.read_text(), str(path))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module != "open_registry.core":
+                out.add(node.module)
+                continue
+            for a in node.names:
+                sub = ROOT / "registry" / a.name
+                is_module = sub.is_dir() or sub.with_suffix(".py").exists()
+                out.add(f"open_registry.core.{a.name}" if is_module else "open_registry.core")
+    return out
+
+
+def test_the_data_layer_never_imports_the_web_layer():
+    bad = []
+    for rel in DATA_LAYER:
+        path = ROOT / "registry" / rel
+        assert path.exists(), rel
+        for m in _core_imports(path):
+            if m.split(".")[0] in WEB or m == "open_registry.core" or m.startswith(WEB_MODULES):
+                bad.append(f"registry/{rel} imports {m}")
+    assert bad == []

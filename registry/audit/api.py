@@ -15,7 +15,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from open_registry.core.api import JSONResponse
-from open_registry.core.audit import AuditQuery, list_entries
+from open_registry.core.audit.chain import AuditQuery, list_entries
 from open_registry.core.errors import BadRequest
 
 #: The role that may read the audit log (checked by the guard).

@@ -16,7 +16,7 @@ from typing import Any
 
 import jwt
 from fastapi import Request
-from open_registry.core import audit
+from open_registry.core.audit import chain as audit
 from open_registry.core.auth.access import Access, Policy
 from open_registry.core.auth.clients import Clients
 from open_registry.core.auth.oidc import OidcVerifier

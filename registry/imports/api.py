@@ -34,8 +34,8 @@ from open_registry.core.errors import (
     NotFound,
     UnsupportedMediaType,
 )
-from open_registry.core.import_rows import ImportMapping, ImportUsageError, load_mapping
-from open_registry.core.imports import Importer, ImportOptions, Progress
+from open_registry.core.imports.importer import Importer, ImportOptions, Progress
+from open_registry.core.imports.rows import ImportMapping, ImportUsageError, load_mapping
 from open_registry.core.records import EntityService
 from open_registry.core.settings import parse_flag
 from open_registry.generators.tables import UTCDateTime, json_type

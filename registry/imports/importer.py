@@ -1,7 +1,7 @@
 """Bulk import of CSV / JSON Lines files (gzip too) into one entity, validated like API writes.
 
-A reader turns rows into checked records (`registry.import_rows`; flat CSV layouts take the
-compiled fast path of `registry.import_fast`); this module checks what needs the database
+A reader turns rows into checked records (`registry.imports.rows`; flat CSV layouts take the
+compiled fast path of `registry.imports.fast`); this module checks what needs the database
 (references, one query per reference per chunk; unique keys, against the file itself and the
 stored records) and writes in chunks, each chunk one transaction holding its rows, audit rows and
 outbox rows. A crash or Ctrl-C loses nothing already committed; a re-run with `upsert_on`
@@ -12,7 +12,7 @@ process writes (two cores: one parses, one writes). Rows are written with the da
 directly (`executemany` on SQLite, `COPY` on PostgreSQL), in the column format SQLAlchemy uses.
 
 Private fields are sealed where the rows are made (the worker, which is given the data keys over
-its pipe), with their blind index; audit entries join the hash chain (`registry.audit`) in the
+its pipe), with their blind index; audit entries join the hash chain (`registry.audit.chain`) in the
 writing transaction.
 """
 
@@ -36,7 +36,8 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from open_registry.core import audit, storage
+from open_registry.core import storage
+from open_registry.core.audit import chain as audit
 from open_registry.core.codec import (
     Codec,
     RowLike,
@@ -49,8 +50,8 @@ from open_registry.core.codec import (
 )
 from open_registry.core.crypto import DataKeys, FieldCipher, Keyring
 from open_registry.core.errors import RegistryError
-from open_registry.core.import_fast import Unsupported, compile_row_function, json_text
-from open_registry.core.import_rows import (
+from open_registry.core.imports.fast import Unsupported, compile_row_function, json_text
+from open_registry.core.imports.rows import (
     ImportMapping,
     ImportUsageError,
     JsonRecordMapper,

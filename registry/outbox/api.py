@@ -19,10 +19,11 @@ import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from open_registry.core import deliveries, outbox
 from open_registry.core.api import JSONResponse
 from open_registry.core.codec import camel, format_datetime
 from open_registry.core.errors import BadRequest, Conflict, NotFound
+from open_registry.core.outbox import deliveries
+from open_registry.core.outbox import worker as outbox
 
 #: The role that may see and retry the outbox (checked by the guard once roles exist).
 REQUIRED_ROLE = "system-admin"

@@ -9,9 +9,9 @@ see and retry. On PostgreSQL many workers (threads or processes) claim disjoint 
 `FOR UPDATE SKIP LOCKED`; on SQLite one worker runs in the app process.
 
 Side effects outside the database (an SMS, a webhook) are not made in that transaction: a plugin
-queues a delivery (`registry.deliveries.enqueue`) that commits with the `done` mark, and the same
+queues a delivery (`registry.outbox.deliveries.enqueue`) that commits with the `done` mark, and the same
 worker sends it afterwards, outside any transaction, with its own retries and a stable
-idempotency key (`registry.deliveries`).
+idempotency key (`registry.outbox.deliveries`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from open_registry.core.codec import utcnow
-from open_registry.core.deliveries import Dispatcher, backoff
+from open_registry.core.outbox.deliveries import Dispatcher, backoff
 
 log = logging.getLogger("registry.outbox")
 

@@ -31,11 +31,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from open_registry.core import audit, migrations
+from open_registry.core import migrations
+from open_registry.core.audit import chain as audit
 from open_registry.core.errors import Conflict, Invalid, NotFound
 from open_registry.core.migrations import Change, Plan
-from open_registry.core.schema_history import UI_ORIGIN, NewVersion, SchemaHistory, SchemaVersion
-from open_registry.core.schemas import SchemaSet, edited_schema_dir, with_entity
+from open_registry.core.schemas.history import UI_ORIGIN, NewVersion, SchemaHistory, SchemaVersion
+from open_registry.core.schemas.loading import SchemaSet, edited_schema_dir, with_entity
 from open_registry.generators.errors import SchemaError, SchemaIssue
 from open_registry.generators.schema import (
     DEFAULT_PRIVATE_ACCESS,

@@ -38,7 +38,7 @@ def _enrols_next(app: Any, p: Any) -> bool:
 
 def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # noqa: C901
     """Mount the sign-in and users pages through the UI's `route` decorator."""
-    from open_registry.core.ui import read_form  # the UI module imports this one
+    from open_registry.core.ui.pages import read_form  # the UI module imports this one
 
     prefix = ui.prefix
     auth = ui.registry.auth
@@ -114,7 +114,7 @@ def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # 
             return p, None
         if FACILITY_ADMIN in p.roles and p.facility:
             return p, p.facility
-        from open_registry.core.ui import SignInFirst
+        from open_registry.core.ui.pages import SignInFirst
 
         if not p.authenticated:
             raise SignInFirst()

@@ -5,7 +5,7 @@ Server-rendered (Jinja2, `registry/templates/`), usable without JavaScript: form
 validation, references, uniqueness, audit and outbox are the API's. The small `ui.js` only adds
 and removes array rows in the page (without it, those buttons ask the server for one row more or
 less). Every page asks `UI.can(request, entity, operation)` first: access control plugs in there.
-The schema editor's pages (`/ui/schemas/...`, operation "admin") are in `registry.ui_schemas`.
+The schema editor's pages (`/ui/schemas/...`, operation "admin") are in `registry.ui.schema_pages`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from open_registry.core.errors import (
 )
 from open_registry.core.i18n import COOKIE, Catalogs, Translator
 from open_registry.core.records import EntityService
-from open_registry.core.ui_auth import add_auth_pages
-from open_registry.core.ui_list import ListPage, detail_items
-from open_registry.core.ui_render import (
+from open_registry.core.ui.auth import add_auth_pages
+from open_registry.core.ui.lists import ListPage, detail_items
+from open_registry.core.ui.render import (
     MAX_REFERENCE_OPTIONS,
     FormView,
     ReferenceChoices,
@@ -43,7 +43,7 @@ from open_registry.core.ui_render import (
     flat_values,
     render_form,
 )
-from open_registry.core.ui_schemas import add_schema_routes
+from open_registry.core.ui.schema_pages import add_schema_routes
 from open_registry.generators.formdata import (
     errors_by_name,
     form_to_json,

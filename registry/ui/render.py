@@ -1,6 +1,6 @@
 """Rendering helpers of the web UI: the Jinja2 environment, a form's view and its HTML.
 
-Kept apart from the routes (`registry.ui`) so the form HTML of any entity can be rendered
+Kept apart from the routes (`registry.ui.pages`) so the form HTML of any entity can be rendered
 without a database or an app (the snapshot tests do exactly that).
 """
 

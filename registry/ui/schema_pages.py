@@ -1,7 +1,7 @@
 """The schema editor's pages under `/ui/schemas`: see every schema and its history, add an entity,
 add or edit a field through a form or edit the JSON, preview the migration, confirm it.
 
-Every change goes through `registry.schema_editor.SchemaEditor` (checked like a schema file,
+Every change goes through `registry.schemas.editor.SchemaEditor` (checked like a schema file,
 planned like `registry migrate`, refused when destructive or stale). Pages ask
 `UI.can(request, entity, "admin")` (entity None for the list and a new entity). Without
 JavaScript everything works; `schemas.js` only checks the JSON as it is typed.
@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup, escape
 from open_registry.core.api import JSONResponse
 from open_registry.core.errors import NotFound
-from open_registry.core.schema_editor import (
+from open_registry.core.schemas.editor import (
     NEW_BASE,
     EditConflict,
     MigrationRefused,
@@ -27,8 +27,8 @@ from open_registry.core.schema_editor import (
     pretty,
     version_diff,
 )
-from open_registry.core.schema_history import SchemaVersion
-from open_registry.core.ui_schema_forms import (
+from open_registry.core.schemas.history import SchemaVersion
+from open_registry.core.ui.schema_forms import (
     FORMATS,
     OTHER,
     TYPES,
@@ -46,7 +46,7 @@ from open_registry.generators.schema import EntitySchema
 from starlette.concurrency import run_in_threadpool
 
 if TYPE_CHECKING:
-    from open_registry.core.ui import UI, Page
+    from open_registry.core.ui.pages import UI, Page
 
 Route = Callable[[str, list[str]], Callable[[Any], Any]]
 
@@ -257,7 +257,7 @@ def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:  # noqa: C901
     max_bytes = registry.settings.max_body_bytes
 
     async def form(page: Page) -> dict[str, str]:
-        from open_registry.core.ui import read_form  # registry.ui imports this module
+        from open_registry.core.ui.pages import read_form  # registry.ui imports this module
 
         return dict(await read_form(page.request, max_bytes))
 

@@ -206,7 +206,7 @@ def test_exports_hold_only_the_rows_and_fields_the_caller_may_read(registry, htt
     assert http.get("/api/v1/recipient/export").status_code == 401
     by_identity = http.get(f"/api/v1/recipient/export?identity={IDENTITY}", headers=staff)
     assert by_identity.status_code == 403
-    from open_registry.core.audit import AuditQuery, list_entries
+    from open_registry.core.audit.chain import AuditQuery, list_entries
 
     items, _ = list_entries(registry.db.engine, AuditQuery(action="export"))
     assert items[0]["actor"] == "user:test-admin" or items[0]["actor"].startswith("user:")

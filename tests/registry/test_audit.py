@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from open_registry.core.audit import verify
+from open_registry.core.audit.chain import verify
 from open_registry.core.exports import export
-from open_registry.core.imports import import_file
+from open_registry.core.imports.importer import import_file
 
 from tests.registry.test_api import assert_problem, demo_record
 from tests.registry.test_privacy import person
@@ -102,7 +102,7 @@ def test_edited_fields_and_time_are_found(registry: Any, tmp_path: Path):
 def test_an_entry_edited_with_its_hash_recomputed_breaks_the_next_link(
     registry: Any, tmp_path: Path
 ):
-    from open_registry.core.audit import at_text, entry_hash, fields_json
+    from open_registry.core.audit.chain import at_text, entry_hash, fields_json
 
     many_writes(registry, tmp_path)
     all_seqs = seqs(registry)
@@ -279,8 +279,8 @@ def test_a_cursor_of_the_other_order_is_refused(client: TestClient, registry: An
 
 
 def test_schema_changes_and_exports_are_audit_entries(registry: Any):
-    from open_registry.core.audit import AuditQuery, list_entries
-    from open_registry.core.schema_editor import SchemaEditor
+    from open_registry.core.audit.chain import AuditQuery, list_entries
+    from open_registry.core.schemas.editor import SchemaEditor
 
     editor = SchemaEditor(registry)
     doc = editor.document("vaccine")

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from open_registry.core.demo import _order, load_demo_data
 from open_registry.core.errors import BadRequest
 from open_registry.core.exports import cell, export
-from open_registry.core.imports import import_file
+from open_registry.core.imports.importer import import_file
 
 SHIPPED = ["program", "vaccine", "facility", "vaccinator", "recipient"]
 

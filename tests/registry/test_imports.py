@@ -14,9 +14,8 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from open_registry.core.import_fast import Unsupported, compile_row_function
-from open_registry.core.import_rows import ImportMapping, RecordBuilder, plan_columns
-from open_registry.core.imports import (
+from open_registry.core.imports.fast import Unsupported, compile_row_function
+from open_registry.core.imports.importer import (
     ImportInterrupted,
     ImportUsageError,
     _Preparer,
@@ -24,7 +23,8 @@ from open_registry.core.imports import (
     import_file,
     load_mapping,
 )
-from open_registry.core.schemas import default_schema_dir, load_schemas
+from open_registry.core.imports.rows import ImportMapping, RecordBuilder, plan_columns
+from open_registry.core.schemas.loading import default_schema_dir, load_schemas
 from open_registry.generators.schema import parse_entity_schema
 from open_registry.generators.validators import RecordValidator
 

@@ -251,7 +251,7 @@ class CheckedImportsPlugin(QuotaPlugin):
 def test_register_write_checks_has_imports_checked_row_by_row(
     settings: Settings, tmp_path: Path, checked: bool
 ):
-    from open_registry.core.imports import import_file
+    from open_registry.core.imports.importer import import_file
 
     plugin = CheckedImportsPlugin() if checked else QuotaPlugin()
     reg = open_registry(settings, plugins=[plugin])

@@ -1,4 +1,4 @@
-"""The schema editor (`registry.schema_editor`, pages in `registry.ui_schemas`) over HTTP, on SQLite
+"""The schema editor (`registry.schemas.editor`, pages in `registry.ui.schema_pages`) over HTTP, on SQLite
 and PostgreSQL: a change is checked, previewed with its migration, applied only when confirmed,
 served at once without a restart, kept in the history, and refused when invalid, destructive or
 stale, with nothing applied."""
@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from open_registry.core import create_app, migrations
 from open_registry.core.app import Registry, open_registry
 from open_registry.core.demo import load_demo_data
-from open_registry.core.schema_history import HISTORY_TABLE
-from open_registry.core.schemas import default_schema_dir, edited_schema_dir, load_schemas
+from open_registry.core.schemas.history import HISTORY_TABLE
+from open_registry.core.schemas.loading import default_schema_dir, edited_schema_dir, load_schemas
 
 from tests.authn import admin_client
 

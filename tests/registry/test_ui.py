@@ -1,4 +1,4 @@
-"""The web UI (`registry.ui`) over HTTP, on SQLite and PostgreSQL, and snapshots of its forms.
+"""The web UI (`registry.ui.pages`) over HTTP, on SQLite and PostgreSQL, and snapshots of its forms.
 
 The form HTML of every shipped entity is snapshotted in `tests/registry/snapshots/forms/`. A change
 to `generators/forms.py`, the templates or a shipped schema that alters a form fails
@@ -20,9 +20,9 @@ from fastapi.testclient import TestClient
 from open_registry.core import create_app
 from open_registry.core.app import Registry
 from open_registry.core.i18n import Catalogs, parse_accept_language
-from open_registry.core.schemas import default_schema_dir, load_schemas
-from open_registry.core.ui import add_ui_routes
-from open_registry.core.ui_render import FormView, ReferenceChoices, build_environment, render_form
+from open_registry.core.schemas.loading import default_schema_dir, load_schemas
+from open_registry.core.ui.pages import add_ui_routes
+from open_registry.core.ui.render import FormView, ReferenceChoices, build_environment, render_form
 from open_registry.generators.forms import form_fields
 
 from tests.authn import admin_client

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from open_registry.core import Settings, create_app
-from open_registry.core.ui import add_ui_routes
+from open_registry.core.ui.pages import add_ui_routes
 
 PASSWORD = "browser-test-password"
 FACILITY = "NL-HLC-02"

@@ -20,9 +20,9 @@ from open_registry.core import (
     utcnow,
 )
 from open_registry.core.app import Registry
-from open_registry.core.deliveries import Dispatcher, counts
 from open_registry.core.hookspecs import hookimpl
-from open_registry.core.outbox import Worker
+from open_registry.core.outbox.deliveries import Dispatcher, counts
+from open_registry.core.outbox.worker import Worker
 from open_registry.plugins.adapters.http import verify_signature
 
 from tests.authn import admin_client

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from open_registry.core import Settings, StartupError, create_app, open_registry
 from open_registry.core.demo import load_demo_data
-from open_registry.core.outbox import Worker, counts
+from open_registry.core.outbox.worker import Worker, counts
 from open_registry.plugins.certificates.runtime import runtime
 
 from tests.authn import admin_client
@@ -498,7 +498,7 @@ def test_cli_keys_and_offline_verify(
 def test_vaccinations_imported_from_csv_get_certificates_and_certificates_cannot_be_imported(
     client: TestClient, tmp_path: Path
 ):
-    from open_registry.core.imports import ImportUsageError, import_file
+    from open_registry.core.imports.importer import ImportUsageError, import_file
 
     reg = client.registry  # type: ignore[attr-defined]
     recipients = client.get("/api/v1/recipient?limit=3").json()["items"]

@@ -177,7 +177,7 @@ def test_parallel_first_writes_of_a_registry_without_an_app_create_the_tables_on
 def test_an_import_racing_parallel_vaccinations_keeps_the_rate(pg_ops: Ops, tmp_path: Any):
     """A CSV import of 25 vaccinations runs while 25 other people are vaccinated through the
     API, against a rate of 20: exactly 20 are recorded, whoever gets there first."""
-    from open_registry.core.imports import import_file
+    from open_registry.core.imports.importer import import_file
 
     from tests.plugins.programme.conftest import VACCINATOR, VACCINE, at, today
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from open_registry.core.imports import ImportOptions, import_file
+from open_registry.core.imports.importer import ImportOptions, import_file
 
 from tests.plugins.programme.conftest import (
     FACILITY,
