@@ -5,8 +5,9 @@
 Generates a realistic recipient CSV (99 % valid rows, 1 % invalid: bad dates, unknown genders,
 missing names, duplicate identities), then per database:
 
-- **import**: `registry.imports.importer.import_file` into an empty database, run in a subprocess so its
-  peak memory (`ru_maxrss`) is measured alone (the worker process it starts is reported apart);
+- **import**: `registry.imports.importer.import_file` into an empty database, run in a
+  subprocess so its peak memory (`ru_maxrss`) is measured alone (the worker process it starts
+  is reported apart);
 - **baseline**: a raw driver `executemany` (SQLite, and PostgreSQL) of the same valid rows into
   the same table of another empty database, chunks of 5,000, one commit per chunk. The rows are
   prepared by the import's own reader beforehand; only the inserts and commits are timed.

@@ -9,8 +9,8 @@ see and retry. On PostgreSQL many workers (threads or processes) claim disjoint 
 `FOR UPDATE SKIP LOCKED`; on SQLite one worker runs in the app process.
 
 Side effects outside the database (an SMS, a webhook) are not made in that transaction: a plugin
-queues a delivery (`registry.outbox.deliveries.enqueue`) that commits with the `done` mark, and the same
-worker sends it afterwards, outside any transaction, with its own retries and a stable
+queues a delivery (`registry.outbox.deliveries.enqueue`) that commits with the `done` mark,
+and the same worker sends it afterwards, outside any transaction, with its own retries and a stable
 idempotency key (`registry.outbox.deliveries`).
 """
 

@@ -1,7 +1,7 @@
-"""The schema editor (`registry.schemas.editor`, pages in `registry.ui.schema_pages`) over HTTP, on SQLite
-and PostgreSQL: a change is checked, previewed with its migration, applied only when confirmed,
-served at once without a restart, kept in the history, and refused when invalid, destructive or
-stale, with nothing applied."""
+"""The schema editor (`registry.schemas.editor`, pages in `registry.ui.schema_pages`) over HTTP,
+on SQLite and PostgreSQL: a change is checked, previewed with its migration, applied only when
+confirmed, served at once without a restart, kept in the history, and refused when invalid,
+destructive or stale, with nothing applied."""
 
 from __future__ import annotations
 
