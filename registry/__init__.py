@@ -1,7 +1,5 @@
 """The registry runtime. This module's names are the public API that plugins and the CLI use."""
 
-__version__ = "0.1.0"
-
 from open_registry.core.app import Registry, StateKey, create_app, open_registry
 from open_registry.core.auth import Principal, principal_of
 from open_registry.core.codec import new_id, utcnow
@@ -25,6 +23,7 @@ from open_registry.core.outbox.deliveries import (
 )
 from open_registry.core.outbox.deliveries import enqueue as enqueue_delivery
 from open_registry.core.settings import Settings
+from open_registry.core.version import __version__
 
 __all__ = [
     "BadRequest",

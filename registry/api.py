@@ -26,19 +26,13 @@ from open_registry.core.errors import (
 )
 from open_registry.core.query import Scope, Search
 from open_registry.core.records import EntityService, Page
+from open_registry.core.responses import JSONResponse
 from open_registry.generators.openapi import component_name, filter_parameters
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
 API_PREFIX = "/api/v1"
 JSON_TYPES = ("application/json", "application/merge-patch+json")
-
-
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 def etag(version: int) -> str:

@@ -103,10 +103,10 @@ WEB_MODULES = (
 )
 
 
-def _core_imports(path: Path) -> set[str]:
+def _core_imports(path: Path, tree: ast.AST | None = None) -> set[str]:
     """Modules `path` imports; `from open_registry.core import x` as `open_registry.core.x`
     when x is a submodule, else as `open_registry.core` (the package's API: the app)."""
-    tree = ast.parse(path.read_text(), str(path))
+    tree = tree or ast.parse(path.read_text(), str(path))
     out: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -131,3 +131,51 @@ def test_the_data_layer_never_imports_the_web_layer():
             if m.split(".")[0] in WEB or m == "open_registry.core" or m.startswith(WEB_MODULES):
                 bad.append(f"registry/{rel} imports {m}")
     assert bad == []
+
+
+def _module_of(path: Path) -> str:
+    rel = path.relative_to(ROOT / "registry").with_suffix("")
+    parts = [p for p in rel.parts if p != "__init__"]
+    return ".".join(["open_registry", "core", *parts])
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """`_core_imports` without what only type checkers read (`if TYPE_CHECKING:` blocks)."""
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = [ast.Pass()]
+    return _core_imports(path, tree)
+
+
+def test_registry_has_no_import_cycles():
+    """Not even through imports inside functions: a cycle hidden that way still ties the two
+    modules together (DESIGN.md: the data layer never needs the web layer)."""
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "registry").rglob("*.py"):
+        me = _module_of(path)
+        graph[me] = {
+            m for m in _runtime_imports(path) if m.startswith("open_registry.core") and m != me
+        }
+    modules = set(graph)
+    for me, deps in graph.items():  # an import of a module's name means that module
+        graph[me] = {d if d in modules else d.rsplit(".", 1)[0] for d in deps} & modules
+    cycles = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join([*stack[stack.index(dep):], dep]))
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert cycles == []

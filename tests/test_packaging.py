@@ -3,6 +3,7 @@ data files the code reads (templates, contexts, value sets, demo data)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -30,11 +31,14 @@ def test_every_subpackage_is_listed_under_its_installed_name():
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
+    had_build = (ROOT / "build").exists()
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)],
         check=True,
         capture_output=True,
     )
+    if not had_build:  # setuptools builds in the source folder: leave it as it was
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
     (path,) = out.glob("open_registry-*.whl")
     return zipfile.ZipFile(path)
 

@@ -13,8 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from open_registry.core import RegistryError, principal_of
 from open_registry.core.auth.routes import set_session
-from open_registry.core.ui.pages import read_form, rows_changed, same_origin
+from open_registry.core.ui.pages import rows_changed
 from open_registry.core.ui.render import FormView, render_form
+from open_registry.core.ui.requests import read_form, same_origin
 from open_registry.generators.formdata import errors_by_name, form_to_json
 from open_registry.plugins.programme import enrolment
 from open_registry.plugins.programme.access import RECIPIENT

@@ -25,7 +25,8 @@ from open_registry.core.auth.principal import ANONYMOUS, Principal
 from open_registry.core.auth.ratelimit import RateLimiter
 from open_registry.core.auth.tokens import SESSION_COOKIE, TokenRefused, Tokens
 from open_registry.core.auth.users import Users
-from open_registry.core.errors import PROBLEM_JSON
+from open_registry.core.errors import PROBLEM_JSON, problem_body
+from open_registry.core.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -115,9 +116,6 @@ def principal_of(request: Request) -> Principal:
 
 
 def _problem(status: int, title: str, detail: str, headers: dict[str, str]) -> Any:
-    from open_registry.core.api import JSONResponse  # the API's JSON response class
-    from open_registry.core.errors import problem_body
-
     resp = JSONResponse(
         problem_body(status, title, detail, slug="unauthorized"),
         status_code=status,

@@ -20,6 +20,7 @@ from open_registry.core.auth.principal import (
 from open_registry.core.auth.routes import otp_login, otp_send, password_login, set_session
 from open_registry.core.auth.tokens import SESSION_COOKIE
 from open_registry.core.errors import NotFound, RegistryError
+from open_registry.core.ui.requests import SignInFirst, read_form
 from starlette.concurrency import run_in_threadpool
 
 
@@ -38,7 +39,6 @@ def _enrols_next(app: Any, p: Any) -> bool:
 
 def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # noqa: C901
     """Mount the sign-in and users pages through the UI's `route` decorator."""
-    from open_registry.core.ui.pages import read_form  # the UI module imports this one
 
     prefix = ui.prefix
     auth = ui.registry.auth
@@ -114,8 +114,6 @@ def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # 
             return p, None
         if FACILITY_ADMIN in p.roles and p.facility:
             return p, p.facility
-        from open_registry.core.ui.pages import SignInFirst
-
         if not p.authenticated:
             raise SignInFirst()
         raise NotFound("users")

@@ -11,10 +11,9 @@ The schema editor's pages (`/ui/schemas/...`, operation "admin") are in `registr
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -31,7 +30,7 @@ from open_registry.core.errors import (
     PreconditionFailed,
     RegistryError,
 )
-from open_registry.core.i18n import COOKIE, Catalogs, Translator
+from open_registry.core.i18n import COOKIE, Catalogs
 from open_registry.core.records import EntityService
 from open_registry.core.ui.auth import add_auth_pages
 from open_registry.core.ui.lists import ListPage, detail_items
@@ -43,6 +42,7 @@ from open_registry.core.ui.render import (
     flat_values,
     render_form,
 )
+from open_registry.core.ui.requests import Page, SignInFirst, read_form, same_origin
 from open_registry.core.ui.schema_pages import add_schema_routes
 from open_registry.generators.formdata import (
     errors_by_name,
@@ -64,20 +64,6 @@ from starlette.concurrency import run_in_threadpool
 UI_PREFIX = "/ui"
 #: `?notice=` keys a page may show (`notice.<key>` in the catalogs)
 NOTICES = ("created", "saved", "deleted", "schema_saved", "user_added")
-FORM_TYPE = "application/x-www-form-urlencoded"
-
-
-class SignInFirst(Exception):
-    """An anonymous visitor asked for a page that needs a signed-in user."""
-
-
-@dataclass
-class Page:
-    """One request's view of the UI: its locale and translator."""
-
-    request: Request
-    locale: str
-    t: Translator
 
 
 class UI:
@@ -278,26 +264,6 @@ class UI:
             current_url=f"{base}/{record['id']}" if record and conflict else None,
             form_html=render_form(self.env, view, page.t, action=action, version=version),
         )
-
-
-async def read_form(request: Request, max_bytes: int) -> list[tuple[str, str]]:
-    """The submitted `application/x-www-form-urlencoded` body as (name, value) pairs."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != FORM_TYPE:
-        raise BadRequest(f"send the form as {FORM_TYPE}")
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise BadRequest(f"the form is larger than {max_bytes} bytes")
-    return parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-
-
-def same_origin(request: Request) -> bool:
-    """Refuse form posts made by other sites' pages (a browser always sends Origin on POST)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return True
-    host = request.headers.get("host", "")
-    return origin.split("://", 1)[-1] == host
 
 
 def rows_changed(pairs: list[tuple[str, str]]) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from open_registry.core.schemas.editor import (
     version_diff,
 )
 from open_registry.core.schemas.history import SchemaVersion
+from open_registry.core.ui.requests import Page, read_form
 from open_registry.core.ui.schema_forms import (
     FORMATS,
     OTHER,
@@ -46,7 +47,7 @@ from open_registry.generators.schema import EntitySchema
 from starlette.concurrency import run_in_threadpool
 
 if TYPE_CHECKING:
-    from open_registry.core.ui.pages import UI, Page
+    from open_registry.core.ui.pages import UI
 
 Route = Callable[[str, list[str]], Callable[[Any], Any]]
 
@@ -257,8 +258,6 @@ def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:  # noqa: C901
     max_bytes = registry.settings.max_body_bytes
 
     async def form(page: Page) -> dict[str, str]:
-        from open_registry.core.ui.pages import read_form  # registry.ui imports this module
-
         return dict(await read_form(page.request, max_bytes))
 
     @route("/schemas", ["GET"])
