@@ -46,14 +46,15 @@ import httpx
 import orjson
 import sqlalchemy as sa
 from fastapi import FastAPI, Request, Response
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
 from open_registry.core import Settings, create_app, storage
 from open_registry.core.app import Registry, open_registry
 from open_registry.core.codec import new_id
 from open_registry.core.demo import load_demo_data
 from open_registry.generators.formats import FORMATS
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
 
 ENTITY = "facility"
 GEN_BASE = f"/api/v1/{ENTITY}"

@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+
 from open_registry.core import Settings, create_app, open_registry  # noqa: E402
 from open_registry.core.demo import load_demo_data  # noqa: E402
 from open_registry.plugins.programme.analytics import TABLES, Analytics, Period  # noqa: E402

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
+
 from open_registry.core import Settings, open_registry  # noqa: E402
 from open_registry.core.demo import load_demo_data  # noqa: E402
 from open_registry.core.outbox.worker import Worker  # noqa: E402

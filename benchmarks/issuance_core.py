@@ -40,9 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from pyld.__about__ import __version__ as pyld_version  # noqa: E402
+
 from open_registry.plugins.certificates import jsonld, keys, shortcut, suites  # noqa: E402
 from open_registry.plugins.certificates.loader import CREDENTIALS_V2_URL, VACCINATION_CONTEXT_URL  # noqa: E402
-from pyld.__about__ import __version__ as pyld_version  # noqa: E402
 
 NAMES = ["Bhaya Mitra", "Zoë Ñandú", "李小龙", "Ngozi Okonkwo-Adebayo", "Łukasz Żółć", "أحمد"]
 

@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 import segno  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from open_registry.plugins.certificates import keys, pdf, qr, shortcut, suites  # noqa: E402
 
+from open_registry.plugins.certificates import keys, pdf, qr, shortcut, suites  # noqa: E402
 from tests.plugins.certificates.conftest import DIVOC, VACCINATION_CREDENTIAL  # noqa: E402
 
 NAMES = ["Bhaya Mitra", "Zoë Dupont", "Ngozi Okonkwo-Adebayo", "José Álvarez", "Anh Nguyen"]

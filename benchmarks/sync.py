@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from open_registry.core import Settings, open_registry
 from open_registry.plugins.adapters import sync
-
 from tests.plugins.adapters.servers import Loopback, Reply, Request
 
 

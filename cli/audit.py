@@ -11,6 +11,7 @@ from typing import Annotated
 
 import orjson
 import typer
+
 from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
 
 audit_app = typer.Typer(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+
 from open_registry.cli.options import (
     DatabaseOpt,
     DataDirOpt,

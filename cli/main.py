@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from open_registry.cli.audit import audit_app
 from open_registry.cli.data import register as register_data_commands
 from open_registry.cli.datakeys import data_key_app

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from open_registry.core import Settings
 
 DatabaseOpt = Annotated[

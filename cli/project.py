@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from open_registry.core.migrations import ensure_environment
 from open_registry.core.schemas.loading import default_schema_dir
 

@@ -9,8 +9,9 @@ import os
 from typing import Any
 
 import typer
-from open_registry.cli.main import with_plugin_commands
 from typer.testing import CliRunner
+
+from open_registry.cli.main import with_plugin_commands
 
 
 def _paths(cmd: Any, prefix: list[str]) -> list[list[str]]:

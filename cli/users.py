@@ -12,6 +12,7 @@ from typing import Annotated
 
 import orjson
 import typer
+
 from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
 from open_registry.core.auth.principal import ROLES, SCOPES
 from open_registry.core.errors import RegistryError

@@ -7,6 +7,7 @@ import threading
 from typing import Annotated, Any
 
 import typer
+
 from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
 from open_registry.core.app import Registry
 from open_registry.core.outbox import deliveries

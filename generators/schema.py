@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema.validators import Draft202012Validator
+
 from open_registry.generators import opensaber
 from open_registry.generators.errors import SchemaError, SchemaIssue, pointer
 from open_registry.generators.memo import ContentCache, canonical_key

@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from open_registry.generators.schema import EntitySchema, Field
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
+
+from open_registry.generators.schema import EntitySchema, Field
 
 # System column names (the API shows them camel-cased, see `SYSTEM_COLUMNS`).
 SYSTEM_COLUMNS = {

@@ -22,6 +22,7 @@ import fastjsonschema
 from jsonschema import FormatChecker
 from jsonschema.exceptions import ValidationError
 from jsonschema.validators import Draft202012Validator, extend
+
 from open_registry.generators.errors import pointer
 from open_registry.generators.formats import FORMATS
 from open_registry.generators.memo import ContentCache, canonical_key

@@ -13,6 +13,9 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute
+
 from open_registry.core.auth.access import Access, Policy
 from open_registry.core.auth.deps import principal_of
 from open_registry.core.errors import (
@@ -28,8 +31,6 @@ from open_registry.core.query import Scope, Search
 from open_registry.core.records import EntityService, Page
 from open_registry.core.responses import JSONResponse
 from open_registry.generators.openapi import component_name, filter_parameters
-from starlette.concurrency import run_in_threadpool
-from starlette.routing import BaseRoute
 
 API_PREFIX = "/api/v1"
 JSON_TYPES = ("application/json", "application/merge-patch+json")

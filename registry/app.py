@@ -19,6 +19,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from open_registry.core.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
 from open_registry.core.audit.api import add_audit_routes
 from open_registry.core.auth.deps import Auth, AuthMiddleware, principal_of
@@ -58,7 +60,6 @@ from open_registry.core.ui.pages import add_ui_routes
 from open_registry.core.version import __version__
 from open_registry.generators.errors import SchemaError
 from open_registry.generators.openapi import PROBLEM_SCHEMA, entity_components
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("registry")
 

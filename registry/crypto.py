@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from open_registry.core.errors import RegistryError
 
 log = logging.getLogger("registry")

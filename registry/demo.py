@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 import sqlalchemy as sa
+
 from open_registry.core import storage
 
 log = logging.getLogger("registry")

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 import orjson
 import sqlalchemy as sa
+
 from open_registry.core import storage
 from open_registry.core.audit import chain as audit
 from open_registry.core.imports.rows import LIST_SEPARATOR, Part, value_kind

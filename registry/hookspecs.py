@@ -14,9 +14,10 @@ if TYPE_CHECKING:  # types only: the hooks' arguments
     from pathlib import Path
 
     from fastapi import APIRouter, FastAPI
+    from sqlalchemy.engine import Connection
+
     from open_registry.core.app import Registry
     from open_registry.core.settings import Settings
-    from sqlalchemy.engine import Connection
 
 PROJECT = "open_registry"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -25,10 +25,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
 from open_registry.core.schemas.loading import SchemaSet
 from open_registry.core.storage import Database
 from open_registry.generators.tables import UTCDateTime
-from sqlalchemy.engine import Connection
 
 log = logging.getLogger("registry")
 

@@ -11,6 +11,7 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
+
 from open_registry.core import hookspecs
 from open_registry.core.hookspecs import PROJECT
 

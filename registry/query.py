@@ -22,11 +22,12 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+
 from open_registry.core.codec import Codec, RowLike, format_datetime, parse_datetime
 from open_registry.core.errors import BadRequest
 from open_registry.generators.query_ops import OPERATORS
 from open_registry.generators.schema import EntitySchema, field_kind, walk_path
-from sqlalchemy.dialects.postgresql import ARRAY
 
 RESERVED_PARAMS = frozenset({"limit", "cursor", "sort", "count"})
 SORTABLE_SYSTEM = {

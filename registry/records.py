@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
 from open_registry.core import storage
 from open_registry.core.audit import chain as audit
 from open_registry.core.codec import Codec, RowLike, new_id, utcnow
@@ -19,8 +22,6 @@ from open_registry.core.query import Scope, Search, SearchParser, SqlBuilder, en
 from open_registry.core.storage import Database
 from open_registry.generators.schema import SYSTEM_FIELDS, EntitySchema, Reference
 from open_registry.generators.validators import FieldError, RecordValidator
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 #: A caller's rules for a write (see `registry.auth.access`): (stored record or None, the body
 #: sent, the record about to be written) -> the record to write; raises to refuse.

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+
 from open_registry.core import storage
 from open_registry.core.audit import chain as audit
 from open_registry.core.codec import json_value

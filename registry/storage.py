@@ -18,11 +18,12 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
 from open_registry.core.crypto import Keyring, load_keyring
 from open_registry.core.schemas.loading import SchemaSet
 from open_registry.core.settings import Settings
 from open_registry.generators.tables import UTCDateTime, build_metadata, json_type
-from sqlalchemy.engine import Connection, Engine
 
 
 def system_tables(metadata: sa.MetaData) -> None:

@@ -35,13 +35,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from sqlalchemy.schema import CreateIndex, CreateTable
+
 from open_registry.core.app import Registry, create_app, open_registry
 from open_registry.core.auth import Principal
 from open_registry.core.hookspecs import hookimpl
 from open_registry.core.schemas.loading import SchemaSet
 from open_registry.core.settings import Settings
 from open_registry.core.storage import Database
-from sqlalchemy.schema import CreateIndex, CreateTable
 
 # -- callers -------------------------------------------------------------------------------------
 

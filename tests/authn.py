@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
+
 from open_registry.core.testing import Messages, auth_headers, token_for
 
 __all__ = ["Messages", "admin_client", "auth_headers", "token_for"]

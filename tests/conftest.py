@@ -17,14 +17,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import open_registry.core.app as registry_app
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+
+import open_registry.core.app as registry_app
 from open_registry.core import Settings, create_app
 from open_registry.core.app import Registry, open_registry
 from open_registry.core.testing import TemplateDatabases
-
 from tests.authn import admin_client
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -29,6 +29,7 @@ import orjson
 import sqlalchemy as sa
 from fastapi import Request
 from fastapi.responses import Response
+
 from open_registry.core import (
     DeliveryError,
     NotFound,

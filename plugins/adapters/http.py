@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+
 from open_registry.core.plugin_settings import PluginSettingError
 
 DEFAULT_TIMEOUT = 10.0

@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 from jinja2 import ChainableUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
+
 from open_registry.core import (
     DeliveryError,
     PermanentDeliveryError,

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from fastapi import Request
+
 from open_registry.core import (
     NotFound,
     PermanentDeliveryError,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+
 from open_registry.core import Invalid, RegistryError
 
 #: the actor written in the audit log for synced records

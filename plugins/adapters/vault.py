@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+
 from open_registry.core import (
     DeliveryError,
     NotFound,

@@ -25,6 +25,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import orjson
+
 from open_registry.core import (
     DeliveryError,
     NotFound,

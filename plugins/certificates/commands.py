@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from open_registry.core import Settings, StartupError, open_registry
 
 DataDirOpt = Annotated[

@@ -22,6 +22,7 @@ from typing import Any
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from open_registry.plugins.certificates.es256 import sign_raw, verify_raw
 from open_registry.plugins.certificates.fhir import HealthRecord, code_list, lookup
 

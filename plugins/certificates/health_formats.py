@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from open_registry.core import NotFound
 from open_registry.plugins.certificates import hcert, shc
 from open_registry.plugins.certificates.es256 import hcert_kid

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+
 from open_registry.core import Conflict, new_id
 from open_registry.plugins.certificates import shortcut, suites
 from open_registry.plugins.certificates.config import CertificatesConfig

@@ -15,6 +15,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from pyld.identifier_issuer import IdentifierIssuer
+from pyld.jsonld import JsonLdError as PyldError
+from pyld.jsonld import JsonLdProcessor
+
 from open_registry.plugins.certificates.loader import (
     StaticDocumentLoader,
     UnknownContextError,
@@ -28,9 +32,6 @@ from open_registry.plugins.certificates.rdfc import (
     WorkLimitError,
     canonicalize_dataset,
 )
-from pyld.identifier_issuer import IdentifierIssuer
-from pyld.jsonld import JsonLdError as PyldError
-from pyld.jsonld import JsonLdProcessor
 
 __all__ = [
     "CanonicalizationError",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from open_registry.plugins.certificates.keys import (
     KeyFormatError,
     ResolvedKey,

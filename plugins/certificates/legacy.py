@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
 from open_registry.plugins.certificates.jsonld import canonicalize
 from open_registry.plugins.certificates.loader import SECURITY_V2_URL, StaticDocumentLoader
 from open_registry.plugins.certificates.results import VerificationResult, failed

@@ -33,6 +33,7 @@ from fontTools import ttLib
 from fpdf import FPDF, FontFace, TextStyle
 from fpdf.errors import FPDFException
 from jinja2.sandbox import SandboxedEnvironment
+
 from open_registry.plugins.certificates import qr
 
 TEMPLATES = Path(__file__).parent / "templates"

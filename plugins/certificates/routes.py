@@ -19,6 +19,8 @@ from threading import Lock
 from typing import Any, Literal, overload
 
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
 from open_registry.core import BadRequest, Forbidden, Invalid, NotFound, Unauthorized, principal_of
 from open_registry.core.api import JSONResponse, read_json
 from open_registry.plugins.certificates import health_formats, shortcut, suites
@@ -29,7 +31,6 @@ from open_registry.plugins.certificates.results import SigningError
 from open_registry.plugins.certificates.runtime import Certificates, runtime
 from open_registry.plugins.certificates.status import PURPOSES
 from open_registry.plugins.certificates.verifier import VALID
-from starlette.concurrency import run_in_threadpool
 
 LD_JSON = "application/ld+json"
 #: who may revoke, suspend and reinstate: administrators, and a facility's admin for the

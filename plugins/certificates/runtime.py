@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+
 from open_registry.core import Registry, StateKey
 from open_registry.plugins.certificates import status, suites
 from open_registry.plugins.certificates.config import CertificatesConfig

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from open_registry.plugins.certificates.es256 import b64url, sign_raw, unb64url, verify_raw
 from open_registry.plugins.certificates.fhir import HealthRecord, minimal_bundle
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from open_registry.plugins.certificates import legacy
 from open_registry.plugins.certificates.jsonld import (
     CanonicalizationError,

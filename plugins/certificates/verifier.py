@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
 from open_registry.plugins.certificates import shortcut, status, suites
 from open_registry.plugins.certificates.keys import (
     KeyFormatError,

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from fastapi import Request
+
 from open_registry.core import Forbidden, NotFound, Principal, Unauthorized, principal_of
 
 SYSTEM_ADMIN = "system-admin"

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from open_registry.core import Conflict
 from open_registry.core.codec import parse_datetime
 from open_registry.plugins.programme import counters
 from open_registry.plugins.programme.runtime import FACILITY, FACILITY_PROGRAMME, Programme
-from sqlalchemy.engine import Connection
 
 ACTIVE = "Active"
 

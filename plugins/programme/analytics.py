@@ -17,11 +17,12 @@ from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from open_registry.core import Invalid, NotFound
 from open_registry.plugins.programme import stock
 from open_registry.plugins.programme.runtime import FACILITY_PROGRAMME, SIDE_EFFECT, Programme
 from open_registry.plugins.programme.tables import MONTHLY, rollup
-from sqlalchemy.engine import Connection
 
 MAX_DAYS = 3660
 DEFAULT_DAYS = 30

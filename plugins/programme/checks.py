@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from open_registry.core import Invalid, utcnow
 from open_registry.plugins.programme import activation, scheduling, stock
 from open_registry.plugins.programme.runtime import (
@@ -20,7 +22,6 @@ from open_registry.plugins.programme.runtime import (
     VACCINATION,
     Programme,
 )
-from sqlalchemy.engine import Connection
 
 
 def check(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from open_registry.core import Settings, StartupError, open_registry
 
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="The registry's data folder")]

@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from open_registry.plugins.programme.tables import claim, counter, ensure_counters, insert_for
 from sqlalchemy.engine import Connection
+
+from open_registry.plugins.programme.tables import claim, counter, ensure_counters, insert_for
 
 RATE = "rate"  # key facility|program|day
 SLOT = "slot"  # key facility|program|date|HH:MM

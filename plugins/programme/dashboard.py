@@ -10,6 +10,9 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute
+
 from open_registry.core import Forbidden, NotFound, Unauthorized, storage, utcnow
 from open_registry.core.api import JSONResponse
 from open_registry.plugins.programme import access, charts
@@ -17,8 +20,6 @@ from open_registry.plugins.programme.access import CONTROLLER, MONITORING
 from open_registry.plugins.programme.analytics import TABLES, Analytics, Period, Table, period
 from open_registry.plugins.programme.runtime import runtime
 from open_registry.plugins.programme.verifications import flush
-from starlette.concurrency import run_in_threadpool
-from starlette.routing import BaseRoute
 
 API = "/api/v1/analytics"
 PAGE = "/ui/dashboard"

@@ -11,6 +11,8 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
 from open_registry.core import RegistryError, principal_of
 from open_registry.core.auth.routes import set_session
 from open_registry.core.ui.pages import rows_changed
@@ -22,7 +24,6 @@ from open_registry.plugins.programme.access import RECIPIENT
 from open_registry.plugins.programme.dashboard import _move_first
 from open_registry.plugins.programme.runtime import RECIPIENT as RECIPIENT_ENTITY
 from open_registry.plugins.programme.runtime import runtime
-from starlette.concurrency import run_in_threadpool
 
 PAGE = "/ui/enrol"
 #: set by the registry, never asked for on the page

@@ -19,6 +19,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from open_registry.core import (
     Conflict,
     Forbidden,
@@ -31,7 +33,6 @@ from open_registry.core import (
 )
 from open_registry.plugins.programme.runtime import RECIPIENT, Programme
 from open_registry.plugins.programme.tables import duplicate, insert_for
-from sqlalchemy.engine import Connection
 
 CODE_DIGITS = 10
 RECIPIENT_ROLE = "recipient"

@@ -9,6 +9,8 @@ import logging
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from open_registry.core import Conflict
 from open_registry.plugins.programme import enrolment, notify
 from open_registry.plugins.programme.activation import vaccination_day
@@ -23,7 +25,6 @@ from open_registry.plugins.programme.runtime import (
     Programme,
 )
 from open_registry.plugins.programme.scheduling import next_dose
-from sqlalchemy.engine import Connection
 
 log = logging.getLogger("registry.programme")
 

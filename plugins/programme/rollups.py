@@ -22,6 +22,8 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from open_registry.core import storage
 from open_registry.core.codec import parse_datetime
 from open_registry.plugins.programme import counters
@@ -37,7 +39,6 @@ from open_registry.plugins.programme.runtime import (
     Programme,
 )
 from open_registry.plugins.programme.tables import add_to_rollups, claim, fact, rollup
-from sqlalchemy.engine import Connection
 
 TRACKED = (VACCINATION, CERTIFICATE, SIDE_EFFECT, APPOINTMENT)
 Part = tuple[str, str, str, str, str, str, str]  # rollup, day, program, k1..k4

@@ -9,6 +9,8 @@ from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
 from open_registry.core import BadRequest, Invalid, NotFound, storage, utcnow
 from open_registry.core.api import JSONResponse, read_json
 from open_registry.core.auth.routes import signed_in
@@ -34,7 +36,6 @@ from open_registry.plugins.programme.runtime import (
 )
 from open_registry.plugins.programme.scheduling import slots
 from open_registry.plugins.programme.walkin import walk_in
-from starlette.concurrency import run_in_threadpool
 
 PREFIX = "/api/v1/programme"
 STAFF = (FACILITY_ADMIN, FACILITY_STAFF)

@@ -8,11 +8,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from open_registry.core import Registry, StateKey
 from open_registry.plugins.programme.config import ProgrammeConfig
 from open_registry.plugins.programme.tables import create_tables
 from open_registry.plugins.programme.tables import metadata as tables_metadata
-from sqlalchemy.engine import Connection
 
 _STATE: StateKey[Programme] = StateKey("programme")
 

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from open_registry.core import Conflict, Invalid
 from open_registry.plugins.programme import counters
 from open_registry.plugins.programme.activation import activation
 from open_registry.plugins.programme.runtime import SCHEDULE, VACCINE, Programme
 from open_registry.plugins.programme.tables import counts
-from sqlalchemy.engine import Connection
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 BOOKED = "Booked"

@@ -11,11 +11,12 @@ from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from open_registry.core import Conflict, Invalid
 from open_registry.plugins.programme import counters
 from open_registry.plugins.programme.runtime import STOCK, STOCK_THRESHOLD, Programme
 from open_registry.plugins.programme.tables import counts
-from sqlalchemy.engine import Connection
 
 
 def _invalid(pointer: str, message: str, keyword: str) -> Invalid:

@@ -11,10 +11,11 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from open_registry.core import storage, utcnow
 from open_registry.plugins.programme.runtime import Programme
 from open_registry.plugins.programme.tables import add_to_rollups
-from starlette.concurrency import run_in_threadpool
 
 log = logging.getLogger("registry.programme")
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+
 from open_registry.core.api import JSONResponse
 from open_registry.core.audit.chain import AuditQuery, list_entries
 from open_registry.core.errors import BadRequest

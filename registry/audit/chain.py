@@ -19,10 +19,11 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from open_registry.core import storage
-from open_registry.core.codec import RowLike, format_datetime, utcnow
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
+
+from open_registry.core import storage
+from open_registry.core.codec import RowLike, format_datetime, utcnow
 
 GENESIS = "0" * 64
 HEAD_ID = 1

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
 from open_registry.core import storage
 from open_registry.core.auth.principal import API_CLIENT, RECIPIENT, SCOPES, Principal
 from open_registry.core.auth.users import check_roles

@@ -16,6 +16,9 @@ from typing import Any
 
 import jwt
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from open_registry.core.audit import chain as audit
 from open_registry.core.auth.access import Access, Policy
 from open_registry.core.auth.clients import Clients
@@ -27,8 +30,6 @@ from open_registry.core.auth.tokens import SESSION_COOKIE, TokenRefused, Tokens
 from open_registry.core.auth.users import Users
 from open_registry.core.errors import PROBLEM_JSON, problem_body
 from open_registry.core.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("registry.auth")
 

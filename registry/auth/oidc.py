@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import jwt
+
 from open_registry.core.auth.principal import ROLES, Principal
 from open_registry.core.auth.tokens import TokenRefused, decode
 from open_registry.core.settings import Settings

@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+
 from open_registry.core import storage
 from open_registry.core.auth.principal import Principal
 from open_registry.core.auth.ratelimit import RateLimiter, TooManyRequests

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
 from open_registry.core import storage
 from open_registry.core.codec import utcnow
 from open_registry.core.errors import RegistryError
-from sqlalchemy.engine import Engine
 
 
 class TooManyRequests(RegistryError):

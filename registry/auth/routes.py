@@ -9,6 +9,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
 from open_registry.core.api import API_PREFIX, JSONResponse, read_json
 from open_registry.core.auth.deps import Auth, client_address, principal_of
 from open_registry.core.auth.notify import send
@@ -17,7 +19,6 @@ from open_registry.core.auth.principal import Principal
 from open_registry.core.auth.ratelimit import TooManyRequests
 from open_registry.core.auth.tokens import SESSION_COOKIE
 from open_registry.core.errors import BadRequest, Invalid, RegistryError, Unauthorized
-from starlette.concurrency import run_in_threadpool
 
 AUTH = f"{API_PREFIX}/auth"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+
 from open_registry.generators.tables import UTCDateTime, json_type
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+
 from open_registry.core.auth.principal import Principal
 from open_registry.core.errors import Unauthorized
 from open_registry.core.settings import Settings

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
 from open_registry.core import storage
 from open_registry.core.auth.principal import FACILITY_ROLES, RECIPIENT, ROLES, Principal
 from open_registry.core.codec import new_id, utcnow

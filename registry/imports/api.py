@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
 from open_registry.core import storage
 from open_registry.core.api import API_PREFIX, JSONResponse
 from open_registry.core.auth.deps import principal_of
@@ -39,7 +41,6 @@ from open_registry.core.imports.rows import ImportMapping, ImportUsageError, loa
 from open_registry.core.records import EntityService
 from open_registry.core.settings import parse_flag
 from open_registry.generators.tables import UTCDateTime, json_type
-from starlette.concurrency import run_in_threadpool
 
 log = logging.getLogger("registry")
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
+
 from open_registry.core.imports.rows import (
     _MISSING,
     SCALAR_CONVERTERS,

@@ -36,6 +36,8 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from open_registry.core import storage
 from open_registry.core.audit import chain as audit
 from open_registry.core.codec import (
@@ -66,7 +68,6 @@ from open_registry.core.records import EntityService, _values_at, missing_refere
 from open_registry.generators.formats import is_uuid
 from open_registry.generators.schema import Reference
 from open_registry.generators.validators import RecordValidator
-from sqlalchemy.engine import Connection
 
 __all__ = [
     "ImportInterrupted",
@@ -224,8 +225,9 @@ class Chunk:
 
 
 def _datetime_processor(dialect: str) -> Callable[[datetime], Any]:
-    from open_registry.generators.tables import UTCDateTime
     from sqlalchemy.dialects import postgresql, sqlite
+
+    from open_registry.generators.tables import UTCDateTime
 
     d = sqlite.dialect() if dialect == "sqlite" else postgresql.dialect()
     return UTCDateTime().dialect_impl(d).bind_processor(d)  # type: ignore[return-value]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
 from open_registry.generators.errors import pointer as json_pointer
 from open_registry.generators.schema import SYSTEM_FIELDS, schema_types
 

@@ -19,6 +19,7 @@ import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+
 from open_registry.core.api import JSONResponse
 from open_registry.core.codec import camel, format_datetime
 from open_registry.core.errors import BadRequest, Conflict, NotFound

@@ -26,10 +26,11 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
 from open_registry.core import storage
 from open_registry.core.codec import utcnow
 from open_registry.generators.tables import UTCDateTime, json_type
-from sqlalchemy.engine import Connection
 
 log = logging.getLogger("registry.deliveries")
 

@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+
 from open_registry.core.codec import utcnow
 from open_registry.core.outbox.deliveries import Dispatcher, backoff
 

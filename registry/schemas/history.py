@@ -14,12 +14,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
 from open_registry.core import storage
 from open_registry.core.codec import utcnow
 from open_registry.core.errors import Conflict
 from open_registry.core.storage import Database
 from open_registry.generators.tables import UTCDateTime, json_type
-from sqlalchemy.exc import IntegrityError
 
 HISTORY_TABLE = "registry_schema_version"
 #: `origin` of a version saved in the schema editor

@@ -9,6 +9,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
 from open_registry.core.auth.deps import client_address, principal_of
 from open_registry.core.auth.principal import (
     FACILITY_ADMIN,
@@ -21,7 +23,6 @@ from open_registry.core.auth.routes import otp_login, otp_send, password_login, 
 from open_registry.core.auth.tokens import SESSION_COOKIE
 from open_registry.core.errors import NotFound, RegistryError
 from open_registry.core.ui.requests import SignInFirst, read_form
-from starlette.concurrency import run_in_threadpool
 
 
 def _safe_next(target: str | None, prefix: str) -> str:

@@ -18,6 +18,8 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
 from open_registry.core.auth.access import Access, Grant
 from open_registry.core.auth.deps import principal_of
 from open_registry.core.auth.principal import SYSTEM_ADMIN
@@ -59,7 +61,6 @@ from open_registry.generators.forms import (
     form_fields,
 )
 from open_registry.generators.schema import EntitySchema
-from starlette.concurrency import run_in_threadpool
 
 UI_PREFIX = "/ui"
 #: `?notice=` keys a page may show (`notice.<key>` in the catalogs)

@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 from markupsafe import Markup
+
 from open_registry.core.i18n import Translator
 from open_registry.generators.formdata import FormValues, row_indices
 from open_registry.generators.forms import FormField, Option

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from fastapi import Request
+
 from open_registry.core.errors import BadRequest
 from open_registry.core.i18n import Translator
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup, escape
+from starlette.concurrency import run_in_threadpool
+
 from open_registry.core.api import JSONResponse
 from open_registry.core.errors import NotFound
 from open_registry.core.schemas.editor import (
@@ -44,7 +46,6 @@ from open_registry.core.ui.schema_forms import (
 )
 from open_registry.generators.forms import entity_title
 from open_registry.generators.schema import EntitySchema
-from starlette.concurrency import run_in_threadpool
 
 if TYPE_CHECKING:
     from open_registry.core.ui.pages import UI

@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
+
 from open_registry.cli.main import app
 from open_registry.core import Settings
 from open_registry.core.app import open_registry
-from typer.testing import CliRunner
-
 from tests.registry.test_privacy import SECRETS, person
 
 runner = CliRunner()

@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 import typer
-from open_registry.cli.data import register
 from typer.testing import CliRunner
 
+from open_registry.cli.data import register
 from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[2]

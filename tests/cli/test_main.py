@@ -6,10 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-from open_registry.cli.main import app
-from open_registry.core import __version__
 from typer.testing import CliRunner
 
+from open_registry.cli.main import app
+from open_registry.core import __version__
 from tests.conftest import FIXTURES
 
 runner = CliRunner()

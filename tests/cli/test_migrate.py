@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
+
 from open_registry.cli.main import app
 from open_registry.core import Settings, StartupError, create_app
 from open_registry.core.app import open_registry
 from open_registry.core.demo import load_demo_data
-from typer.testing import CliRunner
-
 from tests.authn import admin_client
 
 # the from-scratch path itself: no template copies

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from open_registry.generators.schema import EntitySchema, parse_entity_schema
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from open_registry.generators.errors import SchemaError
 from open_registry.generators.formdata import (
     datetime_from_input,

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from jsonschema.validators import Draft202012Validator
+
 from open_registry.generators.openapi import (
     PROBLEM_SCHEMA,
     SYSTEM_PROPERTIES,

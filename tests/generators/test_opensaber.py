@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from open_registry.generators.errors import SchemaError
 from open_registry.generators.opensaber import is_definitions_only, is_opensaber
 from open_registry.generators.schema import DRAFT_2020_12, EntitySchema, parse_entity_schema

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from open_registry.generators.errors import SchemaError, SchemaIssue
 from open_registry.generators.schema import (
     DRAFT_2020_12,

@@ -19,6 +19,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
+
 from open_registry.generators.schema import DRAFT_2020_12, EntitySchema, Field, parse_entity_schema
 from open_registry.generators.tables import (
     UTCDateTime,
@@ -27,9 +31,6 @@ from open_registry.generators.tables import (
     column_type,
     index_name,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.schema import CreateIndex, CreateTable
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 DIALECTS: dict[str, Dialect] = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
+
 from open_registry.generators.formats import FORMATS
 from open_registry.generators.schema import DRAFT_2020_12, EntitySchema
 from open_registry.generators.validators import FieldError, RecordValidator, fast_path_supported

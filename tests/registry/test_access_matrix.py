@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from open_registry.core import Forbidden, create_app
 from open_registry.core.demo import _order, load_demo_data
 from open_registry.core.outbox.worker import Worker
-
 from tests.authn import auth_headers
 
 ROLES = [

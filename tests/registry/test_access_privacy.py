@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from open_registry.core import create_app
 from open_registry.core.demo import load_demo_data
-
 from tests.authn import auth_headers
 
 IDENTITY = "did:example:national-id:77770001"

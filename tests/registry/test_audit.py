@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+
 from open_registry.core.audit.chain import verify
 from open_registry.core.exports import export
 from open_registry.core.imports.importer import import_file
-
 from tests.registry.test_api import assert_problem, demo_record
 from tests.registry.test_privacy import person
 

@@ -15,10 +15,10 @@ import jwt
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+
 from open_registry.core import Settings, create_app, open_registry
 from open_registry.core.audit.chain import AuditQuery, list_entries
 from open_registry.core.codec import utcnow
-
 from tests.authn import Messages as Outbox
 from tests.authn import auth_headers
 

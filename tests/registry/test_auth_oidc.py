@@ -15,6 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
+
 from open_registry.core import Settings, create_app, open_registry
 from open_registry.core.auth import oidc
 

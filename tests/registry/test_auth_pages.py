@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from open_registry.core import create_app
 
+from open_registry.core import create_app
 from tests.authn import auth_headers
 
 PASSWORD = "correct horse battery"

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import sqlalchemy as sa
-from open_registry.core.errors import Conflict, PreconditionFailed
 
+from open_registry.core.errors import Conflict, PreconditionFailed
 from tests.registry.test_api import demo_record
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from open_registry.core import Settings, create_app
 from open_registry.core.app import open_registry
-
 from tests.authn import admin_client
 from tests.conftest import FIXTURES
 from tests.samples import sample_value

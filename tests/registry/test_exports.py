@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+
 from open_registry.core.demo import _order, load_demo_data
 from open_registry.core.errors import BadRequest
 from open_registry.core.exports import cell, export

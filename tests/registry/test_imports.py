@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from open_registry.core.imports.fast import Unsupported, compile_row_function
 from open_registry.core.imports.importer import (
     ImportInterrupted,
@@ -27,7 +28,6 @@ from open_registry.core.imports.rows import ImportMapping, RecordBuilder, plan_c
 from open_registry.core.schemas.loading import default_schema_dir, load_schemas
 from open_registry.generators.schema import parse_entity_schema
 from open_registry.generators.validators import RecordValidator
-
 from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from open_registry.core import create_app
 from open_registry.core.imports.api import add_import_routes, import_tables, parse_multipart
-
 from tests.authn import admin_client
 from tests.conftest import FIXTURES
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from open_registry.core import Settings
 from open_registry.core.app import open_registry
 from open_registry.core.hookspecs import hookimpl
 from open_registry.core.outbox.worker import Worker, backoff, counts, retry_dead
-
 from tests.authn import admin_client
 from tests.registry.test_api import demo_record
 

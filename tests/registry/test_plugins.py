@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 import typer
 from fastapi import APIRouter
+from typer.testing import CliRunner
+
 from open_registry.core import Settings, create_app, hookspecs
 from open_registry.core.app import open_registry
 from open_registry.core.hookspecs import hookimpl
 from open_registry.core.plugins import describe, plugin_manager
-from typer.testing import CliRunner
-
 from tests.authn import admin_client
 from tests.conftest import FIXTURES
 

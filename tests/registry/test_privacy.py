@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+
 from open_registry.core.crypto import DataKeys, DecryptError, write_key_file
 from open_registry.core.exports import export
 from open_registry.core.imports.api import add_import_routes
 from open_registry.core.imports.importer import import_file
-
 from tests.authn import admin_client
 from tests.registry.test_api import assert_problem
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from open_registry.core import crypto
 from open_registry.core.app import open_registry
 from open_registry.core.audit.chain import verify
 from open_registry.core.crypto import DataKeyError, DataKeys, DecryptError, read_key_file
 from open_registry.core.errors import Conflict
 from open_registry.core.rekey import PLAINTEXT, key_usage, rotate
-
 from tests.registry.test_privacy import assert_no_plaintext, person, raw_database_text
 
 

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+
 from open_registry.core import create_app, migrations
 from open_registry.core.app import Registry, open_registry
 from open_registry.core.demo import load_demo_data
 from open_registry.core.schemas.history import HISTORY_TABLE
 from open_registry.core.schemas.loading import default_schema_dir, edited_schema_dir, load_schemas
-
 from tests.authn import admin_client
 
 STORAGE_FIELD = {

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from open_registry.core import Settings, StartupError, create_app
 from open_registry.core.app import open_registry
-
 from tests.authn import admin_client
 from tests.conftest import FIXTURES
 

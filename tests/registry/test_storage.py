@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from open_registry.core import storage
 from open_registry.core.app import Registry
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import open_registry.core.app as registry_app
 import pytest
 import sqlalchemy as sa
+
+import open_registry.core.app as registry_app
 from open_registry.core import Settings
 from open_registry.core.migrations import prepare
 from open_registry.core.testing import Messages, TemplateDatabases, client_for

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from open_registry.core import create_app
 from open_registry.core.app import Registry
 from open_registry.core.i18n import Catalogs, parse_accept_language
@@ -24,7 +25,6 @@ from open_registry.core.schemas.loading import default_schema_dir, load_schemas
 from open_registry.core.ui.pages import add_ui_routes
 from open_registry.core.ui.render import FormView, ReferenceChoices, build_environment, render_form
 from open_registry.generators.forms import form_fields
-
 from tests.authn import admin_client
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "forms"

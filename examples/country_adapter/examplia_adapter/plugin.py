@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
 from open_registry.core import LookupUnavailable, StartupError
 from open_registry.core.hookspecs import hookimpl
 

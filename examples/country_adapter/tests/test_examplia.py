@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
 from open_registry.core import LookupUnavailable
 from open_registry.core.plugins import describe
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+
 from open_registry.core import (
     Settings,
     create_app,
@@ -24,7 +25,6 @@ from open_registry.core.hookspecs import hookimpl
 from open_registry.core.outbox.deliveries import Dispatcher, counts
 from open_registry.core.outbox.worker import Worker
 from open_registry.plugins.adapters.http import verify_signature
-
 from tests.authn import admin_client
 from tests.plugins.adapters.servers import Loopback, Receiver, Reply, Request
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from open_registry.core import LookupUnavailable, Settings, StartupError, create_app, open_registry
 from open_registry.plugins.adapters import fhir_map, sync
 from open_registry.plugins.adapters.mapping import FieldMapping, MappingError, value_of
-
 from tests.authn import admin_client, auth_headers
 from tests.plugins.adapters.servers import Loopback, Reply, Request
 

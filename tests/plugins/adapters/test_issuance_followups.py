@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
+
 from open_registry.core import Settings, create_app, open_registry
 from open_registry.core.demo import load_demo_data
 from open_registry.core.hookspecs import hookimpl
 from open_registry.core.outbox.deliveries import counts
 from open_registry.core.outbox.worker import Worker
 from open_registry.plugins.adapters.http import signature_header, verify_signature
-
 from tests.authn import admin_client
 from tests.plugins.adapters.servers import Loopback, Receiver, Reply, Request
 from tests.plugins.adapters.test_deliveries import Clock

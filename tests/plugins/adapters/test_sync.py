@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import typer
+from typer.testing import CliRunner
+
 from open_registry.core import Settings, open_registry
 from open_registry.core.app import Registry
 from open_registry.plugins.adapters import plugin, sync
-from typer.testing import CliRunner
-
 from tests.plugins.adapters.servers import Loopback, Reply, Request
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from open_registry.plugins.certificates import keys
 from open_registry.plugins.certificates.loader import (
     CREDENTIALS_V2_URL,

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from open_registry.core import Settings
 from open_registry.plugins.certificates import hcert, qr, shc
 from open_registry.plugins.certificates.es256 import unb64url
-
 from tests.plugins.certificates.test_issuance import (
     certificates,
     deliver,
@@ -152,8 +152,9 @@ def test_cli_verifies_smart_health_card_and_hcert_pictures(
     issued: Any, settings: Settings, tmp_path, monkeypatch
 ):
     import typer
-    from open_registry.plugins.certificates.commands import add_commands
     from typer.testing import CliRunner
+
+    from open_registry.plugins.certificates.commands import add_commands
 
     client, cert = issued
     app = typer.Typer()

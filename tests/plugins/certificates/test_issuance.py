@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from open_registry.core import Settings, StartupError, create_app, open_registry
 from open_registry.core.demo import load_demo_data
 from open_registry.core.outbox.worker import Worker, counts
 from open_registry.plugins.certificates.runtime import runtime
-
 from tests.authn import admin_client
 from tests.plugins.certificates.test_node_verifier import run_node_verifier
 
@@ -256,6 +256,7 @@ def test_keys_from_the_environment_never_touch_disk(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from open_registry.plugins.certificates.keys import public_multikey, secret_multikey
 
     key = Ed25519PrivateKey.generate()
@@ -418,8 +419,9 @@ def test_private_key_files_are_refused_when_others_can_read_them(settings: Setti
 def test_qr_and_pdf_outputs_decode_back_to_the_certificate(client: TestClient):
     import io
 
-    from open_registry.plugins.certificates import qr
     from pypdf import PdfReader
+
+    from open_registry.plugins.certificates import qr
 
     vac = vaccination(client)
     deliver(client)
@@ -452,8 +454,9 @@ def test_cli_keys_and_offline_verify(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     import typer
-    from open_registry.plugins.certificates.commands import add_commands
     from typer.testing import CliRunner
+
+    from open_registry.plugins.certificates.commands import add_commands
 
     app = typer.Typer()
     add_commands(app)

@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 import pytest
+from pyld import jsonld as pyld
+
 from open_registry.plugins.certificates import jsonld
 from open_registry.plugins.certificates.jsonld import (
     RelativeIriError,
@@ -21,8 +23,6 @@ from open_registry.plugins.certificates.loader import (
     StaticDocumentLoader,
     default_loader,
 )
-from pyld import jsonld as pyld
-
 from tests.plugins.certificates.conftest import vaccination_credential
 
 ISSUER = "did:key:z6MkrJVnaZkeFzdQyMZu1cgjg7k1pZZ6pvBQ7XJPt4swbTQ2"

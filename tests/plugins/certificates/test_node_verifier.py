@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from open_registry.plugins.certificates import keys, suites
 from open_registry.plugins.certificates.loader import CONTEXT_DIR, SHIPPED_CONTEXTS
-
 from tests.plugins.certificates.conftest import read_json, vaccination_credential
 
 NODE_DIR = Path(__file__).parents[2] / "node"

@@ -12,8 +12,8 @@ from typing import Any
 import pypdf
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from open_registry.plugins.certificates import keys, pdf, qr, suites
 
+from open_registry.plugins.certificates import keys, pdf, qr, suites
 from tests.plugins.certificates.conftest import DIVOC, read_json
 
 LOHIT = Path("/usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf")

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from open_registry.plugins.certificates import keys, qr, suites
 from PIL import Image
 from segno import consts
 
+from open_registry.plugins.certificates import keys, qr, suites
 from tests.plugins.certificates.conftest import DIVOC, read_json
 
 SAMPLES = ["ed25519-signed-sample.extracted.json", "rsa-signed-sample.extracted.json"]

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyld import nquads as pyld_nquads
+
 from open_registry.plugins.certificates.rdfc import (
     WorkLimitError,
     canonicalize_dataset,
     escape_iri,
     escape_literal,
 )
-from pyld import nquads as pyld_nquads
-
 from tests.plugins.certificates.conftest import FIXTURES, read_json
 
 SUITE = FIXTURES / "rdf-canon"

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from open_registry.plugins.certificates import jsonld, keys, shortcut, suites
 from open_registry.plugins.certificates.loader import (
     CREDENTIALS_V2_URL,
@@ -17,7 +18,6 @@ from open_registry.plugins.certificates.loader import (
     VACCINATION_CONTEXT_URL,
     default_loader,
 )
-
 from tests.plugins.certificates.conftest import vaccination_credential
 
 ISSUER = "did:key:z6MkrJVnaZkeFzdQyMZu1cgjg7k1pZZ6pvBQ7XJPt4swbTQ2"

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from open_registry.plugins.certificates import keys, suites
 from open_registry.plugins.certificates.jsonld import UndefinedTermError, canonicalize
 from open_registry.plugins.certificates.keys import ResolvedKey
@@ -25,7 +26,6 @@ from open_registry.plugins.certificates.loader import (
     StaticDocumentLoader,
 )
 from open_registry.plugins.certificates.results import VerificationResult
-
 from tests.plugins.certificates.conftest import (
     DIVOC,
     VECTORS,

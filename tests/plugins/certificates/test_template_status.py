@@ -7,6 +7,7 @@ import base64
 import gzip
 
 import pytest
+
 from open_registry.plugins.certificates import status
 from open_registry.plugins.certificates.template import CredentialTemplate, TemplateError
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from open_registry.core import Settings, create_app, open_registry
 from open_registry.core.demo import load_demo_data
 from open_registry.core.outbox.worker import Worker
 from open_registry.plugins.programme.scheduling import DAYS
-
 from tests.authn import admin_client
 
 FACILITY = "NL-RVS-01"  # Riverside, Northland

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+
 from open_registry.core import Settings, create_app, open_registry
 from open_registry.core.demo import load_demo_data
 from open_registry.core.outbox.worker import Worker
-
 from tests.authn import auth_headers
 from tests.plugins.programme.day import simulate_day
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
+
 from open_registry.core.outbox.worker import Worker
 
 A, B = "NL-RVS-01", "EM-PTV-01"  # Riverside (Northland), Portview (Eastmarch)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from open_registry.core import Settings
 
+from open_registry.core import Settings
 from tests import authn
 from tests.plugins.programme.conftest import (
     FACILITY,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import sqlalchemy as sa
-from open_registry.core import Settings
 
+from open_registry.core import Settings
 from tests.authn import Messages
 from tests.plugins.programme.conftest import (
     FACILITY,

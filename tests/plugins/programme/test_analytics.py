@@ -11,10 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+
 from open_registry.core.codec import parse_datetime
 from open_registry.plugins.programme.rollups import age_on
 from open_registry.plugins.programme.runtime import runtime
-
 from tests.plugins.programme.conftest import (
     FACILITY,
     OTHER_FACILITY,
@@ -228,8 +228,9 @@ def test_whole_months_of_a_period():
 
 
 def test_rollups_can_be_rebuilt_from_the_records(ops: Ops, tmp_path):
-    from open_registry.cli.main import with_plugin_commands
     from typer.testing import CliRunner
+
+    from open_registry.cli.main import with_plugin_commands
 
     ops.activate(rate=100)
     people = [p["id"] for p in ops.recipients(12)]

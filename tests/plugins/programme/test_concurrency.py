@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from open_registry.core import Settings
 
+from open_registry.core import Settings
 from tests.plugins.programme.conftest import FACILITY, PROGRAM, Ops, make_ops, next_weekday
 
 pytestmark = pytest.mark.postgres
@@ -126,7 +126,6 @@ def test_parallel_first_writes_of_a_registry_without_an_app_create_the_tables_on
     are made on first use: parallel first vaccinations must not race on them."""
     from open_registry.core import Conflict, open_registry
     from open_registry.core.demo import load_demo_data
-
     from tests.conftest import reset_pg
 
     reset_pg(pg_database)
@@ -178,7 +177,6 @@ def test_an_import_racing_parallel_vaccinations_keeps_the_rate(pg_ops: Ops, tmp_
     """A CSV import of 25 vaccinations runs while 25 other people are vaccinated through the
     API, against a rate of 20: exactly 20 are recorded, whoever gets there first."""
     from open_registry.core.imports.importer import import_file
-
     from tests.plugins.programme.conftest import VACCINATOR, VACCINE, at, today
 
     ops = pg_ops

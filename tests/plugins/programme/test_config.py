@@ -4,6 +4,7 @@ stays out of the way when it, the shipped schemas or the certificates plugin are
 from __future__ import annotations
 
 import pytest
+
 from open_registry.core import Settings, StartupError, open_registry
 from open_registry.plugins.programme.config import ProgrammeConfig
 

@@ -10,8 +10,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from open_registry.core import Settings
 
+from open_registry.core import Settings
 from tests.plugins.programme.conftest import Ops, make_ops
 from tests.plugins.programme.day import A, B, simulate_day
 

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 from open_registry.core.imports.importer import ImportOptions, import_file
-
 from tests.plugins.programme.conftest import (
     FACILITY,
     OTHER_FACILITY,

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from open_registry.core import Settings
 from open_registry.core.audit.chain import AuditQuery, list_entries
-
 from tests.authn import Messages
 from tests.plugins.programme.conftest import FACILITY, PROGRAM, Ops, make_ops, next_weekday
 from tests.registry.test_imports_api import finished

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from open_registry.core import Settings
-
 from tests.authn import Messages as Outbox
 from tests.plugins.programme.conftest import Ops, make_ops, today
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from open_registry.core import Settings
-
 from tests.plugins.programme.conftest import (
     FACILITY,
     OTHER_FACILITY,
