@@ -30,15 +30,19 @@ def test_every_subpackage_is_listed_under_its_installed_name():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """The wheel, built from a copy of the sources (setuptools writes `build/` beside them, and
+    tests in parallel processes must not build in one folder)."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for folder in INSTALLED.values():
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
-    had_build = (ROOT / "build").exists()
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(src)],
         check=True,
         capture_output=True,
     )
-    if not had_build:  # setuptools builds in the source folder: leave it as it was
-        shutil.rmtree(ROOT / "build", ignore_errors=True)
     (path,) = out.glob("open_registry-*.whl")
     return zipfile.ZipFile(path)
 
