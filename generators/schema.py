@@ -19,6 +19,8 @@ from open_registry.generators import opensaber
 from open_registry.generators.errors import SchemaError, SchemaIssue, pointer
 from open_registry.generators.memo import ContentCache, canonical_key
 from open_registry.generators.refs import inline_refs
+from open_registry.generators.x_registry import Structure
+from open_registry.generators.x_registry import check as check_x_registry
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
@@ -42,6 +44,8 @@ OPERATIONS = ("create", "read", "update", "delete")
 OWNER_KINDS = ("facility", "recipient")
 #: Roles granted private fields when `x-registry.privateAccess` is not given.
 DEFAULT_PRIVATE_ACCESS = ("system-admin", "owner")
+#: The `x-registry` settings. Their structure is `x-registry.schema.json` (`generators.x_registry`),
+#: which lists the same keys, operations and owner kinds (a test checks they agree).
 XREG_KEYS = (
     "indexed",
     "unique",
@@ -57,7 +61,6 @@ XREG_KEYS = (
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _FIELD = re.compile(r"^[A-Za-z@$][A-Za-z0-9_@$-]{0,62}$")
-_LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 @dataclass(frozen=True)
@@ -234,94 +237,8 @@ def walk_path(props: Mapping[str, Any], path: str) -> Mapping[str, Any] | None:
     return node
 
 
-def _field_groups(
-    value: Any,
-    where: str,
-    source: str,
-    fields: Mapping[str, Field],
-    issues: list[SchemaIssue],
-    *,
-    allow_json: bool = False,
-) -> list[tuple[str, ...]]:
-    groups: list[tuple[str, ...]] = []
-    if not isinstance(value, list):
-        issues.append(
-            SchemaIssue(
-                source,
-                pointer("x-registry", where),
-                "must be a list of field names or of lists of field names",
-            )
-        )
-        return groups
-    for i, item in enumerate(value):
-        group = (
-            (item,) if isinstance(item, str) else tuple(item) if isinstance(item, list) else None
-        )
-        if not group or not all(isinstance(g, str) for g in group):
-            issues.append(
-                SchemaIssue(
-                    source,
-                    pointer("x-registry", where, i),
-                    "must be a field name or a non-empty list of field names",
-                )
-            )
-            continue
-        bad = False
-        for name in group:
-            f = fields.get(name)
-            if f is None:
-                issues.append(
-                    SchemaIssue(
-                        source, pointer("x-registry", where, i), f"field {name!r} does not exist"
-                    )
-                )
-                bad = True
-            elif not f.is_scalar and not (allow_json and len(group) == 1):
-                issues.append(
-                    SchemaIssue(
-                        source,
-                        pointer("x-registry", where, i),
-                        f"field {name!r} is a nested value ({f.kind}); only "
-                        f"scalar fields can be {where} here",
-                    )
-                )
-                bad = True
-        if not bad:
-            groups.append(group)
-    return groups
-
-
-def _names(
-    value: Any, where: str, source: str, props: Mapping[str, Any], issues: list[SchemaIssue]
-) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        issues.append(
-            SchemaIssue(source, pointer("x-registry", where), "must be a list of field names")
-        )
-        return ()
-    for i, v in enumerate(value):
-        if v not in props:
-            issues.append(
-                SchemaIssue(source, pointer("x-registry", where, i), f"field {v!r} does not exist")
-            )
-    return tuple(v for v in value if v in props)
-
-
-def parse_entity_schema(  # noqa: C901
-    doc: Any,
-    *,
-    name: str,
-    source: str,
-    siblings: Mapping[str, dict[str, Any]] | None = None,
-) -> EntitySchema:
-    """Parse one schema document into an `EntitySchema`, or raise `SchemaError` listing every issue.
-
-    `name` is the entity name (the file stem); `siblings` maps the file names of the other files in
-    the same folder to their documents, for cross-file `$ref`.
-    """
-    issues: list[SchemaIssue] = []
-    warnings: list[SchemaIssue] = []
-    siblings = siblings or {}
+def _check_document(doc: Any, name: str, source: str) -> dict[str, Any]:
+    """A schema file holds a JSON object, and its name can name an entity (raises otherwise)."""
     if not isinstance(doc, dict):
         raise SchemaError([SchemaIssue(source, "", "a schema file must hold a JSON object")])
     if not _NAME.match(name):
@@ -335,47 +252,60 @@ def parse_entity_schema(  # noqa: C901
                 )
             ]
         )
-    origin = "native"
+    return doc
+
+
+def _native_document(
+    doc: dict[str, Any],
+    *,
+    name: str,
+    source: str,
+    siblings: Mapping[str, dict[str, Any]],
+    warnings: list[SchemaIssue],
+) -> tuple[dict[str, Any], str]:
+    """The document as valid JSON Schema 2020-12 with its `$ref`s inlined, and its origin
+    ("native", or "opensaber" when translated); raises on any problem found so far."""
+    issues: list[SchemaIssue] = []
     if opensaber.is_opensaber(doc):
-        origin = "opensaber"
         translated = opensaber.translate(
             doc, name=name, source=source, siblings=siblings, issues=issues, warnings=warnings
         )
         if translated is None or issues:
             raise SchemaError(issues)
-        doc = translated
-        issues.extend(_meta_issues(doc, source))
+        issues.extend(_meta_issues(translated, source))
         if issues:
             raise SchemaError(issues)
-    else:
-        declared = doc.get("$schema")
-        if declared is not None and declared.rstrip("#") != DRAFT_2020_12:
-            issues.append(
-                SchemaIssue(
-                    source,
-                    pointer("$schema"),
-                    f"must be {DRAFT_2020_12!r} (or leave it out); got {declared!r}",
-                )
+        return translated, "opensaber"
+    declared = doc.get("$schema")
+    if declared is not None and declared.rstrip("#") != DRAFT_2020_12:
+        issues.append(
+            SchemaIssue(
+                source,
+                pointer("$schema"),
+                f"must be {DRAFT_2020_12!r} (or leave it out); got {declared!r}",
             )
-        issues.extend(_meta_issues(doc, source))
-        if issues:
-            raise SchemaError(issues)
-        doc = inline_refs(doc, source=source, siblings=siblings, issues=issues)
-        if issues:
-            raise SchemaError(issues)
+        )
+    issues.extend(_meta_issues(doc, source))
+    if issues:
+        raise SchemaError(issues)
+    doc = inline_refs(doc, source=source, siblings=siblings, issues=issues)
+    if issues:
+        raise SchemaError(issues)
+    return doc, "native"
 
-    xreg = doc.get("x-registry", {})
-    if not isinstance(xreg, dict):
-        raise SchemaError([SchemaIssue(source, pointer("x-registry"), "must be an object")])
-    for key in xreg:
-        if key not in XREG_KEYS:
-            issues.append(
-                SchemaIssue(
-                    source,
-                    pointer("x-registry", key),
-                    f"unknown setting {key!r}; known: {', '.join(XREG_KEYS)}",
-                )
-            )
+
+def _x_registry(doc: Mapping[str, Any], source: str, issues: list[SchemaIssue]) -> Structure:
+    """The `x-registry` block, its structure checked against the shipped schema
+    (`x-registry.schema.json`): each structural error is reported at its key."""
+    xreg = check_x_registry(doc.get("x-registry", {}))
+    issues.extend(SchemaIssue(source, pointer("x-registry", *at), msg) for at, msg in xreg.errors)
+    return xreg
+
+
+def _entity_properties(
+    doc: Mapping[str, Any], source: str, issues: list[SchemaIssue]
+) -> dict[str, Any]:
+    """The top level: an object of declared properties and nothing else (raises without any)."""
     if doc.get("type") != "object":
         issues.append(SchemaIssue(source, pointer("type"), 'an entity must be "type": "object"'))
     props = doc.get("properties")
@@ -384,8 +314,7 @@ def parse_entity_schema(  # noqa: C901
             SchemaIssue(source, pointer("properties"), "an entity needs at least one property")
         )
         raise SchemaError(issues)
-    extra = doc.get("additionalProperties", False)
-    if extra is not False:
+    if doc.get("additionalProperties", False) is not False:
         issues.append(
             SchemaIssue(
                 source,
@@ -394,135 +323,190 @@ def parse_entity_schema(  # noqa: C901
                 "every field needs a column; put free-form data in an object field",
             )
         )
-    required = set(doc.get("required") or [])
-    for r in sorted(required - set(props)):
+    for r in sorted(set(doc.get("required") or []) - set(props)):
         issues.append(
             SchemaIssue(source, pointer("required"), f"required field {r!r} is not declared")
         )
+    return props
 
+
+def _field_name_problem(pname: str) -> str | None:
+    if pname in SYSTEM_FIELDS or pname.startswith("_"):
+        return f"{pname!r} is reserved for system fields ({', '.join(SYSTEM_FIELDS)}); rename it"
+    if not _FIELD.match(pname):
+        return (
+            "a field name starts with a letter and holds "
+            "letters, digits, _ - @ $ (63 at most, no dots)"
+        )
+    return None
+
+
+def _field(pname: str, pschema: Any, required: bool) -> Field:
+    if not isinstance(pschema, dict):
+        pschema = {} if pschema is True else {"not": {}}
+    kind, nullable = field_kind(pschema)
+    max_len = pschema.get("maxLength") if kind == "string" else None
+    enum = pschema.get("enum")
+    return Field(
+        name=pname,
+        kind=kind,
+        schema=pschema,
+        required=required,
+        nullable=nullable,
+        title=pschema.get("title"),
+        description=pschema.get("description"),
+        max_length=max_len if isinstance(max_len, int) else None,
+        enum=tuple(enum) if isinstance(enum, list) else None,
+    )
+
+
+def _fields(
+    doc: Mapping[str, Any], props: Mapping[str, Any], source: str, issues: list[SchemaIssue]
+) -> dict[str, Field]:
+    """One `Field` per top-level property whose name can be a column."""
+    required = set(doc.get("required") or [])
     fields: dict[str, Field] = {}
     for pname, pschema in props.items():
-        where = pointer("properties", pname)
-        if pname in SYSTEM_FIELDS or pname.startswith("_"):
-            issues.append(
-                SchemaIssue(
-                    source,
-                    where,
-                    f"{pname!r} is reserved for system fields "
-                    f"({', '.join(SYSTEM_FIELDS)}); rename it",
-                )
-            )
+        problem = _field_name_problem(pname)
+        if problem is not None:
+            issues.append(SchemaIssue(source, pointer("properties", pname), problem))
             continue
-        if not _FIELD.match(pname):
-            issues.append(
-                SchemaIssue(
-                    source,
-                    where,
-                    "a field name starts with a letter and holds "
-                    "letters, digits, _ - @ $ (63 at most, no dots)",
-                )
-            )
-            continue
-        if not isinstance(pschema, dict):
-            pschema = {} if pschema is True else {"not": {}}
-        kind, nullable = field_kind(pschema)
-        max_len = pschema.get("maxLength") if kind == "string" else None
-        enum = pschema.get("enum")
-        fields[pname] = Field(
-            name=pname,
-            kind=kind,
-            schema=pschema,
-            required=pname in required,
-            nullable=nullable,
-            title=pschema.get("title"),
-            description=pschema.get("description"),
-            max_length=max_len if isinstance(max_len, int) else None,
-            enum=tuple(enum) if isinstance(enum, list) else None,
+        fields[pname] = _field(pname, pschema, pname in required)
+    return fields
+
+
+def _group_problem(
+    name: str, fields: Mapping[str, Field], where: str, *, allow_json: bool
+) -> str | None:
+    f = fields.get(name)
+    if f is None:
+        return f"field {name!r} does not exist"
+    if not f.is_scalar and not allow_json:
+        return (
+            f"field {name!r} is a nested value ({f.kind}); only scalar fields can be {where} here"
         )
+    return None
 
-    indexes = _field_groups(
-        xreg.get("indexed", []), "indexed", source, fields, issues, allow_json=True
-    )
-    uniques = _field_groups(xreg.get("unique", []), "unique", source, fields, issues)
-    private = _names(xreg.get("private", []), "private", source, props, issues)
-    internal = _names(xreg.get("internal", []), "internal", source, props, issues)
 
+def _field_groups(
+    xreg: Structure,
+    where: str,
+    source: str,
+    fields: Mapping[str, Field],
+    issues: list[SchemaIssue],
+    *,
+    allow_json: bool = False,
+) -> list[tuple[str, ...]]:
+    """`indexed` / `unique`: each item a field name or a list of them, naming existing fields
+    (scalar ones, but for a single nested field when `allow_json`)."""
+    groups: list[tuple[str, ...]] = []
+    for i, item in enumerate(xreg.get(where, [])):
+        if not xreg.sound(where, i):
+            continue
+        group = (item,) if isinstance(item, str) else tuple(item)
+        problems = [
+            _group_problem(n, fields, where, allow_json=allow_json and len(group) == 1)
+            for n in group
+        ]
+        found = [p for p in problems if p is not None]
+        for problem in found:
+            issues.append(SchemaIssue(source, pointer("x-registry", where, i), problem))
+        if not found:
+            groups.append(group)
+    return groups
+
+
+def _names(
+    xreg: Structure, where: str, source: str, props: Mapping[str, Any], issues: list[SchemaIssue]
+) -> tuple[str, ...]:
+    """`private` / `internal`: names of declared properties."""
+    names = [(i, v) for i, v in enumerate(xreg.get(where, [])) if xreg.sound(where, i)]
+    for i, v in names:
+        if v not in props:
+            issues.append(
+                SchemaIssue(source, pointer("x-registry", where, i), f"field {v!r} does not exist")
+            )
+    return tuple(v for _, v in names if v in props)
+
+
+def _reference_problem(props: Mapping[str, Any], path: str) -> str | None:
+    leaf = walk_path(props, path)
+    if leaf is None:
+        return f"field {path!r} does not exist"
+    if schema_types(leaf)[0] - {"string", "integer"}:
+        return (
+            f"field {path!r} must hold strings or "
+            "integers (or arrays of them) to reference another entity"
+        )
+    return None
+
+
+def _references(
+    xreg: Structure, source: str, props: Mapping[str, Any], issues: list[SchemaIssue]
+) -> list[Reference]:
+    """`references`: each path exists and holds ids (strings or integers)."""
     references: list[Reference] = []
-    refs = xreg.get("references", {})
-    if not isinstance(refs, dict):
-        issues.append(
-            SchemaIssue(
-                source,
-                pointer("x-registry", "references"),
-                'must map a field to an entity: {"facilityId": "facility"}',
-            )
-        )
-        refs = {}
-    for path, target in refs.items():
-        where = pointer("x-registry", "references", path)
-        if isinstance(target, str):
-            ref = Reference(path=path, entity=target)
-        elif (
-            isinstance(target, dict)
-            and isinstance(target.get("entity"), str)
-            and isinstance(target.get("field", "id"), str)
-            and set(target) <= {"entity", "field"}
-        ):
-            ref = Reference(path=path, entity=target["entity"], field=target.get("field", "id"))
+    for path, target in xreg.get("references", {}).items():
+        if not xreg.sound("references", path):
+            continue
+        problem = _reference_problem(props, path)
+        if problem is not None:
+            issues.append(SchemaIssue(source, pointer("x-registry", "references", path), problem))
+        elif isinstance(target, str):
+            references.append(Reference(path=path, entity=target))
         else:
-            issues.append(
-                SchemaIssue(
-                    source, where, 'must be an entity name or {"entity": ..., "field": ...}'
-                )
-            )
-            continue
-        leaf = walk_path(props, path)
-        if leaf is None:
-            issues.append(SchemaIssue(source, where, f"field {path!r} does not exist"))
-            continue
-        if schema_types(leaf)[0] - {"string", "integer"}:
-            issues.append(
-                SchemaIssue(
-                    source,
-                    where,
-                    f"field {path!r} must hold strings or "
-                    "integers (or arrays of them) to reference another entity",
-                )
-            )
-            continue
-        references.append(ref)
+            references.append(Reference(path, target["entity"], target.get("field", "id")))
+    return references
 
-    access: dict[str, tuple[str, ...]] = {}
+
+def _access(xreg: Structure) -> dict[str, tuple[str, ...]]:
+    """`access`: operation -> roles (the structure is all there is to check)."""
     acc = xreg.get("access", {})
-    if not isinstance(acc, dict):
-        issues.append(
-            SchemaIssue(
-                source,
-                pointer("x-registry", "access"),
-                'must map operations to roles: {"read": ["public"]}',
-            )
-        )
-        acc = {}
-    for op, roles in acc.items():
-        if op not in OPERATIONS:
+    return {op: tuple(roles) for op, roles in acc.items() if xreg.sound("access", op)}
+
+
+def _private_access(xreg: Structure) -> tuple[str, ...]:
+    """`privateAccess`: the roles that see private fields (a default when absent)."""
+    roles = xreg.get("privateAccess")
+    return DEFAULT_PRIVATE_ACCESS if roles is None else tuple(roles)
+
+
+def _owner(
+    xreg: Structure, source: str, props: Mapping[str, Any], issues: list[SchemaIssue]
+) -> str | dict[str, str] | None:
+    """`x-registry.owner`: a field path, or {"facility": path, "recipient": path} (`id` allowed:
+    the record's own id)."""
+    value = xreg.get("owner")
+    if isinstance(value, str):
+        if walk_path(props, value) is None:
             issues.append(
                 SchemaIssue(
-                    source,
-                    pointer("x-registry", "access", op),
-                    f"unknown operation {op!r}; known: {', '.join(OPERATIONS)}",
+                    source, pointer("x-registry", "owner"), f"field {value!r} does not exist"
                 )
             )
-        elif not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            return None
+        return value
+    if not isinstance(value, dict):
+        return None  # absent, or not well formed (reported)
+    out: dict[str, str] = {}
+    for kind, path in value.items():
+        if not xreg.sound("owner", kind):
+            continue
+        if path != "id" and walk_path(props, path) is None:
             issues.append(
                 SchemaIssue(
-                    source, pointer("x-registry", "access", op), "must be a list of role names"
+                    source, pointer("x-registry", "owner", kind), f"field {path!r} does not exist"
                 )
             )
         else:
-            access[op] = tuple(roles)
+            out[kind] = path
+    return out or None
 
-    private_access = _roles(xreg, "privateAccess", source, issues)
-    owner = _owner(xreg.get("owner"), source, props, issues)
+
+def _display(
+    xreg: Structure, source: str, fields: Mapping[str, Field], issues: list[SchemaIssue]
+) -> str | None:
+    """`display`: a field, or a guess when absent."""
     display = xreg.get("display")
     if display is not None and display not in fields:
         issues.append(
@@ -531,10 +515,61 @@ def parse_entity_schema(  # noqa: C901
             )
         )
         display = None
-    if display is None:
-        display = _guess_display(fields)
-    i18n = _i18n(xreg.get("i18n", {}), source, props, issues)
+    return _guess_display(fields) if display is None else display
 
+
+def _i18n(
+    xreg: Structure, source: str, props: Mapping[str, Any], issues: list[SchemaIssue]
+) -> dict[str, dict[str, Any]]:
+    """`x-registry.i18n`: the translated field paths exist (titles, descriptions and enum
+    labels per locale are checked by the structure)."""
+    value: dict[str, dict[str, Any]] = xreg.get("i18n", {})
+    for locale, spec in value.items():
+        if not xreg.intact("i18n", locale, "fields"):
+            continue
+        for path in spec.get("fields", {}):
+            here = ("i18n", locale, "fields", path)
+            if xreg.sound(*here) and walk_path(props, path) is None:
+                issues.append(
+                    SchemaIssue(
+                        source, pointer("x-registry", *here), f"field {path!r} does not exist"
+                    )
+                )
+    return dict(value)
+
+
+def parse_entity_schema(
+    doc: Any,
+    *,
+    name: str,
+    source: str,
+    siblings: Mapping[str, dict[str, Any]] | None = None,
+) -> EntitySchema:
+    """Parse one schema document into an `EntitySchema`, or raise `SchemaError` listing every issue.
+
+    `name` is the entity name (the file stem); `siblings` maps the file names of the other files in
+    the same folder to their documents, for cross-file `$ref`.
+    """
+    warnings: list[SchemaIssue] = []
+    doc, origin = _native_document(
+        _check_document(doc, name, source),
+        name=name,
+        source=source,
+        siblings=siblings or {},
+        warnings=warnings,
+    )
+    issues: list[SchemaIssue] = []
+    xreg = _x_registry(doc, source, issues)
+    props = _entity_properties(doc, source, issues)
+    fields = _fields(doc, props, source, issues)
+    indexes = _field_groups(xreg, "indexed", source, fields, issues, allow_json=True)
+    uniques = _field_groups(xreg, "unique", source, fields, issues)
+    private = _names(xreg, "private", source, props, issues)
+    internal = _names(xreg, "internal", source, props, issues)
+    references = _references(xreg, source, props, issues)
+    owner = _owner(xreg, source, props, issues)
+    display = _display(xreg, source, fields, issues)
+    i18n = _i18n(xreg, source, props, issues)
     if issues:
         raise SchemaError(issues)
 
@@ -553,124 +588,14 @@ def parse_entity_schema(  # noqa: C901
         references=tuple(references),
         private=private,
         internal=internal,
-        access=access,
-        private_access=DEFAULT_PRIVATE_ACCESS if private_access is None else private_access,
+        access=_access(xreg),
+        private_access=_private_access(xreg),
         owner=owner,
         display=display,
         origin=origin,
         warnings=tuple(warnings),
         i18n=i18n,
     )
-
-
-def _roles(
-    xreg: Mapping[str, Any], key: str, source: str, issues: list[SchemaIssue]
-) -> tuple[str, ...] | None:
-    """A list of role names (`x-registry.privateAccess`), None when absent."""
-    value = xreg.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
-        issues.append(
-            SchemaIssue(source, pointer("x-registry", key), "must be a list of role names")
-        )
-        return None
-    return tuple(value)
-
-
-def _owner(
-    value: Any, source: str, props: Mapping[str, Any], issues: list[SchemaIssue]
-) -> str | dict[str, str] | None:
-    """`x-registry.owner`: a field path, or {"facility": path, "recipient": path} (`id` allowed:
-    the record's own id)."""
-    if value is None:
-        return None
-    where = pointer("x-registry", "owner")
-    if isinstance(value, str):
-        if walk_path(props, value) is None:
-            issues.append(SchemaIssue(source, where, f"field {value!r} does not exist"))
-            return None
-        return value
-    if not isinstance(value, dict) or not value:
-        issues.append(
-            SchemaIssue(
-                source, where, 'must be a field path or {"facility": path, "recipient": path}'
-            )
-        )
-        return None
-    out: dict[str, str] = {}
-    for kind, path in value.items():
-        if kind not in OWNER_KINDS:
-            issues.append(
-                SchemaIssue(
-                    source,
-                    pointer("x-registry", "owner", kind),
-                    f"unknown owner kind {kind!r}; known: {', '.join(OWNER_KINDS)}",
-                )
-            )
-        elif not isinstance(path, str) or (path != "id" and walk_path(props, path) is None):
-            issues.append(
-                SchemaIssue(
-                    source, pointer("x-registry", "owner", kind), f"field {path!r} does not exist"
-                )
-            )
-        else:
-            out[kind] = path
-    return out or None
-
-
-def _i18n(
-    value: Any, source: str, props: Mapping[str, Any], issues: list[SchemaIssue]
-) -> dict[str, dict[str, Any]]:
-    """Check `x-registry.i18n`: titles, descriptions and enum labels per locale."""
-    where = pointer("x-registry", "i18n")
-    shape = 'must map a locale to {"title", "description", "fields": {"path": "title"}}'
-    if not isinstance(value, dict):
-        issues.append(SchemaIssue(source, where, shape))
-        return {}
-    out: dict[str, dict[str, Any]] = {}
-    for locale, spec in value.items():
-        at = pointer("x-registry", "i18n", locale)
-        if not _LOCALE.match(locale):
-            issues.append(SchemaIssue(source, at, f"{locale!r} is not a language tag (fr, hi-IN)"))
-            continue
-        if not isinstance(spec, dict) or set(spec) - {"title", "description", "fields"}:
-            issues.append(SchemaIssue(source, at, shape))
-            continue
-        bad = [k for k in ("title", "description") if k in spec and not isinstance(spec[k], str)]
-        for k in bad:
-            issues.append(
-                SchemaIssue(source, pointer("x-registry", "i18n", locale, k), "must be text")
-            )
-        fields_spec = spec.get("fields", {})
-        if not isinstance(fields_spec, dict):
-            issues.append(
-                SchemaIssue(source, pointer("x-registry", "i18n", locale, "fields"), shape)
-            )
-            continue
-        for path, label in fields_spec.items():
-            here = pointer("x-registry", "i18n", locale, "fields", path)
-            if walk_path(props, path) is None:
-                issues.append(SchemaIssue(source, here, f"field {path!r} does not exist"))
-            elif not (isinstance(label, str) or _label_object(label)):
-                issues.append(
-                    SchemaIssue(
-                        source,
-                        here,
-                        'must be a title or {"title", "description", "enum": {value: label}}',
-                    )
-                )
-        out[locale] = spec
-    return out
-
-
-def _label_object(label: Any) -> bool:
-    if not isinstance(label, dict) or set(label) - {"title", "description", "enum"}:
-        return False
-    if any(not isinstance(label.get(k, ""), str) for k in ("title", "description")):
-        return False
-    enum = label.get("enum", {})
-    return isinstance(enum, dict) and all(isinstance(v, str) for v in enum.values())
 
 
 def _guess_display(fields: Mapping[str, Field]) -> str | None:
