@@ -24,13 +24,9 @@ import asyncio
 import contextlib
 import io
 import json
-import math
 import os
 import random
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -42,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import fastjsonschema
+import harness
 import httpx
 import orjson
 import sqlalchemy as sa
@@ -60,7 +57,6 @@ ENTITY = "facility"
 GEN_BASE = f"/api/v1/{ENTITY}"
 HAND_BASE = f"/hand/{ENTITY}"
 APPS = ("generated", "hand")
-DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 JSON_HEADERS = {"content-type": "application/json"}
 #: the generated API needs a signed-in caller: a system-admin token, set per backend by
 #: `sign_in` (the hand-written app ignores it)
@@ -366,17 +362,9 @@ class Result:
         return {**asdict(self), "rps": round(self.rps, 1)}
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return 0.0
-    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[k]
-
-
 def summarise(app: str, op: str, lat: list[float], seconds: float, errors: Counter) -> Result:
     lat.sort()
-    ms = [x * 1000 for x in (percentile(lat, 50), percentile(lat, 95), percentile(lat, 99))]
+    ms = [harness.percentile(lat, q) * 1000 for q in (50, 95, 99)]
     return Result(
         app,
         op,
@@ -493,30 +481,18 @@ class HttpxClient:
         await self.client.aclose()
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time of a process (Linux /proc), or None."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 async def concurrent(
-    base_url: str,
+    server: harness.ServerProcess,
     app: str,
     op: str,
     args: argparse.Namespace,
     next_request: Callable[[], tuple[str, str, bytes | None]],
-    server_pid: int | None = None,
 ) -> Result:
     """`args.requests` requests from `args.concurrency` clients, each with its own keep-alive
     connection, each sending its next request when the previous answer is in (closed loop)."""
-    url = httpx.URL(base_url)
+    raw = args.client == "raw"
     clients: list[RawHTTP | HttpxClient] = [
-        RawHTTP(url.host, url.port or 80) if args.client == "raw" else HttpxClient(base_url)
+        RawHTTP("127.0.0.1", server.port) if raw else HttpxClient(server.base_url)
         for _ in range(args.concurrency)
     ]
 
@@ -546,11 +522,11 @@ async def concurrent(
         await run(warm, [], Counter(), time.perf_counter() + args.warmup_seconds)
         lat: list[float] = []
         errors: Counter = Counter()
-        cpu0 = cpu_seconds(server_pid)
+        cpu0 = server.cpu_seconds()
         start = time.perf_counter()
         await run(args.requests, lat, errors, start + args.max_seconds)
         elapsed = time.perf_counter() - start
-        cpu1 = cpu_seconds(server_pid)
+        cpu1 = server.cpu_seconds()
     finally:
         for c in clients:
             await c.aclose()
@@ -565,52 +541,10 @@ async def concurrent(
 # ---------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One uvicorn process serving one app on 127.0.0.1."""
-
-    def __init__(self, app: str, url: str, data_dir: Path, log_dir: Path):
-        self.app = app
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"uvicorn-{app}-{self.port}.log"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", app]
-        cmd += ["--database-url", url, "--data-dir", str(data_dir), "--port", str(self.port)]
-        self.log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                if httpx.get(self.base_url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        tail = self.log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"uvicorn for {self.app} did not start:\n{tail}")
-
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+def serve_command(app: str, url: str, data_dir: Path) -> Callable[[int], list[str]]:
+    """The command line of the child process serving `app` on a port (`--serve`)."""
+    me = [sys.executable, str(Path(__file__).resolve()), "--serve", app, "--database-url", url]
+    return lambda port: [*me, "--data-dir", str(data_dir), "--port", str(port)]
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -620,44 +554,9 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.WARNING)
-    settings = Settings(
-        database_url=args.database_url, data_dir=Path(args.data_dir), load_entrypoints=False
-    )
+    settings = harness.settings(args.database_url, args.data_dir)
     app = create_app(settings) if args.serve == "generated" else hand_app(settings)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# Databases
-# ---------------------------------------------------------------------------------------------
-
-
-def pg_reachable(admin_url: str) -> str | None:
-    try:
-        eng = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with eng.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        eng.dispose()
-        return None
-    except Exception as exc:  # any failure means "no server"
-        return str(exc).splitlines()[0]
-
-
-class PgDatabase:
-    """A throwaway database created on the server of `admin_url`, dropped on close."""
-
-    def __init__(self, admin_url: str):
-        self.name = f"registry_bench_{uuid.uuid4().hex[:10]}"
-        self.admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
-        url = sa.engine.make_url(admin_url).set(database=self.name)
-        self.url = url.render_as_string(hide_password=False)
-
-    def close(self) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        self.admin.dispose()
 
 
 def prefill_rows(count: int, start: int) -> Iterator[dict[str, Any]]:
@@ -800,7 +699,7 @@ async def in_process(reg: Registry, settings: Settings, args: argparse.Namespace
 
 
 def server_phase(
-    servers: dict[str, Server],
+    servers: dict[str, harness.ServerProcess],
     args: argparse.Namespace,
     bodies: Bodies,
     read_ids: list[str],
@@ -823,21 +722,16 @@ def server_phase(
                 def next_request(base: str = base) -> tuple[str, str, None]:
                     return "GET", f"{base}/{rng.choice(read_ids)}", None
 
-            server = servers[name]
-            r = asyncio.run(concurrent(server.base_url, name, op, args, next_request, server.pid()))
+            r = asyncio.run(concurrent(servers[name], name, op, args, next_request))
             log(line(r))
             runs[name].append(r)
         out[op] = {name: best(rs) for name, rs in runs.items()}
     return out
 
 
-def ping(server: Server, args: argparse.Namespace) -> Result:
+def ping(server: harness.ServerProcess, args: argparse.Namespace) -> Result:
     """Client + server ceiling: a constant response, no database (hand app's /ping)."""
-    return asyncio.run(
-        concurrent(
-            server.base_url, "hand", "ping", args, lambda: ("GET", "/ping", None), server.pid()
-        )
-    )
+    return asyncio.run(concurrent(server, "hand", "ping", args, lambda: ("GET", "/ping", None)))
 
 
 def profile_paths(reg: Registry, settings: Settings, n: int, top: int = 25) -> None:
@@ -902,11 +796,11 @@ def prefill_phase(backend: str, reg: Registry, args: argparse.Namespace, result:
 
 def run_backend(backend: str, url: str, workdir: Path, args: argparse.Namespace) -> dict:
     data_dir = workdir / backend
-    settings = Settings(database_url=url, data_dir=data_dir, load_entrypoints=False)
+    settings = harness.settings(url, data_dir)
     sign_in(settings)
     reg = open_registry(settings)
     result: dict[str, Any] = {}
-    servers: dict[str, Server] = {}
+    servers: dict[str, harness.ServerProcess] = {}
     try:
         load_demo_data(reg.services)
         if args.profile:
@@ -920,13 +814,13 @@ def run_backend(backend: str, url: str, workdir: Path, args: argparse.Namespace)
             return result
 
         for name in APPS:
-            servers[name] = Server(name, url, data_dir, workdir)
+            servers[name] = harness.ServerProcess(name, serve_command(name, url, data_dir), workdir)
         ids: list[str] = []
         if large and "server" not in args.phases:
             ids = prefill_phase(backend, reg, args, result)  # overlaps the servers' start-up
         for s in servers.values():
             s.wait_ready()
-        pids = ", ".join(f"{n} pid {s.pid()} port {s.port}" for n, s in servers.items())
+        pids = ", ".join(f"{n} pid {s.pid} port {s.port}" for n, s in servers.items())
         log(f"\n== {backend}: uvicorn servers ({pids}), concurrency {args.concurrency}")
         p = ping(servers["hand"], args)
         log(line(p) + "   <- /ping, no database: client+server ceiling")
@@ -952,10 +846,6 @@ def run_backend(backend: str, url: str, workdir: Path, args: argparse.Namespace)
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
-
-
-def ratio(gen: Result, hand: Result) -> float:
-    return gen.rps / hand.rps if hand.rps else 0.0
 
 
 def summary(all_results: dict[str, Any], args: argparse.Namespace, skipped: dict) -> dict:
@@ -1000,7 +890,7 @@ def summary(all_results: dict[str, Any], args: argparse.Namespace, skipped: dict
             fig[key] = {}
             for op in ("create", "read"):
                 g, h = res[key][op]["generated"], res[key][op]["hand"]
-                rt = ratio(g, h)
+                rt = harness.ratio(g.rps, h.rps)
                 lat = ""
                 if key != "in-process":
                     lat = (
@@ -1033,10 +923,10 @@ def summary(all_results: dict[str, Any], args: argparse.Namespace, skipped: dict
         for op in ("read", "create"):
             g, h = res["large"][op]["generated"], res["large"][op]["hand"]
             p99 = "meets" if g.p99_ms < 50 else "misses"
-            rt = "meets" if ratio(g, h) >= 0.8 else "misses"
+            rt = "meets" if harness.ratio(g.rps, h.rps) >= 0.8 else "misses"
             log(
                 f"{backend:10s} large {op:6s}  generated p99 {g.p99_ms:7.1f} ms ({p99} < 50 ms)"
-                f"  ratio {ratio(g, h):.2f} ({rt} >= 0.80)"
+                f"  ratio {harness.ratio(g.rps, h.rps):.2f} ({rt} >= 0.80)"
             )
     return figures
 
@@ -1064,7 +954,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", default="sqlite,postgresql", help="sqlite,postgresql")
     ap.add_argument(
         "--pg-url",
-        default=os.environ.get("REGISTRY_BENCH_PG_URL", DEFAULT_PG_ADMIN_URL),
+        default=harness.pg_admin_url(),
         help="server on which a throwaway database is created (env REGISTRY_BENCH_PG_URL)",
     )
     ap.add_argument(
@@ -1112,27 +1002,17 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
-        workdir = Path(tmp)
+    with harness.scratch_folder() as workdir:
         for backend in backends:
-            if backend == "sqlite":
-                url = f"sqlite:///{(workdir / 'bench.db').as_posix()}"
+            if backend == "postgresql" and (problem := harness.pg_problem(args.pg_url)):
+                msg = f"PostgreSQL not reachable at {args.pg_url}: {problem}"
+                log(f"\n== postgresql: SKIPPED ({msg})")
+                skipped[backend] = msg
+                continue
+            with harness.database(backend, workdir, args.pg_url) as url:
+                if backend == "postgresql":
+                    log(f"\n== postgresql: throwaway database {sa.engine.make_url(url).database}")
                 results[backend] = run_backend(backend, url, workdir, args)
-            elif backend == "postgresql":
-                problem = pg_reachable(args.pg_url)
-                if problem:
-                    msg = f"PostgreSQL not reachable at {args.pg_url}: {problem}"
-                    log(f"\n== postgresql: SKIPPED ({msg})")
-                    skipped[backend] = msg
-                    continue
-                pg = PgDatabase(args.pg_url)
-                log(f"\n== postgresql: throwaway database {pg.name}")
-                try:
-                    results[backend] = run_backend(backend, pg.url, workdir, args)
-                finally:
-                    pg.close()
-            else:
-                raise SystemExit(f"unknown backend {backend!r} (sqlite, postgresql)")
     figures = summary(results, args, skipped)
     figures["settings"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     log(f"total wall time {figures['settings']['wall_seconds']} s")

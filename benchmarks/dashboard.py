@@ -34,32 +34,23 @@ Prints figures and ratios; never asserts timings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import statistics
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
-import sqlalchemy as sa  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+from open_registry.core import create_app
+from open_registry.plugins.programme.analytics import TABLES, Analytics, Period
+from open_registry.plugins.programme.rollups import Rollups
+from open_registry.plugins.programme.runtime import runtime
 
-from open_registry.core import Settings, create_app, open_registry  # noqa: E402
-from open_registry.core.demo import load_demo_data  # noqa: E402
-from open_registry.plugins.programme.analytics import TABLES, Analytics, Period  # noqa: E402
-from open_registry.plugins.programme.rollups import Rollups  # noqa: E402
-from open_registry.plugins.programme.runtime import runtime  # noqa: E402
-
-PG_ADMIN = os.environ.get(
-    "REGISTRY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+PG_ADMIN = harness.pg_admin_url("REGISTRY_TEST_PG_URL")
 PROGRAMS = ("COVID19-2026", "MR-2026")
 VACCINES = {"COVID19-2026": ("CVX-AV", "CVX-MR"), "MR-2026": ("MRV-2",)}
 BANDS = ("0-17", "18-44", "45-59", "60+")
@@ -124,38 +115,11 @@ FULL_SCANS = [
 ]
 
 
-def pg_database() -> tuple[str, Callable[[], None]]:
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"registry_bench_dash_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
-    url = sa.engine.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url, drop
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> float:
-    """Median wall-clock seconds of `repeat` calls (after one warm-up call)."""
-    fn()
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
-
-
 def add_facilities(reg: Any, count: int) -> None:
     """`count` facilities BF00000..., each active in both programmes with a daily rate."""
-    facilities = [
+    harness.create_all(
+        reg.services["facility"],
         (
-            None,
             {
                 "code": f"BF{f:05d}",
                 "name": f"Bench facility {f}",
@@ -168,19 +132,18 @@ def add_facilities(reg: Any, count: int) -> None:
                     "state": f"State {f % 100 % 12}",
                     "pincode": "560001",
                 },
-            },
-        )
-        for f in range(count)
-    ]
-    for i in range(0, count, 500):
-        reg.services["facility"].create_many(facilities[i : i + 500], actor="bench")
-    activations = [
-        (None, {"facility": f"BF{f:05d}", "program": p, "status": "Active", "rate": 100})
-        for f in range(count)
-        for p in PROGRAMS
-    ]
-    for i in range(0, len(activations), 500):
-        reg.services["facility_programme"].create_many(activations[i : i + 500], actor="bench")
+            }
+            for f in range(count)
+        ),
+    )
+    harness.create_all(
+        reg.services["facility_programme"],
+        (
+            {"facility": f"BF{f:05d}", "program": p, "status": "Active", "rate": 100}
+            for f in range(count)
+            for p in PROGRAMS
+        ),
+    )
 
 
 def build(reg: Any, n: int, days: int, facilities: int, last: date) -> dict[str, float]:
@@ -245,56 +208,39 @@ def incremental(reg: Any, k: int) -> tuple[float, int]:
     rollups as the worker does (batches of 100); returns (events per second, rows added)."""
     services = reg.services
     today = datetime.now(UTC).date()
-    people = []
-    for i in range(0, k, 500):
-        people += services["recipient"].create_many(
-            [
-                (
-                    None,
-                    {
-                        "name": f"Bench person {j}",
-                        "dob": "1980-01-01",
-                        "gender": "Female",
-                        "identity": f"did:bench:{uuid.uuid4().hex}",
-                    },
-                )
-                for j in range(i, min(k, i + 500))
-            ],
-            actor="bench",
-        )
-    services["facility_programme"].create_many(
-        [
-            (
-                None,
-                {"facility": "NL-RVS-01", "program": "COVID19-2026", "status": "Active", "rate": k},
-            )
-        ],
-        actor="bench",
+    people = harness.create_all(
+        services["recipient"],
+        (
+            {
+                "name": f"Bench person {j}",
+                "dob": "1980-01-01",
+                "gender": "Female",
+                "identity": f"did:bench:{uuid.uuid4().hex}",
+            }
+            for j in range(k)
+        ),
+    )
+    activation = {"facility": "NL-RVS-01", "program": "COVID19-2026", "status": "Active", "rate": k}
+    harness.create_all(services["facility_programme"], [activation])
+    harness.skip_pending(reg)
+    when = f"{today.isoformat()}T10:00:00Z"
+    harness.create_all(
+        services["vaccination"],
+        (
+            {
+                "recipient": p["id"],
+                "program": "COVID19-2026",
+                "vaccine": "CVX-AV",
+                "facility": "NL-RVS-01",
+                "dose": 1,
+                "totalDoses": 2,
+                "batch": "BENCH-1",
+                "date": when,
+            }
+            for p in people
+        ),
     )
     outbox = reg.db.metadata.tables["registry_outbox"]
-    with reg.db.engine.begin() as conn:  # the set-up writes' own events are not measured
-        conn.execute(outbox.update().where(outbox.c.status == "pending").values(status="done"))
-    when = f"{today.isoformat()}T10:00:00Z"
-    for i in range(0, k, 500):
-        services["vaccination"].create_many(
-            [
-                (
-                    None,
-                    {
-                        "recipient": p["id"],
-                        "program": "COVID19-2026",
-                        "vaccine": "CVX-AV",
-                        "facility": "NL-RVS-01",
-                        "dose": 1,
-                        "totalDoses": 2,
-                        "batch": "BENCH-1",
-                        "date": when,
-                    },
-                )
-                for p in people[i : i + 500]
-            ],
-            actor="bench",
-        )
     before = count_rows(
         reg, "SELECT coalesce(sum(n), 0) FROM programme_rollup WHERE rollup = 'dose'"
     )
@@ -334,76 +280,69 @@ def main() -> None:
     )
     parser.add_argument("--database-url", help="an existing PostgreSQL database to fill")
     args = parser.parse_args()
-    url, drop = (args.database_url, None) if args.database_url else pg_database()
     today = datetime.now(UTC).date()
     print(
         f"dashboard over {args.n:,} vaccinations, {args.days} days, {args.facilities:,} "
         f"facilities; PostgreSQL; {os.cpu_count()} CPUs"
     )
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(
-                database_url=url,
-                data_dir=Path(tmp),
-                inline_worker=False,
-                load_entrypoints=False,
-                pool_size=4,
+    database = (
+        contextlib.nullcontext(args.database_url)
+        if args.database_url
+        else harness.pg_database(PG_ADMIN, "registry_bench_dash", {"synchronous_commit": "off"})
+    )
+    with database as url, harness.scratch_folder() as tmp:
+        reg = harness.open_bench_registry(url, tmp, demo=True, inline_worker=False, pool_size=4)
+        runtime(reg).create_tables()
+        start = time.perf_counter()
+        add_facilities(reg, args.facilities)
+        print(
+            f"set-up: {args.facilities:,} facilities and {2 * args.facilities:,} "
+            f"activations through the services in {time.perf_counter() - start:.1f} s"
+        )
+        steps = build(reg, args.n, args.days, args.facilities, today)
+        print("build: " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
+        base_rows = count_rows(reg, "SELECT count(*) FROM bench_vaccination")
+        rollup_rows = count_rows(reg, "SELECT count(*) FROM programme_rollup")
+        print(f"base table: {base_rows:,} rows; rollup table: {rollup_rows:,} rows")
+        app = create_app(registry=reg)
+        client = TestClient(app)  # no lifespan: the registry stays open
+        periods = {
+            "last 30 days": Period(today - timedelta(days=29), today),
+            f"all {args.days} days": Period(today - timedelta(days=args.days - 1), today),
+        }
+        for label, period in periods.items():
+            tables = rollup_aggregates(reg, period, today)
+            total = sum(r[1] for r in tables["daily"].rows)
+            scans = full_scan_aggregates(reg, period)
+            assert total == sum(r[1] for r in scans[0]), "rollups and base table disagree"
+            query = f"from={period.start.isoformat()}&to={period.end.isoformat()}"
+
+            def page(query: str = query) -> None:
+                resp = client.get(f"/ui/dashboard?{query}")
+                assert resp.status_code == 200, resp.text[:300]
+
+            t_roll = harness.median_seconds(
+                lambda p=period: rollup_aggregates(reg, p, today), args.repeat
             )
-            reg = open_registry(settings)
-            load_demo_data(reg.services)
-            runtime(reg).create_tables()
-            start = time.perf_counter()
-            add_facilities(reg, args.facilities)
+            t_page = harness.median_seconds(page, args.repeat)
+            t_scan = harness.median_seconds(
+                lambda p=period: full_scan_aggregates(reg, p), max(1, args.repeat // 2)
+            )
+            print(f"\n[{label}: {total:,} vaccinations]")
+            print(f"rollups, all 13 dashboard aggregates {t_roll * 1000:9.1f} ms")
+            print(f"rollups, the page GET /ui/dashboard  {t_page * 1000:9.1f} ms")
+            print(f"full scan, 4 vaccination aggregates  {t_scan * 1000:9.1f} ms")
             print(
-                f"set-up: {args.facilities:,} facilities and {2 * args.facilities:,} "
-                f"activations through the services in {time.perf_counter() - start:.1f} s"
+                f"ratio full scan / rollups: {t_scan / t_roll:.1f}x (page: {t_scan / t_page:.1f}x)"
             )
-            steps = build(reg, args.n, args.days, args.facilities, today)
-            print("build: " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
-            base_rows = count_rows(reg, "SELECT count(*) FROM bench_vaccination")
-            rollup_rows = count_rows(reg, "SELECT count(*) FROM programme_rollup")
-            print(f"base table: {base_rows:,} rows; rollup table: {rollup_rows:,} rows")
-            app = create_app(registry=reg)
-            client = TestClient(app)  # no lifespan: the registry stays open
-            periods = {
-                "last 30 days": Period(today - timedelta(days=29), today),
-                f"all {args.days} days": Period(today - timedelta(days=args.days - 1), today),
-            }
-            for label, period in periods.items():
-                tables = rollup_aggregates(reg, period, today)
-                total = sum(r[1] for r in tables["daily"].rows)
-                scans = full_scan_aggregates(reg, period)
-                assert total == sum(r[1] for r in scans[0]), "rollups and base table disagree"
-                query = f"from={period.start.isoformat()}&to={period.end.isoformat()}"
-
-                def page(query: str = query) -> None:
-                    resp = client.get(f"/ui/dashboard?{query}")
-                    assert resp.status_code == 200, resp.text[:300]
-
-                t_roll = timed(lambda p=period: rollup_aggregates(reg, p, today), args.repeat)
-                t_page = timed(page, args.repeat)
-                t_scan = timed(
-                    lambda p=period: full_scan_aggregates(reg, p), max(1, args.repeat // 2)
-                )
-                print(f"\n[{label}: {total:,} vaccinations]")
-                print(f"rollups, all 13 dashboard aggregates {t_roll * 1000:9.1f} ms")
-                print(f"rollups, the page GET /ui/dashboard  {t_page * 1000:9.1f} ms")
-                print(f"full scan, 4 vaccination aggregates  {t_scan * 1000:9.1f} ms")
-                print(
-                    f"ratio full scan / rollups: {t_scan / t_roll:.1f}x "
-                    f"(page: {t_scan / t_page:.1f}x)"
-                )
-            if args.incremental:
-                rate, added = incremental(reg, args.incremental)
-                print(
-                    f"\nincremental: {args.incremental:,} vaccination events applied to the "
-                    f"rollups at {rate:,.0f} events/s wall-clock (batches of 100); "
-                    f"dose rollup +{added:,}"
-                )
-            reg.close()
-    finally:
-        if drop is not None:
-            drop()
+        if args.incremental:
+            rate, added = incremental(reg, args.incremental)
+            print(
+                f"\nincremental: {args.incremental:,} vaccination events applied to the "
+                f"rollups at {rate:,.0f} events/s wall-clock (batches of 100); "
+                f"dose rollup +{added:,}"
+            )
+        reg.close()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ the end; skipped with a message when the server does not answer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -27,54 +28,24 @@ import random
 import resource
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness
 
-PG_URL = os.environ.get("REGISTRY_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/")
 HEADER = [
     "identity", "name", "dob", "yob", "gender", "nationality", "phone", "email",
     "address.addressLine1", "address.addressLine2", "address.district", "address.state",
     "address.pincode", "address.country", "enrollmentCode", "enrollmentType", "comorbidities",
 ]  # fmt: skip
 FIRST = [
-    "Asha",
-    "Ravi",
-    "Megha",
-    "Anita",
-    "Suresh",
-    "Jai",
-    "Priya",
-    "Vikram",
-    "Lena",
-    "Omar",
-    "Sara",
-    "Tomas",
-    "Ines",
-    "Kofi",
-    "Mei",
-]
+    "Asha", "Ravi", "Megha", "Anita", "Suresh", "Jai", "Priya", "Vikram", "Lena", "Omar", "Sara",
+    "Tomas", "Ines", "Kofi", "Mei",
+]  # fmt: skip
 LAST = [
-    "Lopes",
-    "Varma",
-    "Das",
-    "Rao",
-    "Kumar",
-    "Thakur",
-    "Shah",
-    "Iyer",
-    "Nair",
-    "Khan",
-    "Mehta",
-    "Singh",
-    "Okafor",
-    "Chen",
-    "Silva",
-]
+    "Lopes", "Varma", "Das", "Rao", "Kumar", "Thakur", "Shah", "Iyer", "Nair", "Khan", "Mehta",
+    "Singh", "Okafor", "Chen", "Silva",
+]  # fmt: skip
 DISTRICTS = ["Riverside", "Hillcrest", "Lakeside", "Old Town", "Northgate", "Harbour"]
 CONDITIONS = ["Diabetes", "Hypertension", "Asthma", "Heart disease", "Kidney disease"]
 
@@ -124,11 +95,9 @@ def generate(path: Path, rows: int, seed: int = 7) -> int:
 
 # -- children (each measured alone) ---------------------------------------------------------------
 def child_import(url: str, data_dir: str, file: str) -> dict:
-    from open_registry.core import Settings
-    from open_registry.core.app import open_registry
     from open_registry.core.imports.importer import import_file
 
-    reg = open_registry(Settings(database_url=url, data_dir=Path(data_dir), load_entrypoints=False))
+    reg = harness.open_bench_registry(url, data_dir)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     res = import_file(reg.services["recipient"], file)
     reg.close()
@@ -146,8 +115,6 @@ def child_import(url: str, data_dir: str, file: str) -> dict:
 
 def child_baseline(url: str, data_dir: str, file: str) -> dict:
     """Raw executemany of the same valid rows (prepared first, untimed) into the same table."""
-    from open_registry.core import Settings
-    from open_registry.core.app import open_registry
     from open_registry.core.imports.importer import (
         SQLITE_CACHE,
         Importer,
@@ -155,7 +122,7 @@ def child_baseline(url: str, data_dir: str, file: str) -> dict:
         prepare_chunks,
     )
 
-    reg = open_registry(Settings(database_url=url, data_dir=Path(data_dir), load_entrypoints=False))
+    reg = harness.open_bench_registry(url, data_dir)
     svc = reg.services["recipient"]
     importer = Importer(svc, ImportOptions())
     plan, _ = importer.plan(Path(file))
@@ -199,50 +166,12 @@ def run_child(kind: str, url: str, data_dir: Path, file: Path) -> dict:
 
 
 # -- the run ---------------------------------------------------------------------------------------
-def pg_database(admin_url: str):
-    import sqlalchemy as sa
-
-    base = sa.engine.make_url(admin_url)
-    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    name = f"registry_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url, drop
-
-
-def pg_reachable(admin_url: str) -> str | None:
-    import sqlalchemy as sa
-
-    try:
-        eng = sa.create_engine(sa.engine.make_url(admin_url).set(database="postgres"))
-        with eng.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        eng.dispose()
-        return None
-    except Exception as exc:
-        return str(exc).splitlines()[0]
-
-
 def bench_backend(backend: str, file: Path, work: Path, pg_url: str) -> dict:
-    urls = {}
-    drops = []
-    try:
-        for kind in ("import", "baseline"):
-            folder = work / f"{backend}-{kind}"
-            folder.mkdir()
-            if backend == "sqlite":
-                urls[kind] = f"sqlite:///{folder / 'registry.db'}"
-            else:
-                url, drop = pg_database(pg_url)
-                urls[kind] = url
-                drops.append(drop)
+    with contextlib.ExitStack() as stack:
+        urls = {
+            kind: stack.enter_context(harness.database(backend, work / f"{backend}-{kind}", pg_url))
+            for kind in ("import", "baseline")
+        }
         imp = run_child("import", urls["import"], work / f"{backend}-import", file)
         print(f"  {backend:<10} import    {imp['rows']:>9,} rows  {imp['seconds']:>7.1f} s  "
               f"{imp['rows_per_s']:>9,} rows/s  ({imp['inserted']:,} inserted, "
@@ -254,11 +183,8 @@ def bench_backend(backend: str, file: Path, work: Path, pg_url: str) -> dict:
         return {
             "import": imp,
             "baseline": base,
-            "ratio": round(imp["rows_per_s"] / base["rows_per_s"], 3),
+            "ratio": round(harness.ratio(imp["rows_per_s"], base["rows_per_s"]), 3),
         }
-    finally:
-        for drop in drops:
-            drop()
 
 
 def main() -> None:
@@ -266,7 +192,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="50,000 rows")
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--pg-url", default=PG_URL)
+    parser.add_argument("--pg-url", default=harness.pg_admin_url())
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--child", choices=["import", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -281,8 +207,7 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
           f"({os.cpu_count()} cores)")  # fmt: skip
     results: dict = {"rows": rows, "skipped": {}, "results": {}}
-    with tempfile.TemporaryDirectory(prefix="registry-bench-import-") as tmp:
-        work = Path(tmp)
+    with harness.scratch_folder("registry-bench-import-") as work:
         file = work / "recipients.csv"
         start = time.perf_counter()
         bad = generate(file, rows)
@@ -293,7 +218,7 @@ def main() -> None:
         results["file_mb"] = round(size / 1e6, 1)
         for backend in args.backends.split(","):
             if backend == "postgresql":
-                problem = pg_reachable(args.pg_url)
+                problem = harness.pg_problem(args.pg_url)
                 if problem:
                     print(f"  postgresql skipped: {problem}")
                     results["skipped"]["postgresql"] = problem

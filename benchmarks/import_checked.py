@@ -15,24 +15,12 @@ checked import must record every row (none is beyond the rate or the stock): it 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import harness
 import sqlalchemy as sa
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-_bulk_bench = importlib.import_module("benchmarks.import")  # its PostgreSQL helpers
-PG_URL, pg_database, pg_reachable = (
-    _bulk_bench.PG_URL,
-    _bulk_bench.pg_database,
-    _bulk_bench.pg_reachable,
-)
 
 FACILITY, PROGRAM, VACCINE, VACCINATOR = "NL-RVS-01", "COVID19-2026", "CVX-AV", "VAC-0001"
 
@@ -40,19 +28,12 @@ FACILITY, PROGRAM, VACCINE, VACCINATOR = "NL-RVS-01", "COVID19-2026", "CVX-AV", 
 def prepare(url: str, data_dir: Path, n: int, work: Path):
     """A registry with the demo data, n more recipients, the facility active with a rate of n
     and a batch of n doses; returns (registry, the vaccinations CSV)."""
-    from open_registry.core import Settings, open_registry
-    from open_registry.core.demo import load_demo_data
     from open_registry.core.imports.importer import import_file
 
-    settings = Settings(
-        database_url=url,
-        data_dir=data_dir,
-        load_entrypoints=False,
-        inline_worker=False,
-        plugins={"programme": {"facility_programs_fallback": False}},
+    plugins = {"programme": {"facility_programs_fallback": False}}
+    reg = harness.open_bench_registry(
+        url, data_dir, demo=True, inline_worker=False, plugins=plugins
     )
-    reg = open_registry(settings)
-    load_demo_data(reg.services)
     people = work / "people.csv"
     with people.open("w") as f:
         f.write("identity,name,dob,gender,nationality,phone\n")
@@ -114,22 +95,12 @@ def timed_import(url: str, data_dir: Path, n: int, work: Path, checked: bool) ->
 def bench(backend: str, n: int, pg_url: str) -> dict:
     out = {}
     for kind in ("bulk", "checked"):
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            drop = None
-            if backend == "sqlite":
-                url = f"sqlite:///{work / 'registry.db'}"
-            else:
-                url, drop = pg_database(pg_url)
-            try:
-                out[kind] = timed_import(url, work / "data", n, work, kind == "checked")
-            finally:
-                if drop is not None:
-                    drop()
+        with harness.scratch_folder() as work, harness.database(backend, work, pg_url) as url:
+            out[kind] = timed_import(url, work / "data", n, work, kind == "checked")
         r = out[kind]
         print(f"  {backend:<10} {kind:<8} {r['rows']:>7,} rows  {r['seconds']:>7.2f} s  "
               f"{r['rows_per_s']:>7,} rows/s", flush=True)  # fmt: skip
-    out["ratio"] = round(out["checked"]["rows_per_s"] / out["bulk"]["rows_per_s"], 3)
+    out["ratio"] = round(harness.ratio(out["checked"]["rows_per_s"], out["bulk"]["rows_per_s"]), 3)
     print(f"  {backend:<10} checked / bulk: {out['ratio']:.2f}", flush=True)
     return out
 
@@ -139,12 +110,12 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("--quick", action="store_true", help="1,000 rows, SQLite only")
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--pg-url", default=PG_URL)
+    parser.add_argument("--pg-url", default=harness.pg_admin_url())
     args = parser.parse_args()
     n, backends = (1000, ["sqlite"]) if args.quick else (args.n, args.backends.split(","))
     print(f"vaccinations imported with and without the plugins' write checks, {n:,} rows")
     for backend in backends:
-        if backend == "postgresql" and (why := pg_reachable(args.pg_url)):
+        if backend == "postgresql" and (why := harness.pg_problem(args.pg_url)):
             print(f"  postgresql skipped: {why}")
             continue
         bench(backend, n, args.pg_url)

@@ -22,36 +22,28 @@ Prints figures and ratios; never asserts timings.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness
+import sqlalchemy as sa
 
-import sqlalchemy as sa  # noqa: E402
+from open_registry.core.outbox.worker import Worker
+from open_registry.plugins.certificates import suites
+from open_registry.plugins.certificates.runtime import runtime
 
-from open_registry.core import Settings, open_registry  # noqa: E402
-from open_registry.core.demo import load_demo_data  # noqa: E402
-from open_registry.core.outbox.worker import Worker  # noqa: E402
-from open_registry.plugins.certificates import suites  # noqa: E402
-from open_registry.plugins.certificates.runtime import runtime  # noqa: E402
-
-#: the benchmark records thousands of doses at one facility on one day: the programme plugin's
-#: daily rate would refuse them (its rollups stay on, as in production)
-PLUGINS = {"programme": {"enforce_activation": False}}
-
-PG_ADMIN = os.environ.get(
-    "REGISTRY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+#: the registry's settings besides its database and folder; the benchmark records thousands of
+#: doses at one facility on one day: the programme plugin's daily rate would refuse them (its
+#: rollups stay on, as in production)
+SETTINGS: dict[str, Any] = {
+    "inline_worker": False,
+    "load_entrypoints": True,
+    "plugins": {"programme": {"enforce_activation": False}},
+}
 
 
 def record_vaccinations(reg: Any, n: int, tag: str) -> None:
@@ -61,68 +53,45 @@ def record_vaccinations(reg: Any, n: int, tag: str) -> None:
         e: services[e].search(services[e].parser.from_params([])).items[0]
         for e in ("program", "vaccine", "facility", "vaccinator")
     }
-    for start in range(0, n, 1000):
-        size = min(1000, n - start)
-        people = services["recipient"].create_many(
-            [
-                (
-                    None,
-                    {
-                        "name": f"Person {tag}-{start + i}",
-                        "dob": "1990-05-17",
-                        "gender": "Female",
-                        "identity": f"ID-{tag}-{start + i}",
-                        "nationality": "Examplian",
-                        "address": {
-                            "addressLine1": f"{i} Main Road",
-                            "district": "Portview",
-                            "state": "Eastmarch",
-                            "pincode": "523053",
-                            "country": "Examplia",
-                        },
-                    },
-                )
-                for i in range(size)
-            ],
-            actor="bench",
-        )
-        services["vaccination"].create_many(
-            [
-                (
-                    None,
-                    {
-                        "recipient": p["id"],
-                        "program": first["program"]["code"],
-                        "vaccine": first["vaccine"]["code"],
-                        "facility": first["facility"]["code"],
-                        "vaccinator": first["vaccinator"]["code"],
-                        "dose": 1,
-                        "totalDoses": 2,
-                        "batch": f"B{start // 1000}",
-                        "date": "2026-03-01T10:30:00Z",
-                    },
-                )
-                for p in people
-            ],
-            actor="bench",
-        )
-
-
-def skip_pending(reg: Any, keep: str | None = None) -> None:
-    """Mark pending events done, but those of entity `keep` (the set-up writes' own events are
-    not the benchmark)."""
-    t = reg.db.metadata.tables["registry_outbox"]
-    where = [t.c.status == "pending"] + ([t.c.entity != keep] if keep else [])
-    with reg.db.engine.begin() as conn:
-        conn.execute(t.update().where(*where).values(status="done"))
-
-
-def pending_vaccination_events(reg: Any) -> int:
-    t = reg.db.metadata.tables["registry_outbox"]
-    with reg.db.engine.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).where(t.c.status == "pending", t.c.entity == "vaccination")
-        ).scalar_one()
+    people = harness.create_all(
+        services["recipient"],
+        (
+            {
+                "name": f"Person {tag}-{i}",
+                "dob": "1990-05-17",
+                "gender": "Female",
+                "identity": f"ID-{tag}-{i}",
+                "nationality": "Examplian",
+                "address": {
+                    "addressLine1": f"{i % 1000} Main Road",
+                    "district": "Portview",
+                    "state": "Eastmarch",
+                    "pincode": "523053",
+                    "country": "Examplia",
+                },
+            }
+            for i in range(n)
+        ),
+        chunk=1000,
+    )
+    harness.create_all(
+        services["vaccination"],
+        (
+            {
+                "recipient": p["id"],
+                "program": first["program"]["code"],
+                "vaccine": first["vaccine"]["code"],
+                "facility": first["facility"]["code"],
+                "vaccinator": first["vaccinator"]["code"],
+                "dose": 1,
+                "totalDoses": 2,
+                "batch": f"B{i // 1000}",
+                "date": "2026-03-01T10:30:00Z",
+            }
+            for i, p in enumerate(people)
+        ),
+        chunk=1000,
+    )
 
 
 def certificate_count(reg: Any) -> int:
@@ -160,15 +129,6 @@ def issue_timed(reg: Any, n: int, full: bool) -> float:
     return n / max(elapsed, 1e-9)
 
 
-def open_fresh(url: str, data_dir: Path) -> Any:
-    reg = open_registry(
-        Settings(database_url=url, data_dir=data_dir, inline_worker=False, plugins=PLUGINS)
-    )
-    load_demo_data(reg.services)
-    skip_pending(reg)
-    return reg
-
-
 def status_lists(reg: Any, credentials: list[dict[str, Any]]) -> dict[str, Any]:
     """Our signed status list credentials the given credentials refer to, by URL."""
     rt = runtime(reg)
@@ -182,30 +142,8 @@ def status_lists(reg: Any, credentials: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def node_check(credentials: list[dict[str, Any]], lists: dict[str, Any]) -> str:
-    node_dir = ROOT / "tests" / "node"
-    if shutil.which("node") is None or not (node_dir / "node_modules").is_dir():
-        return "skipped (needs node and `cd tests/node && npm ci`)"
-    done = subprocess.run(
-        ["node", "verify.mjs"],
-        cwd=node_dir,
-        input=json.dumps({"credentials": credentials, "statusLists": lists}),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
-        return f"node failed: {done.stderr.strip()[:300]}"
-    results = json.loads(done.stdout)
-    ok = sum(1 for r in results if r["verified"])
-    return f"{ok}/{len(results)} verified"
-
-
 def _worker_process(url: str, data_dir: str, n: int, ready: Any, go: Any) -> None:
-    reg = open_registry(
-        Settings(database_url=url, data_dir=Path(data_dir), inline_worker=False, plugins=PLUGINS)
-    )
+    reg = harness.open_bench_registry(url, data_dir, **SETTINGS)
     runtime(reg)  # keys and templates loaded before the clock starts
     worker = Worker(reg, name=f"bench-{os.getpid()}", batch_size=100)
     ready.wait()
@@ -217,11 +155,9 @@ def _worker_process(url: str, data_dir: str, n: int, ready: Any, go: Any) -> Non
 def scale_out(url: str, data_dir: Path, n: int, processes: int) -> float:
     """Wall-clock certificates per second of `processes` worker processes on PostgreSQL, from
     the moment all of them are ready (started, connected) until the last one is done."""
-    reg = open_registry(
-        Settings(database_url=url, data_dir=data_dir, inline_worker=False, plugins=PLUGINS)
-    )
+    reg = harness.open_bench_registry(url, data_dir, **SETTINGS)
     record_vaccinations(reg, n, f"s{processes}-{uuid.uuid4().hex[:6]}")
-    skip_pending(reg, keep="vaccination")
+    harness.skip_pending(reg, keep="vaccination")
     before = certificate_count(reg)
     ctx = multiprocessing.get_context("spawn")
     ready, go = ctx.Barrier(processes + 1), ctx.Event()
@@ -244,21 +180,6 @@ def scale_out(url: str, data_dir: Path, n: int, processes: int) -> float:
     return n / elapsed
 
 
-def pg_database() -> tuple[str, Any]:
-    name = f"registry_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url, drop
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=3000, help="certificates per measurement")
@@ -266,32 +187,24 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="also measure on PostgreSQL")
     parser.add_argument("--workers", type=int, default=0, help="scale-out up to K processes (PG)")
     parser.add_argument("--node-check", type=int, default=0, metavar="N")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
+    harness.add_pin_option(parser)
     args = parser.parse_args()
     n = 300 if args.quick else args.n
     n_full = max(50, n // 10)
-    if not args.no_pin and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    print(
-        f"issuance through the outbox worker; {n} certificates (full pyld: {n_full}); "
-        f"{os.cpu_count()} CPUs, pinned to one: {not args.no_pin}"
-    )
-    backends = [("sqlite", None)]
-    drops = []
-    if args.postgres:
-        url, drop = pg_database()
-        backends.append(("postgresql", url))
-        drops.append(drop)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, url in backends:
-                data_dir = Path(tmp) / name
-                reg = open_fresh(url or f"sqlite:///{data_dir / 'bench.db'}", data_dir)
+    cpus = harness.pin_to_one_cpu(args)
+    print(f"issuance through the outbox worker; {n} certificates (full pyld: {n_full}); {cpus}")
+    pg_url = harness.pg_admin_url("REGISTRY_TEST_PG_URL")
+    with harness.scratch_folder() as tmp:
+        for name in ["sqlite", "postgresql"] if args.postgres else ["sqlite"]:
+            data_dir = tmp / name
+            with harness.database(name, data_dir, pg_url) as url:
+                reg = harness.open_bench_registry(url, data_dir, demo=True, **SETTINGS)
+                harness.skip_pending(reg)
                 record_vaccinations(reg, n_full, "full")
-                skip_pending(reg, keep="vaccination")
+                harness.skip_pending(reg, keep="vaccination")
                 full = issue_timed(reg, n_full, full=True)
                 record_vaccinations(reg, n, "fast")
-                skip_pending(reg, keep="vaccination")
+                harness.skip_pending(reg, keep="vaccination")
                 fast = issue_timed(reg, n, full=False)
                 creds = [
                     c["credential"]
@@ -314,7 +227,8 @@ def main() -> None:
                 )
                 if args.node_check and name == "sqlite":
                     sample = creds[: args.node_check]
-                    verdict = node_check(sample, status_lists(reg, sample))
+                    payload = {"credentials": sample, "statusLists": status_lists(reg, sample)}
+                    verdict = harness.node_verify(payload)
                     print(f"Node check of {len(sample)} issued certificates: {verdict}")
                 reg.close()
                 if name == "postgresql" and args.workers:
@@ -327,9 +241,6 @@ def main() -> None:
                             f"scale-out, {k} worker process(es): {rates[k]:>9,.0f} "
                             f"certificates / s wall-clock ({rates[k] / rates[1]:.2f}x of 1)"
                         )
-    finally:
-        for drop in drops:
-            drop()
 
 
 if __name__ == "__main__":

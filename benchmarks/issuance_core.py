@@ -23,27 +23,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import shutil
 import statistics
 import string
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pyld.__about__ import __version__ as pyld_version
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from pyld.__about__ import __version__ as pyld_version  # noqa: E402
-
-from open_registry.plugins.certificates import jsonld, keys, shortcut, suites  # noqa: E402
-from open_registry.plugins.certificates.loader import CREDENTIALS_V2_URL, VACCINATION_CONTEXT_URL  # noqa: E402
+from open_registry.plugins.certificates import jsonld, keys, shortcut, suites
+from open_registry.plugins.certificates.loader import CREDENTIALS_V2_URL, VACCINATION_CONTEXT_URL
 
 NAMES = ["Bhaya Mitra", "Zoë Ñandú", "李小龙", "Ngozi Okonkwo-Adebayo", "Łukasz Żółć", "أحمد"]
 
@@ -105,42 +97,17 @@ def credential(rng: random.Random, issuer: str) -> dict[str, Any]:
 def rate(fn: Callable[[Any], Any], items: list[Any], rounds: int) -> tuple[float, float]:
     """(best, median) items per CPU-second of this process over `rounds` passes. CPU time, not
     wall time: on a shared machine other processes on the same core do not count against us."""
-    rates = []
-    for _ in range(rounds):
-        start = time.process_time()
-        for item in items:
-            fn(item)
-        rates.append(len(items) / max(time.process_time() - start, 1e-9))
+    rates = [1 / s for s in harness.seconds_per_item(fn, items, rounds)]
     return max(rates), statistics.median(rates)
-
-
-def node_check(signed: list[dict[str, Any]]) -> str:
-    node_dir = ROOT / "tests" / "node"
-    if shutil.which("node") is None or not (node_dir / "node_modules").is_dir():
-        return "skipped (needs node and `cd tests/node && npm ci`)"
-    done = subprocess.run(
-        ["node", "verify.mjs"],
-        cwd=node_dir,
-        input=json.dumps(signed),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
-        return f"node failed: {done.stderr.strip()[:300]}"
-    results = json.loads(done.stdout)
-    return f"{sum(r['verified'] for r in results)}/{len(results)} verified by @digitalbazaar/vc"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small samples (a smoke run)")
     parser.add_argument("--node-check", type=int, default=0, metavar="N")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
+    harness.add_pin_option(parser)
     args = parser.parse_args()
-    if not args.no_pin and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    cpus = harness.pin_to_one_cpu(args)
     n_full, n_fast, rounds = (30, 300, 2) if args.quick else (300, 3000, 3)
 
     rng = random.Random(2024)
@@ -162,7 +129,7 @@ def main() -> None:
     signed = [sign_fast(d) for d in docs]
     bad = sum(not suites.verify(s, canonicalizer=shortcut.canonicalize).verified for s in signed)
 
-    print(f"pyld {pyld_version}; {os.cpu_count()} CPUs, pinned to one: {not args.no_pin}")
+    print(f"pyld {pyld_version}; {cpus}")
     print(
         f"byte-identical signed credentials, full vs shortcut: {n_full - mismatches}/{n_full}"
         f" (mismatches: {mismatches}); fallbacks: {fallbacks}/{len(docs)};"
@@ -196,7 +163,7 @@ def main() -> None:
     if args.node_check:
         print(
             f"\nNode check of {args.node_check} shortcut-signed credentials: "
-            f"{node_check(signed[: args.node_check])}"
+            f"{harness.node_verify(signed[: args.node_check], 'verified by @digitalbazaar/vc')}"
         )
 
 

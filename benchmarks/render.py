@@ -27,24 +27,18 @@ import argparse
 import copy
 import io
 import json
-import os
 import random
 import statistics
 import string
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import harness
+import segno
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import segno  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-
-from open_registry.plugins.certificates import keys, pdf, qr, shortcut, suites  # noqa: E402
-from tests.plugins.certificates.conftest import DIVOC, VACCINATION_CREDENTIAL  # noqa: E402
+from open_registry.plugins.certificates import keys, pdf, qr, shortcut, suites
+from tests.plugins.certificates.conftest import DIVOC, VACCINATION_CREDENTIAL
 
 NAMES = ["Bhaya Mitra", "Zoë Dupont", "Ngozi Okonkwo-Adebayo", "José Álvarez", "Anh Nguyen"]
 SAMPLES = ["ed25519-signed-sample.extracted.json", "rsa-signed-sample.extracted.json"]
@@ -71,13 +65,7 @@ def credentials(n: int, rng: random.Random) -> list[dict[str, Any]]:
 
 def ms_each(fn: Callable[[Any], Any], items: list[Any], rounds: int) -> float:
     """Median over `rounds` passes of CPU milliseconds per item."""
-    times = []
-    for _ in range(rounds):
-        start = time.process_time()
-        for item in items:
-            fn(item)
-        times.append((time.process_time() - start) * 1000 / len(items))
-    return statistics.median(times)
+    return statistics.median(harness.seconds_per_item(fn, items, rounds)) * 1000
 
 
 def segno_png(payload: bytes, mask: int | None = None) -> bytes:
@@ -98,10 +86,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small samples (a smoke run)")
     parser.add_argument("--rounds", type=int, default=None, help="passes per figure (median)")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
+    harness.add_pin_option(parser)
     args = parser.parse_args()
-    if not args.no_pin and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    cpus = harness.pin_to_one_cpu(args)
     n, n_segno, rounds = (10, 3, 2) if args.quick else (60, 15, 3)
     rounds = args.rounds or rounds
 
@@ -115,7 +102,7 @@ def main() -> None:
     unread = sum(
         qr.decode_image(qr.qr_png(p, scale=2)) != p for ps in payloads.values() for p in ps
     )
-    print(f"{os.cpu_count()} CPUs, pinned to one: {not args.no_pin}; {n} signed credentials")
+    print(f"{cpus}; {n} signed credentials")
     print(f"QR codes that did not read back: {unread}/{sum(map(len, payloads.values()))}")
 
     sizes: dict[str, Any] = {}

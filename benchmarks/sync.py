@@ -8,14 +8,10 @@ the units renamed. Prints rows/s and each run's time as a ratio of the first run
 from __future__ import annotations
 
 import argparse
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+import harness
 
-from open_registry.core import Settings, open_registry
 from open_registry.plugins.adapters import sync
 from tests.plugins.adapters.servers import Loopback, Reply, Request
 
@@ -47,12 +43,10 @@ def main() -> None:
             },
         )
 
-    with tempfile.TemporaryDirectory() as tmp, Loopback(dhis2) as server:
-        url = args.database_url or f"sqlite:///{tmp}/registry.db"
-        settings = Settings(
-            database_url=url,
-            data_dir=Path(tmp) / "data",
-            load_entrypoints=False,
+    with harness.scratch_folder() as tmp, Loopback(dhis2) as server:
+        reg = harness.open_bench_registry(
+            args.database_url or harness.sqlite_url(tmp),
+            tmp / "data",
             inline_worker=False,
             plugins={
                 "dhis2": {
@@ -67,12 +61,11 @@ def main() -> None:
                 }
             },
         )
-        reg = open_registry(settings)
         try:
             timings = []
             for label, change in (("first run", False), ("re-run", False), ("10% renamed", True)):
                 if change:
-                    for u in units[:: 10]:
+                    for u in units[::10]:
                         u["name"] += " (renamed)"
                 start = time.perf_counter()
                 report = sync.run(reg, "dhis2")
