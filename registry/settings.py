@@ -98,6 +98,19 @@ class Settings:
     otp_signup: bool = False
     #: Password logins (failed or not) allowed per client address within the OTP window.
     login_rate_per_address: int = 30
+    #: Failed password sign-ins allowed per username within the OTP window, whatever the
+    #: address (a success starts the count again); past it the username is refused (429)
+    #: until the window ends, even with the right password.
+    login_rate_per_username: int = 10
+    #: The peers trusted to say who the client is (reverse proxies): addresses or networks,
+    #: comma-separated (`10.0.0.5, 192.168.0.0/16`; `*` trusts every peer). Only a request
+    #: coming straight from one of them has its `forwarded_header` read, and the client is
+    #: the right-most address there that is not itself trusted. Empty (the default): the
+    #: header is never read and the client is the peer of the connection.
+    forwarded_allow_ips: str = ""
+    #: The header the trusted proxies set: `x-forwarded-for` or `forwarded` (RFC 7239). Only
+    #: that one is read, since a proxy passes the other one on from the client unchanged.
+    forwarded_header: str = "x-forwarded-for"
     #: How codes and other notices are sent when no plugin sends them: console (the code on
     #: the server's console, for development), smtp, or none.
     notification_sender: str = "console"

@@ -8,6 +8,8 @@ engine. Creating and changing tables is `registry.migrations`' job.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import threading
 import weakref
 from collections.abc import Iterator
@@ -24,6 +26,8 @@ from open_registry.core.crypto import Keyring, load_keyring
 from open_registry.core.schemas.loading import SchemaSet
 from open_registry.core.settings import Settings
 from open_registry.generators.tables import UTCDateTime, build_metadata, json_type
+
+log = logging.getLogger("registry")
 
 
 def system_tables(metadata: sa.MetaData) -> None:
@@ -88,13 +92,55 @@ _JSON: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 
 
+def private_folder(folder: Path) -> None:
+    """Create `folder` (and its missing parents) if missing, itself readable by its owner only
+    (0700: it holds the database, the keys, the signing secret). An existing folder is left as
+    it is."""
+    if folder.is_dir():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    os.chmod(folder, 0o700)  # whatever the umask
+
+
+def private_sqlite_file(path: Path) -> None:
+    """Create an empty SQLite database file readable by its owner only (0600) unless there is
+    one: SQLite gives the files it makes beside it (`-wal`, `-shm`, `-journal`) the database
+    file's mode, so they are owner-only too. An existing file is left as it is (a warning
+    says when others can read it)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "the database file %s can be read by other users (mode %o); run: chmod 600 %s",
+                path,
+                mode,
+                path,
+            )
+        return
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+    finally:
+        os.close(fd)
+
+
 def make_engine(settings: Settings) -> Engine:
-    """An engine for the configured database (creating the data folder for SQLite)."""
+    """An engine for the configured database. Creates the data folder when missing (0700:
+    it holds the keys and the migrations, and SQLite's file), and for SQLite the database
+    file's folder (0700) and the file (0600)."""
+    private_folder(settings.data_dir)
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
-        db = sa.engine.make_url(url).database
-        if db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        sa_url = sa.engine.make_url(url)
+        db = sa_url.database
+        if db and db != ":memory:" and not db.startswith("file:") and "uri" not in sa_url.query:
+            private_folder(Path(db).parent)
+            private_sqlite_file(Path(db))
         engine = sa.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},

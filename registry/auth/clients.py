@@ -5,7 +5,7 @@ facility code when a facility role is among them."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from open_registry.core import storage
 from open_registry.core.auth.principal import API_CLIENT, RECIPIENT, SCOPES, Principal
+from open_registry.core.auth.standing import revoke
 from open_registry.core.auth.users import check_roles
 from open_registry.core.codec import utcnow
 from open_registry.core.errors import Invalid, NotFound
@@ -26,9 +27,11 @@ _DUMMY = _HASHER.hash(secrets.token_urlsafe(32))
 class Clients:
     """The clients table."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, on_revoke: Callable[[str], None] | None = None):
         self.db = db
         self.table = db.metadata.tables["registry_clients"]
+        #: told the actor (`client:<id>`) whose tokens were just voided (`Standing.forget`)
+        self.on_revoke = on_revoke
 
     def add(
         self,
@@ -95,7 +98,11 @@ class Clients:
             )
             if done.rowcount != 1:
                 raise NotFound(f"no client {client_id!r}")
+            if disabled:  # its tokens stop working at once, and stay void if enabled again
+                revoke(conn, self.db.metadata, f"client:{client_id}")
             row = conn.execute(sa.select(t).where(t.c.client_id == client_id)).mappings().one()
+        if self.on_revoke is not None:
+            self.on_revoke(f"client:{client_id}")
         return self.public(row)
 
     def authenticate(self, client_id: str, secret: str) -> Principal | None:

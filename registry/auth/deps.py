@@ -10,6 +10,7 @@ is anonymous; one with a bad token is answered 401 and the refusal audited. Rout
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -21,11 +22,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from open_registry.core.audit import chain as audit
 from open_registry.core.auth.access import Access, Policy
+from open_registry.core.auth.addresses import ClientAddresses
 from open_registry.core.auth.clients import Clients
 from open_registry.core.auth.oidc import OidcVerifier
 from open_registry.core.auth.otp import OneTimeCodes
 from open_registry.core.auth.principal import ANONYMOUS, Principal
 from open_registry.core.auth.ratelimit import RateLimiter
+from open_registry.core.auth.standing import Standing
 from open_registry.core.auth.tokens import SESSION_COOKIE, TokenRefused, Tokens
 from open_registry.core.auth.users import Users
 from open_registry.core.errors import PROBLEM_JSON, problem_body
@@ -46,8 +49,10 @@ class Auth:
         self.registry = registry
         self.settings = s
         self.tokens = Tokens(s)
-        self.users = Users(registry.db)
-        self.clients = Clients(registry.db)
+        self.standing = Standing(registry.db)
+        self.users = Users(registry.db, on_revoke=self.standing.forget)
+        self.clients = Clients(registry.db, on_revoke=self.standing.forget)
+        self.addresses = ClientAddresses(s.forwarded_allow_ips, s.forwarded_header)
         self.limiter = RateLimiter(registry.db.engine, registry.db.metadata.tables["registry_rate"])
         self.otp = OneTimeCodes(s, self.users, self.limiter)
         self.oidc = OidcVerifier(s) if s.oidc_issuer else None
@@ -65,7 +70,8 @@ class Auth:
 
     # -- tokens ------------------------------------------------------------------------------
     def bearer(self, token: str) -> Principal:
-        """The principal of a bearer token, ours or the OIDC provider's; `TokenRefused`."""
+        """The principal of a bearer token, ours (whose user or client must still be enabled,
+        see `Standing`) or the OIDC provider's; `TokenRefused`."""
         if self.oidc is not None:
             try:
                 unverified = jwt.decode(token, options={"verify_signature": False})
@@ -76,17 +82,26 @@ class Auth:
                 unverified.get("iss") != self.tokens.issuer and alg != "HS256"
             ):
                 return self.oidc.verify(token)
-        return self.tokens.verify(token)
+        p, issued_ms = self.tokens.verified(token)
+        self.standing.check(p, issued_ms)
+        return p
 
     def session(self, cookie: str) -> Principal | None:
-        """The user of a session cookie, if it is valid and the user still enabled."""
+        """The user of a session cookie, if it is valid, the user still enabled and the
+        cookie issued after their last password change."""
         try:
-            p = self.tokens.verify(cookie, session=True)
+            p, issued_ms = self.tokens.verified(cookie, session=True)
         except TokenRefused:
             return None
         if p.kind != "user":
             return None
         current = self.users.active(p.subject or "")
+        if current is None:
+            return None
+        try:
+            self.standing.check(p, issued_ms)
+        except TokenRefused:
+            return None
         return current
 
     # -- audit ---------------------------------------------------------------------------------
@@ -108,6 +123,11 @@ class Auth:
 
 
 def client_address(request: Request) -> str:
+    """The client's address, as `AuthMiddleware` found it (`Auth.addresses`: behind a trusted
+    reverse proxy, the address the proxy saw); rate limits and the audit log use it."""
+    found = request.scope.get("state", {}).get("client_address")
+    if found is not None:
+        return str(found)
     return request.client.host if request.client else "unknown"
 
 
@@ -116,14 +136,22 @@ def principal_of(request: Request) -> Principal:
     return getattr(request.state, "principal", ANONYMOUS)
 
 
-def _problem(status: int, title: str, detail: str, headers: dict[str, str]) -> Any:
+def _problem(
+    status: int, title: str, detail: str, headers: dict[str, str], slug: str = "unauthorized"
+) -> Any:
     resp = JSONResponse(
-        problem_body(status, title, detail, slug="unauthorized"),
+        problem_body(status, title, detail, slug=slug),
         status_code=status,
         headers=headers,
     )
     resp.headers["content-type"] = PROBLEM_JSON
     return resp
+
+
+#: control characters (a `%0A` in a path arrives as a newline): no name or id holds one, and the
+#: router's patterns end in `$`, which matches before a final newline, so `/api/v1/facility%0A`
+#: would be served as `/api/v1/facility`
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class AuthMiddleware:
@@ -137,7 +165,15 @@ class AuthMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if _CONTROL.search(scope.get("path", "")):
+            resp = _problem(
+                400, "Bad request", "the path holds a control character", {}, "bad-request"
+            )
+            await resp(scope, receive, send)
+            return
         request = Request(scope)
+        state = scope.setdefault("state", {})
+        state["client_address"] = self.auth.addresses.of(scope)
         principal = ANONYMOUS
         header = request.headers.get("authorization")
         try:
@@ -150,7 +186,7 @@ class AuthMiddleware:
                 elif self.auth.oidc is not None:
                     principal = await run_in_threadpool(self.auth.bearer, token.strip())
                 else:
-                    principal = self.auth.bearer(token.strip())
+                    principal = await self._ours(token.strip())
             elif SESSION_COOKIE in request.cookies:
                 found = await run_in_threadpool(self.auth.session, request.cookies[SESSION_COOKIE])
                 principal = found or ANONYMOUS
@@ -161,7 +197,17 @@ class AuthMiddleware:
             resp = _problem(401, exc.title, exc.detail, exc.headers)
             await resp(scope, receive, send)
             return
-        state = scope.setdefault("state", {})
         state["principal"] = principal
         state["actor"] = principal.actor
         await self.app(scope, receive, send)
+
+    async def _ours(self, token: str) -> Principal:
+        """The principal of one of our tokens: checked here (signatures are cached), and in a
+        thread when whether its user may still act needs the database."""
+        p, issued_ms = self.auth.tokens.verified(token)
+        standing = self.auth.standing
+        if standing.known(p):
+            standing.check(p, issued_ms)
+        else:
+            await run_in_threadpool(standing.check, p, issued_ms)
+        return p

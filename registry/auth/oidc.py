@@ -4,7 +4,7 @@ once when a token names a key id the cache does not hold (key rotation), at most
 `REFETCH_SECONDS` so unknown key ids cannot make us hammer the provider.
 
 Roles, facility code and recipient id come from the claims at the configured dotted paths
-(`realm_access.roles` is Keycloak's realm roles)."""
+(`realm_access.roles` is Keycloak's realm roles; `query.value_at`: no walking into lists)."""
 
 from __future__ import annotations
 
@@ -17,18 +17,10 @@ import jwt
 
 from open_registry.core.auth.principal import ROLES, Principal
 from open_registry.core.auth.tokens import TokenRefused, decode
+from open_registry.core.query import value_at
 from open_registry.core.settings import Settings
 
 REFETCH_SECONDS = 10.0
-
-
-def claim(claims: dict[str, Any], path: str) -> Any:
-    node: Any = claims
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 class OidcVerifier:
@@ -91,10 +83,10 @@ class OidcVerifier:
             leeway=30,
         )
         s = self.settings
-        raw_roles = claim(claims, s.oidc_roles_claim)
+        raw_roles = value_at(claims, s.oidc_roles_claim)
         roles = raw_roles if isinstance(raw_roles, list) else []
-        facility = claim(claims, s.oidc_facility_claim)
-        recipient = claim(claims, s.oidc_recipient_claim)
+        facility = value_at(claims, s.oidc_facility_claim)
+        recipient = value_at(claims, s.oidc_recipient_claim)
         return Principal(
             kind="oidc",
             subject=str(claims["sub"]),

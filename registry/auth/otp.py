@@ -101,7 +101,7 @@ class OneTimeCodes:
             f"login-addr:{address}",
             s.login_rate_per_address,
             s.otp_rate_window_seconds,
-            "sign-in attempts",
+            "sign-in attempts from this address",
         )
         key = self._key(channel, norm)
         now = utcnow()

@@ -1,4 +1,9 @@
-"""Fixed-window counters in the database, shared by every process of a deployment."""
+"""Fixed-window counters in the database, shared by every process of a deployment.
+
+Keys name what is counted: `login-addr:<client address>` (sign-ins from an address, see
+`auth/addresses.py` for which address that is), `login-user:<sha256 of the username>` (failed
+password sign-ins of a username, from any address), `otp-addr:...`, `otp-id:...` (codes asked
+for)."""
 
 from __future__ import annotations
 
@@ -53,3 +58,11 @@ class RateLimiter:
                     headers={"Retry-After": str(wait)},
                 )
             conn.execute(t.update().where(t.c.key == key).values(count=count + 1))
+
+    def refund(self, key: str) -> None:
+        """Take back one use of `key` (a sign-in that succeeded: only failures count)."""
+        t = self.table
+        with storage.write(self.engine) as conn:
+            conn.execute(
+                t.update().where(t.c.key == key, t.c.count > 0).values(count=t.c.count - 1)
+            )

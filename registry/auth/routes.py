@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -70,23 +71,48 @@ def token_body(auth: Auth, p: Principal) -> dict[str, Any]:
     return {"access_token": issued.token, "token_type": "Bearer", "expires_in": issued.expires_in}
 
 
+def username_key(username: str) -> str:
+    """The rate counter of a username's failed password sign-ins (hashed: any length, any
+    characters, the same key size)."""
+    return "login-user:" + hashlib.sha256(username.encode("utf-8", "replace")).hexdigest()
+
+
 def password_login(auth: Auth, username: str, password: str, address: str) -> Principal:
-    """Check a password sign-in (rate limited per address, audited either way)."""
+    """Check a password sign-in, audited either way. Rate limited per client address
+    (`login_rate_per_address` sign-ins) and per username (`login_rate_per_username` failed
+    ones, from any address: an attacker who changes address still gets that many guesses);
+    a limited username is refused even with the right password, so the limit is no oracle."""
     s = auth.settings
-    try:
-        auth.limiter.hit(
+    window = s.otp_rate_window_seconds
+    per_user = username_key(username)
+    limits = (
+        (
+            "address",
             f"login-addr:{address}",
             s.login_rate_per_address,
-            s.otp_rate_window_seconds,
-            "sign-in attempts",
-        )
-    except TooManyRequests:
-        auth.event("auth.login-failed", via="password", reason="rate limited", address=address)
-        raise
+            "sign-in attempts from this address",
+        ),
+        # counted before the password is checked (so parallel guesses cannot overshoot the
+        # limit), and given back below when it is right
+        ("username", per_user, s.login_rate_per_username, "failed sign-ins for this username"),
+    )
+    for limit, key, most, what in limits:
+        try:
+            auth.limiter.hit(key, most, window, what)
+        except TooManyRequests:
+            auth.event(
+                "auth.login-failed",
+                via="password",
+                reason=f"rate limited ({limit})",
+                username=username[:100],
+                address=address,
+            )
+            raise
     p = auth.users.authenticate(username, password)
     if p is None:
         auth.event("auth.login-failed", via="password", username=username[:100], address=address)
         raise Unauthorized("wrong username or password, or the user is disabled")
+    auth.limiter.refund(per_user)
     auth.event("auth.login", actor=p.actor, via="password", address=address)
     return p
 

@@ -1,4 +1,5 @@
-"""The system tables of authentication: users, API clients, one-time codes, rate counters."""
+"""The system tables of authentication: users, API clients, one-time codes, rate counters, and
+the times before which a user's or client's tokens no longer count."""
 
 from __future__ import annotations
 
@@ -55,4 +56,10 @@ def auth_tables(metadata: sa.MetaData) -> None:
         sa.Column("key", sa.String(120), primary_key=True),
         sa.Column("window_start", UTCDateTime(), nullable=False),
         sa.Column("count", sa.Integer, nullable=False),
+    )
+    sa.Table(  # tokens of `actor` (user:<name>, client:<id>) issued before `not_before` are void
+        "registry_revocations",
+        metadata,
+        sa.Column("actor", sa.String(200), primary_key=True),
+        sa.Column("not_before", UTCDateTime(), nullable=False),
     )

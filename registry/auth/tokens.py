@@ -25,6 +25,7 @@ import jwt
 from open_registry.core.auth.principal import Principal
 from open_registry.core.errors import Unauthorized
 from open_registry.core.settings import Settings
+from open_registry.core.storage import private_folder
 
 ALGORITHM = "HS256"
 SECRET_FILE = "auth-secret.key"
@@ -36,11 +37,12 @@ CACHE_SIZE = 4096
 class TokenRefused(Unauthorized):
     """A token that is not valid here; `reason` says why (for the audit log, not the client)."""
 
-    def __init__(self, reason: str):
-        super().__init__(
-            "the token is not valid (signature, issuer, audience or expiry)",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
+    def __init__(
+        self,
+        reason: str,
+        detail: str = "the token is not valid (signature, issuer, audience or expiry)",
+    ):
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         self.reason = reason
 
 
@@ -76,7 +78,7 @@ def load_secret(settings: Settings) -> bytes:
 
 
 def _write_secret(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -105,10 +107,11 @@ class Tokens:
         self.session_ttl = settings.session_ttl_seconds
         #: tokens already verified -> (principal, exp): a client sends the same token many
         #: times, and checking its signature costs more than the rest of a simple read
-        self._verified: dict[tuple[str, bool], tuple[Principal, int]] = {}
+        self._verified: dict[tuple[str, bool], tuple[Principal, int, int]] = {}
 
     def _claims(self, p: Principal, audience: str, ttl: int) -> dict[str, Any]:
-        now = int(time.time())
+        issued = time.time()
+        now = int(issued)
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": audience,
@@ -116,6 +119,9 @@ class Tokens:
             "iat": now,
             "exp": now + ttl,
             "jti": uuid.uuid4().hex,
+            # the issue time in milliseconds: a token issued in the same second as the user's
+            # password change or disable, but after it, still counts (see auth/standing.py)
+            "iat_ms": int(issued * 1000),
             "kind": p.kind,
             "roles": sorted(p.roles),
         }
@@ -142,18 +148,24 @@ class Tokens:
 
     def verify(self, token: str, *, session: bool = False) -> Principal:
         """The principal of a valid token; `TokenRefused` naming the reason otherwise."""
+        return self.verified(token, session=session)[0]
+
+    def verified(self, token: str, *, session: bool = False) -> tuple[Principal, int]:
+        """(the principal of a valid token, when it was issued in milliseconds since the
+        epoch); `TokenRefused` naming the reason otherwise. Whether its user or client may
+        still act is `Standing.check`'s question (Auth asks it)."""
         hit = self._verified.get((token, session))
         if hit is not None:
             if hit[1] > time.time():
-                return hit[0]
+                return hit[0], hit[2]
             self._verified.pop((token, session), None)
-        p, exp = self._verify(token, session)
+        p, exp, issued_ms = self._verify(token, session)
         if len(self._verified) >= CACHE_SIZE:
             self._verified.clear()  # simple and bounded; refilled by the next requests
-        self._verified[(token, session)] = (p, exp)
-        return p
+        self._verified[(token, session)] = (p, exp, issued_ms)
+        return p, issued_ms
 
-    def _verify(self, token: str, session: bool) -> tuple[Principal, int]:
+    def _verify(self, token: str, session: bool) -> tuple[Principal, int, int]:
         aud = self.audience + (SESSION_SUFFIX if session else "")
         claims = decode(
             token,
@@ -175,4 +187,7 @@ class Tokens:
             via=claims.get("via"),
             scopes=frozenset(str(claims.get("scope") or "").split()),
         )
-        return p, int(claims["exp"])
+        issued_ms = claims.get("iat_ms")
+        if not isinstance(issued_ms, int) or isinstance(issued_ms, bool):
+            issued_ms = int(claims["iat"]) * 1000  # a token from before `iat_ms`
+        return p, int(claims["exp"]), issued_ms

@@ -9,7 +9,7 @@ import hmac
 import re
 import secrets
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,11 +18,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from open_registry.core import storage
 from open_registry.core.auth.principal import FACILITY_ROLES, RECIPIENT, ROLES, Principal
+from open_registry.core.auth.standing import revoke
 from open_registry.core.codec import new_id, utcnow
 from open_registry.core.errors import Conflict, Invalid, NotFound
 from open_registry.core.storage import Database
 
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{1,99}$")
+#: matched whole (`fullmatch`: `$` would let a trailing newline through)
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{1,99}")
 MIN_PASSWORD = 10
 CHANNELS = ("email", "sms")
 _HASHER = PasswordHasher()
@@ -77,9 +79,15 @@ def check_roles(
 class Users:
     """The users table."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, on_revoke: Callable[[str], None] | None = None):
         self.db = db
         self.table = db.metadata.tables["registry_users"]
+        #: told the actor (`user:<name>`) whose tokens were just voided (`Standing.forget`)
+        self.on_revoke = on_revoke
+
+    def _revoked(self, username: str) -> None:
+        if self.on_revoke is not None:
+            self.on_revoke(f"user:{username}")
 
     def identifier_hash(self, channel: str, normalised: str) -> str:
         key = self.db.keyring().index_key
@@ -101,7 +109,7 @@ class Users:
     ) -> dict[str, Any]:
         """Create a user; `Invalid` naming the field, `Conflict` when the name or an
         identifier is taken. `signup`: a recipient without a record yet (see `sign_up`)."""
-        if not isinstance(username, str) or not USERNAME.match(username):
+        if not isinstance(username, str) or not USERNAME.fullmatch(username):
             raise _bad("username", "2-100 letters, digits, '.', '_', '@' or '-'")
         role_list = check_roles(roles, facility, recipient, signup=signup)
         if password is not None and len(password) < MIN_PASSWORD:
@@ -168,6 +176,8 @@ class Users:
             )
 
     def set_disabled(self, username: str, disabled: bool) -> dict[str, Any]:
+        """Disable a user (their tokens and sessions stop working at once, and stay void when
+        they are enabled again) or enable them."""
         t = self.table
         with storage.write(self.db.engine) as conn:
             done = conn.execute(
@@ -177,9 +187,14 @@ class Users:
             )
             if done.rowcount != 1:
                 raise NotFound(f"no user {username!r}")
+            if disabled:
+                revoke(conn, self.db.metadata, f"user:{username}")
+        self._revoked(username)
         return self.public(self.get(username))
 
-    def set_password(self, username: str, password: str) -> None:
+    def set_password(self, username: str, password: str, *, revoke_tokens: bool = True) -> None:
+        """A new password; the user's tokens and sessions issued before it stop working
+        (unless `revoke_tokens` is false: the same password rehashed)."""
         if len(password) < MIN_PASSWORD:
             raise _bad("password", f"at least {MIN_PASSWORD} characters")
         t = self.table
@@ -191,6 +206,10 @@ class Users:
             )
             if done.rowcount != 1:
                 raise NotFound(f"no user {username!r}")
+            if revoke_tokens:
+                revoke(conn, self.db.metadata, f"user:{username}")
+        if revoke_tokens:
+            self._revoked(username)
 
     def authenticate(self, username: str, password: str) -> Principal | None:
         """The user's principal when the password is right and the user enabled."""
@@ -203,7 +222,7 @@ class Users:
         if row is None or stored is None or row["disabled"]:
             return None
         if _HASHER.check_needs_rehash(stored):
-            self.set_password(username, password)
+            self.set_password(username, password, revoke_tokens=False)
         return principal_of(row, via="password")
 
     def by_identifier(self, channel: str, normalised: str) -> Any:

@@ -24,7 +24,7 @@ FORMATS = ("", "date", "date-time", "time", "email", "phone", "uri", "uuid")
 #: keywords that only make sense for one kind of value, dropped when the type changes
 _STRING_ONLY = ("format", "pattern", "minLength", "maxLength")
 _NUMBER_ONLY = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
-_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+_FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")  # fullmatch: `$` lets "\n" through
 
 FormErrors = dict[str, list[str]]
 
@@ -140,7 +140,7 @@ def apply_spec(  # noqa: C901
     errors: FormErrors = {}
     out = copy.deepcopy(dict(doc))
     props = out.setdefault("properties", {})
-    if not _FIELD_NAME.match(spec.name):
+    if not _FIELD_NAME.fullmatch(spec.name):
         errors.setdefault("name", []).append(
             "start with a letter; letters, digits and _ only (63 at most)"
         )
