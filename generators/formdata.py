@@ -54,9 +54,9 @@ def _scalar(f: FormField, text: str) -> Any:
         return _ABSENT
     kind = f.kind
     if kind == "integer":
-        return int(text) if _INT.match(text) else text
+        return int(text) if _INT.fullmatch(text) else text
     if kind == "number":
-        if _INT.match(text):
+        if _INT.fullmatch(text):
             return int(text)
         try:
             number = float(text)
@@ -77,9 +77,9 @@ def _scalar(f: FormField, text: str) -> Any:
 
 def datetime_from_input(text: str) -> str:
     """`2026-01-15T09:30` (a datetime-local input, read as UTC) -> `2026-01-15T09:30:00Z`."""
-    if re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$", text):
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", text):
         return text + ":00Z"
-    if re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?$", text):
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?", text):
         return text + "Z"
     return text
 

@@ -241,7 +241,7 @@ def _check_document(doc: Any, name: str, source: str) -> dict[str, Any]:
     """A schema file holds a JSON object, and its name can name an entity (raises otherwise)."""
     if not isinstance(doc, dict):
         raise SchemaError([SchemaIssue(source, "", "a schema file must hold a JSON object")])
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise SchemaError(
             [
                 SchemaIssue(
@@ -333,7 +333,7 @@ def _entity_properties(
 def _field_name_problem(pname: str) -> str | None:
     if pname in SYSTEM_FIELDS or pname.startswith("_"):
         return f"{pname!r} is reserved for system fields ({', '.join(SYSTEM_FIELDS)}); rename it"
-    if not _FIELD.match(pname):
+    if not _FIELD.fullmatch(pname):
         return (
             "a field name starts with a letter and holds "
             "letters, digits, _ - @ $ (63 at most, no dots)"

@@ -59,6 +59,7 @@ def test_the_wheel_holds_the_data_files_and_entry_points(wheel: zipfile.ZipFile)
         "open_registry/core/demo/recipient.json",
         "open_registry/core/templates/base.html",
         "open_registry/entity_schemas/recipient.json",
+        "open_registry/generators/x-registry.schema.json",
         "open_registry/plugins/certificates/codes/ICD.json",
         "open_registry/plugins/certificates/contexts/credentials-v2.jsonld",
         "open_registry/plugins/programme/schemas/schedule.json",

@@ -219,3 +219,12 @@ def test_a_block_that_is_not_an_object_reads_as_empty():
     assert s.block == {}
     assert s.errors == (((), "must be an object"),)
     assert s.get("indexed") is None
+
+
+
+def test_entity_and_field_names_are_matched_whole():
+    """Python's `$` matches before a trailing newline: names must be matched whole."""
+    assert "entity name" in only_issue(entity_doc(), name="thing\n").message
+    issue = only_issue(entity_doc({"name\n": {"type": "string"}}))
+    assert "name" in issue.message
+    parse(entity_doc())  # and the same names without the newline pass
