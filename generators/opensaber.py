@@ -94,7 +94,149 @@ def _index_list(values: Any) -> list[list[str]]:
     return out
 
 
-def translate(  # noqa: C901
+def _missing_definition(source: str, name: str) -> SchemaIssue:
+    return SchemaIssue(
+        source,
+        pointer("definitions"),
+        f"no definition {name!r} (the file name) and no single top-level property pointing at one",
+    )
+
+
+def _entity_schema(
+    doc: Mapping[str, Any],
+    key: str | None,
+    definition: dict[str, Any],
+    *,
+    source: str,
+    siblings: Mapping[str, dict[str, Any]],
+    issues: list[SchemaIssue],
+) -> dict[str, Any]:
+    """The definition with its `$ref`s inlined and its draft-07 keywords rewritten."""
+    ref_issues: list[SchemaIssue] = []
+    inlined = inline_refs(
+        definition, source=source, siblings=siblings, root=dict(doc), issues=ref_issues
+    )
+    # inline_refs points into the definition; report pointers into the file.
+    issues.extend(
+        SchemaIssue(i.source, pointer("definitions", key) + i.pointer, i.message)
+        for i in ref_issues
+    )
+    entity: dict[str, Any] = _clean(inlined)
+    entity.setdefault("type", "object")
+    entity.setdefault("properties", {})
+    return entity
+
+
+def _drop_undeclared_required(
+    entity: dict[str, Any], key: str | None, source: str, warnings: list[SchemaIssue]
+) -> None:
+    """`required` names that no property declares: a warning each, and out of `required`."""
+    required = entity.get("required")
+    if not isinstance(required, list):
+        return
+    props = entity["properties"]
+    for r in required:
+        if r not in props:
+            warnings.append(
+                SchemaIssue(
+                    source,
+                    pointer("definitions", key, "required"),
+                    f"required field {r!r} is never declared; ignored",
+                )
+            )
+    entity["required"] = [r for r in required if r in props]
+    if not entity["required"]:
+        del entity["required"]
+
+
+def _declared(
+    groups: list[list[str]],
+    what: str,
+    props: Mapping[str, Any],
+    source: str,
+    warnings: list[SchemaIssue],
+) -> list[Any]:
+    """The groups (of one `_osConfig` list) whose fields all exist: a field name, or a list of
+    them for a composite; a group naming an undeclared field is a warning and left out."""
+    kept: list[Any] = []
+    for group in groups:
+        unknown = [f for f in group if f not in props]
+        if unknown:
+            warnings.append(
+                SchemaIssue(
+                    source,
+                    pointer("_osConfig", what),
+                    f"{what} names undeclared field(s) {unknown}; ignored",
+                )
+            )
+            continue
+        kept.append(group[0] if len(group) == 1 else group)
+    return kept
+
+
+def _access(conf: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Who may create (`inviteRoles`), read and update (`roles`), in our role names."""
+    access: dict[str, list[str]] = {}
+    if conf.get("inviteRoles"):
+        access["create"] = [_ROLE_MAP.get(r, r) for r in conf["inviteRoles"]]
+    if conf.get("roles"):
+        roles = [_ROLE_MAP.get(r, r) for r in conf["roles"]]
+        access["read"] = roles
+        access["update"] = roles
+    return access
+
+
+def _owner(conf: Mapping[str, Any], props: Mapping[str, Any]) -> str | None:
+    """The dotted path of the owning user's id (the first `ownershipAttributes` entry's
+    `userId`), when it starts at a declared field."""
+    owners = conf.get("ownershipAttributes") or []
+    if not (owners and isinstance(owners[0], dict) and owners[0].get("userId")):
+        return None
+    path = str(owners[0]["userId"]).strip("/").replace("/", ".")
+    return path if path.split(".")[0] in props else None
+
+
+def _warn_unsupported(conf: Mapping[str, Any], source: str, warnings: list[SchemaIssue]) -> None:
+    for ignored in ("signedFields",):
+        if [f for f in conf.get(ignored) or [] if f]:
+            warnings.append(
+                SchemaIssue(
+                    source, pointer("_osConfig", ignored), f"{ignored} is not supported; ignored"
+                )
+            )
+
+
+def _x_registry(
+    conf: Mapping[str, Any],
+    props: Mapping[str, Any],
+    source: str,
+    warnings: list[SchemaIssue],
+) -> dict[str, Any]:
+    """Our `x-registry` block from opensaber's `_osConfig`: `indexed`, `unique`, `private` and
+    `internal` from its field lists, then `access` and `owner`."""
+    xreg: dict[str, Any] = {}
+    for os_key, our_key in (("indexFields", "indexed"), ("uniqueIndexFields", "unique")):
+        kept = _declared(_index_list(conf.get(os_key)), os_key, props, source, warnings)
+        if kept:
+            xreg[our_key] = kept
+    for os_key, our_key in (("privateFields", "private"), ("internalFields", "internal")):
+        fields = [f for f in conf.get(os_key) or [] if isinstance(f, str) and f.strip()]
+        kept = _declared(
+            [[f.lstrip("$.").split(".")[0]] for f in fields], os_key, props, source, warnings
+        )
+        if kept:
+            xreg[our_key] = kept
+    access = _access(conf)
+    if access:
+        xreg["access"] = access
+    owner = _owner(conf, props)
+    if owner:
+        xreg["owner"] = owner
+    _warn_unsupported(conf, source, warnings)
+    return xreg
+
+
+def translate(
     doc: Mapping[str, Any],
     *,
     name: str,
@@ -106,95 +248,11 @@ def translate(  # noqa: C901
     """The 2020-12 entity schema for an opensaber file, or None (with issues) if impossible."""
     key, definition = _entity_definition(doc, name)
     if not isinstance(definition, dict):
-        issues.append(
-            SchemaIssue(
-                source,
-                pointer("definitions"),
-                f"no definition {name!r} (the file name) and no single top-level "
-                "property pointing at one",
-            )
-        )
+        issues.append(_missing_definition(source, name))
         return None
-    ref_issues: list[SchemaIssue] = []
-    inlined = inline_refs(
-        definition, source=source, siblings=siblings, root=dict(doc), issues=ref_issues
-    )
-    # inline_refs points into the definition; report pointers into the file.
-    issues.extend(
-        SchemaIssue(i.source, pointer("definitions", key) + i.pointer, i.message)
-        for i in ref_issues
-    )
-    entity = _clean(inlined)
-    entity.setdefault("type", "object")
-    props: dict[str, Any] = entity.setdefault("properties", {})
-
-    required = entity.get("required")
-    if isinstance(required, list):
-        missing = [r for r in required if r not in props]
-        for r in missing:
-            warnings.append(
-                SchemaIssue(
-                    source,
-                    pointer("definitions", key, "required"),
-                    f"required field {r!r} is never declared; ignored",
-                )
-            )
-        entity["required"] = [r for r in required if r in props]
-        if not entity["required"]:
-            del entity["required"]
-
-    conf = doc.get("_osConfig") or {}
-    xreg: dict[str, Any] = {}
-
-    def existing(groups: list[list[str]], what: str) -> list[Any]:
-        kept: list[Any] = []
-        for group in groups:
-            unknown = [f for f in group if f not in props]
-            if unknown:
-                warnings.append(
-                    SchemaIssue(
-                        source,
-                        pointer("_osConfig", what),
-                        f"{what} names undeclared field(s) {unknown}; ignored",
-                    )
-                )
-                continue
-            kept.append(group[0] if len(group) == 1 else group)
-        return kept
-
-    indexed = existing(_index_list(conf.get("indexFields")), "indexFields")
-    unique = existing(_index_list(conf.get("uniqueIndexFields")), "uniqueIndexFields")
-    if indexed:
-        xreg["indexed"] = indexed
-    if unique:
-        xreg["unique"] = unique
-    for os_key, our_key in (("privateFields", "private"), ("internalFields", "internal")):
-        fields = [f for f in conf.get(os_key) or [] if isinstance(f, str) and f.strip()]
-        kept = existing([[f.lstrip("$.").split(".")[0]] for f in fields], os_key)
-        if kept:
-            xreg[our_key] = kept
-    access: dict[str, list[str]] = {}
-    if conf.get("inviteRoles"):
-        access["create"] = [_ROLE_MAP.get(r, r) for r in conf["inviteRoles"]]
-    if conf.get("roles"):
-        roles = [_ROLE_MAP.get(r, r) for r in conf["roles"]]
-        access["read"] = roles
-        access["update"] = roles
-    if access:
-        xreg["access"] = access
-    owners = conf.get("ownershipAttributes") or []
-    if owners and isinstance(owners[0], dict) and owners[0].get("userId"):
-        path = str(owners[0]["userId"]).strip("/").replace("/", ".")
-        if path.split(".")[0] in props:
-            xreg["owner"] = path
-    for ignored in ("signedFields",):
-        if [f for f in conf.get(ignored) or [] if f]:
-            warnings.append(
-                SchemaIssue(
-                    source, pointer("_osConfig", ignored), f"{ignored} is not supported; ignored"
-                )
-            )
-
+    entity = _entity_schema(doc, key, definition, source=source, siblings=siblings, issues=issues)
+    _drop_undeclared_required(entity, key, source, warnings)
+    xreg = _x_registry(doc.get("_osConfig") or {}, entity["properties"], source, warnings)
     out: dict[str, Any] = {"$schema": DRAFT_2020_12}
     out["title"] = entity.pop("title", None) or doc.get("title") or name
     out.update(entity)

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from open_registry.core import storage
 from open_registry.core.audit import chain as audit
 from open_registry.core.imports.rows import LIST_SEPARATOR, Part, value_kind
-from open_registry.core.query import Scope
+from open_registry.core.query import Scope, value_at
 from open_registry.core.records import EntityService
 
 EXPORT_FORMATS = ("csv", "jsonl")
@@ -83,18 +83,6 @@ def csv_columns(
         if isinstance(sub, Mapping):
             visit(sub, (name,), top=True)
     return out
-
-
-def _get(record: Any, path: tuple[Part, ...]) -> Any:
-    node = record
-    for part in path:
-        if isinstance(part, int):
-            if not isinstance(node, list) or part >= len(node):
-                return None
-        elif not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _scalar(value: Any) -> str:
@@ -221,7 +209,7 @@ class Exporter:
             writer.writerow(
                 [
                     record["id"],
-                    *(cell(_get(record, path), kind) for _, path, kind in columns),
+                    *(cell(value_at(record, path), kind) for _, path, kind in columns),
                     *(_scalar(record[k]) for k in TRAILING_SYSTEM),
                 ]
             )

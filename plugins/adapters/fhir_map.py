@@ -2,8 +2,9 @@
 of COVID-19 Certificates: Vaccination Status), and FHIR resources back into our records.
 
 Pure functions: records (dicts, as the registry returns them) in, FHIR JSON (dicts) out; no I/O.
-The certificates plugin builds its DDCC output with its own `plugins/certificates/fhir.py`
-(two builders of one bundle: to be merged).
+The one DDCC:VS builder: the certificates plugin's `/ddcc` bundle (`plugins/certificates/fhir.py`)
+is this module's `patient` and `immunization`, fed from what the signed credential states (no
+record ids: `key`) and put in a collection with the certificate as a DocumentReference.
 
 DDCC:VS element            -> where it goes
   name, birth date, sex, id -> Patient.name, birthDate, gender, identifier
@@ -72,16 +73,29 @@ def _clean(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if v not in (None, [], {}, "")}
 
 
-def patient(recipient: Mapping[str, Any], *, id_system: str = ID_SYSTEM) -> dict[str, Any]:
+def _key(record: Mapping[str, Any], key: str | None) -> str:
+    """What a resource's id derives from: the record's id, else `key` (input that is not a
+    registry record, such as a certificate's credential, names one for all its resources)."""
+    rid = record.get("id") or key
+    if not rid:
+        raise ValueError("a record without an id needs a key")
+    return str(rid)
+
+
+def patient(
+    recipient: Mapping[str, Any], *, id_system: str = ID_SYSTEM, key: str | None = None
+) -> dict[str, Any]:
     """DDCCPatient: name, birth date, sex and identifier of the vaccinated person."""
     birth = recipient.get("dob") or (str(recipient["yob"]) if recipient.get("yob") else None)
-    identifiers = [_identifier(f"{id_system}/recipient", recipient["id"])]
-    if recipient.get("identity"):
-        identifiers.append(_identifier(f"{id_system}/identity", recipient["identity"]))
+    identifiers = [
+        _identifier(f"{id_system}/{kind}", recipient[field])
+        for kind, field in (("recipient", "id"), ("identity", "identity"))
+        if recipient.get(field)
+    ]
     return _clean(
         {
             "resourceType": "Patient",
-            "id": resource_id("Patient", recipient["id"]),
+            "id": resource_id("Patient", _key(recipient, key)),
             "meta": {"profile": [PROFILE + "DDCCPatient"]},
             "identifier": identifiers,
             "name": [{"use": "official", "text": recipient.get("name")}],
@@ -125,6 +139,86 @@ def _country(facility: Mapping[str, Any], country: str | None) -> str | None:
     return value if len(value) == 3 and value.isalpha() and value.isupper() else None
 
 
+def _extensions(
+    vaccination: Mapping[str, Any],
+    vaccine: Mapping[str, Any],
+    country: str | None,
+    brand_system: str,
+) -> list[dict[str, Any]]:
+    """DDCCEventBrand (when the vaccine has a code), DDCCCountryOfEvent, DDCCVaccineValidFrom."""
+    extensions: list[dict[str, Any]] = []
+    code = vaccine.get("code") or vaccination.get("vaccine")
+    if code:
+        brand = {"system": brand_system, "code": code}
+        if vaccine.get("name"):
+            brand["display"] = vaccine["name"]
+        extensions.append({"url": PROFILE + "DDCCEventBrand", "valueCoding": brand})
+    if country:
+        extensions.append({"url": PROFILE + "DDCCCountryOfEvent", "valueCode": country})
+    if vaccination.get("effectiveStart"):
+        valid_from = vaccination["effectiveStart"]
+        extensions.append({"url": PROFILE + "DDCCVaccineValidFrom", "valueDateTime": valid_from})
+    return extensions
+
+
+def _vaccine_code(
+    vaccination: Mapping[str, Any], vaccine: Mapping[str, Any], icd11_system: str
+) -> dict[str, Any]:
+    """The ICD-11 code of the vaccine or prophylaxis, else its name as text."""
+    code = vaccine.get("icd11Code")
+    if code:
+        return {"coding": [{"system": icd11_system, "code": code}]}
+    return {"text": vaccine.get("name") or str(vaccination.get("vaccine") or "")}
+
+
+def _organization_id(facility: Mapping[str, Any]) -> str | None:
+    """The administering centre's Organization id, or None for a centre known by name only."""
+    rid = facility.get("id") or facility.get("code")
+    return resource_id("Organization", rid) if rid else None
+
+
+def _performers(
+    facility: Mapping[str, Any], vaccinator: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The centre (its Organization, or its name) and the health worker (a Practitioner)."""
+    performers: list[dict[str, Any]] = []
+    org_id = _organization_id(facility)
+    if org_id:
+        performers.append({"actor": _ref("Organization", org_id)})
+    elif facility.get("name"):
+        performers.append({"actor": {"display": facility["name"]}})
+    if vaccinator:
+        pid = resource_id("Practitioner", vaccinator.get("id") or vaccinator["code"])
+        performers.append({"actor": _ref("Practitioner", pid)})
+    return performers
+
+
+def _protocol(
+    vaccination: Mapping[str, Any],
+    facility: Mapping[str, Any],
+    disease: str | None,
+    disease_name: str | None,
+    icd11_system: str,
+) -> dict[str, Any]:
+    """protocolApplied: dose, series, the disease targeted (ICD-11 code and/or name) and the
+    centre as authority."""
+    org_id = _organization_id(facility)
+    target = _clean(
+        {
+            "coding": [{"system": icd11_system, "code": disease}] if disease else None,
+            "text": disease_name,
+        }
+    )
+    return _clean(
+        {
+            "authority": _ref("Organization", org_id) if org_id else None,
+            "targetDisease": [target] if target else None,
+            "doseNumberPositiveInt": vaccination.get("dose"),
+            "seriesDosesPositiveInt": vaccination.get("totalDoses"),
+        }
+    )
+
+
 def immunization(
     vaccination: Mapping[str, Any],
     *,
@@ -133,65 +227,49 @@ def immunization(
     vaccine: Mapping[str, Any] | None = None,
     vaccinator: Mapping[str, Any] | None = None,
     country: str | None = None,
-    disease: str = DEFAULT_DISEASE,
+    disease: str | None = DEFAULT_DISEASE,
+    disease_name: str | None = None,
     brand_system: str | None = None,
     id_system: str = ID_SYSTEM,
+    icd11_system: str = ICD11,
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """DDCCImmunization: one dose, with the DDCC brand and country-of-event extensions."""
+    """DDCCImmunization: one dose, with the DDCC brand and country-of-event extensions.
+
+    A facility known by name only (no id or code) is named as performer and location, with no
+    Organization. `disease` is the targeted disease's ICD-11 code, `disease_name` its name (either
+    may be None). `key`: what the ids derive from when the vaccination and recipient have no id.
+    """
     vaccine = vaccine or {"code": vaccination.get("vaccine")}
-    org = organization(facility, id_system=id_system)
-    brand = {
-        "system": brand_system or f"{id_system}/vaccine",
-        "code": vaccine.get("code") or vaccination.get("vaccine"),
-    }
-    if vaccine.get("name"):
-        brand["display"] = vaccine["name"]
-    extensions: list[dict[str, Any]] = [
-        {"url": PROFILE + "DDCCEventBrand", "valueCoding": brand},
-    ]
     where = _country(facility, country)
-    if where:
-        extensions.append({"url": PROFILE + "DDCCCountryOfEvent", "valueCode": where})
-    if vaccination.get("effectiveStart"):
-        valid_from = vaccination["effectiveStart"]
-        extensions.append({"url": PROFILE + "DDCCVaccineValidFrom", "valueDateTime": valid_from})
-    code = vaccine.get("icd11Code")
-    vaccine_code: dict[str, Any] = (
-        {"coding": [{"system": ICD11, "code": code}]}
-        if code
-        else {"text": vaccine.get("name") or str(vaccination.get("vaccine"))}
+    place = facility.get("name") or facility.get("code")
+    identifiers = (
+        [_identifier(f"{id_system}/vaccination", vaccination["id"])]
+        if vaccination.get("id")
+        else None
     )
-    performers = [{"actor": _ref("Organization", org["id"])}]
-    if vaccinator:
-        pid = resource_id("Practitioner", vaccinator.get("id") or vaccinator["code"])
-        performers.append({"actor": _ref("Practitioner", pid)})
     return _clean(
         {
             "resourceType": "Immunization",
-            "id": resource_id("Immunization", vaccination["id"]),
+            "id": resource_id("Immunization", _key(vaccination, key)),
             "meta": {"profile": [PROFILE + "DDCCImmunization"]},
-            "extension": extensions,
-            "identifier": [_identifier(f"{id_system}/vaccination", vaccination["id"])],
+            "extension": _extensions(
+                vaccination, vaccine, where, brand_system or f"{id_system}/vaccine"
+            ),
+            "identifier": identifiers,
             "status": "completed",
-            "vaccineCode": vaccine_code,
-            "patient": _ref("Patient", resource_id("Patient", recipient["id"])),
+            "vaccineCode": _vaccine_code(vaccination, vaccine, icd11_system),
+            "patient": _ref("Patient", resource_id("Patient", _key(recipient, key))),
             "occurrenceDateTime": vaccination.get("date"),
-            "location": {"display": facility.get("name") or facility.get("code")},
+            "location": {"display": place} if place else None,
             "manufacturer": (
                 {"display": vaccine["manufacturer"]} if vaccine.get("manufacturer") else None
             ),
             "lotNumber": vaccination.get("batch"),
             "expirationDate": vaccination.get("effectiveUntil"),
-            "performer": performers,
+            "performer": _performers(facility, vaccinator),
             "protocolApplied": [
-                _clean(
-                    {
-                        "authority": _ref("Organization", org["id"]),
-                        "targetDisease": [{"coding": [{"system": ICD11, "code": disease}]}],
-                        "doseNumberPositiveInt": vaccination.get("dose"),
-                        "seriesDosesPositiveInt": vaccination.get("totalDoses"),
-                    }
-                )
+                _protocol(vaccination, facility, disease, disease_name, icd11_system)
             ],
         }
     )

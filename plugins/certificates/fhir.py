@@ -2,8 +2,10 @@
 DDCC:VS (Digital Documentation of COVID-19 Certificates: Vaccination Status) bundle.
 
 Input is a `HealthRecord`: what a certificate states (from its signed credential) plus the
-vaccine's codes. Codes are ICD-11 (`http://id.who.int/icd/release/11/mms`), the system DDCC uses;
-`codes/ICD.json` (DIVOC's reference data) names the disease a code protects against.
+vaccine's codes. Codes are ICD-11, written with HL7's URI for ICD-11 MMS
+(`http://id.who.int/icd/release/11/mms`); `codes/ICD.json` (DIVOC's reference data) names the
+disease a code protects against. The DDCC:VS resources are built by the one DDCC:VS builder,
+`plugins/adapters/fhir_map.py` (which the FHIR adapter's export uses too).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from open_registry.plugins.adapters import fhir_map
+
 ICD11 = "http://id.who.int/icd/release/11/mms"
 CODES = Path(__file__).parent / "codes"
-# the WHO DDCC implementation guide canonical, as in plugins/adapters/fhir_map.py
-DDCC = "http://smart.who.int/ddcc/StructureDefinition"
 
 
 @cache
@@ -135,52 +137,41 @@ def minimal_bundle(record: HealthRecord) -> dict[str, Any]:
 
 
 def ddcc_bundle(record: HealthRecord) -> dict[str, Any]:
-    """A WHO DDCC:VS bundle (Patient, Immunization, the certificate as a DocumentReference)."""
-    family, given = record.family_given
-    patient_id, immunization_id = "patient-1", "immunization-1"
-    gender = {"Male": "male", "Female": "female", "Other": "other"}.get(record.gender or "")
-    patient: dict[str, Any] = {
-        "resourceType": "Patient",
-        "id": patient_id,
-        "meta": {"profile": [f"{DDCC}/DDCCPatient"]},
-        "name": [{"text": record.name, "family": family, **({"given": given} if given else {})}],
-    }
-    if record.birth_date:
-        patient["birthDate"] = record.birth_date
-    if gender:
-        patient["gender"] = gender
-    protocol: dict[str, Any] = {"doseNumberPositiveInt": record.dose}
-    if record.total_doses:
-        protocol["seriesDosesPositiveInt"] = record.total_doses
-    if record.disease:
-        protocol["targetDisease"] = [{"text": record.disease}]
-    immunization: dict[str, Any] = {
-        "resourceType": "Immunization",
-        "id": immunization_id,
-        "meta": {"profile": [f"{DDCC}/DDCCImmunization"]},
-        "status": "completed",
-        "vaccineCode": _vaccine_code(record),
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "occurrenceDateTime": record.date,
-        "protocolApplied": [protocol],
-    }
-    if record.manufacturer:
-        immunization["manufacturer"] = {"display": record.manufacturer}
-    if record.batch:
-        immunization["lotNumber"] = record.batch
-    if record.facility:
-        immunization["location"] = {"display": record.facility}
-        immunization["performer"] = [{"actor": {"display": record.facility}}]
-    if record.country:
-        immunization["extension"] = [
-            {"url": f"{DDCC}/DDCCCountryOfVaccination", "valueCode": record.country}
-        ]
-    document = {
+    """A WHO DDCC:VS bundle (Patient, Immunization, the certificate as a DocumentReference).
+
+    Patient and Immunization are `fhir_map`'s, from what the credential states: their ids derive
+    from the certificate id (the credential names no record ids), the centre is named (no
+    Organization), the disease targeted is named (`codes/ICD.json` gives no code).
+    """
+    key = f"certificate/{record.certificate_id}"
+    recipient = {"name": record.name, "dob": record.birth_date, "gender": record.gender}
+    patient = fhir_map.patient(recipient, key=key)
+    immunization = fhir_map.immunization(
+        {
+            "dose": record.dose,
+            "totalDoses": record.total_doses,
+            "batch": record.batch,
+            "date": record.date,
+        },
+        recipient=recipient,
+        facility={"name": record.facility} if record.facility else {},
+        vaccine={
+            "name": record.vaccine_name,
+            "manufacturer": record.manufacturer,
+            "icd11Code": record.icd11,
+        },
+        country=record.country,
+        disease=None,
+        disease_name=record.disease,
+        icd11_system=ICD11,
+        key=key,
+    )
+    document: dict[str, Any] = {
         "resourceType": "DocumentReference",
-        "id": "certificate-1",
+        "id": fhir_map.resource_id("DocumentReference", key),
         "status": "current",
         "identifier": [{"value": record.certificate_id}],
-        "subject": {"reference": f"Patient/{patient_id}"},
+        "subject": {"reference": f"urn:uuid:{patient['id']}"},
         "date": record.issued_at,
         "content": [{"attachment": {"contentType": "application/vc+ld+json"}}],
     }
@@ -189,9 +180,9 @@ def ddcc_bundle(record: HealthRecord) -> dict[str, Any]:
     return {
         "resourceType": "Bundle",
         "type": "collection",
-        "meta": {"profile": [f"{DDCC}/DDCCVSBundle"]},
+        "meta": {"profile": [fhir_map.PROFILE + "DDCCVSBundle"]},
         "entry": [
-            {"fullUrl": f"urn:ddcc:{r['resourceType']}:{r['id']}", "resource": r}
+            {"fullUrl": f"urn:uuid:{r['id']}", "resource": r}
             for r in (patient, immunization, document)
         ],
     }

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import orjson
 
+from open_registry.core.query import value_at
 from open_registry.generators.errors import pointer as json_pointer
 from open_registry.generators.schema import SYSTEM_FIELDS, schema_types
 
@@ -697,12 +698,9 @@ class JsonRecordMapper:
 
 
 def _get(record: Any, parts: tuple[Part, ...]) -> Any:
-    node = record
-    for part in parts:
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+    """The value at `parts` in a record being mapped: list items are still int-keyed dicts
+    (`set_path`), and a real list (from the JSON line) is not walked into by index."""
+    return value_at(record, parts, index_lists=False)
 
 
 # -- reading files ---------------------------------------------------------------------------

@@ -211,3 +211,33 @@ def test_every_operator_the_parser_accepts_has_its_sql():
     from open_registry.generators.query_ops import OPERATORS
 
     assert set(SQL_OF) == set(OPERATORS)
+
+
+def test_one_path_walker_fans_out_or_takes_one_value():
+    """`path_values` serves search scopes and references (fan-out), token claims and export
+    cells (`value_at`: one value, list positions) and import mappings (no list positions)."""
+    from open_registry.core.query import path_values, value_at, values_at
+
+    doc = {
+        "id": "r1",
+        "address": {"state": "N", "empty": None},
+        "programs": [{"id": "p1", "tags": ["a", "b"]}, {"id": "p2"}, {"other": 1}],
+        "nested": [[{"x": 1}], [{"x": 2}]],
+        "byIndex": {0: {"id": "d0"}},
+    }
+    assert path_values(doc, "programs.id") == [
+        (("programs", 0, "id"), "p1"),
+        (("programs", 1, "id"), "p2"),
+    ]
+    assert values_at(doc, "programs.tags") == ["a", "b"]  # a list at the end gives its items
+    assert values_at(doc, "nested.x") == [1, 2]
+    assert values_at(doc, "address.empty") == [] and values_at(doc, "id") == ["r1"]
+    assert path_values(doc, ("programs", 1, "id")) == [(("programs", 1, "id"), "p2")]
+    assert value_at(doc, "address.state") == "N"
+    assert value_at(doc, "programs.id") is None  # no fan-out
+    assert value_at(doc, "programs.0.id") is None  # a dotted part is a name, never a position
+    assert value_at(doc, ("programs", 0, "tags")) == ["a", "b"]  # a list at the end, whole
+    assert value_at(doc, ("programs", 5, "id")) is None and value_at(doc, ("programs", -1)) is None
+    assert value_at(doc, ("programs", 0, "id"), index_lists=False) is None
+    assert value_at(doc, ("byIndex", 0, "id"), index_lists=False) == "d0"
+    assert path_values(doc, ("programs", 0, "id"), each=False) == [(("programs", 0, "id"), "p1")]

@@ -138,6 +138,43 @@ def test_ddcc_bundle_follows_the_ddcc_vs_profile(issued: Any):
     assert bundle["entry"][2]["resource"]["identifier"][0]["value"] == cert["id"]
 
 
+def test_the_certificate_bundle_is_built_by_the_one_ddcc_builder():
+    from open_registry.plugins.adapters import fhir_map
+    from open_registry.plugins.certificates.fhir import HealthRecord, ddcc_bundle
+
+    stated = HealthRecord(
+        certificate_id="c1",
+        issued_at="2026-03-01T11:00:00Z",
+        name="Asha Rao",
+        birth_date="1980-02-01",
+        gender="Female",
+        vaccine_name="Covishield",
+        manufacturer="Serum Institute",
+        icd11="XM9QW8",
+        batch="B1",
+        date="2026-03-01",
+        dose=1,
+        total_doses=2,
+        facility="Harbour Clinic",
+        country="IND",
+        issuer_name="MoH",
+    )
+    bundle = ddcc_bundle(stated)
+    assert ddcc_bundle(stated) == bundle  # ids derive from the certificate id
+    patient, imm, doc = (e["resource"] for e in bundle["entry"])
+    assert patient == fhir_map.patient(
+        {"name": "Asha Rao", "dob": "1980-02-01", "gender": "Female"}, key="certificate/c1"
+    )
+    full_urls = {e["fullUrl"] for e in bundle["entry"]}
+    assert imm["patient"]["reference"] in full_urls and doc["subject"]["reference"] in full_urls
+    assert imm["meta"]["profile"] == [fhir_map.PROFILE + "DDCCImmunization"]
+    assert imm["extension"] == [
+        {"url": fhir_map.PROFILE + "DDCCCountryOfEvent", "valueCode": "IND"}
+    ]
+    assert imm["performer"] == [{"actor": {"display": "Harbour Clinic"}}]
+    assert imm["manufacturer"] == {"display": "Serum Institute"} and imm["lotNumber"] == "B1"
+
+
 def test_base45_and_garbage_hcerts():
     for data in (b"", b"a", b"AB", b"ietf!", bytes(range(256))):
         assert hcert.b45decode(hcert.b45encode(data)) == data
