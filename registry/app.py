@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from open_registry.core.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
 from open_registry.core.audit.api import add_audit_routes
 from open_registry.core.auth.deps import Auth, AuthMiddleware, principal_of
+from open_registry.core.auth.principal import Principal
 from open_registry.core.auth.routes import auth_routes
 from open_registry.core.auth.tables import auth_tables
 from open_registry.core.demo import load_demo_data
@@ -36,6 +37,7 @@ from open_registry.core.errors import (
     Unauthorized,
     problem_body,
 )
+from open_registry.core.gate import Records
 from open_registry.core.imports.api import (
     add_entity_import_routes,
     add_import_routes,
@@ -122,6 +124,12 @@ class Registry:
         if self._auth is None:
             self._auth = Auth(self)
         return self._auth
+
+    def records(self, principal: Principal) -> Records:
+        """Every entity's records as `principal` may read and write them (`registry.gate`):
+        what routes, pages and plugin routes use. Workers and commands pass
+        `system("<name>")`."""
+        return Records(self.services, self.auth.policy, principal)
 
     def database_for(self, schemas: SchemaSet) -> Database:
         """The table objects of `schemas` on this registry's engine (touches no database)."""
@@ -236,7 +244,14 @@ def open_registry(
     if pm.hook.before_write.get_hookimpls():
 
         def before_write(
-            entity: str, action: str, record: Any, previous: Any, connection: Any
+            entity: str,
+            action: str,
+            record: Any,
+            previous: Any,
+            connection: Any,
+            *,
+            actor: str | None,
+            origin: str,
         ) -> None:
             pm.hook.before_write(
                 entity=entity,
@@ -244,6 +259,8 @@ def open_registry(
                 record=record,
                 previous=previous,
                 connection=connection,
+                actor=actor,
+                origin=origin,
                 registry=registry,
             )
 

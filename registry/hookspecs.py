@@ -66,6 +66,8 @@ def before_write(
     record: dict[str, Any],
     previous: dict[str, Any] | None,
     connection: Connection,
+    actor: str | None,
+    origin: str,
     registry: Registry,
 ) -> None:
     """Check a record in its write transaction before it is stored; raise to refuse the write."""

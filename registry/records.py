@@ -1,27 +1,40 @@
-"""The record service: every write is one transaction of validate -> check references -> write
-row -> audit row -> outbox row. Used by the REST API, the CLI and (later) imports and plugins.
+"""The record service: every write is one transaction of validate -> check references -> the
+plugins' checks -> write rows -> audit entries and outbox events (`write_batch`, then
+`registry.writes`). Used by the REST API, the pages, the CLI, imports and plugins.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from open_registry.core import storage
-from open_registry.core.audit import chain as audit
+from open_registry.core import storage, writes
 from open_registry.core.codec import Codec, RowLike, new_id, utcnow
 from open_registry.core.crypto import FieldCipher
 from open_registry.core.errors import Conflict, Invalid, NotFound, PreconditionFailed
-from open_registry.core.query import Scope, Search, SearchParser, SqlBuilder, encode_cursor
+from open_registry.core.events import Change, changes
+from open_registry.core.query import (
+    Scope,
+    Search,
+    SearchParser,
+    SqlBuilder,
+    encode_cursor,
+    path_values,
+)
 from open_registry.core.storage import Database
+from open_registry.generators.errors import pointer
 from open_registry.generators.schema import SYSTEM_FIELDS, EntitySchema, Reference
 from open_registry.generators.validators import FieldError, RecordValidator
+
+#: `origin` of writes by the generated API, the pages and imports (plugins pass their name)
+API = "api"
 
 #: A caller's rules for a write (see `registry.auth.access`): (stored record or None, the body
 #: sent, the record about to be written) -> the record to write; raises to refuse.
@@ -81,24 +94,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _values_at(record: Mapping[str, Any], path: str) -> list[tuple[str, Any]]:
-    """(JSON pointer, value) for every value at a dotted path, iterating through arrays."""
-    out: list[tuple[str, Any]] = []
-
-    def walk(node: Any, parts: list[str], ptr: str) -> None:
-        if isinstance(node, list):
-            for i, item in enumerate(node):
-                walk(item, parts, f"{ptr}/{i}")
-            return
-        if not parts:
-            if node is not None:
-                out.append((ptr, node))
-            return
-        if isinstance(node, dict) and parts[0] in node:
-            walk(node[parts[0]], parts[1:], f"{ptr}/{parts[0]}")
-
-    walk(record, path.split("."), "")
-    return out
+def pointed_values(record: Mapping[str, Any], path: str) -> list[tuple[str, Any]]:
+    """(JSON pointer, value) for every value at a dotted path, through arrays (what reference
+    checks report errors at)."""
+    return [(pointer(*where), v) for where, v in path_values(record, path)]
 
 
 class EntityService:
@@ -141,6 +140,8 @@ class EntityService:
         self.before_write: Callable[..., None] | None = None
         #: whether bulk imports run `before_write` too, row by row (`register_write_checks`)
         self.checks_imports = False
+        self._data_columns = [*self.codec.kinds, *self.codec.blind.values()]
+        self._update_stmt: sa.Update | None = None
 
     def lookup_statement(self, field: str) -> sa.Select[Any]:
         """`SELECT field WHERE field IN (:values)` over live rows, built once per field (for a
@@ -185,21 +186,77 @@ class EntityService:
         return redact_errors(self.codec.private, errors)
 
     def check_references(self, conn: Connection, record: Mapping[str, Any]) -> list[FieldError]:
-        errors: list[FieldError] = []
-        for ref in self.entity.references:
-            found = _values_at(record, ref.path)
-            if not found:
+        """Errors for references in `record` that name no live record."""
+        found = [
+            [(0, ptr, v) for ptr, v in pointed_values(record, ref.path)]
+            for ref in self.entity.references
+        ]
+        return self.reference_errors(conn, found).get(0, [])
+
+    def reference_errors(
+        self, conn: Connection, found: Sequence[Sequence[tuple[int, str, Any]]]
+    ) -> dict[int, list[FieldError]]:
+        """Reference checks of a batch: `found[k]` lists (position in the batch, pointer, value)
+        of the entity's k-th reference; one query per reference for the whole batch. Returns
+        the errors by position (a private value is never quoted)."""
+        errors: dict[int, list[FieldError]] = {}
+        for ref, refs in zip(self.entity.references, found, strict=True):
+            if not refs:
                 continue
-            missing = missing_references(conn, ref, {v for _, v in found}, self.services)
+            missing = missing_references(conn, ref, {v for _, _, v in refs}, self.services)
             secret = self.services[ref.entity].codec.private
             hide = ref.field in secret or ref.path.split(".")[0] in self.codec.private
-            for ptr, value in found:
+            for pos, ptr, value in refs:
                 if value in missing:
                     shown = "this value" if hide else repr(value)
-                    errors.append(
+                    errors.setdefault(pos, []).append(
                         FieldError(ptr, f"no {ref.entity} with {ref.field} {shown}", "reference")
                     )
         return errors
+
+    def taken(
+        self,
+        conn: Connection,
+        group: tuple[str, ...],
+        keys: Mapping[int, tuple[Any, ...]],
+        own: Mapping[int, str] | None = None,
+    ) -> dict[int, list[FieldError]]:
+        """Unique checks of a batch: the positions whose key for the unique `group` (values as
+        stored: blind indexes for private fields) is held by another live record than `own`."""
+        cols = [self.table.c[self.codec.blind.get(f, f)] for f in group]
+        values = list({k for k in keys.values() if all(v is not None for v in k)})
+        holders: dict[tuple[Any, ...], str] = {}
+        for i in range(0, len(values), 500):
+            part = values[i : i + 500]
+            cond = (
+                cols[0].in_([v[0] for v in part]) if len(cols) == 1 else sa.tuple_(*cols).in_(part)
+            )
+            stmt = sa.select(self.table.c.id, *cols).where(cond, self.table.c._deleted_at.is_(None))
+            for row in conn.execute(stmt):
+                holders[tuple(row[1:])] = row[0]
+        name = self.entity.name
+        bad: dict[int, list[FieldError]] = {}
+        for pos, key in keys.items():
+            holder = holders.get(key)
+            if holder is not None and (own is None or own.get(pos) != holder):
+                bad[pos] = [
+                    FieldError(f"/{f}", f"already used by another {name}", "unique") for f in group
+                ]
+        return bad
+
+    def taken_ids(self, conn: Connection, ids: Mapping[int, str]) -> dict[int, list[FieldError]]:
+        """The positions whose id a stored record (live or deleted) already has."""
+        found: set[str] = set()
+        values = list(set(ids.values()))
+        for i in range(0, len(values), 500):
+            stmt = sa.select(self.table.c.id).where(self.table.c.id.in_(values[i : i + 500]))
+            found.update(r[0] for r in conn.execute(stmt))
+        name = self.entity.name
+        return {
+            pos: [FieldError("/id", f"a {name} with this id already exists", "unique")]
+            for pos, rid in ids.items()
+            if rid in found
+        }
 
     def _raise_invalid(self, errors: list[FieldError]) -> None:
         if errors:
@@ -211,7 +268,7 @@ class EntityService:
 
     # -- writes ------------------------------------------------------------------------------
     def _new_row(
-        self, body: dict[str, Any], actor: str | None, record_id: str | None, now: Any
+        self, body: Mapping[str, Any], actor: str | None, record_id: str | None, now: Any
     ) -> dict[str, Any]:
         rid = record_id or new_id()
         row = self.codec.to_row(body, rid)
@@ -233,10 +290,11 @@ class EntityService:
         actor: str | None,
         record_id: str | None = None,
         prepare: Prepare | None = None,
+        origin: str = API,
     ) -> dict[str, Any]:
         """Insert a new record; returns it as stored. `prepare`: the caller's write rules."""
         return self.create_many(
-            [(record_id, body)], actor=actor, pointer_prefix=False, prepare=prepare
+            [(record_id, body)], actor=actor, pointer_prefix=False, prepare=prepare, origin=origin
         )[0]
 
     def create_many(
@@ -246,10 +304,12 @@ class EntityService:
         actor: str | None,
         pointer_prefix: bool = True,
         prepare: Prepare | None = None,
+        origin: str = API,
     ) -> list[dict[str, Any]]:
         """Insert many records in one transaction, all or none (ids may be given, e.g. demo data).
 
         Error pointers start with the item's index (`/3/name`) unless `pointer_prefix` is off.
+        `origin`: who writes, for the plugins' checks (`API`, or a plugin's name).
         """
 
         def prefixed(i: int, errors: list[FieldError]) -> list[FieldError]:
@@ -263,32 +323,139 @@ class EntityService:
         self._raise_invalid(errors)
         if prepare is not None:
             items = [(rid, prepare(None, body, dict(body))) for rid, body in items]
-        now = utcnow()
-        rows = [self._new_row(body, actor, rid, now) for rid, body in items]
+        creates = [(rid or new_id(), body) for rid, body in items]
         with storage.write(self.db.engine) as conn:
-            for i, (_, body) in enumerate(items):
-                errors.extend(prefixed(i, self.check_references(conn, body)))
+            found = [
+                [
+                    (i, ptr, v)
+                    for i, (_, body) in enumerate(creates)
+                    for ptr, v in pointed_values(body, ref.path)
+                ]
+                for ref in self.entity.references
+            ]
+            bad = self.reference_errors(conn, found)
+            for i in sorted(bad):
+                errors.extend(prefixed(i, bad[i]))
             self._raise_invalid(errors)
-            if self.before_write is not None:
-                for row, (_, body) in zip(rows, items, strict=True):
-                    self.before_write(
-                        self.entity.name, "create", {**body, "id": row["id"]}, None, conn
-                    )
-            self._insert(conn, rows)
-            self._log_many(
-                conn,
-                "create",
-                [(r["id"], 1, sorted(b)) for r, (_, b) in zip(rows, items, strict=True)],
-                actor,
-                now,
-            )
+            rows = self.write_batch(conn, creates=creates, actor=actor, at=utcnow(), origin=origin)
         return [self.codec.to_record(r) for r in rows]
+
+    def write_batch(
+        self,
+        conn: Connection,
+        *,
+        creates: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        updates: Sequence[tuple[RowLike, Mapping[str, Any], Sequence[str]]] = (),
+        actor: str | None,
+        at: datetime,
+        origin: str = API,
+        checks: bool = True,
+    ) -> list[dict[str, Any]]:
+        """The write step every record write ends in, in the caller's transaction: the plugins'
+        `before_write` on each record, then the rows (`creates`: (new id, record); `updates`:
+        (stored row, new record, changed field names), each checked against the stored
+        version), then the batch's audit entries and outbox events (`registry.writes.record`).
+
+        The records must already be valid with their references checked (`check_body`,
+        `reference_errors`); `checks` off skips `before_write` (imports of entities no plugin
+        names in `register_write_checks`). Returns the rows as stored, creates first."""
+        check = self.before_write if checks else None
+        if check is not None:
+            name = self.entity.name
+            for rid, body in creates:
+                check(name, "create", {**body, "id": rid}, None, conn, actor=actor, origin=origin)
+            for current, body, _ in updates:
+                previous = self.codec.to_record(current)
+                record = {**body, "id": current["id"]}
+                check(name, "update", record, previous, conn, actor=actor, origin=origin)
+        rows = [self._new_row(body, actor, rid, at) for rid, body in creates]
+        if rows:
+            self._insert(conn, rows)
+        stored = rows + self._update_rows(conn, updates, actor, at)
+        log = changes(
+            self.entity.name,
+            "create",
+            [(r["id"], 1, sorted(b)) for r, (_, b) in zip(rows, creates, strict=True)],
+            actor,
+            at,
+        )
+        log += changes(
+            self.entity.name,
+            "update",
+            [(c["id"], c["_version"] + 1, list(f)) for c, _, f in updates],
+            actor,
+            at,
+        )
+        writes.record(conn, log)
+        return stored
+
+    def bulk_writer(self) -> writes.BulkWriter:
+        """The bulk strategy of `write_batch` for ready rows (imports): COPY or executemany."""
+        return writes.BulkWriter(
+            self.db.engine.dialect, self.table, [c.name for c in self.table.columns]
+        )
 
     def _insert(self, conn: Connection, row: dict[str, Any] | list[dict[str, Any]]) -> None:
         try:
             conn.execute(self.table.insert(), row)
         except IntegrityError as exc:
             raise self._conflict(exc) from None
+
+    def _update_statement(self) -> sa.Update:
+        if self._update_stmt is None:
+            data = self._data_columns
+            self._update_stmt = (
+                self.table.update()
+                .where(
+                    self.table.c.id == sa.bindparam("b_id"),
+                    self.table.c._version == sa.bindparam("b_version"),
+                )
+                .values(
+                    {c: sa.bindparam(f"v_{c}") for c in data}
+                    | {
+                        "_version": sa.bindparam("v__version"),
+                        "_updated_at": sa.bindparam("v__updated_at"),
+                        "_updated_by": sa.bindparam("v__updated_by"),
+                    }
+                )
+            )
+        return self._update_stmt
+
+    def _update_rows(
+        self,
+        conn: Connection,
+        updates: Sequence[tuple[RowLike, Mapping[str, Any], Sequence[str]]],
+        actor: str | None,
+        at: datetime,
+    ) -> list[dict[str, Any]]:
+        """Replace each stored row with its new record, version + 1, if it is still the version
+        read (else `PreconditionFailed`)."""
+        if not updates:
+            return []
+        stmt = self._update_statement()
+        params, stored = [], []
+        for current, body, _ in updates:
+            values = self.codec.to_row(body, current["id"])
+            p = {f"v_{c}": values.get(c) for c in self._data_columns}
+            version = current["_version"] + 1
+            p.update(b_id=current["id"], b_version=current["_version"], v__version=version,
+                     v__updated_at=at, v__updated_by=actor)  # fmt: skip
+            params.append(p)
+            row = dict(current)
+            row.update({c: p[f"v_{c}"] for c in self._data_columns})
+            row.update(_version=version, _updated_at=at, _updated_by=actor)
+            stored.append(row)
+        try:
+            result = conn.execute(stmt, params)
+        except IntegrityError as exc:
+            raise self._conflict(exc) from None
+        if (
+            len(params) == 1 or conn.dialect.supports_sane_multi_rowcount
+        ) and result.rowcount != len(params):
+            raise PreconditionFailed(
+                f"the {self.entity.name} was changed meanwhile; reload it and retry"
+            )
+        return stored
 
     def _conflict(self, exc: IntegrityError) -> Conflict:
         fields = self._unique_fields(exc)
@@ -323,60 +490,6 @@ class EntityService:
             return [of_column.get(c, c) for c in cols if c != "id"]
         return []
 
-    def _log(
-        self,
-        conn: Connection,
-        action: str,
-        record_id: str,
-        version: int,
-        fields: Iterable[str],
-        actor: str | None,
-        now: Any,
-    ) -> None:
-        """The audit row and the outbox row of one write, in the caller's transaction."""
-        self._log_many(conn, action, [(record_id, version, sorted(fields))], actor, now)
-
-    def _log_many(
-        self,
-        conn: Connection,
-        action: str,
-        entries: list[tuple[str, int, list[str]]],
-        actor: str | None,
-        now: Any,
-    ) -> None:
-        """Audit and outbox rows for (record id, version, changed fields) entries."""
-        events = [
-            {
-                "created_at": now,
-                "event": f"{self.entity.name}.{action}d",
-                "entity": self.entity.name,
-                "record_id": rid,
-                "version": version,
-                "payload": {"fields": names},
-                "status": "pending",
-                "attempts": 0,
-                "available_at": now,
-                "last_error": None,
-            }
-            for rid, version, names in entries
-        ]
-        audit.append(
-            conn,
-            [
-                {
-                    "at": now,
-                    "actor": actor,
-                    "action": action,
-                    "entity": self.entity.name,
-                    "record_id": rid,
-                    "version": version,
-                    "fields": names,
-                }
-                for rid, version, names in entries
-            ],
-            events=events,
-        )
-
     def _current(
         self, conn: Connection, record_id: str, *, lock: bool, scope: Scope | None = None
     ) -> RowLike:
@@ -398,11 +511,12 @@ class EntityService:
         patch: bool = False,
         scope: Scope | None = None,
         prepare: Prepare | None = None,
+        origin: str = API,
     ) -> dict[str, Any]:
         """Replace (PUT) or merge-patch (PATCH) a record; `if_match` is the expected version.
 
         `scope`: the records the caller may change (others are not found); `prepare`: the
-        caller's write rules."""
+        caller's write rules; `origin`: who writes, for the plugins' checks."""
         with storage.write(self.db.engine) as conn:
             current = self._current(conn, record_id, lock=True, scope=scope)
             if if_match is not None and current["_version"] != if_match:
@@ -434,34 +548,9 @@ class EntityService:
             if not changed:
                 return self.codec.to_record(current)
             self._raise_invalid(self.check_references(conn, new))
-            if self.before_write is not None:
-                self.before_write(
-                    self.entity.name,
-                    "update",
-                    {**new, "id": record_id},
-                    self.codec.to_record(current),
-                    conn,
-                )
-            now = utcnow()
-            values = self.codec.to_row(new, record_id)
-            version = current["_version"] + 1
-            values.update(_version=version, _updated_at=now, _updated_by=actor)
-            stmt = (
-                self.table.update()
-                .where(self.table.c.id == record_id, self.table.c._version == current["_version"])
-                .values(**values)
+            (row,) = self.write_batch(
+                conn, updates=[(current, new, changed)], actor=actor, at=utcnow(), origin=origin
             )
-            try:
-                result = conn.execute(stmt)
-            except IntegrityError as exc:
-                raise self._conflict(exc) from None
-            if result.rowcount != 1:
-                raise PreconditionFailed(
-                    f"the {self.entity.name} was changed meanwhile; reload it and retry"
-                )
-            self._log(conn, "update", record_id, version, changed, actor, now)
-            row = dict(current)
-            row.update(values)
         return self.codec.to_record(row)
 
     def delete(
@@ -486,14 +575,16 @@ class EntityService:
             version = current["_version"] + 1
             if purge:
                 conn.execute(self.table.delete().where(self.table.c.id == record_id))
-                self._log(conn, "purge", record_id, version, [], actor, now)
+                action = "purge"
             else:
                 conn.execute(
                     self.table.update()
                     .where(self.table.c.id == record_id)
                     .values(_deleted_at=now, _version=version, _updated_at=now, _updated_by=actor)
                 )
-                self._log(conn, "delete", record_id, version, [], actor, now)
+                action = "delete"
+            change = Change(self.entity.name, action, record_id, version, [], actor, now)
+            writes.record(conn, [change])
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, record_id: str, *, scope: Scope | None = None) -> dict[str, Any]:

@@ -11,7 +11,6 @@ vaccination changed) issues the next revision and revokes the one it replaces, l
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,12 +30,8 @@ VACCINATION = "vaccination"
 CERTIFICATE = "certificate"
 SEQUENCE = "certificate_status_index"
 
-#: set while the issuer writes certificates, so `before_write` can tell it from an API client
-_issuing = threading.local()
-
-
-def issuing() -> bool:
-    return bool(getattr(_issuing, "active", False))
+#: the `origin` of the issuer's writes: `before_write` refuses certificates written otherwise
+ORIGIN = "certificates"
 
 
 def now_iso() -> str:
@@ -260,19 +255,15 @@ class Issuer:
             if job.replaces:
                 body["replaces"] = job.replaces["id"]
             items.append((cid, body))
-        _issuing.active = True
-        try:
-            created = self._service(CERTIFICATE).create_many(items, actor=ACTOR)
-            for job, record in zip(jobs, created, strict=True):
-                if job.replaces:
-                    self.set_status(
-                        job.replaces["id"],
-                        "revoked",
-                        reason=f"corrected: replaced by certificate {record['id']}",
-                        replaced_by=record["id"],
-                    )
-        finally:
-            _issuing.active = False
+        created = self._service(CERTIFICATE).create_many(items, actor=ACTOR, origin=ORIGIN)
+        for job, record in zip(jobs, created, strict=True):
+            if job.replaces:
+                self.set_status(
+                    job.replaces["id"],
+                    "revoked",
+                    reason=f"corrected: replaced by certificate {record['id']}",
+                    replaced_by=record["id"],
+                )
         return created
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -300,11 +291,11 @@ class Issuer:
         patch["suspendedUntil"] = until if status == "suspended" else None
         if replaced_by:
             patch["replacedBy"] = replaced_by
-        was = getattr(_issuing, "active", False)
-        _issuing.active = True
-        try:
-            return service.update(
-                certificate_id, patch, actor=actor, if_match=current["_version"], patch=True
-            )
-        finally:
-            _issuing.active = was
+        return service.update(
+            certificate_id,
+            patch,
+            actor=actor,
+            if_match=current["_version"],
+            patch=True,
+            origin=ORIGIN,
+        )

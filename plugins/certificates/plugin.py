@@ -21,9 +21,9 @@ from open_registry.plugins.certificates.config import CertificatesConfig, Config
 from open_registry.plugins.certificates.issuance import (
     ACTOR,
     CERTIFICATE,
+    ORIGIN,
     VACCINATION,
     Job,
-    issuing,
 )
 from open_registry.plugins.certificates.runtime import runtime
 
@@ -57,9 +57,10 @@ def before_write(
     record: dict[str, Any],
     previous: dict[str, Any] | None,
     connection: Any,
+    origin: str,
     registry: Any,
 ) -> None:
-    if entity == CERTIFICATE and not issuing():
+    if entity == CERTIFICATE and origin != ORIGIN:
         raise Forbidden(
             "certificates are issued by the registry from vaccination records; record or "
             "correct the vaccination instead, or use the certificate's revoke/suspend actions"

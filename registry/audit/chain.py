@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from open_registry.core import storage
 from open_registry.core.codec import RowLike, format_datetime, utcnow
+from open_registry.core.events import Change
 
 GENESIS = "0" * 64
 HEAD_ID = 1
@@ -89,7 +90,6 @@ AUDIT = _MD.tables["registry_audit"]
 HEAD = _MD.tables["registry_audit_head"]
 
 
-OUTBOX = _MD.tables["registry_outbox"]
 _HEAD_ROW = sa.select(HEAD.c.entries, HEAD.c.hash).where(HEAD.c.id == HEAD_ID)
 _HEAD_ROW_LOCKED = _HEAD_ROW.with_for_update()
 _ADVANCE = (
@@ -111,12 +111,13 @@ def _params(row: Mapping[str, Any], table: sa.Table, prefix: str) -> dict[str, A
     return {prefix + c.name: row.get(c.name) for c in table.columns if c.name != "seq"}
 
 
-def _one_statement_append() -> sa.Insert:
-    """PostgreSQL, one write of one record (the API's case), in one statement: insert the
-    event, lock the head, chain the entry on in the database (`sha256` of the previous hash and
-    the entry's content, computed here) and insert it with its hashes. The head stays locked
-    only for the rest of that statement and the commit."""
-    event = _one_row(OUTBOX, "o_").cte("event")
+def one_statement_append(before: sa.Insert) -> sa.Insert:
+    """PostgreSQL, one entry (the API's write of one record), in one statement: run `before`
+    (the write's outbox insert, as a CTE), lock the head, chain the entry on in the database
+    (`sha256` of the previous hash and the entry's content, computed here: pass it as `content`,
+    the entry's columns prefixed `a_`) and insert it with its hashes. The head stays locked
+    only for the rest of that statement and the commit. Run it with `append_one`."""
+    event = before.cte("event")
     prev = sa.select(HEAD.c.hash).where(HEAD.c.id == HEAD_ID).with_for_update().cte("prev")
     chained = sa.func.encode(
         sa.func.sha256(
@@ -144,7 +145,14 @@ def _one_statement_append() -> sa.Insert:
     )
 
 
-_APPEND_ONE_PG = _one_statement_append()
+def one_row_insert(table: sa.Table, prefix: str) -> sa.Insert:
+    """`INSERT INTO table (...) VALUES (:prefix_column, ...)` of every column but `seq`."""
+    return _one_row(table, prefix)
+
+
+def params(row: Mapping[str, Any], table: sa.Table, prefix: str) -> dict[str, Any]:
+    """The parameters of `one_row_insert(table, prefix)` for `row`."""
+    return _params(row, table, prefix)
 
 
 def lock_head(conn: Connection) -> Head:
@@ -190,35 +198,64 @@ def seal(head: Head, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     return rows
 
 
-def append(
-    conn: Connection,
-    entries: Sequence[Mapping[str, Any]],
-    *,
-    events: Sequence[Mapping[str, Any]] = (),
-) -> None:
+def entry_of(change: Change) -> dict[str, Any]:
+    """The audit entry of a record write (its `CONTENT` columns)."""
+    return {
+        "at": change.at,
+        "actor": change.actor,
+        "action": change.action,
+        "entity": change.entity,
+        "record_id": change.record_id,
+        "version": change.version,
+        "fields": list(change.fields),
+    }
+
+
+#: the columns of a sealed entry, in the order `sealed_values` gives them
+COLUMNS = (*CONTENT, "prev_hash", "hash")
+
+
+def sealed_values(
+    changes: Sequence[Change], at: Any, prev: str
+) -> tuple[list[tuple[Any, ...]], str]:
+    """The entries of `changes` (all made at one time, `at` being the driver's form of it)
+    chained on from the hash `prev`, as tuples in `COLUMNS` order with `fields` as JSON text,
+    for the bulk strategy; and the last hash."""
+    out = []
+    stamp = at_text(changes[0].at) if changes else ""
+    for c in changes:
+        text = c.fields_json()
+        h = entry_hash(prev, stamp, c.actor, c.action, c.entity, c.record_id, c.version,
+                       text.encode())  # fmt: skip
+        out.append((at, c.actor, c.action, c.entity, c.record_id, c.version, text, prev, h))
+        prev = h
+    return out, prev
+
+
+def append_one(
+    conn: Connection, statement: sa.Insert, entry: Mapping[str, Any], extra: Mapping[str, Any]
+) -> bool:
+    """Run a `one_statement_append` statement for `entry` (`extra`: its CTE's parameters).
+    False when the chain has no head row yet (the first entry ever): the CTE ran but the entry
+    was not appended; append it with `append`."""
+    content = entry_content(
+        at_text(entry["at"]),
+        entry.get("actor"),
+        entry["action"],
+        entry.get("entity"),
+        entry.get("record_id"),
+        entry.get("version"),
+        fields_json(entry.get("fields")),
+    )
+    params = {**extra, **_params(entry, AUDIT, "a_"), "content": content}
+    return conn.execute(statement, params).first() is not None
+
+
+def append(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
     """Append audit entries (dicts of the `CONTENT` columns) to the chain, in order, inside the
-    caller's write transaction, after inserting the write's outbox `events`.
+    caller's write transaction.
 
     The head is locked as late as possible: from here to the commit, other writers wait."""
-    if conn.dialect.name == "postgresql" and len(entries) == 1 and len(events) == 1:
-        (e,) = entries
-        content = entry_content(
-            at_text(e["at"]),
-            e.get("actor"),
-            e["action"],
-            e.get("entity"),
-            e.get("record_id"),
-            e.get("version"),
-            fields_json(e.get("fields")),
-        )
-        params = {**_params(events[0], OUTBOX, "o_"), **_params(e, AUDIT, "a_")}
-        if conn.execute(_APPEND_ONE_PG, {**params, "content": content}).first() is not None:
-            return
-        # no head row yet (the first entry ever): the event is in; create the head, append
-        lock_head(conn)
-        events = ()
-    if events:
-        conn.execute(OUTBOX.insert(), list(events))
     if not entries:
         return
     head = lock_head(conn)

@@ -52,6 +52,7 @@ from open_registry.core.codec import (
 )
 from open_registry.core.crypto import DataKeys, FieldCipher, Keyring
 from open_registry.core.errors import RegistryError
+from open_registry.core.events import Change
 from open_registry.core.imports.fast import Unsupported, compile_row_function, json_text
 from open_registry.core.imports.rows import (
     ImportMapping,
@@ -64,10 +65,10 @@ from open_registry.core.imports.rows import (
     load_mapping,
     plan_columns,
 )
-from open_registry.core.records import EntityService, _values_at, missing_references, redact_errors
+from open_registry.core.records import EntityService, pointed_values, redact_errors
 from open_registry.generators.formats import is_uuid
 from open_registry.generators.schema import Reference
-from open_registry.generators.validators import RecordValidator
+from open_registry.generators.validators import FieldError, RecordValidator
 
 __all__ = [
     "ImportInterrupted",
@@ -426,7 +427,7 @@ class _Preparer:
                 else:
                     pos = len(rows)
                     for ri, ref in enumerate(plan.references):
-                        for ptr, value in _values_at(record, ref.path):
+                        for ptr, value in pointed_values(record, ref.path):
                             refs[ri].append((pos, ptr, value))
                     rows.append(record if plan.records else values)
                     numbers.append(n)
@@ -603,6 +604,11 @@ class _Rollback(Exception):
     pass
 
 
+def _tuples(errors: Mapping[int, list[FieldError]]) -> dict[int, list[tuple[str, str, str]]]:
+    """Field errors by position as the (pointer, message, keyword) an import reports."""
+    return {pos: [(e.pointer, e.message, e.keyword) for e in errs] for pos, errs in errors.items()}
+
+
 class Importer:
     """Checks chunks against the database and writes them (see `import_file`)."""
 
@@ -647,52 +653,7 @@ class Importer:
             raise ImportUsageError("on_error must be skip or abort")
         if options.chunk_size < 1:
             raise ImportUsageError("chunk_size must be at least 1")
-        q = self.db.engine.dialect.identifier_preparer
-        cols = ", ".join(q.quote(c) for c in self.columns)
-        tname = q.format_table(self.table)
-        audit = self.db.metadata.tables["registry_audit"]
-        outbox = self.db.metadata.tables["registry_outbox"]
-        self.audit_cols = (
-            "at",
-            "actor",
-            "action",
-            "entity",
-            "record_id",
-            "version",
-            "fields",
-            "prev_hash",
-            "hash",
-        )
-        self.outbox_cols = (
-            "created_at",
-            "event",
-            "entity",
-            "record_id",
-            "version",
-            "payload",
-            "status",
-            "attempts",
-            "available_at",
-        )
-        if self.dialect == "postgresql":
-            self.insert_sql = f"COPY {tname} ({cols}) FROM STDIN"
-            self.audit_sql = (
-                f"COPY {q.format_table(audit)} ({', '.join(self.audit_cols)}) FROM STDIN"
-            )
-            self.outbox_sql = (
-                f"COPY {q.format_table(outbox)} ({', '.join(self.outbox_cols)}) FROM STDIN"
-            )
-        else:
-            marks = ", ".join("?" * len(self.columns))
-            self.insert_sql = f"INSERT INTO {tname} ({cols}) VALUES ({marks})"
-            self.audit_sql = (
-                f"INSERT INTO {q.format_table(audit)} ({', '.join(self.audit_cols)}) "
-                f"VALUES ({', '.join('?' * len(self.audit_cols))})"
-            )
-            self.outbox_sql = (
-                f"INSERT INTO {q.format_table(outbox)} ({', '.join(self.outbox_cols)}) "
-                f"VALUES ({', '.join('?' * len(self.outbox_cols))})"
-            )
+        self.writer = service.bulk_writer()
         self.now_proc = _datetime_processor(self.dialect)
 
     # ---- planning ----------------------------------------------------------------------------
@@ -896,22 +857,7 @@ class Importer:
 
     def _check_references(self, conn: Connection, chunk: Chunk) -> list[int]:
         keep = list(range(len(chunk.rows)))
-        bad: dict[int, list[tuple[str, str, str]]] = {}
-        for ref, found in zip(self.entity.references, chunk.refs, strict=True):
-            if not found:
-                continue
-            missing = missing_references(conn, ref, {v for _, _, v in found}, self.service.services)
-            hide = (
-                ref.field in self.service.services[ref.entity].codec.private
-                or ref.path.split(".")[0] in self.codec.private
-            )
-            for pos, ptr, value in found:
-                if value in missing:
-                    shown = "this value" if hide else repr(value)
-                    bad.setdefault(pos, []).append(
-                        (ptr, f"no {ref.entity} with {ref.field} {shown}", "reference")
-                    )
-        return self._drop(chunk, keep, bad)
+        return self._drop(chunk, keep, _tuples(self.service.reference_errors(conn, chunk.refs)))
 
     def _key(self, name: str, value: Any) -> Any:
         """What the unique key column of field `name` holds for a record value."""
@@ -938,40 +884,10 @@ class Importer:
         keys: Mapping[int, tuple[Any, ...]],
         own: Mapping[int, str] | None = None,
     ) -> dict[int, list[tuple[str, str, str]]]:
-        """Rows whose unique key is held by another live record (keys of private fields are
-        their blind indexes)."""
-        cols = [self.table.c[self.codec.blind.get(f, f)] for f in group]
-        wanted = {k for k in keys.values() if all(v is not None for v in k)}
-        holders: dict[tuple[Any, ...], str] = {}
-        values = list(wanted)
-        for i in range(0, len(values), 500):
-            part = values[i : i + 500]
-            cond = (
-                cols[0].in_([v[0] for v in part]) if len(cols) == 1 else sa.tuple_(*cols).in_(part)
-            )
-            stmt = sa.select(self.table.c.id, *cols).where(cond, self.table.c._deleted_at.is_(None))
-            for row in conn.execute(stmt):
-                holders[tuple(row[1:])] = row[0]
-        bad: dict[int, list[tuple[str, str, str]]] = {}
-        name = self.entity.name
-        for pos, key in keys.items():
-            holder = holders.get(key)
-            if holder is not None and (own is None or own.get(pos) != holder):
-                bad[pos] = [(f"/{f}", f"already used by another {name}", "unique") for f in group]
-        return bad
+        return _tuples(self.service.taken(conn, group, keys, own))
 
     def _taken_ids(self, conn: Connection, ids: Mapping[int, str]) -> dict[int, list]:
-        found: set[str] = set()
-        values = list(set(ids.values()))
-        for i in range(0, len(values), 500):
-            stmt = sa.select(self.table.c.id).where(self.table.c.id.in_(values[i : i + 500]))
-            found.update(r[0] for r in conn.execute(stmt))
-        name = self.entity.name
-        return {
-            pos: [("/id", f"a {name} with this id already exists", "unique")]
-            for pos, rid in ids.items()
-            if rid in found
-        }
+        return _tuples(self.service.taken_ids(conn, ids))
 
     # ---- plain inserts (ready rows) ------------------------------------------------------------
     def _bulk_conflicts(self, conn: Connection, chunk: Chunk, keep: list[int]) -> list[int]:
@@ -1032,105 +948,31 @@ class Importer:
     def _write_rows(
         self, cur: Any, rows: list[tuple[Any, ...]], names: list[str], now: datetime, prev: str
     ) -> str:
-        """Insert the rows, their audit entries (chained on from `prev`) and their events;
-        returns the hash of the last entry."""
-        if not rows:
-            return prev
-        at = self.now_proc(now)
-        actor = self.options.actor
-        name = self.entity.name
-        stamp = audit.at_text(now)
-        entries = []
-        for r, f in zip(rows, names, strict=True):
-            h = audit.entry_hash(prev, stamp, actor, "create", name, r[0], 1, f.encode())
-            entries.append((at, actor, "create", name, r[0], 1, f, prev, h))
-            prev = h
-        event = f"{name}.created"
-        outbox = [
-            (at, event, name, r[0], 1, f'{{"fields": {f}}}', "pending", 0, at)
+        """Insert the rows with their audit entries (chained on from `prev`) and events (the
+        record service's bulk strategy); returns the hash of the last entry."""
+        actor, name = self.options.actor, self.entity.name
+        changes = [
+            Change(name, "create", r[0], 1, (), actor, now, fields_text=f)
             for r, f in zip(rows, names, strict=True)
         ]
-        if self.dialect == "postgresql":
-            for sql, data in (
-                (self.insert_sql, rows),
-                (self.audit_sql, entries),
-                (self.outbox_sql, outbox),
-            ):
-                with cur.copy(sql) as copy:
-                    write = copy.write_row
-                    for r in data:
-                        write(r)
-        else:
-            cur.executemany(self.insert_sql, rows)
-            cur.executemany(self.audit_sql, entries)
-            cur.executemany(self.outbox_sql, outbox)
-        return prev
+        return self.writer.write(cur, rows, changes, self.now_proc(now), prev)
 
     # ---- records: upserts, and rows the plugins check -------------------------------------------
-    def _records(self, conn: Connection, chunk: Chunk, keep: list[int], *, write: bool) -> None:  # noqa: C901
+    def _records(self, conn: Connection, chunk: Chunk, keep: list[int], *, write: bool) -> None:
+        """Upserts (`upsert_on`) and rows the plugins check: sorted into inserts and updates,
+        checked for unique keys held elsewhere, then written through the record service."""
         field_name = self.options.upsert_on or ""  # "": inserts only (rows the plugins check)
-        key_column = self.codec.blind.get(field_name, field_name)
-        records = chunk.rows
-        keys = {i: self._key(field_name, records[i].get(field_name)) for i in keep}
-        existing: dict[Any, RowLike] = {}
-        values = [v for v in set(keys.values()) if v is not None] if field_name else []
-        for i in range(0, len(values), 500):
-            col = self.table.c[key_column]
-            stmt = sa.select(self.table).where(
-                col.in_(values[i : i + 500]), self.table.c._deleted_at.is_(None)
-            )
-            if write and self.dialect == "postgresql":
-                stmt = stmt.with_for_update()
-            for row in conn.execute(stmt).mappings():
-                existing[row[key_column]] = row
-        inserts: list[int] = []
-        updates: list[tuple[int, Mapping[str, Any], list[str]]] = []
-        unchanged = 0
-        own: dict[int, str] = {}
-        scope = self.options.scope
-        outside: dict[int, list[tuple[str, str, str]]] = {}
-        for i in keep:
-            current = existing.get(keys[i])
-            if current is None:
-                inserts.append(i)
-                continue
-            old = self.codec.data(current)
-            if scope is not None and not scope.matches({**old, "id": current["id"]}):
-                outside[i] = [
-                    (
-                        f"/{field_name}",
-                        f"already used by a {self.entity.name} outside your scope",
-                        "scope",
-                    )
-                ]
-                continue
-            new = self.codec.normalised(records[i])
-            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            if changed:
-                updates.append((i, current, changed))
-                own[i] = current["id"]
-            else:
-                unchanged += 1
-        candidates = inserts + [u[0] for u in updates]
-        bad: dict[int, list[tuple[str, str, str]]] = dict(outside)
-        for group in self.uniques:
-            if group == (field_name,):
-                continue
-            gkeys = {i: tuple(self._key(f, records[i].get(f)) for f in group) for i in candidates}
-            for pos, errs in self._taken(conn, group, gkeys, own).items():
-                bad.setdefault(pos, []).extend(errs)
-        if self.options.keep_ids:
-            ids = {i: file_id for i in inserts if (file_id := chunk.ids[i])}
-            for pos, errs in self._taken_ids(conn, ids).items():
-                bad.setdefault(pos, []).extend(errs)
+        existing = self._existing(conn, chunk, keep, field_name, write=write)
+        inserts, updates, outside = self._sort_rows(chunk, keep, existing, field_name)
+        bad = self._unique_errors(conn, chunk, inserts, updates, field_name)
+        for pos, errs in outside.items():
+            bad.setdefault(pos, []).extend(errs)
         if bad:
             self._drop(chunk, keep, bad)
             inserts = [i for i in inserts if i not in bad]
             updates = [u for u in updates if u[0] not in bad]
         keep_ids = self.options.keep_ids
         ids = {i: (chunk.ids[i] if keep_ids else None) or new_id() for i in inserts}
-        res = self.result
-        res.unchanged += unchanged
         if self.checks is not None:
             # each row checked then written, in file order, so a rule sees the rows before it
             # (a dry run or an aborting import writes too: its transaction is rolled back)
@@ -1141,8 +983,86 @@ class Importer:
                 updates = [u for u in updates if u[0] not in refused]
         elif write:
             self._write_records(conn, chunk, inserts, updates, ids)
-        res.inserted += len(inserts)
-        res.updated += len(updates)
+        self.result.inserted += len(inserts)
+        self.result.updated += len(updates)
+
+    def _existing(
+        self, conn: Connection, chunk: Chunk, keep: list[int], field_name: str, *, write: bool
+    ) -> dict[int, RowLike]:
+        """The stored live record each kept row names by its `upsert_on` value (locked on
+        PostgreSQL when writing)."""
+        if not field_name:
+            return {}
+        key_column = self.codec.blind.get(field_name, field_name)
+        keys = {i: self._key(field_name, chunk.rows[i].get(field_name)) for i in keep}
+        values = [v for v in set(keys.values()) if v is not None]
+        col = self.table.c[key_column]
+        by_key: dict[Any, RowLike] = {}
+        for i in range(0, len(values), 500):
+            stmt = sa.select(self.table).where(
+                col.in_(values[i : i + 500]), self.table.c._deleted_at.is_(None)
+            )
+            if write and self.dialect == "postgresql":
+                stmt = stmt.with_for_update()
+            for row in conn.execute(stmt).mappings():
+                by_key[row[key_column]] = row
+        return {i: by_key[k] for i, k in keys.items() if k in by_key}
+
+    def _sort_rows(
+        self, chunk: Chunk, keep: list[int], existing: Mapping[int, RowLike], field_name: str
+    ) -> tuple[
+        list[int],
+        list[tuple[int, Mapping[str, Any], list[str]]],
+        dict[int, list[tuple[str, str, str]]],
+    ]:
+        """Kept rows as inserts, updates (row, stored record, changed fields) and rows naming a
+        record outside the importer's scope; unchanged rows are counted and left out."""
+        inserts: list[int] = []
+        updates: list[tuple[int, Mapping[str, Any], list[str]]] = []
+        outside: dict[int, list[tuple[str, str, str]]] = {}
+        scope = self.options.scope
+        for i in keep:
+            current = existing.get(i)
+            if current is None:
+                inserts.append(i)
+                continue
+            old = self.codec.data(current)
+            if scope is not None and not scope.matches({**old, "id": current["id"]}):
+                message = f"already used by a {self.entity.name} outside your scope"
+                outside[i] = [(f"/{field_name}", message, "scope")]
+                continue
+            new = self.codec.normalised(chunk.rows[i])
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if changed:
+                updates.append((i, current, changed))
+            else:
+                self.result.unchanged += 1
+        return inserts, updates, outside
+
+    def _unique_errors(
+        self,
+        conn: Connection,
+        chunk: Chunk,
+        inserts: list[int],
+        updates: list[tuple[int, Mapping[str, Any], list[str]]],
+        field_name: str,
+    ) -> dict[int, list[tuple[str, str, str]]]:
+        """Rows whose other unique keys (or kept ids) another stored record holds."""
+        own = {i: current["id"] for i, current, _ in updates}
+        candidates = inserts + [u[0] for u in updates]
+        records = chunk.rows
+        bad: dict[int, list[tuple[str, str, str]]] = {}
+        for group in self.uniques:
+            if group == (field_name,):
+                continue
+            gkeys = {i: tuple(self._key(f, records[i].get(f)) for f in group) for i in candidates}
+            for pos, errs in self._taken(conn, group, gkeys, own).items():
+                bad.setdefault(pos, []).extend(errs)
+        if self.options.keep_ids:
+            ids = {i: file_id for i in inserts if (file_id := chunk.ids[i])}
+            for pos, errs in self._taken_ids(conn, ids).items():
+                bad.setdefault(pos, []).extend(errs)
+        return bad
 
     def _checked_writes(
         self,
@@ -1151,28 +1071,22 @@ class Importer:
         ids: Mapping[int, str],
         updates: list[tuple[int, Mapping[str, Any], list[str]]],
     ) -> dict[int, list[tuple[str, str, str]]]:
-        """Run the plugins' `before_write` on each row and write it, in file order, each row in
-        a savepoint (a refused row leaves nothing behind); the audit entries and events of the
-        rows written follow together. Returns the refused rows' errors."""
-        check = self.checks
-        assert check is not None
-        svc, name, records = self.service, self.entity.name, chunk.rows
+        """Write each row with the plugins' `before_write` (the record service's `write_batch`
+        of one), in file order, each row in a savepoint (a refused row leaves nothing behind).
+        Returns the refused rows' errors."""
+        svc, records = self.service, chunk.rows
         actor, now = self.options.actor, chunk.now
         todo: list[tuple[int, Mapping[str, Any] | None, list[str]]] = [(i, None, []) for i in ids]
         todo += updates
         refused: dict[int, list[tuple[str, str, str]]] = {}
-        created: list[tuple[str, int, list[str]]] = []
-        changed: list[tuple[str, int, list[str]]] = []
         for i, current, fields in sorted(todo, key=lambda item: item[0]):
             savepoint = conn.begin_nested()
             try:
                 if current is None:
-                    check(name, "create", {**records[i], "id": ids[i]}, None, conn)
-                    svc._insert(conn, svc._new_row(records[i], actor, ids[i], now))
+                    svc.write_batch(conn, creates=[(ids[i], records[i])], actor=actor, at=now)
                 else:
-                    previous = self.codec.to_record(current)
-                    check(name, "update", {**records[i], "id": current["id"]}, previous, conn)
-                    self._update_rows(conn, records, [(i, current)], now)
+                    update = (current, records[i], fields)
+                    svc.write_batch(conn, updates=[update], actor=actor, at=now)
             except RegistryError as exc:
                 savepoint.rollback()
                 refused[i] = [
@@ -1181,14 +1095,6 @@ class Importer:
                 ] or [("", exc.detail, exc.slug)]
                 continue
             savepoint.commit()
-            if current is None:
-                created.append((ids[i], 1, sorted(records[i])))
-            else:
-                changed.append((current["id"], current["_version"] + 1, fields))
-        if created:
-            svc._log_many(conn, "create", created, actor, now)
-        if changed:
-            svc._log_many(conn, "update", changed, actor, now)
         return refused
 
     def _write_records(
@@ -1199,72 +1105,16 @@ class Importer:
         updates: list[tuple[int, Mapping[str, Any], list[str]]],
         ids: Mapping[int, str],
     ) -> None:
-        svc = self.service
-        actor = self.options.actor
-        now = chunk.now
         records = chunk.rows
         with conn.begin_nested():
-            if inserts:
-                rows = [svc._new_row(records[i], actor, ids[i], now) for i in inserts]
-                svc._insert(conn, rows)
-                svc._log_many(
-                    conn,
-                    "create",
-                    [(r["id"], 1, sorted(records[i])) for r, i in zip(rows, inserts, strict=True)],
-                    actor,
-                    now,
-                )
-            if updates:
-                self._update_rows(conn, records, [(i, cur) for i, cur, _ in updates], now)
-                svc._log_many(
-                    conn,
-                    "update",
-                    [(c["id"], c["_version"] + 1, changed) for _, c, changed in updates],
-                    actor,
-                    now,
-                )
-
-    def _update_rows(
-        self,
-        conn: Connection,
-        records: list[Any],
-        pairs: list[tuple[int, Mapping[str, Any]]],
-        now: datetime,
-    ) -> None:
-        """Replace each stored record (`current`) with row `i` of the file: version + 1."""
-        data_cols = [*self.kinds, *self.codec.blind.values()]
-        if self._update_stmt is None:
-            self._update_stmt = (
-                self.table.update()
-                .where(
-                    self.table.c.id == sa.bindparam("b_id"),
-                    self.table.c._version == sa.bindparam("b_version"),
-                )
-                .values(
-                    {c: sa.bindparam(f"v_{c}") for c in data_cols}
-                    | {
-                        "_version": sa.bindparam("v__version"),
-                        "_updated_at": sa.bindparam("v__updated_at"),
-                        "_updated_by": sa.bindparam("v__updated_by"),
-                    }
-                )
+            self.service.write_batch(
+                conn,
+                creates=[(ids[i], records[i]) for i in inserts],
+                updates=[(current, records[i], changed) for i, current, changed in updates],
+                actor=self.options.actor,
+                at=chunk.now,
+                checks=False,  # the plugins' checks run on imports they name (`_checked_writes`)
             )
-        params = []
-        for i, current in pairs:
-            values = self.codec.to_row(records[i], current["id"])
-            p = {f"v_{c}": values[c] for c in data_cols}
-            p.update(
-                b_id=current["id"],
-                b_version=current["_version"],
-                v__version=current["_version"] + 1,
-                v__updated_at=now,
-                v__updated_by=self.options.actor,
-            )
-            params.append(p)
-        try:
-            conn.execute(self._update_stmt, params)
-        except sa.exc.IntegrityError as exc:
-            raise self.service._conflict(exc) from None
 
     # ---- the end ---------------------------------------------------------------------------------
     def _private_keys(self, plan: Plan) -> set[str]:
