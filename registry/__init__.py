@@ -2,6 +2,7 @@
 
 from open_registry.core.app import Registry, StateKey, create_app, open_registry
 from open_registry.core.auth import Principal, principal_of
+from open_registry.core.auth.principal import system
 from open_registry.core.codec import new_id, utcnow
 from open_registry.core.errors import (
     BadRequest,
@@ -15,6 +16,7 @@ from open_registry.core.errors import (
     StartupError,
     Unauthorized,
 )
+from open_registry.core.gate import Gate, Records
 from open_registry.core.hookspecs import hookimpl
 from open_registry.core.outbox.deliveries import (
     DeliveryError,
@@ -30,12 +32,14 @@ __all__ = [
     "Conflict",
     "DeliveryError",
     "Forbidden",
+    "Gate",
     "Invalid",
     "LookupUnavailable",
     "NotFound",
     "PermanentDeliveryError",
     "PreconditionFailed",
     "Principal",
+    "Records",
     "Registry",
     "RegistryError",
     "Settings",
@@ -50,5 +54,6 @@ __all__ = [
     "new_id",
     "open_registry",
     "principal_of",
+    "system",
     "utcnow",
 ]

@@ -16,18 +16,17 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
-from open_registry.core.auth.access import Access, Policy
+from open_registry.core.auth.access import Policy
 from open_registry.core.auth.deps import principal_of
 from open_registry.core.errors import (
     PROBLEM_JSON,
     BadRequest,
-    Forbidden,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
     UnsupportedMediaType,
 )
-from open_registry.core.query import Scope, Search
+from open_registry.core.gate import Gate
 from open_registry.core.records import EntityService, Page
 from open_registry.core.responses import JSONResponse
 from open_registry.generators.openapi import component_name, filter_parameters
@@ -92,27 +91,6 @@ def _responses(name: str, *codes: int) -> dict[int | str, dict[str, Any]]:
         422: "Validation failed: every failing field listed",
     }
     return {c: {"description": descriptions[c], **problem} for c in (*codes, 401, 403)}
-
-
-def check_private_filters(access: Access, principal: Any, search: Search, scope: Scope | None):
-    """Searching by a private value is refused to callers who may not see it in every result
-    (no lookup oracle: "whose is this identity number?")."""
-    private = access.private
-    if not private:
-        return
-    for f in search.filters:
-        top = f.path.split(".")[0]
-        if top in private and not access.may_filter_private(principal, scope):
-            raise Forbidden(
-                f"your roles may not search by the private field {top!r}",
-                errors=[
-                    {
-                        "pointer": f"/filters/{f.path}/{f.op}",
-                        "message": "a private field: your roles may not search by it",
-                        "keyword": "private",
-                    }
-                ],
-            )
 
 
 def _body(ref: str, media: str = "application/json") -> dict[str, Any]:
@@ -196,67 +174,52 @@ def add_entity_routes(  # noqa: C901
             headers["Link"] = f'<{url}>; rel="next"'
         return JSONResponse(body, headers=headers)
 
-    def allowed(request: Request, operation: str) -> tuple[EntityService, Any, Access, Any]:
-        """(service, principal, access rules, scope) after the role check (401/403)."""
+    def gate(request: Request) -> Gate:
+        """The entity's records as the caller (`request.state.principal`) may use them."""
         svc = current()
-        p = principal_of(request)
-        access = policy(svc.entity)
-        return svc, p, access, access.require(p, operation)
+        return Gate(svc, policy(svc.entity), principal_of(request))
 
     async def create(request: Request) -> Response:
-        svc, p, access, scope = allowed(request, "create")
+        g = gate(request)
+        g.scope("create")  # 401/403 before the body is read
         body = await read_json(request, max_body_bytes)
-        record = await run_in_threadpool(
-            svc.create, body, actor=p.actor, prepare=access.preparer(p, "create", scope)
-        )
-        return record_response(access.viewer(p)(record), 201)
-
-    async def run_search(
-        request: Request,
-        svc: EntityService,
-        search: Search,
-        p: Any,
-        access: Access,
-        scope: Scope | None,
-    ) -> Response:
-        check_private_filters(access, p, search, scope)
-        page = await run_in_threadpool(svc.search, search, scope=scope)
-        view = access.viewer(p)
-        page.items = [view(r) for r in page.items]
-        return page_response(request, page)
+        record = await run_in_threadpool(g.create, body)
+        return record_response(record, 201)
 
     async def list_(request: Request) -> Response:
-        svc, p, access, scope = allowed(request, "read")
-        search = svc.parser.from_params(list(request.query_params.multi_items()))
-        return await run_search(request, svc, search, p, access, scope)
+        g = gate(request)
+        g.scope("read")
+        search = g.service.parser.from_params(list(request.query_params.multi_items()))
+        return page_response(request, await run_in_threadpool(g.search, search))
 
     async def search(request: Request) -> Response:
-        svc, p, access, scope = allowed(request, "read")
-        search = svc.parser.from_body(await read_json(request, max_body_bytes))
-        return await run_search(request, svc, search, p, access, scope)
+        g = gate(request)
+        g.scope("read")
+        search = g.service.parser.from_body(await read_json(request, max_body_bytes))
+        return page_response(request, await run_in_threadpool(g.search, search))
 
     async def export_(request: Request) -> Response:
         from open_registry.core.exports import EXPORT_FORMATS, Exporter, export
 
-        svc, p, access, scope = allowed(request, "read")
+        g = gate(request)
+        scope = g.scope("read")
         fmt = request.query_params.get("format", "csv")
         if fmt not in EXPORT_FORMATS:
             raise BadRequest(f"format must be one of {', '.join(EXPORT_FORMATS)}")
-        where = [
-            f"{k}={v}" for k, v in request.query_params.multi_items() if k not in ("format",)
-        ]
+        where = [f"{k}={v}" for k, v in request.query_params.multi_items() if k not in ("format",)]
+        access, p = g.access, g.principal
         exporter = Exporter(
-            svc,
+            g.service,
             where,
             scope=scope,
-            view=access.viewer(p),
+            view=g.view,
             hide=access.private if access.never_sees_private(p) else (),
         )
-        check_private_filters(access, p, exporter.search, scope)
+        g.check_filters(exporter.search, scope)
 
         def run() -> str:
             out = io.StringIO()
-            export(svc, out, fmt, where, actor=p.actor, exporter=exporter)
+            export(g.service, out, fmt, where, actor=p.actor, exporter=exporter)
             return out.getvalue()
 
         text = await run_in_threadpool(run)
@@ -268,27 +231,18 @@ def add_entity_routes(  # noqa: C901
         )
 
     async def read(request: Request, id: str) -> Response:
-        svc, p, access, scope = allowed(request, "read")
-        record = await run_in_threadpool(svc.get, id, scope=scope)
+        record = await run_in_threadpool(gate(request).get, id)
         if request.headers.get("if-none-match") == etag(record["_version"]):
             return Response(status_code=304, headers={"ETag": etag(record["_version"])})
-        return record_response(access.viewer(p)(record))
+        return record_response(record)
 
     async def change(request: Request, id: str, *, patch: bool) -> Response:
-        svc, p, access, scope = allowed(request, "update")
+        g = gate(request)
+        g.scope("update")
         body = await read_json(request, max_body_bytes, patch=patch)
         version = parse_if_match(request.headers.get("if-match"))
-        record = await run_in_threadpool(
-            svc.update,
-            id,
-            body,
-            actor=p.actor,
-            if_match=version,
-            patch=patch,
-            scope=scope,
-            prepare=access.preparer(p, "update", scope),
-        )
-        return record_response(access.viewer(p)(record))
+        record = await run_in_threadpool(g.update, id, body, if_match=version, patch=patch)
+        return record_response(record)
 
     async def replace(request: Request, id: str) -> Response:
         return await change(request, id, patch=False)
@@ -297,11 +251,10 @@ def add_entity_routes(  # noqa: C901
         return await change(request, id, patch=True)
 
     async def delete(request: Request, id: str, purge: bool = False) -> Response:
-        svc, p, _access, scope = allowed(request, "delete")
+        g = gate(request)
+        g.scope("delete")
         version = parse_if_match(request.headers.get("if-match"))
-        await run_in_threadpool(
-            svc.delete, id, actor=p.actor, if_match=version, purge=purge, scope=scope
-        )
+        await run_in_threadpool(g.delete, id, if_match=version, purge=purge)
         return Response(status_code=204)
 
     title = entity.title

@@ -23,6 +23,7 @@ from open_registry.core.auth.principal import (
     OWNER,
     PUBLIC,
     RECIPIENT,
+    SYSTEM,
     SYSTEM_ADMIN,
     Principal,
 )
@@ -82,7 +83,9 @@ class Access:
         return out
 
     def grant_of(self, p: Principal, roles: Iterable[str]) -> Grant:
-        """What `roles` (an access list) give `p`."""
+        """What `roles` (an access list) give `p` (a `system` principal: everything)."""
+        if p.kind == SYSTEM:
+            return EVERYWHERE
         allowed = False
         alternatives: list[tuple[str, Any]] = []
         for role in roles:

@@ -63,3 +63,12 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous")
+#: the kind of principal of work no caller asked for (see `system`)
+SYSTEM = "system"
+
+
+def system(name: str) -> Principal:
+    """The principal of work no caller asked for (an outbox worker, a CLI command, start-up):
+    every access rule lets it through, and the audit log names it `system:<name>`. Unscoped
+    access is always this explicit principal, never a default."""
+    return Principal(SYSTEM, subject=name, roles=frozenset({SYSTEM_ADMIN}), via=SYSTEM)
