@@ -60,6 +60,7 @@ from open_registry.core.settings import Settings
 from open_registry.core.storage import Database, build_database
 from open_registry.core.ui.pages import add_ui_routes
 from open_registry.core.version import __version__
+from open_registry.core.web_security import CrossSiteGuard, SecurityHeaders, script_hashes
 from open_registry.generators.errors import SchemaError
 from open_registry.generators.openapi import PROBLEM_SCHEMA, entity_components
 
@@ -397,6 +398,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.state.registry = reg
     install_error_handlers(app)
     auth = reg.auth
+    app.add_middleware(CrossSiteGuard)  # added first: runs inside AuthMiddleware
     app.add_middleware(AuthMiddleware, auth=auth)
 
     for service in reg.services.values():
@@ -464,6 +466,9 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         for router in routers or []:
             app.include_router(router)
     reg.pm.hook.prepare_app(app=app, registry=reg)
+    # added last: the outermost middleware, it sees every response (Swagger UI's inline script
+    # is allowed by its hash on /docs only)
+    app.add_middleware(SecurityHeaders, script_hashes={"/docs": script_hashes(docs().body)})
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

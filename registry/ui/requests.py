@@ -11,6 +11,7 @@ from fastapi import Request
 
 from open_registry.core.errors import BadRequest
 from open_registry.core.i18n import Translator
+from open_registry.core.web_security import cross_site, refused
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 
@@ -40,9 +41,10 @@ async def read_form(request: Request, max_bytes: int) -> list[tuple[str, str]]:
 
 
 def same_origin(request: Request) -> bool:
-    """Refuse form posts made by other sites' pages (a browser always sends Origin on POST)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return True
-    host = request.headers.get("host", "")
-    return origin.split("://", 1)[-1] == host
+    """Whether a form post may be from one of this site's pages: its `Origin` (else `Referer`)
+    is this site's scheme, host and port, never `null`; with neither header, only when the
+    session cookie does not sign it in (`web_security.cross_site`; refusals are logged)."""
+    reason = cross_site(request)
+    if reason is not None:
+        refused(request, reason)
+    return reason is None

@@ -227,7 +227,10 @@ def test_staff_cannot_use_the_claim_endpoint(ops: Ops):
 # -- the pages -----------------------------------------------------------------------------------
 def page_sign_up(ops: Ops, codes: Messages, phone: str = PHONE) -> TestClient:
     """Sign up on /ui/login with a code; returns the browser-like client (session cookie)."""
-    web = TestClient(ops.client.app, follow_redirects=False)
+    # a browser: its posts carry the page's origin
+    web = TestClient(
+        ops.client.app, follow_redirects=False, headers={"origin": "http://testserver"}
+    )
     sent = web.post("/ui/login", data={"mode": "otp-send", "channel": "sms", "to": phone})
     assert sent.status_code == 200 and "code" in sent.text
     digits = "+" + "".join(c for c in phone if c.isdigit())
