@@ -12,12 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
+from open_registry.core.auth import rules
 from open_registry.core.auth.access import Policy
 from open_registry.core.auth.deps import principal_of
+from open_registry.core.auth.rules import Rule
 from open_registry.core.errors import (
     PROBLEM_JSON,
     BadRequest,
@@ -258,10 +260,15 @@ def add_entity_routes(  # noqa: C901
         return Response(status_code=204)
 
     title = entity.title
+
+    def rule_for(operation: str, record: str | None = None) -> Rule:
+        return rules.entity(name, operation, record=record)
+
     router.add_api_route(
         base,
         create,
         methods=["POST"],
+        dependencies=[Depends(rule_for("create"))],
         tags=tags,
         status_code=201,
         name=f"create_{name}",
@@ -277,6 +284,7 @@ def add_entity_routes(  # noqa: C901
         base,
         list_,
         methods=["GET"],
+        dependencies=[Depends(rule_for("read"))],
         tags=tags,
         name=f"list_{name}",
         summary=f"List and filter {title}",
@@ -291,6 +299,7 @@ def add_entity_routes(  # noqa: C901
         f"{base}/search",
         search,
         methods=["POST"],
+        dependencies=[Depends(rule_for("read"))],
         tags=tags,
         name=f"search_{name}",
         summary=f"Search {title}",
@@ -305,6 +314,7 @@ def add_entity_routes(  # noqa: C901
         f"{base}/export",
         export_,
         methods=["GET"],
+        dependencies=[Depends(rule_for("read"))],
         tags=tags,
         name=f"export_{name}",
         summary=f"Export {title} as CSV or JSON Lines (the rows and fields you may read)",
@@ -320,6 +330,7 @@ def add_entity_routes(  # noqa: C901
         f"{base}/{{id}}",
         read,
         methods=["GET"],
+        dependencies=[Depends(rule_for("read", record="id"))],
         tags=tags,
         name=f"read_{name}",
         summary=f"Read a {title}",
@@ -331,6 +342,7 @@ def add_entity_routes(  # noqa: C901
         f"{base}/{{id}}",
         replace,
         methods=["PUT"],
+        dependencies=[Depends(rule_for("update", record="id"))],
         tags=tags,
         name=f"replace_{name}",
         summary=f"Replace a {title}",
@@ -345,6 +357,7 @@ def add_entity_routes(  # noqa: C901
         f"{base}/{{id}}",
         patch,
         methods=["PATCH"],
+        dependencies=[Depends(rule_for("update", record="id"))],
         tags=tags,
         name=f"patch_{name}",
         summary=f"Change fields of a {title} (JSON merge patch)",
@@ -359,6 +372,7 @@ def add_entity_routes(  # noqa: C901
         f"{base}/{{id}}",
         delete,
         methods=["DELETE"],
+        dependencies=[Depends(rule_for("delete", record="id"))],
         tags=tags,
         status_code=204,
         name=f"delete_{name}",

@@ -1,22 +1,22 @@
 """`GET /api/v1/audit`: the audit log, filtered, newest first, in keyset pages.
 
-ADMIN ONLY: the route calls `guard(request, REQUIRED_ROLE)` first; the app passes
-`registry.app.require_role`, which raises `Unauthorized` or `Forbidden`.
+ADMIN ONLY: the route's rule (`registry.auth.rules.roles(REQUIRED_ROLE)`) answers 401 or 403
+to anyone else before the handler runs.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from open_registry.core.api import JSONResponse
 from open_registry.core.audit.chain import AuditQuery, list_entries
+from open_registry.core.auth import rules
 from open_registry.core.errors import BadRequest
 
 #: The role that may read the audit log (checked by the guard).
@@ -96,13 +96,10 @@ def add_audit_routes(
     registry: Any,
     *,
     prefix: str = "/api/v1",
-    guard: Callable[[Request, str], None] | None = None,
 ) -> None:
-    """Add `GET {prefix}/audit`; `guard(request, REQUIRED_ROLE)` authorises each call."""
+    """Add `GET {prefix}/audit`, for `REQUIRED_ROLE` only (`registry.auth.rules`)."""
 
     async def audit_log(request: Request) -> JSONResponse:
-        if guard is not None:
-            guard(request, REQUIRED_ROLE)
         query = parse_query(list(request.query_params.multi_items()))
         items, last = await run_in_threadpool(list_entries, registry.db.engine, query)
         cursor = _cursor(last, query.ascending) if last is not None else None
@@ -115,6 +112,7 @@ def add_audit_routes(
         f"{prefix}/audit",
         audit_log,
         methods=["GET"],
+        dependencies=[Depends(rules.roles(REQUIRED_ROLE))],
         tags=["audit"],
         summary="The audit log (administrators)",
         description="Who created, changed, deleted or exported what, and when; which fields "

@@ -9,10 +9,11 @@ import hashlib
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from open_registry.core.api import API_PREFIX, JSONResponse, read_json
+from open_registry.core.auth import rules
 from open_registry.core.auth.deps import Auth, client_address, principal_of
 from open_registry.core.auth.notify import send
 from open_registry.core.auth.otp import Outcome
@@ -26,6 +27,10 @@ AUTH = f"{API_PREFIX}/auth"
 
 class InvalidClient(Unauthorized):
     slug = "invalid-client"
+
+
+#: sign-in routes: anyone may try, within the rate limits (per address and per username)
+SIGN_IN = rules.public("signing in; bounded by the rate limits")
 
 
 def _text(body: Any, name: str, limit: int = 200) -> str:
@@ -157,7 +162,11 @@ def auth_routes(auth: Auth) -> APIRouter:
     router = APIRouter(tags=["auth"])
     max_bytes = 16_384
 
-    @router.post(f"{AUTH}/login", summary="Sign in with username and password")
+    @router.post(
+        f"{AUTH}/login",
+        summary="Sign in with username and password",
+        dependencies=[Depends(SIGN_IN)],
+    )
     async def login(request: Request) -> Response:
         body = await read_json(request, max_bytes)
         username, password = _text(body, "username", 100), _text(body, "password", 1000)
@@ -166,7 +175,12 @@ def auth_routes(auth: Auth) -> APIRouter:
         )
         return signed_in(auth, request, p)
 
-    @router.post(f"{AUTH}/otp", status_code=202, summary="Send a one-time sign-in code")
+    @router.post(
+        f"{AUTH}/otp",
+        status_code=202,
+        summary="Send a one-time sign-in code",
+        dependencies=[Depends(SIGN_IN)],
+    )
     async def otp_request(request: Request) -> Response:
         body = await read_json(request, max_bytes)
         channel = _text(body, "channel", 10)
@@ -180,7 +194,11 @@ def auth_routes(auth: Auth) -> APIRouter:
             status_code=202,
         )
 
-    @router.post(f"{AUTH}/otp/verify", summary="Sign in with a one-time code")
+    @router.post(
+        f"{AUTH}/otp/verify",
+        summary="Sign in with a one-time code",
+        dependencies=[Depends(SIGN_IN)],
+    )
     async def otp_verify(request: Request) -> Response:
         body = await read_json(request, max_bytes)
         channel = _text(body, "channel", 10)
@@ -195,6 +213,7 @@ def auth_routes(auth: Auth) -> APIRouter:
     @router.post(
         f"{AUTH}/token",
         summary="OAuth2 token endpoint (grant_type=client_credentials)",
+        dependencies=[Depends(SIGN_IN)],
         openapi_extra={
             "requestBody": {
                 "content": {
@@ -252,7 +271,11 @@ def auth_routes(auth: Auth) -> APIRouter:
         )
         return JSONResponse(token_body(auth, p), headers={"Cache-Control": "no-store"})
 
-    @router.get(f"{AUTH}/me", summary="Who the request is authenticated as")
+    @router.get(
+        f"{AUTH}/me",
+        summary="Who the request is authenticated as",
+        dependencies=[Depends(rules.public("answers only about the caller; anonymous: nobody"))],
+    )
     async def me(request: Request) -> Response:
         p = principal_of(request)
         return JSONResponse(
@@ -266,7 +289,12 @@ def auth_routes(auth: Auth) -> APIRouter:
             }
         )
 
-    @router.post(f"{AUTH}/logout", status_code=204, summary="Sign out of the pages")
+    @router.post(
+        f"{AUTH}/logout",
+        status_code=204,
+        summary="Sign out of the pages",
+        dependencies=[Depends(rules.public("only clears the caller's own session cookie"))],
+    )
     async def logout() -> Response:
         resp = Response(status_code=204)
         resp.delete_cookie(SESSION_COOKIE, path="/")

@@ -11,16 +11,16 @@ guard (it raises `Forbidden`/`Unauthorized`). Until then the routes are as open 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from open_registry.core.api import JSONResponse
+from open_registry.core.auth import rules
 from open_registry.core.codec import camel, format_datetime
 from open_registry.core.errors import BadRequest, Conflict, NotFound
 from open_registry.core.outbox import deliveries
@@ -107,16 +107,11 @@ def add_outbox_routes(
     registry: Any,
     *,
     prefix: str = "/api/v1",
-    guard: Callable[[Request, str], None] | None = None,
 ) -> None:
-    """Add the outbox routes; `guard(request, REQUIRED_ROLE)` authorises each call."""
-
-    def check(request: Request) -> None:
-        if guard is not None:
-            guard(request, REQUIRED_ROLE)
+    """Add the outbox routes, each for `REQUIRED_ROLE` only (`registry.auth.rules`)."""
+    rule = rules.roles(REQUIRED_ROLE)
 
     async def events(request: Request) -> JSONResponse:
-        check(request)
         status, limit, after = _paging(request, EVENT_STATUSES)
         items = await run_in_threadpool(
             outbox.list_events, registry, status, limit=limit, after=after
@@ -126,7 +121,6 @@ def add_outbox_routes(
         return JSONResponse({"counts": counts, "items": [_camel(i) for i in items], "next": nxt})
 
     async def retry_event(request: Request, seq: int) -> JSONResponse:
-        check(request)
         await _options(request)
         try:
             event = await run_in_threadpool(outbox.retry_event, registry, seq)
@@ -137,12 +131,10 @@ def add_outbox_routes(
         return JSONResponse(_camel(event))
 
     async def retry_dead_events(request: Request) -> JSONResponse:
-        check(request)
         await _options(request)
         return JSONResponse({"queued": await run_in_threadpool(outbox.retry_dead, registry)})
 
     async def delivery_list(request: Request) -> JSONResponse:
-        check(request)
         status, limit, after = _paging(request, deliveries.STATUSES, ("sink",))
         sink = request.query_params.get("sink")
         items = await run_in_threadpool(_deliveries, registry, status, sink, limit, after)
@@ -151,7 +143,6 @@ def add_outbox_routes(
         return JSONResponse({"counts": counts, "items": [_camel(i) for i in items], "next": nxt})
 
     async def retry_delivery(request: Request, delivery_id: int) -> JSONResponse:
-        check(request)
         await _options(request)
         found = await run_in_threadpool(_deliveries, registry, None, None, 1, delivery_id - 1)
         if not found or found[0]["id"] != delivery_id:
@@ -166,7 +157,6 @@ def add_outbox_routes(
         return JSONResponse(_camel(found[0]))
 
     async def retry_dead_deliveries(request: Request) -> JSONResponse:
-        check(request)
         sink = (await _options(request, ("sink",))).get("sink")
         if sink is not None and not isinstance(sink, str):
             raise _bad("sink", "sink must be a string (the sender's name)")
@@ -196,6 +186,7 @@ def add_outbox_routes(
             prefix + path,
             endpoint,
             methods=[method],
+            dependencies=[Depends(rule)],
             tags=["outbox"],
             summary=summary,
             response_model=None,
