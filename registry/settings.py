@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,14 @@ class Settings:
     max_page_size: int = 1000
     #: Largest request body accepted, in bytes.
     max_body_bytes: int = 1_048_576
+    #: Deepest nesting of objects and arrays a JSON request body may have (the body itself is
+    #: level 1); deeper bodies are refused with a 400 before anything else reads them.
+    max_body_depth: int = 64
+    #: Filters one search may have (query parameters or a search body's operators), sort keys
+    #: it may list, and values all its `in` lists may hold together; more is a 400.
+    max_filters: int = 50
+    max_sort_keys: int = 8
+    max_filter_values: int = 1000
     #: Title shown in the API docs.
     title: str = "Registry"
     #: Discover plugins through entry points (tests may turn this off).
@@ -207,38 +215,64 @@ class Settings:
 _FIELD_TYPES = {f.name: f for f in fields(Settings)}
 
 
+def _plugins(key: str, value: Any, base: Path) -> Any:
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise ValueError("setting 'plugins' must be tables: [plugins.<name>] key = value")
+    return {str(k): dict(v) for k, v in value.items()}
+
+
+def _folders(key: str, value: Any, base: Path) -> Any:
+    items = value.split(os.pathsep) if isinstance(value, str) else list(value)
+    return tuple(
+        (base / p).resolve() if not Path(p).is_absolute() else Path(p)
+        for p in items
+        if str(p).strip()
+    )
+
+
+def _path(key: str, value: Any, base: Path) -> Any:
+    p = Path(value)
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _flag(key: str, value: Any, base: Path) -> Any:
+    if isinstance(value, bool):
+        return value
+    flag = parse_flag(value, empty=False)
+    if flag is None:
+        raise ValueError(f"setting {key!r} must be true or false, got {value!r}")
+    return flag
+
+
+def _whole(key: str, value: Any, base: Path) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {key!r} must be a whole number, got {value!r}") from None
+
+
+def _text(key: str, value: Any, base: Path) -> Any:
+    return str(value)
+
+
+#: settings read their own way (relative paths are relative to the settings file's folder)
+_BY_NAME: dict[str, Callable[[str, Any, Path], Any]] = {
+    "plugins": _plugins,
+    "schema_dirs": _folders,
+    "data_dir": _path,
+    "migrations_dir": _path,
+    "data_key_file": _path,
+    "auth_secret_file": _path,
+}
+#: the others by the type of their default
+_BY_TYPE: dict[type, Callable[[str, Any, Path], Any]] = {bool: _flag, int: _whole}
+
+
 def _coerce(key: str, value: Any, base: Path) -> Any:
     f = _FIELD_TYPES.get(key)
     if f is None:
         known = ", ".join(sorted(_FIELD_TYPES))
         raise ValueError(f"unknown setting {key!r}; known settings: {known}")
     default = f.default if f.default is not field else None
-    if key == "plugins":
-        if not isinstance(value, Mapping) or not all(
-            isinstance(v, Mapping) for v in value.values()
-        ):
-            raise ValueError("setting 'plugins' must be tables: [plugins.<name>] key = value")
-        return {str(k): dict(v) for k, v in value.items()}
-    if key == "schema_dirs":
-        items = value.split(os.pathsep) if isinstance(value, str) else list(value)
-        return tuple(
-            (base / p).resolve() if not Path(p).is_absolute() else Path(p)
-            for p in items
-            if str(p).strip()
-        )
-    if key in ("data_dir", "migrations_dir", "data_key_file", "auth_secret_file"):
-        p = Path(value)
-        return p if p.is_absolute() else (base / p).resolve()
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        flag = parse_flag(value, empty=False)
-        if flag is not None:
-            return flag
-        raise ValueError(f"setting {key!r} must be true or false, got {value!r}")
-    if isinstance(default, int):
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"setting {key!r} must be a whole number, got {value!r}") from None
-    return str(value)
+    read = _BY_NAME.get(key) or _BY_TYPE.get(type(default), _text)
+    return read(key, value, base)
