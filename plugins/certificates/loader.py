@@ -97,10 +97,6 @@ class StaticDocumentLoader:
         # resolved contexts, shared by the calls that use this loader (pyld's LRU shape)
         self.cache = _LruCache(_CACHE_SIZE)
 
-    @property
-    def urls(self) -> frozenset[str]:
-        return frozenset(self._documents)
-
     def with_documents(self, documents: Mapping[str, Mapping[str, Any]]) -> StaticDocumentLoader:
         """A new loader that also answers `documents` (tests add the W3C example contexts)."""
         return StaticDocumentLoader({**self._documents, **documents})

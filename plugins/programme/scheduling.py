@@ -8,7 +8,7 @@ rescheduling moves the places, cancelling gives them back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -248,7 +248,3 @@ def next_dose(
     if interval.get("max") is not None:
         suggestion["dueUntil"] = (day + timedelta(days=interval["max"])).isoformat()
     return suggestion
-
-
-def time_of(hhmm: str) -> time:
-    return time(*divmod(_minutes(hhmm), 60))

@@ -6,7 +6,6 @@ created on first use (the registry's migrations leave tables without `_version` 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any
@@ -154,9 +153,3 @@ def counts(conn: Connection, kind: str, keys: Sequence[str]) -> dict[str, int]:
         )
         out.update({k: int(u) for k, u in conn.execute(stmt)})
     return out
-
-
-def drop_tables(engine: Engine) -> None:
-    """Drop the plugin's tables (benchmarks)."""
-    with contextlib.suppress(sa.exc.DBAPIError):
-        metadata.drop_all(engine, checkfirst=True)
