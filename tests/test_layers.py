@@ -14,6 +14,7 @@ GENERATORS_MAY_IMPORT = {
     "jinja2",
     "fastjsonschema",
     "rfc3339_validator",
+    "re2",  # google-re2: schema patterns in linear time
 }
 FORBIDDEN = {
     "generators": {"registry", "plugins", "cli", "fastapi", "starlette", "typer", "httpx"},

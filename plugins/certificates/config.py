@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from open_registry.core.plugin_settings import PluginSettingError, setting_bool, setting_list
+from open_registry.core.plugin_settings import (
+    PluginSettingError,
+    setting_bool,
+    setting_int,
+    setting_list,
+)
+from open_registry.plugins.certificates.limits import DEFAULTS as VERIFY_DEFAULTS
 from open_registry.plugins.certificates.suites import EDDSA_RDFC_2022, SUITES
 
 #: the environment variable that may hold the signing key (a Multikey secret, `z...`)
@@ -18,6 +24,16 @@ KEY_ENV = "REGISTRY_CERTIFICATES_SIGNING_KEY"
 
 #: a `[plugins.certificates]` setting that cannot be used; the message names it
 ConfigError = PluginSettingError
+
+#: the settings that bound anonymous verification (whole numbers, at least 1)
+_VERIFY_LIMITS = (
+    "max_verify_bytes",
+    "max_verify_depth",
+    "max_verify_nodes",
+    "max_verify_array",
+    "max_verify_blank_nodes",
+    "max_verify_text",
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,19 @@ class CertificatesConfig:
     pdf_fonts: Any = None
     #: a folder of `<locale>.json` label catalogs for the PDF (default: the shipped en/fr/hi)
     pdf_locales_dir: Path | None = None
+    # what the anonymous verify endpoints accept before any JSON-LD work (see `limits.py`)
+    #: bytes of a verify body, and of what a QR payload inflates to
+    max_verify_bytes: int = VERIFY_DEFAULTS.max_bytes
+    #: nesting levels of objects and arrays in a verify body
+    max_verify_depth: int = VERIFY_DEFAULTS.max_depth
+    #: JSON values in a verify body, in all
+    max_verify_nodes: int = VERIFY_DEFAULTS.max_nodes
+    #: elements of any one array in a verify body
+    max_verify_array: int = VERIFY_DEFAULTS.max_array
+    #: blank nodes (objects without an id, `_:` labels) in a verified credential
+    max_verify_blank_nodes: int = VERIFY_DEFAULTS.max_blank_nodes
+    #: characters of a QR code's text (`text`) or base64 payload (`qr`) sent to verify
+    max_verify_text: int = VERIFY_DEFAULTS.max_text
 
     @classmethod
     def from_settings(cls, settings: Any) -> CertificatesConfig:
@@ -81,6 +110,8 @@ class CertificatesConfig:
                 values[key] = Path(value)
             elif key == "trusted_issuers":
                 values[key] = setting_list(value)
+            elif key in _VERIFY_LIMITS:
+                values[key] = setting_int(f"plugins.certificates.{key}", value, minimum=1)
             elif key in ("max_corrections", "batch_size"):
                 try:
                     values[key] = int(value)
@@ -116,6 +147,9 @@ class CertificatesConfig:
             )
         if self.max_corrections < 0 or self.batch_size < 1:
             raise ConfigError("plugins.certificates.max_corrections >= 0 and batch_size >= 1")
+        for key in _VERIFY_LIMITS:
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ConfigError(f"plugins.certificates.{key} must be a whole number >= 1")
 
     @property
     def api_base(self) -> str:

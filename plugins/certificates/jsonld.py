@@ -37,6 +37,7 @@ __all__ = [
     "CanonicalizationError",
     "InvalidDocumentError",
     "JsonLdProcessingError",
+    "NestingError",
     "RelativeIriError",
     "UndefinedTermError",
     "UnknownContextError",
@@ -197,8 +198,23 @@ def _pyld_error(exc: PyldError) -> Exception:
     return JsonLdProcessingError(f"JSON-LD processing failed ({code}): {exc.args[0]}")
 
 
+class NestingError(JsonLdProcessingError):
+    """The document nests too deeply for the (recursive) JSON-LD processing: refused, not a
+    crash. Untrusted documents are bounded long before this (`limits.py`)."""
+
+    def __init__(self) -> None:
+        super().__init__("the document nests too deeply for JSON-LD processing")
+
+
 def expand(document: dict[str, Any], loader: StaticDocumentLoader | None = None) -> list[Any]:
     """Expanded JSON-LD of `document`, offline and strict (see the module docstring)."""
+    try:
+        return _expand(document, loader)
+    except RecursionError:
+        raise NestingError() from None
+
+
+def _expand(document: dict[str, Any], loader: StaticDocumentLoader | None) -> list[Any]:
     loader = loader or default_loader()
     try:
         expanded = JsonLdProcessor(on_property_dropped=_raise_dropped).expand(
@@ -226,6 +242,15 @@ def to_dataset(
     loader = loader or default_loader()
     expanded = expand(document, loader)
     processor = JsonLdProcessor()
+    try:
+        return _to_rdf(processor, expanded, loader)
+    except RecursionError:
+        raise NestingError() from None
+
+
+def _to_rdf(
+    processor: JsonLdProcessor, expanded: list[Any], loader: StaticDocumentLoader
+) -> dict[str, list[dict[str, Any]]]:
     try:
         if _FAST_TO_RDF:
             # pyld's own to_rdf steps on the already expanded form (its public to_rdf would

@@ -365,8 +365,16 @@ def canonicalize_quads(
     max_permutations: int = DEFAULT_MAX_PERMUTATIONS,
     order: str = CODE_POINT,
 ) -> str:
-    """Canonical N-Quads (RDFC-1.0) of `quads`, raising `WorkLimitError` past the work limit."""
-    return _Canonicalizer(list(quads), max_work_factor, max_permutations, order).run()
+    """Canonical N-Quads (RDFC-1.0) of `quads`, raising `WorkLimitError` past the work limit
+    (also when Hash N-Degree Quads would recurse deeper than Python allows: a long chain of
+    blank nodes that share their hashes, with a raised work factor)."""
+    try:
+        return _Canonicalizer(list(quads), max_work_factor, max_permutations, order).run()
+    except RecursionError:
+        raise WorkLimitError(
+            "blank-node graph too complex to canonicalize: Hash N-Degree Quads recursed too "
+            "deeply (work limit)"
+        ) from None
 
 
 def canonicalize_dataset(

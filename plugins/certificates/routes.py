@@ -7,6 +7,8 @@
 - `GET /api/v1/status-lists/{purpose}/{n}`: our signed Bitstring Status List credentials;
 - `POST /api/v1/verify`: VALID / REVOKED / SUSPENDED / EXPIRED / INVALID with the reason;
 - `POST /credentials/issue`, `POST /credentials/verify`: the VC-API (VCALM) endpoints;
+  both verify endpoints are anonymous, so their bodies are bounded before any JSON-LD work
+  (`limits.py`: size, nesting, values, array length, blank nodes, QR text);
 - `GET /.well-known/did.json`: the issuer's DID document (did:web issuers).
 """
 
@@ -15,9 +17,11 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import OrderedDict
+from collections.abc import Callable
 from threading import Lock
 from typing import Any, Literal, overload
 
+import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -26,11 +30,20 @@ from open_registry.core.api import JSONResponse, read_json
 from open_registry.plugins.certificates import health_formats, shortcut, suites
 from open_registry.plugins.certificates.issuance import CERTIFICATE, VACCINATION, now_iso
 from open_registry.plugins.certificates.jsonld import JsonLdProcessingError
+from open_registry.plugins.certificates.limits import (
+    SETTINGS,
+    LimitExceeded,
+    VerifyLimits,
+    check_document,
+    check_size,
+    check_text,
+    read_body,
+)
 from open_registry.plugins.certificates.loader import UnknownContextError
 from open_registry.plugins.certificates.results import SigningError
 from open_registry.plugins.certificates.runtime import Certificates, runtime
 from open_registry.plugins.certificates.status import PURPOSES
-from open_registry.plugins.certificates.verifier import VALID
+from open_registry.plugins.certificates.verifier import VALID, Verdict
 
 LD_JSON = "application/ld+json"
 #: who may revoke, suspend and reinstate: administrators, and a facility's admin for the
@@ -101,9 +114,10 @@ def _text(body: Any, name: str, *, required: bool = True, limit: int = 500) -> s
     return value.strip()
 
 
-def _credential_from(body: Any) -> Any:
+def _credential_from(body: Any, limits: VerifyLimits) -> Any:
     """A credential from a verify body: the credential itself, `{credential|verifiableCredential}`
-    or `{"qr": "<base64 of the QR payload>"}`."""
+    or `{"qr": "<base64 of the QR payload>"}` (bounded: the base64 text by `max_verify_text`,
+    what it inflates to by `max_verify_bytes` and the other limits)."""
     if not isinstance(body, dict):
         raise BadRequest("send the credential as a JSON object")
     for key in ("verifiableCredential", "credential"):
@@ -112,14 +126,33 @@ def _credential_from(body: Any) -> Any:
     if "qr" in body:
         from open_registry.plugins.certificates.qr import QRError, decode_payload
 
+        text = str(body["qr"])
         try:
-            return decode_payload(base64.b64decode(str(body["qr"]), validate=True))
+            check_text(text, limits)
+            credential = decode_payload(base64.b64decode(text, validate=True))
+            check_size(orjson.dumps(credential), limits)
+            check_document(credential, limits)
+        except LimitExceeded as exc:
+            exc.pointer = "/qr" + exc.pointer
+            raise exc.http_error() from None
         except (QRError, binascii.Error, ValueError) as exc:
             raise Invalid(
                 "the QR payload cannot be read",
                 errors=[{"pointer": "/qr", "message": str(exc), "keyword": "format"}],
             ) from None
+        return credential
     return body
+
+
+async def _bounded(work: Callable[..., Verdict], *args: Any) -> Verdict:
+    """`work(*args)` in the thread pool; a document too deep for a recursive step (pyld, JSON
+    decoding of a card) is a 400, not a 500."""
+    try:
+        return await run_in_threadpool(work, *args)
+    except RecursionError:
+        raise LimitExceeded(
+            "the document nests too deeply to process", setting=SETTINGS["max_depth"]
+        ).http_error() from None
 
 
 def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
@@ -302,13 +335,20 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
         summary="Verify a certificate: VALID, REVOKED, SUSPENDED, EXPIRED or INVALID",
     )
     async def verify(request: Request) -> Response:
-        body = await read_json(request, registry.settings.max_body_bytes)
+        limits = VerifyLimits.from_config(certs().config)
+        body = await read_body(
+            request.headers, request.stream(), limits, registry.settings.max_body_bytes
+        )
         if isinstance(body, dict) and isinstance(body.get("text"), str):
             # a SMART Health Card (shc:/... or its JWS) or an EU DCC / HCERT (HC1:...)
-            verdict = await run_in_threadpool(health_formats.verify_text, certs(), body["text"])
+            try:
+                check_text(body["text"], limits, pointer="/text")
+            except LimitExceeded as exc:
+                raise exc.http_error() from None
+            verdict = await _bounded(health_formats.verify_text, certs(), body["text"])
             return JSONResponse(verdict.as_dict())
-        credential = _credential_from(body)
-        verdict = await run_in_threadpool(certs().verifier.verify, credential)
+        credential = _credential_from(body, limits)
+        verdict = await _bounded(certs().verifier.verify, credential)
         return JSONResponse(verdict.as_dict())
 
     def text_qr(text: str, fmt: str | None, *, ec_level: str, max_version: int) -> Response:
@@ -444,7 +484,10 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
 
     @router.post("/credentials/verify", summary="VC-API: verify a credential")
     async def vc_verify(request: Request) -> Response:
-        body = await read_json(request, registry.settings.max_body_bytes)
+        limits = VerifyLimits.from_config(certs().config)
+        body = await read_body(
+            request.headers, request.stream(), limits, registry.settings.max_body_bytes
+        )
         credential = body.get("verifiableCredential") if isinstance(body, dict) else None
         if not isinstance(credential, dict):
             raise Invalid(
@@ -457,7 +500,7 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
                     }
                 ],
             )
-        verdict = await run_in_threadpool(certs().verifier.verify, credential)
+        verdict = await _bounded(certs().verifier.verify, credential)
         ok = verdict.status == VALID
         return JSONResponse(
             {

@@ -29,6 +29,7 @@ from open_registry.plugins.certificates.keys import (
     public_from_multikey,
     resolve_did_key,
 )
+from open_registry.plugins.certificates.limits import LimitExceeded, VerifyLimits, check_document
 
 VALID, REVOKED, SUSPENDED, EXPIRED, INVALID = "VALID", "REVOKED", "SUSPENDED", "EXPIRED", "INVALID"
 
@@ -185,10 +186,29 @@ class Verifier:
         subject = doc.get("credentialSubject", {})
         return status.decode(subject.get("encodedList"))
 
-    def verify(self, credential: Any, *, now: datetime | None = None) -> Verdict:
-        """The verdict on one credential; never raises for bad input."""
+    def verify(
+        self, credential: Any, *, now: datetime | None = None, limits: VerifyLimits | None = None
+    ) -> Verdict:
+        """The verdict on one credential; never raises for bad input. With `limits`, a
+        credential over them is INVALID before any JSON-LD work (the HTTP routes refuse such
+        bodies with a 4xx first: `limits.py`)."""
         if not isinstance(credential, dict):
             return Verdict(INVALID, "a credential is a JSON object")
+        if limits is not None:
+            try:
+                check_document(credential, limits)
+            except LimitExceeded as exc:
+                return Verdict(INVALID, str(exc), checks={"limits": False})
+        try:
+            return self._verify(credential, now)
+        except RecursionError:  # pyld and the JSON-LD checks recurse over the document
+            return Verdict(
+                INVALID,
+                "the credential nests too deeply to process (limit max_verify_depth)",
+                checks={"limits": False},
+            )
+
+    def _verify(self, credential: dict[str, Any], now: datetime | None) -> Verdict:
         issuer = credential.get("issuer")
         issuer = issuer.get("id") if isinstance(issuer, dict) else issuer
         issuer = issuer if isinstance(issuer, str) else None
