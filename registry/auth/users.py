@@ -1,5 +1,11 @@
 """Local users: argon2id password hashes, roles, the facility of facility roles, the recipient id
-of recipients, and sign-in identifiers (email, mobile) kept only as keyed hashes."""
+of recipients, and sign-in identifiers (email, mobile) kept only as keyed hashes.
+
+Who may create which users is decided here, once (`grantable_roles`, `check_grant`, and
+`Users.add(by=...)`): a system-admin (or work of the system itself) any user; a facility-admin
+only `facility-staff` of their own facility, never linked to a recipient record. Linking a user
+to a recipient record is for system-admins, and for the self-enrolment flow
+(`Users.link_recipient`, a user claiming their own record)."""
 
 from __future__ import annotations
 
@@ -17,10 +23,18 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from open_registry.core import storage
-from open_registry.core.auth.principal import FACILITY_ROLES, RECIPIENT, ROLES, Principal
+from open_registry.core.auth.principal import (
+    FACILITY_ADMIN,
+    FACILITY_ROLES,
+    FACILITY_STAFF,
+    RECIPIENT,
+    ROLES,
+    SYSTEM_ADMIN,
+    Principal,
+)
 from open_registry.core.auth.standing import revoke
 from open_registry.core.codec import new_id, utcnow
-from open_registry.core.errors import Conflict, Invalid, NotFound
+from open_registry.core.errors import Conflict, Forbidden, Invalid, NotFound
 from open_registry.core.storage import Database
 
 #: matched whole (`fullmatch`: `$` would let a trailing newline through)
@@ -76,6 +90,56 @@ def check_roles(
     return out
 
 
+def grantable_roles(by: Principal) -> tuple[str, ...]:
+    """The roles `by` may give a new user: any for a system-admin (and `system(...)` work),
+    `facility-staff` for a facility-admin tied to a facility, none for anyone else."""
+    if SYSTEM_ADMIN in by.roles:
+        return ROLES
+    if FACILITY_ADMIN in by.roles and by.facility:
+        return (FACILITY_STAFF,)
+    return ()
+
+
+def check_grant(
+    by: Principal, roles: Iterable[str], facility: str | None, recipient: str | None
+) -> str | None:
+    """Refuse (`Forbidden`, naming each field) a user `by` may not create; returns the facility
+    the new user gets.
+
+    A system-admin may create any user, linked to any facility or recipient record. A
+    facility-admin only users of the roles `grantable_roles` gives them, always of their own
+    facility (whatever `facility` says), and never linked to a recipient record (the link
+    would make its user the owner of that person's records)."""
+    if SYSTEM_ADMIN in by.roles:
+        return facility
+    allowed = grantable_roles(by)
+    if not allowed:
+        raise Forbidden("your roles may not create users")
+    errors = []
+    refused = sorted(set(roles) - set(allowed))
+    if refused:
+        errors.append(
+            {
+                "pointer": "/roles",
+                "message": f"you may not give the role(s) {', '.join(refused)}; "
+                f"yours to give: {', '.join(allowed)}",
+                "keyword": "forbidden",
+            }
+        )
+    if recipient:
+        errors.append(
+            {
+                "pointer": "/recipient",
+                "message": "only a system-admin may link a user to a recipient record",
+                "keyword": "forbidden",
+            }
+        )
+    if errors:
+        fields = ", ".join(e["pointer"].strip("/") for e in errors)
+        raise Forbidden(f"your roles may not create this user ({fields})", errors=errors)
+    return by.facility
+
+
 class Users:
     """The users table."""
 
@@ -106,9 +170,16 @@ class Users:
         phone: str | None = None,
         actor: str | None = None,
         signup: bool = False,
+        by: Principal | None = None,
     ) -> dict[str, Any]:
         """Create a user; `Invalid` naming the field, `Conflict` when the name or an
-        identifier is taken. `signup`: a recipient without a record yet (see `sign_up`)."""
+        identifier is taken. `signup`: a recipient without a record yet (see `sign_up`).
+        `by`: the caller who asks (a page or route on someone's behalf), checked by
+        `check_grant` first (`Forbidden`); the command line and sign-up pass none."""
+        if by is not None:
+            roles = list(roles)
+            facility = check_grant(by, roles, facility, recipient)
+            actor = actor or by.actor
         if not isinstance(username, str) or not USERNAME.fullmatch(username):
             raise _bad("username", "2-100 letters, digits, '.', '_', '@' or '-'")
         role_list = check_roles(roles, facility, recipient, signup=signup)
@@ -235,7 +306,7 @@ class Users:
         """A new user for an identifier that proved itself with a one-time code: the
         `recipient` role, no password, no recipient record yet (they enrol next). Returns the
         user's row (the existing one if a concurrent sign-up made it first)."""
-        contact = {"email" if channel == "email" else "phone": normalised}
+        contact: dict[str, Any] = {"email" if channel == "email" else "phone": normalised}
         # a Conflict: the same identifier signed up meanwhile, and theirs is the user
         with contextlib.suppress(Conflict):
             self.add(

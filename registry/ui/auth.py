@@ -1,6 +1,7 @@
 """Sign-in pages of the web UI: `/ui/login` (password, or a one-time code by email or mobile),
 `/ui/logout`, and `/ui/users` where administrators add users (a system-admin any user; a
-facility-admin the staff of their own facility)."""
+facility-admin the staff of their own facility, never linked to a recipient record: the rules
+are `registry.auth.users.check_grant`, applied by `Users.add(by=...)`)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,10 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from open_registry.core.auth.deps import client_address, principal_of
-from open_registry.core.auth.principal import (
-    FACILITY_ADMIN,
-    FACILITY_STAFF,
-    RECIPIENT,
-    ROLES,
-    SYSTEM_ADMIN,
-)
+from open_registry.core.auth.principal import RECIPIENT, SYSTEM_ADMIN
 from open_registry.core.auth.routes import otp_login, otp_send, password_login, set_session
 from open_registry.core.auth.tokens import SESSION_COOKIE
+from open_registry.core.auth.users import grantable_roles
 from open_registry.core.errors import NotFound, RegistryError
 from open_registry.core.ui.requests import SignInFirst, read_form
 
@@ -108,39 +104,41 @@ def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # 
         resp.delete_cookie(SESSION_COOKIE, path="/")
         return resp
 
-    def manager(page: Any) -> tuple[Any, str | None]:
-        """(the visitor, the facility they are limited to) for the users page."""
+    def manager(page: Any) -> tuple[Any, list[str], str | None]:
+        """(the visitor, the roles they may give, the facility they are limited to) for the
+        users page: only those `grantable_roles` gives some role may use it."""
         p = principal_of(page.request)
-        if SYSTEM_ADMIN in p.roles:
-            return p, None
-        if FACILITY_ADMIN in p.roles and p.facility:
-            return p, p.facility
-        if not p.authenticated:
-            raise SignInFirst()
-        raise NotFound("users")
+        roles = list(grantable_roles(p))
+        if not roles:
+            if not p.authenticated:
+                raise SignInFirst()
+            raise NotFound("users")
+        return p, roles, None if SYSTEM_ADMIN in p.roles else p.facility
 
     @route("/users", ["GET", "POST"])
     async def users(page: Any) -> Response:
-        p, facility = manager(page)
-        roles = list(ROLES) if facility is None else [FACILITY_STAFF]
+        p, roles, facility = manager(page)
         error, values, status = None, {}, 200
         if page.request.method == "POST":
             form = await read_form(page.request, max_bytes)
             values = dict(form)
             chosen = [v for k, v in form if k == "roles"]
             try:
-                if any(r not in roles for r in chosen):
+                if any(r not in roles for r in chosen):  # a choice the form never offered
                     raise NotFound("role")
+                # `by`: the users table refuses (403, naming the field) what the visitor may
+                # not create: another facility's user, a link to a recipient record, ...
                 await run_in_threadpool(
                     lambda: auth.users.add(
                         values.get("username", ""),
                         roles=chosen,
                         password=values.get("password") or None,
-                        facility=facility or values.get("facility") or None,
+                        facility=values.get("facility") or None,
                         recipient=values.get("recipient") or None,
                         email=values.get("email") or None,
                         phone=values.get("phone") or None,
                         actor=p.actor,
+                        by=p,
                     )
                 )
             except RegistryError as exc:

@@ -1,5 +1,10 @@
 """What the list and detail pages show: columns, filters, sort and paging over one entity, and a
-record's values with labels (references become links to the record they name)."""
+record's values with labels (references become links to the record they name).
+
+Records are read through the visitor's `Gate` (`registry.gate`) only: the list shows the rows
+they may read as they may see them, refuses filters on private fields they may not search by
+(403, naming the field, as the API does), and a reference is labelled only with what they may
+read of the record it names."""
 
 from __future__ import annotations
 
@@ -8,10 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from open_registry.core.errors import BadRequest
+from open_registry.core.errors import BadRequest, Forbidden, RegistryError
+from open_registry.core.gate import Gate
 from open_registry.core.i18n import Translator
-from open_registry.core.query import Scope
-from open_registry.core.records import EntityService
 from open_registry.generators.forms import FormField, entity_description, entity_title, form_fields
 
 #: query parameters of the list page that are not search filters
@@ -20,20 +24,19 @@ MAX_COLUMNS = 6
 
 
 class ListPage:
-    """The list page of one entity for one request."""
+    """The list page of one entity for one request (`gate`: the entity as the visitor may read
+    it)."""
 
     def __init__(
         self,
-        service: EntityService,
+        gate: Gate,
         t: Translator,
         locale: str,
         prefix: str,
         fields: Sequence[FormField] | None = None,
-        scope: Scope | None = None,
     ):
-        self.service = service
-        self.scope = scope  # the rows the visitor may read (None: all)
-        self.entity = service.entity
+        self.gate = gate
+        self.entity = gate.entity
         self.t = t
         self.locale = locale
         self.prefix = prefix
@@ -118,12 +121,15 @@ class ListPage:
         next_cursor = None
         total = None
         try:
-            search = self.service.parser.from_params([*params, ("count", "true")])
-            page = self.service.search(search, scope=self.scope)
+            search = self.gate.service.parser.from_params([*params, ("count", "true")])
+            page = self.gate.search(search)
             items, next_cursor, total = page.items, page.next_cursor, page.total
         except BadRequest as exc:
             errors = [e["message"] for e in exc.errors or []] or [exc.detail]
             status = 400
+        except Forbidden as exc:  # a filter on a private field the visitor may not search by
+            errors = [exc.detail]
+            status = 403
         sort = current.get("sort", "")
         keep = [(k, v) for k, v in params if k != "cursor"]
         columns = []
@@ -193,24 +199,44 @@ def display_value(f: FormField, value: Any, t: Translator) -> str:
     return str(value)
 
 
+def referenced(gate: Gate, field: str, value: Any) -> dict[str, Any] | None:
+    """The record of `gate`'s entity whose `field` is `value`, as the visitor may see it; None
+    when there is none or they may not read it (then a page shows the value alone)."""
+    if field == "id":
+        return gate.find(str(value))
+    if not gate.can("read"):
+        return None
+    try:  # a private `field` the visitor may not search by is refused like any filter
+        search = gate.service.parser.from_params([(field, str(value)), ("limit", "1")])
+        found = gate.search(search)
+    except RegistryError:
+        return None
+    return found.items[0] if found.items else None
+
+
 def detail_items(
     fields: Sequence[FormField],
     record: Mapping[str, Any],
-    services: Mapping[str, EntityService],
+    records: Mapping[str, Gate],
     t: Translator,
     prefix: str,
 ) -> list[dict[str, Any]]:
-    """Label/value items of a record for the detail page, nested like the form."""
+    """Label/value items of a record for the detail page, nested like the form. `records`: every
+    entity's gate for the visitor (`Registry.records(principal)`): a reference is labelled and
+    linked only when they may read the record it names, else shown as its value alone."""
 
     def link(f: FormField, value: Any) -> dict[str, Any]:
         assert f.reference is not None
         entity, field = f.reference
-        target = services[entity]
-        found = target.search(target.parser.from_params([(field, str(value)), ("limit", "1")]))
-        if not found.items:
+        try:
+            target = records[entity]
+        except (KeyError, RegistryError):  # an entity no longer served
             return {"text": str(value)}
-        rec = found.items[0]
-        shown = rec.get(target.entity.display) if target.entity.display else None
+        rec = referenced(target, field, value)
+        if rec is None:
+            return {"text": str(value)}
+        display = target.entity.display
+        shown = rec.get(display) if display else None
         text = f"{shown} ({value})" if shown and str(shown) != str(value) else str(value)
         return {"text": text, "href": f"{prefix}/{entity}/{rec['id']}"}
 

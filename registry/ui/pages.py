@@ -1,16 +1,21 @@
 """The web UI under `/ui/`: list, detail, create, edit and delete pages generated from each schema.
 
 Server-rendered (Jinja2, `registry/templates/`), usable without JavaScript: forms post
-`application/x-www-form-urlencoded` and go through the same `EntityService` as the REST API, so
-validation, references, uniqueness, audit and outbox are the API's. The small `ui.js` only adds
-and removes array rows in the page (without it, those buttons ask the server for one row more or
-less). Every page asks `UI.can(request, entity, operation)` first: access control plugs in there.
-The schema editor's pages (`/ui/schemas/...`, operation "admin") are in `registry.ui.schema_pages`.
+`application/x-www-form-urlencoded`. Every read and write of records goes through the visitor's
+`Gate` (`UI.records(request)[entity]`, i.e. `Registry.records(principal)`), the enforcement point
+the REST API uses: access roles, owner scopes, private fields and write rules are the API's, as
+are validation, references, uniqueness, audit and outbox. The pages differ only in how a refusal
+looks: an anonymous visitor is sent to sign in, a role without the right gets "not found" (the
+page does not say the entity exists), a private-field filter is a 403 naming the field. The small
+`ui.js` only adds and removes array rows in the page (without it, those buttons ask the server for
+one row more or less). The schema editor's pages (`/ui/schemas/...`, operation "admin") are in
+`registry.ui.schema_pages`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
@@ -20,7 +25,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from open_registry.core.auth.access import Access, Grant
 from open_registry.core.auth.deps import principal_of
 from open_registry.core.auth.principal import SYSTEM_ADMIN
 from open_registry.core.errors import (
@@ -31,9 +35,10 @@ from open_registry.core.errors import (
     NotFound,
     PreconditionFailed,
     RegistryError,
+    Unauthorized,
 )
+from open_registry.core.gate import Gate, Records
 from open_registry.core.i18n import COOKIE, Catalogs
-from open_registry.core.records import EntityService
 from open_registry.core.ui.auth import add_auth_pages
 from open_registry.core.ui.lists import ListPage, detail_items
 from open_registry.core.ui.render import (
@@ -79,7 +84,6 @@ class UI:
         actor_of: Callable[[Request], str | None] | None = None,
     ):
         self.registry = registry
-        self.services: dict[str, EntityService] = registry.services
         self.prefix = prefix
         hooks = registry.pm.hook
         if widget_hook is None and hooks.lookup_widget.get_hookimpls():
@@ -88,6 +92,7 @@ class UI:
                 return hooks.lookup_widget(path=path, schema=schema)
 
         self.widget_hook = widget_hook
+        # the schema editor's actor; record writes are the gate's, in the principal's name
         self.actor_of = actor_of or (lambda r: principal_of(r).actor)
         self.catalogs = Catalogs.load()
         template_dirs = [d for dirs in hooks.register_templates() for d in dirs or []]
@@ -97,43 +102,36 @@ class UI:
         if listeners is not None:  # a schema changed while running: forms are built anew
             listeners.append(lambda _changed: self._forms.clear())
 
-    # -- hooks for access control and plugins ---------------------------------------------
+    # -- access: every record goes through the visitor's gates -----------------------------
+    def records(self, request: Request) -> Records:
+        """Every entity's records as the visitor may read and write them (`registry.gate`)."""
+        return self.registry.records(principal_of(request))
+
     def can(self, request: Request, entity: EntitySchema | None, operation: str) -> bool:
         """Whether the request may do `operation` on (some records of) `entity`.
 
         Operations: create, read, update, delete, and "admin" (the schema editor and the
         users page; `entity` is None for the editor's list and for adding an entity)."""
-        p = principal_of(request)
         if entity is None or operation == "admin":
-            return SYSTEM_ADMIN in p.roles
-        return self.access(entity).can(p, operation)
+            return SYSTEM_ADMIN in principal_of(request).roles
+        return self.records(request)[entity.name].can(operation)
 
-    def access(self, entity: EntitySchema) -> Access:
-        return self.registry.auth.policy(entity)
-
-    def grant(self, request: Request, entity: EntitySchema, operation: str) -> Grant:
-        """`can`, with the rows it covers; an anonymous refusal asks the visitor to sign in."""
-        p = principal_of(request)
-        g = self.access(entity).grant(p, operation)
-        if not g.allowed:
-            if not p.authenticated:
-                raise SignInFirst()
-            raise NotFound(entity.name)
+    def gate(self, request: Request, entity: str, operation: str) -> Gate:
+        """The visitor's gate of `entity`, once they may do `operation` on some of its records:
+        an anonymous refusal asks them to sign in, any other answers "not found"."""
+        g = self.records(request)[entity]  # NotFound: no such entity
+        with refusals_as_pages(entity):
+            g.scope(operation)
         return g
 
-    def can_record(
-        self, request: Request, entity: EntitySchema, operation: str, record: dict[str, Any]
-    ) -> bool:
-        """Whether the request may do `operation` on this very record (buttons shown)."""
-        g = self.access(entity).grant(principal_of(request), operation)
-        return g.allowed and (g.scope is None or g.scope.matches(record))
-
-    def hidden_private(self, request: Request, entity: EntitySchema, record: Any) -> set[str]:
-        """Private fields this request may not see (or change) on `record`."""
-        access = self.access(entity)
-        if not access.private or access.sees_private(principal_of(request), record):
-            return set()
-        return set(access.private)
+    def record(self, g: Gate, record_id: str, operation: str) -> dict[str, Any]:
+        """One record the visitor may read and do `operation` on, as they may see it ("not
+        found" otherwise, as outside their scope)."""
+        with refusals_as_pages(g.name):
+            record = g.get(record_id)
+        if not allows(g, operation, record):
+            raise NotFound(f"{g.name} {record_id}")
+        return record
 
     def fields(self, entity: EntitySchema, locale: str) -> tuple[FormField, ...]:
         key = (entity.name, locale)
@@ -185,12 +183,6 @@ class UI:
             back=f"{self.prefix}/",
         )
 
-    def service(self, name: str) -> EntityService:
-        service = self.services.get(name)
-        if service is None:
-            raise NotFound(f"no entity {name!r}")
-        return service
-
     def heading_of(self, entity: EntitySchema, record: dict[str, Any]) -> str:
         shown = record.get(entity.display) if entity.display else None
         return str(shown) if shown not in (None, "") else str(record.get("id", ""))
@@ -199,25 +191,28 @@ class UI:
     def reference_choices(
         self, fields: tuple[FormField, ...], request: Request | None = None
     ) -> dict[str, ReferenceChoices]:
+        """The records each reference field of `fields` may point at, of those the visitor of
+        `request` may read, as they may see them (none offered without a request)."""
         out: dict[str, ReferenceChoices] = {}
-        p = principal_of(request) if request is not None else None
+        if request is None:
+            return out
+        records = self.records(request)
         for top in fields:
             for f in top.walk():
                 if f.reference is None or f.path in out:
                     continue
                 entity_name, field_name = f.reference
-                target = self.services[entity_name]
-                scope = None
-                if p is not None:  # only what the visitor may read is offered
-                    g = self.access(target.entity).grant(p, "read")
-                    if not g.allowed:
-                        continue
-                    scope = g.scope
+                try:
+                    target = records[entity_name]
+                except NotFound:  # an entity no longer served
+                    continue
+                if not target.can("read"):
+                    continue
                 display = target.entity.display
                 params = [("limit", str(MAX_REFERENCE_OPTIONS))]
                 if display and target.entity.fields[display].is_scalar:
                     params.append(("sort", display))
-                page = target.search(target.parser.from_params(params), scope=scope)
+                page = target.search(target.service.parser.from_params(params))
                 options = []
                 for rec in page.items:
                     value = rec.get(field_name)
@@ -267,6 +262,34 @@ class UI:
         )
 
 
+@contextmanager
+def refusals_as_pages(entity: str) -> Iterator[None]:
+    """A gate's refusal as the pages answer it: no sign-in -> the sign-in page; a role
+    without the right -> "not found" (a page does not tell which entities exist)."""
+    try:
+        yield
+    except Unauthorized:
+        raise SignInFirst() from None
+    except Forbidden:
+        raise NotFound(entity) from None
+
+
+def allows(g: Gate, operation: str, record: dict[str, Any]) -> bool:
+    """Whether `g`'s caller may do `operation` on this very record (buttons, forms)."""
+    if not g.can(operation):
+        return False
+    scope = g.scope(operation)
+    return scope is None or scope.matches(record)
+
+
+def hidden_private(g: Gate, record: dict[str, Any]) -> set[str]:
+    """Private fields `g`'s caller may not see (nor change) on `record`."""
+    access = g.access
+    if not access.private or access.sees_private(g.principal, record):
+        return set()
+    return set(access.private)
+
+
 def rows_changed(pairs: list[tuple[str, str]]) -> dict[str, Any] | None:
     """For the no-JS "add row"/"remove row" buttons: the form values with that change made."""
     action = dict(pairs)
@@ -305,9 +328,11 @@ def add_ui_routes(  # noqa: C901
                     if request.method == "POST" and not same_origin(request):
                         return ui.error_page(page, 403, page.t("error.forbidden"))
                     return await fn(page, **request.path_params)
-                except SignInFirst:
+                except (SignInFirst, Unauthorized):
                     target = urlencode({"next": str(request.url.path)})
                     return RedirectResponse(f"{prefix}/login?{target}", 303)
+                except Forbidden as exc:  # a gate's refusal no page turned into a form error
+                    return ui.error_page(page, 403, exc.detail)
                 except NotFound:
                     return ui.error_page(page, 404, page.t("error.not_found"))
                 except BadRequest as exc:
@@ -353,32 +378,16 @@ def add_ui_routes(  # noqa: C901
 
     @route("/{entity}", ["GET"])
     async def list_page(page: Page, entity: str) -> Response:
-        service = ui.service(entity)
-        g = ui.grant(page.request, service.entity, "read")
-        listing = ListPage(
-            service,
-            page.t,
-            page.locale,
-            prefix,
-            ui.fields(service.entity, page.locale),
-            scope=g.scope,
-        )
+        g = ui.gate(page.request, entity, "read")
+        listing = ListPage(g, page.t, page.locale, prefix, ui.fields(g.entity, page.locale))
         params = [(k, v) for k, v in page.request.query_params.multi_items() if k != "lang"]
         context, status = await run_in_threadpool(listing.context, params)
-        return ui.html(
-            page,
-            "list.html",
-            status,
-            can_create=ui.can(page.request, service.entity, "create"),
-            **context,
-        )
+        return ui.html(page, "list.html", status, can_create=g.can("create"), **context)
 
     @route("/{entity}/new", ["GET", "POST"])
     async def create_page(page: Page, entity: str) -> Response:
-        service = ui.service(entity)
-        e = service.entity
-        g = ui.grant(page.request, e, "create")
-        viewer = principal_of(page.request)
+        g = ui.gate(page.request, entity, "create")
+        e = g.entity
         if page.request.method == "GET":
             return await ui.form_page(page, e, values={})
         pairs = await read_form(page.request, max_bytes)
@@ -388,12 +397,7 @@ def add_ui_routes(  # noqa: C901
         fields = ui.fields(e, page.locale)
         body, kept = form_to_json(fields, pairs)
         try:
-            record = await run_in_threadpool(
-                service.create,
-                body,
-                actor=ui.actor_of(page.request),
-                prepare=ui.access(e).preparer(viewer, "create", g.scope),
-            )
+            record = await run_in_threadpool(g.create, body)
         except (Invalid, Conflict, Forbidden) as exc:
             return await ui.form_page(
                 page,
@@ -406,13 +410,12 @@ def add_ui_routes(  # noqa: C901
 
     @route("/{entity}/{id}", ["GET"])
     async def detail_page(page: Page, entity: str, id: str) -> Response:
-        service = ui.service(entity)
-        e = service.entity
-        g = ui.grant(page.request, e, "read")
-        record = await run_in_threadpool(service.get, id, scope=g.scope)
-        record = ui.access(e).viewer(principal_of(page.request))(record)
+        g = ui.gate(page.request, entity, "read")
+        e = g.entity
+        record = await run_in_threadpool(ui.record, g, id, "read")
         fields = ui.fields(e, page.locale)
-        items = await run_in_threadpool(detail_items, fields, record, ui.services, page.t, prefix)
+        records = ui.records(page.request)
+        items = await run_in_threadpool(detail_items, fields, record, records, page.t, prefix)
         return ui.html(
             page,
             "detail.html",
@@ -421,18 +424,16 @@ def add_ui_routes(  # noqa: C901
             heading=ui.heading_of(e, record),
             record=record,
             items=items,
-            can_update=ui.can_record(page.request, e, "update", record),
-            can_delete=ui.can_record(page.request, e, "delete", record),
+            can_update=allows(g, "update", record),
+            can_delete=allows(g, "delete", record),
         )
 
     @route("/{entity}/{id}/edit", ["GET", "POST"])
     async def edit_page(page: Page, entity: str, id: str) -> Response:
-        service = ui.service(entity)
-        e = service.entity
-        g = ui.grant(page.request, e, "update")
-        viewer = principal_of(page.request)
-        record = await run_in_threadpool(service.get, id, scope=g.scope)
-        hide = ui.hidden_private(page.request, e, record)
+        g = ui.gate(page.request, entity, "update")
+        e = g.entity
+        record = await run_in_threadpool(ui.record, g, id, "update")
+        hide = hidden_private(g, record)
         record = {k: v for k, v in record.items() if k not in hide}
         fields = tuple(f for f in ui.fields(e, page.locale) if f.key not in hide)
         if page.request.method == "GET":
@@ -455,18 +456,9 @@ def add_ui_routes(  # noqa: C901
         # a merge patch: fields of the form are set or removed, anything else (internal) is kept
         patch = {f.key: body.get(f.key) for f in fields}
         try:
-            await run_in_threadpool(
-                service.update,
-                id,
-                patch,
-                actor=ui.actor_of(page.request),
-                if_match=version,
-                patch=True,
-                scope=g.scope,
-                prepare=ui.access(e).preparer(viewer, "update", g.scope),
-            )
+            await run_in_threadpool(lambda: g.update(id, patch, if_match=version, patch=True))
         except PreconditionFailed:
-            current = await run_in_threadpool(service.get, id, scope=g.scope)
+            current = await run_in_threadpool(ui.record, g, id, "update")
             current = {k: v for k, v in current.items() if k not in hide}
             return await ui.form_page(
                 page,
@@ -493,12 +485,10 @@ def add_ui_routes(  # noqa: C901
 
     @route("/{entity}/{id}/delete", ["GET", "POST"])
     async def delete_page(page: Page, entity: str, id: str) -> Response:
-        service = ui.service(entity)
-        e = service.entity
-        g = ui.grant(page.request, e, "delete")
-        record = await run_in_threadpool(service.get, id, scope=g.scope)
-        record = ui.access(e).viewer(principal_of(page.request))(record)
-        context = {
+        g = ui.gate(page.request, entity, "delete")
+        e = g.entity
+        record = await run_in_threadpool(ui.record, g, id, "delete")
+        context: dict[str, Any] = {
             "entity": entity,
             "title": entity_title(e, page.locale),
             "heading": ui.heading_of(e, record),
@@ -508,13 +498,7 @@ def add_ui_routes(  # noqa: C901
             return ui.html(page, "delete.html", conflict=None, **context)
         pairs = await read_form(page.request, max_bytes)
         try:
-            await run_in_threadpool(
-                service.delete,
-                id,
-                actor=ui.actor_of(page.request),
-                if_match=_version(pairs),
-                scope=g.scope,
-            )
+            await run_in_threadpool(lambda: g.delete(id, if_match=_version(pairs)))
         except PreconditionFailed:
             message = page.t("delete.conflict", version=record["_version"])
             return ui.html(page, "delete.html", 409, conflict=message, **context)
