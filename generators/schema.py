@@ -54,6 +54,7 @@ XREG_KEYS = (
     "internal",
     "access",
     "privateAccess",
+    "writableBy",
     "owner",
     "display",
     "i18n",
@@ -109,6 +110,9 @@ class EntitySchema:
     access: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: roles that see private fields (`x-registry.privateAccess`; default system-admin, owner)
     private_access: tuple[str, ...] = DEFAULT_PRIVATE_ACCESS
+    #: top-level field -> the roles that may set or change it (`x-registry.writableBy`); other
+    #: callers keep the stored value (or, on create, leave it out or send its `default`)
+    writable_by: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: a path, or {"facility": path, "recipient": path} (see `owner_paths`)
     owner: str | Mapping[str, str] | None = None
     display: str | None = None
@@ -471,6 +475,33 @@ def _private_access(xreg: Structure) -> tuple[str, ...]:
     return DEFAULT_PRIVATE_ACCESS if roles is None else tuple(roles)
 
 
+def _writable_by(
+    xreg: Structure,
+    source: str,
+    props: Mapping[str, Any],
+    internal: Iterable[str],
+    issues: list[SchemaIssue],
+) -> dict[str, tuple[str, ...]]:
+    """`writableBy`: top-level fields that callers may send (not internal) -> roles (the role
+    names are checked by the structure)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, roles in xreg.get("writableBy", {}).items():
+        if not xreg.sound("writableBy", name):
+            continue
+        problem = None
+        if name not in props:
+            problem = f"field {name!r} does not exist"
+            if "." in name and walk_path(props, name) is not None:
+                problem = f"field {name!r} is nested: writableBy takes top-level fields only"
+        elif name in internal:
+            problem = f"field {name!r} is internal (only the server sets it): leave it out here"
+        if problem is not None:
+            issues.append(SchemaIssue(source, pointer("x-registry", "writableBy", name), problem))
+        else:
+            out[name] = tuple(roles)
+    return out
+
+
 def _owner(
     xreg: Structure, source: str, props: Mapping[str, Any], issues: list[SchemaIssue]
 ) -> str | dict[str, str] | None:
@@ -566,6 +597,7 @@ def parse_entity_schema(
     uniques = _field_groups(xreg, "unique", source, fields, issues)
     private = _names(xreg, "private", source, props, issues)
     internal = _names(xreg, "internal", source, props, issues)
+    writable_by = _writable_by(xreg, source, props, internal, issues)
     references = _references(xreg, source, props, issues)
     owner = _owner(xreg, source, props, issues)
     display = _display(xreg, source, fields, issues)
@@ -590,6 +622,7 @@ def parse_entity_schema(
         internal=internal,
         access=_access(xreg),
         private_access=_private_access(xreg),
+        writable_by=writable_by,
         owner=owner,
         display=display,
         origin=origin,

@@ -175,10 +175,58 @@ class Access:
         return set(read_scope.alternatives) <= set(g.scope.alternatives)
 
     # -- writes ------------------------------------------------------------------------------
+    def unwritable(self, p: Principal) -> tuple[str, ...]:
+        """The fields of `x-registry.writableBy` that `p` may not set or change: those whose
+        roles `p` holds none of (none for the `system` principal and system-admins)."""
+        rules = self.entity.writable_by
+        if not rules or p.kind == SYSTEM or SYSTEM_ADMIN in p.roles:
+            return ()
+        return tuple(k for k, roles in rules.items() if not p.has(*roles))
+
+    def writable_by_errors(
+        self,
+        fields: Iterable[str],
+        old: Mapping[str, Any] | None,
+        body: Mapping[str, Any],
+        new: dict[str, Any],
+    ) -> list[dict[str, str]]:
+        """The `writableBy` rule for `fields` (`unwritable`) on one write: `old` the stored
+        record (None: a create), `body` what the caller sent, `new` the record to be written.
+
+        A field `body` leaves out keeps its stored value in `new` (a replace, as for internal
+        fields); one `new` would change is an error. On create a field may be left out or hold
+        its schema's `default`; any other value (any value at all without a default) is an
+        error. One error per field (pointer, message, keyword `writableBy`), never quoting the
+        value sent; the importer can report them as row errors."""
+        errors: list[dict[str, str]] = []
+        rules = self.entity.writable_by
+        for k in fields:
+            who = ", ".join(rules[k])
+            if old is None:
+                schema = self.entity.fields[k].schema if k in self.entity.fields else {}
+                if k not in new or ("default" in schema and new[k] == schema["default"]):
+                    continue
+                message = f"only {who} may set it: leave it out"
+                if "default" in schema:
+                    message += f" or send its default {schema['default']!r}"
+            else:
+                if k not in body:
+                    if k in old:
+                        new[k] = old[k]
+                    else:
+                        new.pop(k, None)
+                if old.get(k) == new.get(k):
+                    continue
+                message = f"only {who} may change it"
+            errors.append({"pointer": f"/{k}", "message": message, "keyword": "writableBy"})
+        return errors
+
     def preparer(self, p: Principal, operation: str, scope: Scope | None) -> Any:
-        """The write rules of `p` for `EntityService.create/update(prepare=...)`."""
+        """The write rules of `p` for `EntityService.create/update(prepare=...)`: internal
+        fields, private fields, `writableBy` (`writable_by_errors`), the row scope."""
         internal, private, paths = self.internal, self.private, self.paths
         pgrant = self.private_grant(p)
+        unwritable = self.unwritable(p)
 
         def prepare(
             old: Mapping[str, Any] | None, body: Mapping[str, Any], new: dict[str, Any]
@@ -217,6 +265,15 @@ class Access:
                     for k in private:
                         if k in old:
                             new[k] = old[k]
+            denied = self.writable_by_errors(unwritable, old, body, new) if unwritable else []
+            if denied:
+                names = ", ".join(e["pointer"][1:] for e in denied)
+                raise Forbidden(
+                    f"your roles ({', '.join(sorted(p.roles)) or 'none'}) may not "
+                    f"{'set' if old is None else 'change'} {names} of {self.entity.name} "
+                    "records",
+                    errors=denied,
+                )
             if scope is not None and not scope.matches(new):
                 owned = sorted({path for path, _ in scope.alternatives} or set(paths.values()))
                 raise Forbidden(
