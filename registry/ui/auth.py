@@ -12,8 +12,9 @@ from urllib.parse import urlencode
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from open_registry.core.auth import rules
 from open_registry.core.auth.deps import client_address, principal_of
-from open_registry.core.auth.principal import RECIPIENT, SYSTEM_ADMIN
+from open_registry.core.auth.principal import FACILITY_ADMIN, RECIPIENT, SYSTEM_ADMIN
 from open_registry.core.auth.routes import otp_login, otp_send, password_login, set_session
 from open_registry.core.auth.tokens import SESSION_COOKIE
 from open_registry.core.auth.users import grantable_roles
@@ -34,7 +35,7 @@ def _enrols_next(app: Any, p: Any) -> bool:
     return any(getattr(r, "name", None) == "ui:enrol" for r in app.router.routes)
 
 
-def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # noqa: C901
+def add_auth_pages(ui: Any, route: Callable[[str, list[str], Any], Any]) -> None:  # noqa: C901
     """Mount the sign-in and users pages through the UI's `route` decorator."""
 
     prefix = ui.prefix
@@ -52,7 +53,7 @@ def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # 
         }
         return ui.html(page, "login.html", status, **values)
 
-    @route("/login", ["GET", "POST"])
+    @route("/login", ["GET", "POST"], rules.public("signing in; bounded by the rate limits"))
     async def login(page: Any) -> Response:
         request = page.request
         if request.method == "GET":
@@ -98,7 +99,7 @@ def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # 
         set_session(auth, request, resp, p)
         return resp
 
-    @route("/logout", ["POST"])
+    @route("/logout", ["POST"], rules.public("only clears the visitor's own session"))
     async def logout(page: Any) -> Response:
         resp = RedirectResponse(f"{prefix}/", 303)
         resp.delete_cookie(SESSION_COOKIE, path="/")
@@ -115,7 +116,7 @@ def add_auth_pages(ui: Any, route: Callable[[str, list[str]], Any]) -> None:  # 
             raise NotFound("users")
         return p, roles, None if SYSTEM_ADMIN in p.roles else p.facility
 
-    @route("/users", ["GET", "POST"])
+    @route("/users", ["GET", "POST"], rules.roles(SYSTEM_ADMIN, FACILITY_ADMIN))
     async def users(page: Any) -> Response:
         p, roles, facility = manager(page)
         error, values, status = None, {}, 200

@@ -25,8 +25,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from open_registry.core.auth import rules
 from open_registry.core.auth.deps import principal_of
 from open_registry.core.auth.principal import SYSTEM_ADMIN
+from open_registry.core.auth.rules import Rule
 from open_registry.core.errors import (
     BadRequest,
     Conflict,
@@ -160,9 +162,7 @@ class UI:
             languages=[(c, self.catalogs.name_of(c)) for c in self.catalogs.locales],
             here=here,
             viewer=principal_of(page.request),
-            notice=page.t(f"notice.{notice_key}")
-            if notice_key in NOTICES
-            else None,
+            notice=page.t(f"notice.{notice_key}") if notice_key in NOTICES else None,
             **context,
         )
         resp = HTMLResponse(body, status_code=status)
@@ -319,12 +319,21 @@ def add_ui_routes(  # noqa: C901
     max_bytes = registry.settings.max_body_bytes
     static = resources.files("open_registry.core") / "static"
     app.mount(f"{prefix}/static", StaticFiles(directory=str(static)), name="ui-static")
+    rules.declare_route(app.routes[-1], rules.public("the pages' stylesheets, scripts and icons"))
 
-    def route(path: str, methods: list[str]) -> Callable[[Any], Any]:
+    def route(path: str, methods: list[str], rule: Rule) -> Callable[[Any], Any]:
+        """Add a page; `rule` declares who may use it (`registry.auth.rules`), checked before the
+        page runs: an anonymous visitor is sent to sign in, a role without the right gets the
+        "not found" page; records are then read and written through the Gate."""
+
         def deco(fn: Any) -> Any:
             async def handler(request: Request) -> Response:
                 page = ui.page(request)
                 try:
+                    try:
+                        rule.check(request)
+                    except Forbidden:  # a page the visitor may not use does not exist for them
+                        raise NotFound(path) from None
                     if request.method == "POST" and not same_origin(request):
                         return ui.error_page(page, 403, page.t("error.forbidden"))
                     return await fn(page, **request.path_params)
@@ -338,6 +347,7 @@ def add_ui_routes(  # noqa: C901
                 except BadRequest as exc:
                     return ui.error_page(page, 400, exc.detail)
 
+            rules.declare(rule)(handler)
             app.add_api_route(
                 prefix + path,
                 handler,
@@ -350,7 +360,7 @@ def add_ui_routes(  # noqa: C901
 
         return deco
 
-    @route("/", ["GET"])
+    @route("/", ["GET"], rules.public("the start page: links only to what the visitor may use"))
     async def home(page: Page) -> Response:
         entities = [
             {
@@ -364,7 +374,7 @@ def add_ui_routes(  # noqa: C901
         can_admin = ui.can(page.request, None, "admin")
         return ui.html(page, "home.html", entities=entities, can_admin=can_admin)
 
-    @route("/lang", ["GET"])
+    @route("/lang", ["GET"], rules.public("sets the visitor's language cookie"))
     async def language(page: Page) -> Response:
         target = page.request.query_params.get("next") or f"{prefix}/"
         if not target.startswith(prefix) or target.startswith("//"):
@@ -376,7 +386,7 @@ def add_ui_routes(  # noqa: C901
     add_schema_routes(ui, route)  # before "/{entity}": /ui/schemas is not an entity
     add_auth_pages(ui, route)  # /ui/login, /ui/logout, /ui/users
 
-    @route("/{entity}", ["GET"])
+    @route("/{entity}", ["GET"], rules.entity("{entity}", "read"))
     async def list_page(page: Page, entity: str) -> Response:
         g = ui.gate(page.request, entity, "read")
         listing = ListPage(g, page.t, page.locale, prefix, ui.fields(g.entity, page.locale))
@@ -384,7 +394,7 @@ def add_ui_routes(  # noqa: C901
         context, status = await run_in_threadpool(listing.context, params)
         return ui.html(page, "list.html", status, can_create=g.can("create"), **context)
 
-    @route("/{entity}/new", ["GET", "POST"])
+    @route("/{entity}/new", ["GET", "POST"], rules.entity("{entity}", "create"))
     async def create_page(page: Page, entity: str) -> Response:
         g = ui.gate(page.request, entity, "create")
         e = g.entity
@@ -408,7 +418,7 @@ def add_ui_routes(  # noqa: C901
             )
         return RedirectResponse(f"{prefix}/{entity}/{record['id']}?notice=created", 303)
 
-    @route("/{entity}/{id}", ["GET"])
+    @route("/{entity}/{id}", ["GET"], rules.entity("{entity}", "read", record="id"))
     async def detail_page(page: Page, entity: str, id: str) -> Response:
         g = ui.gate(page.request, entity, "read")
         e = g.entity
@@ -428,7 +438,7 @@ def add_ui_routes(  # noqa: C901
             can_delete=allows(g, "delete", record),
         )
 
-    @route("/{entity}/{id}/edit", ["GET", "POST"])
+    @route("/{entity}/{id}/edit", ["GET", "POST"], rules.entity("{entity}", "update", record="id"))
     async def edit_page(page: Page, entity: str, id: str) -> Response:
         g = ui.gate(page.request, entity, "update")
         e = g.entity
@@ -483,7 +493,9 @@ def add_ui_routes(  # noqa: C901
             )
         return RedirectResponse(f"{prefix}/{entity}/{id}?notice=saved", 303)
 
-    @route("/{entity}/{id}/delete", ["GET", "POST"])
+    @route(
+        "/{entity}/{id}/delete", ["GET", "POST"], rules.entity("{entity}", "delete", record="id")
+    )
     async def delete_page(page: Page, entity: str, id: str) -> Response:
         g = ui.gate(page.request, entity, "delete")
         e = g.entity

@@ -17,6 +17,9 @@ from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
 
 from open_registry.core.api import JSONResponse
+from open_registry.core.auth import rules
+from open_registry.core.auth.principal import SYSTEM_ADMIN
+from open_registry.core.auth.rules import Rule
 from open_registry.core.errors import NotFound
 from open_registry.core.schemas.editor import (
     NEW_BASE,
@@ -50,7 +53,9 @@ from open_registry.generators.schema import EntitySchema
 if TYPE_CHECKING:
     from open_registry.core.ui.pages import UI
 
-Route = Callable[[str, list[str]], Callable[[Any], Any]]
+Route = Callable[[str, list[str], Rule], Callable[[Any], Any]]
+#: the schema editor is for system-admins only
+ADMIN = rules.roles(SYSTEM_ADMIN)
 
 
 def diff_html(diff: str) -> Markup:
@@ -261,7 +266,7 @@ def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:  # noqa: C901
     async def form(page: Page) -> dict[str, str]:
         return dict(await read_form(page.request, max_bytes))
 
-    @route("/schemas", ["GET"])
+    @route("/schemas", ["GET"], ADMIN)
     async def schemas_page(page: Page) -> Response:
         pages.allow(page, None)
         numbers = await run_in_threadpool(editor.history.latest_numbers)
@@ -279,7 +284,7 @@ def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:  # noqa: C901
         ]
         return ui.html(page, "schemas.html", entities=rows)
 
-    @route("/schemas/new", ["GET", "POST"])
+    @route("/schemas/new", ["GET", "POST"], ADMIN)
     async def new_entity_page(page: Page) -> Response:
         pages.allow(page, None)
         if page.request.method == "GET":
@@ -308,7 +313,7 @@ def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:  # noqa: C901
 
         return await pages.preview_or(page, name, doc, NEW_BASE, new=True, on_rejected=rejected)
 
-    @route("/schemas/{entity}", ["GET"])
+    @route("/schemas/{entity}", ["GET"], ADMIN)
     async def schema_page(page: Page, entity: str) -> Response:
         e = editor.entity(entity)
         pages.allow(page, e)
@@ -345,7 +350,7 @@ def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:  # noqa: C901
             json=pretty(doc),
         )
 
-    @route("/schemas/{entity}/check", ["POST"])
+    @route("/schemas/{entity}/check", ["POST"], ADMIN)
     async def check(page: Page, entity: str) -> Response:
         f = await form(page)
         new = f.get("new") == "1"
@@ -358,7 +363,7 @@ def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:  # noqa: C901
             errors = exc.errors or []
         return JSONResponse({"ok": not errors, "errors": errors})
 
-    @route("/schemas/{entity}/json", ["GET", "POST"])
+    @route("/schemas/{entity}/json", ["GET", "POST"], ADMIN)
     async def json_page(page: Page, entity: str) -> Response:
         if page.request.method == "GET":
             pages.allow(page, editor.entity(entity))
@@ -419,15 +424,15 @@ def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:  # noqa: C901
 
         return await pages.preview_or(page, entity, changed, base, new=False, on_rejected=rejected)
 
-    @route("/schemas/{entity}/fields/new", ["GET", "POST"])
+    @route("/schemas/{entity}/fields/new", ["GET", "POST"], ADMIN)
     async def new_field_page(page: Page, entity: str) -> Response:
         return await field_page(page, entity, None)
 
-    @route("/schemas/{entity}/fields/{field}", ["GET", "POST"])
+    @route("/schemas/{entity}/fields/{field}", ["GET", "POST"], ADMIN)
     async def edit_field_page(page: Page, entity: str, field: str) -> Response:
         return await field_page(page, entity, field)
 
-    @route("/schemas/{entity}/apply", ["POST"])
+    @route("/schemas/{entity}/apply", ["POST"], ADMIN)
     async def apply_page(page: Page, entity: str) -> Response:
         f = await form(page)
         new = f.get("new") == "1"
@@ -447,7 +452,7 @@ def add_schema_routes(ui: UI, route: Route) -> SchemaEditor:  # noqa: C901
             return pages.preview_page(page, exc.preview, status=409)
         return RedirectResponse(f"{prefix}/schemas/{entity}?notice=schema_saved", 303)
 
-    @route("/schemas/{entity}/history/{version}", ["GET"])
+    @route("/schemas/{entity}/history/{version}", ["GET"], ADMIN)
     async def version_page(page: Page, entity: str, version: str) -> Response:
         pages.allow(page, registry.schemas.entities.get(entity))
         if not version.isdigit():
