@@ -44,6 +44,9 @@ def verify_command(
     Prints the number of entries and the last hash: keep that line somewhere else (a ticket, a
     log host) to notice later if the whole log was replaced.
 
+    Safe while the registry runs: it reads one snapshot of the log (one REPEATABLE READ, read-only
+    transaction on PostgreSQL), so entries written meanwhile are neither seen nor counted.
+
     Examples:
 
       registry audit verify

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from open_registry.cli.audit import audit_app
+from open_registry.cli.backup import register as register_backup_commands
 from open_registry.cli.data import register as register_data_commands
 from open_registry.cli.datakeys import data_key_app
 from open_registry.cli.migrate import migrate_app
@@ -46,6 +47,7 @@ app.add_typer(client_app, name="client")
 app.command()(init)
 register_worker_commands(app)
 register_data_commands(app)
+register_backup_commands(app)
 
 
 _settings = settings_from  # older name, kept for command modules

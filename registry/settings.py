@@ -51,6 +51,12 @@ class Settings:
     max_page_size: int = 1000
     #: Largest request body accepted, in bytes.
     max_body_bytes: int = 1_048_576
+    #: Largest file (the whole request body) `POST /api/v1/{entity}/imports` accepts, in bytes:
+    #: a larger one is refused with 413 as soon as that many bytes have arrived.
+    import_max_upload_bytes: int = 104_857_600
+    #: Longest row of an import file (a CSV record, which may span lines, or a JSON line), in
+    #: bytes: a longer row is an error of that row, read past without being held in memory.
+    import_max_line_bytes: int = 1_048_576
     #: Deepest nesting of objects and arrays a JSON request body may have (the body itself is
     #: level 1); deeper bodies are refused with a 400 before anything else reads them.
     max_body_depth: int = 64
@@ -59,6 +65,10 @@ class Settings:
     max_filters: int = 50
     max_sort_keys: int = 8
     max_filter_values: int = 1000
+    #: How long a write's `Idempotency-Key` is kept, in seconds from its first request (a
+    #: retry with it within that time replays the first answer; docs/api.md, Idempotent
+    #: writes); the outbox worker deletes expired keys.
+    idempotency_ttl_seconds: int = 86_400
     #: Title shown in the API docs.
     title: str = "Registry"
     #: Discover plugins through entry points (tests may turn this off).
@@ -73,6 +83,25 @@ class Settings:
     worker_poll_seconds: int = 1
     #: Database connections per process (requests beyond it wait for one).
     pool_size: int = 20
+    # -- observing it (docs/operations.md) ----------------------------------------------------
+    #: Log lines as `text` (`LEVEL logger: message [request <id>]`) or `json` (one object per
+    #: line, with the request id); `registry serve` installs it.
+    log_format: str = "text"
+    #: `/metrics` for anyone (keep it on a network only the scraper reaches) rather than for
+    #: callers with the `monitoring` or `system-admin` role.
+    metrics_public: bool = False
+    #: How long the metrics read from the database (queues, lag, imports) are kept, in
+    #: seconds, so that frequent scrapes and `/ready` probes cannot load the database.
+    metrics_cache_seconds: int = 2
+    #: `/ready` answers 503 when the oldest due outbox event has waited longer than this, in
+    #: seconds (the workers are behind or stopped); 0 leaves the lag out of readiness.
+    ready_max_lag_seconds: int = 300
+    #: SQLite's `synchronous` pragma (the database runs in WAL mode): `FULL` (the default)
+    #: syncs the log to disk at every commit, so a committed write survives a power loss or an
+    #: OS crash; `NORMAL` syncs only at checkpoints: faster writes, but a power loss may lose
+    #: the last commits (never a process crash, and the file stays consistent). See
+    #: docs/operations.md, Durability. Ignored on PostgreSQL.
+    sqlite_synchronous: str = "FULL"
     #: The key file of the private fields' data keys (default `<data_dir>/data-keys.json`,
     #: created with mode 0600 on first use; see docs/security.md).
     data_key_file: Path | None = None
@@ -255,6 +284,22 @@ def _text(key: str, value: Any, base: Path) -> Any:
     return str(value)
 
 
+#: the values of `sqlite_synchronous`
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+
+
+def sqlite_synchronous(value: Any, key: str = "sqlite_synchronous") -> str:
+    """`value` as a `sqlite_synchronous` setting (FULL or NORMAL, any case); ValueError else."""
+    text = str(value).strip().upper()
+    if text not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"setting {key!r} must be FULL or NORMAL, got {value!r}")
+    return text
+
+
+def _synchronous(key: str, value: Any, base: Path) -> Any:
+    return sqlite_synchronous(value, key)
+
+
 #: settings read their own way (relative paths are relative to the settings file's folder)
 _BY_NAME: dict[str, Callable[[str, Any, Path], Any]] = {
     "plugins": _plugins,
@@ -263,6 +308,7 @@ _BY_NAME: dict[str, Callable[[str, Any, Path], Any]] = {
     "migrations_dir": _path,
     "data_key_file": _path,
     "auth_secret_file": _path,
+    "sqlite_synchronous": _synchronous,
 }
 #: the others by the type of their default
 _BY_TYPE: dict[type, Callable[[str, Any, Path], Any]] = {bool: _flag, int: _whole}

@@ -1,7 +1,8 @@
 """Database: the engine, the system tables, and bringing a database up to the loaded schemas.
 
-SQLite (WAL, foreign keys, a busy timeout, `BEGIN IMMEDIATE` for writes so concurrent writers
-queue instead of failing) is the embedded default; PostgreSQL (psycopg 3, JSONB) the production
+SQLite (WAL with `synchronous=FULL` unless the `sqlite_synchronous` setting says NORMAL, foreign
+keys, a busy timeout, `BEGIN IMMEDIATE` for writes so concurrent writers queue instead of failing)
+is the embedded default; PostgreSQL (psycopg 3, JSONB) the production
 engine. Creating and changing tables is `registry.migrations`' job.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import threading
 import weakref
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from open_registry.core.crypto import Keyring, load_keyring
 from open_registry.core.schemas.loading import SchemaSet
-from open_registry.core.settings import Settings
+from open_registry.core.settings import Settings, sqlite_synchronous
 from open_registry.generators.tables import UTCDateTime, build_metadata, json_type
 
 log = logging.getLogger("registry")
@@ -32,7 +34,7 @@ log = logging.getLogger("registry")
 
 def system_tables(metadata: sa.MetaData) -> None:
     """The audit log (a hash chain, see `registry.audit.chain`) and the outbox, written in the same
-    transaction as every record."""
+    transaction as every record; the `Idempotency-Key`s of writes (`registry.idempotency`)."""
     sa.Table(
         "registry_audit",
         metadata,
@@ -80,6 +82,29 @@ def system_tables(metadata: sa.MetaData) -> None:
         sa.Column("last_error", sa.Text),
     )
     sa.Index("ix_registry_outbox_pending", outbox.c.status, outbox.c.available_at)
+    keys = sa.Table(  # `Idempotency-Key`s of writes, one per (caller, key): registry.idempotency
+        "registry_idempotency",
+        metadata,
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("scope", sa.String(255), nullable=False),  # the caller (`principal.actor`)
+        sa.Column("key", sa.String(255), nullable=False),
+        sa.Column("method", sa.String(10), nullable=False),
+        sa.Column("path", sa.Text, nullable=False),  # path and query string
+        sa.Column("state", sa.String(20), nullable=False),  # in-progress | done
+        sa.Column("fingerprint", sa.String(64)),  # keyed hash of method, path, query, body
+        sa.Column("body_bytes", sa.BigInteger),
+        sa.Column("status", sa.Integer),
+        sa.Column("response", sa.LargeBinary),  # headers and body, sealed with the data key
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=False),
+        sa.UniqueConstraint("scope", "key", name="uq_registry_idempotency_scope_key"),
+    )
+    sa.Index("ix_registry_idempotency_expires_at", keys.c.expires_at)
 
 
 def _dumps(value: Any) -> str:
@@ -149,7 +174,7 @@ def make_engine(settings: Settings) -> Engine:
             pool_timeout=60,
             **_JSON,
         )
-        _sqlite_setup(engine)
+        _sqlite_setup(engine, sqlite_synchronous(settings.sqlite_synchronous))
         _WRITE_LOCKS[engine] = threading.Lock()
         return engine
     return sa.create_engine(
@@ -162,13 +187,16 @@ def make_engine(settings: Settings) -> Engine:
     )
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def _sqlite_setup(engine: Engine, synchronous: str = "FULL") -> None:
+    """Every connection: WAL, `synchronous` (FULL: each commit synced to disk; NORMAL: only at
+    checkpoints, see the `sqlite_synchronous` setting), foreign keys, a busy timeout."""
+
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA case_sensitive_like=ON")  # LIKE behaves as on PostgreSQL
@@ -253,3 +281,92 @@ def build_database(
     return Database(
         engine=engine or make_engine(settings), metadata=metadata, tables=tables, settings=settings
     )
+
+
+# -- SQLite backups -------------------------------------------------------------------------------
+#: the first bytes of every SQLite database file
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for another database, or SQLite in memory."""
+    sa_url = sa.engine.make_url(url)
+    if sa_url.get_backend_name() != "sqlite":
+        return None
+    db = sa_url.database
+    return Path(db) if db and db != ":memory:" and not db.startswith("file:") else None
+
+
+def sqlite_tables(path: Path) -> list[str]:
+    """The tables of the SQLite database `path` ([] when there is no such file or it is empty;
+    never creates one)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    conn = sqlite3.connect(str(path), timeout=30)
+    try:
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [r[0] for r in rows]
+
+
+def backup_sqlite(source: Path, target: Path) -> None:
+    """Copy the SQLite database `source` into a new file `target` with SQLite's online backup
+    API, safe while servers use it: the copy is of one moment (one read transaction, which in
+    WAL mode does not stop writers), checked (`quick_check`), one self-contained file (rollback
+    journal, no `-wal` beside it) readable by its owner only (0600), written beside `target`
+    and renamed into place only when complete. Raises `ValueError` when `source` is missing or
+    the copy does not check out."""
+    if not source.is_file():
+        raise ValueError(f"there is no SQLite database at {source}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    partial.unlink(missing_ok=True)
+    private_sqlite_file(partial)
+    try:
+        src = sqlite3.connect(str(source), timeout=30)
+        try:
+            dst = sqlite3.connect(str(partial))
+            try:
+                src.backup(dst)  # all pages in one step: one snapshot of the source
+                dst.execute("PRAGMA journal_mode=DELETE")
+                check = dst.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        if check != "ok":
+            raise ValueError(f"the copy of {source} does not check out: {check}")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def restore_sqlite(source: Path, target: Path) -> None:
+    """Replace the whole content of the SQLite database `target` (created, 0600, when missing)
+    with the backup `source` (opened read-only), through SQLite's online backup API: one
+    transaction under the database's own locks, so no reader ever sees half of it; then WAL
+    mode, as the registry runs it. Raises `ValueError` when `source` is not a SQLite database
+    or does not check out."""
+    with source.open("rb") as fh:
+        if fh.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            raise ValueError(f"{source} is not a SQLite database")
+    uri = source.resolve().as_uri() + "?mode=ro"
+    src = sqlite3.connect(uri, uri=True)
+    try:
+        check = src.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise ValueError(f"the backup {source} does not check out: {check}")
+        private_folder(target.parent)
+        private_sqlite_file(target)
+        dst = sqlite3.connect(str(target), timeout=30)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=WAL")
+        finally:
+            dst.close()
+    finally:
+        src.close()

@@ -135,8 +135,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
+    # tests do not survive power losses: SQLite syncs at checkpoints only (the default, FULL,
+    # is tested in tests/registry/test_durability.py)
     return Settings(database_url=database_url, data_dir=tmp_path / "data", load_entrypoints=False,
-                    inline_worker=False)
+                    inline_worker=False, sqlite_synchronous="NORMAL")
 
 
 @pytest.fixture

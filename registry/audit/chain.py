@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -331,9 +332,30 @@ def _fields(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """One read-only transaction whose statements all see the same committed state, however
+    many writers commit meanwhile: REPEATABLE READ, READ ONLY on PostgreSQL (its snapshot is
+    taken at the first statement; READ COMMITTED would give each statement a newer one); on
+    SQLite `storage.read`'s transaction, which in WAL mode keeps the snapshot of its first read
+    until it ends. Neither blocks writers, nor is blocked by them."""
+    if engine.dialect.name != "postgresql":
+        with storage.read(engine) as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            yield conn
+
+
 def verify(engine: Engine, *, batch: int = 5000) -> Verdict:
-    """Walk the whole chain in `seq` order, recomputing every hash; name the first broken entry."""
-    with storage.read(engine) as conn:
+    """Walk the whole chain in `seq` order, recomputing every hash; name the first broken entry.
+
+    The head and every entry are read in one snapshot (`_snapshot`), so entries appended while
+    the walk goes on are neither seen nor counted against the head; the entries come `batch` at
+    a time (keyset paging on `seq`), so memory stays flat however long the log."""
+    with _snapshot(engine) as conn:
         head_row = conn.execute(
             sa.select(HEAD.c.entries, HEAD.c.hash).where(HEAD.c.id == HEAD_ID)
         ).first()
