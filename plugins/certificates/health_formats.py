@@ -1,6 +1,13 @@
 """Our certificates in the other health credential formats: SMART Health Card, EU DCC / HCERT and
 the WHO DDCC:VS FHIR bundle, signed with the registry's ES256 key, and their verification
-(signature against our keys, validity, and the certificate's status in this registry)."""
+(signature against our keys, validity, and the certificate's status in this registry).
+
+The formats are made from a certificate the caller's gate returned (the routes read it with
+`registry.records(principal)`, so a caller who may not read it got 401/404 before anything
+here runs). What a format needs beyond it (the vaccination, the vaccine's codes) the caller may
+not be allowed to read; it is read as `system("certificates")`, explicitly, only for that
+certificate. Verification looks a certificate's status up the same way: anyone may verify, and
+the answer says only VALID / REVOKED / SUSPENDED."""
 
 from __future__ import annotations
 
@@ -10,11 +17,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from open_registry.core import NotFound
+from open_registry.core import NotFound, Records, system
 from open_registry.plugins.certificates import hcert, shc
 from open_registry.plugins.certificates.es256 import hcert_kid
 from open_registry.plugins.certificates.fhir import HealthRecord, ddcc_bundle
-from open_registry.plugins.certificates.issuance import CERTIFICATE, VACCINATION
+from open_registry.plugins.certificates.issuance import ACTOR, CERTIFICATE, VACCINATION
 from open_registry.plugins.certificates.verifier import (
     EXPIRED,
     INVALID,
@@ -25,16 +32,27 @@ from open_registry.plugins.certificates.verifier import (
 )
 
 
+def _as_issuer(rt: Any) -> Records:
+    """The records as the certificates plugin itself reads them (`system("certificates")`):
+    for what a format needs beyond a certificate the caller's gate already let them read."""
+    records: Records = rt.registry.records(system(ACTOR))
+    return records
+
+
 def health_record(rt: Any, certificate: dict[str, Any]) -> HealthRecord:
-    """What the certificate states, plus its vaccine's codes (from the vaccine registry)."""
-    services = rt.registry.services
+    """What the certificate states, plus its vaccine's codes (from the vaccine registry).
+
+    `certificate` is one the caller's gate returned; its vaccination and vaccine are then read
+    as the issuer (the caller, e.g. the recipient, need not be allowed to read them)."""
+    records = _as_issuer(rt)
     vaccine: dict[str, Any] = {}
     try:
-        vaccination = services[VACCINATION].get(certificate["vaccination"])
+        vaccination = records[VACCINATION].get(certificate["vaccination"])
         code = vaccination.get("vaccine")
-        if code and "vaccine" in services:
-            svc = services["vaccine"]
-            found = svc.search(svc.parser.from_params([("code", code), ("limit", "1")])).items
+        if code and "vaccine" in records.services:
+            vaccines = records["vaccine"]
+            params = [("code", code), ("limit", "1")]
+            found = vaccines.search(vaccines.service.parser.from_params(params)).items
             vaccine = found[0] if found else {}
     except NotFound:  # the vaccination record was deleted: the credential still says enough
         pass
@@ -70,7 +88,7 @@ def _status(rt: Any, certificate_id: str | None, verdict: Verdict) -> Verdict:
         verdict.warnings.append("no certificate id: status not checked")
         return verdict
     try:
-        record = rt.registry.services[CERTIFICATE].get(certificate_id)
+        record = _as_issuer(rt)[CERTIFICATE].get(certificate_id)
     except NotFound:
         verdict.status, verdict.reason = INVALID, "this registry issued no such certificate"
         return verdict

@@ -10,6 +10,14 @@
   both verify endpoints are anonymous, so their bodies are bounded before any JSON-LD work
   (`limits.py`: size, nesting, values, array length, blank nodes, QR text);
 - `GET /.well-known/did.json`: the issuer's DID document (did:web issuers).
+
+Who may use each route is declared as a `Rule` (`registry.auth.rules`): a certificate and every
+output of it (JSON-LD, QR, PDF, SMART Health Card, HCERT, DDCC bundle) follow the certificate
+entity's read rules and are read through the caller's gate (`registry.records(principal)`:
+401 anonymous, 404 outside the caller's scope), before any cached render is looked up; what a
+format needs beyond the certificate is read as `system("certificates")` only after that.
+The lifecycle is for `LIFECYCLE_ROLES` within their facility, a correction for whoever may
+update the vaccination; the status lists, keys, DID document and verify endpoints are public.
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ from threading import Lock
 from typing import Any, Literal, overload
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from open_registry.core import BadRequest, Forbidden, Invalid, NotFound, Unauthorized, principal_of
+from open_registry.core import BadRequest, Forbidden, Gate, Invalid, NotFound, principal_of
 from open_registry.core.api import JSONResponse, read_json
+from open_registry.core.auth import rules
 from open_registry.plugins.certificates import health_formats, shortcut, suites
 from open_registry.plugins.certificates.issuance import CERTIFICATE, VACCINATION, now_iso
 from open_registry.plugins.certificates.jsonld import JsonLdProcessingError
@@ -53,6 +62,23 @@ LIFECYCLE_ROLES = ("system-admin", "facility-admin")
 #: given this scope (`registry client add --scope vc:issue`)
 ISSUE_SCOPE = "vc:issue"
 FORMATS = {"json": LD_JSON, "png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+
+#: a certificate and its outputs: the certificate entity's read rules (the recipient's own,
+#: the issuing facility's staff, administrators, monitoring); outside the caller's scope: 404
+READ = rules.entity(CERTIFICATE, "read", record="certificate_id")
+#: revoke, suspend, reinstate: the lifecycle roles (a facility admin: their facility's only)
+LIFECYCLE = rules.roles(*LIFECYCLE_ROLES)
+#: a correction changes the vaccination (the certificate is then read through the caller's gate)
+CORRECT = rules.entity(VACCINATION, "update")
+#: `/credentials/issue`: system-admin OR a client with `vc:issue`, which no rule form expresses
+#: (roles are not scopes): any signed-in caller passes the rule, the handler checks the rest
+ISSUE = rules.SIGNED_IN
+#: what verifiers fetch: signed status lists, our public keys, the issuer's DID document
+FOR_VERIFIERS = rules.public(
+    "what verifiers fetch to check a certificate: public keys and signed status bits only"
+)
+#: the verify endpoints: anyone may verify; bodies are bounded before any work (limits.py)
+VERIFY = rules.public("anyone may verify a certificate; bodies are bounded by limits.py")
 
 
 class _Renders:
@@ -162,20 +188,23 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
     def certs() -> Certificates:
         return runtime(registry)
 
-    def record(certificate_id: str, scope: Any = None) -> dict[str, Any]:
-        return registry.services[CERTIFICATE].get(certificate_id, scope=scope)
+    def gate(request: Request, entity: str = CERTIFICATE) -> Gate:
+        """`entity`'s records as the caller may read and write them (`registry.gate`)."""
+        return registry.records(principal_of(request))[entity]
 
-    def readable(request: Request) -> Any:
-        """The certificates the caller may read (the certificate entity's read rules: the
-        recipient's own, the issuing facility's staff, administrators and monitoring)."""
-        return registry.auth.access(CERTIFICATE).require(principal_of(request), "read")
+    def readable(request: Request, certificate_id: str) -> dict[str, Any]:
+        """The certificate, if the caller may read it (the certificate entity's read rules: the
+        recipient's own, the issuing facility's staff, administrators and monitoring): 401
+        anonymous, 404 outside the caller's scope. Every output starts here."""
+        return gate(request).get(certificate_id)
 
     def lifecycle(request: Request, certificate_id: str, what: str) -> None:
-        """Refuse callers who may not change this certificate's status (404 outside scope)."""
-        access = registry.auth.access(CERTIFICATE)
-        scope = access.require_roles(principal_of(request), LIFECYCLE_ROLES, what)
+        """Refuse callers who may not change this certificate's status (a role of
+        `LIFECYCLE_ROLES`, on the certificates of their facility: 404 outside it)."""
+        g = gate(request)
+        scope = g.access.require_roles(g.principal, LIFECYCLE_ROLES, what)
         if scope is not None:
-            record(certificate_id, scope)
+            g.service.get(certificate_id, scope=scope)
 
     def _qr_response(key: tuple[Any, ...], fmt: str, qr_payload: Any) -> Response:
         from open_registry.plugins.certificates import qr
@@ -240,6 +269,7 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
         "/api/v1/certificates/{certificate_id}",
         summary="A certificate as JSON-LD, QR code (PNG/SVG) or PDF",
         responses={200: {"content": {m: {} for m in FORMATS.values()}}},
+        dependencies=[Depends(READ)],
     )
     async def get_certificate(
         request: Request,
@@ -249,11 +279,15 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
         lang: str | None = None,
     ) -> Response:
         fmt = _format(request, format)
-        rec = await run_in_threadpool(record, certificate_id, readable(request))
+        rec = await run_in_threadpool(readable, request, certificate_id)
         locale = lang or request.headers.get("accept-language", "en")[:2].lower() or "en"
         return await run_in_threadpool(render, rec, fmt, payload, locale)
 
-    @router.post("/api/v1/certificates/{certificate_id}/revoke", summary="Revoke a certificate")
+    @router.post(
+        "/api/v1/certificates/{certificate_id}/revoke",
+        summary="Revoke a certificate",
+        dependencies=[Depends(LIFECYCLE)],
+    )
     async def revoke(request: Request, certificate_id: str) -> Response:
         await run_in_threadpool(lifecycle, request, certificate_id, "revoke")
         body = await read_json(request, registry.settings.max_body_bytes)
@@ -261,7 +295,11 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
         rec = await run_in_threadpool(certs().revoke, certificate_id, reason, _actor(request))
         return JSONResponse(rec)
 
-    @router.post("/api/v1/certificates/{certificate_id}/suspend", summary="Suspend a certificate")
+    @router.post(
+        "/api/v1/certificates/{certificate_id}/suspend",
+        summary="Suspend a certificate",
+        dependencies=[Depends(LIFECYCLE)],
+    )
     async def suspend(request: Request, certificate_id: str) -> Response:
         await run_in_threadpool(lifecycle, request, certificate_id, "suspend")
         body = await read_json(request, registry.settings.max_body_bytes)
@@ -284,7 +322,9 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
         return JSONResponse(rec)
 
     @router.post(
-        "/api/v1/certificates/{certificate_id}/reinstate", summary="Lift a certificate's suspension"
+        "/api/v1/certificates/{certificate_id}/reinstate",
+        summary="Lift a certificate's suspension",
+        dependencies=[Depends(LIFECYCLE)],
     )
     async def reinstate(request: Request, certificate_id: str) -> Response:
         await run_in_threadpool(lifecycle, request, certificate_id, "reinstate")
@@ -295,26 +335,18 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
         "/api/v1/certificates/{certificate_id}/correct",
         summary="Correct the vaccination behind a certificate (a new certificate replaces it)",
         status_code=202,
+        dependencies=[Depends(CORRECT)],
     )
     async def correct(request: Request, certificate_id: str) -> Response:
-        p = principal_of(request)
-        vaccinations = registry.auth.access(VACCINATION)
-        scope = vaccinations.require(p, "update")  # correcting changes the vaccination
+        vaccinations = gate(request, VACCINATION)
+        vaccinations.scope("update")  # correcting changes the vaccination
         body = await read_json(request, registry.settings.max_body_bytes, patch=True)
-        rec = await run_in_threadpool(record, certificate_id, readable(request))
+        rec = await run_in_threadpool(readable, request, certificate_id)
         if rec["status"] == "revoked":
             raise BadRequest(f"certificate {certificate_id} is revoked; correct its replacement")
         updated = await run_in_threadpool(
-            lambda: registry.services[VACCINATION].update(
-                rec["vaccination"],
-                body,
-                actor=p.actor,
-                patch=True,
-                scope=scope,
-                prepare=vaccinations.preparer(p, "update", scope),
-            )
+            lambda: vaccinations.update(rec["vaccination"], body, patch=True)
         )
-        updated = vaccinations.viewer(p)(updated)
         return JSONResponse(
             {"vaccination": updated, "certificate": certificate_id, "status": "re-issuing"},
             status_code=202,
@@ -323,6 +355,7 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
     @router.get(
         "/api/v1/status-lists/{purpose}/{number}",
         summary="A signed Bitstring Status List credential of this issuer",
+        dependencies=[Depends(FOR_VERIFIERS)],
     )
     async def status_list(purpose: str, number: int) -> Response:
         if purpose not in PURPOSES or number < 0:
@@ -333,6 +366,7 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
     @router.post(
         "/api/v1/verify",
         summary="Verify a certificate: VALID, REVOKED, SUSPENDED, EXPIRED or INVALID",
+        dependencies=[Depends(VERIFY)],
     )
     async def verify(request: Request) -> Response:
         limits = VerifyLimits.from_config(certs().config)
@@ -372,9 +406,12 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
     @router.get(
         "/api/v1/certificates/{certificate_id}/shc",
         summary="The certificate as a SMART Health Card (JWS, or its shc:/ QR code)",
+        dependencies=[Depends(READ)],
     )
-    async def smart_health_card(certificate_id: str, format: str | None = None) -> Response:
-        rec = await run_in_threadpool(record, certificate_id)
+    async def smart_health_card(
+        request: Request, certificate_id: str, format: str | None = None
+    ) -> Response:
+        rec = await run_in_threadpool(readable, request, certificate_id)
         # cached per certificate version: ECDSA signatures differ each time, a card should not
         jws = (
             await run_in_threadpool(
@@ -394,9 +431,10 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
     @router.get(
         "/api/v1/certificates/{certificate_id}/hcert",
         summary="The certificate as an EU DCC / WHO GDHCN HCERT (HC1: text or QR code)",
+        dependencies=[Depends(READ)],
     )
-    async def eu_dcc(certificate_id: str, format: str | None = None) -> Response:
-        rec = await run_in_threadpool(record, certificate_id)
+    async def eu_dcc(request: Request, certificate_id: str, format: str | None = None) -> Response:
+        rec = await run_in_threadpool(readable, request, certificate_id)
         text = (
             await run_in_threadpool(
                 renders.get,
@@ -409,28 +447,29 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
     @router.get(
         "/api/v1/certificates/{certificate_id}/ddcc",
         summary="The certificate as a WHO DDCC:VS FHIR R4 bundle",
+        dependencies=[Depends(READ)],
     )
-    async def ddcc_bundle(certificate_id: str) -> Response:
-        rec = await run_in_threadpool(record, certificate_id)
+    async def ddcc_bundle(request: Request, certificate_id: str) -> Response:
+        rec = await run_in_threadpool(readable, request, certificate_id)
         bundle = await run_in_threadpool(health_formats.ddcc, certs(), rec)
         return JSONResponse(bundle, media_type="application/fhir+json")
 
     @router.get(
         "/.well-known/jwks.json",
         summary="The ES256 keys of SMART Health Cards and HCERTs this registry signs",
+        dependencies=[Depends(FOR_VERIFIERS)],
     )
     async def jwks() -> Response:
         return JSONResponse(await run_in_threadpool(certs().ec_keys.jwks))
 
     @router.post(
-        "/credentials/issue", summary="VC-API: sign a credential as this issuer", status_code=201
+        "/credentials/issue",
+        summary="VC-API: sign a credential as this issuer",
+        status_code=201,
+        dependencies=[Depends(ISSUE)],
     )
     async def vc_issue(request: Request) -> Response:
-        p = principal_of(request)
-        if not p.authenticated:
-            raise Unauthorized(
-                "sign in to issue credentials", headers={"WWW-Authenticate": "Bearer"}
-            )
+        p = principal_of(request)  # signed in (the rule); the role or the scope is checked here
         if "system-admin" not in p.roles and not (p.kind == "client" and ISSUE_SCOPE in p.scopes):
             raise Forbidden(f"issuing needs the system-admin role or a client with {ISSUE_SCOPE}")
         body = await read_json(request, registry.settings.max_body_bytes)
@@ -482,7 +521,11 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
             ) from None
         return JSONResponse({"verifiableCredential": signed}, status_code=201)
 
-    @router.post("/credentials/verify", summary="VC-API: verify a credential")
+    @router.post(
+        "/credentials/verify",
+        summary="VC-API: verify a credential",
+        dependencies=[Depends(VERIFY)],
+    )
     async def vc_verify(request: Request) -> Response:
         limits = VerifyLimits.from_config(certs().config)
         body = await read_body(
@@ -513,7 +556,11 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
             status_code=200 if ok else 400,
         )
 
-    @router.get("/.well-known/did.json", summary="The issuer's DID document (did:web)")
+    @router.get(
+        "/.well-known/did.json",
+        summary="The issuer's DID document (did:web)",
+        dependencies=[Depends(FOR_VERIFIERS)],
+    )
     async def did_document() -> Response:
         doc = certs().keys.did_document()
         if doc is None:
