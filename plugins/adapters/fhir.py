@@ -316,13 +316,16 @@ def register_routes(registry: Any) -> list[Any]:
     _config(registry.settings)  # broken settings stop the server at start-up, not later
     if "vaccination" not in registry.services:
         return []
-    from fastapi import APIRouter
+    from fastapi import APIRouter, Depends
     from fastapi.concurrency import run_in_threadpool
+
+    from open_registry.core.auth import rules
 
     router = APIRouter(tags=["fhir"])
 
     @router.get(
         "/api/v1/fhir/vaccinations/{vaccination_id}",
+        dependencies=[Depends(rules.entity("vaccination", "read", record="vaccination_id"))],
         summary="A vaccination as a WHO DDCC:VS FHIR document Bundle",
         description="Personal data: for the roles that may read the vaccination, within their "
         "scope (others: 404).",
@@ -330,9 +333,9 @@ def register_routes(registry: Any) -> list[Any]:
         responses={200: {"content": {"application/fhir+json": {}}}},
     )
     async def ddcc(request: Request, vaccination_id: str) -> Response:
-        scope = registry.auth.access("vaccination").require(principal_of(request), "read")
-        # outside the caller's scope the vaccination is not found
-        await run_in_threadpool(registry.services["vaccination"].get, vaccination_id, scope=scope)
+        # through the caller's gate: outside their scope the vaccination is not found
+        vaccinations = registry.records(principal_of(request))["vaccination"]
+        await run_in_threadpool(vaccinations.get, vaccination_id)
         bundle = await run_in_threadpool(export_bundle, registry, vaccination_id)
         return Response(orjson.dumps(bundle), media_type="application/fhir+json")
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from fastapi import Request
 
 from open_registry.core import (
     NotFound,
@@ -28,7 +27,6 @@ from open_registry.core import (
     delivery_key,
     enqueue_delivery,
     open_registry,
-    principal_of,
 )
 from open_registry.core.hookspecs import hookimpl
 from open_registry.plugins.adapters import sync
@@ -143,20 +141,23 @@ def register_commands(cli: Any) -> None:
 
 @hookimpl
 def register_routes(registry: Any) -> list[Any]:
-    from fastapi import APIRouter
+    from fastapi import APIRouter, Depends
     from fastapi.concurrency import run_in_threadpool
+
+    from open_registry.core.auth import rules
 
     router = APIRouter(tags=["integrations"])
 
     @router.get(
         "/api/v1/people/lookup",
+        # personal data from outside: for the roles that may create recipients (enrol them)
+        dependencies=[Depends(rules.entity("recipient", "create"))],
         summary="Look a person up in the citizen registries",
         description="200 with what the registry knows, 404 when no registry knows the "
         "identity, 503 when a registry could not answer (try again later). Personal data: "
         "for the roles that may create recipients.",
     )
-    async def lookup(request: Request, identity: str) -> dict[str, Any]:
-        registry.auth.access("recipient").require(principal_of(request), "create")
+    async def lookup(identity: str) -> dict[str, Any]:
         person = await run_in_threadpool(registry.lookup_person, identity)
         if person is None:
             raise NotFound("no citizen registry knows this identity")

@@ -1,6 +1,8 @@
 """The monitoring dashboard: `GET /api/v1/analytics[/{table}]` (JSON, or CSV with `.csv` or
 `?format=csv`) and the page `/ui/dashboard` (server-rendered, charts as inline SVG, every table
-downloadable as CSV at `/ui/dashboard/{table}.csv`). Both read the rollups only."""
+downloadable as CSV at `/ui/dashboard/{table}.csv`). Both read the rollups only. Every route
+declares the rule `access.MONITORS` (monitoring, controller, system-admin); the page checks it
+itself (`rules.declare`) to send anonymous visitors to sign in."""
 
 from __future__ import annotations
 
@@ -8,15 +10,16 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
 from open_registry.core import Forbidden, NotFound, Unauthorized, storage, utcnow
 from open_registry.core.api import JSONResponse
-from open_registry.plugins.programme import access, charts
-from open_registry.plugins.programme.access import CONTROLLER, MONITORING
+from open_registry.core.auth import rules
+from open_registry.plugins.programme import charts
+from open_registry.plugins.programme.access import MONITORS
 from open_registry.plugins.programme.analytics import TABLES, Analytics, Period, Table, period
 from open_registry.plugins.programme.runtime import runtime
 from open_registry.plugins.programme.verifications import flush
@@ -54,18 +57,24 @@ def analytics_routes(registry: Any) -> APIRouter:
         q = request.query_params
         return period(today(), q.get("from"), q.get("to"), q.get("program"))
 
-    @router.get(API, summary="Every aggregate of the dashboard for a period (monitoring)")
+    @router.get(
+        API,
+        dependencies=[Depends(MONITORS)],
+        summary="Every aggregate of the dashboard for a period (monitoring)",
+    )
     async def all_tables(request: Request) -> Response:
-        access.require(request, MONITORING, CONTROLLER)
         p = when(request)
         tables = await run_in_threadpool(_compute, registry, p, today(), TABLES)
         return JSONResponse(
             {"period": p.query(), "tables": {n: t.as_dict() for n, t in tables.items()}}
         )
 
-    @router.get(API + "/{name}", summary="One aggregate as JSON, or CSV (`.csv` or `?format=csv`)")
+    @router.get(
+        API + "/{name}",
+        dependencies=[Depends(MONITORS)],
+        summary="One aggregate as JSON, or CSV (`.csv` or `?format=csv`)",
+    )
     async def one_table(request: Request, name: str) -> Response:
-        access.require(request, MONITORING, CONTROLLER)
         as_csv = name.endswith(".csv") or request.query_params.get("format") == "csv"
         name = name.removesuffix(".csv")
         if name not in TABLES:
@@ -139,10 +148,11 @@ def add_dashboard_page(app: FastAPI, registry: Any) -> None:
     if ui is None:
         return
 
+    @rules.declare(MONITORS)
     async def page(request: Request) -> Response:
         view = ui.page(request)
         try:
-            access.require(request, MONITORING, CONTROLLER)
+            MONITORS.check(request)
         except Unauthorized:  # not signed in: the sign-in page, then back here
             target = urlencode({"next": request.url.path})
             return RedirectResponse(f"{ui.prefix}/login?{target}", 303)
@@ -191,7 +201,6 @@ def add_dashboard_page(app: FastAPI, registry: Any) -> None:
         )
 
     async def csv_file(request: Request) -> Response:
-        access.require(request, MONITORING, CONTROLLER)
         name = request.path_params["name"]
         if name not in TABLES:
             raise NotFound(f"no table {name!r}")
@@ -214,6 +223,7 @@ def add_dashboard_page(app: FastAPI, registry: Any) -> None:
         PAGE + "/{name}.csv",
         csv_file,
         methods=["GET"],
+        dependencies=[Depends(MONITORS)],
         include_in_schema=False,
         name="ui:dashboard_csv",
     )

@@ -2,7 +2,8 @@
 recipient form the schema generates, without the fields the registry sets) or claims the record
 an agency pre-enrolled them with (enrolment code and mobile number). Same rules as
 `POST /api/v1/programme/enrol[/claim]`; on success the session names the record and the person
-lands on their record's page."""
+lands on their record's page. The page declares the rule `access.SIGNED_UP` (the recipient
+role) and checks it itself (`rules.declare`): anonymous visitors are sent to sign in."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from open_registry.core import RegistryError, principal_of
+from open_registry.core import Forbidden, RegistryError, Unauthorized
+from open_registry.core.auth import rules
 from open_registry.core.auth.routes import set_session
 from open_registry.core.ui.pages import rows_changed
 from open_registry.core.ui.render import FormView, render_form
 from open_registry.core.ui.requests import read_form, same_origin
 from open_registry.generators.formdata import errors_by_name, form_to_json
 from open_registry.plugins.programme import enrolment
-from open_registry.plugins.programme.access import RECIPIENT
+from open_registry.plugins.programme.access import RECIPIENT, SIGNED_UP
 from open_registry.plugins.programme.dashboard import _move_first
 from open_registry.plugins.programme.runtime import RECIPIENT as RECIPIENT_ENTITY
 from open_registry.plugins.programme.runtime import runtime
@@ -54,13 +56,17 @@ def add_enrol_page(app: FastAPI, registry: Any) -> None:
             **context,
         )
 
+    @rules.declare(SIGNED_UP)
     async def page(request: Request) -> Response:
         view = ui.page(request)
-        who = principal_of(request)
-        if not who.authenticated:
+        try:
+            who = SIGNED_UP.check(request)
+        except Unauthorized:
             target = urlencode({"next": PAGE})
             return RedirectResponse(f"{ui.prefix}/login?{target}", 303)
-        if who.roles != {RECIPIENT}:
+        except Forbidden:
+            who = None
+        if who is None or who.roles != {RECIPIENT}:
             return ui.error_page(
                 view,
                 403,

@@ -24,14 +24,16 @@ from sqlalchemy.engine import Connection
 from open_registry.core import (
     Conflict,
     Forbidden,
+    Gate,
     Invalid,
     NotFound,
     Principal,
     Unauthorized,
     storage,
+    system,
     utcnow,
 )
-from open_registry.plugins.programme.runtime import RECIPIENT, Programme
+from open_registry.plugins.programme.runtime import ACTOR, RECIPIENT, Programme
 from open_registry.plugins.programme.tables import duplicate, insert_for
 
 CODE_DIGITS = 10
@@ -83,14 +85,14 @@ def find_duplicates(
     return found
 
 
-def create_with_code(service: Any, person: dict[str, Any], actor: str | None) -> dict[str, Any]:
-    """Create the recipient with a new enrolment code (another one if it was taken), or with
-    the code given."""
+def create_with_code(gate: Gate, person: dict[str, Any]) -> dict[str, Any]:
+    """Create the recipient through `gate` (the caller's, whose rules apply) with a new
+    enrolment code (another one if it was taken), or with the code given."""
     if person.get("enrollmentCode"):
-        return service.create(person, actor=actor)
+        return gate.create(person)
     for attempt in range(5):
         try:
-            return service.create({**person, "enrollmentCode": new_code()}, actor=actor)
+            return gate.create({**person, "enrollmentCode": new_code()})
         except Conflict as exc:
             if exc.extra.get("fields") != ["enrollmentCode"] or attempt == 4:
                 raise
@@ -216,14 +218,20 @@ def _same_contact(field: str, given: Any, stored: Any) -> bool:
 def enrol_self(rt: Programme, who: Principal, body: dict[str, Any]) -> tuple[dict, Principal]:
     """Enrol the signed-up caller: a new record (duplicates refused, its phone or email the
     one they signed in with) linked to their user in one transaction; (record, the caller as
-    they are now)."""
+    they are now).
+
+    A recipient may not create recipient records through the generic API: the rules here are
+    the programme's (a user with the recipient role and no record yet, their own phone or
+    email), and the record is written on the programme's account (`system("programme")`),
+    the audit log naming the person in the `auth.enrolled` event."""
     auth = rt.registry.auth
     user = signed_up_user(auth, who)
     body = {**body, "enrollmentType": "SELF_ENROLLMENT"}
     check_own_contact(auth, user, body)
+    programme = rt.registry.records(system(ACTOR))[RECIPIENT]
     with storage.write(rt.registry.db.engine) as conn:
         check_recipient(rt, conn, body)
-        record = create_with_code(rt.services[RECIPIENT], body, who.actor)
+        record = create_with_code(programme, body)
         linked = auth.users.link_recipient(user["username"], record["id"])
     auth.event("auth.enrolled", actor=who.actor, recipient=record["id"], how="self")
     return record, linked

@@ -1,16 +1,17 @@
 """Walk-ins: a person who comes without an appointment is enrolled (or found by id or enrolment
 code) and vaccinated in one visit and one transaction: if the vaccination is refused, no
-recipient is left behind."""
+recipient is left behind. Both records are written through the caller's gates: staff record
+walk-ins at their own facility only (403 naming the facility otherwise, before anything is
+written)."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Any
 
-from open_registry.core import Invalid, RegistryError, storage, utcnow
+from open_registry.core import Gate, Invalid, Records, RegistryError, storage, utcnow
 from open_registry.core.codec import format_datetime, parse_datetime
 from open_registry.plugins.programme import access, enrolment
-from open_registry.plugins.programme.access import Principal
 from open_registry.plugins.programme.runtime import RECIPIENT, VACCINATION, Programme
 from open_registry.plugins.programme.scheduling import check_walk_in
 
@@ -37,18 +38,20 @@ def _missing(pointer: str, message: str) -> Invalid:
     )
 
 
-def walk_in(rt: Programme, body: dict[str, Any], who: Principal) -> dict[str, Any]:
-    """Enrol (or find) the recipient and record the vaccination, all or nothing."""
+def walk_in(rt: Programme, body: dict[str, Any], records: Records) -> dict[str, Any]:
+    """Enrol (or find) the recipient and record the vaccination, all or nothing; `records`:
+    the caller's (`registry.records(principal)`)."""
     vaccination = body.get("vaccination")
     if not isinstance(vaccination, dict):
         raise _missing("/vaccination", "the vaccination to record (an object) is required")
-    facility = body.get("facility") or vaccination.get("facility") or who.facility
+    facility = body.get("facility") or vaccination.get("facility") or records.principal.facility
     if not isinstance(facility, str):
         raise _missing("/facility", "the facility's code is required")
-    access.check_facility(who, facility, "facility")
+    vaccinations = records[VACCINATION]
+    # at the caller's own facility (403 naming /facility), before anything else is looked at
+    access.check_scope(vaccinations, "create", {"facility": facility})
     program = vaccination.get("program")
     when = vaccination.get("date") or format_datetime(utcnow())
-    services = rt.services
     engine = rt.registry.db.engine
     with storage.write(engine) as conn:
         rt.ensure(conn)
@@ -56,10 +59,10 @@ def walk_in(rt: Programme, body: dict[str, Any], who: Principal) -> dict[str, An
             # a bad date is named by the vaccination's own validation
             with contextlib.suppress(ValueError):
                 check_walk_in(rt, conn, facility, program, parse_datetime(when))
-        person = _recipient(rt, conn, body, who)
+        person = _recipient(rt, conn, body, records[RECIPIENT])
         record = {**vaccination, "recipient": person["id"], "facility": facility, "date": when}
         try:
-            done = services[VACCINATION].create(record, actor=who.actor)
+            done = vaccinations.create(record)
         except RegistryError as exc:
             raise _prefixed(exc, "/vaccination") from None
     return {
@@ -73,10 +76,12 @@ def walk_in(rt: Programme, body: dict[str, Any], who: Principal) -> dict[str, An
     }
 
 
-def _recipient(rt: Programme, conn: Any, body: dict[str, Any], who: Principal) -> dict[str, Any]:
+def _recipient(rt: Programme, conn: Any, body: dict[str, Any], people: Gate) -> dict[str, Any]:
+    """The person of the walk-in: found by id or enrolment code among those the caller may
+    read, or enrolled through the caller's gate `people`."""
     if body.get("recipientId"):
         found = rt.one(conn, RECIPIENT, id=body["recipientId"])
-        if found is None:
+        if found is None or not access.in_scope(people, "read", found):
             raise Invalid(
                 "1 field failed validation",
                 errors=[
@@ -90,7 +95,7 @@ def _recipient(rt: Programme, conn: Any, body: dict[str, Any], who: Principal) -
         return found
     if body.get("enrollmentCode"):
         found = rt.one(conn, RECIPIENT, enrollmentCode=body["enrollmentCode"])
-        if found is None:
+        if found is None or not access.in_scope(people, "read", found):
             raise Invalid(
                 "1 field failed validation",
                 errors=[
@@ -111,7 +116,7 @@ def _recipient(rt: Programme, conn: Any, body: dict[str, Any], who: Principal) -
     person = {"enrollmentType": "WALK_IN", **person}
     try:
         enrolment.check_recipient(rt, conn, person)
-        created = enrolment.create_with_code(rt.services[RECIPIENT], person, who.actor)
+        created = enrolment.create_with_code(people, person)
     except RegistryError as exc:
         raise _prefixed(exc, "/recipient") from None
     return {**created, "_new": True}
