@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from open_registry.core import BadRequest, Forbidden, Gate, Invalid, NotFound, principal_of
 from open_registry.core.api import JSONResponse, read_json
 from open_registry.core.auth import rules
-from open_registry.plugins.certificates import health_formats, shortcut, suites
+from open_registry.plugins.certificates import health_formats, shortcut, status, suites
 from open_registry.plugins.certificates.issuance import CERTIFICATE, VACCINATION, now_iso
 from open_registry.plugins.certificates.jsonld import JsonLdProcessingError
 from open_registry.plugins.certificates.limits import (
@@ -357,8 +357,12 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
         summary="A signed Bitstring Status List credential of this issuer",
         dependencies=[Depends(FOR_VERIFIERS)],
     )
-    async def status_list(purpose: str, number: int) -> Response:
-        if purpose not in PURPOSES or number < 0:
+    async def status_list(purpose: str, number: str) -> Response:
+        try:
+            number = status.list_number(number)
+        except status.StatusListError:
+            raise NotFound(f"no status list {purpose}/{number[:40]}") from None
+        if purpose not in PURPOSES:
             raise NotFound(f"no status list {purpose}/{number}")
         doc = await run_in_threadpool(certs().status_list_credential, purpose, number)
         return JSONResponse(doc, media_type=LD_JSON, headers={"Cache-Control": "max-age=60"})

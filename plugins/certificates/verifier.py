@@ -173,8 +173,8 @@ class Verifier:
         prefix = self.local_prefix
         if prefix and self.local_lists is not None and url.startswith(prefix):
             tail = url[len(prefix) :].strip("/").split("/")
-            if len(tail) == 2 and tail[0] == purpose and tail[1].isdigit():
-                return self._local_bits(purpose, int(tail[1]))
+            if len(tail) == 2 and tail[0] == purpose:
+                return self._local_bits(purpose, status.list_number(tail[1]))
             raise status.StatusListError(f"{url} is not one of this registry's status lists")
         doc = self.trust.status_lists.get(url)
         if doc is None:
