@@ -22,6 +22,7 @@ sent as a transaction Bundle of PUTs by stable ids (a retry or a duplicate chang
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -235,8 +236,12 @@ def _find(registry: Any, entity: str, field: str, value: Any) -> dict[str, Any] 
     return service.codec.to_record(row) if row else None
 
 
-def export_bundle(registry: Any, vaccination_id: str, *, document: bool = True) -> dict[str, Any]:
-    """The DDCC document Bundle (or the transaction Bundle) of one vaccination."""
+def export_bundle(
+    registry: Any, vaccination_id: str, *, document: bool = True, viewer: Any = None
+) -> dict[str, Any]:
+    """The DDCC document Bundle (or the transaction Bundle) of one vaccination. With a
+    `viewer` (the caller's principal) the recipient is what they may see of them: no private
+    field they may not read (a route's answer); without, all of it (the adapter's delivery)."""
     table = section(registry.settings, NAME)
     vaccination = _find(registry, "vaccination", "id", vaccination_id)
     if vaccination is None:
@@ -245,6 +250,8 @@ def export_bundle(registry: Any, vaccination_id: str, *, document: bool = True) 
     facility = _find(registry, "facility", "code", vaccination.get("facility"))
     if recipient is None or facility is None:
         raise NotFound("the vaccination's recipient or facility record is gone")
+    if viewer is not None:
+        recipient = registry.records(viewer)["recipient"].view(recipient)
     vaccine = _find(registry, "vaccine", "code", vaccination.get("vaccine"))
     vaccinator = _find(registry, "vaccinator", "code", vaccination.get("vaccinator"))
     options: dict[str, Any] = {
@@ -336,7 +343,9 @@ def register_routes(registry: Any) -> list[Any]:
         # through the caller's gate: outside their scope the vaccination is not found
         vaccinations = registry.records(principal_of(request))["vaccination"]
         await run_in_threadpool(vaccinations.get, vaccination_id)
-        bundle = await run_in_threadpool(export_bundle, registry, vaccination_id)
+        bundle = await run_in_threadpool(
+            partial(export_bundle, registry, vaccination_id, viewer=principal_of(request))
+        )
         return Response(orjson.dumps(bundle), media_type="application/fhir+json")
 
     return [router]

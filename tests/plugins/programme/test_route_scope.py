@@ -390,3 +390,15 @@ def test_the_fhir_export_is_read_through_the_callers_gate(world: World):
     owner = world.as_("recipient", recipient=world.vaccination["recipient"])
     assert owner.get(path).status_code == 200
     assert world.as_("recipient", recipient="someone").get(path).status_code == 404
+
+
+def test_the_fhir_export_holds_no_private_field_the_caller_may_not_read(world: World):
+    """Staff may read the vaccination but not the recipient's identity: the bundle's Patient
+    carries no identifier from it; the recipient themselves gets theirs."""
+    path = f"/api/v1/fhir/vaccinations/{world.vaccination['id']}"
+    recipient = world.registry.services["recipient"].get(world.vaccination["recipient"])
+    number = recipient["identity"].split(":")[-1]
+    staff = world.staff(A).get(path)
+    assert staff.status_code == 200 and number not in staff.text
+    owner = world.as_("recipient", recipient=world.vaccination["recipient"]).get(path)
+    assert owner.status_code == 200 and number in owner.text
