@@ -116,6 +116,7 @@ def import_command(
             on_error=on_error,
             errors_path=errors,
             keep_ids=keep_ids,
+            max_line_bytes=reg.settings.import_max_line_bytes,
         )
         try:
             with _ProgressBar(quiet) as bar:

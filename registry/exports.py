@@ -6,6 +6,13 @@ objects as indexed headers (`programs.0.programId`, as many as the longest list 
 values in one cell split on `|` (written as JSON when an item holds a `|`, or the list is empty),
 anything else shapeless as JSON. JSON Lines holds each record as the API returns it.
 
+CSV cells are safe to open in a spreadsheet (OWASP "CSV injection"): a text cell starting with
+`=`, `+`, `-`, `@`, tab or CR gets a `'` in front (so does one that starts with quotes before
+such a character, `'=x` -> `''=x`), and the import takes exactly one off again
+(`rows.neutralise_cell` / `rows.restore_cell`), so an export still imports back unchanged.
+Numbers are typed, not text: a number cell (`-5` in an integer or number column) is written as
+it is.
+
 Every export is an `export` entry of the audit log: the entity, the format, the filters' fields
 and operators (not their values, which may be private) and the number of records.
 """
@@ -21,7 +28,7 @@ import sqlalchemy as sa
 
 from open_registry.core import storage
 from open_registry.core.audit import chain as audit
-from open_registry.core.imports.rows import LIST_SEPARATOR, Part, value_kind
+from open_registry.core.imports.rows import LIST_SEPARATOR, Part, neutralise_cell, value_kind
 from open_registry.core.query import Scope, value_at
 from open_registry.core.records import EntityService
 
@@ -112,16 +119,21 @@ def _split(value: Any) -> str:
 
 
 def cell(value: Any, kind: str) -> str:
-    """One value as import reads it back."""
+    """One value as import reads it back; text that a spreadsheet would run as a formula gets a
+    `'` in front (`neutralise_cell`, which the import undoes); a number is written as it is."""
     if value is None:
         return ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return orjson.dumps(value).decode()  # typed: `-5` is a number, not a formula
     if kind == "scalar":
-        return (
+        text = (
             _scalar(value) if not isinstance(value, dict | list) else orjson.dumps(value).decode()
         )
-    if kind == "split":
-        return _split(value)
-    return orjson.dumps(value).decode()  # json / any: always JSON, so text stays text
+    elif kind == "split":
+        text = _split(value)
+    else:
+        text = orjson.dumps(value).decode()  # json / any: always JSON, so text stays text
+    return neutralise_cell(text)
 
 
 class Exporter:
@@ -203,16 +215,18 @@ class Exporter:
         hidden = set(self.service.entity.internal) | self.hide
         columns = [c for c in columns if str(c[1][0]) not in hidden]
         writer = csv.writer(out, lineterminator="\n")
+        # csv quotes a cell holding the line terminator (LF), not one holding a lone CR, which
+        # a reader takes for a line end: a row with a CR anywhere has every cell quoted
+        quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(["id", *(h for h, _, _ in columns), *TRAILING_SYSTEM])
         n = 0
         for record in self.records():
-            writer.writerow(
-                [
-                    record["id"],
-                    *(cell(value_at(record, path), kind) for _, path, kind in columns),
-                    *(_scalar(record[k]) for k in TRAILING_SYSTEM),
-                ]
-            )
+            cells = [
+                neutralise_cell(record["id"]),
+                *(cell(value_at(record, path), kind) for _, path, kind in columns),
+                *(neutralise_cell(_scalar(record[k])) for k in TRAILING_SYSTEM),
+            ]
+            (quoted if "\r" in "".join(cells) else writer).writerow(cells)
             n += 1
         return n
 

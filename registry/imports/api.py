@@ -7,6 +7,13 @@ header and mapping at once (400 if they cannot be used), starts the import in a 
 answers 202 with the job's `Location`. `GET /api/v1/{entity}/imports/{job_id}` reports its status,
 counts, speed and errors. Jobs live in the `registry_import_job` table, so any worker process
 of the app can answer for a job that another one runs.
+
+A job is its starter's: only they and system-admins see it (anyone else gets 404, as for a job
+that does not exist; no login, 401), and the `recipient` role never starts one. The upload is
+refused with 413 once more than `import_max_upload_bytes` have arrived (it is never read
+whole first), and a row longer than `import_max_line_bytes` is an error of that row. A job keeps
+its errors as row number, pointer, keyword and a reason that quotes no value
+(`RowError.stored`): never the row or a cell of it, nor in its message or the server's log.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import os
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,12 +36,15 @@ from starlette.concurrency import run_in_threadpool
 from open_registry.core import storage
 from open_registry.core.api import API_PREFIX, JSONResponse
 from open_registry.core.auth.deps import principal_of
+from open_registry.core.auth.principal import RECIPIENT, SYSTEM, SYSTEM_ADMIN, Principal
 from open_registry.core.codec import camel, format_datetime, new_id, utcnow
 from open_registry.core.errors import (
     PROBLEM_JSON,
     BadRequest,
     Forbidden,
     NotFound,
+    PayloadTooLarge,
+    Unauthorized,
     UnsupportedMediaType,
 )
 from open_registry.core.imports.importer import Importer, ImportOptions, Progress
@@ -56,6 +67,12 @@ CONTENT_FORMATS = {
     "application/x-jsonlines": "jsonl",
 }
 _COUNTS = ("rows", "inserted", "updated", "unchanged", "failed", "bytes_read", "bytes_total")
+#: Where a job's starter (their audit name) is kept: in its `options` column (shown as the job's
+#: `startedBy`), so the job table keeps its columns.
+_STARTER = "startedBy"
+#: The keys of a stored error (`RowError.stored`); anything else a job row holds (a quoted row,
+#: kept by earlier versions) is never served.
+_ERROR_KEYS = ("row", "pointer", "message", "keyword")
 
 
 def import_tables(metadata: sa.MetaData) -> sa.Table:
@@ -194,11 +211,13 @@ class _Collector:
 
 # -- jobs -------------------------------------------------------------------------------------
 def _job_json(row: Any) -> dict[str, Any]:
+    options = dict(row["options"] or {})
     out: dict[str, Any] = {
         "id": row["id"],
         "entity": row["entity"],
         "status": row["status"],
-        "options": row["options"] or {},
+        "startedBy": options.pop(_STARTER, None),
+        "options": options,
         "createdAt": format_datetime(row["created_at"]),
         "updatedAt": format_datetime(row["updated_at"]),
         "finishedAt": format_datetime(row["finished_at"]) if row["finished_at"] else None,
@@ -209,7 +228,9 @@ def _job_json(row: Any) -> dict[str, Any]:
     read, total = row["bytes_read"], row["bytes_total"]
     out["progress"] = round(read / total, 4) if total else (1.0 if row["status"] == "done" else 0)
     out["message"] = row["message"]
-    out["errors"] = row["errors"] or []
+    out["errors"] = [
+        {k: e.get(k) for k in _ERROR_KEYS} for e in row["errors"] or () if isinstance(e, dict)
+    ]
     out["errorsDropped"] = row["errors_dropped"]
     return out
 
@@ -230,7 +251,9 @@ class ImportJobs:
         with storage.write(self.engine) as conn:
             conn.execute(self.table.update().where(self.table.c.id == job_id).values(**values))
 
-    def get(self, entity: str, job_id: str) -> dict[str, Any]:
+    def get(self, entity: str, job_id: str, principal: Principal | None = None) -> dict[str, Any]:
+        """The job as its API answers it. With `principal`, only for its starter and
+        system-admins: for anyone else it does not exist (404)."""
         with self.engine.connect() as conn:
             row = (
                 conn.execute(
@@ -241,9 +264,10 @@ class ImportJobs:
                 .mappings()
                 .first()
             )
-        if row is None:
+        job = _job_json(row) if row is not None else None
+        if job is None or (principal is not None and not _may_see(principal, job)):
             raise NotFound(f"no {entity} import job {job_id!r}")
-        return _job_json(row)
+        return job
 
     def start(
         self,
@@ -252,8 +276,10 @@ class ImportJobs:
         path: Path,
         options: ImportOptions,
         shown: dict[str, Any],
+        started_by: str | None = None,
     ) -> dict[str, Any]:
-        """Check the file (400 if unusable), record the job, run it in a thread."""
+        """Check the file (400 if unusable), record the job (`started_by`: the starter's audit
+        name, who may see it besides system-admins), run it in a thread."""
         try:
             _, source = Importer(service, options).plan(path)
         except ImportUsageError as exc:
@@ -266,7 +292,7 @@ class ImportJobs:
                     id=job_id,
                     entity=service.entity.name,
                     status="running",
-                    options=shown,
+                    options={**shown, _STARTER: started_by},
                     created_at=now,
                     updated_at=now,
                     bytes_total=source.total,
@@ -311,13 +337,24 @@ class ImportJobs:
         try:
             result = Importer(service, options).run(path)
         except Exception as exc:
-            log.exception("import job %s failed", job_id)
-            message = str(exc) if isinstance(exc, ImportUsageError) else f"the import failed: {exc}"
+            if isinstance(exc, ImportUsageError):  # the file as a whole: rows and reasons only
+                message = str(exc)
+            else:
+                # an exception's text may quote values of the rows (a driver's error quotes the
+                # key it refused): neither the job nor the log keeps it, only where it arose
+                kind = type(exc).__qualname__
+                message = f"the import failed ({kind}); the server log has where (job {job_id})"
+                log.error(
+                    "import job %s failed: %s (its text is left out: it may quote row values)\n%s",
+                    job_id,
+                    kind,
+                    "".join(traceback.format_tb(exc.__traceback__)),
+                )
             self._update(job_id, status="failed", message=message, finished_at=utcnow())
             return
         finally:
             _remove(folder)
-        errors = [e.as_dict() for e in result.errors[:MAX_JOB_ERRORS]]
+        errors = [e.stored() for e in result.errors[:MAX_JOB_ERRORS]]
         dropped = result.errors_dropped + max(0, len(result.errors) - MAX_JOB_ERRORS)
         self._update(
             job_id,
@@ -342,6 +379,13 @@ class ImportJobs:
             thread.join(timeout)
 
 
+def _may_see(p: Principal, job: dict[str, Any]) -> bool:
+    """A job is seen by its starter and by system-admins."""
+    if p.kind == SYSTEM or p.has(SYSTEM_ADMIN):
+        return True
+    return p.authenticated and job["startedBy"] is not None and job["startedBy"] == p.actor
+
+
 def _remove(folder: Path) -> None:
     for p in folder.iterdir():
         p.unlink(missing_ok=True)
@@ -358,17 +402,34 @@ def _flag(request: Request, name: str) -> bool:
     )
 
 
-async def _save_body(request: Request, folder: Path) -> tuple[Path, ImportMapping | None]:
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the upload is larger than {max_bytes} bytes, the limit (import_max_upload_bytes)"
+    )
+
+
+async def _save_body(
+    request: Request, folder: Path, max_bytes: int
+) -> tuple[Path, ImportMapping | None]:
+    """The upload saved in `folder` as it arrives; 413 once it passes `max_bytes` (or when its
+    `Content-Length` says it will), without reading the rest."""
     ctype = request.headers.get("content-type", "")
     media = ctype.split(";")[0].strip().lower()
     raw = folder / "body"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
 
     async def chunks() -> AsyncIterator[bytes]:
         async for chunk in request.stream():
             yield chunk
 
+    size = 0
     with raw.open("wb") as out:
         async for chunk in chunks():
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
             out.write(chunk)
     if media == "multipart/form-data":
         params = dict(p.strip().split("=", 1) for p in ctype.split(";")[1:] if "=" in p)
@@ -414,8 +475,15 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
     def allowed(request: Request, upsert: bool) -> tuple[str | None, Any]:
         """(the caller's audit name, the rows they may write: None for all). Rows outside it
         are refused one by one; an upsert also needs update, on the same rows, and (for an
-        entity with private fields) the private grant everywhere, since it replaces values."""
+        entity with private fields) the private grant everywhere, since it replaces values.
+        Imports need a login and are never a recipient's (even where they may create)."""
         p = principal_of(request)
+        if not p.authenticated:
+            raise Unauthorized(
+                f"sign in to import {name} records", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if p.has(RECIPIENT) or p.recipient is not None:
+            raise Forbidden("the recipient role may not import records")
         access = jobs.registry.auth.access(name)
         scope = access.require(p, "create")
         if upsert:
@@ -445,9 +513,10 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
         upsert_on = request.query_params.get("upsert_on") or None
         dry_run = _flag(request, "dry_run")
         keep_ids = _flag(request, "keep_ids")
+        settings = jobs.registry.settings
         folder = Path(tempfile.mkdtemp(prefix="registry-import-"))
         try:
-            path, mapping = await _save_body(request, folder)
+            path, mapping = await _save_body(request, folder, settings.import_max_upload_bytes)
             if os.path.getsize(path) == 0:
                 raise BadRequest("the upload is empty")
             options = ImportOptions(
@@ -457,7 +526,8 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
                 upsert_on=upsert_on,
                 on_error=on_error,
                 keep_ids=keep_ids,
-                redact_private=True,  # job errors are kept in the database and served
+                quote_rows=False,  # a job keeps `RowError.stored()`: no row, no value
+                max_line_bytes=settings.import_max_line_bytes,
                 actor=actor,
                 scope=scope,
             )
@@ -469,15 +539,19 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
                 "keep_ids": keep_ids,
                 "mapping": mapping is not None,
             }
-            job = await run_in_threadpool(jobs.start, service, folder, path, options, shown)
+            job = await run_in_threadpool(jobs.start, service, folder, path, options, shown, actor)
         except Exception:
             _remove(folder)
             raise
         return JSONResponse(job, status_code=202, headers={"Location": f"{base}/{job['id']}"})
 
     async def status(request: Request, job_id: str) -> Response:
-        allowed(request, False)
-        return JSONResponse(await run_in_threadpool(jobs.get, name, job_id))
+        p = principal_of(request)
+        if not p.authenticated:
+            raise Unauthorized(
+                f"sign in to see {name} import jobs", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return JSONResponse(await run_in_threadpool(jobs.get, name, job_id, p))
 
     router.add_api_route(
         base,
@@ -515,7 +589,12 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
             },
             "responses": {"202": {"description": "Started; Location names the job"}},
         },
-        responses={400: {"description": "Unusable file, header, mapping or option", **problem}},
+        responses={
+            400: {"description": "Unusable file, header, mapping or option", **problem},
+            401: {"description": "Not signed in", **problem},
+            403: {"description": "Your roles may not import these records", **problem},
+            413: {"description": "The upload is larger than import_max_upload_bytes", **problem},
+        },
     )
     router.add_api_route(
         f"{base}/{{job_id}}",
@@ -523,7 +602,10 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
         methods=["GET"],
         tags=[name],
         name=f"import_status_{name}",
-        summary=f"Status, counts and errors of a {service.entity.title} import",
+        summary=f"Status, counts and errors of a {service.entity.title} import (its starter's)",
         response_class=JSONResponse,
-        responses={404: {"description": "No such job", **problem}},
+        responses={
+            401: {"description": "Not signed in", **problem},
+            404: {"description": "No such job, or not one you started", **problem},
+        },
     )

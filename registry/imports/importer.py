@@ -23,6 +23,7 @@ import gc
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import sys
 import time
@@ -55,14 +56,17 @@ from open_registry.core.errors import RegistryError
 from open_registry.core.events import Change
 from open_registry.core.imports.fast import Unsupported, compile_row_function, json_text
 from open_registry.core.imports.rows import (
+    MAX_LINE_BYTES,
     ImportMapping,
     ImportUsageError,
     JsonRecordMapper,
+    LongRow,
     RecordBuilder,
     RowLayout,
     RowProblem,
     Source,
     load_mapping,
+    neutralise_cell,
     plan_columns,
 )
 from open_registry.core.records import EntityService, pointed_values, redact_errors
@@ -107,11 +111,58 @@ class ImportOptions:
     workers: int | None = None  # 0: parse here; 1: a worker process; None: by file size
     actor: str | None = None
     progress: Callable[[Progress], None] | None = None
-    #: leave private fields out of the rows quoted in errors (errors kept in the database)
+    #: leave private fields out of the rows quoted in errors
     redact_private: bool = False
+    #: quote each bad row with its errors (`RowError.data`, the `data` column of `errors_path`);
+    #: the API's jobs do not: what they keep is `RowError.stored()`, which quotes no value
+    quote_rows: bool = True
+    #: the longest row (CSV record or JSON line) read, in bytes; a longer one is an error of
+    #: its row (keyword `limit`), read past without being held in memory
+    max_line_bytes: int = MAX_LINE_BYTES
     #: the rows the caller may write (a `registry.query.Scope`; None: every row): a row outside
     #: it, or an upsert onto a stored record outside it, is refused on its own
     scope: Any = None
+
+
+#: What an error kept beyond the import (an API job's) says, by keyword: a reason that quotes
+#: no value. The validator's and the cell conversions' own messages repeat the value, and a
+#: value in the wrong column (a shifted row) may be a private one.
+STORED_MESSAGES = {
+    "type": "has the wrong type",
+    "enum": "is not one of the allowed values",
+    "const": "is not the allowed value",
+    "format": "is not in the required format",
+    "pattern": "does not match the required pattern",
+    "minLength": "is too short",
+    "maxLength": "is too long",
+    "minimum": "is too small",
+    "exclusiveMinimum": "is too small",
+    "maximum": "is too large",
+    "exclusiveMaximum": "is too large",
+    "multipleOf": "is not a multiple of the allowed step",
+    "required": "is required",
+    "dependentRequired": "needs a field that is missing",
+    "additionalProperties": "is not a field allowed here",
+    "unevaluatedProperties": "is not a field allowed here",
+    "propertyNames": "has a field name that is not allowed",
+    "minProperties": "has too few fields",
+    "maxProperties": "has too many fields",
+    "minItems": "has too few items",
+    "maxItems": "has too many items",
+    "uniqueItems": "has repeated items",
+    "contains": "does not hold a required item",
+    "minContains": "does not hold enough of a required item",
+    "maxContains": "holds too many of an item",
+    "anyOf": "matches none of the allowed forms",
+    "oneOf": "does not match exactly one of the allowed forms",
+    "not": "is a value that is not allowed",
+    "false": "is not allowed",
+    "json": "is not valid JSON",
+    "columns": "has more cells than the header",
+    "unique": "is already used (by a stored record or an earlier row of this file)",
+    "reference": "names a record that does not exist",
+    "scope": "is outside your scope: name your own facility or recipient record",
+}
 
 
 @dataclass
@@ -123,6 +174,8 @@ class RowError:
     message: str
     keyword: str
     data: Any = None  # the original row ({header: cell} for CSV, the object for JSON Lines)
+    #: the message when it is known to quote no value (else `stored` says it by keyword)
+    safe_message: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +184,19 @@ class RowError:
             "message": self.message,
             "keyword": self.keyword,
             "data": self.data,
+        }
+
+    def stored(self) -> dict[str, Any]:
+        """What may be kept beyond the import (an API job): the row number, the pointer, the
+        keyword and a reason that quotes no value; never the row or a cell of it."""
+        message = self.safe_message or STORED_MESSAGES.get(
+            self.keyword, f"was refused ({self.keyword})"
+        )
+        return {
+            "row": self.row,
+            "pointer": self.pointer,
+            "message": message,
+            "keyword": self.keyword,
         }
 
 
@@ -148,13 +214,6 @@ class Progress:
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left, from the share of the file read so far."""
-        if not self.bytes_read or not self.bytes_total or self.elapsed <= 0:
-            return None
-        return self.elapsed * (self.bytes_total - self.bytes_read) / self.bytes_read
 
 
 @dataclass
@@ -210,6 +269,8 @@ class Plan:
     #: private fields: (position in `fields`, name, kind, has a blind index)
     private: tuple[tuple[int, str, str, bool], ...] = ()
     keys: DataKeys | None = field(default=None, repr=False)  # to seal them (table rows only)
+    quote_rows: bool = True  # bad rows carry their original row (`RowError.data`)
+    max_line_bytes: int = MAX_LINE_BYTES
 
 
 @dataclass
@@ -261,7 +322,7 @@ class IdMaker:
 # -- the worker side: rows in, checked rows out ---------------------------------------------
 def prepare_chunks(plan: Plan) -> Iterator[Chunk]:
     """Read, convert and validate the file; yield chunks of good rows plus the bad rows' errors."""
-    source = Source(plan.path, plan.format, plan.delimiter)
+    source = Source(plan.path, plan.format, plan.delimiter, plan.max_line_bytes)
     try:
         yield from _Preparer(plan, source).chunks()
     finally:
@@ -344,6 +405,9 @@ class _Preparer:
             id_index = plan.layout.id_index if plan.layout else -1
             fast = self.fast
             for n, cells in rows:
+                if isinstance(cells, LongRow):
+                    yield n, False, ({}, [_long_row(cells)]), None
+                    continue
                 if not cells:
                     continue  # a blank line
                 if fast is not None:
@@ -360,6 +424,9 @@ class _Preparer:
         else:
             mapper = JsonRecordMapper(plan.mapping, keep_ids=plan.keep_ids)
             for n, line in self.source.json_lines():
+                if isinstance(line, LongRow):
+                    yield n, False, ({}, [_long_row(line)]), None
+                    continue
                 try:
                     obj = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
@@ -379,7 +446,16 @@ class _Preparer:
         """(errors, table values or None, the kept id) of a row off the fast path."""
         plan = self.plan
         rid = record.pop("id", None)
-        errs = [RowError(n, p.pointer, p.message, p.keyword) for p in problems]
+        errs = [
+            RowError(
+                n,
+                p.pointer,
+                p.message,
+                p.keyword,
+                safe_message=p.message if p.keyword in _SAFE_PROBLEMS else None,
+            )
+            for p in problems
+        ]
         if not errs:
             found = self.validator.errors(record)
             if self.private:
@@ -456,9 +532,11 @@ class _Preparer:
         return []
 
     def _raw_of(self) -> Callable[[Any], Any]:
+        if not self.plan.quote_rows:
+            return lambda raw: None
         if self.plan.format == "csv":
             builder = RecordBuilder(self.plan.layout)  # type: ignore[arg-type]
-            return builder.raw
+            return lambda raw: None if raw is None else builder.raw(raw)
         return lambda raw: raw
 
     def _chunk(
@@ -604,6 +682,46 @@ class _Rollback(Exception):
     pass
 
 
+def _long_row(row: LongRow) -> RowProblem:
+    return RowProblem("", row.message, "limit")
+
+
+#: The row readers' problems whose messages quote no value: a row too long, too many cells.
+_SAFE_PROBLEMS = frozenset({"limit", "columns"})
+#: What stands for a value of the row in a write rule's message kept with a job.
+ROW_VALUE = "(value)"
+
+
+def _row_values(node: Any, out: set[str]) -> set[str]:
+    """The texts of every string and number in a record."""
+    if isinstance(node, dict):
+        for v in node.values():
+            _row_values(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            _row_values(v, out)
+    elif isinstance(node, str):
+        if node.strip():
+            out.add(node)
+    elif isinstance(node, int | float) and not isinstance(node, bool):
+        out.add(str(node))
+    return out
+
+
+def _rule_message(row: Any, message: str, keyword: str) -> str | None:
+    """The message of a write rule's refusal (a plugin's `before_write`: keywords of its own,
+    e.g. `rate`, `stock`) with every value of the row in it replaced by `ROW_VALUE`: what a job
+    keeps of it. None for the import's own keywords (`RowError.stored` has a fixed reason for
+    them) and for table rows (their private values are sealed: nothing to compare with)."""
+    if keyword in STORED_MESSAGES or not isinstance(row, dict):
+        return None
+    values = sorted(_row_values(row, set()), key=len, reverse=True)
+    if not values:
+        return message
+    alternatives = "|".join(re.escape(v) for v in values)
+    return re.sub(f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", ROW_VALUE, message)
+
+
 def _tuples(errors: Mapping[int, list[FieldError]]) -> dict[int, list[tuple[str, str, str]]]:
     """Field errors by position as the (pointer, message, keyword) an import reports."""
     return {pos: [(e.pointer, e.message, e.keyword) for e in errs] for pos, errs in errors.items()}
@@ -664,7 +782,7 @@ class Importer:
             raise ImportUsageError(
                 f"the mapping is for {mapping.entity!r}, not {self.entity.name!r}"
             )
-        source = Source(path, opts.format or mapping.format, mapping.delimiter)
+        source = Source(path, opts.format or mapping.format, mapping.delimiter, opts.max_line_bytes)
         layout = None
         if source.format == "csv":
             try:
@@ -703,6 +821,8 @@ class Importer:
             chunk_size=opts.chunk_size,
             private=private,
             keys=self.db.keyring().keys if private and not opts.upsert_on else None,
+            quote_rows=opts.quote_rows,
+            max_line_bytes=opts.max_line_bytes,
         )
         return plan, source
 
@@ -792,9 +912,10 @@ class Importer:
 
     def _fail_rows(self, errors: Iterable[RowError]) -> None:
         rows = set()
+        quote = self.options.quote_rows
         for e in errors:
             rows.add(e.row)
-            if e.data is None:
+            if e.data is None and quote:
                 self.needs_raw.add(e.row)
             self._error(e)
         self.result.failed += len(rows)
@@ -816,7 +937,9 @@ class Importer:
         if not bad:
             return keep
         self._fail_rows(
-            RowError(chunk.numbers[i], p, m, k) for i in sorted(bad) for p, m, k in bad[i]
+            RowError(chunk.numbers[i], p, m, k, safe_message=_rule_message(chunk.rows[i], m, k))
+            for i in sorted(bad)
+            for p, m, k in bad[i]
         )
         return [i for i in keep if i not in bad]
 
@@ -1149,19 +1272,19 @@ def original_rows(plan: Plan, numbers: set[int]) -> dict[int, Any]:
     """The original rows with these numbers (a second pass over the file, for the report)."""
     out: dict[int, Any] = {}
     last = max(numbers)
-    source = Source(plan.path, plan.format, plan.delimiter)
+    source = Source(plan.path, plan.format, plan.delimiter, plan.max_line_bytes)
     try:
         if plan.format == "csv":
             builder = RecordBuilder(plan.layout)  # type: ignore[arg-type]
             _, rows = source.csv_rows()
             for n, cells in rows:
-                if n in numbers:
+                if n in numbers and not isinstance(cells, LongRow):
                     out[n] = builder.raw(cells)
                 if n >= last:
                     break
         else:
             for n, line in source.json_lines():
-                if n in numbers:
+                if n in numbers and not isinstance(line, LongRow):
                     try:
                         out[n] = orjson.loads(line)
                     except orjson.JSONDecodeError:
@@ -1174,12 +1297,16 @@ def original_rows(plan: Plan, numbers: set[int]) -> dict[int, Any]:
 
 
 def write_error_report(path: Path, errors: Sequence[RowError]) -> None:
-    """CSV: row (1-based data row), field (JSON pointer), message, data (the row as JSON)."""
+    """CSV: row (1-based data row), field (JSON pointer), message, data (the row as JSON).
+
+    The operator's own report of their own file (`registry import --errors`): it quotes the
+    bad rows as they are; a cell that a spreadsheet would take for a formula is quoted."""
     with Path(path).open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["row", "field", "message", "data"])
         for e in errors:
-            w.writerow([e.row, e.pointer, e.message, orjson.dumps(e.data).decode()])
+            data = orjson.dumps(e.data).decode()
+            w.writerow([e.row, *map(neutralise_cell, (e.pointer, e.message, data))])
 
 
 def import_file(

@@ -32,6 +32,27 @@ from open_registry.generators.schema import SYSTEM_FIELDS, schema_types
 #: Separator of list items in one CSV cell, unless the mapping says otherwise.
 LIST_SEPARATOR = "|"
 FORMATS = ("csv", "jsonl")
+#: The longest row (a CSV record, which may span lines, or a JSON line) read, in bytes (the
+#: setting `import_max_line_bytes`): a longer one is an error of that row, read past without
+#: being held in memory.
+MAX_LINE_BYTES = 1_048_576
+#: A cell starting with `=`, `+`, `-`, `@`, tab or CR is a formula to a spreadsheet (OWASP
+#: "CSV injection"); with quotes before it, it is one that `neutralise_cell` quoted.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_QUOTED_FORMULA = re.compile(r"'+[=+\-@\t\r]")
+
+
+def neutralise_cell(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a quote `'` before a cell that starts with a
+    formula trigger (`=`, `+`, `-`, `@`, tab, CR), also when quotes already come first (`'=x`
+    becomes `''=x`), so that `restore_cell` gives back exactly `text`."""
+    return "'" + text if _FORMULA.match(text) else text
+
+
+def restore_cell(text: str) -> str:
+    """The inverse of `neutralise_cell`, which the CSV import applies to every data cell: one
+    quote less on a cell of quotes followed by a formula trigger."""
+    return text[1:] if _QUOTED_FORMULA.match(text) else text
 
 
 class _Missing(enum.Enum):
@@ -384,10 +405,6 @@ class ColumnPlan:
     def pointer(self) -> str:
         return path_pointer(self.path)
 
-    @property
-    def has_default(self) -> bool:
-        return self.default is not _MISSING
-
     def converter(self) -> Callable[[str], Any]:
         """cell text (not empty) -> value; raises CellError."""
         pre = chain(self.steps)
@@ -704,14 +721,74 @@ def _get(record: Any, parts: tuple[Part, ...]) -> Any:
 
 
 # -- reading files ---------------------------------------------------------------------------
+class LongRow:
+    """In place of a row's cells (or a JSON line): the row is longer than the limit, and was
+    read past without being kept."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    @property
+    def message(self) -> str:
+        return f"the row is longer than {self.limit} bytes, the limit (import_max_line_bytes)"
+
+
+class _TooLong(Exception):
+    """Raised through `csv.reader` by `_lines` when the record it reads passes the limit."""
+
+
+#: `_lines`' shared state: the bytes of the record being read, whether it holds a `'`, whether
+#: the line dropped last ended in a CR (the LF after it is not a line of its own)
+_SIZE, _QUOTE, _CUT = 0, 1, 2
+
+
+def _lines(text: IO[str], limit: int, state: list[Any]) -> Iterator[str]:
+    """The lines of a text stream as `csv.reader` takes them, counting in `state` the bytes of
+    the record being read (the caller sets it to 0 after each record). Once the record passes
+    `limit`, the rest of its line is read and dropped (never held whole) and `_TooLong` ends
+    the generator; a new one goes on with the next line. Also notes whether the record holds a
+    `'` (which `restore_cell` may have to take off). A generator with locals: it runs per line.
+    """
+    readline = text.readline
+    size = limit + 1
+    line = readline(size)
+    if state[_CUT] and line == "\n":
+        line = readline(size)
+    state[_CUT] = False
+    while line:
+        total = state[_SIZE] + (
+            len(line) if line.isascii() else len(line.encode("utf-8", "surrogatepass"))
+        )
+        if total > limit:
+            while line and line[-1] not in "\r\n":  # the rest of the line, piece by piece
+                line = readline(1 << 16)
+            state[_SIZE], state[_CUT] = 0, line[-1:] == "\r"
+            raise _TooLong
+        state[_SIZE] = total
+        if "'" in line:
+            state[_QUOTE] = True
+        yield line
+        line = readline(size)
+
+
 class Source:
     """An import file: plain or gzip (by `.gz` suffix or magic bytes), read as a stream.
 
     `bytes_read` is the position in the file on disk (compressed bytes for gzip), for progress.
+    A row (CSV record or JSON line) longer than `max_line_bytes` comes as a `LongRow`.
     """
 
-    def __init__(self, path: str | Path, fmt: str | None = None, delimiter: str = ","):
+    def __init__(
+        self,
+        path: str | Path,
+        fmt: str | None = None,
+        delimiter: str = ",",
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ):
         self.path = Path(path)
+        if max_line_bytes < 1:
+            raise ImportUsageError("the longest row allowed (import_max_line_bytes) must be > 0")
+        self.max_line_bytes = max_line_bytes
         try:
             self.total = self.path.stat().st_size
             with self.path.open("rb") as fh:
@@ -757,35 +834,77 @@ class Source:
         self._layers.append(wrapper)
         return wrapper
 
-    def csv_rows(self) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-        """The header and an iterator of (data row number from 1, cells)."""
+    def csv_rows(self) -> tuple[list[str], Iterator[tuple[int, list[str] | LongRow]]]:
+        """The header and an iterator of (data row number from 1, cells or `LongRow`).
+
+        Data cells come back from `neutralise_cell` (`restore_cell`), so a CSV export imports
+        back exactly."""
+        limit = self.max_line_bytes
+        # a field is never longer than its row: csv's own limit (128 KiB by default) must not
+        # stop a row the row limit allows (the setting is the process's; it is only raised)
+        if csv.field_size_limit() < limit:
+            csv.field_size_limit(limit)
         text = self.text()
-        reader = csv.reader(text, delimiter=self.delimiter, strict=False)
+        state: list[Any] = [0, False, False]
+        reader = csv.reader(_lines(text, limit, state), delimiter=self.delimiter, strict=False)
         try:
             header = next(reader)
         except StopIteration:
             raise ImportUsageError(f"{self.path} is empty: a CSV file needs a header row") from None
+        except _TooLong:
+            raise ImportUsageError(
+                f"{self.path}: the header row is longer than {limit} bytes, the limit "
+                "(import_max_line_bytes)"
+            ) from None
         except (UnicodeDecodeError, csv.Error) as exc:
             raise ImportUsageError(f"{self.path}: cannot read the header: {exc}") from None
-        return header, _numbered(reader, self.path)
+        state[_SIZE], state[_QUOTE] = 0, False
+        return header, _numbered(reader, text, state, limit, self.delimiter, self.path)
 
-    def json_lines(self) -> Iterator[tuple[int, bytes]]:
-        """(line number from 1, line) for every non-blank line."""
+    def json_lines(self) -> Iterator[tuple[int, bytes | LongRow]]:
+        """(line number from 1, line or `LongRow`) for every non-blank line."""
         fh = self._open()
-        for n, line in enumerate(fh, 1):
-            if line.strip():
+        limit = self.max_line_bytes
+        n = 0
+        while True:
+            line = fh.readline(limit + 1)
+            if not line:
+                return
+            n += 1
+            if len(line) > limit:
+                while line and line[-1:] != b"\n":  # the rest of the line, piece by piece
+                    line = fh.readline(1 << 16)
+                yield n, LongRow(limit)
+            elif line.strip():
                 yield n, line
 
 
-def _numbered(reader: Any, path: Path) -> Iterator[tuple[int, list[str]]]:
+def _numbered(
+    reader: Any, text: IO[str], state: list[Any], limit: int, delimiter: str, path: Path
+) -> Iterator[tuple[int, list[str] | LongRow]]:
     n = 0
-    try:
-        for n, row in enumerate(reader, 1):
-            yield n, row
-    except UnicodeDecodeError as exc:
-        raise ImportUsageError(f"{path}: row {n + 1} is not UTF-8 text ({exc.reason})") from None
-    except csv.Error as exc:
-        raise ImportUsageError(f"{path}: row {n + 1}: {exc}") from None
+    while True:
+        try:
+            for row in reader:
+                n += 1
+                state[_SIZE] = 0
+                if state[_QUOTE]:
+                    state[_QUOTE] = False
+                    row = [restore_cell(c) for c in row]
+                yield n, row
+            return
+        except _TooLong:
+            # the rest of the file is read by a new reader, from the line after the long one
+            n += 1
+            state[_QUOTE] = False
+            yield n, LongRow(limit)
+            reader = csv.reader(_lines(text, limit, state), delimiter=delimiter, strict=False)
+        except UnicodeDecodeError as exc:
+            raise ImportUsageError(
+                f"{path}: row {n + 1} is not UTF-8 text ({exc.reason})"
+            ) from None
+        except csv.Error as exc:
+            raise ImportUsageError(f"{path}: row {n + 1}: {exc}") from None
 
 
 def _gunzip_head(path: Path) -> bytes:

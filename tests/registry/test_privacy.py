@@ -321,6 +321,6 @@ def test_import_jobs_do_not_keep_private_values_of_bad_rows(registry: Any):
             time.sleep(0.1)
     assert (job["inserted"], job["failed"]) == (1, 1), job
     (err,) = job["errors"]
-    assert err["data"]["name"] == "Ravi" and err["data"]["identity"] == "(private)"
+    assert "data" not in err and "Ravi" not in repr(job)  # no value of its rows at all
     assert "55550001" not in repr(job) and "90000 00001" not in repr(job)
     assert_no_plaintext(raw_database_text(registry))
