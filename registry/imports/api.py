@@ -30,11 +30,12 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from open_registry.core import storage
 from open_registry.core.api import API_PREFIX, JSONResponse
+from open_registry.core.auth import rules
 from open_registry.core.auth.deps import principal_of
 from open_registry.core.auth.principal import RECIPIENT, SYSTEM, SYSTEM_ADMIN, Principal
 from open_registry.core.codec import camel, format_datetime, new_id, utcnow
@@ -468,6 +469,24 @@ def add_entity_import_routes(router: APIRouter, jobs: ImportJobs, name: str) -> 
     _add_routes(router, jobs, name, jobs.registry.services[name])
 
 
+def _check_writable(name: str, unwritable: tuple[str, ...]) -> None:
+    """Refuse an import by a caller who may not set some `x-registry.writableBy` fields: the
+    file could set them on any row."""
+    if unwritable:
+        raise Forbidden(
+            f"your roles may not set {name} fields {', '.join(unwritable)} "
+            f"(x-registry.writableBy): imports of {name} records are for the roles that may",
+            errors=[
+                {
+                    "pointer": f"/{f}",
+                    "message": "your roles may not set it",
+                    "keyword": "writableBy",
+                }
+                for f in unwritable
+            ],
+        )
+
+
 def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityService) -> None:
     base = f"{API_PREFIX}/{name}/imports"
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
@@ -486,6 +505,7 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
             raise Forbidden("the recipient role may not import records")
         access = jobs.registry.auth.access(name)
         scope = access.require(p, "create")
+        _check_writable(name, access.unwritable(p))
         if upsert:
             if access.require(p, "update") != scope:
                 raise Forbidden(f"your roles may not update the same {name} records they create")
@@ -557,6 +577,7 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
         base,
         create,
         methods=["POST"],
+        dependencies=[Depends(rules.entity(name, "create"))],
         tags=[name],
         status_code=202,
         name=f"import_{name}",
@@ -600,6 +621,8 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
         f"{base}/{{job_id}}",
         status,
         methods=["GET"],
+        # a job is its starter's and system-admins' (`ImportJobs.get`: others get 404)
+        dependencies=[Depends(rules.SIGNED_IN)],
         tags=[name],
         name=f"import_status_{name}",
         summary=f"Status, counts and errors of a {service.entity.title} import (its starter's)",

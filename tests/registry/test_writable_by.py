@@ -358,3 +358,15 @@ def test_a_registry_with_a_writable_by_naming_an_unknown_field_or_role_does_not_
     message = str(caught.value)
     assert "/x-registry/writableBy/colour" in message and "'colour' does not exist" in message
     assert "/x-registry/writableBy/status/0" in message
+
+
+def test_an_import_by_a_role_that_may_not_set_a_protected_field_is_refused(
+    registry, facility_admin, controller
+):
+    """x-registry.writableBy holds for imports too: a file could set the fields on any row."""
+    csv = {"content": b"name,status\nx,Blocked\n", "headers": {"content-type": "text/csv"}}
+    resp = facility_admin.post("/api/v1/kiosk/imports", **csv)
+    assert resp.status_code == 403, resp.text
+    assert {e["pointer"] for e in resp.json()["errors"]} == {"/status", "/level"}
+    assert {e["keyword"] for e in resp.json()["errors"]} == {"writableBy"}
+    assert controller.post("/api/v1/kiosk/imports", **csv).status_code == 202
