@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from open_registry.core.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
+from open_registry.core.audit import chain as audit_chain
 from open_registry.core.audit.api import add_audit_routes
 from open_registry.core.auth import rules
 from open_registry.core.auth.deps import Auth, AuthMiddleware
@@ -222,6 +223,7 @@ def open_registry(
             created = prepare(db, schemas, settings.migrations_path)
             if created:
                 log.info("created tables: %s", ", ".join(created))
+            audit_chain.ensure_heads(db.engine, settings.audit_shards)
     except sa.exc.OperationalError as exc:
         db.engine.dispose()
         raise StartupError(f"cannot use the database {db.engine.url!r}: {exc.orig}") from None

@@ -96,6 +96,10 @@ class Settings:
     #: `/ready` answers 503 when the oldest due outbox event has waited longer than this, in
     #: seconds (the workers are behind or stopped); 0 leaves the lag out of readiness.
     ready_max_lag_seconds: int = 300
+    #: How many audit chains writers append to side by side (PostgreSQL; SQLite has one): each
+    #: write transaction takes a chain no other writer holds, so writers do not queue behind
+    #: one row (docs/audit.md). Raising it later adds chains; lowering it keeps the old ones.
+    audit_shards: int = 8
     #: SQLite's `synchronous` pragma (the database runs in WAL mode): `FULL` (the default)
     #: syncs the log to disk at every commit, so a committed write survives a power loss or an
     #: OS crash; `NORMAL` syncs only at checkpoints: faster writes, but a power loss may lose

@@ -1,10 +1,18 @@
-"""The audit log as a hash chain: editing, deleting or reordering an entry is detected.
+"""The audit log as hash chains: editing, deleting or reordering an entry is detected.
 
-Every `registry_audit` row carries `prev_hash` (the hash of the entry before it) and `hash` =
-SHA-256 over a canonical encoding of its content and `prev_hash`. The one row of
-`registry_audit_head` holds the number of chained entries and the last hash: writers lock it
-(`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's write transaction is already exclusive) before
-appending, so parallel writers never fork the chain, and `verify` notices entries cut off its end.
+Every `registry_audit` row carries `prev_hash` (the hash of the entry before it in its chain)
+and `hash` = SHA-256 over a canonical encoding of its content and `prev_hash`. Each row of
+`registry_audit_head` is the end of one chain: the number of entries chained on it and the last
+hash. A writer appends all the entries of its transaction to ONE chain, whose head it locks until
+it commits; so a chain never forks, and `verify` notices entries cut off its end.
+
+On SQLite writers take turns anyway: there is one chain. On PostgreSQL there are
+`audit_shards` chains (`ensure_heads`) and a writer takes the first head no other writer holds
+(`FOR UPDATE SKIP LOCKED`, starting from a place of its own), so concurrent writers do not queue
+behind one row; it waits only when every head is taken. Which chain an entry joined is not
+stored: `verify` finds it, since an entry's `prev_hash` is the hash of exactly one chain's last
+entry (or the genesis value, for the first entry of a chain), and checks every chain's end
+against its head. The design and why it is as strong as one chain: docs/audit.md.
 
 Entries name who, when, what entity and record, and which fields changed: never a value.
 """
@@ -12,6 +20,7 @@ Entries name who, when, what entity and record, and which fields changed: never 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,6 +92,7 @@ def entry_hash(
 class Head:
     entries: int
     hash: str
+    id: int = 1
 
 
 _MD = sa.MetaData()
@@ -91,13 +101,27 @@ AUDIT = _MD.tables["registry_audit"]
 HEAD = _MD.tables["registry_audit_head"]
 
 
-_HEAD_ROW = sa.select(HEAD.c.entries, HEAD.c.hash).where(HEAD.c.id == HEAD_ID)
+_HEAD_ROW = sa.select(HEAD.c.entries, HEAD.c.hash, HEAD.c.id).where(HEAD.c.id == HEAD_ID)
 _HEAD_ROW_LOCKED = _HEAD_ROW.with_for_update()
+#: the number of heads, for each process's starting place among them
+_COUNT = sa.select(sa.func.count()).select_from(HEAD)
+#: PostgreSQL: a head no other writer holds, the search starting at `:start`
+_FREE_HEAD = (
+    sa.select(HEAD.c.entries, HEAD.c.hash, HEAD.c.id)
+    .order_by(
+        (HEAD.c.id + sa.bindparam("start", type_=sa.Integer)) % sa.bindparam("n", type_=sa.Integer)
+    )
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
 _ADVANCE = (
     sa.update(HEAD)
-    .where(HEAD.c.id == HEAD_ID)
+    .where(HEAD.c.id == sa.bindparam("head_id"))
     .values(entries=sa.bindparam("new_entries"), hash=sa.bindparam("new_hash"))
 )
+#: where this process starts looking for a free head (spreads processes over the chains)
+_START = os.getpid()
+_heads: dict[int, int] = {}  # id(engine) -> number of heads seen (a hint; refreshed on misses)
 
 
 def _one_row(table: sa.Table, prefix: str) -> sa.Insert:
@@ -119,7 +143,16 @@ def one_statement_append(before: sa.Insert) -> sa.Insert:
     the entry's columns prefixed `a_`) and insert it with its hashes. The head stays locked
     only for the rest of that statement and the commit. Run it with `append_one`."""
     event = before.cte("event")
-    prev = sa.select(HEAD.c.hash).where(HEAD.c.id == HEAD_ID).with_for_update().cte("prev")
+    prev = (
+        sa.select(HEAD.c.hash, HEAD.c.id)
+        .order_by(
+            (HEAD.c.id + sa.bindparam("start", type_=sa.Integer))
+            % sa.bindparam("n", type_=sa.Integer)
+        )
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .cte("prev")
+    )
     chained = sa.func.encode(
         sa.func.sha256(
             sa.func.convert_to(prev.c.hash, "UTF8").op("||")(
@@ -130,7 +163,7 @@ def one_statement_append(before: sa.Insert) -> sa.Insert:
     )
     head = (
         sa.update(HEAD)
-        .where(HEAD.c.id == HEAD_ID)
+        .where(HEAD.c.id == sa.select(prev.c.id).scalar_subquery())
         .values(entries=HEAD.c.entries + 1, hash=sa.select(chained).scalar_subquery())
         .returning(HEAD.c.hash)
         .cte("head")
@@ -156,25 +189,50 @@ def params(row: Mapping[str, Any], table: sa.Table, prefix: str) -> dict[str, An
     return _params(row, table, prefix)
 
 
+def _placement(conn: Connection) -> dict[str, int]:
+    """Where this process starts looking for a free head among the `n` heads."""
+    key = id(conn.engine)
+    n = _heads.get(key)
+    if n is None:
+        n = _heads[key] = max(1, int(conn.execute(_COUNT).scalar_one()))
+    return {"start": _START % n, "n": n}
+
+
+def ensure_heads(engine: Engine, shards: int) -> None:
+    """Give the log `shards` chains (PostgreSQL; SQLite keeps one): their heads are created
+    once, never removed (a chain's entries stay verifiable whatever `audit_shards` says later)."""
+    if engine.dialect.name != "postgresql":
+        return
+    rows = [{"id": i, "entries": 0, "hash": GENESIS} for i in range(1, max(1, shards) + 1)]
+    with storage.write(engine) as conn:
+        conn.execute(pg_insert(HEAD).values(rows).on_conflict_do_nothing())
+        _heads[id(engine)] = max(1, int(conn.execute(_COUNT).scalar_one()))
+
+
 def lock_head(conn: Connection) -> Head:
-    """The end of the chain, locked until the transaction ends (call inside a write)."""
+    """The end of a chain, locked until the transaction ends (call inside a write): on
+    PostgreSQL the first head no other writer holds (waiting only when all are held)."""
     pg = conn.dialect.name == "postgresql"
-    row = conn.execute(_HEAD_ROW_LOCKED if pg else _HEAD_ROW).first()
-    if row is None:  # the first entry ever: create the head row (once, whoever comes first)
+    row = conn.execute(_FREE_HEAD, _placement(conn)).first() if pg else None
+    if row is None:
+        row = conn.execute(_HEAD_ROW_LOCKED if pg else _HEAD_ROW).first()
+    if row is None:  # the first entry ever: create the first head (once, whoever comes first)
         values = {"id": HEAD_ID, "entries": 0, "hash": GENESIS}
         if pg:
             conn.execute(pg_insert(HEAD).values(values).on_conflict_do_nothing())
         else:
             conn.execute(sa.insert(HEAD).values(values))
         row = conn.execute(_HEAD_ROW_LOCKED if pg else _HEAD_ROW).one()
-    return Head(int(row[0]), row[1])
+    return Head(int(row[0]), row[1], int(row[2]))
 
 
 def advance_head(conn: Connection, head: Head, added: int, last_hash: str) -> None:
     """Record `added` new entries ending in `last_hash` (same transaction as the entries)."""
     if not added:
         return
-    conn.execute(_ADVANCE, {"new_entries": head.entries + added, "new_hash": last_hash})
+    conn.execute(
+        _ADVANCE, {"head_id": head.id, "new_entries": head.entries + added, "new_hash": last_hash}
+    )
     head.entries += added
     head.hash = last_hash
 
@@ -237,8 +295,8 @@ def append_one(
     conn: Connection, statement: sa.Insert, entry: Mapping[str, Any], extra: Mapping[str, Any]
 ) -> bool:
     """Run a `one_statement_append` statement for `entry` (`extra`: its CTE's parameters).
-    False when the chain has no head row yet (the first entry ever): the CTE ran but the entry
-    was not appended; append it with `append`."""
+    False when no head was free (all held by other writers, or none yet: the first entry
+    ever): the CTE ran but the entry was not appended; append it with `append`, which waits."""
     content = entry_content(
         at_text(entry["at"]),
         entry.get("actor"),
@@ -248,7 +306,7 @@ def append_one(
         entry.get("version"),
         fields_json(entry.get("fields")),
     )
-    params = {**extra, **_params(entry, AUDIT, "a_"), "content": content}
+    params = {**extra, **_params(entry, AUDIT, "a_"), "content": content, **_placement(conn)}
     return conn.execute(statement, params).first() is not None
 
 
@@ -349,61 +407,97 @@ def _snapshot(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
-def verify(engine: Engine, *, batch: int = 5000) -> Verdict:
-    """Walk the whole chain in `seq` order, recomputing every hash; name the first broken entry.
+def _entry_hash(row: RowLike) -> str:
+    return entry_hash(
+        row["prev_hash"],
+        at_text(_at(row["at"])),
+        row["actor"],
+        row["action"],
+        row["entity"],
+        row["record_id"],
+        row["version"],
+        fields_json(_fields(row["fields"])),
+    )
 
-    The head and every entry are read in one snapshot (`_snapshot`), so entries appended while
-    the walk goes on are neither seen nor counted against the head; the entries come `batch` at
-    a time (keyset paging on `seq`), so memory stays flat however long the log."""
+
+def verify(engine: Engine, *, batch: int = 5000) -> Verdict:
+    """Walk the whole log in `seq` order, recomputing every hash; name the first broken entry.
+
+    Each entry must continue exactly one chain: its `prev_hash` is the hash of a chain's last
+    entry so far, or the genesis value for a chain's first entry (at most as many chains as
+    heads). At the end every chain must end where a head says, with as many entries, and every
+    head must end a chain. The heads and the entries are read in one snapshot (`_snapshot`), so
+    entries appended while the walk goes on are neither seen nor counted against the heads; the
+    entries come `batch` at a time (keyset paging on `seq`), so memory stays flat (one item per
+    chain) however long the log. `Verdict.entries`/`head_hash`: all entries, the hash of the
+    last one (on SQLite, the one chain's end)."""
     with _snapshot(engine) as conn:
-        head_row = conn.execute(
-            sa.select(HEAD.c.entries, HEAD.c.hash).where(HEAD.c.id == HEAD_ID)
-        ).first()
-        head = Head(int(head_row[0]), head_row[1]) if head_row else Head(0, GENESIS)
-        prev, prev_seq, count, unchained = GENESIS, None, 0, 0
+        heads = {
+            str(r[1]): Head(int(r[0]), r[1], int(r[2]))
+            for r in conn.execute(sa.select(HEAD.c.entries, HEAD.c.hash, HEAD.c.id))
+            if int(r[0]) > 0
+        }
+        allowed = max(1, int(conn.execute(_COUNT).scalar_one()))
+        tails: dict[str, tuple[int, int]] = {}  # a chain's last hash -> (entries, last seq)
+        count, unchained, last_seq = 0, 0, None
+        last_hash = GENESIS
         for row in _rows(conn, batch):
             seq = row["seq"]
             if row["hash"] is None:
                 if count == 0:
                     unchained += 1
                     continue
-                return Verdict(count, prev, unchained, seq, "the entry has no hash")
-            if row["prev_hash"] != prev:
-                where = f"seq {prev_seq}" if prev_seq is not None else "the start of the log"
+                return Verdict(count, last_hash, unchained, seq, "the entry has no hash")
+            prev = row["prev_hash"]
+            if prev == GENESIS and len(tails) < allowed:
+                length = 0
+            elif prev in tails:
+                length, _ = tails.pop(prev)
+            else:
+                before = f"seq {last_seq}" if last_seq is not None else "the start of the log"
                 return Verdict(
                     count,
-                    prev,
+                    last_hash,
                     unchained,
                     seq,
-                    f"it does not follow the entry before it ({where}): an entry was deleted or "
-                    "inserted there, or entries were reordered",
+                    "it does not follow the last entry of any chain (the entry before it in the "
+                    f"log is {before}): an entry was deleted or inserted before it, or entries "
+                    "were reordered",
                 )
-            computed = entry_hash(
-                prev,
-                at_text(_at(row["at"])),
-                row["actor"],
-                row["action"],
-                row["entity"],
-                row["record_id"],
-                row["version"],
-                fields_json(_fields(row["fields"])),
-            )
-            if computed != row["hash"]:
+            if _entry_hash(row) != row["hash"]:
                 return Verdict(
-                    count, prev, unchained, seq, "its content does not match its hash (edited)"
+                    count,
+                    last_hash,
+                    unchained,
+                    seq,
+                    "its content does not match its hash (edited)",
                 )
-            prev, prev_seq, count = row["hash"], seq, count + 1
-        if (count, prev) != (head.entries, head.hash):
-            after = f"after seq {prev_seq}" if prev_seq is not None else "at the start"
+            tails[row["hash"]] = (length + 1, seq)
+            last_hash = row["hash"]
+            count, last_seq = count + 1, seq
+        for tail, (length, seq) in sorted(tails.items(), key=lambda t: t[1][1]):
+            head = heads.pop(tail, None)
+            if head is None or head.entries != length:
+                recorded = f"records {head.entries} entries" if head else "does not end there"
+                return Verdict(
+                    count,
+                    last_hash,
+                    unchained,
+                    seq + 1,
+                    f"a chain of {length} entries ends at seq {seq} but its head {recorded}: "
+                    f"entries after seq {seq} were deleted, or the head was altered",
+                )
+        if heads:
+            lost = min(heads.values(), key=lambda h: h.id)
             return Verdict(
                 count,
-                prev,
+                last_hash,
                 unchained,
-                (prev_seq or 0) + 1,
-                f"the chain head records {head.entries} entries but the log holds {count}: "
-                f"entries {after} were deleted, or the head was altered",
+                (last_seq or 0) + 1,
+                f"the chain head {lost.id} records {lost.entries} entries that the log does not "
+                "hold: entries were deleted, or the head was altered",
             )
-        return Verdict(count, prev, unchained)
+        return Verdict(count, last_hash, unchained)
 
 
 # -- reading ------------------------------------------------------------------------------------
