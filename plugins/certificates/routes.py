@@ -359,12 +359,12 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
     )
     async def status_list(purpose: str, number: str) -> Response:
         try:
-            number = status.list_number(number)
+            n = status.list_number(number)
         except status.StatusListError:
             raise NotFound(f"no status list {purpose}/{number[:40]}") from None
         if purpose not in PURPOSES:
-            raise NotFound(f"no status list {purpose}/{number}")
-        doc = await run_in_threadpool(certs().status_list_credential, purpose, number)
+            raise NotFound(f"no status list {purpose}/{n}")
+        doc = await run_in_threadpool(certs().status_list_credential, purpose, n)
         return JSONResponse(doc, media_type=LD_JSON, headers={"Cache-Control": "max-age=60"})
 
     @router.post(
