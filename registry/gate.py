@@ -1,17 +1,21 @@
 """The one enforcement point: an entity's records as one caller may read and write them.
 
 Every read or write of records on behalf of someone goes through a `Gate` (`Records(...)[name]`):
-the generated API, the pages, exports, imports, the users pages and every plugin route. A gate
+the generated API, the pages, exports and every plugin route; bulk imports check the caller with
+the same rules (`Access.require`, the row scope, `writableBy`) before and while writing. A gate
 applies the entity's `access` roles (401 without a login, 403 without the role), its `owner`
 scope (a record outside it is not found, a write that would move a record out of it is
 refused), `privateAccess` (private fields left out of what the caller may not see, filters on
 them refused) and the write rules of `x-registry` (server-set and private fields; per-field
 `writableBy`), all from `registry.auth.access`.
 
-Work that is nobody's request (outbox workers, the CLI, start-up) names itself with
-`system(name)` (`registry.auth.principal`): an explicit principal that passes every rule and
-is written to the audit log as `system:<name>`. There is no unscoped default: a gate always
-has a principal.
+Work that is nobody's request names itself with `system(name)` (`registry.auth.principal`):
+an explicit principal that passes every rule and is written to the audit log as
+`system:<name>`; routes use it only after the caller's own Gate allowed the request (the
+programme's bookings for recipients, the certificates' output formats). Outbox workers, the
+command line and start-up still call the record services beneath the Gate, with their own
+actor names (`certificates`, `sync:<source>`, `cli`): they serve no caller. A Gate always has
+a principal: there is no unscoped default.
 """
 
 from __future__ import annotations

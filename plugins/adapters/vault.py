@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import Request
+from fastapi import Depends, Request
 
 from open_registry.core import (
     DeliveryError,
@@ -34,6 +34,8 @@ from open_registry.core import (
     RegistryError,
     StartupError,
 )
+from open_registry.core.auth import rules
+from open_registry.core.bodies import read_limited
 from open_registry.core.hookspecs import hookimpl
 from open_registry.plugins.adapters.config import section, url_setting
 from open_registry.plugins.adapters.http import (
@@ -147,9 +149,11 @@ def register_routes(registry: Any) -> list[Any]:
     @router.post(
         "/api/v1/vault/pull",
         summary="The document vault pulls a certificate by its URI (HMAC-signed request)",
+        # no sign-in: the vault signs each request (HMAC, at most 5 minutes old), checked below
+        dependencies=[Depends(rules.public("the vault's own signed requests (HMAC) only"))],
     )
     async def vault_pull(request: Request) -> dict[str, Any]:
-        body = await request.body()
+        body = await read_limited(request, registry.settings.max_body_bytes)
         return await run_in_threadpool(pull, registry, body, request.headers.get(SIGNATURE))
 
     return [router]

@@ -64,12 +64,31 @@ def app(registry: Any, world: dict[str, Any]) -> Any:  # noqa: F811
     return create_app(registry=registry)
 
 
-def test_every_route_declares_its_rule(registry: Any):
+#: plugin sections that add routes only when configured (the vault's pull route)
+OPTIONAL_ROUTES = {
+    "vault": {
+        "push_url": "http://127.0.0.1:9/push",
+        "secret_env": "TEST_ROUTE_RULES_VAULT_SECRET",
+        "issuer_id": "org.example.registry",
+        "base_url": "https://registry.example",
+    }
+}
+
+
+@pytest.mark.parametrize("configured", [False, True], ids=["defaults", "optional-routes"])
+def test_every_route_declares_its_rule(
+    registry: Any, make_registry: Any, monkeypatch: pytest.MonkeyPatch, configured: bool
+):
+    if configured:
+        monkeypatch.setenv("TEST_ROUTE_RULES_VAULT_SECRET", "not-a-real-secret")
+        registry = make_registry(plugins=OPTIONAL_ROUTES)
     app = create_app(registry=registry)
     missing = [f"{m} {p}" for m, p, _, rule in endpoints(app) if rule is None]
     assert missing == [], "routes without an access rule (registry.auth.rules):\n" + "\n".join(
         missing
     )
+    if configured:
+        assert "/api/v1/vault/pull" in {p for _, p, _, _ in endpoints(app)}
 
 
 def grant(registry: Any, entity: str, operation: str, p: Principal) -> Any:
