@@ -6,8 +6,10 @@ Exit codes: 0 success, 1 the work failed (e.g. schema problems found), 2 wrong u
 from __future__ import annotations
 
 import logging
+import logging.config
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -90,7 +92,19 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # text or JSON lines with the request id (setting `log_format`, `REGISTRY_LOG_FORMAT`),
+    # here and in uvicorn's worker processes (`log_config` below)
+    from open_registry.core.observability import logging_config
+
+    try:
+        log_config = logging_config(settings.log_format)
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    # Alembic's INFO lines (dozens at every start, again in each worker) would bury the
+    # sign-in and address printed below: its warnings and errors still show
+    log_config["loggers"].setdefault("alembic", {"level": "WARNING"})
+    logging.config.dictConfig(log_config)
     # Check everything once here, so a broken schema or database stops us with a clear message.
     from open_registry.core.app import create_app, open_registry
 
@@ -119,7 +133,20 @@ def serve(
         reload=reload,
         factory=False,
         log_level="info",
+        log_config=log_config,
+        access_log=False,  # `registry.access` lines instead: route templates, request ids
+        **_worker_healthcheck(uvicorn.run),
     )
+
+
+def _worker_healthcheck(run: Callable[..., object]) -> dict[str, Any]:
+    """uvicorn 0.37+ kills a worker that does not answer its parent within 5 s: with
+    `--workers 4` on two busy cores a worker's start-up (imports, schemas, the database check)
+    takes longer, and workers were killed and started again. A minute, where uvicorn has it."""
+    import inspect
+
+    params = inspect.signature(run).parameters
+    return {"timeout_worker_healthcheck": 60} if "timeout_worker_healthcheck" in params else {}
 
 
 def _export_settings(settings: Settings, environ: dict[str, str] | object) -> None:

@@ -8,6 +8,7 @@ through `openapi_extra`.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,18 +21,26 @@ from open_registry.core.auth import rules
 from open_registry.core.auth.access import Policy
 from open_registry.core.auth.deps import principal_of
 from open_registry.core.auth.rules import Rule
+from open_registry.core.bodies import read_limited
+from open_registry.core.codec import INT64_RANGE, fits_int64
 from open_registry.core.errors import (
-    PROBLEM_JSON,
     BadRequest,
     NotFound,
-    PayloadTooLarge,
     PreconditionFailed,
     UnsupportedMediaType,
 )
 from open_registry.core.gate import Gate
+from open_registry.core.query import NUL_MESSAGE
 from open_registry.core.records import EntityService, Page
 from open_registry.core.responses import JSONResponse
-from open_registry.generators.openapi import component_name, filter_parameters
+from open_registry.core.settings import Settings
+from open_registry.generators.errors import pointer
+from open_registry.generators.openapi import (
+    component_name,
+    condition_parameter,
+    entity_responses,
+    filter_parameters,
+)
 
 API_PREFIX = "/api/v1"
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -54,8 +63,142 @@ def parse_if_match(header: str | None) -> int | None:
         raise PreconditionFailed(f"If-Match {header!r} is not an ETag of this record") from None
 
 
+#: errors listed for one body at most (the first ones, in document order)
+MAX_BODY_ERRORS = 20
+
+
+def filter_params(request: Request, skip: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """The query parameters of a list or export request (but those in `skip`); one with no
+    name (`?=x`) is a 400, as the search parser says for `?[eq]=x`."""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k not in skip]
+    if any(not k for k, _ in params):
+        message = "a filter needs a field name: write field=value or field[operator]=value"
+        raise BadRequest(
+            message, errors=[{"pointer": "/filters//eq", "message": message, "keyword": "field"}]
+        )
+    return params
+
+
+def body_settings(request: Request) -> Settings:
+    """The settings of the registry serving `request` (defaults outside a registry's app)."""
+    registry = getattr(request.app.state, "registry", None)
+    settings = getattr(registry, "settings", None)
+    return settings if isinstance(settings, Settings) else Settings()
+
+
+def check_body(body: Any, raw: bytes, max_depth: int) -> None:
+    """Refuse (400, each place named by its JSON pointer) what no field can hold and no
+    later step can read: nesting deeper than `max_depth` (the body itself is level 1; deep
+    documents exhaust recursive validators and serialisers), text or member names with NUL
+    (PostgreSQL stores no NUL in text or JSON), and integers beyond 64 bits (no integer column
+    holds them). An integer literal beyond 64 bits reaches us as a float (orjson's way), so a
+    body holding such a float is read once more to tell `1e23` (a number) from
+    `100000000000000000000000` (an integer out of range)."""
+    if _plainly_fine(body, raw, max_depth):
+        return
+    errors: list[dict[str, str]] = []
+    suspects = False
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(body, ())]
+    while stack and len(errors) < MAX_BODY_ERRORS:
+        node, where = stack.pop()
+        if isinstance(node, dict | list):
+            if len(where) >= max_depth:
+                message = f"the body nests deeper than {max_depth} levels (setting max_body_depth)"
+                at = pointer(*where)
+                raise BadRequest(
+                    message, errors=[{"pointer": at, "message": message, "keyword": "maxDepth"}]
+                )
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            children = []
+            for key, value in items:
+                if isinstance(key, str) and "\x00" in key:
+                    errors.append(_nul_error(pointer(*where, key), member=True))
+                children.append((value, (*where, key)))
+            stack.extend(reversed(children))  # document order
+        elif isinstance(node, str):
+            if "\x00" in node:
+                errors.append(_nul_error(pointer(*where)))
+        elif isinstance(node, bool):
+            continue
+        elif isinstance(node, int):
+            if not fits_int64(node):
+                errors.append(_range_error(pointer(*where)))
+        elif isinstance(node, float) and node.is_integer() and not fits_int64(node):
+            suspects = True
+    if suspects and len(errors) < MAX_BODY_ERRORS:
+        errors.extend(_big_integer_literals(raw)[: MAX_BODY_ERRORS - len(errors)])
+    if errors:
+        raise BadRequest("; ".join(sorted({e["message"] for e in errors})), errors=errors)
+
+
+#: what every NUL in a JSON text is written as (a raw one is invalid JSON), and the digits every
+#: integer beyond 64 bits has (19 or more); either may also be text, which the full check tells
+_NUL_ESCAPE = b"\\u0000"
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"0" * 9)
+_LONG_NUMBER = b"0" * 19
+
+
+def _plainly_fine(body: Any, raw: bytes, max_depth: int) -> bool:
+    """Whether `check_body` has nothing to say, found cheaply: no NUL escape and no long run of
+    digits in the text (C-speed scans), and no container deeper than `max_depth` (a walk over
+    containers only). False means: look closer (it may still be fine)."""
+    if _NUL_ESCAPE in raw or _LONG_NUMBER in raw.translate(_DIGITS_AS_ZERO):
+        return False
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:  # too few brackets to nest too deep
+        return True
+    stack: list[tuple[Any, int]] = [(body, 1)] if type(body) in (dict, list) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return False
+        for value in node.values() if type(node) is dict else node:
+            if type(value) is dict or type(value) is list:
+                stack.append((value, depth + 1))
+    return True
+
+
+def _nul_error(at: str, *, member: bool = False) -> dict[str, str]:
+    message = f"a member name: {NUL_MESSAGE}" if member else NUL_MESSAGE
+    return {"pointer": at, "message": message, "keyword": "nul"}
+
+
+def _range_error(at: str) -> dict[str, str]:
+    message = f"an integer outside the 64-bit range {INT64_RANGE}"
+    return {"pointer": at, "message": message, "keyword": "maximum"}
+
+
+_BIG = object()
+
+
+def _big_integer_literals(raw: bytes) -> list[dict[str, str]]:
+    """Errors for the integer literals of a JSON text that do not fit 64 bits."""
+
+    def parse_int(text: str) -> Any:
+        digits = text.lstrip("-")
+        if len(digits) > 19:  # beyond what int() reads quickly, and beyond 64 bits anyway
+            return _BIG
+        value = int(text)
+        return value if fits_int64(value) else _BIG
+
+    try:
+        doc = json.loads(raw, parse_int=parse_int)
+    except (ValueError, RecursionError):  # orjson read it: this does not happen
+        return []
+    found: list[dict[str, str]] = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(doc, ())]
+    while stack:
+        node, where = stack.pop()
+        if node is _BIG:
+            found.append(_range_error(pointer(*where)))
+        elif isinstance(node, dict | list):
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend(reversed([(v, (*where, k)) for k, v in items]))
+    return found
+
+
 async def read_json(request: Request, max_bytes: int, *, patch: bool = False) -> Any:
-    """The request body as JSON, with clear errors for the wrong type, size or syntax."""
+    """The request body as JSON, with clear errors for the wrong type, size or syntax, and
+    for what no field can hold (`check_body`)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in JSON_TYPES and not (ctype.endswith("+json")):
         expected = (
@@ -64,35 +207,16 @@ async def read_json(request: Request, max_bytes: int, *, patch: bool = False) ->
         raise UnsupportedMediaType(
             f"send the body as {expected} (got {ctype or 'no content type'})"
         )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    body = await read_limited(request, max_bytes)
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(
             f"the body is not valid JSON: {exc}",
             errors=[{"pointer": "", "message": str(exc), "keyword": "json"}],
         ) from None
-
-
-def _responses(name: str, *codes: int) -> dict[int | str, dict[str, Any]]:
-    problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-    descriptions = {
-        400: "Bad request",
-        401: "Sign-in needed (a bearer token)",
-        403: "Your roles may not do this",
-        404: "Not found (or outside your scope)",
-        409: "Conflict (unique field taken)",
-        412: "Stale If-Match",
-        413: "Body too large",
-        415: "Not JSON",
-        422: "Validation failed: every failing field listed",
-    }
-    return {c: {"description": descriptions[c], **problem} for c in (*codes, 401, 403)}
+    check_body(value, body, body_settings(request).max_body_depth)
+    return value
 
 
 def _body(ref: str, media: str = "application/json") -> dict[str, Any]:
@@ -101,13 +225,6 @@ def _body(ref: str, media: str = "application/json") -> dict[str, Any]:
             "required": True,
             "content": {media: {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
         }
-    }
-
-
-def _ok(ref: str, description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
     }
 
 
@@ -191,7 +308,7 @@ def add_entity_routes(  # noqa: C901
     async def list_(request: Request) -> Response:
         g = gate(request)
         g.scope("read")
-        search = g.service.parser.from_params(list(request.query_params.multi_items()))
+        search = g.service.parser.from_params(filter_params(request))
         return page_response(request, await run_in_threadpool(g.search, search))
 
     async def search(request: Request) -> Response:
@@ -208,7 +325,7 @@ def add_entity_routes(  # noqa: C901
         fmt = request.query_params.get("format", "csv")
         if fmt not in EXPORT_FORMATS:
             raise BadRequest(f"format must be one of {', '.join(EXPORT_FORMATS)}")
-        where = [f"{k}={v}" for k, v in request.query_params.multi_items() if k not in ("format",)]
+        where = [f"{k}={v}" for k, v in filter_params(request, skip=("format",))]
         access, p = g.access, g.principal
         exporter = Exporter(
             g.service,
@@ -274,11 +391,8 @@ def add_entity_routes(  # noqa: C901
         name=f"create_{name}",
         summary=f"Create a {title}",
         response_class=JSONResponse,
-        openapi_extra={
-            **_body(f"{comp}Input"),
-            "responses": {"201": _ok(comp, "Created; Location and ETag headers set")},
-        },
-        responses=_responses(comp, 400, 409, 413, 415, 422),
+        openapi_extra=_body(f"{comp}Input"),
+        responses=entity_responses(name, "create"),
     )
     router.add_api_route(
         base,
@@ -289,11 +403,8 @@ def add_entity_routes(  # noqa: C901
         name=f"list_{name}",
         summary=f"List and filter {title}",
         response_class=JSONResponse,
-        openapi_extra={
-            "parameters": filter_parameters(entity),
-            "responses": {"200": _ok(f"{comp}Page", "A page of records")},
-        },
-        responses=_responses(comp, 400),
+        openapi_extra={"parameters": filter_parameters(entity)},
+        responses=entity_responses(name, "list"),
     )
     router.add_api_route(
         f"{base}/search",
@@ -304,11 +415,8 @@ def add_entity_routes(  # noqa: C901
         name=f"search_{name}",
         summary=f"Search {title}",
         response_class=JSONResponse,
-        openapi_extra={
-            **_body(f"{comp}Search"),
-            "responses": {"200": _ok(f"{comp}Page", "A page of records")},
-        },
-        responses=_responses(comp, 400, 413, 415),
+        openapi_extra=_body(f"{comp}Search"),
+        responses=entity_responses(name, "search"),
     )
     router.add_api_route(  # before /{id}: "export" is not an id
         f"{base}/export",
@@ -324,7 +432,7 @@ def add_entity_routes(  # noqa: C901
                 *filter_parameters(entity),
             ]
         },
-        responses=_responses(comp, 400),
+        responses=entity_responses(name, "export"),
     )
     router.add_api_route(
         f"{base}/{{id}}",
@@ -335,8 +443,8 @@ def add_entity_routes(  # noqa: C901
         name=f"read_{name}",
         summary=f"Read a {title}",
         response_class=JSONResponse,
-        openapi_extra={"responses": {"200": _ok(comp, "The record")}},
-        responses=_responses(comp, 404),
+        openapi_extra={"parameters": [condition_parameter("If-None-Match")]},
+        responses=entity_responses(name, "read"),
     )
     router.add_api_route(
         f"{base}/{{id}}",
@@ -349,9 +457,9 @@ def add_entity_routes(  # noqa: C901
         response_class=JSONResponse,
         openapi_extra={
             **_body(f"{comp}Input"),
-            "responses": {"200": _ok(comp, "The record after the change")},
+            "parameters": [condition_parameter("If-Match")],
         },
-        responses=_responses(comp, 400, 404, 409, 412, 413, 415, 422),
+        responses=entity_responses(name, "replace"),
     )
     router.add_api_route(
         f"{base}/{{id}}",
@@ -364,9 +472,9 @@ def add_entity_routes(  # noqa: C901
         response_class=JSONResponse,
         openapi_extra={
             **_body(f"{comp}Patch", "application/merge-patch+json"),
-            "responses": {"200": _ok(comp, "The record after the change")},
+            "parameters": [condition_parameter("If-Match")],
         },
-        responses=_responses(comp, 400, 404, 409, 412, 413, 415, 422),
+        responses=entity_responses(name, "patch"),
     )
     router.add_api_route(
         f"{base}/{{id}}",
@@ -377,5 +485,6 @@ def add_entity_routes(  # noqa: C901
         status_code=204,
         name=f"delete_{name}",
         summary=f"Delete a {title} (soft; purge=true removes it)",
-        responses=_responses(comp, 404, 412),
+        openapi_extra={"parameters": [condition_parameter("If-Match")]},
+        responses=entity_responses(name, "delete"),
     )

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from open_registry.core import idempotency, observability
 from open_registry.core.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
 from open_registry.core.audit import chain as audit_chain
 from open_registry.core.audit.api import add_audit_routes
@@ -38,6 +39,7 @@ from open_registry.core.errors import (
     problem_body,
 )
 from open_registry.core.gate import Records
+from open_registry.core.idempotency import IdempotencyKeys
 from open_registry.core.imports.api import (
     add_entity_import_routes,
     add_import_routes,
@@ -62,7 +64,13 @@ from open_registry.core.ui.pages import add_ui_routes
 from open_registry.core.version import __version__
 from open_registry.core.web_security import CrossSiteGuard, SecurityHeaders, script_hashes
 from open_registry.generators.errors import SchemaError
-from open_registry.generators.openapi import PROBLEM_SCHEMA, entity_components
+from open_registry.generators.openapi import (
+    PROBLEM_SCHEMA,
+    add_problems,
+    entity_components,
+    finish_operation,
+    unused_components,
+)
 
 log = logging.getLogger("registry")
 
@@ -291,6 +299,34 @@ def _problem_response(
     return resp
 
 
+def _routes_of(app: FastAPI) -> list[Any]:
+    """Every route of the app, through included routers (FastAPI keeps them nested)."""
+    out: list[Any] = []
+
+    def walk(routes: Iterable[Any]) -> None:
+        for r in routes:
+            if hasattr(r, "effective_candidates"):
+                walk(r.effective_candidates())
+            elif hasattr(r, "path"):
+                out.append(r)
+
+    walk(app.routes)
+    return out
+
+
+def _methods_of_path(request: Request) -> set[str]:
+    """The methods of every route whose path matches the request's (a 405's `Allow`)."""
+    path, root = request.scope.get("path", ""), request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    methods: set[str] = set()
+    for route in _routes_of(request.app):
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods |= set(route_methods)
+    return methods
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error of every route becomes `application/problem+json`."""
 
@@ -318,11 +354,17 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
         detail = str(exc.detail) if exc.detail else title
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # the router names the methods of the one route it tried; the path may have more
+            allowed = _methods_of_path(req)
+            if allowed and req.method not in allowed:
+                headers["Allow"] = ", ".join(sorted(allowed))
         return _problem_response(
-            exc.status_code, problem_body(exc.status_code, title, detail), dict(exc.headers or {})
+            exc.status_code, problem_body(exc.status_code, title, detail), headers
         )
 
     @app.exception_handler(sa.exc.OperationalError)
@@ -390,6 +432,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.state.registry = reg
     install_error_handlers(app)
     auth = reg.auth
+    # innermost: it needs the caller AuthMiddleware finds (docs/api.md, Idempotent writes)
+    app.add_middleware(IdempotencyKeys, registry=reg)
     app.add_middleware(CrossSiteGuard)  # added first: runs inside AuthMiddleware
     app.add_middleware(AuthMiddleware, auth=auth)
 
@@ -476,6 +520,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     # added last: the outermost middleware, it sees every response (Swagger UI's inline script
     # is allowed by its hash on /docs only)
     app.add_middleware(SecurityHeaders, script_hashes={"/docs": script_hashes(docs().body)})
+    # outside even that one: request ids, metrics and access lines; `/metrics`, `/ready`
+    observability.install(app, reg)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -491,9 +537,47 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         components["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
         }
-        spec["security"] = [{"bearer": []}, {}]
+        # every operation states its own (`finish_operation`): public ones `[{}]`
+        spec["security"] = [{"bearer": []}]
         for e in reg.schemas:
             schemas.update(entity_components(e))
+        # each operation: who may call it (its route's rule), and what it really answers
+        for route in _routes_of(app):
+            if not getattr(route, "include_in_schema", False):
+                continue
+            path = spec["paths"].get(getattr(route, "path_format", None) or route.path, {})
+            rule = rules.rule_of(route)
+            access: dict[str, Any] | None = None
+            if rule is not None:
+                access = {"rule": rule.who, "description": rule.describe()}
+                if rule.roles:
+                    access["roles"] = list(rule.roles)
+                if rule.entity:
+                    access["entity"] = rule.entity
+                    access["operation"] = rule.operation
+            for method in getattr(route, "methods", None) or ():
+                operation = path.get(method.lower())
+                if operation is None:
+                    continue
+                finish_operation(
+                    operation,
+                    public=None if rule is None else rule.who == "public",
+                    access=None if access is None else dict(access),
+                    declared=getattr(route, "responses", None),
+                )
+        for unused in unused_components(spec, ("HTTPValidationError", "ValidationError")):
+            del schemas[unused]
+        idempotency.document(spec)  # the optional Idempotency-Key header of every write
+        # ... and what a write with that header may answer besides (registry/idempotency.py)
+        add_problems(
+            spec,
+            {"$ref": "#/components/parameters/IdempotencyKey"},
+            {
+                400: "An Idempotency-Key from an anonymous caller, or a malformed one",
+                409: "A request with this Idempotency-Key still runs (Retry-After)",
+                422: "This Idempotency-Key was used for another request",
+            },
+        )
         app.openapi_schema = spec
         return spec
 

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from open_registry.core.crypto import FieldCipher
+from open_registry.core.errors import Invalid
 from open_registry.generators.schema import EntitySchema
 from open_registry.generators.tables import SYSTEM_COLUMNS, blind_index_column, blind_indexed
 
@@ -25,6 +26,15 @@ RowLike = Mapping[Any, Any]
 
 #: column name -> API name for the system fields
 API_NAME = {col: api for api, col in SYSTEM_COLUMNS.items()}
+
+#: the whole numbers an integer column (BIGINT, SQLite's INTEGER) holds: signed 64 bits
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT64_RANGE = f"{INT64_MIN}..{INT64_MAX}"
+
+
+def fits_int64(value: int | float) -> bool:
+    """Whether a whole number (an int, or a float with no fraction) fits an integer column."""
+    return INT64_MIN <= value <= INT64_MAX
 
 
 def new_id() -> str:
@@ -123,6 +133,11 @@ class Codec:
             for n, k in self.kinds.items()
             if k in ("date", "datetime", "number") and n not in self.private
         }
+        #: integer columns (BIGINT): what goes in must fit 64 bits (JSON Schema's "integer" has
+        #: no bound, and it takes 1e19 for one)
+        self._integers = frozenset(
+            n for n, k in self.kinds.items() if k == "integer" and n not in self.private
+        )
         self._empty = dict.fromkeys([*self.kinds, *self.blind.values()])
 
     def blind_value(self, name: str, value: Any) -> str:
@@ -136,7 +151,11 @@ class Codec:
         row = dict(self._empty)
         conv = self._convert
         private = self.private
+        integers = self._integers
+        out_of_range: list[str] = []
         for name, value in record.items():
+            if name in integers and value is not None:
+                value = self._whole(name, value, out_of_range)
             if name in private:
                 if value is None:
                     continue
@@ -147,7 +166,31 @@ class Codec:
                 continue
             kind = conv.get(name)
             row[name] = to_column(kind, value) if kind is not None else value
+        if out_of_range:
+            raise Invalid(
+                f"{len(out_of_range)} field{'s' if len(out_of_range) != 1 else ''} failed "
+                "validation",
+                errors=[
+                    {
+                        "pointer": f"/{name}",
+                        "message": f"{name!r} must be a whole number in {INT64_RANGE} (64 bits)",
+                        "keyword": "maximum",
+                    }
+                    for name in out_of_range
+                ],
+            )
         return row
+
+    @staticmethod
+    def _whole(name: str, value: Any, out_of_range: list[str]) -> Any:
+        """A validated integer field's value as its column takes it: an int (`5.0` is 5); a
+        value beyond 64 bits is noted in `out_of_range` (the caller refuses the record)."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return value  # not a number: the validator has said so already
+        if not fits_int64(value):
+            out_of_range.append(name)
+            return None
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
     def normalised(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """A record as `data(to_row(record))` would give it back, without sealing anything."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -24,8 +25,17 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from open_registry.core.codec import Codec, RowLike, format_datetime, parse_datetime
+from open_registry.core.codec import (
+    INT64_RANGE,
+    Codec,
+    RowLike,
+    fits_int64,
+    format_datetime,
+    parse_datetime,
+)
 from open_registry.core.errors import BadRequest
+from open_registry.core.settings import Settings
+from open_registry.generators.errors import pointer as json_pointer
 from open_registry.generators.query_ops import OPERATORS
 from open_registry.generators.schema import EntitySchema, field_kind, walk_path
 
@@ -146,6 +156,22 @@ def value_at(node: Any, path: str | Sequence[str | int], *, index_lists: bool = 
     return node
 
 
+@dataclass(frozen=True)
+class SearchLimits:
+    """How much one search may ask for (settings `max_filters`, `max_sort_keys`,
+    `max_filter_values`): beyond them the search is a 400 naming the setting."""
+
+    max_filters: int = Settings.max_filters
+    max_sort_keys: int = Settings.max_sort_keys
+    max_filter_values: int = Settings.max_filter_values
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None) -> SearchLimits:
+        if settings is None:
+            return cls()
+        return cls(settings.max_filters, settings.max_sort_keys, settings.max_filter_values)
+
+
 @dataclass
 class Search:
     filters: list[Filter] = field(default_factory=list)
@@ -161,13 +187,29 @@ def _problem(pointer: str, message: str, keyword: str) -> BadRequest:
     )
 
 
+def filter_pointer(path: str, op: str) -> str:
+    """Where a filter is in a search body: `/filters/<path>/<op>` (RFC 6901 escapes)."""
+    return json_pointer("filters", path, op)
+
+
+NUL_MESSAGE = "text may not contain the NUL character (U+0000)"
+
+
 class SearchParser:
     """Turns query parameters or a search body into a checked `Search` for one entity."""
 
-    def __init__(self, entity: EntitySchema, *, page_size: int, max_page_size: int):
+    def __init__(
+        self,
+        entity: EntitySchema,
+        *,
+        page_size: int,
+        max_page_size: int,
+        limits: SearchLimits | None = None,
+    ):
         self.entity = entity
         self.page_size = page_size
         self.max_page_size = max_page_size
+        self.limits = limits or SearchLimits()
         self.props = entity.json_schema.get("properties", {})
 
     # -- field kinds -----------------------------------------------------------------------
@@ -181,6 +223,8 @@ class SearchParser:
         top = path.split(".")[0]
         if top in self.entity.internal:
             raise _problem(pointer, f"field {top!r} cannot be searched", "field")
+        if "\x00" in path:
+            raise _problem(pointer, f"a field name: {NUL_MESSAGE}", "field")
         node = walk_path(self.props, path)
         if node is None:
             known = ", ".join(self.entity.fields)
@@ -190,19 +234,14 @@ class SearchParser:
         return kind, crosses
 
     def coerce(self, kind: str, value: Any, pointer: str) -> Any:
-        """A filter value (from JSON or a query string) to the Python value the column compares."""
+        """A filter value (from JSON or a query string) to the Python value the column compares:
+        a whole number within 64 bits, a finite number, text without NUL (what the columns can
+        hold; PostgreSQL refuses NUL in text and numbers beyond its BIGINT)."""
         try:
             if kind == "integer":
-                if isinstance(value, bool):
-                    raise ValueError
-                out = int(value)
-                if isinstance(value, float) and out != value:
-                    raise ValueError
-                return out
+                return _whole_number(value, pointer)
             if kind == "number":
-                if isinstance(value, bool):
-                    raise ValueError
-                return float(value)
+                return _finite_number(value, pointer)
             if kind == "boolean":
                 if isinstance(value, bool):
                     return value
@@ -214,35 +253,37 @@ class SearchParser:
                 return date.fromisoformat(str(value))
             if kind == "datetime":
                 return parse_datetime(str(value))
-        except (ValueError, TypeError):
-            raise _problem(pointer, f"{value!r} is not a valid {kind}", "type") from None
+        except (ValueError, TypeError, OverflowError):
+            raise _problem(pointer, f"{_shown(value)} is not a valid {kind}", "type") from None
         if isinstance(value, dict | list):
             raise _problem(pointer, "expected a single value", "type")
-        return value if isinstance(value, str) else str(value) if kind == "string" else value
+        if value is None:
+            raise _problem(pointer, f"expected a {kind}, got null", "type")
+        text = value if isinstance(value, str) else str(value) if kind == "string" else value
+        if isinstance(text, str) and "\x00" in text:
+            raise _problem(pointer, NUL_MESSAGE, "type")
+        return text
 
     # -- parsing -------------------------------------------------------------------------
     def from_params(self, params: list[tuple[str, str]]) -> Search:
         """From query parameters: `field=v`, `field[op]=v`, `in`/`between` comma-separated."""
         search = Search(limit=self.page_size)
+        counter = _Budget(self.limits)
         for key, raw in params:
             if key in RESERVED_PARAMS:
                 continue
             path, op = key, "eq"
             if key.endswith("]") and "[" in key:
                 path, _, op = key[:-1].partition("[")
-            pointer = f"/filters/{path}/{op}"
-            if op not in OPERATORS:
-                raise _problem(
-                    pointer,
-                    f"unknown operator {op!r}; operators: {', '.join(OPERATORS)}",
-                    "operator",
-                )
+            pointer = filter_pointer(path, op)
+            counter.add_filter()
+            self._check_names(path, op, pointer)
             value: Any = raw
             if op == "in":
                 value = [v for v in raw.split(",")] if raw else []
             elif op == "between":
                 value = raw.split(",")
-            search.filters.append(self._filter(path, op, value, pointer))
+            search.filters.append(self._filter(path, op, value, pointer, counter))
         qp = dict(params)
         search.sort = self._sort(qp["sort"].split(",") if qp.get("sort") else [], "/sort")
         search.limit = self._limit(qp.get("limit"), "/limit")
@@ -267,18 +308,15 @@ class SearchParser:
             raise _problem(
                 "/filters", "filters must be an object of field -> {operator: value}", "type"
             )
+        counter = _Budget(self.limits)
         for path, spec in filters.items():
             if not isinstance(spec, dict):
                 spec = {"eq": spec}
             for op, value in spec.items():
-                pointer = f"/filters/{path}/{op}"
-                if op not in OPERATORS:
-                    raise _problem(
-                        pointer,
-                        f"unknown operator {op!r}; operators: {', '.join(OPERATORS)}",
-                        "operator",
-                    )
-                search.filters.append(self._filter(path, op, value, pointer))
+                pointer = filter_pointer(path, op)
+                counter.add_filter()
+                self._check_names(path, op, pointer)
+                search.filters.append(self._filter(path, op, value, pointer, counter))
         sort = body.get("sort") or []
         if isinstance(sort, str):
             sort = sort.split(",")
@@ -286,6 +324,8 @@ class SearchParser:
             raise _problem(
                 "/sort", "sort must be a list of field names, '-' first for descending", "type"
             )
+        if len(sort) > self.limits.max_sort_keys:  # before any work on a huge list
+            raise self._too_many_sort_keys()
         search.sort = self._sort(sort, "/sort")
         search.limit = self._limit(body.get("limit"), "/limit")
         cursor = body.get("cursor")
@@ -295,22 +335,47 @@ class SearchParser:
         search.count = bool(body.get("count"))
         return search
 
-    def _filter(self, path: str, op: str, value: Any, pointer: str) -> Filter:
+    def _check_names(self, path: str, op: str, pointer: str) -> None:
+        """A filter names a field and a known operator."""
+        if not path:
+            raise _problem(
+                pointer,
+                "a filter needs a field name: write field=value or field[operator]=value",
+                "field",
+            )
+        if op not in OPERATORS:
+            raise _problem(
+                pointer,
+                f"unknown operator {_shown(op)}; operators: {', '.join(OPERATORS)}",
+                "operator",
+            )
+
+    def _filter(
+        self, path: str, op: str, value: Any, pointer: str, counter: _Budget | None = None
+    ) -> Filter:
+        counter = counter or _Budget(self.limits)
         top = path.split(".")[0]
         if top in self.entity.private:
-            return self._private_filter(path, op, value, pointer)
+            return self._private_filter(path, op, value, pointer, counter)
         kind, crosses = self.leaf(path, pointer)
+        top_field = self.entity.fields.get(path)
+        is_array = top_field is not None and top_field.schema.get("type") == "array"
+        if kind == "json":
+            raise _problem(pointer, self._not_filterable(path, is_array), "operator")
+        if is_array and op not in ("eq", "in", "contains", "notContains"):
+            raise _problem(
+                pointer,
+                f"{op} does not apply to {path!r}, a list: use eq, in, contains or notContains",
+                "operator",
+            )
         if op in ("in", "between"):
             if not isinstance(value, list):
                 raise _problem(pointer, f"{op} takes a list of values", "type")
             if op == "between" and len(value) != 2:
                 raise _problem(pointer, "between takes exactly two values: low,high", "type")
-            if op == "in" and len(value) > 1000:
-                raise _problem(pointer, "in takes at most 1000 values", "maxItems")
+            counter.add_values(len(value), pointer)
             return Filter(path, op, [self.coerce(kind, v, pointer) for v in value])
         if op in ("contains", "notContains", "startsWith", "endsWith"):
-            top_field = self.entity.fields.get(path)
-            is_array = top_field is not None and top_field.schema.get("type") == "array"
             if kind != "string" and not is_array:
                 raise _problem(
                     pointer, f"{op} works on text fields; {path!r} is {kind}", "operator"
@@ -327,7 +392,26 @@ class SearchParser:
             raise _problem(pointer, f"{op} does not apply to {kind} values", "operator")
         return Filter(path, op, self.coerce(kind, value, pointer))
 
-    def _private_filter(self, path: str, op: str, value: Any, pointer: str) -> Filter:
+    def _not_filterable(self, path: str, is_list: bool) -> str:
+        """Why a path whose values are objects (or of no single type) takes no filter."""
+        node = walk_path(self.props, path) or {}
+        subs = [n for n in (node.get("properties") or {}) if isinstance(n, str)][:3]
+        if subs:
+            what = "a list of objects" if is_list else "objects"
+            hint = ", ".join(f"{path}.{n}" for n in subs)
+            return f"{path!r} holds {what}: filter on one of its fields ({hint}, ...)"
+        return (
+            f"{path!r} holds values of no single text, number or boolean type: "
+            "it cannot be filtered"
+        )
+
+    def _too_many_sort_keys(self) -> BadRequest:
+        n = self.limits.max_sort_keys
+        return _problem("/sort", f"sort by at most {n} fields (setting max_sort_keys)", "maxItems")
+
+    def _private_filter(
+        self, path: str, op: str, value: Any, pointer: str, counter: _Budget
+    ) -> Filter:
         """Exact match on a blind-indexed private field; anything else is refused."""
         top = path.split(".")[0]
         if path != top:
@@ -350,34 +434,41 @@ class SearchParser:
         items = value if op == "in" else [value]
         if op == "in" and not isinstance(value, list):
             raise _problem(pointer, "in takes a list of values", "type")
-        if op == "in" and len(value) > 1000:
-            raise _problem(pointer, "in takes at most 1000 values", "maxItems")
+        if op == "in":
+            counter.add_values(len(value), pointer)
         out = []
         for v in items:
             try:
                 out.append(self.coerce(kind, v, pointer))
-            except BadRequest:  # the message would quote the value
-                raise _problem(pointer, f"not a valid {kind} for {top!r}", "type") from None
+            except BadRequest as exc:  # the message may quote the value: never repeat it
+                reason = NUL_MESSAGE if exc.detail == NUL_MESSAGE else f"not a valid {kind}"
+                raise _problem(pointer, f"{reason} for {top!r}", "type") from None
         return Filter(path, op, out if op == "in" else out[0])
 
     def _sort(self, items: list[str], pointer: str) -> list[tuple[str, bool]]:
-        out = []
+        out: list[tuple[str, bool]] = []
+        seen: set[str] = set()
         for item in items:
             item = item.strip()
             if not item:
                 continue
+            if len(out) >= self.limits.max_sort_keys:
+                raise self._too_many_sort_keys()
             desc = item.startswith("-")
             name = item.lstrip("+-")
             f = self.entity.fields.get(name)
             if name not in SORTABLE_SYSTEM and (f is None or not f.is_scalar):
                 raise _problem(
                     pointer,
-                    f"cannot sort by {name!r}: sort by a top-level text, number, "
+                    f"cannot sort by {_shown(name)}: sort by a top-level text, number, "
                     "date or boolean field, or id, _createdAt, _updatedAt",
                     "sort",
                 )
             if name in self.entity.private or name in self.entity.internal:
                 raise _problem(pointer, f"cannot sort by {name!r}", "sort")
+            if name in seen:
+                raise _problem(pointer, f"sort names {name!r} more than once", "sort")
+            seen.add(name)
             out.append((name, desc))
         return out
 
@@ -388,11 +479,70 @@ class SearchParser:
             limit = int(raw)
             if isinstance(raw, bool) or limit != float(raw):
                 raise ValueError
-        except (TypeError, ValueError):
-            raise _problem(pointer, f"limit must be a whole number, got {raw!r}", "type") from None
+        except (TypeError, ValueError, OverflowError):
+            raise _problem(
+                pointer, f"limit must be a whole number, got {_shown(raw)}", "type"
+            ) from None
         if not 1 <= limit <= self.max_page_size:
             raise _problem(pointer, f"limit must be between 1 and {self.max_page_size}", "maximum")
         return limit
+
+
+def _whole_number(value: Any, pointer: str) -> int:
+    """An integer filter value: a whole number (text or JSON) that fits 64 bits."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError
+    digits = value.strip().lstrip("+-") if isinstance(value, str) else ""
+    # more digits than 64 bits have (and int() refuses text beyond 4300 of them)
+    out = 2**64 if len(digits) > 19 and digits.isdigit() else int(value)
+    if not fits_int64(out):
+        raise _problem(
+            pointer, f"{_shown(value)} is outside the 64-bit range {INT64_RANGE}", "type"
+        )
+    return out
+
+
+def _finite_number(value: Any, pointer: str) -> float:
+    """A number filter value: finite (`nan`, `inf` and `1e400` match nothing stored)."""
+    if isinstance(value, bool):
+        raise ValueError
+    number = float(value)
+    if not math.isfinite(number):
+        raise _problem(pointer, f"{_shown(value)} is not a finite number", "type")
+    return number
+
+
+class _Budget:
+    """What one search has used of its `SearchLimits`: filters and `in`/`between` values."""
+
+    def __init__(self, limits: SearchLimits):
+        self.limits = limits
+        self.filters = 0
+        self.values = 0
+
+    def add_filter(self) -> None:
+        self.filters += 1
+        if self.filters > self.limits.max_filters:
+            n = self.limits.max_filters
+            raise _problem(
+                "/filters", f"at most {n} filters in one search (setting max_filters)", "maxItems"
+            )
+
+    def add_values(self, count: int, pointer: str) -> None:
+        self.values += count
+        if self.values > self.limits.max_filter_values:
+            n = self.limits.max_filter_values
+            raise _problem(
+                pointer,
+                f"at most {n} values in the in-lists of one search (setting max_filter_values)",
+                "maxItems",
+            )
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """`repr(value)`, cut short: error messages quote what was sent, never all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]}"
 
 
 def _crosses_array(props: Mapping[str, Any], path: str) -> bool:
@@ -451,7 +601,11 @@ class SqlBuilder:
     def _json_path(self, path: str, kind: str) -> sa.ColumnElement[Any]:
         top, *rest = path.split(".")
         expr = self.table.c[top][tuple(rest)]
-        if kind in ("integer",):
+        if kind == "integer":
+            if self.dialect == "postgresql":
+                # a JSON "integer" may be stored as 1.0 or 1e+20 (JSON Schema takes both) and
+                # beyond INTEGER: NUMERIC reads every JSON number
+                return sa.cast(expr.as_string(), sa.Numeric)
             return expr.as_integer()
         if kind == "number":
             return expr.as_float()
@@ -469,8 +623,8 @@ class SqlBuilder:
             else:
                 fn = sa.func.jsonb_array_elements_text(col).table_valued("value").alias("el")
                 value = fn.c.value
-            if kind == "integer":
-                value = sa.cast(value, sa.BigInteger)
+            if kind == "integer":  # NUMERIC: "1.0" and "1e+20" are JSON integers too
+                value = sa.cast(value, sa.Numeric)
             elif kind == "number":
                 value = sa.cast(value, sa.Float)
             elif kind == "boolean":
@@ -603,6 +757,19 @@ def _sort_signature(keys: list[tuple[str, bool]]) -> str:
     return hashlib.sha1(repr(keys).encode()).hexdigest()[:8]
 
 
+def _cursor_value_ok(kind: str, value: Any) -> bool:
+    """Whether a cursor's value can be the sort value of a column of `kind`."""
+    if kind == "string":
+        return isinstance(value, str) and "\x00" not in value
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if kind == "integer":
+        return isinstance(value, int) and fits_int64(value)
+    return kind == "number" and math.isfinite(value)
+
+
 def encode_cursor(keys: list[tuple[str, bool]], row: RowLike, builder: SqlBuilder) -> str:
     values = [_plain(row[builder.column(name).key]) for name, _ in keys]
     raw = orjson.dumps({"s": _sort_signature(keys), "v": values})
@@ -635,6 +802,10 @@ def decode_cursor(cursor: str, keys: list[tuple[str, bool]], builder: SqlBuilder
                 value = date.fromisoformat(value)
             elif kind == "datetime":
                 value = parse_datetime(value)
+            elif not _cursor_value_ok(kind, value):  # a cursor is client input: check it
+                raise bad
+            elif kind == "number":
+                value = float(value)  # the column's type (an int beyond 64 bits binds nowhere)
             out.append(value)
         return out
     except BadRequest:

@@ -12,11 +12,11 @@ guard (it raises `Forbidden`/`Unauthorized`). Until then the routes are as open 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
 from open_registry.core.api import JSONResponse
@@ -30,6 +30,10 @@ from open_registry.core.outbox import worker as outbox
 REQUIRED_ROLE = "system-admin"
 MAX_LIMIT = 1000
 EVENT_STATUSES = ("pending", "done", "dead")
+
+
+#: an event's or a delivery's number in a path: a 64-bit row id (beyond it: 400, not a 500)
+RowNumber = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def _bad(name: str, message: str, keyword: str = "type") -> BadRequest:
@@ -120,7 +124,7 @@ def add_outbox_routes(
         nxt = items[-1]["seq"] if len(items) == limit else None
         return JSONResponse({"counts": counts, "items": [_camel(i) for i in items], "next": nxt})
 
-    async def retry_event(request: Request, seq: int) -> JSONResponse:
+    async def retry_event(request: Request, seq: RowNumber) -> JSONResponse:
         await _options(request)
         try:
             event = await run_in_threadpool(outbox.retry_event, registry, seq)
@@ -142,7 +146,7 @@ def add_outbox_routes(
         nxt = items[-1]["id"] if len(items) == limit else None
         return JSONResponse({"counts": counts, "items": [_camel(i) for i in items], "next": nxt})
 
-    async def retry_delivery(request: Request, delivery_id: int) -> JSONResponse:
+    async def retry_delivery(request: Request, delivery_id: RowNumber) -> JSONResponse:
         await _options(request)
         found = await run_in_threadpool(_deliveries, registry, None, None, 1, delivery_id - 1)
         if not found or found[0]["id"] != delivery_id:

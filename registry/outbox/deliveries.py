@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from open_registry.core import storage
+from open_registry.core import observability, storage
 from open_registry.core.codec import utcnow
 from open_registry.generators.tables import UTCDateTime, json_type
 
@@ -248,6 +248,8 @@ class Dispatcher:
                 .where(t.c.id == delivery["id"], t.c.status == "sending", t.c.attempts == attempts)
                 .values(**values)
             )
+        outcome = "done" if ok else "dead" if values["status"] == "dead" else "retry"
+        observability.delivery_settled(self.registry, delivery["sink"], outcome)  # metrics only
 
     def run_once(self, limit: int = 100) -> int:
         """Send up to `limit` due deliveries; returns how many were attempted."""

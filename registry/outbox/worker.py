@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from open_registry.core import idempotency, observability
 from open_registry.core.codec import utcnow
 from open_registry.core.outbox.deliveries import Dispatcher, backoff
 
@@ -99,6 +100,7 @@ class Worker:
                 available_at=self.clock() + timedelta(seconds=delay),
             )
         )
+        observability.event_failed(self.registry, dead)  # metrics only
 
     def _done(self, conn: Any, events: list[dict[str, Any]]) -> None:
         t = self.table
@@ -109,6 +111,7 @@ class Worker:
                 .where(t.c.seq.in_(seqs[i : i + 500]))
                 .values(status="done", attempts=t.c.attempts + 1, last_error=None)
             )
+        observability.events_done(self.registry, len(seqs))  # metrics only
 
     def deliver_batch(self, limit: int = 100) -> int:
         """Claim up to `limit` due events, deliver and settle them; returns how many were claimed.
@@ -170,6 +173,7 @@ class Worker:
             try:
                 events = self.run_once()
                 sent = self.send_due() if not self._stop.is_set() else 0
+                idempotency.purge_expired(self.registry)  # expired keys; once a minute at most
                 if not events and not sent:
                     self._stop.wait(poll_interval)
             except Exception:
