@@ -16,9 +16,12 @@ title = "{title}"
 # SQLite in data/ by default; for PostgreSQL:
 # database_url = "postgresql://postgres@127.0.0.1:5432/registry"
 data_dir = "data"
-# The entity schema files of this project (copies of the shipped ones: edit freely).
+# The entity schema files of this project (copies of the shipped ones: edit freely). A file
+# here replaces the shipped entity of the same name; the shipped schemas stay on so that the
+# certificates and programme plugins load their entities (vaccination, certificate, schedule,
+# ...), which refer to these. `default_schemas = false` serves schemas/ alone, without them.
 schema_dirs = ["schemas"]
-default_schemas = false
+default_schemas = true
 # Alembic revisions written by `registry migrate`: commit them.
 migrations_dir = "migrations"
 """
