@@ -20,6 +20,7 @@ from open_registry.core.auth.otp import Outcome
 from open_registry.core.auth.principal import Principal
 from open_registry.core.auth.ratelimit import TooManyRequests
 from open_registry.core.auth.tokens import SESSION_COOKIE
+from open_registry.core.bodies import read_limited
 from open_registry.core.errors import BadRequest, Invalid, RegistryError, Unauthorized
 
 AUTH = f"{API_PREFIX}/auth"
@@ -119,6 +120,35 @@ def password_login(auth: Auth, username: str, password: str, address: str) -> Pr
         raise Unauthorized("wrong username or password, or the user is disabled")
     auth.limiter.refund(per_user)
     auth.event("auth.login", actor=p.actor, via="password", address=address)
+    return p
+
+
+def client_login(auth: Auth, client_id: str, secret: str, address: str) -> Principal | None:
+    """Check client credentials (an argon2 hash: costly), rate limited like passwords: per
+    address (`login_rate_per_address` attempts) and per client id (`login_rate_per_username`
+    failed ones); a limited client is refused even with the right secret."""
+    s = auth.settings
+    window = s.otp_rate_window_seconds
+    per_client = username_key(f"client:{client_id}")
+    limits = (
+        (f"login-addr:{address}", s.login_rate_per_address, "sign-in attempts from this address"),
+        (per_client, s.login_rate_per_username, "failed sign-ins for this client"),
+    )
+    for key, most, what in limits:
+        try:
+            auth.limiter.hit(key, most, window, what)
+        except TooManyRequests:
+            auth.event(
+                "auth.login-failed",
+                via="client_credentials",
+                reason="rate limited",
+                client=client_id[:64],
+                address=address,
+            )
+            raise
+    p = auth.clients.authenticate(client_id, secret)
+    if p is not None:
+        auth.limiter.refund(per_client)
     return p
 
 
@@ -233,9 +263,7 @@ def auth_routes(auth: Auth) -> APIRouter:
         },
     )
     async def token(request: Request) -> Response:
-        raw = await request.body()
-        if len(raw) > max_bytes:
-            raise BadRequest("the body is too large")
+        raw = await read_limited(request, max_bytes)
         form = dict(parse_qsl(raw.decode("utf-8", "replace")))
         if form.get("grant_type") != "client_credentials":
             raise BadRequest(
@@ -252,7 +280,7 @@ def auth_routes(auth: Auth) -> APIRouter:
                 raise InvalidClient("malformed Basic credentials", error="invalid_client") from None
             client_id, _, secret = pair.partition(":")
         address = client_address(request)
-        p = await run_in_threadpool(auth.clients.authenticate, client_id, secret)
+        p = await run_in_threadpool(client_login, auth, client_id, secret, address)
         if p is None:
             await run_in_threadpool(
                 auth.event,

@@ -173,6 +173,22 @@ def test_failed_passwords_are_limited_per_username_across_addresses(opened):
     assert reasons[-1] == "rate limited (username)"
 
 
+def test_client_secret_guesses_are_limited_per_client_and_address(opened):
+    """The token endpoint checks an argon2 hash per try: it is rate limited like passwords."""
+    reg = opened(login_rate_per_username=3)
+    client, secret = reg.auth.clients.add(roles=["facility-staff"], facility="F1", name="his")
+    app = create_app(registry=reg)
+    token = "/api/v1/auth/token"
+    form = {"grant_type": "client_credentials", "client_id": client, "client_secret": "nope"}
+    for i in range(3):
+        assert peer(app, f"198.51.100.{i}").post(token, data=form).status_code == 401
+    right = {**form, "client_secret": secret}
+    limited = peer(app, "198.51.100.9").post(token, data=right)
+    assert limited.status_code == 429 and "client" in limited.json()["detail"]
+    reasons = [e["fields"].get("reason") for e in audit(reg, "auth.login-failed")]
+    assert reasons[-1] == "rate limited"
+
+
 def test_successful_sign_ins_do_not_count_against_the_username(opened):
     reg = opened(login_rate_per_username=2)
     reg.auth.users.add("asha", roles=["system-admin"], password=PASSWORD)
