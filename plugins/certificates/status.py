@@ -19,6 +19,9 @@ from open_registry.plugins.certificates.loader import CREDENTIALS_V2_URL
 LIST_SIZE = 131_072  # bits: the specification's minimum, 16 KiB before compression
 PURPOSES = ("revocation", "suspension")
 MAX_ENCODED = 1 << 20  # refuse a list that inflates beyond 1 MiB (a decompression bomb)
+#: the highest list number: every status index of its list, and the end of its range, fit the
+#: 64-bit `statusIndex` column (a list past it would be a database error, not an empty list)
+MAX_LIST_NUMBER = (2**63 - 1) // LIST_SIZE - 1
 
 
 class StatusListError(ValueError):
@@ -67,6 +70,26 @@ def bit(bits: bytes, index: int) -> bool:
     if not 0 <= index < len(bits) * 8:
         raise StatusListError(f"statusListIndex {index} is outside the list ({len(bits) * 8})")
     return bool(bits[index >> 3] & (0x80 >> (index & 7)))
+
+
+def list_number(value: int | str) -> int:
+    """A status list's number as a URL or path names it: a whole number from 0 to
+    `MAX_LIST_NUMBER` (in text, ASCII digits only: `int()` also reads `"²"`-like digits, spaces
+    and underscores). Anything else is a `StatusListError` (the route's 404, the verifier's
+    INVALID): a number past the range would overflow the query that reads the list's bits."""
+    if isinstance(value, bool):
+        raise StatusListError("a status list number is a whole number")
+    if isinstance(value, str):
+        text = value
+        if not text or not text.isascii() or not text.isdigit():
+            raise StatusListError(f"{text[:40]!r} is not a status list number")
+        # the length first: int() is slow on long text, and refuses more than 4300 digits
+        value = int(text) if len(text) <= len(str(MAX_LIST_NUMBER)) else MAX_LIST_NUMBER + 1
+    if not isinstance(value, int):
+        raise StatusListError("a status list number is a whole number")
+    if not 0 <= value <= MAX_LIST_NUMBER:
+        raise StatusListError(f"no such status list: numbers run from 0 to {MAX_LIST_NUMBER}")
+    return value
 
 
 def locate(index: int) -> tuple[int, int]:
