@@ -123,9 +123,9 @@ def add_commands(cli: typer.Typer) -> None:
 
         ec_keys = EcKeys(store.folder)
         current = ec_keys._index().get("current")
-        for jwk in ec_keys.jwks()["keys"]:
-            mark = "*" if jwk["kid"] == current else " "
-            typer.echo(f"{mark} ES256 {jwk['kid']}  (SMART Health Cards, HCERT)")
+        for jwk in ec_keys.jwks()["keys"]:  # `*` marks the current Ed25519 key only
+            mark = ", current" if jwk["kid"] == current else ""
+            typer.echo(f"  ES256 {jwk['kid']}  (SMART Health Cards, HCERT{mark})")
 
     @keys.command("rotate")
     def rotate(

@@ -1,18 +1,22 @@
 """ES256 (ECDSA P-256) issuer keys for the formats that require them: SMART Health Cards (JWS)
 and EU DCC / WHO GDHCN HCERT (COSE). Kept beside the Ed25519 keys, in `<keys_dir>/es256/`:
 `index.json` holds the public JWKs and which key is current, `<kid>.pem` each private key (PKCS#8,
-mode 0600). The key id is the RFC 7638 JWK thumbprint (what SMART Health Cards ask for); HCERT's
-8-byte `kid` is the start of the SHA-256 of the public key's SubjectPublicKeyInfo (the EU derives
-it from a document-signer X.509 certificate, which this registry does not have).
+mode 0600); the first key is made when the plugin starts. The key id is the RFC 7638 JWK
+thumbprint (what SMART Health Cards ask for); HCERT's 8-byte `kid` is the start of the SHA-256
+of the public key's SubjectPublicKeyInfo (the EU derives it from a document-signer X.509
+certificate, which this registry does not have).
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.hashes import SHA256
 
 INDEX = "index.json"
+LOCK = ".lock"
 
 
 def b64url(data: bytes) -> str:
@@ -88,7 +93,12 @@ def verify_raw(key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) ->
 
 
 class EcKeys:
-    """The ES256 keys in `<keys_dir>/es256`."""
+    """The ES256 keys in `<keys_dir>/es256`.
+
+    The first key is made when the plugin starts (`ensure`), so `/.well-known/jwks.json` holds
+    it before the first card is signed. Changes to the index are made under an exclusive lock
+    on `<keys_dir>/es256/.lock` (processes sharing the folder, e.g. several workers, neither
+    make two first keys nor lose one another's key from the index)."""
 
     def __init__(self, keys_dir: Path):
         self.folder = Path(keys_dir) / "es256"
@@ -101,30 +111,53 @@ class EcKeys:
             return {"current": None, "keys": []}
         return json.loads(path.read_text())
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """This thread and process alone change the index meanwhile."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+        with self._lock, open(self.folder / LOCK, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _generate(self) -> str:
+        """A new current key (the lock is held); returns its kid."""
+        data = self._index()
+        key = ec.generate_private_key(ec.SECP256R1())
+        jwk = public_jwk(key.public_key())
+        kid = thumbprint(jwk)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        fd = os.open(self.folder / f"{kid}.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        data["keys"].append({**jwk, "kid": kid, "use": "sig", "alg": "ES256"})
+        data["current"] = kid
+        tmp = self.folder / (INDEX + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.folder / INDEX)
+        self._current = None
+        return kid
+
     def generate(self) -> str:
-        """A new current key; returns its kid."""
-        with self._lock:
-            data = self._index()
-            key = ec.generate_private_key(ec.SECP256R1())
-            jwk = public_jwk(key.public_key())
-            kid = thumbprint(jwk)
-            self.folder.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.folder, 0o700)
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            fd = os.open(self.folder / f"{kid}.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-            data["keys"].append({**jwk, "kid": kid, "use": "sig", "alg": "ES256"})
-            data["current"] = kid
-            tmp = self.folder / (INDEX + ".tmp")
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
-            tmp.replace(self.folder / INDEX)
-            self._current = None
-            return kid
+        """A new current key (a rotation); returns its kid."""
+        with self._locked():
+            return self._generate()
+
+    def ensure(self) -> str:
+        """The current key's kid, making the first key when there is none."""
+        current = self._index()["current"]
+        if current:
+            return str(current)
+        with self._locked():
+            current = self._index()["current"]  # another process may have made it meanwhile
+            return str(current) if current else self._generate()
 
     def current(self) -> tuple[str, ec.EllipticCurvePrivateKey]:
         """(kid, private key) of the current key, generating the first one if needed."""
@@ -135,7 +168,7 @@ class EcKeys:
             return cached[1], cached[2]
         data = self._index()
         if not data["current"]:
-            self.generate()
+            self.ensure()
             return self.current()
         kid = data["current"]
         pem_path = self.folder / f"{kid}.pem"

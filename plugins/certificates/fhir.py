@@ -2,9 +2,11 @@
 DDCC:VS (Digital Documentation of COVID-19 Certificates: Vaccination Status) bundle.
 
 Input is a `HealthRecord`: what a certificate states (from its signed credential) plus the
-vaccine's codes. Codes are ICD-11, written with HL7's URI for ICD-11 MMS
-(`http://id.who.int/icd/release/11/mms`); `codes/ICD.json` (DIVOC's reference data) names the
-disease a code protects against. The DDCC:VS resources are built by the one DDCC:VS builder,
+vaccine's codes, read from fields of the vaccine record: ICD-11 (`icd11Code`, written with HL7's
+URI for ICD-11 MMS, `http://id.who.int/icd/release/11/mms`), CVX (`cvx`) and SNOMED CT
+(`snomed`), the code systems of the SMART Health Cards vaccination profile, and the EU DCC value
+set codes (`euMa`, `euMp`, `euVp`). `codes/ICD.json` (DIVOC's reference data) names the disease
+an ICD-11 code protects against. The DDCC:VS resources are built by the one DDCC:VS builder,
 `plugins/adapters/fhir_map.py` (which the FHIR adapter's export uses too).
 """
 
@@ -19,6 +21,8 @@ from typing import Any
 from open_registry.plugins.adapters import fhir_map
 
 ICD11 = "http://id.who.int/icd/release/11/mms"
+CVX = "http://hl7.org/fhir/sid/cvx"
+SNOMED = "http://snomed.info/sct"
 CODES = Path(__file__).parent / "codes"
 
 
@@ -55,6 +59,15 @@ class HealthRecord:
     facility: str | None
     country: str | None
     issuer_name: str | None
+    #: the vaccine record's own codes (never guessed from its name): CVX and SNOMED CT for
+    #: SMART Health Cards, the EU DCC value set codes for an HCERT (`ma`, `mp`, `vp`)
+    cvx: str | None = None
+    snomed: str | None = None
+    eu_ma: str | None = None
+    eu_mp: str | None = None
+    eu_vp: str | None = None
+    #: the vaccine registry's code of the vaccine (named when an HCERT cannot be made)
+    vaccine_code: str | None = None
 
     @property
     def family_given(self) -> tuple[str, list[str]]:
@@ -96,14 +109,36 @@ class HealthRecord:
             facility=facility.get("name"),
             country=(facility.get("address") or {}).get("addressCountry"),
             issuer_name=issuer if isinstance(issuer, str) else None,
+            cvx=_code(vaccine, "cvx"),
+            snomed=_code(vaccine, "snomed"),
+            eu_ma=_code(vaccine, "euMa"),
+            eu_mp=_code(vaccine, "euMp"),
+            eu_vp=_code(vaccine, "euVp"),
+            vaccine_code=_code(vaccine, "code"),
         )
 
 
+def _code(vaccine: dict[str, Any], field: str) -> str | None:
+    value = vaccine.get(field)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def vaccine_codings(record: HealthRecord) -> list[dict[str, str]]:
+    """The vaccine's codings, each from a field of its vaccine record: CVX, SNOMED CT, ICD-11
+    (the code systems the SMART Health Cards vaccination profile names). No `display`: the
+    card's data-minimization profile leaves it out."""
+    return [
+        {"system": system, "code": code}
+        for system, code in ((CVX, record.cvx), (SNOMED, record.snomed), (ICD11, record.icd11))
+        if code
+    ]
+
+
 def _vaccine_code(record: HealthRecord) -> dict[str, Any]:
-    coding: dict[str, Any] = {"system": ICD11, "code": record.icd11} if record.icd11 else {}
-    if not coding:  # no standard code known: the name as text (FHIR allows a text-only concept)
+    codings = vaccine_codings(record)
+    if not codings:  # no standard code known: the name as text (FHIR allows a text-only concept)
         return {"text": record.vaccine_name}
-    return {"coding": [coding]}
+    return {"coding": codings}
 
 
 def minimal_bundle(record: HealthRecord) -> dict[str, Any]:

@@ -2,11 +2,15 @@
 (CBOR claims: 1 iss, 4 exp, 6 iat, -260 hcert), signed as COSE_Sign1 with ES256, compressed with
 zlib, encoded in base45 and prefixed `HC1:` (all QR alphanumeric characters).
 
-Codes come from DIVOC's EU value set mappings (`codes/eu*.json`, matched on the vaccine's name
-and manufacturer); a vaccine they do not know keeps its own name as `mp` and manufacturer as
-`ma`, and a disease other than COVID-19 its ICD-11 code as `tg` (the EU value sets cover COVID-19
-only). `ci`, the certificate identifier (UVCI), carries this registry's certificate id, so a
-verifier asking this registry can tell a revoked certificate.
+The vaccine's EU value set codes come from explicit fields of its vaccine record: `euMa`
+(`ma`, marketing authorisation holder), `euMp` (`mp`, medicinal product) and `euVp` (`vp`,
+vaccine or prophylaxis); nothing is guessed from the vaccine's name or manufacturer, and a
+vaccine without them gets no HCERT (`HCertRefused` names the missing fields). `tg` is SNOMED
+840539006 for a COVID-19 vaccine (by its ICD-11 code), the ICD-11 code otherwise (the EU value
+sets cover COVID-19 only). `fnt`/`gnt` are the names transliterated as ICAO 9303 Part 3 says
+(`icao`); a name in a script it does not cover is refused, never signed empty. `ci`, the
+certificate identifier (UVCI), carries this registry's certificate id, so a verifier asking
+this registry can tell a revoked certificate.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from open_registry.plugins.certificates.es256 import sign_raw, verify_raw
-from open_registry.plugins.certificates.fhir import HealthRecord, code_list, lookup
+from open_registry.plugins.certificates.fhir import HealthRecord
 
 PREFIX = "HC1:"
 B45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
@@ -74,10 +78,93 @@ def b45decode(text: str) -> bytes:
     return bytes(out)
 
 
+#: ICAO 9303 Part 3, transliteration of multinational Latin characters that are not simply a
+#: letter A-Z with a diacritic (those lose the diacritic: É -> E, Ç -> C, Ř -> R, ...)
+_LATIN = {
+    "Ä": "AE", "Å": "AA", "Æ": "AE", "Ĳ": "IJ", "Ö": "OE", "Ø": "OE", "Œ": "OE", "Ü": "UE",
+    "ß": "SS", "ẞ": "SS", "Þ": "TH", "Ð": "D", "Đ": "D", "Ħ": "H", "Ł": "L", "Ŀ": "L",
+    "Ŋ": "N", "İ": "I", "\u0131": "I", "ĸ": "K",
+}  # fmt: skip
+#: ICAO 9303 Part 3, transliteration of Cyrillic characters (by Unicode name: CYRILLIC CAPITAL
+#: LETTER ...; the soft sign is not written)
+_CYRILLIC = {
+    unicodedata.lookup(f"CYRILLIC CAPITAL LETTER {name}"): latin
+    for name, latin in (
+        ("A", "A"), ("BE", "B"), ("VE", "V"), ("GHE", "G"), ("GHE WITH UPTURN", "G"),
+        ("DE", "D"), ("DJE", "D"), ("GJE", "G"), ("IE", "E"), ("IO", "E"),
+        ("UKRAINIAN IE", "IE"), ("ZHE", "ZH"), ("ZE", "Z"), ("DZE", "DZ"), ("I", "I"),
+        ("BYELORUSSIAN-UKRAINIAN I", "I"), ("YI", "I"), ("SHORT I", "I"), ("JE", "J"),
+        ("KA", "K"), ("KJE", "K"), ("EL", "L"), ("LJE", "LJ"), ("EM", "M"), ("EN", "N"),
+        ("NJE", "NJ"), ("O", "O"), ("PE", "P"), ("ER", "R"), ("ES", "S"), ("TE", "T"),
+        ("TSHE", "C"), ("U", "U"), ("SHORT U", "U"), ("EF", "F"), ("HA", "KH"), ("TSE", "TS"),
+        ("CHE", "CH"), ("DZHE", "DZ"), ("SHA", "SH"), ("SHCHA", "SHCH"), ("HARD SIGN", "IE"),
+        ("YERU", "Y"), ("SOFT SIGN", ""), ("E", "E"), ("YU", "IU"), ("YA", "IA"),
+    )
+}  # fmt: skip
+#: separators written as the filler `<`; punctuation left out (ICAO 9303 Part 3)
+_FILLER = frozenset(" -\u2010\u2011\u2012\u2013\u2014\u00a0\t")
+_DROPPED = frozenset("'`.,\u2018\u2019\u02bc")
+MAX_NAME = 80
+
+
+class NameNotTransliterable(HCertError):
+    """A name ICAO 9303 transliteration cannot write in A-Z (the message says why)."""
+
+
+def _letter(char: str) -> str | None:
+    """The A-Z spelling of one character (upper case), or None when ICAO 9303 has none."""
+    upper = char.upper() if len(char.upper()) == 1 else char
+    if upper in _LATIN:
+        return _LATIN[upper]
+    if upper in _CYRILLIC:
+        return _CYRILLIC[upper]
+    if "A" <= upper <= "Z":
+        return upper
+    if unicodedata.name(char, "").startswith(("LATIN ", "FULLWIDTH LATIN ")):
+        base = "".join(
+            c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)
+        ).upper()
+        if base and all("A" <= c <= "Z" for c in base):
+            return base
+    return None
+
+
+def _script(char: str) -> str:
+    """The first word of the character's Unicode name: its script, mostly ("Devanagari")."""
+    word = unicodedata.name(char, "").split(" ")[0]
+    if not word:
+        return f"U+{ord(char):04X}"
+    return word if len(word) <= 3 else word.capitalize()
+
+
 def icao(name: str) -> str:
-    """The ICAO 9303 transliteration EU DCC wants in `fnt`/`gnt` (A-Z and `<`)."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Z<]", "", re.sub(r"[\s\-]+", "<", ascii_name.upper()))[:80]
+    """`name` as ICAO 9303 Part 3 transliterates it for a machine-readable zone, which EU DCC
+    wants in `fnt`/`gnt`: Latin letters without their diacritics, or as the table says (Ä AE,
+    Å AA, Ø OE, Ü UE, ß SS, ...), Cyrillic by its table, spaces and hyphens as `<`, upper-case
+    A-Z only, at most 80 characters. Raises `NameNotTransliterable` for any other character
+    (another script, digits, symbols) or a name with no letter."""
+    out: list[str] = []
+    unsupported: dict[str, None] = {}
+    for char in unicodedata.normalize("NFC", name.strip()):
+        if char in _FILLER or char.isspace():
+            out.append("<")
+        elif char in _DROPPED:
+            continue
+        elif (letters := _letter(char)) is not None:
+            out.append(letters)
+        else:
+            unsupported[char] = None
+    if unsupported:
+        shown = "".join(unsupported)[:10]
+        scripts = ", ".join(dict.fromkeys(_script(c) for c in unsupported))
+        raise NameNotTransliterable(
+            f"ICAO 9303 transliteration (EU DCC fnt/gnt) has no A-Z spelling for {shown!r} "
+            f"({scripts}); this registry transliterates Latin and Cyrillic letters only"
+        )
+    text = re.sub(r"<+", "<", "".join(out)).strip("<")
+    if not text:
+        raise NameNotTransliterable(f"the name {name[:40]!r} has no letter to transliterate")
+    return text[:MAX_NAME]
 
 
 def uvci(country: str, certificate_id: str) -> str:
@@ -92,22 +179,59 @@ def certificate_of(ci: str) -> str | None:
         return None
 
 
+class HCertRefused(HCertError):
+    """An HCERT this record cannot honestly be: `problems` names each missing or unusable input
+    as (`field`, reason), e.g. `("euMa", "...")` or `("name", "...")`."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{field}: {reason}" for field, reason in problems))
+
+
+#: the vaccine record fields an EU DCC needs, and what each becomes
+EU_CODES = (
+    ("euMa", "eu_ma", "ma", "the marketing authorisation holder code, e.g. ORG-100001699"),
+    ("euMp", "eu_mp", "mp", "the medicinal product code, e.g. EU/1/21/1529"),
+    ("euVp", "eu_vp", "vp", "the vaccine or prophylaxis code, e.g. J07BX03"),
+)
+
+
 def dcc(record: HealthRecord, country: str, issuer: str) -> dict[str, Any]:
-    """The EU DCC JSON (vaccination) of a record."""
+    """The EU DCC JSON (vaccination) of a record. Raises `HCertRefused` naming every missing
+    EU code of the vaccine record and a name ICAO 9303 cannot transliterate."""
+    problems: list[tuple[str, str]] = []
+    vaccine = f"the vaccine {record.vaccine_code or record.vaccine_name!r}"
+    codes: dict[str, str] = {}
+    for field, attribute, key, what in EU_CODES:
+        value = getattr(record, attribute)
+        if value:
+            codes[key] = value
+        else:
+            problems.append((field, f"{vaccine} has no {field} ({key}: {what})"))
+    covid = record.disease == "COVID-19"
+    if not covid and not record.icd11:
+        problems.append(
+            ("icd11Code", f"{vaccine} has no ICD-11 code, so the disease targeted (tg) is unknown")
+        )
     family, given = record.family_given
-    names = {"fn": family, "fnt": icao(family)}
+    names: dict[str, str] = {"fn": family}
+    for key, value in (("fnt", family), ("gnt", " ".join(given))):
+        if not value:
+            continue
+        try:
+            names[key] = icao(value)
+        except NameNotTransliterable as exc:
+            problems.append(("name", f"the holder's name cannot be written for EU DCC: {exc}"))
+            break
+    if problems:
+        raise HCertRefused(problems)
     if given:
         names["gn"] = " ".join(given)
-        names["gnt"] = icao(" ".join(given))
-    mp = lookup(code_list("euVaccineCode.json"), record.vaccine_name) or record.vaccine_name
-    ma = lookup(code_list("euVaccineManuf.json"), record.manufacturer, record.vaccine_name)
-    vp = lookup(code_list("euVaccineProph.json"), record.vaccine_name)
-    covid = record.disease == "COVID-19"
     vaccination = {
-        "tg": COVID19_SNOMED if covid else (record.icd11 or "unknown"),
-        "vp": vp or (record.icd11 or "unknown"),
-        "mp": mp,
-        "ma": ma or (record.manufacturer or "unknown"),
+        "tg": COVID19_SNOMED if covid else str(record.icd11),
+        "vp": codes["vp"],
+        "mp": codes["mp"],
+        "ma": codes["ma"],
         "dn": record.dose,
         "sd": record.total_doses or record.dose,
         "dt": record.date[:10],

@@ -7,7 +7,8 @@ The formats are made from a certificate the caller's gate returned (the routes r
 here runs). What a format needs beyond it (the vaccination, the vaccine's codes) the caller may
 not be allowed to read; it is read as `system("certificates")`, explicitly, only for that
 certificate. Verification looks a certificate's status up the same way: anyone may verify, and
-the answer says only VALID / REVOKED / SUSPENDED."""
+the answer says only VALID / REVOKED / SUSPENDED. For other SMART Health Card verifiers, `jwks`
+gives each key its `crlVersion` and `revocation_list` each key's Card Revocation List."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from open_registry.core import NotFound, Records, system
+from open_registry.core import Invalid, NotFound, Records, system
 from open_registry.plugins.certificates import hcert, shc
 from open_registry.plugins.certificates.es256 import hcert_kid
 from open_registry.plugins.certificates.fhir import HealthRecord, ddcc_bundle
@@ -66,20 +68,88 @@ def smart_health_card(rt: Any, certificate: dict[str, Any]) -> str:
 
 
 def hcert_text(rt: Any, certificate: dict[str, Any]) -> str:
-    """The `HC1:` text."""
+    """The `HC1:` text. A vaccine without its EU DCC codes, or a name ICAO 9303 cannot
+    transliterate, is refused (422, each problem named) rather than signed with a guess."""
     _, key = rt.ec_keys.current()
     issuer = rt.config.issuer_name or rt.registry.settings.title
-    return hcert.encode(
-        health_record(rt, certificate),
-        country=rt.config.country_code.upper(),
-        issuer=issuer,
-        kid=hcert_kid(key.public_key()),
-        key=key,
-    )
+    try:
+        return hcert.encode(
+            health_record(rt, certificate),
+            country=rt.config.country_code.upper(),
+            issuer=issuer,
+            kid=hcert_kid(key.public_key()),
+            key=key,
+        )
+    except hcert.HCertRefused as exc:
+        pointers = {"name": "/credentialSubject/name"}
+        raise Invalid(
+            "no EU DCC / HCERT can be made of this certificate: " + str(exc),
+            errors=[
+                {
+                    "pointer": pointers.get(field, f"/vaccine/{field}"),
+                    "message": reason,
+                    "keyword": "format" if field == "name" else "required",
+                }
+                for field, reason in exc.problems
+            ],
+            missing=[field for field, _ in exc.problems if field != "name"],
+        ) from None
 
 
 def ddcc(rt: Any, certificate: dict[str, Any]) -> dict[str, Any]:
     return ddcc_bundle(health_record(rt, certificate))
+
+
+# -- SMART Health Card revocation (SMART Health Cards framework, "Revocation") ------------------
+
+
+def _revoked_ids(rt: Any) -> list[str]:
+    """Every certificate a card must no longer stand for: revoked ones, and deleted ones (a
+    revocation is final, so the list only grows)."""
+    table = rt.registry.services[CERTIFICATE].table
+    stmt = (
+        sa.select(table.c.id)
+        .where(sa.or_(table.c.status == "revoked", table.c._deleted_at.is_not(None)))
+        .order_by(table.c.statusIndex, table.c.id)
+    )
+    with rt.registry.db.engine.connect() as conn:
+        return [str(row[0]) for row in conn.execute(stmt)]
+
+
+def crl_version(rt: Any) -> int:
+    """The revocation list's counter (`ctr`, the JWKs' `crlVersion`): 1 for an empty list, one
+    more for each certificate revoked since."""
+    table = rt.registry.services[CERTIFICATE].table
+    stmt = sa.select(sa.func.count()).where(
+        sa.or_(table.c.status == "revoked", table.c._deleted_at.is_not(None))
+    )
+    with rt.registry.db.engine.connect() as conn:
+        return 1 + int(conn.execute(stmt).scalar() or 0)
+
+
+def jwks(rt: Any) -> dict[str, Any]:
+    """Our ES256 public keys, each with `crlVersion`: verifiers then fetch its revocation list
+    at `<iss>/.well-known/crl/<kid>.json`."""
+    version = crl_version(rt)
+    return {"keys": [{**k, "crlVersion": version} for k in rt.ec_keys.jwks()["keys"]]}
+
+
+def revocation_list(rt: Any, kid: str) -> dict[str, Any]:
+    """The Card Revocation List of key `kid`: the `rid` (`vc.rid`, the certificate's UUID as
+    base64url) of every revoked certificate. Cards are signed on demand with the current key,
+    so any key may have signed a card of any certificate: each key's list names them all."""
+    if kid not in rt.ec_keys.public_keys():
+        raise NotFound(f"no ES256 key {kid[:60]!r} in this registry's JWK set")
+    revoked = _revoked_ids(rt)
+    rids = [rid for rid in map(_rid, revoked) if rid is not None]
+    return {"kid": kid, "method": "rid", "ctr": len(revoked) + 1, "rids": rids}
+
+
+def _rid(certificate_id: str) -> str | None:
+    try:
+        return shc.rid_of(certificate_id)
+    except ValueError:  # not a UUID: this registry never made a card of it
+        return None
 
 
 def _status(rt: Any, certificate_id: str | None, verdict: Verdict) -> Verdict:

@@ -8,7 +8,7 @@ public key); the secret key is `z` + base58btc(0x80 0x26 + 32-byte seed). A did:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -115,10 +115,24 @@ def did_key_method(key: Ed25519PublicKey) -> str:
 
 @dataclass(frozen=True)
 class ResolvedKey:
-    """A verification method's public key and controller (None: controller not checked)."""
+    """A verification method's public key and controller (None: controller not checked).
+
+    `others` are further keys published under the same verification method id: DIVOC
+    deployments name their RSA and their Ed25519 key both `did:india`, so a proof tries each key
+    of the type its suite needs (`candidates`)."""
 
     public_key: PublicKey
     controller: str | None
+    others: tuple[ResolvedKey, ...] = ()
+
+    def candidates(self, *kinds: type) -> list[ResolvedKey]:
+        """This key and the others whose public key is one of `kinds`, in the order given."""
+        return [k for k in (self, *self.others) if isinstance(k.public_key, kinds)]
+
+    def adding(self, other: ResolvedKey) -> ResolvedKey:
+        """This method with `other`'s keys added (tried after this one's)."""
+        extra = tuple(replace(k, others=()) for k in (other, *other.others))
+        return replace(self, others=(*self.others, *extra))
 
 
 KeyResolver = Callable[[str], ResolvedKey]

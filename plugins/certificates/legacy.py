@@ -81,23 +81,35 @@ def verify_2018(
     if "b64" not in (header.get("crit") or []) or header.get("alg") != _ALG[suite]:
         return failed(f"the jws header must be alg {_ALG[suite]} with crit [b64]", proof)
     resolved = resolver(method)
-    key = resolved.public_key
+    # the method may publish several keys (DIVOC names its RSA and Ed25519 keys both
+    # `did:india`): each key of the suite's type is tried
+    kind = RSAPublicKey if suite == RSA_SIGNATURE_2018 else Ed25519PublicKey
+    keys = resolved.candidates(kind)
+    if not keys:
+        return failed(f"the verification method's key does not fit {suite}", proof)
     issuer = unsecured.get("issuer")
     issuer = issuer.get("id") if isinstance(issuer, dict) else issuer
-    if check_controller and resolved.controller is not None and issuer != resolved.controller:
-        return failed(
-            f"the issuer {issuer!r} is not the controller of the verification method", proof
-        )
+    if check_controller:
+        keys = [k for k in keys if k.controller is None or issuer == k.controller]
+        if not keys:
+            return failed(
+                f"the issuer {issuer!r} is not the controller of the verification method", proof
+            )
     data = header_b64.encode("ascii") + b"." + verify_data(unsecured, proof, loader)
-    try:
-        if suite == RSA_SIGNATURE_2018 and isinstance(key, RSAPublicKey):
-            key.verify(signature, data, _PSS, hashes.SHA256())
-        elif suite == ED25519_SIGNATURE_2018 and isinstance(key, Ed25519PublicKey):
-            key.verify(signature, data)
-        else:
-            return failed(f"the verification method's key does not fit {suite}", proof)
-    except InvalidSignature:
-        return failed("invalid signature", proof)
-    return VerificationResult(
-        verified=True, proof_type=suite, verification_method=method, controller=resolved.controller
-    )
+    for resolved_key in keys:
+        key = resolved_key.public_key
+        try:
+            if isinstance(key, RSAPublicKey):
+                key.verify(signature, data, _PSS, hashes.SHA256())
+            else:
+                assert isinstance(key, Ed25519PublicKey)
+                key.verify(signature, data)
+        except InvalidSignature:
+            continue
+        return VerificationResult(
+            verified=True,
+            proof_type=suite,
+            verification_method=method,
+            controller=resolved_key.controller,
+        )
+    return failed("invalid signature", proof)

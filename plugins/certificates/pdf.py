@@ -8,10 +8,12 @@ then drawn by fpdf2's `write_html`.
 Fonts: when every character of the page is Latin-1 (English, French, most Latin names) the PDF
 uses the built-in Helvetica and embeds nothing. Otherwise it needs a TrueType font: the one set
 for the locale in the `plugins.certificates.pdf_fonts` setting, else the first of
-`FONT_SEARCH[locale]` found on disk (Hindi: Debian's Lohit Devanagari), with a general Unicode
-font (`pdf_fonts` key `default`, else DejaVu Sans / Liberation Sans) as fallback for characters
-the first lacks. Complex scripts (Devanagari, Arabic, ...) are shaped with HarfBuzz. A locale
-without a usable font, or a character no font has, is an error naming the setting.
+`FONT_SEARCH[locale]` found on disk (Hindi: Debian's Lohit Devanagari), else the general Unicode
+font (`pdf_fonts` key `default`, else DejaVu Sans / Liberation Sans). Characters it lacks (a
+Devanagari name on an English or French page) are drawn with fallback fonts: the other fonts
+set or searched for (any locale's), then the system's, found by fontconfig (`fc-list`). No font
+is ever downloaded. Complex scripts (Devanagari, Arabic, ...) are shaped with HarfBuzz. A page
+with no font at all, or a character no font of the system has, is an error naming the setting.
 
 Compiled templates, catalogs and font character sets are cached per process.
 """
@@ -23,6 +25,8 @@ import functools
 import html.parser
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +65,10 @@ _COMPLEX_SCRIPTS = ((0x0590, 0x08FF), (0x0900, 0x0DFF), (0x0E00, 0x0FFF), (0x100
 _COMPLEX_SCRIPTS += ((0x1780, 0x17FF), (0xA800, 0xABFF), (0xFB1D, 0xFEFF))
 _FAMILY = "certificate"
 _FALLBACK = "certificate-fallback"
+#: the most fallback fonts one page embeds
+MAX_FALLBACKS = 8
+#: words in a font file's name that mark a styled face (a regular one is preferred)
+_STYLED = ("bold", "italic", "oblique", "light", "thin", "black", "mono", "condensed", "narrow")
 _IGNORED = frozenset("\n\r\t")
 
 
@@ -191,6 +199,34 @@ def _font_chars(path: str, mtime: int) -> frozenset[int]:
     return frozenset(cmap)
 
 
+@functools.lru_cache(maxsize=256)
+def _system_font_for(code: int) -> Path | None:
+    """A TrueType/OpenType font file of this system holding the character `code`, found by
+    fontconfig (`fc-list :charset=<hex> file`; None without fontconfig or such a font). Regular
+    faces are preferred over bold, italic, condensed or monospaced ones."""
+    exe = shutil.which("fc-list")
+    if exe is None:
+        return None
+    try:
+        done = subprocess.run(
+            [exe, f":charset={code:x}", "file"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    files = {line.rsplit(":", 1)[0].strip() for line in done.stdout.splitlines() if ":" in line}
+    fonts = [Path(f) for f in files if f.lower().endswith((".ttf", ".otf"))]
+
+    def plainness(path: Path) -> tuple[bool, int, str]:
+        name = path.stem.lower()
+        return (any(w in name for w in _STYLED), len(name), str(path))
+
+    return min(fonts, key=plainness, default=None)
+
+
 class _ImageSources(html.parser.HTMLParser):
     """Collects the `src` of every <img> in the rendered page."""
 
@@ -234,6 +270,7 @@ class PdfRenderer:
         fonts: Mapping[str, str | Path] | str | None = None,
         locales_dir: str | Path | None = None,
         font_search: Mapping[str, Sequence[str | Path]] | None = None,
+        system_fonts: bool | None = None,
     ) -> None:
         if template is not None and template_path is not None:
             raise PdfError("give a certificate template as text or as a file, not both")
@@ -243,6 +280,9 @@ class PdfRenderer:
         self.locales_dir = Path(locales_dir) if locales_dir is not None else None
         search = FONT_SEARCH if font_search is None else font_search
         self.font_search = {k: tuple(Path(p) for p in v) for k, v in search.items()}
+        #: ask fontconfig for a font with the characters no known font has (by default only
+        #: with the shipped search paths: a test's own `font_search` stays self-contained)
+        self.system_fonts = font_search is None if system_fonts is None else system_fonts
 
     # - inputs -
 
@@ -279,33 +319,73 @@ class PdfRenderer:
             return configured
         return next((p for p in self.font_search.get(key, ()) if p.is_file()), None)
 
-    def _fonts_for(self, locale: str, page: str, chars: set[str]) -> tuple[Path, Path | None]:
-        """(main font, fallback font or None) able to draw every character in `chars` (those
-        of `page`)."""
+    def _font_chain(self, locale: str) -> list[Path]:
+        """Every usable font file, best first: the locale's (setting, then search paths), the
+        `default` ones, then the fonts set or known for any other locale (a Devanagari name on
+        an English page finds the Hindi font)."""
         language = locale.split("-")[0].split("_")[0]
-        main = self._font_file(locale) or self._font_file(language)
-        fallback = self._font_file("default")
-        if main is None:
-            main, fallback = fallback, None
-        if main is None:
+        chain: list[Path] = []
+        for key in dict.fromkeys((locale, language)):
+            found = self._font_file(key)
+            if found is not None:
+                chain.append(found)
+        if not chain:  # the locale has no font of its own: the default one leads
+            default = self._font_file("default")
+            chain += [default] if default is not None else []
+        others = sorted(set(self.fonts) | set(self.font_search) - {locale, language, "default"})
+        for key in (locale, language, "default", *others):
+            configured = self.fonts.get(key)
+            if configured is not None and configured.is_file():
+                chain.append(configured)
+            chain += [p for p in self.font_search.get(key, ()) if p.is_file()]
+        return list(dict.fromkeys(chain))
+
+    def _fonts_for(self, locale: str, page: str, chars: set[str]) -> tuple[Path, list[Path]]:
+        """(main font, fallback fonts) able to draw every character in `chars` (those of
+        `page`): the locale's font (else the default one), then, for the characters it lacks,
+        the other fonts known (`_font_chain`), then the system's fonts (fontconfig)."""
+        language = locale.split("-")[0].split("_")[0]
+        chain = self._font_chain(locale)
+        if not chain:
             raise PdfError(
                 f"no font found for locale {locale!r} (its text is not Latin-1): set "
                 f'{FONTS_SETTING} = {{{language} = "/path/to/font.ttf"}} in [plugins.certificates] '
                 f"or REGISTRY_PLUGINS__CERTIFICATES__PDF_FONTS={language}=/path/to/font.ttf"
             )
-        codes = {ord(c) for c in chars}
-        missing = codes - _font_chars(str(main), _mtime(main))
-        if missing and fallback is not None and fallback != main:
-            missing -= _font_chars(str(fallback), _mtime(fallback))
-        else:
-            fallback = None
+        main = chain[0]
+        missing = {ord(c) for c in chars} - _font_chars(str(main), _mtime(main))
+        fallbacks: list[Path] = []
+        for candidate in chain[1:]:
+            if not missing:
+                break
+            covered = missing & _font_chars(str(candidate), _mtime(candidate))
+            if covered:
+                fallbacks.append(candidate)
+                missing -= covered
+        unresolved: set[int] = set()
+        while missing - unresolved and self.system_fonts and len(fallbacks) < MAX_FALLBACKS:
+            code = min(missing - unresolved)
+            found = _system_font_for(code)
+            if found is not None and found != main and found not in fallbacks:
+                try:
+                    covered = missing & _font_chars(str(found), _mtime(found))
+                except PdfError:  # a file fontconfig lists that fontTools cannot read
+                    covered = set()
+                if covered:
+                    fallbacks.append(found)
+                    missing -= covered
+                    continue
+            unresolved.add(code)
         if missing:
             shown = "".join(dict.fromkeys(c for c in page if ord(c) in missing))[:10]
+            tried = ", ".join(p.name for p in (main, *fallbacks))
+            system = " and the system's fonts (fontconfig)" if self.system_fonts else ""
             raise PdfError(
-                f"the font for locale {locale!r} ({main}) has no glyphs for {shown!r}: set a font "
-                f"that has them in {FONTS_SETTING} (key {language!r} or 'default')"
+                f"the fonts for locale {locale!r} ({tried}){system} have no glyphs for "
+                f"{shown!r}: install a font that has them, or set one in {FONTS_SETTING} "
+                f"(key {language!r} or 'default')"
             )
-        return main, fallback
+        return main, fallbacks
 
     # - output -
 
@@ -347,13 +427,15 @@ class PdfRenderer:
             family = "helvetica"
         else:
             family = _FAMILY
-            main, fallback = self._fonts_for(locale, page, chars)
+            main, fallbacks = self._fonts_for(locale, page, chars)
             pdf.add_font(_FAMILY, "", str(main))
             if re.search(r"<th\b", page):  # table headings are bold: same face, second subset
                 pdf.add_font(_FAMILY, "B", str(main))
-            if fallback is not None:
-                pdf.add_font(_FALLBACK, "", str(fallback))
-                pdf.set_fallback_fonts([_FALLBACK], exact_match=False)
+            names = [f"{_FALLBACK}-{n}" for n in range(len(fallbacks))]
+            for name, fallback in zip(names, fallbacks, strict=True):
+                pdf.add_font(name, "", str(fallback))
+            if names:
+                pdf.set_fallback_fonts(names, exact_match=False)
             if any(lo <= ord(c) <= hi for c in chars for lo, hi in _COMPLEX_SCRIPTS):
                 pdf.set_text_shaping(True)
         pdf.add_page()

@@ -9,7 +9,9 @@
 - `POST /credentials/issue`, `POST /credentials/verify`: the VC-API (VCALM) endpoints;
   both verify endpoints are anonymous, so their bodies are bounded before any JSON-LD work
   (`limits.py`: size, nesting, values, array length, blank nodes, QR text);
-- `GET /.well-known/did.json`: the issuer's DID document (did:web issuers).
+- `GET /.well-known/did.json`: the issuer's DID document (did:web issuers);
+- `GET /.well-known/jwks.json`, `GET /.well-known/crl/{kid}.json`: the ES256 keys (with
+  `crlVersion`) and each key's SMART Health Card revocation list, with CORS (`OPTIONS` too).
 
 Who may use each route is declared as a `Rule` (`registry.auth.rules`): a certificate and every
 output of it (JSON-LD, QR, PDF, SMART Health Card, HCERT, DDCC bundle) follow the certificate
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from threading import Lock
@@ -52,7 +55,7 @@ from open_registry.plugins.certificates.loader import UnknownContextError
 from open_registry.plugins.certificates.results import SigningError
 from open_registry.plugins.certificates.runtime import Certificates, runtime
 from open_registry.plugins.certificates.status import PURPOSES
-from open_registry.plugins.certificates.verifier import VALID, Verdict
+from open_registry.plugins.certificates.verifier import VALID, Verdict, subject_problem
 
 LD_JSON = "application/ld+json"
 #: who may revoke, suspend and reinstate: administrators, and a facility's admin for the
@@ -79,6 +82,25 @@ FOR_VERIFIERS = rules.public(
 )
 #: the verify endpoints: anyone may verify; bodies are bounded before any work (limits.py)
 VERIFY = rules.public("anyone may verify a certificate; bodies are bounded by limits.py")
+
+
+#: what verifiers in a browser page of another origin may read (the SMART Health Cards
+#: framework requires CORS on `/.well-known/jwks.json`): public keys and revocation lists only
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Cache-Control": "max-age=60"}
+
+
+def _preflight(request: Request) -> Response:
+    """The answer to a CORS preflight (`OPTIONS`) of a public, read-only resource."""
+    headers = {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+        "Access-Control-Max-Age": "86400",
+    }
+    asked = request.headers.get("access-control-request-headers", "")
+    names = [n.strip() for n in asked.split(",") if re.fullmatch(r"\s*[A-Za-z0-9-]{1,64}\s*", n)]
+    if names:  # no credentials are involved: whatever headers a plain GET may carry
+        headers["Access-Control-Allow-Headers"] = ", ".join(names[:20])
+    return Response(status_code=204, headers=headers)
 
 
 class _Renders:
@@ -464,7 +486,37 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
         dependencies=[Depends(FOR_VERIFIERS)],
     )
     async def jwks() -> Response:
-        return JSONResponse(await run_in_threadpool(certs().ec_keys.jwks))
+        keys = await run_in_threadpool(health_formats.jwks, certs())
+        return JSONResponse(keys, headers=CORS_HEADERS)
+
+    @router.options(
+        "/.well-known/jwks.json",
+        summary="CORS preflight of the JWK set (web verifiers fetch it from other origins)",
+        status_code=204,
+        response_class=Response,
+        dependencies=[Depends(FOR_VERIFIERS)],
+    )
+    async def jwks_preflight(request: Request) -> Response:
+        return _preflight(request)
+
+    @router.get(
+        "/.well-known/crl/{kid}.json",
+        summary="The SMART Health Card revocation list of one ES256 key",
+        dependencies=[Depends(FOR_VERIFIERS)],
+    )
+    async def card_revocation_list(kid: str) -> Response:
+        crl = await run_in_threadpool(health_formats.revocation_list, certs(), kid)
+        return JSONResponse(crl, headers=CORS_HEADERS)
+
+    @router.options(
+        "/.well-known/crl/{kid}.json",
+        summary="CORS preflight of a card revocation list",
+        status_code=204,
+        response_class=Response,
+        dependencies=[Depends(FOR_VERIFIERS)],
+    )
+    async def crl_preflight(request: Request) -> Response:
+        return _preflight(request)
 
     @router.post(
         "/credentials/issue",
@@ -485,6 +537,18 @@ def certificate_routes(registry: Any) -> list[APIRouter]:  # noqa: C901
                     {
                         "pointer": "/credential",
                         "message": "an unsigned credential object",
+                        "keyword": "required",
+                    }
+                ],
+            )
+        problem = subject_problem(credential)
+        if problem is not None:  # VCDM 1.1 and 2.0 require it; a verifier would refuse it
+            raise BadRequest(
+                f"the credential cannot be issued: {problem}",
+                errors=[
+                    {
+                        "pointer": "/credential/credentialSubject",
+                        "message": problem,
                         "keyword": "required",
                     }
                 ],

@@ -40,7 +40,10 @@ class Certificates:
         )
         self._signed_lists: dict[tuple[str, int], tuple[str, datetime, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        # the ES256 key of SMART Health Cards and HCERTs exists from the start, so verifiers
+        # find it at /.well-known/jwks.json before the first card is signed
         self.ec_keys = EcKeys(self.keys.folder)
+        self.ec_keys.ensure()
 
     # -- status lists ---------------------------------------------------------------------------
     def list_bits(self, purpose: str, number: int) -> bytes:

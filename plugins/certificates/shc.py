@@ -3,8 +3,10 @@
 version 22, so phones read it easily.
 
 The payload's `iss` is the issuer's base URL; verifiers find its keys at
-`<iss>/.well-known/jwks.json` (served by this registry). `vc.rid` is the certificate's
-revocation id (its UUID as base64url), so a verifier asking this registry can tell a revoked card.
+`<iss>/.well-known/jwks.json` (served by this registry, with CORS). `vc.rid` is the
+certificate's revocation id (its UUID as base64url, 22 characters): each key's Card Revocation
+List at `<iss>/.well-known/crl/<kid>.json` lists the rids of revoked certificates
+(`health_formats.revocation_list`), and this registry's own verifier looks the certificate up.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,8 @@ from open_registry.plugins.certificates.results import SigningError, Verificatio
 EDDSA_RDFC_2022 = "eddsa-rdfc-2022"
 ED25519_SIGNATURE_2020 = "Ed25519Signature2020"
 SUITES = (EDDSA_RDFC_2022, ED25519_SIGNATURE_2020)
+#: the most proofs of one proof set (or chain) a verification checks
+MAX_PROOFS = 8
 
 # canonical N-Quads of a JSON-LD document under a loader (None: the shipped contexts): a faster
 # equivalent of `jsonld.canonicalize` (`shortcut.canonicalize`); it must give the same bytes
@@ -199,29 +202,36 @@ def _verify_data_integrity(
         resolved = resolver(method)
     except KeyFormatError as exc:
         return failed(str(exc), proof)
-    key = resolved.public_key
-    if not isinstance(key, Ed25519PublicKey):
+    # the method may publish several keys (DIVOC's `did:india`): each Ed25519 one is tried
+    keys = resolved.candidates(Ed25519PublicKey)
+    if not keys:
         return failed("the verification method is not an Ed25519 key", proof)
     issuer = _issuer_id(unsecured)
-    if check_controller and resolved.controller is not None and issuer != resolved.controller:
-        return failed(
-            f"the issuer {issuer!r} is not the controller of the verification method", proof
-        )
+    if check_controller:
+        keys = [k for k in keys if k.controller is None or k.controller == issuer]
+        if not keys:
+            return failed(
+                f"the issuer {issuer!r} is not the controller of the verification method", proof
+            )
     texts = canonical_texts(unsecured, options, loader, canonicalizer)
     # a signer sorting as rdf-canonize does (UTF-16 code units) may have signed the other order;
     # both describe the same RDF dataset, so either signature binds the same content
-    valid = _valid(key, signature, texts) or (
-        (order_sensitive(texts[0]) or order_sensitive(texts[1]))
-        and _valid(key, signature, canonical_texts(unsecured, options, loader, order=UTF16))
-    )
-    if not valid:
-        return failed("invalid signature", proof)
-    return VerificationResult(
-        verified=True,
-        proof_type=suite or ED25519_SIGNATURE_2020,
-        verification_method=method,
-        controller=resolved.controller,
-    )
+    other_order = order_sensitive(texts[0]) or order_sensitive(texts[1])
+    utf16: tuple[str, str] | None = None
+    for key in keys:
+        assert isinstance(key.public_key, Ed25519PublicKey)
+        valid = _valid(key.public_key, signature, texts)
+        if not valid and other_order:
+            utf16 = utf16 or canonical_texts(unsecured, options, loader, order=UTF16)
+            valid = _valid(key.public_key, signature, utf16)
+        if valid:
+            return VerificationResult(
+                verified=True,
+                proof_type=suite or ED25519_SIGNATURE_2020,
+                verification_method=method,
+                controller=key.controller,
+            )
+    return failed("invalid signature", proof)
 
 
 def verify(
@@ -233,14 +243,35 @@ def verify(
     check_controller: bool = True,
     canonicalizer: Canonicalizer | None = None,
 ) -> VerificationResult:
-    """Verify a credential's proof; never raises for bad input (the result says why).
+    """Verify a credential's proof, or every proof of a proof set or chain (a `proof` array:
+    Data Integrity 1.0, "Verify Proof Sets and Chains": the document verifies only when each
+    of its proofs does); never raises for bad input (the result says why).
 
     `resolver` maps a verificationMethod to its public key and controller (did:key by default).
     With `check_controller`, the credential's issuer must be that controller (when known)."""
-    if not isinstance(document, dict) or not isinstance(document.get("proof"), dict):
-        return failed("the credential has no single proof object")
-    proof = document["proof"]
+    proof = document.get("proof") if isinstance(document, dict) else None
+    if isinstance(proof, list):
+        return _verify_proof_set(
+            document, proof, resolver, loader, proof_purpose, check_controller, canonicalizer
+        )
+    if not isinstance(proof, dict):
+        return failed("the credential has no proof object (a proof, or a list of them)")
     unsecured = {k: v for k, v in document.items() if k != "proof"}  # read, never changed
+    return _verify_proof(
+        unsecured, proof, resolver, loader, proof_purpose, check_controller, canonicalizer
+    )
+
+
+def _verify_proof(
+    unsecured: dict[str, Any],
+    proof: dict[str, Any],
+    resolver: KeyResolver,
+    loader: StaticDocumentLoader | None,
+    proof_purpose: str,
+    check_controller: bool,
+    canonicalizer: Canonicalizer | None,
+) -> VerificationResult:
+    """One proof of `unsecured` (the document without the proof being checked)."""
     try:
         if proof.get("type") in legacy.SUITES:
             return legacy.verify_2018(
@@ -253,3 +284,78 @@ def verify(
         return failed(str(exc), proof)
     except (KeyFormatError, SigningError, TypeError, ValueError, KeyError, AttributeError) as exc:
         return failed(f"malformed credential or proof: {exc!r}", proof)
+
+
+def _previous(proof: dict[str, Any]) -> list[Any]:
+    previous = proof.get("previousProof")
+    if previous is None:
+        return []
+    return previous if isinstance(previous, list) else [previous]
+
+
+def _verify_proof_set(
+    document: dict[str, Any],
+    proofs: list[Any],
+    resolver: KeyResolver,
+    loader: StaticDocumentLoader | None,
+    proof_purpose: str,
+    check_controller: bool,
+    canonicalizer: Canonicalizer | None,
+) -> VerificationResult:
+    """Data Integrity 1.0 section 4.5: every proof of the set verifies over the document without
+    `proof`; a proof naming `previousProof` (a chain) verifies over the document carrying the
+    proofs it names, each of which must be in the set (else PROOF_VERIFICATION_ERROR)."""
+    if not proofs:
+        return failed("the credential's proof set is empty")
+    if len(proofs) > MAX_PROOFS:
+        return failed(f"the proof set holds {len(proofs)} proofs; at most {MAX_PROOFS} are checked")
+    if not all(isinstance(p, dict) for p in proofs):
+        return failed("every member of the proof set must be a proof object")
+    by_id = {p["id"]: p for p in proofs if isinstance(p.get("id"), str)}
+    unsecured = {k: v for k, v in document.items() if k != "proof"}
+    # the document's canonical form is the same for every proof of the set: made once
+    memo = _memo(canonicalizer, unsecured) if canonicalizer is not None else None
+    results: list[VerificationResult] = []
+    for n, proof in enumerate(proofs, 1):
+        previous = _previous(proof)
+        if any(not isinstance(i, str) or i not in by_id for i in previous):
+            missing = next(i for i in previous if not isinstance(i, str) or i not in by_id)
+            return failed(
+                f"proof {n} of {len(proofs)}: its previousProof {missing!r} is not a proof of "
+                "this set (PROOF_VERIFICATION_ERROR)",
+                proof,
+            )
+        if previous:  # a chained proof signed the document holding the proofs it follows
+            base = {**unsecured, "proof": [by_id[i] for i in previous]}
+            result = _verify_proof(
+                base, proof, resolver, loader, proof_purpose, check_controller, canonicalizer
+            )
+        else:
+            result = _verify_proof(
+                unsecured, proof, resolver, loader, proof_purpose, check_controller, memo
+            )
+        if not result.verified:
+            return replace(result, error=f"proof {n} of {len(proofs)}: {result.error}")
+        results.append(result)
+    first = results[0]
+    return VerificationResult(
+        verified=True,
+        proof_type=", ".join(dict.fromkeys(r.proof_type or "?" for r in results)),
+        verification_method=first.verification_method,
+        controller=first.controller,
+    )
+
+
+def _memo(canonicalizer: Canonicalizer, shared: dict[str, Any]) -> Canonicalizer:
+    """`canonicalizer`, computing the canonical form of the `shared` document only once."""
+    known: dict[int, str] = {}
+
+    def canonical(document: dict[str, Any], loader: StaticDocumentLoader | None) -> str:
+        if document is not shared:
+            return canonicalizer(document, loader)
+        key = id(loader)
+        if key not in known:
+            known[key] = canonicalizer(document, loader)
+        return known[key]
+
+    return canonical

@@ -1,11 +1,13 @@
 """Verification of a certificate: VALID, REVOKED, SUSPENDED, EXPIRED or INVALID, with the reason.
 
-Checks, in order: the issuer is trusted (this registry's own DIDs, `trusted_issuers`, and the
-documents in `trust_dir`); the proof verifies (eddsa-rdfc-2022, Ed25519Signature2020, and DIVOC's
-RsaSignature2018 / Ed25519Signature2018); the validity dates; then the credential's status list
-entries. Status lists this registry publishes are read from its own database (cached briefly);
-another issuer's list is looked up in `trust_dir` (`status-lists/*.json`, signed list
-credentials saved there), never fetched: without it the status is reported as not checked.
+Checks, in order: the credential has a `credentialSubject` (VCDM 1.1 and 2.0 require one); the
+issuer is trusted (this registry's own DIDs, `trusted_issuers`, and the documents in
+`trust_dir`); the proof verifies (eddsa-rdfc-2022, Ed25519Signature2020, and DIVOC's
+RsaSignature2018 / Ed25519Signature2018), or every proof of a proof set or chain does; the
+validity dates; then the credential's status list entries. Status lists this registry publishes
+are read from its own database (cached briefly); another issuer's list is looked up in
+`trust_dir` (`status-lists/*.json`, signed list credentials saved there), never fetched:
+without it the status is reported as not checked.
 """
 
 from __future__ import annotations
@@ -69,6 +71,22 @@ def _parse_time(value: Any) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+def subject_problem(credential: dict[str, Any]) -> str | None:
+    """Why the credential's `credentialSubject` is unusable, or None. VCDM 1.1 and 2.0 require
+    the property: an object, or a non-empty list of objects, each making a claim."""
+    subject = credential.get("credentialSubject")
+    if subject is None:
+        return "credentialSubject is required (VC Data Model 1.1 and 2.0)"
+    subjects = subject if isinstance(subject, list) else [subject]
+    if not subjects:
+        return "credentialSubject must hold at least one subject"
+    if not all(isinstance(s, dict) for s in subjects):
+        return "credentialSubject must be an object or a list of objects"
+    if any(not s for s in subjects):
+        return "credentialSubject must make a claim (an empty object makes none)"
+    return None
+
+
 def _key_from_document(doc: dict[str, Any]) -> Any:
     if "publicKeyMultibase" in doc:
         return public_from_multikey(doc["publicKeyMultibase"])
@@ -84,7 +102,9 @@ class TrustStore:
 
     A file is a DID document (`id`, `verificationMethod: [...]`) whose DID is then trusted, or a
     single key (`id` = the verification method, `publicKeyMultibase|Base58|Pem`, and `issuers`:
-    the issuer ids it signs for, e.g. DIVOC's `did:india` key for `https://divoc.dev/`)."""
+    the issuer ids it signs for, e.g. DIVOC's `did:india` key for `https://divoc.dev/`). Several
+    files (or entries) may name the same verification method id with keys of different types:
+    each is kept, and a proof is checked with the keys of its suite's type."""
 
     def __init__(
         self, own: Any, trusted_issuers: tuple[str, ...] = (), trust_dir: Path | None = None
@@ -117,10 +137,17 @@ class TrustStore:
                 vid = vm["id"] if "#" in vm["id"] or ":" in vm["id"] else f"{did}{vm['id']}"
                 if vid.startswith("#"):
                     vid = did + vid
-                self.methods[vid] = ResolvedKey(_key_from_document(vm), vm.get("controller", did))
+                self._method(vid, ResolvedKey(_key_from_document(vm), vm.get("controller", did)))
         else:
-            self.methods[doc["id"]] = ResolvedKey(_key_from_document(doc), doc.get("controller"))
+            self._method(doc["id"], ResolvedKey(_key_from_document(doc), doc.get("controller")))
             self.extra_issuers.update(doc.get("issuers", []))
+
+    def _method(self, method: str, key: ResolvedKey) -> None:
+        """Publish `key` under `method`; a second key under the same id (DIVOC's `did:india`
+        for its RSA and its Ed25519 key) is kept beside the first, and a proof tries each key
+        of the type its suite needs."""
+        known = self.methods.get(method)
+        self.methods[method] = key if known is None else known.adding(key)
 
     def trusted(self, issuer: str | None) -> bool:
         return issuer is not None and (issuer in self.extra_issuers or issuer in self.own.issuers())
@@ -215,6 +242,11 @@ class Verifier:
         cid = credential.get("id") if isinstance(credential.get("id"), str) else None
         verdict = Verdict(VALID, "", issuer=issuer, credential_id=cid)
         checks = verdict.checks
+        problem = subject_problem(credential)
+        if problem is not None:
+            checks["credentialSubject"] = False
+            verdict.status, verdict.reason = INVALID, problem
+            return verdict
         if not self.trust.trusted(issuer):
             checks["issuer"] = False
             verdict.status, verdict.reason = INVALID, f"the issuer {issuer!r} is not trusted"

@@ -56,17 +56,7 @@ MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 #: (caller, operation, check title) -> why it fails and where it is fixed. Reported, never
 #: failing; remove an entry once its fix is in (the run then checks that case again).
-_PREFLIGHT = (
-    "the CORS preflight answers 204 but its route declares the default 200 "
-    "(plugins/certificates/routes.py: status_code=204)"
-)
-KNOWN: dict[tuple[str, str, str], str] = {
-    **{
-        (caller, f"OPTIONS {path}", "Undocumented status code"): _PREFLIGHT
-        for caller in CALLERS
-        for path in ("/.well-known/jwks.json", "/.well-known/crl/{kid}.json")
-    },
-}
+KNOWN: dict[tuple[str, str, str], str] = {}
 
 
 @dataclass

@@ -15,6 +15,11 @@ CREATE TABLE vaccine (
 	status TEXT,
 	price FLOAT,
 	"icd11Code" TEXT,
+	cvx VARCHAR(3),
+	snomed VARCHAR(18),
+	"euMa" VARCHAR(64),
+	"euMp" VARCHAR(64),
+	"euVp" VARCHAR(64),
 	PRIMARY KEY (id)
 );
 

@@ -21,10 +21,16 @@ from tests.plugins.certificates.test_issuance import (
     vaccination,
 )
 
+EU_CODES = {"euMa": "ORG-100001699", "euMp": "EU/1/21/1529", "euVp": "J07BX03"}
+
 
 @pytest.fixture
 def issued(settings: Settings) -> Iterator[tuple[TestClient, dict[str, Any]]]:
     for client in make_client(settings, country_code="NL", issuer_name="Ministry of Health"):
+        # an HCERT needs the vaccine record's EU value set codes (nothing is guessed from names)
+        [vaccine] = client.get("/api/v1/vaccine?code=CVX-AV").json()["items"]
+        coded = client.patch(f"/api/v1/vaccine/{vaccine['id']}", json=EU_CODES)
+        assert coded.status_code == 200, coded.text
         vac = vaccination(client, vaccine="CVX-AV")  # ICD-11 XM9QW8, a COVID-19 vaccine
         deliver(client)
         yield client, certificates(client, vac["id"])[0]

@@ -62,7 +62,11 @@ class World:
 @pytest.fixture
 def world(settings: Settings) -> Iterator[World]:
     for client in make_client(settings):
-        vac = vaccination(client, vaccine="CVX-AV")  # coded in ICD-11 in the vaccine registry
+        # coded in ICD-11 in the vaccine registry; an HCERT also needs its EU value set codes
+        [vaccine] = client.get("/api/v1/vaccine?code=CVX-AV").json()["items"]
+        eu = {"euMa": "ORG-100001699", "euMp": "EU/1/21/1529", "euVp": "J07BX03"}
+        assert client.patch(f"/api/v1/vaccine/{vaccine['id']}", json=eu).status_code == 200
+        vac = vaccination(client, vaccine="CVX-AV")
         deliver(client)
         [cert] = certificates(client, vac["id"])
         facilities = client.get("/api/v1/facility?limit=50").json()["items"]
