@@ -299,28 +299,13 @@ def _problem_response(
     return resp
 
 
-def _routes_of(app: FastAPI) -> list[Any]:
-    """Every route of the app, through included routers (FastAPI keeps them nested)."""
-    out: list[Any] = []
-
-    def walk(routes: Iterable[Any]) -> None:
-        for r in routes:
-            if hasattr(r, "effective_candidates"):
-                walk(r.effective_candidates())
-            elif hasattr(r, "path"):
-                out.append(r)
-
-    walk(app.routes)
-    return out
-
-
 def _methods_of_path(request: Request) -> set[str]:
     """The methods of every route whose path matches the request's (a 405's `Allow`)."""
     path, root = request.scope.get("path", ""), request.scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
     methods: set[str] = set()
-    for route in _routes_of(request.app):
+    for route in rules.routes_of(request.app):
         regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
         if regex is not None and route_methods and regex.match(path):
             methods |= set(route_methods)
@@ -542,7 +527,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         for e in reg.schemas:
             schemas.update(entity_components(e))
         # each operation: who may call it (its route's rule), and what it really answers
-        for route in _routes_of(app):
+        for route in rules.routes_of(app):
             if not getattr(route, "include_in_schema", False):
                 continue
             path = spec["paths"].get(getattr(route, "path_format", None) or route.path, {})

@@ -116,6 +116,22 @@ def declare_route(route: Any, rule: Rule) -> None:
     setattr(route, ATTRIBUTE, rule)
 
 
+def routes_of(app: Any) -> list[Any]:
+    """Every route of `app`, through included routers (FastAPI keeps them nested: an included
+    router is one route whose `effective_candidates()` are its routes)."""
+    out: list[Any] = []
+
+    def walk(routes: Any) -> None:
+        for r in routes:
+            if hasattr(r, "effective_candidates"):
+                walk(r.effective_candidates())
+            elif hasattr(r, "path"):
+                out.append(r)
+
+    walk(app.routes)
+    return out
+
+
 def rule_of(route: Any) -> Rule | None:
     """The rule a route declares: a `Rule` among its dependencies, on its handler, or on the
     route itself (`declare_route`)."""

@@ -11,26 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from open_registry.core import create_app
-from open_registry.core.auth.rules import rule_of
+from open_registry.core.auth.rules import routes_of, rule_of
 from open_registry.generators.openapi import STORED_FORMATS, as_stored, finish_operation
 from tests.authn import admin_client
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-
-
-def routes_of(app: Any) -> list[Any]:
-    """Every route of the app, through included routers (FastAPI keeps them nested)."""
-    out: list[Any] = []
-
-    def walk(routes: Any) -> None:
-        for r in routes:
-            if hasattr(r, "effective_candidates"):
-                walk(r.effective_candidates())
-            elif hasattr(r, "path"):
-                out.append(r)
-
-    walk(app.routes)
-    return out
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from open_registry.core import Principal, create_app
-from open_registry.core.auth.rules import Rule, rule_of
+from open_registry.core.auth.rules import Rule, routes_of, rule_of
 from tests.authn import auth_headers
 from tests.registry.test_access_matrix import pick_records, settings, world  # noqa: F401
 
@@ -32,21 +32,6 @@ PARAMETERS = {
     "field": "name",
     "version": "1",
 }
-
-
-def routes_of(app: Any) -> list[Any]:
-    """Every route of the app, through included routers (FastAPI keeps them nested)."""
-    out: list[Any] = []
-
-    def walk(routes: Any) -> None:
-        for r in routes:
-            if hasattr(r, "effective_candidates"):
-                walk(r.effective_candidates())
-            elif hasattr(r, "path"):
-                out.append(r)
-
-    walk(app.routes)
-    return out
 
 
 def endpoints(app: Any) -> list[tuple[str, str, Any, Rule | None]]:
