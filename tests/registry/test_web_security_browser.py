@@ -5,15 +5,14 @@ work; and another site can neither frame a page nor sign its visitor out with a 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.registry.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, _missing
+from tests.registry import test_ui_browser
+from tests.registry.test_ui_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.registry.ui_server import PASSWORD
-from tests.uvicorn_server import serve
 
 pytestmark = pytest.mark.browser
 
@@ -27,18 +26,8 @@ document.addEventListener("securitypolicyviolation", (e) => {
 EVIL = "http://evil.test"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    problem = _missing()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"browser tests are required in CI: {problem}")
-        pytest.skip(problem)
-    tmp = tmp_path_factory.mktemp("csp-server")
-    env = {**os.environ, "REGISTRY_DATA_DIR": str(tmp / "data"), "PYTHONPATH": str(ROOT)}
-    env.pop("REGISTRY_DATABASE_URL", None)
-    with serve("tests.registry.ui_server:build", tmp, env, timeout=30) as base:
-        yield base
+#: the UI tests' server (demo data on SQLite), started once for this module too
+server = test_ui_browser.server
 
 
 @pytest.fixture(scope="module")
