@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
 from open_registry.core.auth import rules
-from open_registry.core.auth.access import Policy
 from open_registry.core.auth.deps import principal_of
 from open_registry.core.auth.rules import Rule
 from open_registry.core.bodies import read_limited
@@ -31,16 +30,18 @@ from open_registry.core.errors import (
 )
 from open_registry.core.gate import Gate
 from open_registry.core.query import NUL_MESSAGE
-from open_registry.core.records import EntityService, Page
+from open_registry.core.records import Page
 from open_registry.core.responses import JSONResponse
 from open_registry.core.settings import Settings
 from open_registry.generators.errors import pointer
+from open_registry.generators.memo import ContentCache, canonical_key
 from open_registry.generators.openapi import (
     component_name,
     condition_parameter,
     entity_responses,
     filter_parameters,
 )
+from open_registry.generators.schema import EntitySchema
 
 API_PREFIX = "/api/v1"
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -245,33 +246,40 @@ def swap_routes(router: APIRouter, routes: Sequence[BaseRoute]) -> None:
     router.routes[:] = out
 
 
-def add_entity_routes(  # noqa: C901
-    router: APIRouter,
-    service: EntityService,
-    *,
-    max_body_bytes: int,
-    services: Mapping[str, EntityService] | None = None,
-    policy: Policy | None = None,
-) -> None:
+#: the routes of an entity, by what they are made of (`entity_routes`)
+_ROUTES: ContentCache[tuple[BaseRoute, ...]] = ContentCache(512)
+
+
+def add_entity_routes(router: APIRouter, entity: EntitySchema, *, max_body_bytes: int) -> None:
     """Add all routes of one entity to `router` (the app's own router, so they stay flat).
 
-    With `services` (the registry's live mapping) each request uses the entity's service of
-    that moment, so a schema reloaded without a restart is served at once. Every route checks
-    the caller (`request.state.principal`, anonymous when none) against the entity's access
-    rules: rows outside the caller's scope are not found, private fields left out where the
-    caller has no grant.
+    Each request uses the entity's service of that moment in the app's registry
+    (`request.app.state.registry`), so a schema reloaded without a restart is served at once.
+    Every route checks the caller (`request.state.principal`, anonymous when none) against the
+    entity's access rules: rows outside the caller's scope are not found, private fields left
+    out where the caller has no grant.
+
+    The routes hold no registry, so the routes of one entity definition are built once per
+    process (FastAPI's analysis of ~10 routes per entity is most of an app's start-up) and
+    shared by every app that serves it.
     """
-    policy = policy or Policy()
-    entity = service.entity
+    key = canonical_key(entity.name, entity.title, filter_parameters(entity), max_body_bytes)
+    router.routes.extend(_ROUTES.get(key, lambda: _entity_routes(entity, max_body_bytes)))
+
+
+def _entity_routes(  # noqa: C901
+    entity: EntitySchema, max_body_bytes: int
+) -> tuple[BaseRoute, ...]:
+    router = APIRouter()
     name = entity.name
 
-    def current() -> EntityService:
-        if services is None:
-            return service
-        found = services.get(name)
-        if found is None:
+    def gate(request: Request) -> Gate:
+        """The entity's records as the caller (`request.state.principal`) may use them."""
+        registry = request.app.state.registry
+        svc = registry.services.get(name)
+        if svc is None:
             raise NotFound(f"no entity {name!r}")
-        return found
+        return Gate(svc, registry.auth.policy(svc.entity), principal_of(request))
 
     comp = component_name(name)
     base = f"{API_PREFIX}/{name}"
@@ -292,11 +300,6 @@ def add_entity_routes(  # noqa: C901
             url = request.url.include_query_params(cursor=page.next_cursor)
             headers["Link"] = f'<{url}>; rel="next"'
         return JSONResponse(body, headers=headers)
-
-    def gate(request: Request) -> Gate:
-        """The entity's records as the caller (`request.state.principal`) may use them."""
-        svc = current()
-        return Gate(svc, policy(svc.entity), principal_of(request))
 
     async def create(request: Request) -> Response:
         g = gate(request)
@@ -488,3 +491,4 @@ def add_entity_routes(  # noqa: C901
         openapi_extra={"parameters": [condition_parameter("If-Match")]},
         responses=entity_responses(name, "delete"),
     )
+    return tuple(router.routes)

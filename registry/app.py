@@ -423,27 +423,17 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.add_middleware(AuthMiddleware, auth=auth)
 
     for service in reg.services.values():
-        add_entity_routes(
-            app.router,
-            service,
-            max_body_bytes=settings.max_body_bytes,
-            services=reg.services,
-            policy=auth.policy,
-        )
+        add_entity_routes(app.router, service.entity, max_body_bytes=settings.max_body_bytes)
 
     def refresh_routes(changed: set[str]) -> None:
         """After `Registry.reload_schemas`: routes of new entities, OpenAPI of changed ones."""
         for name in sorted(changed):
             fresh = APIRouter()
             add_entity_routes(
-                fresh,
-                reg.services[name],
-                max_body_bytes=settings.max_body_bytes,
-                services=reg.services,
-                policy=auth.policy,
+                fresh, reg.services[name].entity, max_body_bytes=settings.max_body_bytes
             )
             if reg.import_jobs is not None:
-                add_entity_import_routes(fresh, reg.import_jobs, name)
+                add_entity_import_routes(fresh, name, reg.services[name].entity.title)
             swap_routes(app.router, fresh.routes)
         app.openapi_schema = None
 

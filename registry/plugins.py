@@ -20,16 +20,30 @@ GROUP = PROJECT
 DISTRIBUTION = "open-registry"
 
 
-def _entry_points(third_party: bool) -> list[metadata.EntryPoint]:
-    eps = list(metadata.entry_points(group=GROUP))
-    if third_party:
-        return eps
-    return [
-        ep
-        for ep in eps
-        if ep.dist is not None
-        and ep.dist.metadata["Name"].lower().replace("_", "-") == DISTRIBUTION
-    ]
+def _scan_entry_points(third_party: bool) -> tuple[tuple[metadata.EntryPoint, str], ...]:
+    """The group's entry points (with `third_party` off, this distribution's own) and where
+    each comes from, "name version" of its distribution."""
+    found = []
+    for ep in metadata.entry_points(group=GROUP):
+        if not third_party and (
+            ep.dist is None
+            or ep.dist.metadata["Name"].lower().replace("_", "-") != DISTRIBUTION
+        ):
+            continue
+        found.append((ep, f"{ep.dist.name} {ep.dist.version}" if ep.dist else ep.value))
+    return tuple(found)
+
+
+_SCANNED: dict[bool, tuple[tuple[metadata.EntryPoint, str], ...]] = {}
+
+
+def _entry_points(third_party: bool) -> tuple[tuple[metadata.EntryPoint, str], ...]:
+    """`_scan_entry_points`, once per process: reading every installed distribution's metadata
+    costs ~10 ms, paid by every registry opened (plugins are installed before a process starts;
+    a plugin installed later is picked up at the next start, as before)."""
+    if third_party not in _SCANNED:
+        _SCANNED[third_party] = _scan_entry_points(third_party)
+    return _SCANNED[third_party]
 
 
 def plugin_manager(
@@ -44,11 +58,11 @@ def plugin_manager(
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     origins: dict[str, str] = {}
-    for ep in _entry_points(third_party):
+    for ep, origin in _entry_points(third_party):
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
         pm.register(ep.load(), name=ep.name)
-        origins[ep.name] = f"{ep.dist.name} {ep.dist.version}" if ep.dist else ep.value
+        origins[ep.name] = origin
     for plugin in extra:
         name = pm.register(plugin)
         if name:

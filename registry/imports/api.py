@@ -32,6 +32,7 @@ import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute
 
 from open_registry.core import storage
 from open_registry.core.api import API_PREFIX, JSONResponse
@@ -457,16 +458,25 @@ async def _save_body(
 
 def add_import_routes(router: APIRouter, registry: Any) -> None:
     """`POST /api/v1/{entity}/imports` and `GET /api/v1/{entity}/imports/{job_id}` for every
-    entity of `registry`."""
-    jobs = ImportJobs(registry)
-    registry.import_jobs = jobs
+    entity of `registry` (whose `import_jobs` the routes use)."""
+    registry.import_jobs = ImportJobs(registry)
     for name, service in registry.services.items():
-        _add_routes(router, jobs, name, service)
+        add_entity_import_routes(router, name, service.entity.title)
 
 
-def add_entity_import_routes(router: APIRouter, jobs: ImportJobs, name: str) -> None:
-    """The import routes of one entity (after a schema change: its new service)."""
-    _add_routes(router, jobs, name, jobs.registry.services[name])
+#: the import routes of an entity, by its name and title: they hold no registry (each request
+#: uses `request.app.state.registry`), so every app of the process shares them
+_ROUTES: dict[tuple[str, str], tuple[BaseRoute, ...]] = {}
+
+
+def add_entity_import_routes(router: APIRouter, name: str, title: str) -> None:
+    """The import routes of one entity (also after a schema change)."""
+    key = (name, title)
+    if key not in _ROUTES:
+        fresh = APIRouter()
+        _add_routes(fresh, name, title)
+        _ROUTES[key] = tuple(fresh.routes)
+    router.routes.extend(_ROUTES[key])
 
 
 def _check_writable(name: str, unwritable: tuple[str, ...]) -> None:
@@ -487,8 +497,12 @@ def _check_writable(name: str, unwritable: tuple[str, ...]) -> None:
         )
 
 
-def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityService) -> None:
+def _add_routes(router: APIRouter, name: str, title: str) -> None:  # noqa: C901
     base = f"{API_PREFIX}/{name}/imports"
+
+    def jobs_of(request: Request) -> ImportJobs:
+        jobs: ImportJobs = request.app.state.registry.import_jobs
+        return jobs
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
     def allowed(request: Request, upsert: bool) -> tuple[str | None, Any]:
@@ -503,7 +517,7 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
             )
         if p.has(RECIPIENT) or p.recipient is not None:
             raise Forbidden("the recipient role may not import records")
-        access = jobs.registry.auth.access(name)
+        access = request.app.state.registry.auth.access(name)
         scope = access.require(p, "create")
         _check_writable(name, access.unwritable(p))
         if upsert:
@@ -533,6 +547,10 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
         upsert_on = request.query_params.get("upsert_on") or None
         dry_run = _flag(request, "dry_run")
         keep_ids = _flag(request, "keep_ids")
+        jobs = jobs_of(request)
+        service = jobs.registry.services.get(name)
+        if service is None:
+            raise NotFound(f"no entity {name!r}")
         settings = jobs.registry.settings
         folder = Path(tempfile.mkdtemp(prefix="registry-import-"))
         try:
@@ -571,7 +589,7 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
             raise Unauthorized(
                 f"sign in to see {name} import jobs", headers={"WWW-Authenticate": "Bearer"}
             )
-        return JSONResponse(await run_in_threadpool(jobs.get, name, job_id, p))
+        return JSONResponse(await run_in_threadpool(jobs_of(request).get, name, job_id, p))
 
     router.add_api_route(
         base,
@@ -581,7 +599,7 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
         tags=[name],
         status_code=202,
         name=f"import_{name}",
-        summary=f"Import a CSV or JSON Lines file of {service.entity.title} (background job)",
+        summary=f"Import a CSV or JSON Lines file of {title} (background job)",
         response_class=JSONResponse,
         openapi_extra={
             "parameters": [
@@ -625,7 +643,7 @@ def _add_routes(router: APIRouter, jobs: ImportJobs, name: str, service: EntityS
         dependencies=[Depends(rules.SIGNED_IN)],
         tags=[name],
         name=f"import_status_{name}",
-        summary=f"Status, counts and errors of a {service.entity.title} import (its starter's)",
+        summary=f"Status, counts and errors of a {title} import (its starter's)",
         response_class=JSONResponse,
         responses={
             401: {"description": "Not signed in", **problem},

@@ -14,9 +14,6 @@ from open_registry.core import Settings
 from open_registry.core.migrations import prepare
 from open_registry.core.testing import Messages, TemplateDatabases, client_for
 
-pytestmark = pytest.mark.fresh_migrations  # these tests install their own template wrapper
-
-
 def test_make_registry_and_the_notification_catcher(make_registry: Any, notifications: Messages):
     reg = make_registry(register=[notifications])
     sent = reg.pm.hook.send_notification(
@@ -45,6 +42,7 @@ def _schema_and_revisions(url: str, folder: Path) -> tuple[list[Any], list[str]]
     return ddl, sorted(p.read_text() for p in (folder / "versions").glob("*.py"))
 
 
+@pytest.mark.fresh_migrations  # installs its own template wrapper
 def test_a_template_copy_is_what_a_fresh_start_builds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -65,6 +63,7 @@ def test_a_template_copy_is_what_a_fresh_start_builds(
     assert built[0][0] and len(built[0][1]) == 1  # tables and one baseline revision
 
 
+@pytest.mark.fresh_migrations  # installs its own template wrapper
 def test_a_database_that_is_not_empty_is_never_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
