@@ -34,6 +34,12 @@ _VERIFY_LIMITS = (
     "max_verify_blank_nodes",
     "max_verify_text",
 )
+#: the verification page's settings (whole numbers, at least 1)
+_VERIFY_PAGE = (
+    "verify_page_max_cache_age",
+    "verify_page_max_image_bytes",
+    "verify_page_max_image_pixels",
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,13 @@ class CertificatesConfig:
     max_verify_blank_nodes: int = VERIFY_DEFAULTS.max_blank_nodes
     #: characters of a QR code's text (`text`) or base64 payload (`qr`) sent to verify
     max_verify_text: int = VERIFY_DEFAULTS.max_text
+    # the public verification page `/verify` (see `verify_page.py`)
+    #: seconds after which the page warns that its cached keys and status lists are old
+    verify_page_max_cache_age: int = 24 * 3600
+    #: bytes of a picture the page sends to the server's QR reader
+    verify_page_max_image_bytes: int = 4 * 1024 * 1024
+    #: pixels (width x height) of such a picture
+    verify_page_max_image_pixels: int = 16_000_000
 
     @classmethod
     def from_settings(cls, settings: Any) -> CertificatesConfig:
@@ -110,7 +123,7 @@ class CertificatesConfig:
                 values[key] = Path(value)
             elif key == "trusted_issuers":
                 values[key] = setting_list(value)
-            elif key in _VERIFY_LIMITS:
+            elif key in _VERIFY_LIMITS or key in _VERIFY_PAGE:
                 values[key] = setting_int(f"plugins.certificates.{key}", value, minimum=1)
             elif key in ("max_corrections", "batch_size"):
                 try:
@@ -147,7 +160,7 @@ class CertificatesConfig:
             )
         if self.max_corrections < 0 or self.batch_size < 1:
             raise ConfigError("plugins.certificates.max_corrections >= 0 and batch_size >= 1")
-        for key in _VERIFY_LIMITS:
+        for key in (*_VERIFY_LIMITS, *_VERIFY_PAGE):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ConfigError(f"plugins.certificates.{key} must be a whole number >= 1")
 

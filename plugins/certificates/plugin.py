@@ -6,7 +6,8 @@
   schedule; a vaccination's certificate can be corrected `max_corrections` times;
 - `after_write_batch`: a created vaccination gets its certificate, a changed one a corrected
   certificate (the old one revoked and linked), a deleted one has its certificates revoked;
-- `register_routes`: certificate outputs, lifecycle, status lists, verification, VC-API, DID;
+- `register_routes`: certificate outputs, lifecycle, status lists, verification, VC-API, DID,
+  and the public verification page `/verify` (`verify_page.py`);
 - `register_commands`: `registry keys ...`, `registry verify ...`.
 """
 
@@ -133,8 +134,9 @@ def register_routes(registry: Any) -> list[Any]:
     if CERTIFICATE not in registry.services:
         return []
     from open_registry.plugins.certificates.routes import certificate_routes
+    from open_registry.plugins.certificates.verify_page import verify_page_routes
 
-    return certificate_routes(registry)
+    return [*certificate_routes(registry), *verify_page_routes(registry)]
 
 
 @hookimpl
