@@ -15,7 +15,8 @@ set or searched for (any locale's), then the system's, found by fontconfig (`fc-
 is ever downloaded. Complex scripts (Devanagari, Arabic, ...) are shaped with HarfBuzz. A page
 with no font at all, or a character no font of the system has, is an error naming the setting.
 
-Compiled templates, catalogs and font character sets are cached per process.
+Compiled templates, catalogs, font character sets and the widths of shaped text (per font
+file, `_ShapedWidths`) are cached per process.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import jinja2
 from fontTools import ttLib
 from fpdf import FPDF, FontFace, TextStyle
 from fpdf.errors import FPDFException
+from fpdf.fonts import TTFFont
 from jinja2.sandbox import SandboxedEnvironment
 
 from open_registry.plugins.certificates import qr
@@ -428,12 +430,12 @@ class PdfRenderer:
         else:
             family = _FAMILY
             main, fallbacks = self._fonts_for(locale, page, chars)
-            pdf.add_font(_FAMILY, "", str(main))
+            _add_font(pdf, _FAMILY, "", main)
             if re.search(r"<th\b", page):  # table headings are bold: same face, second subset
-                pdf.add_font(_FAMILY, "B", str(main))
+                _add_font(pdf, _FAMILY, "B", main)
             names = [f"{_FALLBACK}-{n}" for n in range(len(fallbacks))]
             for name, fallback in zip(names, fallbacks, strict=True):
-                pdf.add_font(name, "", str(fallback))
+                _add_font(pdf, name, "", fallback)
             if names:
                 pdf.set_fallback_fonts(names, exact_match=False)
             if any(lo <= ord(c) <= hi for c in chars for lo, hi in _COMPLEX_SCRIPTS):
@@ -442,9 +444,81 @@ class PdfRenderer:
         pdf.set_font(family, size=12)
         try:
             pdf.write_html(page, font_family=family, tag_styles=_tag_styles(family, not latin1))
+            _drop_layout_tables(pdf)
             return bytes(pdf.output())
         except (FPDFException, NotImplementedError, KeyError, ValueError) as exc:
             raise PdfError(f"the certificate template cannot be drawn as a PDF: {exc}") from exc
+
+
+#: shaped widths kept per font file (`_ShapedWidths`), at most this many texts each
+MAX_SHAPED_WIDTHS = 20_000
+#: font file -> (its modification time, {(text, size, direction, script, language, features):
+#: (glyphs, width)})
+_shaped_widths: dict[str, tuple[int, dict[tuple[Any, ...], tuple[int, float]]]] = {}
+
+
+class _ShapedWidths(TTFFont):
+    """A TrueType font whose shaped text widths are remembered for the process (per font file):
+    fpdf2 breaks lines by shaping each growing piece of a line with HarfBuzz again, and the
+    template's labels are the same pieces on every page. Only widths are kept; the text drawn
+    is shaped as before."""
+
+    __slots__ = ()
+
+    def shaped_text_width(
+        self, text: str, font_size_pt: float, text_shaping_params: dict[str, Any] | None
+    ) -> tuple[int, float]:
+        params = text_shaping_params or {}
+        features = params.get("features") or {}
+        key = (
+            text,
+            font_size_pt,
+            params.get("fragment_direction"),
+            params.get("script"),
+            params.get("language"),
+            tuple(sorted(features.items())),
+        )
+        widths = _shaped_widths[str(self.ttffile)][1]
+        found = widths.get(key)
+        if found is None:
+            found = super().shaped_text_width(text, font_size_pt, text_shaping_params)
+            if len(widths) >= MAX_SHAPED_WIDTHS:
+                widths.clear()
+            widths[key] = found
+        return found
+
+
+def _add_font(pdf: FPDF, family: str, style: str, path: Path) -> None:
+    """`pdf.add_font`, then two savings that leave the page as it was:
+
+    - the font's subset is written as it is read: the glyphs' bounding boxes are those of the
+      font file, not computed again from every outline (fontTools' `recalcBBoxes`), which was
+      most of the cost of embedding a font;
+    - shaped widths are remembered across documents (`_ShapedWidths`)."""
+    pdf.add_font(family, style, str(path))
+    font = pdf.fonts.get(f"{family.lower()}{style}")
+    if type(font) is not TTFFont:  # a future fpdf2 with another font class: as it comes
+        return
+    font.ttfont.recalcBBoxes = False
+    mtime, name = _mtime(path), str(font.ttffile)
+    if _shaped_widths.get(name, (None,))[0] != mtime:  # new, or the file was replaced
+        _shaped_widths[name] = (mtime, {})
+    font.__class__ = _ShapedWidths
+
+
+#: OpenType layout tables: HarfBuzz shaped the text from the font file; fpdf2 leaves them out
+#: of the embedded subset, but fontTools still reads them while it subsets
+_LAYOUT_TABLES = ("GSUB", "GPOS", "GDEF")
+
+
+def _drop_layout_tables(pdf: FPDF) -> None:
+    """Once the page is drawn: the layout tables out of the fonts about to be subset (they
+    would be dropped from the subset anyway), so they are not read for nothing."""
+    for font in pdf.fonts.values():
+        if isinstance(font, _ShapedWidths):
+            for tag in _LAYOUT_TABLES:
+                if tag in font.ttfont:
+                    del font.ttfont[tag]
 
 
 def _check_images(page: str) -> None:

@@ -19,10 +19,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from open_registry.core import storage
+from open_registry.core.auth.passwords import HASHER as _HASHER
+from open_registry.core.auth.passwords import decoy_hash
 from open_registry.core.auth.principal import (
     FACILITY_ADMIN,
     FACILITY_ROLES,
@@ -41,9 +42,6 @@ from open_registry.core.storage import Database
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{1,99}")
 MIN_PASSWORD = 10
 CHANNELS = ("email", "sms")
-_HASHER = PasswordHasher()
-#: verified when the user does not exist, so a wrong name costs what a wrong password does
-_DUMMY = _HASHER.hash("not a real password, only time spent")
 
 
 def _bad(field: str, message: str) -> Invalid:
@@ -148,6 +146,7 @@ class Users:
         self.table = db.metadata.tables["registry_users"]
         #: told the actor (`user:<name>`) whose tokens were just voided (`Standing.forget`)
         self.on_revoke = on_revoke
+        decoy_hash(_HASHER)  # now, not at the first unknown name (which would take longer)
 
     def _revoked(self, username: str) -> None:
         if self.on_revoke is not None:
@@ -287,7 +286,8 @@ class Users:
         row = self.get(username) if isinstance(username, str) and len(username) <= 100 else None
         stored = row["password_hash"] if row is not None else None
         try:
-            _HASHER.verify(stored or _DUMMY, password)
+            # no such user (or no password): the decoy, so it costs what a wrong password does
+            _HASHER.verify(stored or decoy_hash(_HASHER), password)
         except (VerificationError, InvalidHashError):
             return None
         if row is None or stored is None or row["disabled"]:
