@@ -1,21 +1,32 @@
-"""`registry audit verify|list`: check the audit log's hash chain, read its entries.
+"""`registry audit verify|checkpoint|public-key|list`: check the audit log's hash chains and
+their signed checkpoints, sign a checkpoint, read its entries.
 
-Exit codes: 0 success (verify: the chain is intact), 1 the chain is broken or the registry
+Exit codes: 0 success (verify: the log is intact), 1 the log is broken or the registry
 cannot start, 2 wrong usage.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import orjson
 import typer
 
-from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
+from open_registry.cli.options import (
+    DatabaseOpt,
+    DataDirOpt,
+    NoDefaultOpt,
+    SchemasOpt,
+    open_from,
+    settings_from,
+)
+from open_registry.cli.tables import echo_table
 
 audit_app = typer.Typer(
-    help="The audit log: check its hash chain, list its entries.", no_args_is_help=True
+    help="The audit log: check its hash chains and signed checkpoints, list its entries.",
+    no_args_is_help=True,
 )
 
 
@@ -32,17 +43,55 @@ def _time(value: str | None, option: str) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+PublicKeyOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--public-key",
+        help="Also trust checkpoints signed by this public key (PEM; repeatable): an auditor's "
+        "copy, or the key before a rotation",
+    ),
+]
+
+
+def _keys(data_dir: Path, public_keys: list[Path] | None) -> list[Any]:
+    """The keys checkpoints are checked with: the data folder's audit key (when there is one)
+    and the `--public-key` files; exit 2 naming a file that cannot be read."""
+    from open_registry.core.audit import keys
+
+    found = []
+    try:
+        if keys.key_path(data_dir).exists():
+            found.append(keys.signing_key(data_dir, create=False))
+        found += [keys.read_public_key(p) for p in public_keys or ()]
+    except keys.AuditKeyError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    return found
+
+
 @audit_app.command("verify")
 def verify_command(
+    public_key: PublicKeyOpt = None,
+    checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--checkpoint/--no-checkpoint",
+            help="When the log is intact, sign a checkpoint of its chain heads (needs the key)",
+        ),
+    ] = True,
     database_url: DatabaseOpt = None,
     data_dir: DataDirOpt = None,
     schemas: SchemasOpt = None,
     no_default_schemas: NoDefaultOpt = False,
 ) -> None:
-    """Recompute every entry's hash; name the first entry edited, deleted or moved.
+    """Recompute every entry's hash and check every signed checkpoint; name the first break.
 
-    Prints the number of entries and the last hash: keep that line somewhere else (a ticket, a
-    log host) to notice later if the whole log was replaced.
+    Names the first entry edited, deleted, moved or cut off, or the first checkpoint that does
+    not verify. Every chain must extend the chain heads each signed checkpoint recorded, so a chain
+    truncated or rewritten below a checkpoint is found even when its head row was rewritten
+    too. When the log is intact a new checkpoint is signed (`--no-checkpoint`: not). Prints the
+    number of entries, the last hash and the last checkpoint's hash: keep that line somewhere
+    else (a ticket, a log host) to notice later if the log and its checkpoints were replaced.
 
     Safe while the registry runs: it reads one snapshot of the log (one REPEATABLE READ, read-only
     transaction on PostgreSQL), so entries written meanwhile are neither seen nor counted.
@@ -52,14 +101,30 @@ def verify_command(
       registry audit verify
 
       registry audit verify --database-url postgresql://registry@db/registry
+
+      registry audit verify --no-checkpoint --public-key audit-public.pem
     """
-    from open_registry.core.audit.chain import verify
+    from open_registry.core.audit import checkpoint as checkpoints
 
     reg = open_from(database_url, data_dir, schemas, no_default_schemas)
     try:
-        verdict = verify(reg.db.engine)
+        trusted = _keys(reg.settings.data_dir, public_key)
+        verdict = checkpoints.verify(reg.db.engine, trusted)
+        made = None
+        if verdict.ok and checkpoint:
+            from open_registry.core.audit.keys import signing_key
+
+            made = checkpoints.record(reg.db.engine, signing_key(reg.settings.data_dir))
     finally:
         reg.close()
+    if verdict.broken_checkpoint is not None:
+        typer.secho(
+            f"audit checkpoint BROKEN at checkpoint {verdict.broken_checkpoint}: "
+            f"{verdict.reason} ({verdict.checkpoints} checkpoints before it verified)",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1)
     if not verdict.ok:
         typer.secho(
             f"audit chain BROKEN at seq {verdict.broken_seq}: {verdict.reason} "
@@ -73,6 +138,70 @@ def verify_command(
         f"audit chain intact: {verdict.entries} entries, last hash {verdict.head_hash}{note}",
         fg="green",
     )
+    signed = f"{verdict.checkpoints} signed checkpoints verified"
+    if verdict.checkpoints:
+        signed += f", last {verdict.checkpoint_hash}"
+    if made is not None:
+        signed += f"; new checkpoint {made.seq}: {made.hash}"
+    typer.echo(signed)
+
+
+@audit_app.command("checkpoint")
+def checkpoint_command(
+    database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+    schemas: SchemasOpt = None,
+    no_default_schemas: NoDefaultOpt = False,
+) -> None:
+    """Sign a checkpoint of every audit chain's head now.
+
+    The workers sign one a minute when the log grew. Makes the audit key file
+    `<data dir>/audit-key.pem` on first use.
+
+    Examples:
+
+      registry audit checkpoint
+    """
+    from open_registry.core.audit import checkpoint as checkpoints
+    from open_registry.core.audit.keys import AuditKeyError, signing_key
+
+    reg = open_from(database_url, data_dir, schemas, no_default_schemas)
+    try:
+        try:
+            key = signing_key(reg.settings.data_dir)
+        except AuditKeyError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(1) from None
+        made = checkpoints.record(reg.db.engine, key, force=True)
+    finally:
+        reg.close()
+    if made is None:
+        typer.echo("another process is writing a checkpoint now; nothing written")
+        return
+    moved = sum(1 for _, n, _ in made.heads if n)
+    typer.echo(
+        f"checkpoint {made.seq} signed by key {made.key_id}: {len(made.heads)} chain heads "
+        f"({moved} with entries), hash {made.hash}"
+    )
+
+
+@audit_app.command("public-key")
+def public_key_command(data_dir: DataDirOpt = None) -> None:
+    """Print the audit key's public half (PEM), for auditors' `verify --public-key`.
+
+    Examples:
+
+      registry audit public-key > audit-public.pem
+    """
+    from open_registry.core.audit.keys import AuditKeyError, signing_key
+
+    settings = settings_from(None, data_dir, None, False)
+    try:
+        key = signing_key(settings.data_dir, create=False)
+    except AuditKeyError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(key.public_pem(), nl=False)
 
 
 @audit_app.command("list")
@@ -122,20 +251,22 @@ def list_command(
         entries, _ = list_entries(reg.db.engine, query)
     finally:
         reg.close()
-    for e in entries:
-        if as_json:
+    if as_json:
+        for e in entries:
             typer.echo(orjson.dumps(e).decode())
-            continue
-        what = " ".join(str(x) for x in (e["entity"], e["recordId"]) if x)
-        version = f" v{e['version']}" if e["version"] is not None else ""
-        fields = e["fields"]
-        if fields is None:
-            shown = ""
-        elif isinstance(fields, list):
-            shown = ", ".join(map(str, fields))
-        else:
-            shown = orjson.dumps(fields).decode()
-        typer.echo(
-            f"{e['seq']:>8}  {e['at']}  {e['actor'] or '-':<16} {e['action']:<16} "
-            f"{what}{version}  {shown}"
-        )
+        return
+    echo_table(("SEQ", "AT", "ACTOR", "ACTION", "RECORD", "FIELDS"), map(_row, entries))
+
+
+def _row(e: dict[str, Any]) -> tuple[object, ...]:
+    """One audit entry as a row of `audit list`'s table."""
+    what = " ".join(str(x) for x in (e["entity"], e["recordId"]) if x)
+    version = f" v{e['version']}" if e["version"] is not None else ""
+    fields = e["fields"]
+    if fields is None:
+        shown = ""
+    elif isinstance(fields, list):
+        shown = ", ".join(map(str, fields))
+    else:
+        shown = orjson.dumps(fields).decode()
+    return e["seq"], e["at"], e["actor"], e["action"], f"{what}{version}" or None, shown

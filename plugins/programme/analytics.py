@@ -1,4 +1,5 @@
-"""Aggregates for the monitoring role, read from the rollup table (never from the base tables):
+"""Aggregates for the monitoring role, read from the rollups (never from the base tables; the
+folded rows plus the deltas not folded in yet, `rollups.merged`):
 vaccinations by day, place, programme/vaccine/dose, gender and age band; certificates; verifi-
 cations; side effects; appointments; facility utilisation against the daily rate; low stock.
 
@@ -21,8 +22,9 @@ from sqlalchemy.engine import Connection
 
 from open_registry.core import Invalid, NotFound
 from open_registry.plugins.programme import stock
+from open_registry.plugins.programme.rollups import merged
 from open_registry.plugins.programme.runtime import FACILITY_PROGRAMME, SIDE_EFFECT, Programme
-from open_registry.plugins.programme.tables import MONTHLY, rollup
+from open_registry.plugins.programme.tables import MONTHLY
 
 MAX_DAYS = 3660
 DEFAULT_DAYS = 30
@@ -154,6 +156,7 @@ class Analytics:
         """Sums of rollup `name` over the period, grouped by `keys` (and the day). Totals read
         whole months from the month level and only the days around them day by day."""
         when = period or self.when
+        rollup = merged()  # the folded rows and the deltas not folded in yet
         cols = [rollup.c[k] for k in keys]
         if day:
             cols.insert(0, rollup.c.day)

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from open_registry.core import Conflict
+from open_registry.core import Conflict, Invalid, utcnow
 from open_registry.plugins.programme import enrolment, notify
 from open_registry.plugins.programme.activation import vaccination_day
 from open_registry.plugins.programme.runtime import (
@@ -75,33 +75,40 @@ def _tell_facilities(rt: Programme, conn: Connection, events: list[dict[str, Any
 
 
 def _suggest_next_doses(rt: Programme, conn: Connection, cert_ids: list[str]) -> None:
+    """The next dose's suggested appointment for each first-revision certificate of the batch:
+    one query for the appointments already there, then ONE batch write (`create_many`:
+    validation, one reference query per reference, `before_write` each, one audit append and
+    one outbox insert for the lot), not a record-service call per certificate."""
     certs = [
         c
         for c in rt.fetch(conn, CERTIFICATE, "id", cert_ids).values()
         if (c.get("revision") or 1) == 1
     ]
     vaccinations = rt.fetch(conn, VACCINATION, "id", (c["vaccination"] for c in certs))
-    service = rt.services[APPOINTMENT]
-    table = service.table
+    wanted: dict[tuple[str, str, int], dict[str, Any]] = {}
     for cert in certs:
         v = vaccinations.get(cert["vaccination"])
         if v is None:
             continue
         suggestion = next_dose(rt, conn, v, vaccination_day(rt, v))
-        if suggestion is None:
-            continue
-        exists = conn.execute(
-            sa.select(table.c.id)
-            .where(
-                table.c.recipient == v["recipient"],
-                table.c.program == v["program"],
-                table.c.dose == suggestion["dose"],
-                table.c._deleted_at.is_(None),
+        if suggestion is not None:
+            key = (suggestion["recipient"], suggestion["program"], suggestion["dose"])
+            wanted.setdefault(key, suggestion)  # one per recipient, programme and dose
+    if not wanted:
+        return
+    service = rt.services[APPOINTMENT]
+    table = service.table
+    people = sorted({k[0] for k in wanted})
+    for i in range(0, len(people), 500):
+        there = conn.execute(
+            sa.select(table.c.recipient, table.c.program, table.c.dose).where(
+                table.c.recipient.in_(people[i : i + 500]), table.c._deleted_at.is_(None)
             )
-            .limit(1)
-        ).first()
-        if exists is None:
-            service.create(suggestion, actor=ACTOR)
+        )
+        for recipient, program, dose in there:
+            wanted.pop((recipient, program, dose), None)
+    if wanted:
+        service.create_many([(None, s) for s in wanted.values()], actor=ACTOR)
 
 
 def _complete_appointments(
@@ -111,7 +118,9 @@ def _complete_appointments(
     known: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """A vaccination completes its recipient's booked (or suggested) appointment for the
-    programme and dose (one query for the batch, an update per appointment completed)."""
+    programme and dose: one query for the batch's open appointments, then ONE batch write of
+    every completed one (`write_batch` with each checked as an update would be: the schema,
+    the references it changes, `before_write`)."""
     if known is not None and all(i in known for i in vaccination_ids):
         vaccinations = [known[i] for i in vaccination_ids]
     else:
@@ -120,27 +129,58 @@ def _complete_appointments(
         return
     service = rt.services[APPOINTMENT]
     table = service.table
-    open_appointments: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    open_appointments: dict[tuple[str, str], list[tuple[Any, dict[str, Any]]]] = {}
     people = sorted({v["recipient"] for v in vaccinations})
     for i in range(0, len(people), 500):
-        rows = conn.execute(
-            sa.select(table).where(
-                table.c.recipient.in_(people[i : i + 500]),
-                table.c.status.in_(["Booked", "Suggested"]),
-                table.c._deleted_at.is_(None),
-            )
-        ).mappings()
-        for row in rows:
+        stmt = sa.select(table).where(
+            table.c.recipient.in_(people[i : i + 500]),
+            table.c.status.in_(["Booked", "Suggested"]),
+            table.c._deleted_at.is_(None),
+        )
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()  # as `update` locks the row it changes
+        for row in conn.execute(stmt).mappings():
             appt = service.codec.to_record(row)
-            open_appointments.setdefault((appt["recipient"], appt["program"]), []).append(appt)
+            key = (appt["recipient"], appt["program"])
+            open_appointments.setdefault(key, []).append((row, appt))
+    updates: dict[str, tuple[Any, dict[str, Any], list[str]]] = {}
     for v in vaccinations:
-        for appt in open_appointments.get((v["recipient"], v["program"]), []):
-            if appt.get("dose") not in (None, v.get("dose")):
+        for row, appt in open_appointments.get((v["recipient"], v["program"]), []):
+            if appt.get("dose") not in (None, v.get("dose")) or appt["id"] in updates:
                 continue
             patch = {"status": "Completed", "vaccination": v["id"]}
             if appt["status"] == "Suggested":
                 patch.update(facility=v["facility"], date=vaccination_day(rt, v).isoformat())
-            service.update(appt["id"], patch, actor=ACTOR, patch=True)
+            old = service.codec.data(row)
+            new = {**old, **patch}
+            changed = sorted(k for k in new if old.get(k) != new[k])
+            if changed:
+                updates[appt["id"]] = (row, new, changed)
+    if updates:
+        _write_updates(service, conn, list(updates.values()))
+
+
+def _write_updates(
+    service: Any, conn: Connection, updates: list[tuple[Any, dict[str, Any], list[str]]]
+) -> None:
+    """Updates of already-read rows as one `write_batch`, each new record checked against the
+    schema and the references among its changed fields (one query per reference)."""
+    errors = []
+    for i, (_, new, _) in enumerate(updates):
+        errors += [{**e.as_dict(), "pointer": f"/{i}{e.pointer}"} for e in service.check_body(new)]
+    found = [
+        [
+            (i, f"/{ref.path}", new[ref.path])
+            for i, (_, new, changed) in enumerate(updates)
+            if ref.path in changed and new.get(ref.path) is not None
+        ]
+        for ref in service.entity.references
+    ]
+    for i, problems in sorted(service.reference_errors(conn, found).items()):
+        errors += [{**e.as_dict(), "pointer": f"/{i}{e.pointer}"} for e in problems]
+    if errors:
+        raise Invalid(f"{len(errors)} field(s) of completed appointments failed", errors=errors)
+    service.write_batch(conn, updates=updates, actor=ACTOR, at=utcnow())
 
 
 def _settle_enrolments(rt: Programme, conn: Connection, ids: list[str]) -> None:

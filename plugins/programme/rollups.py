@@ -12,12 +12,21 @@ Rollups (`programme_rollup.rollup`, then day, programme and up to four dimension
 - `aefi`: facility, serious (yes/no)
 - `appt`: appointment status
 - `verify`: verification outcome (programme '')
+
+No row is shared between workers: a batch's differences are appended to
+`programme_rollup_delta` (plain INSERTs, never an update of a row another worker also updates),
+readers add the deltas to the folded rows (`merged`), and one worker at a time folds the
+deltas into `programme_rollup` (`compact`, at most every `COMPACT_SECONDS` per process, under a
+PostgreSQL advisory lock tried without waiting: the others skip their turn). Before, every
+worker updated the same day's rows in place and queued behind the others until they committed.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -38,10 +47,117 @@ from open_registry.plugins.programme.runtime import (
     VACCINATION,
     Programme,
 )
-from open_registry.plugins.programme.tables import add_to_rollups, claim, fact, rollup
+from open_registry.plugins.programme.tables import (
+    MONTHLY,
+    ROLLUP_KEYS,
+    claim,
+    fact,
+    insert_for,
+    rollup,
+    rollup_delta,
+)
 
 TRACKED = (VACCINATION, CERTIFICATE, SIDE_EFFECT, APPOINTMENT)
 Part = tuple[str, str, str, str, str, str, str]  # rollup, day, program, k1..k4
+
+#: seconds between two compactions by one process (`compact`)
+COMPACT_SECONDS = 5.0
+#: deltas folded in by one compaction at most (the rest wait for the next one)
+COMPACT_ROWS = 50_000
+#: the PostgreSQL advisory lock key compactions take turns under (any fixed number)
+COMPACT_LOCK_KEY = 0x726F6C6C
+_compacted: dict[int, float] = {}  # id(engine) -> when this process last compacted
+_compacted_lock = threading.Lock()
+
+
+def _levels(deltas: Mapping[tuple[Any, ...], int]) -> list[dict[str, Any]]:
+    """Rows of `deltas` keyed `(rollup, day, program, k1..k4)` at the day level and the month
+    level (`<rollup>/m`, dated the 1st, which long periods read instead of every day), merged
+    and in key order."""
+    merged: dict[tuple[Any, ...], int] = {}
+    for key, n in deltas.items():
+        if not n:
+            continue
+        day = date.fromisoformat(key[1]) if isinstance(key[1], str) else key[1]
+        for level in ((key[0], day), (key[0] + MONTHLY, day.replace(day=1))):
+            full = (*level, *key[2:])
+            merged[full] = merged.get(full, 0) + n
+    return [
+        dict(zip(ROLLUP_KEYS, key, strict=True), n=n)
+        for key, n in sorted(merged.items())
+        if n
+    ]
+
+
+def add_deltas(conn: Connection, deltas: Mapping[tuple[Any, ...], int]) -> int:
+    """Append `deltas` (and their month level) to the rollups' delta table: INSERTs only, so
+    concurrent workers never wait on each other here. Returns the rows appended."""
+    rows = _levels(deltas)
+    for i in range(0, len(rows), 500):
+        conn.execute(rollup_delta.insert(), rows[i : i + 500])
+    return len(rows)
+
+
+def merged() -> sa.Subquery:
+    """What readers count: the folded rollup rows plus the deltas not folded in yet (same
+    columns as `programme_rollup`; a key may appear several times: sum `n`)."""
+    cols = [*ROLLUP_KEYS, "n"]
+    return sa.union_all(
+        sa.select(*(rollup.c[c] for c in cols)),
+        sa.select(*(rollup_delta.c[c] for c in cols)),
+    ).subquery("rollups")
+
+
+def compact(conn: Connection, *, limit: int = COMPACT_ROWS) -> int | None:
+    """Fold up to `limit` deltas into the rollup rows, in `conn`'s transaction; returns how many
+    were folded, or None when another process is compacting (PostgreSQL: its advisory lock is
+    taken until the transaction ends, without waiting). Deltas other transactions have not
+    committed are not seen, so they wait for the next compaction; readers see the deltas or
+    the folded rows, never both (one commit)."""
+    if conn.dialect.name == "postgresql":
+        turn = conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(COMPACT_LOCK_KEY)))
+        if not turn.scalar():
+            return None
+    ids = sa.select(rollup_delta.c.id).order_by(rollup_delta.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        taken = conn.execute(
+            sa.delete(rollup_delta)
+            .where(rollup_delta.c.id.in_(ids.scalar_subquery()))
+            .returning(*(rollup_delta.c[c] for c in ROLLUP_KEYS), rollup_delta.c.n)
+        ).all()
+    else:  # one writer: read, then delete what was read
+        top = conn.execute(sa.select(sa.func.max(ids.subquery().c.id))).scalar()
+        if top is None:
+            return 0
+        taken = conn.execute(
+            sa.select(*(rollup_delta.c[c] for c in ROLLUP_KEYS), rollup_delta.c.n).where(
+                rollup_delta.c.id <= top
+            )
+        ).all()
+        conn.execute(sa.delete(rollup_delta).where(rollup_delta.c.id <= top))
+    sums: dict[tuple[Any, ...], int] = {}
+    for *key, n in taken:
+        sums[tuple(key)] = sums.get(tuple(key), 0) + int(n)
+    rows = [dict(zip(ROLLUP_KEYS, k, strict=True), n=n) for k, n in sorted(sums.items()) if n]
+    if rows:
+        stmt = insert_for(conn, rollup)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(ROLLUP_KEYS), set_={"n": rollup.c.n + stmt.excluded.n}
+        )
+        for i in range(0, len(rows), 500):
+            conn.execute(stmt, rows[i : i + 500])
+    return len(taken)
+
+
+def compact_due(conn: Connection, every: float = COMPACT_SECONDS) -> int | None:
+    """`compact` when this process last did `every` seconds ago or more; else None."""
+    key = id(conn.engine)
+    now = time.monotonic()
+    with _compacted_lock:
+        if now - _compacted.get(key, -every) < every:
+            return None
+        _compacted[key] = now
+    return compact(conn)
 
 
 def _part(rollup: str, day: date, program: str | None, *keys: Any) -> Part:
@@ -149,7 +265,8 @@ class Rollups:
                 deltas.update(Counter(after or []))
                 deltas.subtract(Counter(before or []))
             self._store(conn, entity, changed)
-        add_to_rollups(conn, {k: n for k, n in deltas.items() if n})
+        add_deltas(conn, {k: n for k, n in deltas.items() if n})
+        compact_due(conn)
         return seen
 
     def _old_parts(self, conn: Connection, entity: str, ids: list[str]) -> dict[str, list[Any]]:
@@ -264,6 +381,7 @@ def rebuild(rt: Programme, chunk: int = 500) -> dict[str, int]:
         rt.ensure(conn)
         conn.execute(sa.delete(fact))
         conn.execute(sa.delete(rollup).where(rollup.c.rollup.notin_(["verify", "verify/m"])))
+        conn.execute(sa.delete(rollup_delta))  # (verification counts are never deltas)
     rollups = Rollups(rt)
     done: dict[str, int] = {}
     for entity in TRACKED:
@@ -291,4 +409,6 @@ def rebuild(rt: Programme, chunk: int = 500) -> dict[str, int]:
                 )
             done[entity] += len(ids)
             last = ids[-1]
+    with storage.write(engine) as conn:
+        compact(conn)
     return done

@@ -68,6 +68,15 @@ rollup = sa.Table(
     sa.Column("n", sa.BigInteger, nullable=False),
 )
 
+#: additions to `rollup` not folded in yet: appended by every worker (no row shared between
+#: writers), added on read, folded in by one worker at a time (`rollups.compact`)
+rollup_delta = sa.Table(
+    "programme_rollup_delta",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    *(sa.Column(c.name, c.type, nullable=False) for c in rollup.columns),
+)
+
 #: recipients that look like the same person (found after an import), for staff to resolve
 duplicate = sa.Table(
     "programme_duplicate",

@@ -354,17 +354,31 @@ def record_event(
 # -- verification ------------------------------------------------------------------------------
 @dataclass
 class Verdict:
-    """The result of `verify`: `broken_seq` is None when the chain is intact."""
+    """The result of `verify`: `broken_seq` (an entry) and `broken_checkpoint` (a checkpoint,
+    `registry.audit.checkpoint`) are None when the log is intact."""
 
     entries: int
     head_hash: str
     unchained: int = 0  # entries written before the chain existed (no hash), at the start
     broken_seq: int | None = None
     reason: str = ""
+    checkpoints: int = 0  # signed checkpoints checked
+    checkpoint_hash: str = ""  # the hash of the last of them
+    broken_checkpoint: int | None = None
 
     @property
     def ok(self) -> bool:
-        return self.broken_seq is None
+        return self.broken_seq is None and self.broken_checkpoint is None
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A chain end a signed checkpoint recorded: chain head `head` held `entries` entries, the
+    last with the hash this is keyed by (`walk`'s `expected`)."""
+
+    head: int
+    entries: int
+    checkpoint: int
 
 
 def _rows(conn: Connection, batch: int) -> Iterator[RowLike]:
@@ -391,7 +405,7 @@ def _fields(value: Any) -> Any:
 
 
 @contextmanager
-def _snapshot(engine: Engine) -> Iterator[Connection]:
+def snapshot(engine: Engine) -> Iterator[Connection]:
     """One read-only transaction whose statements all see the same committed state, however
     many writers commit meanwhile: REPEATABLE READ, READ ONLY on PostgreSQL (its snapshot is
     taken at the first statement; READ COMMITTED would give each statement a newer one); on
@@ -405,6 +419,9 @@ def _snapshot(engine: Engine) -> Iterator[Connection]:
         conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         with conn.begin():
             yield conn
+
+
+_snapshot = snapshot  # older name
 
 
 def _entry_hash(row: RowLike) -> str:
@@ -421,83 +438,173 @@ def _entry_hash(row: RowLike) -> str:
 
 
 def verify(engine: Engine, *, batch: int = 5000) -> Verdict:
+    """Walk the whole log in one snapshot (`walk`); name the first broken entry. The signed
+    checkpoints are checked too by `registry.audit.checkpoint.verify`."""
+    with snapshot(engine) as conn:
+        return walk(conn, batch=batch)
+
+
+def _pending_by_head(expected: Mapping[str, Expected]) -> dict[int, list[tuple[int, str, int]]]:
+    """The expected chain ends of each head as (entries, hash, checkpoint), most entries first
+    (so the next one due is popped off the end)."""
+    out: dict[int, list[tuple[int, str, int]]] = {}
+    for h, e in expected.items():
+        out.setdefault(e.head, []).append((e.entries, h, e.checkpoint))
+    for items in out.values():
+        items.sort(reverse=True)
+    return out
+
+
+@dataclass
+class _Tail:
+    """The end of one chain during `walk`."""
+
+    entries: int
+    seq: int
+    owner: int | None = None  # its head, once an entry a checkpoint signed was reached
+    #: until then: the seq of its entries at the places checkpoints signed (fork names)
+    passed: dict[int, int] | None = None
+
+
+def walk(  # noqa: C901 - one pass, one rule per branch, each named in docs/audit.md
+    conn: Connection, *, batch: int = 5000, expected: Mapping[str, Expected] | None = None
+) -> Verdict:
     """Walk the whole log in `seq` order, recomputing every hash; name the first broken entry.
 
     Each entry must continue exactly one chain: its `prev_hash` is the hash of a chain's last
     entry so far, or the genesis value for a chain's first entry (at most as many chains as
     heads). At the end every chain must end where a head says, with as many entries, and every
-    head must end a chain. The heads and the entries are read in one snapshot (`_snapshot`), so
-    entries appended while the walk goes on are neither seen nor counted against the heads; the
-    entries come `batch` at a time (keyset paging on `seq`), so memory stays flat (one item per
-    chain) however long the log. `Verdict.entries`/`head_hash`: all entries, the hash of the
-    last one (on SQLite, the one chain's end)."""
-    with _snapshot(engine) as conn:
-        heads = {
-            str(r[1]): Head(int(r[0]), r[1], int(r[2]))
-            for r in conn.execute(sa.select(HEAD.c.entries, HEAD.c.hash, HEAD.c.id))
-            if int(r[0]) > 0
-        }
-        allowed = max(1, int(conn.execute(_COUNT).scalar_one()))
-        tails: dict[str, tuple[int, int]] = {}  # a chain's last hash -> (entries, last seq)
-        count, unchained, last_seq = 0, 0, None
-        last_hash = GENESIS
-        for row in _rows(conn, batch):
-            seq = row["seq"]
-            if row["hash"] is None:
-                if count == 0:
-                    unchained += 1
-                    continue
-                return Verdict(count, last_hash, unchained, seq, "the entry has no hash")
-            prev = row["prev_hash"]
-            if prev == GENESIS and len(tails) < allowed:
-                length = 0
-            elif prev in tails:
-                length, _ = tails.pop(prev)
-            else:
-                before = f"seq {last_seq}" if last_seq is not None else "the start of the log"
-                return Verdict(
-                    count,
-                    last_hash,
-                    unchained,
-                    seq,
-                    "it does not follow the last entry of any chain (the entry before it in the "
-                    f"log is {before}): an entry was deleted or inserted before it, or entries "
-                    "were reordered",
-                )
-            if _entry_hash(row) != row["hash"]:
-                return Verdict(
-                    count,
-                    last_hash,
-                    unchained,
-                    seq,
-                    "its content does not match its hash (edited)",
-                )
-            tails[row["hash"]] = (length + 1, seq)
-            last_hash = row["hash"]
-            count, last_seq = count + 1, seq
-        for tail, (length, seq) in sorted(tails.items(), key=lambda t: t[1][1]):
-            head = heads.pop(tail, None)
-            if head is None or head.entries != length:
-                recorded = f"records {head.entries} entries" if head else "does not end there"
-                return Verdict(
-                    count,
-                    last_hash,
-                    unchained,
-                    seq + 1,
-                    f"a chain of {length} entries ends at seq {seq} but its head {recorded}: "
-                    f"entries after seq {seq} were deleted, or the head was altered",
-                )
-        if heads:
-            lost = min(heads.values(), key=lambda h: h.id)
-            return Verdict(
-                count,
-                last_hash,
-                unchained,
-                (last_seq or 0) + 1,
-                f"the chain head {lost.id} records {lost.entries} entries that the log does not "
-                "hold: entries were deleted, or the head was altered",
+    head must end a chain. `expected` (hash -> `Expected`, from the signed checkpoints) are
+    chain ends recorded earlier: each must be the entry with that hash, at that place in its
+    chain; the first one a chain reaches tells which head the chain belongs to, and from then on
+    the chain must pass through every later one of that head. A chain rewritten from some entry
+    on (a fork) is named at the first entry a checkpoint signed that it no longer holds; a chain
+    that ends before a checkpointed entry was truncated.
+
+    Read it inside one snapshot (`snapshot`), so entries appended while the walk goes on are
+    neither seen nor counted against the heads; the entries come `batch` at a time (keyset
+    paging on `seq`), so memory stays flat in the log's length (one item per chain, plus the
+    checkpointed chain ends). `Verdict.entries`/`head_hash`: all entries, the hash of the last
+    one (on SQLite, the one chain's end)."""
+    heads = {
+        str(r[1]): Head(int(r[0]), r[1], int(r[2]))
+        for r in conn.execute(sa.select(HEAD.c.entries, HEAD.c.hash, HEAD.c.id))
+        if int(r[0]) > 0
+    }
+    head_entries = {h.id: h.entries for h in heads.values()}
+    allowed = max(1, int(conn.execute(_COUNT).scalar_one()))
+    wanted = dict(expected or {})
+    due = _pending_by_head(wanted)
+    places = {e.entries for e in wanted.values()}
+    tails: dict[str, _Tail] = {}  # a chain's last hash -> its end
+    count, unchained, last_seq = 0, 0, None
+    last_hash = GENESIS
+
+    def broken(seq: int, reason: str) -> Verdict:
+        return Verdict(count, last_hash, unchained, seq, reason)
+
+    for row in _rows(conn, batch):
+        seq = row["seq"]
+        if row["hash"] is None:
+            if count == 0:
+                unchained += 1
+                continue
+            return broken(seq, "the entry has no hash")
+        prev = row["prev_hash"]
+        if prev == GENESIS and len(tails) < allowed:
+            tail = _Tail(0, seq, passed={} if places else None)
+        elif prev in tails:
+            tail = tails.pop(prev)
+        else:
+            before = f"seq {last_seq}" if last_seq is not None else "the start of the log"
+            return broken(
+                seq,
+                "it does not follow the last entry of any chain (the entry before it in the "
+                f"log is {before}): an entry was deleted or inserted before it, or entries "
+                "were reordered",
             )
+        if _entry_hash(row) != row["hash"]:
+            return broken(seq, "its content does not match its hash (edited)")
+        position, h = tail.entries + 1, row["hash"]
+        tail.entries, tail.seq = position, seq
+        mark = wanted.pop(h, None) if wanted else None
+        if mark is not None:
+            if mark.entries != position or tail.owner not in (None, mark.head):
+                return broken(
+                    seq,
+                    f"checkpoint {mark.checkpoint} recorded this entry as entry {mark.entries} "
+                    f"of chain {mark.head}, but it is entry {position} of its chain: entries "
+                    "were inserted or deleted before it",
+                )
+            tail.owner, tail.passed = mark.head, None
+        if tail.owner is not None:
+            todo = due.get(tail.owner)
+            if todo and todo[-1][0] <= position:
+                n, want, ck = todo.pop()
+                if want != h:
+                    return broken(
+                        seq,
+                        f"this is entry {position} of chain {tail.owner}, but checkpoint {ck} "
+                        f"signed another entry there (hash {want[:16]}...): the chain was "
+                        "rewritten from here or before (a fork)",
+                    )
+        elif tail.passed is not None and position in places:
+            tail.passed[position] = seq
+        tails[h] = tail
+        last_hash = h
+        count, last_seq = count + 1, seq
+    for end, tail in sorted(tails.items(), key=lambda t: t[1].seq):
+        head = heads.pop(end, None)
+        if head is None or head.entries != tail.entries:
+            recorded = f"records {head.entries} entries" if head else "does not end there"
+            return broken(
+                tail.seq + 1,
+                f"a chain of {tail.entries} entries ends at seq {tail.seq} but its head "
+                f"{recorded}: entries after seq {tail.seq} were deleted, or the head was altered",
+            )
+    if heads:
+        lost = min(heads.values(), key=lambda h: h.id)
+        return broken(
+            (last_seq or 0) + 1,
+            f"the chain head {lost.id} records {lost.entries} entries that the log does not "
+            "hold: entries were deleted, or the head was altered",
+        )
+    missing = sorted((todo[-1][2], owner, todo[-1]) for owner, todo in due.items() if todo)
+    if not missing:
         return Verdict(count, last_hash, unchained)
+    ck, owner, (n, want, _) = missing[0]
+    signed = f"checkpoint {ck} signed {n} entries of chain {owner} (entry {n}: {want[:16]}...)"
+    mine = [t for t in tails.values() if t.owner == owner]
+    if mine and mine[0].entries < n:
+        t = mine[0]
+        return broken(
+            t.seq + 1,
+            f"chain {owner} ends at seq {t.seq} with {t.entries} entries, but {signed}: entries "
+            "were cut off its end (truncated)",
+        )
+    # a chain no checkpoint recognised: if one alone passed entry n, it is the rewritten one
+    strays = [t for t in tails.values() if t.owner is None]
+    passed = [t.passed[n] for t in strays if t.passed and n in t.passed]
+    if len(passed) == 1 or (len(strays) == 1 and mine == []):
+        where = passed[0] if passed else (last_seq or 0) + 1
+        if passed or strays[0].entries >= n:
+            return broken(
+                where,
+                f"{signed}, but entry {n} of the chain is another entry: the chain was "
+                "rewritten from here or before (a fork)",
+            )
+        return broken(
+            strays[0].seq + 1,
+            f"{signed}, but the chain ends at seq {strays[0].seq} with {strays[0].entries} "
+            "entries: entries were cut off and the rest rewritten (truncated)",
+        )
+    now = head_entries.get(owner, 0)
+    cut = (
+        f"its head now records {now} entries: entries were cut off (truncated)"
+        if now < n
+        else "the chain was rewritten (a fork)"
+    )
+    return broken((last_seq or 0) + 1, f"{signed}; no chain holds that entry: {cut}")
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -26,6 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from open_registry.core import idempotency, observability
+from open_registry.core.audit import checkpoint as audit_checkpoint
+from open_registry.core.audit import keys as audit_keys
 from open_registry.core.codec import utcnow
 from open_registry.core.outbox.deliveries import Dispatcher, backoff
 
@@ -47,8 +50,14 @@ class Worker:
         base_delay: float = BASE_DELAY,
         clock: Callable[[], Any] = utcnow,
         batch_size: int = 100,
+        checkpoint_seconds: float | None = None,
     ):
         self.registry = registry
+        #: how often `run` signs an audit checkpoint (`registry.audit.checkpoint`); 0: never
+        self.checkpoint_seconds = (
+            audit_checkpoint.INTERVAL if checkpoint_seconds is None else checkpoint_seconds
+        )
+        self._checkpointed = time.monotonic()
         self.batch_size = batch_size
         self.name = name
         self.max_attempts = max_attempts
@@ -174,11 +183,28 @@ class Worker:
                 events = self.run_once()
                 sent = self.send_due() if not self._stop.is_set() else 0
                 idempotency.purge_expired(self.registry)  # expired keys; once a minute at most
+                self.checkpoint_due()
                 if not events and not sent:
                     self._stop.wait(poll_interval)
             except Exception:
                 log.exception("outbox worker %s: pass failed", self.name)
                 self._stop.wait(max(poll_interval, 1.0))
+
+    def checkpoint_due(self) -> bool:
+        """Sign an audit checkpoint when `checkpoint_seconds` have passed since this worker's
+        last one (none when another process signed one meanwhile or no chain moved); whether
+        one was written. A failure is logged, never raised: delivery goes on."""
+        every = self.checkpoint_seconds
+        if not every or time.monotonic() - self._checkpointed < every:
+            return False
+        self._checkpointed = time.monotonic()
+        try:
+            key = audit_keys.signing_key(self.registry.settings.data_dir)
+            made = audit_checkpoint.record(self.engine, key, min_interval=every * 0.9)
+        except Exception:
+            log.exception("outbox worker %s: audit checkpoint failed", self.name)
+            return False
+        return made is not None
 
     def stop(self) -> None:
         self._stop.set()

@@ -64,7 +64,8 @@ def test_verify_exits_0_on_an_intact_chain_and_1_naming_the_broken_seq(
 def test_list_filters_and_shows_fields_never_values(filled: Settings, db: list[str]):
     out = run("audit", "list", "--actor", "carol", *db)
     assert out.exit_code == 0, out.output
-    (line,) = out.output.strip().splitlines()
+    header, line = out.output.strip().splitlines()
+    assert header.split() == ["SEQ", "AT", "ACTOR", "ACTION", "RECORD", "FIELDS"]
     assert "carol" in line and "update" in line and "recipient" in line and "name" in line
     every = run("audit", "list", "--json", "--oldest-first", *db)
     entries = [orjson.loads(x) for x in every.output.splitlines()]
