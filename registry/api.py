@@ -270,7 +270,7 @@ def add_entity_routes(router: APIRouter, entity: EntitySchema, *, max_body_bytes
 def _entity_routes(  # noqa: C901
     entity: EntitySchema, max_body_bytes: int
 ) -> tuple[BaseRoute, ...]:
-    router = APIRouter()
+    router = APIRouter(default_response_class=JSONResponse)  # as the app's own router
     name = entity.name
 
     def gate(request: Request) -> Gate:

@@ -473,7 +473,7 @@ def add_entity_import_routes(router: APIRouter, name: str, title: str) -> None:
     """The import routes of one entity (also after a schema change)."""
     key = (name, title)
     if key not in _ROUTES:
-        fresh = APIRouter()
+        fresh = APIRouter(default_response_class=JSONResponse)  # as the app's own router
         _add_routes(fresh, name, title)
         _ROUTES[key] = tuple(fresh.routes)
     router.routes.extend(_ROUTES[key])
