@@ -14,6 +14,7 @@ from open_registry.core import Settings
 from open_registry.core.migrations import prepare
 from open_registry.core.testing import Messages, TemplateDatabases, client_for
 
+
 def test_make_registry_and_the_notification_catcher(make_registry: Any, notifications: Messages):
     reg = make_registry(register=[notifications])
     sent = reg.pm.hook.send_notification(
