@@ -282,8 +282,31 @@ class HCert:
         return self.claims.get(-260, {}).get(1, {})
 
 
-def decode(text: str, key_for: Callable[[bytes], ec.EllipticCurvePublicKey | None]) -> HCert:
-    """Check an `HC1:` text; `key_for(kid)` gives the trusted key (None: untrusted)."""
+@dataclass(frozen=True)
+class Unverified:
+    """An `HC1:` text taken apart, its signature not checked yet: `kid` says whose key to check
+    it with (`verified_by`)."""
+
+    protected: bytes
+    payload: bytes
+    signature: Any
+    kid: bytes
+    claims: Any
+
+    def verified_by(self, key: ec.EllipticCurvePublicKey) -> HCert:
+        """The HCERT, if `key` signed it; `HCertError("invalid signature")` otherwise."""
+        if not isinstance(self.signature, bytes) or not verify_raw(
+            key, self.signature, _sig_structure(self.protected, self.payload)
+        ):
+            raise HCertError("invalid signature")
+        if not isinstance(self.claims, dict):
+            raise HCertError("the HCERT's claims are not a map")
+        return HCert(self.kid, self.claims)
+
+
+def read(text: str) -> Unverified:
+    """Take an `HC1:` text apart (base45, zlib, COSE_Sign1 ES256 with a kid, CBOR claims);
+    `HCertError` saying what is wrong. Nothing is verified yet."""
     if not text.startswith(PREFIX):
         raise HCertError("an HCERT starts with 'HC1:'")
     try:
@@ -304,16 +327,18 @@ def decode(text: str, key_for: Callable[[bytes], ec.EllipticCurvePublicKey | Non
         claims = cbor2.loads(payload)
     except (cbor2.CBORDecodeError, ValueError, TypeError) as exc:
         raise HCertError(f"the HCERT is not a COSE_Sign1 message: {exc}") from None
-    if header.get(1) != -7:
+    if not isinstance(header, dict) or header.get(1) != -7:
         raise HCertError("the HCERT must be signed with ES256 (alg -7)")
-    kid = header.get(4) or (unprotected or {}).get(4)
+    kid = header.get(4) or (unprotected if isinstance(unprotected, dict) else {}).get(4)
     if not isinstance(kid, bytes):
         raise HCertError("the HCERT names no key (kid)")
-    key = key_for(kid)
+    return Unverified(protected, payload, signature, kid, claims)
+
+
+def decode(text: str, key_for: Callable[[bytes], ec.EllipticCurvePublicKey | None]) -> HCert:
+    """Check an `HC1:` text; `key_for(kid)` gives the trusted key (None: untrusted)."""
+    unverified = read(text)
+    key = key_for(unverified.kid)
     if key is None:
-        raise HCertError(f"the signing key {kid.hex()} is not trusted")
-    if not verify_raw(key, signature, _sig_structure(protected, payload)):
-        raise HCertError("invalid signature")
-    if not isinstance(claims, dict):
-        raise HCertError("the HCERT's claims are not a map")
-    return HCert(kid, claims)
+        raise HCertError(f"the signing key {unverified.kid.hex()} is not trusted")
+    return unverified.verified_by(key)

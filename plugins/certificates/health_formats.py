@@ -8,7 +8,13 @@ here runs). What a format needs beyond it (the vaccination, the vaccine's codes)
 not be allowed to read; it is read as `system("certificates")`, explicitly, only for that
 certificate. Verification looks a certificate's status up the same way: anyone may verify, and
 the answer says only VALID / REVOKED / SUSPENDED. For other SMART Health Card verifiers, `jwks`
-gives each key its `crlVersion` and `revocation_list` each key's Card Revocation List."""
+gives each key its `crlVersion` and `revocation_list` each key's Card Revocation List.
+
+Other issuers' cards and HCERTs verify against the trust lists of `trust_dir` (`trust_lists.py`:
+a JWK set per trusted `iss`, EU DCC document signers by `kid`): an unknown issuer or key is
+INVALID, naming it; a card's revocation is checked against the issuer's Card Revocation List
+when one is saved, and the verdict says "revocation not checked" otherwise (always for their
+HCERTs)."""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from open_registry.plugins.certificates import hcert, shc
 from open_registry.plugins.certificates.es256 import hcert_kid
 from open_registry.plugins.certificates.fhir import HealthRecord, ddcc_bundle
 from open_registry.plugins.certificates.issuance import ACTOR, CERTIFICATE, VACCINATION
+from open_registry.plugins.certificates.trust_lists import CardKey, DocumentSigner, TrustLists
 from open_registry.plugins.certificates.verifier import (
     EXPIRED,
     INVALID,
@@ -178,7 +185,8 @@ def _status(rt: Any, certificate_id: str | None, verdict: Verdict) -> Verdict:
 
 
 def verify_text(rt: Any, text: str) -> Verdict:
-    """Verify a SMART Health Card (`shc:/...` or its JWS) or an HCERT (`HC1:...`)."""
+    """Verify a SMART Health Card (`shc:/...` or its JWS) or an HCERT (`HC1:...`): ours, or
+    another issuer's trusted through the trust lists of `trust_dir` (`trust_lists.py`)."""
     text = text.strip()
     if text.startswith(hcert.PREFIX):
         return _verify_hcert(rt, text)
@@ -191,38 +199,100 @@ def verify_text(rt: Any, text: str) -> Verdict:
     return _verify_shc(rt, jws)
 
 
+def _trust_lists(rt: Any) -> TrustLists:
+    lists: TrustLists = rt.trust.lists
+    return lists
+
+
 def _verify_shc(rt: Any, jws: str) -> Verdict:
     own = rt.config.base_url.rstrip("/")
+    lists = _trust_lists(rt)
+    used: list[CardKey] = []
+    refused: list[str] = []
 
     def keys_for(iss: str, kid: str) -> ec.EllipticCurvePublicKey | None:
-        return rt.ec_keys.public_keys().get(kid) if iss == own else None
+        if iss.rstrip("/") == own:
+            return rt.ec_keys.public_keys().get(kid)
+        found = lists.card_key(iss, kid)
+        if found is None:
+            refused.append(lists.untrusted_card(iss, kid))
+            return None
+        used.append(found)
+        return found.key
 
     try:
         card = shc.verify(jws, keys_for)
     except shc.SHCError as exc:
         issuer_problem = "not trusted" in str(exc)
-        return Verdict(INVALID, str(exc), checks={"issuer": not issuer_problem})
+        reason = refused[0] if refused and issuer_problem else str(exc)
+        return Verdict(INVALID, reason, checks={"issuer": not issuer_problem})
     verdict = Verdict(
         VALID, "", issuer=card.payload["iss"], checks={"issuer": True, "signature": True}
     )
-    nbf = card.payload.get("nbf")
+    nbf, exp = card.payload.get("nbf"), card.payload.get("exp")
     if isinstance(nbf, int | float) and nbf > time.time() + 300:
         verdict.status, verdict.reason = INVALID, "the card is not valid yet (nbf)"
         return verdict
+    if isinstance(exp, int | float) and exp < time.time():
+        verdict.status, verdict.reason = EXPIRED, "the card has expired (exp)"
+        return verdict
     verdict.checks["dates"] = True
     rid = card.payload.get("vc", {}).get("rid")
+    if used:  # another issuer's card
+        return _card_revocation(used[0], rid if isinstance(rid, str) else None, nbf, verdict)
     verdict = _status(rt, shc.certificate_of(rid) if isinstance(rid, str) else None, verdict)
     if verdict.status == VALID:
         verdict.reason = "a SMART Health Card of this registry: signature, issuer and status good"
     return verdict
 
 
+def _card_revocation(key: CardKey, rid: str | None, nbf: Any, verdict: Verdict) -> Verdict:
+    """Another issuer's card against the Card Revocation List saved for its key, if any."""
+    good = f"a SMART Health Card of {key.iss}: signature, issuer and dates good"
+    crl = key.crl
+    if crl is None or rid is None:
+        why = (
+            "the card has no revocation id (vc.rid)"
+            if rid is None
+            else f"no revocation list of key {key.kid} is saved in trust_dir shc/crl/"
+            if key.crl_version is not None
+            else "the issuer publishes no revocation list for this key"
+        )
+        verdict.warnings.append(f"revocation not checked: {why}")
+        verdict.reason = f"{good}; revocation not checked ({why})"
+        return verdict
+    if crl.revoked(rid, nbf):
+        verdict.checks["revocation"] = False
+        verdict.status = REVOKED
+        verdict.reason = f"the card is revoked (listed in {crl.source})"
+        return verdict
+    verdict.checks["revocation"] = True
+    verdict.reason = f"{good}; not in its revocation list ({crl.source}, ctr {crl.ctr})"
+    if key.crl_version is not None and crl.ctr < key.crl_version:
+        verdict.warnings.append(
+            f"the saved revocation list (ctr {crl.ctr}) is older than the issuer's key says "
+            f"(crlVersion {key.crl_version}): save it again"
+        )
+    return verdict
+
+
 def _verify_hcert(rt: Any, text: str) -> Verdict:
-    keys = {hcert_kid(k): k for k in rt.ec_keys.public_keys().values()}
+    own = {hcert_kid(k): k for k in rt.ec_keys.public_keys().values()}
     try:
-        cert = hcert.decode(text, keys.get)
+        unverified = hcert.read(text)
     except hcert.HCertError as exc:
-        return Verdict(INVALID, str(exc), checks={"issuer": "not trusted" not in str(exc)})
+        return Verdict(INVALID, str(exc), checks={"issuer": True})
+    kid = unverified.kid
+    if kid not in own:
+        signers = _trust_lists(rt).signers_for(kid)
+        if signers:  # another issuer's document signer
+            return _verify_other_hcert(unverified, signers)
+        message = f"the signing key {kid.hex()} is not trusted"
+        return Verdict(INVALID, message, checks={"issuer": False})
+    try:
+        cert = unverified.verified_by(own[kid])
+    except hcert.HCertError as exc:
+        return Verdict(INVALID, str(exc), checks={"issuer": True})
     verdict = Verdict(
         VALID, "", issuer=str(cert.claims.get(1)), checks={"issuer": True, "signature": True}
     )
@@ -235,4 +305,41 @@ def _verify_hcert(rt: Any, text: str) -> Verdict:
     verdict = _status(rt, hcert.certificate_of(str(entries[0].get("ci", ""))), verdict)
     if verdict.status == VALID:
         verdict.reason = "an EU DCC / HCERT of this registry: signature, issuer and status good"
+    return verdict
+
+
+def _verify_other_hcert(unverified: hcert.Unverified, signers: list[DocumentSigner]) -> Verdict:
+    """An HCERT signed by a trusted document signer of another issuer (several may share its
+    kid: each is tried)."""
+    cert: hcert.HCert | None = None
+    signer = signers[0]
+    for signer in signers:
+        try:
+            cert = unverified.verified_by(signer.key)
+        except hcert.HCertError as exc:
+            if str(exc) != "invalid signature":
+                return Verdict(INVALID, str(exc), checks={"issuer": True})
+            continue
+        break
+    if cert is None:
+        return Verdict(INVALID, "invalid signature", checks={"issuer": True, "signature": False})
+    verdict = Verdict(
+        VALID, "", issuer=str(cert.claims.get(1)), checks={"issuer": True, "signature": True}
+    )
+    problem = signer.problem(cert.claims, cert.dcc)
+    if problem is not None:
+        verdict.checks["issuer"] = False
+        verdict.status, verdict.reason = INVALID, problem
+        return verdict
+    exp = cert.claims.get(4)
+    if isinstance(exp, int | float) and exp < time.time():
+        verdict.status, verdict.reason = EXPIRED, "the HCERT has expired (exp)"
+        return verdict
+    verdict.checks["dates"] = True
+    why = "other issuers' HCERT revocation lists are not read"
+    verdict.warnings.append(f"revocation not checked: {why}")
+    verdict.reason = (
+        f"an EU DCC / HCERT of {verdict.issuer}, document signer {signer.kid.hex()} "
+        f"({signer.source}): signature, issuer and dates good; revocation not checked ({why})"
+    )
     return verdict

@@ -7,7 +7,9 @@ RsaSignature2018 / Ed25519Signature2018), or every proof of a proof set or chain
 validity dates; then the credential's status list entries. Status lists this registry publishes
 are read from its own database (cached briefly); another issuer's list is looked up in
 `trust_dir` (`status-lists/*.json`, signed list credentials saved there), never fetched:
-without it the status is reported as not checked.
+without it the status is reported as not checked. The trust store also holds the trust lists of
+other issuers' SMART Health Cards and EU DCC / HCERTs (`trust_dir/shc/`, `trust_dir/dcc/`:
+`trust_lists.py`), which `health_formats` verifies those formats against.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from open_registry.plugins.certificates.keys import (
     resolve_did_key,
 )
 from open_registry.plugins.certificates.limits import LimitExceeded, VerifyLimits, check_document
+from open_registry.plugins.certificates.trust_lists import TrustListError, TrustLists
 
 VALID, REVOKED, SUSPENDED, EXPIRED, INVALID = "VALID", "REVOKED", "SUSPENDED", "EXPIRED", "INVALID"
 
@@ -104,7 +107,8 @@ class TrustStore:
     single key (`id` = the verification method, `publicKeyMultibase|Base58|Pem`, and `issuers`:
     the issuer ids it signs for, e.g. DIVOC's `did:india` key for `https://divoc.dev/`). Several
     files (or entries) may name the same verification method id with keys of different types:
-    each is kept, and a proof is checked with the keys of its suite's type."""
+    each is kept, and a proof is checked with the keys of its suite's type. `lists` are the
+    card issuers and EU DCC document signers of `trust_dir/shc/` and `trust_dir/dcc/`."""
 
     def __init__(
         self, own: Any, trusted_issuers: tuple[str, ...] = (), trust_dir: Path | None = None
@@ -113,8 +117,13 @@ class TrustStore:
         self.extra_issuers = set(trusted_issuers)
         self.methods: dict[str, ResolvedKey] = {}
         self.status_lists: dict[str, dict[str, Any]] = {}
+        self.lists = TrustLists()
         if trust_dir is not None:
             self._load(Path(trust_dir))
+            try:
+                self.lists = TrustLists.load(Path(trust_dir))
+            except TrustListError as exc:
+                raise ValueError(f"trust_dir {trust_dir}: {exc}") from None
 
     def _load(self, folder: Path) -> None:
         if not folder.is_dir():
@@ -289,6 +298,11 @@ class Verifier:
             checks["status"] = False
             verdict.status, verdict.reason = INVALID, f"credentialStatus: {exc}"
             return verdict
-        if verdict.status == VALID:
+        if verdict.status == VALID and verdict.warnings:
+            # honest about what could not be checked (another issuer's list not saved here)
+            verdict.reason = "the signature, issuer and dates are good; " + "; ".join(
+                verdict.warnings
+            )
+        elif verdict.status == VALID:
             verdict.reason = "the signature, issuer, dates and status are all good"
         return verdict

@@ -9,8 +9,10 @@ EXPIRED / INVALID in large type, with the holder's name, dose, vaccine, date and
   offline (scope `/verify`);
 - `GET /verify/trust.json`: what the page verifies with when the network is gone: the issuers
   it trusts, their Ed25519 and ES256 public keys, the bits of this registry's revocation and
-  suspension lists and the SMART Health Card / HCERT revocation and suspension ids (made at
-  most every `TRUST_TTL` seconds, whoever asks);
+  suspension lists and the SMART Health Card / HCERT revocation and suspension ids, and the
+  trust lists of other issuers' cards (keys by `iss` and `kid`, their saved revocation lists)
+  and HCERTs (document signers by `kid`) (made at most every `TRUST_TTL` seconds, whoever
+  asks);
 - `POST /verify/decode-image`: the server's QR reader (`qr.decode_image`) for a picture the
   browser could not read; bounded by `verify_page_max_image_bytes` and
   `verify_page_max_image_pixels` (413 naming the setting) and to PNG / JPEG (415).
@@ -305,6 +307,9 @@ def trust_bundle(rt: Certificates) -> dict[str, Any]:
         "es256": es256,
         "revokedIds": revoked,
         "suspendedIds": _rids(_suspended_ids(rt)),
+        # other issuers' SMART Health Card keys (with their saved revocation lists) and EU DCC
+        # document signers, from trust_dir's shc/ and dcc/ (trust_lists.py)
+        **rt.trust.lists.bundle(),
     }
 
 

@@ -9,7 +9,10 @@
  *   (`rdfc.py`, ported below) labels the blank nodes. A credential of another shape cannot be
  *   checked here (UNKNOWN: "connect to verify it"), never guessed.
  * - SMART Health Cards (`shc:/`, JWS ES256) and EU DCC / HCERT (`HC1:`, COSE_Sign1 ES256) with
- *   WebCrypto ECDSA P-256 against the registry's ES256 keys.
+ *   WebCrypto ECDSA P-256 against the registry's ES256 keys, and other issuers' against the
+ *   trust lists in the bundle (`cardIssuers`: keys by `iss` and `kid` with their saved Card
+ *   Revocation Lists; `dccSigners`: EU DCC document signers by `kid`, with the country,
+ *   validity and kinds their certificates allow).
  * - Status: Bitstring Status Lists (revocation, suspension) for W3C credentials; the revoked and
  *   suspended certificate ids for cards and HCERTs (they carry no status entry).
  *
@@ -953,6 +956,27 @@
     return result;
   }
 
+  /** The verdict on another issuer's card from the revocation list saved for its key. */
+  function otherCardStatus(rid, nbf, crl, issuer) {
+    if (!crl || typeof rid !== "string") return verdict("VALID", "valid_unchecked", {}, { issuer });
+    for (const entry of crl.rids || []) {
+      const [id, stamp] = String(entry).split(".");
+      if (id !== rid) continue;
+      // `rid.<timestamp>`: only cards issued (nbf) before the timestamp are revoked
+      if (stamp === undefined || typeof nbf !== "number" || nbf < Number(stamp)) {
+        return verdict("REVOKED", "revoked", {}, { issuer });
+      }
+    }
+    return verdict("VALID", "valid", {}, { issuer });
+  }
+
+  /** The key of a card: the registry's own (`es256`), or a trusted issuer's (`cardIssuers`). */
+  function cardKey(issuer, kid, trust) {
+    if (issuer === trust.cardIssuer) return (trust.es256 || []).find((k) => k.kid === kid) || null;
+    const other = (trust.cardIssuers || {})[String(issuer).replace(/\/+$/, "")];
+    return other ? (other.keys || []).find((k) => k.kid === kid) || null : null;
+  }
+
   async function verifyCard(text, trust, now) {
     now = now === undefined ? Date.now() : now;
     let card;
@@ -962,7 +986,8 @@
       return verdict("INVALID", "unreadable", { detail: exc.message });
     }
     const issuer = card.payload.iss;
-    const jwk = issuer === trust.cardIssuer ? (trust.es256 || []).find((k) => k.kid === card.header.kid) : null;
+    const own = issuer === trust.cardIssuer;
+    const jwk = cardKey(issuer, card.header.kid, trust);
     if (!jwk) return verdict("INVALID", "not_trusted", {}, { issuer });
     const signed = utf8.encode(card.parts[0] + "." + card.parts[1]);
     let ok = false;
@@ -976,7 +1001,12 @@
     if (typeof nbf === "number" && nbf * 1000 > now + 300000) {
       return verdict("INVALID", "not_yet", { date: new Date(nbf * 1000).toISOString() }, { issuer });
     }
+    const exp = card.payload.exp;
+    if (typeof exp === "number" && exp * 1000 < now) {
+      return verdict("EXPIRED", "expired", { date: new Date(exp * 1000).toISOString() }, { issuer });
+    }
     const rid = ((card.payload.vc || {}).rid);
+    if (!own) return otherCardStatus(rid, nbf, jwk.crl, issuer);
     return cardStatus(rid, issuer, trust, verdict("VALID", "valid", {}, { issuer }));
   }
 
@@ -1139,6 +1169,37 @@
     return b64urlEncode(bytes);
   }
 
+  /** Why a trusted document signer may not have signed this HCERT (as trust_lists.py), or null. */
+  function signerProblem(signer, cert) {
+    const name = "the document signer " + Array.from(b64urlDecode(signer.kid), (b) => b.toString(16).padStart(2, "0")).join("");
+    const issuer = cert.claims.get(1);
+    if (signer.country && typeof issuer === "string" && issuer.toUpperCase() !== signer.country.toUpperCase()) {
+      return name + " signs for " + signer.country + ", but the HCERT's issuer (claim 1) is " + issuer;
+    }
+    const iat = cert.claims.get(6);
+    if (typeof iat === "number") {
+      if (signer.notBefore && iat * 1000 < Date.parse(signer.notBefore)) return name + " was not valid yet when the HCERT was issued";
+      if (signer.notAfter && iat * 1000 > Date.parse(signer.notAfter)) return name + " had expired when the HCERT was issued";
+    }
+    if (Array.isArray(signer.kinds)) {
+      for (const [kind, label] of [["v", "vaccination"], ["t", "test"], ["r", "recovery"]]) {
+        const entries = cert.dcc[kind];
+        if (Array.isArray(entries) && entries.length && !signer.kinds.includes(kind)) {
+          return name + " may not sign " + label + " certificates (its extended key usage)";
+        }
+      }
+    }
+    return null;
+  }
+
+  async function es256Checks(jwk, cert) {
+    try {
+      return await es256Valid(jwk, cert.signature, sigStructure(cert.protectedBytes, cert.payload));
+    } catch (exc) {
+      return false;
+    }
+  }
+
   async function verifyHcert(text, trust, now) {
     now = now === undefined ? Date.now() : now;
     let cert;
@@ -1150,18 +1211,28 @@
     const issuer = String(cert.claims.get(1));
     const kid = b64urlEncode(cert.kid);
     const jwk = (trust.es256 || []).find((k) => k.hcertKid === kid);
-    if (!jwk) return verdict("INVALID", "not_trusted", {}, { issuer });
-    let ok = false;
-    try {
-      ok = await es256Valid(jwk, cert.signature, sigStructure(cert.protectedBytes, cert.payload));
-    } catch (exc) {
-      ok = false;
+    // another issuer's document signers under this kid (several may share one: each is tried)
+    const signers = jwk ? [] : (trust.dccSigners || []).filter((s) => s.kid === kid);
+    if (!jwk && !signers.length) return verdict("INVALID", "not_trusted", {}, { issuer });
+    let signer = null;
+    if (jwk) {
+      if (!(await es256Checks(jwk, cert))) return verdict("INVALID", "signature", {}, { issuer });
+    } else {
+      for (const candidate of signers) {
+        if (await es256Checks(candidate, cert)) {
+          signer = candidate;
+          break;
+        }
+      }
+      if (!signer) return verdict("INVALID", "signature", {}, { issuer });
+      const problem = signerProblem(signer, cert);
+      if (problem) return { ...verdict("INVALID", "not_trusted", {}, { issuer }), detail: problem };
     }
-    if (!ok) return verdict("INVALID", "signature", {}, { issuer });
     const exp = cert.claims.get(4);
     if (typeof exp === "number" && exp * 1000 < now) {
       return verdict("EXPIRED", "expired", { date: new Date(exp * 1000).toISOString() }, { issuer });
     }
+    if (signer) return verdict("VALID", "valid_unchecked", {}, { issuer }); // no HCERT revocation lists of others
     const entry = (cert.dcc.v || [{}])[0] || {};
     return cardStatus(ridOfUvci(entry.ci), issuer, trust, verdict("VALID", "valid", {}, { issuer }));
   }

@@ -114,8 +114,10 @@
     }
     const answer = await resp.json().catch(() => ({}));
     if (resp.ok) {
-      // the registry's reasons are English: the plain outcomes are said in the page's language
-      const plain = { VALID: "valid", REVOKED: "revoked", SUSPENDED: "suspended" }[answer.status];
+      // the registry's reasons are English: the plain outcomes are said in the page's language,
+      // but a VALID with caveats (another issuer's revocation not checked) keeps its own reason
+      const caveats = answer.status === "VALID" && (answer.warnings || []).length > 0;
+      const plain = caveats ? null : { VALID: "valid", REVOKED: "revoked", SUSPENDED: "suspended" }[answer.status];
       const reason = plain ? { key: plain, params: {} } : null;
       return { status: answer.status, detail: plain ? null : answer.reason, reason, issuer: answer.issuer };
     }

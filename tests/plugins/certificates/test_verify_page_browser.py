@@ -1,6 +1,7 @@
 """The verification page `/verify` in a real browser: Debian's Chromium driven by Playwright
 against a uvicorn server (`build` below, run in the server's process) holding a valid, a revoked
-and a suspended certificate. The page reads QR pictures through its file input, text pasted
+and a suspended certificate, and trusting DIVOC and another issuer's cards and HCERTs
+(`other_issuers`). The page reads QR pictures through its file input, text pasted
 into it (SMART Health Card, EU DCC), and the camera (Chromium's fake device playing a Y4M file
 of the QR code); it verifies online through the registry, and offline, once the server is gone,
 from what it saved (service worker, keys, status lists).
@@ -86,14 +87,39 @@ def build() -> Any:
     return app
 
 
+def other_issuers(tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """A `trust_dir` trusting DIVOC and another issuer's cards and HCERTs
+    (tests/plugins/certificates/other_issuers.py), and what the tests show the page of them:
+    DIVOC's own sample, a certificate of a DIVOC deployment nobody trusts, the other issuer's
+    card (its key has no revocation list saved) and HCERT."""
+    from tests.plugins.certificates.other_issuers import OtherIssuer, divoc_sample, record
+
+    other = OtherIssuer()
+    trust = other.trust_dir(tmp / "trust")
+    found = {
+        "divoc": divoc_sample(),
+        "divoc_stranger": other.divoc_certificate(),
+        "other_card": other.card(record("Erika Mustermann"), second_key=True),
+        "other_hcert": other.hcert(record("Erika Mustermann")),
+    }
+    return trust, found
+
+
 @contextmanager
 def verify_server(tmp: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """A server of `build` on loopback; yields its base URL and the fixture it wrote."""
-    env = {**os.environ, "REGISTRY_DATA_DIR": str(tmp / "data"), "PYTHONPATH": str(ROOT)}
+    """A server of `build` on loopback, trusting the issuers of `other_issuers`; yields its base
+    URL and the fixture it wrote, with `other_issuers`' certificates."""
+    trust, others = other_issuers(tmp)
+    env = {
+        **os.environ,
+        "REGISTRY_DATA_DIR": str(tmp / "data"),
+        "PYTHONPATH": str(ROOT),
+        "REGISTRY_PLUGINS__CERTIFICATES__TRUST_DIR": str(trust),
+    }
     env.pop("REGISTRY_DATABASE_URL", None)
     module = "tests.plugins.certificates.test_verify_page_browser:build"
     with serve(module, tmp, env, timeout=60) as base:
-        yield base, json.loads((tmp / FIXTURE).read_text())
+        yield base, {**json.loads((tmp / FIXTURE).read_text()), **others}
 
 
 def _skip_without_browser() -> None:
@@ -124,6 +150,9 @@ def pngs(server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
         out[name].write_bytes(qr.qr_png(qr.divoc_payload(fixture[name])))
     out["compact"] = folder / "compact.png"
     out["compact"].write_bytes(qr.qr_png(qr.compact_payload(fixture["valid"])))
+    for name in ("divoc", "divoc_stranger"):  # DIVOC-issued certificates (ZIP payloads)
+        out[name] = folder / f"{name}.png"
+        out[name].write_bytes(qr.qr_png(qr.divoc_payload(fixture[name])))
     return out
 
 
@@ -214,6 +243,29 @@ def test_pasted_smart_health_card_and_eu_dcc(server: Any, page: Any):
     dcc = paste(page, fixture["hcert"])
     assert dcc["status"] == "VALID" and dcc["dose"] == "1 of 2", dcc
     assert paste(page, "HC1:NOT-A-CERTIFICATE")["status"] == "INVALID"
+
+
+def test_divoc_certificates_and_other_issuers_cards_online(
+    server: Any, pngs: dict[str, Path], page: Any
+):
+    """DIVOC's sample is VALID (its issuer is trusted), another DIVOC deployment's INVALID;
+    the other issuer's card and HCERT are VALID, saying revocation was not checked."""
+    base, _ = server
+    open_page(page, f"{base}/verify")
+    divoc = picture(page, pngs["divoc"])
+    assert divoc["status"] == "VALID" and divoc["checked"] == "online", divoc
+    assert divoc["name"] == "Bhaya Mitra" and "CoVax" in divoc["vaccine"]
+    assert divoc["issuer"].startswith("https://divoc.dev/")
+    stranger = picture(page, pngs["divoc_stranger"])
+    assert stranger["status"] == "INVALID" and stranger["name"] == "Anand Rao", stranger
+    assert "is not trusted" in stranger["reason"]
+    _, fixture = server
+    card = paste(page, fixture["other_card"])
+    assert card["status"] == "VALID" and card["name"] == "Erika Mustermann", card
+    assert "https://cards.other.example" in card["issuer"]
+    assert "revocation not checked" in card["reason"]
+    dcc = paste(page, fixture["other_hcert"])
+    assert dcc["status"] == "VALID" and "revocation not checked" in dcc["reason"], dcc
 
 
 def test_the_hindi_page(server: Any, pngs: dict[str, Path], page: Any):
@@ -315,6 +367,15 @@ def test_offline_the_page_verifies_from_what_it_saved(chromium: Any, tmp_path: P
         assert paste(pg, fixture["shc_revoked"])["status"] == "REVOKED"
         dcc = paste(pg, fixture["hcert"])
         assert dcc["status"] == "VALID" and dcc["checked"] == "offline", dcc
+        # another issuer's card and HCERT, from the trust lists saved with the bundle
+        other = paste(pg, fixture["other_card"])
+        assert other["status"] == "VALID" and other["checked"] == "offline", other
+        assert "révocation n'a pas été vérifiée" in other["reason"]
+        other = paste(pg, fixture["other_hcert"])
+        assert other["status"] == "VALID" and other["checked"] == "offline", other
+        # DIVOC's Ed25519Signature2018 cannot be checked on the device: said, never guessed
+        divoc = paste(pg, json.dumps(fixture["divoc"]))
+        assert divoc["status"] == "UNKNOWN" and divoc["name"] == "Bhaya Mitra", divoc
         # tampered: one character of the name changed, the signature no longer matches
         forged = dict(fixture["valid"])
         forged["credentialSubject"] = {**forged["credentialSubject"], "name": "Someone Else"}
