@@ -8,6 +8,8 @@
   certificate (the old one revoked and linked), a deleted one has its certificates revoked;
 - `register_routes`: certificate outputs, lifecycle, status lists, verification, VC-API, DID,
   and the public verification page `/verify` (`verify_page.py`);
+- `register_templates`, `prepare_app`: the certificate page `/ui/vaccination/{id}/certificate`
+  with its revoke / suspend / reinstate form (`pages.py`);
 - `register_commands`: `registry keys ...`, `registry verify ...`.
 """
 
@@ -29,6 +31,8 @@ from open_registry.plugins.certificates.issuance import (
 from open_registry.plugins.certificates.runtime import runtime
 
 SCHEMAS = Path(__file__).parent / "schemas"
+#: the pages' templates (`certificates/page.html`: the certificate page, `pages.py`)
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _enabled(settings: Any) -> bool:
@@ -137,6 +141,20 @@ def register_routes(registry: Any) -> list[Any]:
     from open_registry.plugins.certificates.verify_page import verify_page_routes
 
     return [*certificate_routes(registry), *verify_page_routes(registry)]
+
+
+@hookimpl
+def register_templates() -> list[Path]:
+    return [TEMPLATES]
+
+
+@hookimpl
+def prepare_app(app: Any, registry: Any) -> None:
+    if CERTIFICATE not in registry.services:
+        return
+    from open_registry.plugins.certificates.pages import add_certificate_pages
+
+    add_certificate_pages(app, registry)  # /ui/vaccination/{id}/certificate
 
 
 @hookimpl

@@ -116,8 +116,10 @@ def prepare_app(app: Any, registry: Any) -> None:
         return
     from open_registry.plugins.programme.dashboard import add_dashboard_page
     from open_registry.plugins.programme.enrol_page import add_enrol_page
+    from open_registry.plugins.programme.vaccinate_page import add_vaccinate_page
     from open_registry.plugins.programme.verifications import VerificationCounter
 
     add_dashboard_page(app, registry)
     add_enrol_page(app, registry)
+    add_vaccinate_page(app, registry)  # /ui/vaccinate and the facility's home-page tasks
     app.add_middleware(VerificationCounter, rt=runtime(registry))

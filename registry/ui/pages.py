@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -43,6 +43,7 @@ from open_registry.core.gate import Gate, Records
 from open_registry.core.i18n import COOKIE, Catalogs
 from open_registry.core.ui.auth import add_auth_pages
 from open_registry.core.ui.lists import ListPage, detail_items
+from open_registry.core.ui.messages import people_errors
 from open_registry.core.ui.render import (
     MAX_REFERENCE_OPTIONS,
     FormView,
@@ -53,8 +54,8 @@ from open_registry.core.ui.render import (
 )
 from open_registry.core.ui.requests import Page, SignInFirst, read_form, same_origin
 from open_registry.core.ui.schema_pages import add_schema_routes
+from open_registry.core.ui.tasks import Task, landing_of, tasks_for
 from open_registry.generators.formdata import (
-    errors_by_name,
     form_to_json,
     record_to_form,
     row_indices,
@@ -71,7 +72,22 @@ from open_registry.generators.schema import EntitySchema
 
 UI_PREFIX = "/ui"
 #: `?notice=` keys a page may show (`notice.<key>` in the catalogs)
-NOTICES = ("created", "saved", "deleted", "schema_saved", "user_added")
+NOTICES = (
+    "created",
+    "saved",
+    "deleted",
+    "schema_saved",
+    "user_added",
+    "recorded",
+    "revoked",
+    "suspended",
+    "reinstated",
+)
+#: the picker's bounds (`/ui/pick/{entity}`): characters of the text searched, records answered
+PICK_MAX_TEXT = 100
+PICK_MAX_ITEMS = 20
+#: what adds a page: `route(path, methods, rule)(handler)` (see `add_ui_routes`)
+RouteDecorator = Callable[[str, list[str], Rule], Callable[[Any], Any]]
 
 
 class UI:
@@ -100,6 +116,11 @@ class UI:
         template_dirs = [d for dirs in hooks.register_templates() for d in dirs or []]
         self.env = build_environment(template_dirs)
         self._forms: dict[tuple[str, str], tuple[FormField, ...]] = {}
+        #: the home page's tasks, added by plugins (`add_task`)
+        self.tasks: list[Task] = []
+        #: adds a page with the UI's refusals (sign-in redirect, "not found"); set by
+        #: `add_ui_routes`, for plugins' pages (`ui.route("/vaccinate", ["GET"], rule)(fn)`)
+        self.route: RouteDecorator | None = None
         listeners = getattr(registry, "on_reload", None)
         if listeners is not None:  # a schema changed while running: forms are built anew
             listeners.append(lambda _changed: self._forms.clear())
@@ -135,6 +156,10 @@ class UI:
             raise NotFound(f"{g.name} {record_id}")
         return record
 
+    def add_task(self, task: Task) -> None:
+        """Add a task to the home page (a plugin's `prepare_app` does, see `ui.tasks`)."""
+        self.tasks = [t for t in self.tasks if t.key != task.key] + [task]
+
     def fields(self, entity: EntitySchema, locale: str) -> tuple[FormField, ...]:
         key = (entity.name, locale)
         if key not in self._forms:
@@ -162,6 +187,7 @@ class UI:
             languages=[(c, self.catalogs.name_of(c)) for c in self.catalogs.locales],
             here=here,
             viewer=principal_of(page.request),
+            nav_tasks=[t for t in tasks_for(page.request, self.tasks) if t.nav],
             notice=page.t(f"notice.{notice_key}") if notice_key in NOTICES else None,
             **context,
         )
@@ -360,8 +386,14 @@ def add_ui_routes(  # noqa: C901
 
         return deco
 
+    ui.route = route
+
     @route("/", ["GET"], rules.public("the start page: links only to what the visitor may use"))
     async def home(page: Page) -> Response:
+        tasks = tasks_for(page.request, ui.tasks)
+        landing = landing_of(tasks)
+        if landing is not None and "records" not in page.request.query_params:
+            return RedirectResponse(landing.href, 303)  # monitoring: the dashboard
         entities = [
             {
                 "name": e.name,
@@ -372,7 +404,23 @@ def add_ui_routes(  # noqa: C901
             if ui.can(page.request, e, "read")
         ]
         can_admin = ui.can(page.request, None, "admin")
-        return ui.html(page, "home.html", entities=entities, can_admin=can_admin)
+        return ui.html(page, "home.html", entities=entities, can_admin=can_admin, tasks=tasks)
+
+    @route("/pick/{entity}", ["GET"], rules.entity("{entity}", "read"))
+    async def pick(page: Page, entity: str) -> Response:
+        """The searchable pickers' answers: `?q=` (at most `PICK_MAX_TEXT` characters) among the
+        records of `entity` the visitor may read, by name (the display field) or by the
+        referenced field's value; `?ref=<entity>.<field path>` names the reference field being
+        filled (its value is what is chosen: a code, or the record id). JSON
+        `{"items": [{"value", "label", "hint"}]}`, at most `PICK_MAX_ITEMS`."""
+        g = ui.gate(page.request, entity, "read")
+        params = page.request.query_params
+        text = params.get("q", "").strip()
+        if len(text) > PICK_MAX_TEXT:
+            raise BadRequest(f"q: at most {PICK_MAX_TEXT} characters")
+        field = _picked_field(registry, entity, params.get("ref", ""))
+        items = await run_in_threadpool(_pick, g, field, text)
+        return JSONResponse({"items": items}, headers={"Cache-Control": "no-store"})
 
     @route("/lang", ["GET"], rules.public("sets the visitor's language cookie"))
     async def language(page: Page) -> Response:
@@ -413,7 +461,7 @@ def add_ui_routes(  # noqa: C901
                 page,
                 e,
                 values=kept,
-                errors=errors_by_name(fields, exc.errors or [_whole(exc)]),
+                errors=people_errors(fields, exc.errors or [_whole(exc)], page.t),
                 status=exc.status,
             )
         return RedirectResponse(f"{prefix}/{entity}/{record['id']}?notice=created", 303)
@@ -485,7 +533,7 @@ def add_ui_routes(  # noqa: C901
                 page,
                 e,
                 values=kept,
-                errors=errors_by_name(fields, exc.errors or [_whole(exc)]),
+                errors=people_errors(fields, exc.errors or [_whole(exc)], page.t),
                 record=record,
                 version=version,
                 status=exc.status,
@@ -518,6 +566,52 @@ def add_ui_routes(  # noqa: C901
         return RedirectResponse(f"{prefix}/{entity}?{query}", 303)
 
     return ui
+
+
+def _picked_field(registry: Any, entity: str, ref: str) -> str:
+    """The field of `entity` a picker fills: the one the reference `ref` (`vaccination.facility`,
+    `facility.programs.programId`) points at, or the record id without `ref`."""
+    if not ref:
+        return "id"
+    owner, _, path = ref.partition(".")
+    service = registry.services.get(owner)
+    for r in service.entity.references if service is not None else ():
+        if r.path == path and r.entity == entity:
+            return str(r.field)
+    raise BadRequest(f"ref: {ref[:80]!r} is no reference field to {entity}")
+
+
+def _pick(g: Gate, field: str, text: str) -> list[dict[str, str]]:
+    """Up to `PICK_MAX_ITEMS` records for a picker: whose name contains `text` (any case), then
+    whose `field` starts with it; everything (by name) for an empty text."""
+    e = g.entity
+    display = e.display if e.display and e.fields[e.display].is_scalar else None
+    searches: list[list[tuple[str, str]]] = []
+    if text and display and display not in e.private:
+        searches.append([(f"{display}[icontains]", text)])
+    if text and field != "id" and field not in e.private:
+        searches.append([(f"{field}[startsWith]", text)])
+    if text and field == "id":
+        searches.append([("id", text)])
+    if not text:
+        searches.append([])
+    out: dict[str, dict[str, str]] = {}
+    for filters in searches:
+        params = [*filters, ("limit", str(PICK_MAX_ITEMS))]
+        if display:
+            params.append(("sort", display))
+        try:
+            found = g.search(g.service.parser.from_params(params)).items
+        except BadRequest:  # e.g. an id that is no id
+            continue
+        for rec in found:
+            value = rec.get(field)
+            if value is None or str(value) in out:
+                continue
+            label = str(rec.get(display) or value) if display else str(value)
+            hint = "" if field == "id" or label == str(value) else str(value)
+            out[str(value)] = {"value": str(value), "label": label, "hint": hint}
+    return list(out.values())[:PICK_MAX_ITEMS]
 
 
 def _version(pairs: list[tuple[str, str]]) -> int | None:
