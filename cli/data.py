@@ -1,8 +1,9 @@
-"""`registry import` and `registry export`: bulk data in and out of one entity.
+"""`registry import` and `registry export`: bulk data in and out of one entity; `registry purge`:
+one record removed for good.
 
 Exit codes: 0 every row imported (or exported), 1 some rows were bad (on_error=skip), the import
-was aborted (on_error=abort) or interrupted, 2 wrong usage (unreadable file or mapping, unknown
-entity or field, bad option).
+was aborted (on_error=abort) or interrupted (purge: no such record, or not confirmed), 2 wrong
+usage (unreadable file or mapping, unknown entity or field, bad option).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 
 from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
 from open_registry.core.errors import RegistryError
+from open_registry.core.query import OPERATORS
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -198,7 +200,11 @@ def export_command(
     where: Annotated[
         list[str] | None,
         typer.Option(
-            "--where", "-w", help="Filter, as in the API: field=value or field[op]=value (repeat)"
+            "--where",
+            "-w",
+            help="Filter, as in the API (repeat for more): field=value, or field\\[op]=value with "
+            f"op one of {', '.join(OPERATORS)}; in and between take comma-separated values, "
+            "e.g. dob\\[between]=1960-01-01,1969-12-31 (docs/api.md, Search)",
         ),
     ] = None,
     output: Annotated[
@@ -222,7 +228,7 @@ def export_command(
 
       registry export facility -w status=Active -w "address.state=Northland"
 
-      registry export recipient -w "dob[gte]=1960-01-01" -w "gender[in]=Female,Other"
+      registry export recipient -w "dob\\[gte]=1960-01-01" -w "gender\\[in]=Female,Other"
     """
     from open_registry.core.exports import EXPORT_FORMATS, export
 
@@ -247,7 +253,45 @@ def export_command(
         typer.secho(f"{n} {entity} records written to {output}", fg="green", err=True)
 
 
+def purge_command(
+    entity: Annotated[str, typer.Argument(help="The record's entity, e.g. recipient")],
+    record_id: Annotated[str, typer.Argument(help="The record's id")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+    schemas: SchemasOpt = None,
+    no_default_schemas: NoDefaultOpt = False,
+) -> None:
+    """Remove a record's row for good: a soft-deleted record (or a live one).
+
+    The audit log keeps a `purge` entry (who, when, which record; never its values) on its
+    hash chain, and plugins get a `purged` event (a purged vaccination's certificates are
+    revoked). The API's equivalent is DELETE /api/v1/ENTITY/ID?purge=true (system-admin).
+
+    Examples:
+
+      registry purge recipient 0193c1a0-...
+
+      registry purge facility 0193c1a0-... --yes
+    """
+    from open_registry.cli.users import ACTOR
+
+    if not yes and not typer.confirm(f"Purge {entity} {record_id} for good?", default=False):
+        raise _fail("not purged", 1)
+    reg = _open_registry(database_url, data_dir, schemas, no_default_schemas)
+    try:
+        service = _service(reg, entity)
+        try:
+            service.delete(record_id, actor=ACTOR, purge=True)
+        except RegistryError as exc:
+            raise _fail(exc.detail, 1) from None
+    finally:
+        reg.close()
+    typer.secho(f"purged {entity} {record_id}", fg="green")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `import` and `export` to the `registry` command."""
+    """Add `import`, `export` and `purge` to the `registry` command."""
     app.command("import")(import_command)
     app.command("export")(export_command)
+    app.command("purge")(purge_command)

@@ -14,6 +14,7 @@ import orjson
 import typer
 
 from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
+from open_registry.cli.tables import echo_table
 from open_registry.core.auth.principal import ROLES, SCOPES
 from open_registry.core.errors import RegistryError
 
@@ -117,15 +118,23 @@ def list_users(
         users = reg.auth.users.list()
     finally:
         reg.close()
-    for u in users:
-        if as_json:
+    if as_json:
+        for u in users:
             typer.echo(orjson.dumps(u).decode())
-            continue
-        how = [k for k in ("password", "email", "mobile") if u[k]]
-        typer.echo(
-            f"{u['username']:<24} {','.join(u['roles']):<32} {u['facility'] or '-':<12} "
-            f"{'/'.join(how) or '-':<22} {'DISABLED' if u['disabled'] else 'active'}"
-        )
+        return
+    echo_table(
+        ("USERNAME", "ROLES", "FACILITY", "SIGN-IN BY", "STATE"),
+        (
+            (
+                u["username"],
+                ",".join(u["roles"]),
+                u["facility"],
+                "/".join(k for k in ("password", "email", "mobile") if u[k]) or None,
+                "DISABLED" if u["disabled"] else "active",
+            )
+            for u in users
+        ),
+    )
 
 
 def _set_disabled(username: str, disabled: bool, *opts: object) -> None:
@@ -246,12 +255,20 @@ def list_clients(
         clients = reg.auth.clients.list()
     finally:
         reg.close()
-    for c in clients:
-        typer.echo(
-            f"{c['clientId']:<28} {','.join(c['roles']):<32} {c['facility'] or '-':<12} "
-            f"{','.join(c['scopes']) or '-':<10} {'DISABLED' if c['disabled'] else 'active'}  "
-            f"{c['name'] or ''}"
-        )
+    echo_table(
+        ("CLIENT ID", "ROLES", "FACILITY", "SCOPES", "STATE", "NAME"),
+        (
+            (
+                c["clientId"],
+                ",".join(c["roles"]),
+                c["facility"],
+                ",".join(c["scopes"]) or None,
+                "DISABLED" if c["disabled"] else "active",
+                c["name"] or "",
+            )
+            for c in clients
+        ),
+    )
 
 
 @client_app.command("disable")

@@ -10,6 +10,7 @@ OPERATORS = (
     "between",
     "in",
     "contains",
+    "icontains",
     "notContains",
     "startsWith",
     "endsWith",

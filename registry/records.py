@@ -5,6 +5,7 @@ plugins' checks -> write rows -> audit entries and outbox events (`write_batch`,
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,85 @@ def pointed_values(record: Mapping[str, Any], path: str) -> list[tuple[str, Any]
     return [(pointer(*where), v) for where, v in path_values(record, path)]
 
 
+class Defaults:
+    """The `default`s of a schema, applied to a new record: an absent property that declares a
+    `default` gets a copy of it, at the top level and inside the objects the record holds (also
+    the objects of its lists). A value that is present, even `null`, is never replaced, and an
+    absent object is not made up to hold its properties' defaults (give the object itself a
+    `default` for that). Compiled once per schema; `apply` costs nothing without defaults."""
+
+    __slots__ = ("_tree", "top")
+
+    def __init__(self, schema: Mapping[str, Any]):
+        self._tree = _default_tree(schema)
+        #: the top-level fields with a default (the import's fast path checks these)
+        self.top: tuple[str, ...] = tuple(self._tree[0]) if self._tree else ()
+
+    def __bool__(self) -> bool:
+        return self._tree is not None
+
+    @property
+    def nested(self) -> bool:
+        """Whether some default sits below the top level."""
+        return self._tree is not None and bool(self._tree[1] or self._tree[2])
+
+    def apply(self, record: Any) -> Any:
+        """`record` with the defaults of its absent properties (a copy where something was
+        added; `record` itself is left as it is). Not a JSON object: returned unchanged."""
+        if self._tree is None:
+            return record
+        return _fill(self._tree, record)
+
+
+#: (defaults here, subtrees of properties, subtree of list items) for one object schema
+_Tree = tuple[dict[str, Any], dict[str, "_Tree"], "_Tree | None"]
+
+
+def _default_tree(node: Any) -> _Tree | None:
+    """What `Defaults.apply` walks: only the branches that hold a default somewhere."""
+    if not isinstance(node, Mapping):
+        return None
+    here: dict[str, Any] = {}
+    below: dict[str, _Tree] = {}
+    props = node.get("properties")
+    if isinstance(props, Mapping):
+        for name, sub in props.items():
+            if isinstance(sub, Mapping) and "default" in sub:
+                here[name] = sub["default"]
+            tree = _default_tree(sub)
+            if tree is not None:
+                below[name] = tree
+    items = _default_tree(node.get("items"))
+    if not here and not below and items is None:
+        return None
+    return here, below, items
+
+
+def _fill(tree: _Tree, value: Any) -> Any:
+    here, below, items = tree
+    if isinstance(value, list):
+        if items is None:
+            return value
+        filled = [_fill(items, v) for v in value]
+        return filled if any(a is not b for a, b in zip(filled, value, strict=True)) else value
+    if not isinstance(value, dict):
+        return value
+    out = value
+    for name, default in here.items():
+        if name not in value:
+            if out is value:
+                out = dict(value)
+            out[name] = copy.deepcopy(default)
+    for name, sub in below.items():
+        if name in out:
+            inner = _fill(sub, out[name])
+            if inner is not out[name]:
+                if out is value:
+                    out = dict(value)
+                out[name] = inner
+    return out
+
+
 class EntityService:
     """CRUD and search for one entity."""
 
@@ -120,6 +200,8 @@ class EntityService:
         cipher = FieldCipher(db.keyring(), entity.name) if entity.private else None
         self.codec = Codec(entity, cipher)
         self.validator = RecordValidator(entity.json_schema, formats=formats)
+        #: the schema's `default`s, applied by `create_many` (never on update)
+        self.defaults = Defaults(entity.json_schema)
         self.parser = SearchParser(entity, page_size=page_size, max_page_size=max_page_size)
         self.sql = SqlBuilder(entity, self.table, db.dialect, self.codec)
         # statements built once: building a select costs more than running it on SQLite
@@ -309,7 +391,9 @@ class EntityService:
         """Insert many records in one transaction, all or none (ids may be given, e.g. demo data).
 
         Error pointers start with the item's index (`/3/name`) unless `pointer_prefix` is off.
-        `origin`: who writes, for the plugins' checks (`API`, or a plugin's name).
+        `origin`: who writes, for the plugins' checks (`API`, or a plugin's name). Absent
+        properties get the schema's `default`s first (`Defaults`); `prepare` still sees the body
+        as sent, so a default is never taken for something the caller wrote.
         """
 
         def prefixed(i: int, errors: list[FieldError]) -> list[FieldError]:
@@ -317,12 +401,18 @@ class EntityService:
                 return errors
             return [FieldError(f"/{i}{e.pointer}", e.message, e.keyword) for e in errors]
 
+        sent = items
+        if self.defaults:
+            items = [(rid, self.defaults.apply(body)) for rid, body in items]
         errors: list[FieldError] = []
         for i, (_, body) in enumerate(items):
             errors.extend(prefixed(i, self.check_body(body)))
         self._raise_invalid(errors)
         if prepare is not None:
-            items = [(rid, prepare(None, body, dict(body))) for rid, body in items]
+            items = [
+                (rid, prepare(None, body, dict(filled)))
+                for (rid, body), (_, filled) in zip(sent, items, strict=True)
+            ]
         creates = [(rid or new_id(), body) for rid, body in items]
         with storage.write(self.db.engine) as conn:
             found = [
@@ -491,9 +581,23 @@ class EntityService:
         return []
 
     def _current(
-        self, conn: Connection, record_id: str, *, lock: bool, scope: Scope | None = None
+        self,
+        conn: Connection,
+        record_id: str,
+        *,
+        lock: bool,
+        scope: Scope | None = None,
+        deleted: bool = False,
     ) -> RowLike:
-        stmt = self._select_for_update if lock else self._select_by_id
+        """The stored row of a live record (`deleted`: or of a soft-deleted one), in `scope`."""
+        if deleted:
+            stmt: sa.Select[Any] = sa.select(self.table).where(
+                self.table.c.id == sa.bindparam("rid")
+            )
+            if lock and self.db.dialect == "postgresql":
+                stmt = stmt.with_for_update()
+        else:
+            stmt = self._select_for_update if lock else self._select_by_id
         row = conn.execute(stmt, {"rid": record_id}).mappings().first()
         if row is None:
             raise NotFound(f"no {self.entity.name} with id {record_id!r}")
@@ -562,9 +666,11 @@ class EntityService:
         purge: bool = False,
         scope: Scope | None = None,
     ) -> None:
-        """Soft-delete (or, with `purge`, remove) a record (`scope`: those the caller may)."""
+        """Soft-delete a live record, or with `purge` remove a record's row for good, live or
+        soft-deleted (`scope`: the records the caller may). Either is an audit entry (`delete`,
+        `purge`) on the chain and an outbox event (`deleted`, `purged`)."""
         with storage.write(self.db.engine) as conn:
-            current = self._current(conn, record_id, lock=True, scope=scope)
+            current = self._current(conn, record_id, lock=True, scope=scope, deleted=purge)
             if if_match is not None and current["_version"] != if_match:
                 raise PreconditionFailed(
                     f"the {self.entity.name} was changed meanwhile (now version "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -51,7 +51,7 @@ def _keystore(data_dir: Path | None) -> Any:
     return KeyStore(config.keys_dir or settings.data_dir / "keys", config.issuer)
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(code)
 
@@ -81,6 +81,43 @@ def read_credential(path: Path) -> dict[str, Any] | str:
     if not isinstance(credential, dict):
         raise ValueError(f"{path} holds JSON that is not a credential object")
     return credential
+
+
+def no_registry_here(settings: Settings) -> str | None:
+    """Why `registry verify` cannot check against a registry with these settings, or None.
+
+    A registry has a data folder once it has run (its keys, and the SQLite database, are
+    there); a PostgreSQL database named in the settings is a registry too. Opening a registry
+    where there is none would create a data folder, keys and an empty database."""
+    if settings.data_dir.is_dir() or settings.sqlalchemy_url.startswith("postgresql"):
+        return None
+    return (
+        f"no registry here (no data folder {settings.data_dir}): registry verify checks a "
+        "certificate against a registry's keys and status lists; run it in the registry's "
+        "folder, or pass --data-dir (the registry's data folder) or --database-url (its "
+        "PostgreSQL database)"
+    )
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    """A header row and the rows, in columns as wide as their widest cell."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    return [
+        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+        for r in [headers, *rows]
+    ]
+
+
+def _open_for_verify(data_dir: Path | None, database_url: str | None) -> Any:
+    """The registry `registry verify` checks against; exit 2 when there is none here."""
+    settings = _settings(data_dir, database_url)
+    missing = no_registry_here(settings)
+    if missing:
+        _fail(missing, 2)
+    try:
+        return open_registry(settings, create_tables=False)
+    except StartupError as exc:
+        _fail(f"cannot open the registry to check status lists: {exc}", 2)
 
 
 def add_commands(cli: typer.Typer) -> None:
@@ -116,16 +153,19 @@ def add_commands(cli: typer.Typer) -> None:
         if not found:
             typer.echo("no signing keys yet; run `registry keys generate`")
             return
-        for k in found:
-            mark = "*" if k.current else " "
-            typer.echo(f"{mark} {k.kid:<16} {k.created}  {k.public_multibase}")
         from open_registry.plugins.certificates.es256 import EcKeys
 
+        rows = [
+            ("*" if k.current else "", k.kid, "Ed25519", k.created, k.public_multibase)
+            for k in found
+        ]
         ec_keys = EcKeys(store.folder)
         current = ec_keys._index().get("current")
-        for jwk in ec_keys.jwks()["keys"]:  # `*` marks the current Ed25519 key only
-            mark = ", current" if jwk["kid"] == current else ""
-            typer.echo(f"  ES256 {jwk['kid']}  (SMART Health Cards, HCERT{mark})")
+        for jwk in ec_keys.jwks()["keys"]:
+            mark = "*" if jwk["kid"] == current else ""
+            rows.append((mark, jwk["kid"], "ES256", "-", "(SMART Health Cards, HCERT)"))
+        for line in _table(("CURRENT", "ID", "TYPE", "CREATED", "PUBLIC KEY"), rows):
+            typer.echo(line)
 
     @keys.command("rotate")
     def rotate(
@@ -172,8 +212,10 @@ def add_commands(cli: typer.Typer) -> None:
         """Verify a certificate (JSON file or QR code picture) offline, with the reason.
 
         Exit 0 when VALID; 1 when REVOKED, SUSPENDED, EXPIRED or INVALID; 2 when the file
-        cannot be read. Our own status lists are read from the registry's database; nothing
-        is fetched.
+        cannot be read or there is no registry here. Our own status lists are read from the
+        registry's database; nothing is fetched. Run it in the registry's folder (where its
+        data folder is), or name the registry with --data-dir or --database-url: elsewhere it
+        stops, without creating keys or files.
 
         Examples:
 
@@ -188,11 +230,7 @@ def add_commands(cli: typer.Typer) -> None:
             credential = read_credential(path)
         except (ValueError, QRError) as exc:
             _fail(str(exc), 2)
-        settings = _settings(data_dir, database_url)
-        try:
-            reg = open_registry(settings, create_tables=False)
-        except StartupError as exc:
-            _fail(f"cannot open the registry to check status lists: {exc}", 2)
+        reg = _open_for_verify(data_dir, database_url)
         try:
             rt = runtime(reg)
             if isinstance(credential, str):

@@ -23,6 +23,16 @@ def nice_max(value: float) -> float:
     return 10 * power  # pragma: no cover
 
 
+def count_ticks(peak: float, steps: int = 4) -> list[int]:
+    """Whole-number y-axis ticks from 0 to at least `peak`, for counts: at most `steps` steps
+    of 1, 2 or 5 times a power of ten (a peak of 3 gives 0, 1, 2, 3, never 0.75 or 1.5)."""
+    target = max(float(peak), 1.0) / steps
+    power = 10 ** max(0, math.floor(math.log10(target)))
+    step = next((m * power for m in (1, 2, 5, 10) if m * power >= target), 10 * power)
+    top = max(1, math.ceil(peak / step)) * step
+    return list(range(0, int(top) + 1, int(step)))
+
+
 def _fmt(value: float) -> str:
     if value >= 1_000_000:
         return f"{value / 1_000_000:g}M"
@@ -80,13 +90,14 @@ def columns(
     labels: Sequence[str],
     series: Sequence[tuple[str, Sequence[float]]],
 ) -> str:
-    """Vertical columns over time (one group per label, one column per series), with a y axis
-    and every n-th label so they do not overlap."""
+    """Vertical columns over time (one group per label, one column per series) of counts, with
+    a y axis in whole numbers and every n-th label so they do not overlap."""
     height, left, bottom, top_pad = 260, 48, 40, 14
     n = len(labels)
     plot_w, plot_h = WIDTH - left - 10, height - bottom - top_pad
     peak = max((v for _, vals in series for v in vals), default=0)
-    scale = nice_max(peak)
+    ticks = count_ticks(peak)  # counts: whole numbers on the axis
+    scale = ticks[-1]
     desc_parts = []
     for name, vals in series:
         total = sum(vals)
@@ -94,16 +105,15 @@ def columns(
             f"{name}: {_fmt(total)} in total, at most {_fmt(max(vals, default=0))} a day"
         )
     out = _open(uid, title, "; ".join(desc_parts) or "no data", WIDTH, height)
-    for i in range(5):  # grid lines and y labels
-        value = scale * i / 4
-        y = top_pad + plot_h - plot_h * i / 4
+    for tick in ticks:  # grid lines and y labels
+        y = top_pad + plot_h - plot_h * tick / scale
         out.append(
             f'<line x1="{left}" x2="{WIDTH - 10}" y1="{y:.1f}" y2="{y:.1f}" '
             f'class="grid" stroke="#ddd"/>'
         )
         out.append(
             f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" '
-            f'class="axis">{_fmt(value)}</text>'
+            f'class="axis">{_fmt(tick)}</text>'
         )
     if n:
         group = plot_w / n

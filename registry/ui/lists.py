@@ -78,7 +78,7 @@ class ListPage:
                 yes_no = (_Opt("true", self.t("detail.yes")), _Opt("false", self.t("detail.no")))
                 out.append(self._filter(name, label, current, options=yes_no))
             elif f.kind == "string":
-                param = f"{name}[contains]"
+                param = f"{name}[icontains]"  # as people expect: any case
                 out.append(self._filter(param, self.t("list.contains", field=label), current))
             elif f.kind in ("integer", "number"):
                 out.append(self._filter(name, label, current, input_type="number"))

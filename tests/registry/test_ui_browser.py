@@ -371,3 +371,26 @@ def test_sign_in_page_and_a_staff_member_sees_only_what_the_role_may_do(
         assert "Sign in" in pg.locator("header").inner_text()
     finally:
         context.close()
+
+
+def _luminance(css_colour: str) -> float:
+    """WCAG relative luminance of an `rgb(...)`/`rgba(...)` computed colour."""
+    r, g, b = (int(float(v)) / 255 for v in css_colour.split("(")[1].split(")")[0].split(",")[:3])
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def test_header_sign_in_button_is_readable(server: str, chromium: Any):
+    context = chromium.new_context(viewport={"width": 360, "height": 700})
+    pg = context.new_page()
+    try:
+        pg.goto(f"{server}/ui/")
+        link = pg.locator("header .account a.button")
+        assert link.inner_text() == "Sign in"
+        fg, bg = link.evaluate(
+            "e => [getComputedStyle(e).color, getComputedStyle(e).backgroundColor]"
+        )
+        light, dark = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+        assert (light + 0.05) / (dark + 0.05) >= 4.5, (fg, bg)  # WCAG AA for its text
+    finally:
+        context.close()

@@ -477,7 +477,8 @@ def test_cli_keys_and_offline_verify(
         rotated = runner.invoke(app, ["keys", "rotate", "--data-dir", data])
         assert rotated.exit_code == 0 and "1 older key(s)" in rotated.output
         keys_out = runner.invoke(app, ["keys", "list", "--data-dir", data]).output
-        assert keys_out.count("key-") == 2 and keys_out.count("*") == 1
+        assert keys_out.count("key-") == 2 and keys_out.count("*") == 2  # current Ed25519, ES256
+        assert keys_out.startswith("CURRENT  ID")  # a header row
         assert "z" + "" in keys_out and "secret" not in keys_out.lower()
         file = tmp_path / "cert.json"
         file.write_text(json.dumps(cert["credential"]))
