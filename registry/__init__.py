@@ -24,6 +24,7 @@ from open_registry.core.outbox.deliveries import (
     delivery_key,
 )
 from open_registry.core.outbox.deliveries import enqueue as enqueue_delivery
+from open_registry.core.outbox.deliveries import timed as timed_sender
 from open_registry.core.settings import Settings
 from open_registry.core.version import __version__
 
@@ -55,5 +56,6 @@ __all__ = [
     "open_registry",
     "principal_of",
     "system",
+    "timed_sender",
     "utcnow",
 ]

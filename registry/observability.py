@@ -198,6 +198,10 @@ class Snapshot:
     delivery_age: float = 0.0
     imports_running: int = 0
     seconds: float = 0.0
+    #: pending outbox events by event name (`vaccination.created`): (count, first due)
+    outbox_by_event: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: pending deliveries by sink: (count, first due)
+    deliveries_by_sink: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def _age(first_due: datetime | None, now: datetime) -> float:
@@ -242,10 +246,12 @@ class DatabaseCollector(Collector):
                 outbox = tables[_OUTBOX]
                 snap.outbox = _counts(conn, outbox, _OUTBOX_QUEUED)
                 snap.outbox_age = _age(_first_due(conn, outbox), now)
+                snap.outbox_by_event = _pending_by(conn, outbox, outbox.c.event, now)
                 deliveries = tables.get(_DELIVERIES)
                 if deliveries is not None:
                     snap.deliveries = _counts(conn, deliveries, _DELIVERIES_QUEUED)
                     snap.delivery_age = _age(_first_due(conn, deliveries), now)
+                    snap.deliveries_by_sink = _pending_by(conn, deliveries, deliveries.c.sink, now)
                 jobs = tables.get(_IMPORT_JOBS)
                 if jobs is not None:
                     snap.imports_running = int(
@@ -298,6 +304,20 @@ class DatabaseCollector(Collector):
                 "Seconds the earliest due pending delivery has waited; 0 when none is due",
                 snap.delivery_age,
             )
+            yield from _per_key(
+                "registry_outbox_pending_by_event",
+                "Pending outbox events by event (entity.operation): what each plugin hook has "
+                "still to handle, and how long the earliest has waited since it became due",
+                "event",
+                snap.outbox_by_event,
+            )
+            yield from _per_key(
+                "registry_delivery_pending_by_sink",
+                "Pending deliveries by sink (sms, email, webhook, fhir, ...), and how long the "
+                "earliest has waited since it became due",
+                "sink",
+                snap.deliveries_by_sink,
+            )
             yield _gauge(
                 "registry_import_jobs_running",
                 "Import jobs running (any process of this database)",
@@ -333,6 +353,40 @@ def _first_due(conn: Any, table: sa.Table) -> datetime | None:
         .order_by(table.c.available_at)
         .limit(1)
     ).scalar()
+
+
+def _pending_by(
+    conn: Any, table: sa.Table, key: Any, now: datetime
+) -> dict[str, tuple[int, float]]:
+    """Pending rows grouped by `key`: (count, seconds the earliest due one has waited)."""
+    rows = conn.execute(
+        sa.select(key, sa.func.count(), sa.func.min(table.c.available_at))
+        .where(table.c.status == "pending")
+        .group_by(key)
+    ).all()
+    return {str(k): (int(n), _age(_utc(first), now)) for k, n, first in rows}
+
+
+def _utc(value: Any) -> datetime | None:
+    """A time from an aggregate (SQLite's `min()` gives the stored text, not a datetime)."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _per_key(
+    name: str, doc: str, label: str, values: dict[str, tuple[int, float]]
+) -> Iterator[GaugeMetricFamily]:
+    """Two gauge families: `<name>` (the counts) and `<name>_oldest_age_seconds`."""
+    depth = GaugeMetricFamily(name, doc, labels=[label])
+    age = GaugeMetricFamily(f"{name}_oldest_age_seconds", doc, labels=[label])
+    for key in sorted(values):
+        n, seconds = values[key]
+        depth.add_metric([key], n)
+        age.add_metric([key], seconds)
+    yield depth
+    yield age
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -39,6 +39,7 @@ from open_registry.core import (
     delivery_key,
     enqueue_delivery,
     principal_of,
+    timed_sender,
 )
 from open_registry.core.hookspecs import hookimpl
 from open_registry.plugins.adapters import fhir_map
@@ -48,7 +49,13 @@ from open_registry.plugins.adapters.config import (
     table_setting,
     url_setting,
 )
-from open_registry.plugins.adapters.http import ConfigError, Http, Refused, Unavailable
+from open_registry.plugins.adapters.http import (
+    ConfigError,
+    Http,
+    Refused,
+    Unavailable,
+    config_seconds,
+)
 from open_registry.plugins.adapters.mapping import FieldMapping
 from open_registry.plugins.adapters.sync import SyncError, merge
 
@@ -313,9 +320,14 @@ def send(delivery: dict[str, Any], registry: Any) -> str:
     return f"{response.status_code}"
 
 
+def send_seconds(delivery: dict[str, Any], registry: Any) -> float:
+    """The longest `send` may take (one request): the delivery's lease is tied to it."""
+    return config_seconds(_config(registry.settings), f"plugins.{NAME}")
+
+
 @hookimpl
 def register_senders(registry: Any) -> dict[str, Any]:
-    return {SINK: send}
+    return {SINK: timed_sender(send, send_seconds)}
 
 
 @hookimpl

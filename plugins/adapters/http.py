@@ -175,6 +175,27 @@ def make_auth(config: Mapping[str, Any] | None, where: str) -> tuple[httpx.Auth 
     raise ConfigError(f"{where}.type must be api-key, bearer, basic, oauth2 or apitoken")
 
 
+#: the whole exchange of one request must be over within this many timeouts of its start
+EXCHANGE_TIMEOUTS = 2
+
+
+def request_seconds(timeout: float, *, oauth2: bool = False) -> float:
+    """The longest one `Http.request` with `timeout` may take: the exchange is given up twice the
+    timeout after its start, and a network wait in progress then ends within one more timeout
+    (3 x timeout); fetching an OAuth2 token first (once per token lifetime) is a request of its
+    own before it (6 x timeout). A delivery's lease is tied to it (`deliveries.timed`)."""
+    one = (EXCHANGE_TIMEOUTS + 1) * timeout
+    return 2 * one if oauth2 else one
+
+
+def config_seconds(config: Mapping[str, Any], where: str, *, requests: int = 1) -> float:
+    """`request_seconds` for an adapter's settings table (its `timeout`, its `auth` type), times
+    `requests` made one after another by one send."""
+    auth = config.get("auth")
+    oauth2 = isinstance(auth, Mapping) and auth.get("type") == "oauth2"
+    return requests * request_seconds(_timeout(config, where), oauth2=oauth2)
+
+
 def _timeout(config: Mapping[str, Any], where: str) -> float:
     try:
         value = float(config.get("timeout", DEFAULT_TIMEOUT))
@@ -212,10 +233,36 @@ class Http:
     def close(self) -> None:
         self.client.close()
 
+    @property
+    def longest_seconds(self) -> float:
+        """The longest one `request` may take (`request_seconds`): what a delivery's lease
+        must cover."""
+        return request_seconds(self.timeout, oauth2=isinstance(self.client.auth, _OAuth2))
+
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send a request; `Unavailable` when there is no usable answer, `Refused` on 4xx."""
+        """Send a request; `Unavailable` when there is no usable answer, `Refused` on 4xx.
+
+        Connecting, sending and the answer's head are each bounded by the timeout (httpx), and
+        the whole exchange must be over within twice the timeout of its start: the answer's body
+        is read as it arrives and given up past that, so a server dribbling a long answer cannot
+        hold the sender longer than `longest_seconds`."""
+        started = time.monotonic()
         try:
-            response = self.client.request(method, url, **kwargs)
+            request = self.client.build_request(method, url, **kwargs)
+            response = self.client.send(request, stream=True)
+            try:
+                chunks = []
+                deadline = started + EXCHANGE_TIMEOUTS * self.timeout
+                if time.monotonic() > deadline:  # the head alone took that long
+                    raise httpx.ReadTimeout("the answer took too long", request=request)
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout("the answer took too long", request=request)
+                # what `Response.read()` does, with the deadline checked between the chunks
+                response._content = b"".join(chunks)
+            finally:
+                response.close()
         except httpx.TimeoutException:
             raise Unavailable(f"{_host(url)} did not answer within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:

@@ -35,6 +35,7 @@ from open_registry.core import (
     StateKey,
     delivery_key,
     enqueue_delivery,
+    timed_sender,
 )
 from open_registry.core.hookspecs import hookimpl
 from open_registry.plugins.adapters.config import section
@@ -43,6 +44,7 @@ from open_registry.plugins.adapters.http import (
     Http,
     Refused,
     Unavailable,
+    request_seconds,
     setting_secret,
 )
 from open_registry.plugins.adapters.http import signature_header as sign
@@ -151,9 +153,18 @@ def send(delivery: dict[str, Any], registry: Any) -> str:
     return str(response.status_code)
 
 
+def send_seconds(delivery: dict[str, Any], registry: Any) -> float:
+    """The longest `send` may take for `delivery`: its subscription's HTTP timeout, tripled
+    (`request_seconds`); the delivery's lease is tied to it."""
+    name = (delivery.get("payload") or {}).get("subscription")
+    sub = _cached(registry).get(name) if isinstance(name, str) else None
+    timeout = (sub or {}).get("timeout", section(registry.settings, NAME).get("timeout", 10))
+    return request_seconds(float(timeout))
+
+
 @hookimpl
 def register_senders(registry: Any) -> dict[str, Any]:
-    return {SINK: send}
+    return {SINK: timed_sender(send, send_seconds)}
 
 
 @hookimpl

@@ -15,6 +15,17 @@ the `Idempotency-Key` header (or an email's Message-ID). A worker that dies betw
 the settle leaves the row `sending`; when its lease runs out another worker sends it again with
 the same key, and the receiver drops the duplicate. Nothing is lost; nothing is applied twice by
 a receiver that honours the key.
+
+The lease is tied to the sender's own time limit, so a crash delays a delivery by about that
+long, not by a fixed hold: a sender declares the longest one call of it may take
+(`timed(sender, seconds)`, seconds being a number or a function of the delivery and the
+registry, e.g. 3 x an adapter's HTTP timeout), and a delivery claimed for it is leased for that
+plus `LEASE_GRACE`. A sender that declares nothing gets `LEASE_SECONDS`. The deliveries of one
+claim are sent one after the other, so each one's lease also covers the declared time of those
+before it in the claim, and a claim takes no more deliveries than fit in `LEASE_SECONDS` (at
+least one). A lease never ends while its worker may still be sending (the sender keeps to its
+declared time), so a delivery is sent again only after its worker died or gave up: at most
+once at a time per idempotency key.
 """
 
 from __future__ import annotations
@@ -38,11 +49,42 @@ TABLE = "registry_delivery"
 MAX_ATTEMPTS = 8
 BASE_DELAY = 2.0  # seconds; attempt n waits BASE_DELAY * 2**(n-1), capped
 MAX_DELAY = 3600.0
-#: how long a claimed delivery stays with its worker; past it, another worker may send it again
+#: how long a claimed delivery stays with its worker when its sender declares no time limit
+#: (`timed`); past it, another worker may send it again. Also the most one claim may lease.
 LEASE_SECONDS = 300.0
+#: added to a sender's declared time: settling the delivery after the send (the write lock)
+LEASE_GRACE = 15.0
+#: the attribute `timed` puts on a sender
+TIMEOUT_ATTRIBUTE = "delivery_timeout"
 STATUSES = ("pending", "sending", "done", "dead")
 
 Sender = Callable[[dict[str, Any], Any], Any]
+#: a sender's declared time limit: seconds, or seconds for (delivery, registry)
+SenderTimeout = float | Callable[[dict[str, Any], Any], float]
+
+
+def timed(sender: Sender, seconds: SenderTimeout) -> Sender:
+    """Declare the longest one call of `sender` may take (it must keep to it: its own HTTP
+    timeouts and the like), so that a delivery interrupted by a crash is sent again about that
+    long after its claim; returns `sender`. `seconds` may be a function of the delivery and the
+    registry (a webhook subscription's own timeout)."""
+    setattr(sender, TIMEOUT_ATTRIBUTE, seconds)
+    return sender
+
+
+def declared_seconds(
+    sender: Sender | None, delivery: dict[str, Any], registry: Any
+) -> float | None:
+    """What `sender` declared with `timed` for `delivery` (None: nothing, or nothing usable)."""
+    declared = getattr(sender, TIMEOUT_ATTRIBUTE, None)
+    if declared is None:
+        return None
+    try:
+        value = float(declared(delivery, registry) if callable(declared) else declared)
+    except Exception as exc:  # a broken setting: the sender will say so when it is called
+        log.debug("delivery %s: no declared time limit (%s)", delivery.get("id"), exc)
+        return None
+    return value if value > 0 else None
 
 
 class DeliveryError(Exception):
@@ -159,6 +201,7 @@ class Dispatcher:
         self.registry = registry
         self.max_attempts = max_attempts
         self.base_delay = base_delay
+        self.lease_seconds = lease_seconds
         self.lease = timedelta(seconds=lease_seconds)
         self.clock = clock
         self.table = delivery_table(registry.db.metadata)
@@ -174,8 +217,17 @@ class Dispatcher:
             self._senders = found
         return self._senders
 
+    def send_seconds(self, delivery: dict[str, Any]) -> float:
+        """The longest sending `delivery` may take: its sender's declared time (`timed`), or
+        `lease_seconds` when it declares none."""
+        declared = declared_seconds(self.senders.get(delivery["sink"]), delivery, self.registry)
+        return self.lease_seconds if declared is None else declared
+
     def claim(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Take up to `limit` due deliveries (pending and due, or sending with a lapsed lease)."""
+        """Take up to `limit` due deliveries (pending and due, or sending with a lapsed lease),
+        leased for their senders' declared times (see the module's doc): the n-th until the
+        times of the first n have passed, plus `LEASE_GRACE`; no more than fit in
+        `lease_seconds` (at least one)."""
         t, now = self.table, self.clock()
         due = sa.or_(
             sa.and_(t.c.status == "pending", t.c.available_at <= now),
@@ -185,14 +237,29 @@ class Dispatcher:
         if self.engine.dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         with storage.write(self.engine) as conn:
-            rows = [dict(r) for r in conn.execute(stmt).mappings()]
+            found = [dict(r) for r in conn.execute(stmt).mappings()]
+            rows: list[dict[str, Any]] = []
+            leases: list[dict[str, Any]] = []
+            elapsed = 0.0
+            for r in found:
+                elapsed += self.send_seconds(r)
+                if rows and elapsed > self.lease_seconds:
+                    break  # the rest stay due for the next claim (or another worker)
+                rows.append(r)
+                until = now + timedelta(seconds=elapsed + LEASE_GRACE)
+                leases.append({"rid": r["id"], "until": until})
+                r["lease_until"] = until
             if not rows:
                 return []
             conn.execute(
                 t.update()
                 .where(t.c.id == sa.bindparam("rid"))
-                .values(status="sending", attempts=t.c.attempts + 1, lease_until=now + self.lease),
-                [{"rid": r["id"]} for r in rows],
+                .values(
+                    status="sending",
+                    attempts=t.c.attempts + 1,
+                    lease_until=sa.bindparam("until"),
+                ),
+                leases,
             )
         for r in rows:
             r["attempts"] += 1

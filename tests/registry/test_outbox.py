@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from open_registry.core import Settings
+from open_registry.core import Settings, enqueue_delivery, storage, timed_sender, utcnow
 from open_registry.core.app import open_registry
 from open_registry.core.hookspecs import hookimpl
+from open_registry.core.outbox.deliveries import LEASE_GRACE, LEASE_SECONDS, Dispatcher
+from open_registry.core.outbox.deliveries import counts as deliveries_counts
 from open_registry.core.outbox.worker import Worker, backoff, counts, retry_dead
 from tests.authn import admin_client
 from tests.registry.test_api import demo_record
@@ -195,3 +198,115 @@ def test_after_write_batch_gets_batches_and_a_bad_event_is_isolated(settings: Se
     assert counts(reg) == {"done": 4, "dead": 1}
     assert delivered(reg) == [1, 2, 4, 5]  # the failed batch's and the bad event's work undone
     reg.close()
+
+
+# -- delivery leases tied to the sender's declared time ------------------------------------------
+
+
+class Senders:
+    """A plugin with three sinks: `quick` declares 10 s, `slow` 200 s, `plain` nothing."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    @hookimpl
+    def register_senders(self, registry: Any) -> dict[str, Any]:
+        def send(delivery: dict[str, Any], reg: Any) -> str:
+            self.sent.append(delivery["key"])
+            return "ok"
+
+        def send_slow(delivery: dict[str, Any], reg: Any) -> str:
+            return send(delivery, reg)
+
+        def send_plain(delivery: dict[str, Any], reg: Any) -> str:
+            return send(delivery, reg)
+
+        return {
+            "quick": timed_sender(send, lambda d, r: 10.0),
+            "slow": timed_sender(send_slow, 200.0),
+            "plain": send_plain,
+        }
+
+
+def queue(reg: Any, sink: str, n: int) -> None:
+    with storage.write(reg.db.engine) as conn:
+        for i in range(n):
+            enqueue_delivery(conn, reg, sink, f"{sink}:{i}", {"seq": i}, {})
+
+
+def leases(reg: Any, rows: list[dict[str, Any]], now: Any) -> list[float]:
+    return [(r["lease_until"] - now).total_seconds() for r in rows]
+
+
+def test_a_claimed_delivery_is_leased_for_its_senders_declared_time(settings: Settings):
+    plugin = Senders()
+    reg = open_registry(settings, plugins=[plugin])
+    try:
+        queue(reg, "quick", 3)
+        now = utcnow() + timedelta(minutes=1)
+        dispatcher = Dispatcher(reg, clock=lambda: now)
+        rows = dispatcher.claim(20)
+        # sent one after the other: each lease covers the sends before it in the claim
+        assert leases(reg, rows, now) == [10 + LEASE_GRACE, 20 + LEASE_GRACE, 30 + LEASE_GRACE]
+        table = reg.db.metadata.tables["registry_delivery"]
+        with reg.db.engine.connect() as conn:
+            stored = conn.execute(sa.select(table.c.lease_until).order_by(table.c.id)).scalars()
+            assert [(t - now).total_seconds() for t in stored] == leases(reg, rows, now)
+        queue(reg, "plain", 1)
+        (plain,) = dispatcher.claim(20)
+        assert leases(reg, [plain], now) == [LEASE_SECONDS + LEASE_GRACE]  # nothing declared
+    finally:
+        reg.close()
+
+
+def test_a_claim_takes_no_more_than_fits_in_the_lease_limit(settings: Settings):
+    reg = open_registry(settings, plugins=[Senders()])
+    try:
+        queue(reg, "slow", 3)
+        dispatcher = Dispatcher(reg, clock=lambda: utcnow() + timedelta(minutes=1))
+        assert len(dispatcher.claim(20)) == 1  # 200 + 200 > 300: one at a time
+        assert len(dispatcher.claim(20)) == 1
+    finally:
+        reg.close()
+
+
+def test_a_crashed_send_is_retried_after_the_declared_time_not_five_minutes(settings: Settings):
+    plugin = Senders()
+    reg = open_registry(settings, plugins=[plugin])
+    try:
+        queue(reg, "quick", 1)
+        clock = MovingClock()
+        crashed = Dispatcher(reg, clock=clock)
+        (taken,) = crashed.claim(20)  # the worker dies before sending or settling
+        assert Dispatcher(reg, clock=clock).run_once() == 0  # still leased
+        clock.advance(10 + LEASE_GRACE + 1)  # well before the old fixed 300 s hold
+        assert Dispatcher(reg, clock=clock).run_once() == 1
+        assert plugin.sent == ["quick:0"]
+        crashed.settle(taken, False, "late answer from the dead worker")  # ignored: not its own
+        assert deliveries_counts(reg) == {"done": 1}
+        assert Dispatcher(reg, clock=clock).run_once() == 0  # sent once under its key
+    finally:
+        reg.close()
+
+
+class MovingClock:
+    def __init__(self) -> None:
+        self.now = utcnow() + timedelta(minutes=1)
+
+    def __call__(self) -> Any:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def test_adapters_declare_their_http_time():
+    from open_registry.plugins.adapters import fhir, webhooks
+    from open_registry.plugins.adapters.http import Http, config_seconds, request_seconds
+
+    assert request_seconds(10) == 30 and request_seconds(10, oauth2=True) == 60
+    assert config_seconds({"timeout": 4}, "plugins.x") == 12
+    assert Http({"timeout": 5}, "x").longest_seconds == 15
+    senders = webhooks.register_senders(registry=None)
+    assert callable(senders["webhook"].delivery_timeout)
+    assert callable(fhir.register_senders(registry=None)[fhir.SINK].delivery_timeout)
