@@ -3,6 +3,9 @@
 One table per entity: a typed column per top-level scalar property, JSON (JSONB on PostgreSQL)
 for nested objects and arrays, and the system columns. Unique keys are partial unique indexes
 over live rows (`_deleted_at IS NULL`), so a soft-deleted record does not block re-creating it.
+Every other index on scalar columns ends with `id`, the lists' tie-breaker (and default order):
+a filtered page (`status = ? ORDER BY id LIMIT 51`) or a page sorted by the indexed field reads
+its rows from the index in order and stops, however many rows share the value.
 
 A private field's column holds ciphertext (text, whatever the field's type); when the field is
 indexed or unique, a `_bi_<field>` column holds its blind index (a keyed hash) and the index or
@@ -141,7 +144,8 @@ def build_table(
         nested = nested and group[0] not in blind
         # A nested (JSON) field gets a GIN index on PostgreSQL, for containment searches.
         dialect_kw: dict[str, Any] = {"postgresql_using": "gin"} if nested else {}
-        sa.Index(index_name(name, "ix", group), *(col(c) for c in group), **dialect_kw)
+        tie = [] if nested or "id" in group else [table.c["id"]]
+        sa.Index(index_name(name, "ix", group), *(col(c) for c in group), *tie, **dialect_kw)
     for group in entity.uniques:
         sa.Index(
             index_name(name, "uq", group),
@@ -150,7 +154,7 @@ def build_table(
             sqlite_where=live,
             postgresql_where=live,
         )
-    sa.Index(index_name(name, "ix", ("_created_at",)), table.c["_created_at"])
+    sa.Index(index_name(name, "ix", ("_created_at",)), table.c["_created_at"], table.c["id"])
     return table
 
 

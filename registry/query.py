@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from open_registry.core.codec import (
     INT64_RANGE,
@@ -375,12 +377,12 @@ class SearchParser:
                 raise _problem(pointer, "between takes exactly two values: low,high", "type")
             counter.add_values(len(value), pointer)
             return Filter(path, op, [self.coerce(kind, v, pointer) for v in value])
-        if op in ("contains", "notContains", "startsWith", "endsWith"):
+        if op in ("contains", "icontains", "notContains", "startsWith", "endsWith"):
             if kind != "string" and not is_array:
                 raise _problem(
                     pointer, f"{op} works on text fields; {path!r} is {kind}", "operator"
                 )
-            if is_array and op in ("startsWith", "endsWith"):
+            if is_array and op in ("icontains", "startsWith", "endsWith"):
                 raise _problem(
                     pointer, f"{op} works on text fields; {path!r} is a list", "operator"
                 )
@@ -567,6 +569,35 @@ def _like(pattern: str) -> Callable[[Any, Any], sa.ColumnElement[bool]]:
     return lambda col, v: col.like(pattern.format(escape_like(v)), escape="\\")
 
 
+#: the SQLite function `registry.storage` gives every SQLite connection (Python's `str.lower`):
+#: SQLite's own lower() folds ASCII letters only
+FOLD_SQLITE = "registry_lower"
+
+
+class Fold(FunctionElement[str]):
+    """Lower-case text for a case-insensitive match: lower() on PostgreSQL (every letter, by
+    the database's locale), `FOLD_SQLITE` on SQLite (every letter, as Python does)."""
+
+    type = sa.String()
+    name = "fold"
+    inherit_cache = True
+
+
+@compiles(Fold)
+def _fold(element: Fold, compiler: Any, **kw: Any) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(Fold, "sqlite")
+def _fold_sqlite(element: Fold, compiler: Any, **kw: Any) -> str:
+    return f"{FOLD_SQLITE}({compiler.process(element.clauses, **kw)})"
+
+
+def _ilike(pattern: str) -> Callable[[Any, Any], sa.ColumnElement[bool]]:
+    """A case-insensitive LIKE test: both sides folded (`Fold`), the value escaped."""
+    return lambda col, v: Fold(col).like(Fold(pattern.format(escape_like(v))), escape="\\")
+
+
 #: the SQL of each filter operator on a scalar column (or JSON path): (column, value) -> test
 SQL_OF: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
     "eq": lambda col, v: col == v,
@@ -578,6 +609,7 @@ SQL_OF: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
     "between": lambda col, v: col.between(v[0], v[1]),
     "in": lambda col, v: col.in_(v),
     "contains": _like("%{}%"),
+    "icontains": _ilike("%{}%"),
     "notContains": lambda col, v: sa.or_(sa.not_(_like("%{}%")(col, v)), col.is_(None)),
     "startsWith": _like("{}%"),
     "endsWith": _like("%{}"),
@@ -707,8 +739,10 @@ class SqlBuilder:
         return conds[0] if len(conds) == 1 else sa.or_(*conds)
 
     def order(self, search: Search) -> list[tuple[str, bool]]:
+        """The sort keys, `id` last: as given, or in the direction of the last key, so that a
+        one-key sort is one index's order read forwards or backwards (`(_created_at, id)`)."""
         keys = [k for k in search.sort if k[0] != "id"]
-        tie = next((k for k in search.sort if k[0] == "id"), ("id", False))
+        tie = next((k for k in search.sort if k[0] == "id"), ("id", keys[-1][1] if keys else False))
         return [*keys, tie]
 
     def select(self, search: Search, scope: Scope | None = None) -> sa.Select[Any]:
@@ -720,7 +754,11 @@ class SqlBuilder:
         order_by = []
         for name, desc in keys:
             col = self.column(name)
-            order_by.append((col.desc() if desc else col.asc()).nulls_last())
+            term = col.desc() if desc else col.asc()
+            # NULLS LAST only where there can be NULLs: on a NOT NULL column (id and the other
+            # system columns) it would keep PostgreSQL from reading a descending order off an
+            # index (its backward scans put NULLs first)
+            order_by.append(term.nulls_last() if _nullable(col) else term)
         return stmt.order_by(*order_by).limit(search.limit + 1)
 
     def count(self, search: Search, scope: Scope | None = None) -> sa.Select[Any]:
@@ -729,7 +767,21 @@ class SqlBuilder:
         )
 
     def _after(self, keys: list[tuple[str, bool]], values: list[Any]) -> sa.ColumnElement[bool]:
-        """Rows strictly after `values` in the order `keys` (NULLs last in either direction)."""
+        """Rows strictly after `values` in the order `keys` (NULLs last in either direction).
+
+        Keys on NOT NULL columns all in one direction (the default order, `_createdAt`, ...)
+        compare as one row value, `(a, id) > (:a, :id)`: an index range, so that a deep page
+        costs what the first does."""
+        cols = [self.column(name) for name, _ in keys]
+        if (
+            len({desc for _, desc in keys}) == 1
+            and None not in values
+            and not any(_nullable(c) for c in cols)
+        ):
+            typed = [sa.literal(v, type_=c.type) for c, v in zip(cols, values, strict=True)]
+            row: Any = cols[0] if len(cols) == 1 else sa.tuple_(*cols)
+            after: Any = typed[0] if len(cols) == 1 else sa.tuple_(*typed)
+            return row < after if keys[0][1] else row > after
         ors = []
         for i, (name, desc) in enumerate(keys):
             col = self.column(name)
@@ -741,8 +793,13 @@ class SqlBuilder:
             if v is None:
                 continue  # nothing sorts after NULL but other NULLs (handled by later keys)
             strict = (col < v) if desc else (col > v)
-            ors.append(sa.and_(*eqs, sa.or_(strict, col.is_(None))))
+            ors.append(sa.and_(*eqs, sa.or_(strict, col.is_(None)) if _nullable(col) else strict))
         return sa.or_(*ors) if ors else sa.false()
+
+
+def _nullable(col: sa.ColumnElement[Any]) -> bool:
+    """Whether a column may hold NULL (not the primary key, not declared NOT NULL)."""
+    return bool(getattr(col, "nullable", True)) and not getattr(col, "primary_key", False)
 
 
 def _plain(value: Any) -> Any:

@@ -1,11 +1,17 @@
-"""storage.write: nested writes on one thread join the open transaction (as a savepoint)."""
+"""storage: nested writes on one thread join the open transaction (as a savepoint); PostgreSQL
+connections keep their prepared statements across checkouts (or make none, for PgBouncer)."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+from typing import Any
 
-from open_registry.core import storage
+import pytest
+import sqlalchemy as sa
+
+from open_registry.core import Settings, storage
 from open_registry.core.app import Registry
+from open_registry.core.errors import StartupError
 
 
 def _names(registry: Registry) -> list[str]:
@@ -41,3 +47,48 @@ def test_failed_nested_write_leaves_the_outer_one_usable(registry: Registry) -> 
             vaccines.create({**VACCINE, "name": "Beta"}, actor="t")  # code V1 taken
         vaccines.create({**VACCINE, "code": "V2", "name": "Gamma"}, actor="t")
     assert _names(registry) == ["Alpha", "Gamma"]
+
+
+# -- PostgreSQL connections keep their prepared statements --------------------------------------
+
+
+def _prepared_after_checkouts(url: str, tmp_path: Path, **settings: Any) -> int:
+    """Statements prepared on the server after 8 checkouts of the one pooled connection, each
+    running the same query and closing without a commit (psycopg's own rollback would send
+    `DEALLOCATE ALL` each time)."""
+    engine = storage.make_engine(
+        Settings(database_url=url, data_dir=tmp_path / "data", pool_size=1, **settings)
+    )
+    query = sa.text("SELECT count(*) FROM pg_class WHERE relname = :n")
+    try:
+        for _ in range(8):
+            with engine.connect() as conn:
+                conn.execute(query, {"n": "x"})
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_prepared_statements_survive_checkouts(pg_database: str, tmp_path: Path) -> None:
+    prepared = _prepared_after_checkouts(pg_database, tmp_path)
+    assert prepared >= 1  # prepared on the 5th use, still there 3 checkouts later
+
+
+@pytest.mark.postgres
+def test_prepared_statements_can_be_turned_off_for_pgbouncer(
+    pg_database: str, tmp_path: Path
+) -> None:
+    prepared = _prepared_after_checkouts(pg_database, tmp_path, database_prepared_statements=False)
+    assert prepared == 0
+
+
+def test_database_read_url_needs_postgresql(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'r.db'}",
+        data_dir=tmp_path,
+        database_read_url="postgresql://postgres@127.0.0.1:5432/x",
+    )
+    with pytest.raises(StartupError, match="database_read_url' needs PostgreSQL"):
+        storage.make_engine(settings)

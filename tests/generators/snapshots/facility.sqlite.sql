@@ -24,12 +24,12 @@ CREATE TABLE facility (
 	PRIMARY KEY (id)
 );
 
-CREATE INDEX ix_facility__created_at ON facility (_created_at);
+CREATE INDEX ix_facility__created_at ON facility (_created_at, id);
 
-CREATE INDEX ix_facility_category ON facility (category);
+CREATE INDEX ix_facility_category ON facility (category, id);
 
-CREATE INDEX ix_facility_name ON facility (name);
+CREATE INDEX ix_facility_name ON facility (name, id);
 
-CREATE INDEX ix_facility_status ON facility (status);
+CREATE INDEX ix_facility_status ON facility (status, id);
 
 CREATE UNIQUE INDEX uq_facility_code ON facility (code) WHERE _deleted_at IS NULL;

@@ -17,9 +17,9 @@ CREATE TABLE program (
 	PRIMARY KEY (id)
 );
 
-CREATE INDEX ix_program__created_at ON program (_created_at);
+CREATE INDEX ix_program__created_at ON program (_created_at, id);
 
-CREATE INDEX ix_program_status ON program (status);
+CREATE INDEX ix_program_status ON program (status, id);
 
 CREATE UNIQUE INDEX uq_program_code ON program (code) WHERE _deleted_at IS NULL;
 

@@ -22,11 +22,11 @@ CREATE TABLE recipient (
 	PRIMARY KEY (id)
 );
 
-CREATE INDEX ix_recipient__created_at ON recipient (_created_at);
+CREATE INDEX ix_recipient__created_at ON recipient (_created_at, id);
 
-CREATE INDEX ix_recipient_name ON recipient (name);
+CREATE INDEX ix_recipient_name ON recipient (name, id);
 
-CREATE INDEX ix_recipient_name_dob ON recipient (name, dob);
+CREATE INDEX ix_recipient_name_dob ON recipient (name, dob, id);
 
 CREATE UNIQUE INDEX "uq_recipient_enrollmentCode" ON recipient ("enrollmentCode") WHERE _deleted_at IS NULL;
 

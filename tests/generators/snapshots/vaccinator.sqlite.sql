@@ -19,10 +19,10 @@ CREATE TABLE vaccinator (
 	PRIMARY KEY (id)
 );
 
-CREATE INDEX ix_vaccinator__created_at ON vaccinator (_created_at);
+CREATE INDEX ix_vaccinator__created_at ON vaccinator (_created_at, id);
 
-CREATE INDEX ix_vaccinator_name ON vaccinator (name);
+CREATE INDEX ix_vaccinator_name ON vaccinator (name, id);
 
-CREATE INDEX ix_vaccinator_status ON vaccinator (status);
+CREATE INDEX ix_vaccinator_status ON vaccinator (status, id);
 
 CREATE UNIQUE INDEX uq_vaccinator_code ON vaccinator (code) WHERE _deleted_at IS NULL;

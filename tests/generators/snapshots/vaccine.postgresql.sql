@@ -23,11 +23,11 @@ CREATE TABLE vaccine (
 	PRIMARY KEY (id)
 );
 
-CREATE INDEX ix_vaccine__created_at ON vaccine (_created_at);
+CREATE INDEX ix_vaccine__created_at ON vaccine (_created_at, id);
 
-CREATE INDEX ix_vaccine_manufacturer_name ON vaccine (manufacturer, name);
+CREATE INDEX ix_vaccine_manufacturer_name ON vaccine (manufacturer, name, id);
 
-CREATE INDEX ix_vaccine_status ON vaccine (status);
+CREATE INDEX ix_vaccine_status ON vaccine (status, id);
 
 CREATE UNIQUE INDEX uq_vaccine_code ON vaccine (code) WHERE _deleted_at IS NULL;
 
