@@ -26,6 +26,7 @@ from open_registry.cli.options import (
     settings_from,
 )
 from open_registry.cli.project import init
+from open_registry.cli.startup import alembic_logger, base_url_warning, schema_hint
 from open_registry.cli.users import client_app, demo_admin, user_app
 from open_registry.cli.workers import register as register_worker_commands
 from open_registry.core import Settings, StartupError, __version__
@@ -68,8 +69,18 @@ def serve(
     data_dir: DataDirOpt = None,
     schemas: SchemasOpt = None,
     no_default_schemas: NoDefaultOpt = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Also log Alembic's INFO lines (migrations), quiet by default"
+        ),
+    ] = False,
 ) -> None:
     """Serve the REST API, OpenAPI (/docs) and pages.
+
+    Set the certificates' base_url (registry.toml, under \\[plugins.certificates]) to the
+    registry's public address before serving anywhere but localhost:8000: it is signed into
+    every certificate, and start-up warns while it is left at its default.
 
     Examples:
 
@@ -82,6 +93,8 @@ def serve(
     import os
 
     import uvicorn
+
+    from open_registry.core import serving
 
     settings = _settings(database_url, data_dir, schemas, no_default_schemas, demo)
     if workers > 1 and settings.sqlalchemy_url.startswith("sqlite"):
@@ -101,10 +114,12 @@ def serve(
     except ValueError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
-    # Alembic's INFO lines (dozens at every start, again in each worker) would bury the
-    # sign-in and address printed below: its warnings and errors still show
-    log_config["loggers"].setdefault("alembic", {"level": "WARNING"})
+    log_config["loggers"].setdefault("alembic", alembic_logger(verbose))
     logging.config.dictConfig(log_config)
+    # before start-up's lines, so that the demo sign-in stays the last thing said
+    warning = base_url_warning(settings, host, port)
+    if warning:
+        typer.secho(warning, fg="yellow", err=True)
     # Check everything once here, so a broken schema or database stops us with a clear message.
     from open_registry.core.app import create_app, open_registry
 
@@ -120,6 +135,9 @@ def serve(
         reg.close()
     except StartupError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
+        hint = schema_hint(str(exc), settings.default_schemas)
+        if hint:
+            typer.secho(hint, fg="yellow", err=True)
         raise typer.Exit(1) from None
     _export_settings(settings, os.environ)
     typer.secho(
@@ -135,6 +153,8 @@ def serve(
         log_level="info",
         log_config=log_config,
         access_log=False,  # `registry.access` lines instead: route templates, request ids
+        # time limits on request heads and idle connections (docs/operations.md, Timeouts)
+        **serving.uvicorn_options(settings),
         **_worker_healthcheck(uvicorn.run),
     )
 
@@ -186,6 +206,9 @@ def schema_check(
                 f"{issue.source}: {issue.pointer or '/'}: {issue.message}", fg="red", err=True
             )
         typer.secho(f"{len(exc.issues)} problem(s) found", fg="red", err=True)
+        hint = schema_hint("\n".join(map(str, exc.issues)), with_defaults)
+        if hint:
+            typer.secho(hint + " (and check them without --with-defaults)", err=True)
         raise typer.Exit(1) from None
     for w in schemas.warnings:
         typer.secho(f"warning: {w}", fg="yellow", err=True)

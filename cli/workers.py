@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from open_registry.cli.options import DatabaseOpt, DataDirOpt, NoDefaultOpt, SchemasOpt, open_from
-from open_registry.core.app import Registry
+from open_registry.cli.tables import echo_table
+from open_registry.core.app import Registry, freeze_after_startup
 from open_registry.core.outbox import deliveries
 from open_registry.core.outbox import worker as outbox
 from open_registry.core.plugins import describe
@@ -33,8 +34,10 @@ def plugins(
     """
     reg = _open(database_url, data_dir, schemas, no_default_schemas)
     try:
-        for p in describe(reg.pm):
-            typer.echo(f"{p['name']:<28} {p['origin']:<28} {', '.join(p['hooks'])}")
+        echo_table(
+            ("PLUGIN", "FROM", "HOOKS"),
+            ((p["name"], p["origin"], ", ".join(p["hooks"])) for p in describe(reg.pm)),
+        )
     finally:
         reg.close()
 
@@ -43,6 +46,9 @@ def worker(
     threads: Annotated[int, typer.Option(help="Worker threads in this process")] = 1,
     once: Annotated[bool, typer.Option("--once", help="Deliver what is due, then exit")] = False,
     poll: Annotated[float, typer.Option(help="Seconds to wait when nothing is due")] = 1.0,
+    processes: Annotated[
+        int, typer.Option(help="Worker processes, each with --threads (PostgreSQL for more than 1)")
+    ] = 1,
     database_url: DatabaseOpt = None,
     data_dir: DataDirOpt = None,
     schemas: SchemasOpt = None,
@@ -57,8 +63,19 @@ def worker(
 
       registry worker --threads 4
 
+      registry worker --processes 4     # PostgreSQL: 4 processes, each its own connections
+
       registry worker --once            # deliver what is due (cron, tests)
     """
+    if processes < 1:
+        typer.secho("error: --processes must be at least 1", fg="red", err=True)
+        raise typer.Exit(2)
+    if processes > 1 and not once:
+        options = {"threads": threads, "poll": poll, "database_url": database_url,
+                   "data_dir": data_dir, "schemas": schemas,
+                   "no_default_schemas": no_default_schemas}  # fmt: skip
+        _run_processes(processes, options)
+        return
     reg = _open(database_url, data_dir, schemas, no_default_schemas)
     try:
         if once:
@@ -79,12 +96,71 @@ def worker(
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        freeze_after_startup(reg.settings)  # before the threads: docs/operations.md
         for w in workers:
             w.start_thread(poll)
         typer.echo(f"{threads} worker thread(s) delivering; Ctrl-C to stop")
         stop.wait()
     finally:
         reg.close()
+
+
+def _worker_process(options: dict[str, Any]) -> None:
+    """One process of `registry worker --processes N`: the single-process worker."""
+    worker(**options)
+
+
+def _run_processes(n: int, options: dict[str, Any]) -> None:
+    """Start `n` worker processes (spawned: each opens its own registry and engine; events are
+    shared out by FOR UPDATE SKIP LOCKED), start again one that dies, stop them all on
+    SIGTERM or Ctrl-C."""
+    import multiprocessing
+
+    reg = _open(
+        options["database_url"], options["data_dir"], options["schemas"],
+        options["no_default_schemas"],
+    )  # fmt: skip
+    dialect = reg.db.dialect
+    reg.close()
+    if dialect != "postgresql":
+        typer.secho(
+            "error: more than one worker process needs PostgreSQL (SQLite has one writer, and "
+            "the server runs its worker itself); set --database-url",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
+    ctx = multiprocessing.get_context("spawn")
+    stop = threading.Event()
+
+    def start(i: int) -> Any:
+        proc = ctx.Process(target=_worker_process, args=(options,), name=f"registry-worker-{i}")
+        proc.start()
+        return proc
+
+    def _stop(*_args: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    procs = [start(i) for i in range(n)]
+    typer.echo(f"{n} worker processes ({options['threads']} thread(s) each); Ctrl-C to stop")
+    try:
+        while not stop.wait(1.0):
+            for i, proc in enumerate(procs):
+                if proc.exitcode is not None:
+                    typer.secho(
+                        f"worker process {i} ended ({proc.exitcode}); starting it again",
+                        fg="yellow",
+                        err=True,
+                    )
+                    procs[i] = start(i)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: each finishes its batch and stops
+        for proc in procs:
+            proc.join(timeout=60)
 
 
 def outbox_status(
@@ -109,13 +185,14 @@ def outbox_status(
         if retry_dead:
             typer.echo(f"queued {outbox.retry_dead(reg)} dead event(s) again")
             typer.echo(f"queued {deliveries.retry(reg)} dead delivery(ies) again")
-        for status, n in sorted(outbox.counts(reg).items()):
-            typer.echo(f"{status:<10} {n}")
-        sends = deliveries.counts(reg)
+        events = sorted(outbox.counts(reg).items())
+        if not events:
+            typer.echo("no outbox events")
+        echo_table(("EVENTS", "COUNT"), events)
+        sends = sorted(deliveries.counts(reg).items())
         if sends:
-            typer.echo("deliveries:")
-            for status, n in sorted(sends.items()):
-                typer.echo(f"  {status:<10} {n}")
+            typer.echo("")
+            echo_table(("DELIVERIES", "COUNT"), sends)
     finally:
         reg.close()
 

@@ -7,23 +7,26 @@ through `openapi_extra`.
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import anyio
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import StreamingResponse
 from starlette.routing import BaseRoute
 
 from open_registry.core.auth import rules
 from open_registry.core.auth.deps import principal_of
+from open_registry.core.auth.principal import SYSTEM
 from open_registry.core.auth.rules import Rule
 from open_registry.core.bodies import read_limited
 from open_registry.core.codec import INT64_RANGE, fits_int64
 from open_registry.core.errors import (
     BadRequest,
+    Forbidden,
     NotFound,
     PreconditionFailed,
     UnsupportedMediaType,
@@ -45,6 +48,8 @@ from open_registry.generators.schema import EntitySchema
 
 API_PREFIX = "/api/v1"
 JSON_TYPES = ("application/json", "application/merge-patch+json")
+#: the role that may purge (`DELETE ...?purge=true`): removing a row for good
+PURGE_ROLE = "system-admin"
 
 
 def etag(version: int) -> str:
@@ -321,7 +326,7 @@ def _entity_routes(  # noqa: C901
         return page_response(request, await run_in_threadpool(g.search, search))
 
     async def export_(request: Request) -> Response:
-        from open_registry.core.exports import EXPORT_FORMATS, Exporter, export
+        from open_registry.core.exports import EXPORT_FORMATS, Exporter
 
         g = gate(request)
         scope = g.scope("read")
@@ -339,15 +344,21 @@ def _entity_routes(  # noqa: C901
         )
         g.check_filters(exporter.search, scope)
 
-        def run() -> str:
-            out = io.StringIO()
-            export(g.service, out, fmt, where, actor=p.actor, exporter=exporter)
-            return out.getvalue()
+        chunks = exporter.stream(fmt, where=where, actor=p.actor)
 
-        text = await run_in_threadpool(run)
+        async def body() -> AsyncIterator[bytes]:
+            # each chunk is read in a thread (database, CSV); closing the iterator there too
+            # ends the snapshot and audits the export, also when the client went away
+            try:
+                while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
+                    yield chunk.encode()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(chunks.close)
+
         media = "text/csv" if fmt == "csv" else "application/x-ndjson"
-        return Response(
-            text,
+        return StreamingResponse(
+            body(),
             media_type=f"{media}; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'},
         )
@@ -375,6 +386,13 @@ def _entity_routes(  # noqa: C901
     async def delete(request: Request, id: str, purge: bool = False) -> Response:
         g = gate(request)
         g.scope("delete")
+        if purge and g.principal.kind != SYSTEM and not g.principal.has(PURGE_ROLE):
+            raise Forbidden(
+                f"purge=true removes the record for good: only {PURGE_ROLE} may; "
+                "leave it out to delete (soft)",
+                errors=[{"pointer": "/purge", "message": f"only {PURGE_ROLE} may purge",
+                         "keyword": "forbidden"}],
+            )  # fmt: skip
         version = parse_if_match(request.headers.get("if-match"))
         await run_in_threadpool(g.delete, id, if_match=version, purge=purge)
         return Response(status_code=204)
@@ -488,6 +506,11 @@ def _entity_routes(  # noqa: C901
         status_code=204,
         name=f"delete_{name}",
         summary=f"Delete a {title} (soft; purge=true removes it)",
+        description=(
+            "Without `purge`: a soft delete (the record is no longer found; its row stays). "
+            f"With `purge=true` ({PURGE_ROLE} only): the row is removed for good, a live record "
+            "or one deleted before; the audit log records the purge."
+        ),
         openapi_extra={"parameters": [condition_parameter("If-Match")]},
         responses=entity_responses(name, "delete"),
     )

@@ -1,4 +1,4 @@
-"""Export an entity's live records as CSV or JSON Lines, streamed in keyset batches.
+"""Export an entity's live records as CSV or JSON Lines, streamed from one snapshot.
 
 CSV uses the import's header conventions (docs/import-export.md), so an export imports back
 (`keep_ids=True` keeps the ids): nested fields as dotted headers (`address.district`), lists of
@@ -20,11 +20,14 @@ and operators (not their values, which may be private) and the number of records
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import io
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 
 from open_registry.core import storage
 from open_registry.core.audit import chain as audit
@@ -136,14 +139,43 @@ def cell(value: Any, kind: str) -> str:
     return neutralise_cell(text)
 
 
+#: characters of CSV or JSON Lines gathered before a chunk is handed on (to the HTTP response
+#: or the file): large enough to keep the per-chunk overhead small, small enough that memory
+#: stays flat (one chunk and one fetched batch of rows per export, whatever the table's size)
+CHUNK_CHARS = 64 * 1024
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """One read-only transaction whose statements all see the same committed state: REPEATABLE
+    READ, READ ONLY on PostgreSQL (MVCC: writers go on, and nothing they commit meanwhile is
+    seen); on SQLite `storage.read`'s transaction, which in WAL mode keeps the snapshot of its
+    first read until it ends and never blocks the writer (it only keeps the log from being
+    checkpointed past it, so a long export lets `registry.db-wal` grow until it ends)."""
+    if engine.dialect.name != "postgresql":
+        with storage.read(engine) as conn:
+            yield conn
+        return
+    with storage.read_connection(engine, replica=True) as conn:  # the read replica, if any
+        conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            yield conn
+
+
 class Exporter:
-    """Streams one entity's live records matching a filter."""
+    """Streams one entity's live records matching a filter.
+
+    One export is one snapshot (`snapshot`): the CSV's columns and every row come from the same
+    committed state, however many writes commit while it runs. The rows are fetched `batch_size`
+    at a time from one query (`yield_per`: a server-side cursor on PostgreSQL, SQLite's own
+    stepping cursor), and the text is handed on `CHUNK_CHARS` at a time (`chunks`), so memory
+    does not grow with the table."""
 
     def __init__(
         self,
         service: EntityService,
         where: Sequence[str] = (),
-        batch_size: int = 2000,
+        batch_size: int = 500,
         *,
         scope: Scope | None = None,
         view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -158,25 +190,23 @@ class Exporter:
         self.batch_size = batch_size
         self.view = view
         self.hide = set(hide)
+        #: records handed on so far by `chunks`
+        self.count = 0
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self, conn: Connection) -> Iterator[dict[str, Any]]:
+        """The matching records in `id` order, read through `conn` (one query, streamed)."""
         table = self.service.table
         to_record = self.service.codec.to_record
-        last: str | None = None
-        while True:
-            stmt = sa.select(table).where(*self.conditions)
-            if last is not None:
-                stmt = stmt.where(table.c.id > last)
-            stmt = stmt.order_by(table.c.id).limit(self.batch_size)
-            with storage.read(self.service.db.engine) as conn:
-                rows = conn.execute(stmt).mappings().all()
-            for row in rows:
+        stmt = sa.select(table).where(*self.conditions).order_by(table.c.id)
+        streamed = conn.execution_options(stream_results=True, yield_per=self.batch_size)
+        result = streamed.execute(stmt).mappings()
+        try:
+            for row in result:
                 yield self.view(to_record(row)) if self.view else to_record(row)
-            if len(rows) < self.batch_size:
-                return
-            last = rows[-1]["id"]
+        finally:
+            result.close()
 
-    def list_lengths(self) -> dict[str, int]:
+    def list_lengths(self, conn: Connection) -> dict[str, int]:
         """The longest stored list of objects per top-level field (for indexed headers)."""
         entity = self.service.entity
         table = self.service.table
@@ -204,14 +234,31 @@ class Exporter:
             stmt = sa.select(
                 sa.func.max(length), sa.func.min(sa.case((is_array, length), else_=None))
             ).where(*self.conditions)
-            with storage.read(self.service.db.engine) as conn:
-                longest, shortest = conn.execute(stmt).one()
+            longest, shortest = conn.execute(stmt).one()
             # an empty list has no indexed cell to show it: then the whole list is one JSON cell
             out[name] = -1 if shortest == 0 else longest or 0
         return out
 
-    def write_csv(self, out: TextIO) -> int:
-        columns = csv_columns(self.service.entity.json_schema, self.list_lengths())
+    def chunks(self, fmt: str = "csv") -> Iterator[str]:
+        """The export's text, `CHUNK_CHARS` or so at a time, read in one snapshot (held open
+        until the last chunk is taken or the iterator is closed). Counts into `count`."""
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(EXPORT_FORMATS)}")
+        self.count = 0
+        buf = io.StringIO()
+        with snapshot(self.service.db.engine) as conn:
+            rows = self._csv_rows(conn, buf) if fmt == "csv" else self._jsonl_rows(conn, buf)
+            for _ in rows:
+                self.count += 1
+                if buf.tell() >= CHUNK_CHARS:
+                    yield buf.getvalue()
+                    buf.seek(0)
+                    buf.truncate()
+        if buf.tell():
+            yield buf.getvalue()
+
+    def _csv_rows(self, conn: Connection, out: TextIO) -> Iterator[None]:
+        columns = csv_columns(self.service.entity.json_schema, self.list_lengths(conn))
         hidden = set(self.service.entity.internal) | self.hide
         columns = [c for c in columns if str(c[1][0]) not in hidden]
         writer = csv.writer(out, lineterminator="\n")
@@ -219,24 +266,51 @@ class Exporter:
         # a reader takes for a line end: a row with a CR anywhere has every cell quoted
         quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(["id", *(h for h, _, _ in columns), *TRAILING_SYSTEM])
-        n = 0
-        for record in self.records():
+        for record in self.records(conn):
             cells = [
                 neutralise_cell(record["id"]),
                 *(cell(value_at(record, path), kind) for _, path, kind in columns),
                 *(neutralise_cell(_scalar(record[k])) for k in TRAILING_SYSTEM),
             ]
             (quoted if "\r" in "".join(cells) else writer).writerow(cells)
-            n += 1
-        return n
+            yield None
 
-    def write_jsonl(self, out: TextIO) -> int:
-        n = 0
-        for record in self.records():
+    def _jsonl_rows(self, conn: Connection, out: TextIO) -> Iterator[None]:
+        for record in self.records(conn):
             out.write(orjson.dumps(record).decode())
             out.write("\n")
-            n += 1
-        return n
+            yield None
+
+    def stream(
+        self, fmt: str = "csv", *, where: Sequence[str] = (), actor: str | None = None
+    ) -> Generator[str, None, None]:
+        """`chunks`, then the export's audit entry (`export`: the format, the filters' fields,
+        the count). An export stopped part way (the client went away, an error) is audited
+        too, with the records handed on so far and `"complete": false`. Close the iterator in
+        a thread that may do I/O: closing it ends the snapshot and writes the audit entry."""
+        complete = False
+        started = False
+        try:
+            for chunk in self.chunks(fmt):
+                started = True
+                yield chunk
+            complete = True
+        finally:
+            if complete or started:
+                details: dict[str, Any] = {
+                    "format": fmt,
+                    "filters": sorted({k for k, _ in parse_where(where)}),
+                    "count": self.count,
+                }
+                if not complete:
+                    details["complete"] = False
+                audit.record_event(
+                    self.service.db.engine,
+                    "export",
+                    actor=actor,
+                    entity=self.service.entity.name,
+                    details=details,
+                )
 
 
 def export(
@@ -245,7 +319,7 @@ def export(
     fmt: str = "csv",
     where: Sequence[str] = (),
     *,
-    batch_size: int = 2000,
+    batch_size: int = 500,
     actor: str | None = None,
     exporter: Exporter | None = None,
 ) -> int:
@@ -257,9 +331,10 @@ def export(
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(EXPORT_FORMATS)}")
     exporter = exporter or Exporter(service, where, batch_size)
-    n = exporter.write_csv(out) if fmt == "csv" else exporter.write_jsonl(out)
-    details = {"format": fmt, "filters": sorted({k for k, _ in parse_where(where)}), "count": n}
-    audit.record_event(
-        service.db.engine, "export", actor=actor, entity=service.entity.name, details=details
-    )
-    return n
+    chunks = exporter.stream(fmt, where=where, actor=actor)
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+    finally:
+        chunks.close()
+    return exporter.count

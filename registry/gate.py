@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from open_registry.core import storage
 from open_registry.core.auth.access import Access, Policy
 from open_registry.core.auth.principal import Principal, system
 from open_registry.core.errors import Forbidden, NotFound
@@ -87,7 +88,8 @@ class Gate:
     def get(self, record_id: str) -> dict[str, Any]:
         """One record the caller may read, as they may see it (404 outside their scope)."""
         scope = self.scope("read")
-        return self.view(self.service.get(record_id, scope=scope))
+        with storage.replica_reads():  # a caller's read: the read replica may serve it
+            return self.view(self.service.get(record_id, scope=scope))
 
     def find(self, record_id: str) -> dict[str, Any] | None:
         """Like `get`, or None when the caller may not read it (no 401/403/404 raised)."""
@@ -102,7 +104,8 @@ class Gate:
         """A page of the records the caller may read, as they may see them."""
         scope = self.scope("read")
         self.check_filters(search, scope)
-        page = self.service.search(search, scope=scope)
+        with storage.replica_reads():
+            page = self.service.search(search, scope=scope)
         view = self.access.viewer(self.principal)
         page.items = [view(r) for r in page.items]
         return page

@@ -36,6 +36,16 @@ class Settings:
 
     #: SQLAlchemy URL; empty means SQLite at `<data_dir>/registry.db`.
     database_url: str = ""
+    #: A read replica of `database_url` (PostgreSQL streaming standby) that serves callers'
+    #: reads: record by id, lists, searches, exports. Writes, and reads by a caller whose own
+    #: writes the replica has not replayed yet, go to `database_url` (docs/scaling.md). Empty:
+    #: every read goes to `database_url`.
+    database_read_url: str = ""
+    #: PostgreSQL: let the driver prepare statements on the server (psycopg prepares one on its
+    #: 5th use by a connection) and keep them for the connection's life. Turn it off behind a
+    #: PgBouncer in transaction mode that does not track them (before 1.21, or without
+    #: `max_prepared_statements`). Ignored on SQLite.
+    database_prepared_statements: bool = True
     #: Folder for the SQLite file and other local state.
     data_dir: Path = Path("data")
     #: Alembic revisions generated from the schemas (default: `<data_dir>/migrations`).
@@ -83,6 +93,23 @@ class Settings:
     worker_poll_seconds: int = 1
     #: Database connections per process (requests beyond it wait for one).
     pool_size: int = 20
+    #: Freeze what start-up made out of the garbage collector's sight (`gc.freeze`), once per
+    #: server or worker process (docs/operations.md, Garbage collection); off only to compare.
+    gc_freeze: bool = True
+    # -- heavy requests and timeouts (docs/operations.md) -------------------------------------
+    #: Heavy requests (exports, import uploads, list pages over `heavy_page_size` or with
+    #: `count=true`) running at once per process; one more waits up to
+    #: `heavy_request_wait_seconds` for a slot, then gets 503 with Retry-After. 0: no limit.
+    heavy_request_limit: int = 4
+    heavy_request_wait_seconds: int = 10
+    heavy_page_size: int = 200
+    #: Seconds a connection has to send a request's head (from its first byte, or from the
+    #: connection's opening), the whole body (from the head), and how long an idle kept-alive
+    #: connection stays open; past each, 408 (or, idle, a close). `registry serve` applies the
+    #: head and keep-alive limits; the body limit holds under any ASGI server.
+    header_timeout_seconds: int = 10
+    body_timeout_seconds: int = 120
+    keep_alive_timeout_seconds: int = 5
     # -- observing it (docs/operations.md) ----------------------------------------------------
     #: Log lines as `text` (`LEVEL logger: message [request <id>]`) or `json` (one object per
     #: line, with the request id); `registry serve` installs it.
@@ -180,11 +207,12 @@ class Settings:
     def sqlalchemy_url(self) -> str:
         """The database URL, with the driver spelled out for PostgreSQL."""
         url = self.database_url or f"sqlite:///{(self.data_dir / 'registry.db').as_posix()}"
-        if url.startswith("postgres://"):
-            url = "postgresql://" + url[len("postgres://") :]
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://") :]
-        return url
+        return _with_driver(url)
+
+    @property
+    def sqlalchemy_read_url(self) -> str:
+        """`database_read_url` with the driver spelled out ("" when there is none)."""
+        return _with_driver(self.database_read_url) if self.database_read_url else ""
 
     @property
     def data_key_path(self) -> Path:
@@ -243,6 +271,15 @@ class Settings:
                 values[f.name] = _coerce(f.name, env_value, Path.cwd())
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _with_driver(url: str) -> str:
+    """A database URL with psycopg (3) named for PostgreSQL (`postgres://` accepted)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
 
 
 _FIELD_TYPES = {f.name: f for f in fields(Settings)}

@@ -4,6 +4,13 @@ SQLite (WAL with `synchronous=FULL` unless the `sqlite_synchronous` setting says
 keys, a busy timeout, `BEGIN IMMEDIATE` for writes so concurrent writers queue instead of failing)
 is the embedded default; PostgreSQL (psycopg 3, JSONB) the production
 engine. Creating and changing tables is `registry.migrations`' job.
+
+Planner statistics (docs/scaling.md): SQLite tables that were never analysed, or grew tenfold
+since, are analysed when an engine opens its first connection (`analyse_stale`), and `analyse`
+refreshes the tables a bulk load touched, on both databases. PostgreSQL connections keep their
+prepared statements when they go back to the pool, and reads on a caller's behalf
+(`replica_reads`) may be served by a read replica (`database_read_url`) once it has replayed
+that caller's own writes.
 """
 
 from __future__ import annotations
@@ -13,9 +20,12 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from open_registry.core.crypto import Keyring, load_keyring
+from open_registry.core.errors import StartupError
 from open_registry.core.schemas.loading import SchemaSet
 from open_registry.core.settings import Settings, sqlite_synchronous
 from open_registry.generators.tables import UTCDateTime, build_metadata, json_type
@@ -174,22 +185,95 @@ def make_engine(settings: Settings) -> Engine:
             pool_timeout=60,
             **_JSON,
         )
+        if settings.database_read_url:
+            raise StartupError(
+                "setting 'database_read_url' needs PostgreSQL: database_url is SQLite, which "
+                "has no read replicas"
+            )
         _sqlite_setup(engine, sqlite_synchronous(settings.sqlite_synchronous))
         _WRITE_LOCKS[engine] = threading.Lock()
         return engine
-    return sa.create_engine(
+    engine = _postgresql_engine(url, settings)
+    read_url = settings.sqlalchemy_read_url
+    if read_url:
+        if sa.engine.make_url(read_url).get_backend_name() != "postgresql":
+            raise StartupError(
+                "setting 'database_read_url' must name a PostgreSQL server (a streaming standby "
+                f"of database_url), got {sa.engine.make_url(read_url).get_backend_name()!r}"
+            )
+        replica = Replica(_postgresql_engine(read_url, settings))
+        _REPLICAS[engine] = replica
+
+        @sa.event.listens_for(replica.engine, "checkin")
+        def _server_default_access(dbapi_conn: Any, _record: Any) -> None:
+            # SQLAlchemy ends `postgresql_readonly` (exports) by setting READ WRITE, which a
+            # standby refuses for every later transaction: back to the server's default
+            if dbapi_conn is not None and getattr(dbapi_conn, "read_only", None) is False:
+                dbapi_conn.read_only = None
+
+        @sa.event.listens_for(engine, "engine_disposed")
+        def _dispose_replica(_engine: Engine) -> None:
+            replica.engine.dispose()
+
+    return engine
+
+
+def _postgresql_engine(url: str, settings: Settings) -> Engine:
+    """A PostgreSQL engine whose connections keep their prepared statements (see
+    `_keep_prepared`); none are made with `database_prepared_statements` off."""
+    connect_args: dict[str, Any] = {}
+    if not settings.database_prepared_statements:
+        connect_args["prepare_threshold"] = None  # PgBouncer in transaction mode
+    engine = sa.create_engine(
         url,
         pool_size=settings.pool_size,
         max_overflow=0,
         pool_timeout=60,
         pool_pre_ping=True,
+        connect_args=connect_args,
         **_JSON,
     )
+    _keep_prepared(engine)
+    return engine
+
+
+def _keep_prepared(engine: Engine) -> None:
+    """Ending a transaction that had no error with a `ROLLBACK` sent through libpq, so that
+    psycopg keeps the connection's prepared statements.
+
+    psycopg forgets every prepared statement, and sends `DEALLOCATE ALL`, whenever its
+    `rollback()` is called. SQLAlchemy calls it each time a connection that only read closes
+    without a commit (an `engine.connect()` block: the transaction it began is rolled back),
+    and when the pool takes back a connection, so statements were prepared again after almost
+    every checkout. Prepared statements are not transactional in PostgreSQL: they stay valid
+    after the rollback. A transaction in error (a failed statement) is rolled back by psycopg
+    as before, which then starts afresh."""
+    from psycopg import pq
+
+    dialect = engine.dialect
+    psycopg_rollback = dialect.do_rollback
+
+    def do_rollback(dbapi_conn: Any) -> None:
+        pgconn = dbapi_conn.pgconn  # also through the pool's proxy of the connection
+        if (
+            pgconn.transaction_status == pq.TransactionStatus.INTRANS
+            and pgconn.exec_(b"ROLLBACK").status == pq.ExecStatus.COMMAND_OK
+        ):
+            return
+        psycopg_rollback(dbapi_conn)
+
+    setattr(dialect, "do_rollback", do_rollback)  # noqa: B010 - this engine's dialect only
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def _sqlite_setup(engine: Engine, synchronous: str = "FULL") -> None:
     """Every connection: WAL, `synchronous` (FULL: each commit synced to disk; NORMAL: only at
-    checkpoints, see the `sqlite_synchronous` setting), foreign keys, a busy timeout."""
+    checkpoints, see the `sqlite_synchronous` setting), foreign keys, a busy timeout; the
+    first connection analyses the tables that need it (`analyse_stale`)."""
+    started: list[bool] = []
 
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -201,6 +285,11 @@ def _sqlite_setup(engine: Engine, synchronous: str = "FULL") -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA case_sensitive_like=ON")  # LIKE behaves as on PostgreSQL
         cur.close()
+        if not started:  # the engine's first connection: statistics of tables that need them
+            started.append(True)
+            analyse_stale(dbapi_conn)
+        # the `icontains` filter's fold (`registry.query.Fold`): every letter, not only ASCII
+        dbapi_conn.create_function("registry_lower", 1, _lower, deterministic=True)
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -210,6 +299,32 @@ def _sqlite_setup(engine: Engine, synchronous: str = "FULL") -> None:
 
 
 _OPEN_WRITES = threading.local()  # per thread: engine -> the connection of its open write
+#: whose work this is (the caller's actor; the auth middleware sets it for each request): their
+#: writes are remembered so that their reads on a replica see them (`Replica`)
+_SESSION: ContextVar[str | None] = ContextVar("registry_session", default=None)
+#: reads that may be served by the read replica (`replica_reads`)
+_REPLICA_READS: ContextVar[bool] = ContextVar("registry_replica_reads", default=False)
+
+
+@contextmanager
+def session(key: str | None) -> Iterator[None]:
+    """Work done in this block is on behalf of `key` (a caller's actor; None: nobody's)."""
+    token = _SESSION.set(key)
+    try:
+        yield
+    finally:
+        _SESSION.reset(token)
+
+
+@contextmanager
+def replica_reads() -> Iterator[None]:
+    """`read`s in this block may be served by the read replica, when there is one (reads for
+    a caller: records by id, lists, searches). A read inside an open write never is."""
+    token = _REPLICA_READS.set(True)
+    try:
+        yield
+    finally:
+        _REPLICA_READS.reset(token)
 
 
 @contextmanager
@@ -236,16 +351,208 @@ def write(engine: Engine) -> Iterator[Connection]:
                 yield conn
             finally:
                 del open_writes[id(engine)]
+        replica = _REPLICAS.get(engine)
+        session_key = _SESSION.get()
+        if replica is not None and session_key is not None:
+            replica.wrote(conn, session_key)
 
 
 @contextmanager
-def read(engine: Engine, *, snapshot: bool = True) -> Iterator[Connection]:
-    """A read-only unit of work; `snapshot=False` for a single statement (no BEGIN on SQLite)."""
-    with engine.connect() as conn:
+def read(
+    engine: Engine, *, snapshot: bool = True, replica: bool | None = None
+) -> Iterator[Connection]:
+    """A read-only unit of work; `snapshot=False` for a single statement (no BEGIN on SQLite).
+
+    `replica`: whether the read replica may serve it (see `read_connection`)."""
+    with read_connection(engine, replica=replica) as conn:
         if not snapshot and engine.dialect.name == "sqlite":
             conn = conn.execution_options(sqlite_begin="NONE")
         with conn.begin():
             yield conn
+
+
+def read_connection(engine: Engine, *, replica: bool | None = None) -> Connection:
+    """A connection to read with (no transaction begun): the read replica's when `engine` has
+    one, `replica` is true (None: inside `replica_reads`), this thread has no write open on
+    `engine`, and the replica has replayed the session's own last write (`Replica`); else
+    `engine`'s."""
+    wanted = _REPLICA_READS.get() if replica is None else replica
+    source = _REPLICAS.get(engine) if wanted else None
+    if source is None or id(engine) in (getattr(_OPEN_WRITES, "by_engine", None) or {}):
+        return engine.connect()
+    return source.connection(engine, _SESSION.get())
+
+
+# -- read replicas ------------------------------------------------------------------------------
+#: sessions whose last write's position is remembered, per process (the oldest are forgotten)
+REPLICA_SESSIONS = 10_000
+#: after the replica could not be reached, reads go to the primary for this long (seconds)
+REPLICA_RETRY_SECONDS = 5.0
+
+
+def _lsn(text: str | None) -> int | None:
+    """A PostgreSQL WAL position (`16/B374D848`) as a number; None stays None."""
+    if text is None:
+        return None
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+class Replica:
+    """The read replica of one primary engine (`database_read_url`), and read-your-writes.
+
+    After a write commits in a session (`session`), the primary's WAL position then
+    (`pg_current_wal_lsn()`, which is past the commit) is kept for that session. A read of the
+    session goes to the replica once the replica has replayed that far
+    (`pg_last_wal_replay_lsn()`; asked only while the session has a write the replica was not
+    yet seen to have replayed), else to the primary. Reads of sessions with no such write go to
+    the replica directly. A server that is not a standby (no replay position) counts as caught
+    up. When the replica cannot be reached, reads go to the primary for
+    `REPLICA_RETRY_SECONDS`."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._pending: OrderedDict[str, int] = OrderedDict()  # session -> LSN to wait for
+        self._replayed = 0  # the furthest replay position seen
+        self._down_until = 0.0
+        #: reads served: `replica`, `primary` (the session's writes not replayed yet), `down`
+        self.reads = {"replica": 0, "primary": 0, "down": 0}
+
+    def wrote(self, conn: Connection, session_key: str) -> None:
+        """Remember where the primary's WAL was after `session_key`'s write on `conn` commits."""
+        lsn = _lsn(conn.exec_driver_sql("SELECT pg_current_wal_lsn()::text").scalar())
+        if lsn is None:
+            return
+        with self._lock:
+            self._pending[session_key] = lsn
+            self._pending.move_to_end(session_key)
+            while len(self._pending) > REPLICA_SESSIONS:
+                self._pending.popitem(last=False)
+
+    def waits_for(self, session_key: str | None) -> int | None:
+        """The WAL position the replica must have replayed for this session's reads."""
+        if session_key is None:
+            return None
+        with self._lock:
+            needed = self._pending.get(session_key)
+            if needed is not None and needed <= self._replayed:
+                del self._pending[session_key]
+                return None
+            return needed
+
+    def _seen(self, replayed: int) -> None:
+        with self._lock:
+            self._replayed = max(self._replayed, replayed)
+
+    def connection(self, primary: Engine, session_key: str | None) -> Connection:
+        """A connection for a read of `session_key`: the replica's, or `primary`'s when the
+        replica has not replayed the session's last write or cannot be reached."""
+        if time.monotonic() < self._down_until:
+            self.reads["down"] += 1
+            return primary.connect()
+        needed = self.waits_for(session_key)
+        try:
+            conn = self.engine.connect()
+        except sa.exc.DBAPIError as exc:
+            self._down_until = time.monotonic() + REPLICA_RETRY_SECONDS
+            log.warning("the read replica cannot be reached, reading the primary: %s", exc.orig)
+            self.reads["down"] += 1
+            return primary.connect()
+        if needed is not None:
+            try:
+                text = conn.exec_driver_sql("SELECT pg_last_wal_replay_lsn()::text").scalar()
+                conn.commit()
+            except BaseException:
+                conn.close()
+                raise
+            replayed = _lsn(text)
+            if replayed is None:  # not a standby: nothing to wait for
+                replayed = needed
+            self._seen(replayed)
+            if replayed < needed:
+                conn.close()
+                self.reads["primary"] += 1
+                return primary.connect()
+        self.reads["replica"] += 1
+        return conn
+
+
+#: the read replica of each primary engine that has one
+_REPLICAS: weakref.WeakKeyDictionary[Engine, Replica] = weakref.WeakKeyDictionary()
+
+
+def replica_of(engine: Engine) -> Replica | None:
+    """The read replica of `engine` (`database_read_url`), or None."""
+    return _REPLICAS.get(engine)
+
+
+# -- planner statistics -------------------------------------------------------------------------
+# SQLite's ANALYZE reads whole indexes (no `analysis_limit`): a sample reads the first entries
+# of each index only, so it takes a low-cardinality column (`status`) for a selective one, and
+# `status=Active&sort=-_createdAt` then sorts every active row (741 ms instead of 1 ms at 1M
+# rows, benchmarks/lists.py). A full ANALYZE of a 1M-row table takes well under a second.
+#: a SQLite table is analysed again at start-up when it has grown this many times since
+SQLITE_REANALYSE_GROWTH = 10
+
+
+def analyse_stale(dbapi_conn: Any) -> list[str]:
+    """ANALYZE the SQLite tables (with indexes) that hold rows and have no statistics, or have
+    grown `SQLITE_REANALYSE_GROWTH`-fold since their last analysis (rows estimated by the
+    largest rowid); returns their names. What SQLite 3.46's `PRAGMA optimize=0x10002` does at
+    a connection's opening, for any SQLite version. Waits at most 2 s for the write lock, else
+    leaves them to the next start (logged)."""
+    cur = dbapi_conn.cursor()
+    try:
+        tables = [
+            r[0]
+            for r in cur.execute(
+                "SELECT DISTINCT tbl_name FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        if not tables:
+            return []
+        known: dict[str, int] = {}
+        if cur.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone():
+            for tbl, stat in cur.execute("SELECT tbl, stat FROM sqlite_stat1"):
+                head = str(stat or "").split(" ", 1)[0]
+                known[tbl] = max(known.get(tbl, 0), int(head) if head.isdigit() else 0)
+        stale = []
+        for name in tables:
+            try:
+                top = cur.execute(f'SELECT max(rowid) FROM "{name}"').fetchone()[0]
+            except sqlite3.OperationalError:  # a WITHOUT ROWID table
+                continue
+            if top and (name not in known or top >= SQLITE_REANALYSE_GROWTH * max(known[name], 1)):
+                stale.append(name)
+        if stale:
+            cur.execute("PRAGMA busy_timeout=2000")
+            try:
+                for name in stale:
+                    cur.execute(f'ANALYZE "{name}"')
+            except sqlite3.OperationalError as exc:  # locked by a writer, or read-only
+                log.info("planner statistics left for later (%s): %s", ", ".join(stale), exc)
+            finally:
+                cur.execute("PRAGMA busy_timeout=30000")
+        return stale
+    finally:
+        cur.close()
+
+
+def analyse(engine: Engine, tables: Iterable[str]) -> None:
+    """Refresh the planner statistics of `tables` (after a bulk load wrote them): `ANALYZE` of
+    each in one write transaction."""
+    names = sorted(set(tables))
+    if not names:
+        return
+    quote = engine.dialect.identifier_preparer.quote
+    with write(engine) as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE " + ", ".join(quote(n) for n in names))
+        else:
+            for name in names:
+                conn.exec_driver_sql(f"ANALYZE {quote(name)}")
 
 
 @dataclass

@@ -93,20 +93,15 @@ _CREATE_LOCK_KEY = 0x70726F67
 
 
 def create_tables(engine: Engine) -> None:
-    """Create the plugin's tables if missing, on a connection of its own (outside any write
-    transaction). On PostgreSQL processes take turns under an advisory lock, so concurrent first
-    uses do not race on the catalog."""
-    with engine.connect() as conn:
+    """Create the plugin's tables if missing, in a transaction of its own (outside any write
+    transaction). On PostgreSQL processes take turns under a transaction's advisory lock, so
+    concurrent first uses do not race on the catalog."""
+    with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _CREATE_LOCK_KEY})
-            try:
-                metadata.create_all(conn, checkfirst=True)
-            finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _CREATE_LOCK_KEY})
-            return
-        with conn.begin():
-            metadata.create_all(conn, checkfirst=True)
+            # held until this transaction ends (never a session's lock, which PgBouncer in
+            # transaction mode could leave on a server connection another client gets)
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK_KEY})
+        metadata.create_all(conn, checkfirst=True)
 
 
 def insert_for(conn: Connection, table: sa.Table) -> Any:

@@ -101,24 +101,19 @@ def signed_message(hash_: str) -> bytes:
 
 
 def ensure_table(engine: Engine) -> None:
-    """Create the checkpoint table if missing (once per process and engine), on a connection
-    of its own: PostgreSQL processes take turns under an advisory lock."""
+    """Create the checkpoint table if missing (once per process and engine), in a transaction
+    of its own: PostgreSQL processes take turns under a transaction's advisory lock."""
     if id(engine) in _ready:
         return
     with _ready_lock:
         if id(engine) in _ready:
             return
-        with engine.connect() as conn:
+        with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
-                try:
-                    _MD.create_all(conn, checkfirst=True)
-                finally:
-                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-            else:
-                with conn.begin():
-                    _MD.create_all(conn, checkfirst=True)
+                # held until this transaction ends (never a session's lock, which PgBouncer in
+                # transaction mode could leave on a server connection another client gets)
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+            _MD.create_all(conn, checkfirst=True)
         _ready.add(id(engine))
 
 

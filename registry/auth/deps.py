@@ -20,6 +20,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from open_registry.core import storage
 from open_registry.core.audit import chain as audit
 from open_registry.core.auth.access import Access, Policy
 from open_registry.core.auth.addresses import ClientAddresses
@@ -199,7 +200,9 @@ class AuthMiddleware:
             return
         state["principal"] = principal
         state["actor"] = principal.actor
-        await self.app(scope, receive, send)
+        # the caller's writes and reads, for the read replica's read-your-writes (storage)
+        with storage.session(None if principal is ANONYMOUS else principal.actor):
+            await self.app(scope, receive, send)
 
     async def _ours(self, token: str) -> Principal:
         """The principal of one of our tokens: checked here (signatures are cached), and in a

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import logging
 import multiprocessing
 import os
 import pickle
@@ -69,7 +70,12 @@ from open_registry.core.imports.rows import (
     neutralise_cell,
     plan_columns,
 )
-from open_registry.core.records import EntityService, pointed_values, redact_errors
+from open_registry.core.records import (
+    Defaults,
+    EntityService,
+    pointed_values,
+    redact_errors,
+)
 from open_registry.generators.formats import is_uuid
 from open_registry.generators.schema import Reference
 from open_registry.generators.validators import FieldError, RecordValidator
@@ -347,10 +353,18 @@ class _Preparer:
         self.field_index = {name: i for i, (name, _) in enumerate(plan.fields)}
         self.ids = IdMaker()
         self.fast: Callable[[list[str]], tuple[Any, ...] | None] | None = None
+        # the schema's defaults, for new records (an upsert's row may update: none there);
+        # a fast row that leaves a defaulted field empty takes the slow path, which fills it
+        self.defaults = Defaults({} if plan.records else plan.schema)
+        self.default_slots = [
+            self.field_index[n] for n in self.defaults.top if n in self.field_index
+        ]
         if plan.layout is not None and not plan.records and not plan.references:
             try:
                 self.fast = compile_row_function(plan.layout, plan.schema, conv_fields, convs)
             except Unsupported:
+                self.fast = None
+            if self.defaults.nested:
                 self.fast = None
         self.seen: list[set[Any]] = [set() for _ in plan.uniques]
         self.ids_seen: set[int] = set()
@@ -404,6 +418,7 @@ class _Preparer:
             builder = RecordBuilder(plan.layout)  # type: ignore[arg-type]
             id_index = plan.layout.id_index if plan.layout else -1
             fast = self.fast
+            slots = self.default_slots  # a row leaving one empty takes the slow path
             for n, cells in rows:
                 if isinstance(cells, LongRow):
                     yield n, False, ({}, [_long_row(cells)]), None
@@ -412,7 +427,7 @@ class _Preparer:
                     continue  # a blank line
                 if fast is not None:
                     values = fast(cells)
-                    if values is not None:
+                    if values is not None and not (slots and any(values[i] is None for i in slots)):
                         yield n, True, values, cells
                         continue
                 record, problems = builder.build(cells)
@@ -446,6 +461,7 @@ class _Preparer:
         """(errors, table values or None, the kept id) of a row off the fast path."""
         plan = self.plan
         rid = record.pop("id", None)
+        record.update(self.defaults.apply(record))  # in place: the caller reads references
         errs = [
             RowError(
                 n,
@@ -880,9 +896,23 @@ class Importer:
         finally:
             if hasattr(chunks, "close"):
                 chunks.close()
+        if not opts.dry_run and (res.inserted or res.updated):
+            self._analyse()
         res.elapsed = time.perf_counter() - start
         self._finish(plan)
         return res
+
+    def _analyse(self) -> None:
+        """Fresh planner statistics for the tables the import wrote (its entity's, the audit
+        log, the outbox), so that lists keep their plans as tables grow (docs/scaling.md). A
+        failure is logged: the rows are in."""
+        tables = self.db.metadata.tables
+        names = [self.service.table.name]
+        names += [n for n in ("registry_audit", "registry_outbox") if n in tables]
+        try:
+            storage.analyse(self.db.engine, names)
+        except sa.exc.DBAPIError as exc:
+            logging.getLogger("registry").warning("ANALYZE after the import failed: %s", exc.orig)
 
     def _progress(self, chunk: Chunk, start: float) -> None:
         res = self.result
