@@ -141,8 +141,8 @@ class DataKeys:
         )
 
 
-def write_key_file(path: Path, keys: DataKeys, *, replace: bool = False) -> bool:
-    """Write `keys` to `path`, readable by the owner only (mode 0600), in one step: another
+def write_secret_file(path: Path, data: bytes, *, replace: bool = False) -> bool:
+    """Write `data` to `path`, readable by the owner only (mode 0600), in one step: another
     process sees the old file or the new one. Without `replace` an existing file is kept (two
     processes starting at once agree on one key); returns whether the file was written."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,7 @@ def write_key_file(path: Path, keys: DataKeys, *, replace: bool = False) -> bool
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(keys.to_json())
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         if replace:
@@ -165,14 +165,26 @@ def write_key_file(path: Path, keys: DataKeys, *, replace: bool = False) -> bool
         tmp.unlink(missing_ok=True)
 
 
-def read_key_file(path: Path) -> DataKeys:
+def read_secret_file(path: Path, what: str, error: type[Exception]) -> bytes:
+    """The bytes of the key file `path` (`what`: "data key", ...); `error` naming the file when
+    it cannot be read, and a warning when other users may read it."""
     try:
         text = path.read_bytes()
     except OSError as exc:
-        raise DataKeyError(f"cannot read the data key file {path}: {exc.strerror}") from None
+        raise error(f"cannot read the {what} file {path}: {exc.strerror}") from None
     mode = path.stat().st_mode
     if mode & 0o077:
-        log.warning("the data key file %s can be read by other users (mode %o)", path, mode & 0o777)
+        log.warning("the %s file %s can be read by other users (mode %o)", what, path, mode & 0o777)
+    return text
+
+
+def write_key_file(path: Path, keys: DataKeys, *, replace: bool = False) -> bool:
+    """Write `keys` to `path` (`write_secret_file`)."""
+    return write_secret_file(path, keys.to_json(), replace=replace)
+
+
+def read_key_file(path: Path) -> DataKeys:
+    text = read_secret_file(path, "data key", DataKeyError)
     return DataKeys.from_json(text, str(path))
 
 

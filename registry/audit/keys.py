@@ -17,8 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
-import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from open_registry.core.crypto import read_secret_file, write_secret_file
 from open_registry.core.errors import RegistryError
 
 log = logging.getLogger("registry")
@@ -95,39 +94,17 @@ def key_path(data_dir: Path) -> Path:
 
 def _write_new(path: Path) -> bool:
     """Write a new key to `path` (mode 0600) unless a file is there; whether it was written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
+    return write_secret_file(path, pem)
 
 
 def read_key(path: Path) -> AuditKey:
     """The signing key in `path`."""
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise AuditKeyError(f"cannot read the audit key file {path}: {exc.strerror}") from None
-    mode = path.stat().st_mode
-    if mode & 0o077:
-        log.warning(
-            "the audit key file %s can be read by other users (mode %o)", path, mode & 0o777
-        )
+    text = read_secret_file(path, "audit key", AuditKeyError)
     try:
         private = serialization.load_pem_private_key(text, password=None)
     except (ValueError, TypeError):
