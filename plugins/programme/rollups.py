@@ -48,13 +48,13 @@ from open_registry.plugins.programme.runtime import (
     Programme,
 )
 from open_registry.plugins.programme.tables import (
-    MONTHLY,
     ROLLUP_KEYS,
     claim,
     fact,
     insert_for,
     rollup,
     rollup_delta,
+    rollup_rows,
 )
 
 TRACKED = (VACCINATION, CERTIFICATE, SIDE_EFFECT, APPOINTMENT)
@@ -70,29 +70,10 @@ _compacted: dict[int, float] = {}  # id(engine) -> when this process last compac
 _compacted_lock = threading.Lock()
 
 
-def _levels(deltas: Mapping[tuple[Any, ...], int]) -> list[dict[str, Any]]:
-    """Rows of `deltas` keyed `(rollup, day, program, k1..k4)` at the day level and the month
-    level (`<rollup>/m`, dated the 1st, which long periods read instead of every day), merged
-    and in key order."""
-    merged: dict[tuple[Any, ...], int] = {}
-    for key, n in deltas.items():
-        if not n:
-            continue
-        day = date.fromisoformat(key[1]) if isinstance(key[1], str) else key[1]
-        for level in ((key[0], day), (key[0] + MONTHLY, day.replace(day=1))):
-            full = (*level, *key[2:])
-            merged[full] = merged.get(full, 0) + n
-    return [
-        dict(zip(ROLLUP_KEYS, key, strict=True), n=n)
-        for key, n in sorted(merged.items())
-        if n
-    ]
-
-
 def add_deltas(conn: Connection, deltas: Mapping[tuple[Any, ...], int]) -> int:
     """Append `deltas` (and their month level) to the rollups' delta table: INSERTs only, so
     concurrent workers never wait on each other here. Returns the rows appended."""
-    rows = _levels(deltas)
+    rows = rollup_rows(deltas)
     for i in range(0, len(rows), 500):
         conn.execute(rollup_delta.insert(), rows[i : i + 500])
     return len(rows)

@@ -114,13 +114,10 @@ def insert_for(conn: Connection, table: sa.Table) -> Any:
 MONTHLY = "/m"  # suffix of a rollup's month level: its rows are dated the 1st of the month
 
 
-def add_to_rollups(conn: Connection, deltas: Mapping[tuple[Any, ...], int]) -> None:
-    """Add `n` to each rollup row keyed `(rollup, day, program, k1, k2, k3, k4)`, creating it,
-    and to the same row of the rollup's month level (`<rollup>/m`, dated the 1st), which long
-    periods read instead of every day.
-
-    Keys are applied in order, so concurrent workers lock rows in the same order (no deadlock).
-    """
+def rollup_rows(deltas: Mapping[tuple[Any, ...], int]) -> list[dict[str, Any]]:
+    """Rows of `deltas` keyed `(rollup, day, program, k1..k4)` at the day level and the month
+    level (`<rollup>/m`, dated the 1st, which long periods read instead of every day), merged,
+    without zeros, in key order."""
     merged: dict[tuple[Any, ...], int] = {}
     for key, n in deltas.items():
         if not n:
@@ -129,7 +126,19 @@ def add_to_rollups(conn: Connection, deltas: Mapping[tuple[Any, ...], int]) -> N
         for level in ((key[0], day), (key[0] + MONTHLY, day.replace(day=1))):
             full = (*level, *key[2:])
             merged[full] = merged.get(full, 0) + n
-    rows = [dict(zip(ROLLUP_KEYS, key, strict=True), n=n) for key, n in sorted(merged.items())]
+    return [
+        dict(zip(ROLLUP_KEYS, key, strict=True), n=n) for key, n in sorted(merged.items()) if n
+    ]
+
+
+def add_to_rollups(conn: Connection, deltas: Mapping[tuple[Any, ...], int]) -> None:
+    """Add `n` to each rollup row keyed `(rollup, day, program, k1, k2, k3, k4)`, creating it,
+    and to the same row of the rollup's month level (`<rollup>/m`, dated the 1st), which long
+    periods read instead of every day.
+
+    Keys are applied in order, so concurrent workers lock rows in the same order (no deadlock).
+    """
+    rows = rollup_rows(deltas)
     if not rows:
         return
     stmt = insert_for(conn, rollup)
