@@ -66,6 +66,15 @@ class ProgrammeConfig:
     monitoring_contact: str = ""
     #: verification counts are written at most this often (seconds) from each process
     verify_flush_seconds: int = 2
+    #: offline data entry (`offline.py`): the day's data carries at most this many recipients
+    #: (appointments today, then people vaccinated at the facility recently) ...
+    offline_max_recipients: int = 300
+    #: ... vaccinated there in the last this many days ...
+    offline_recent_days: int = 3
+    #: ... and at most this many of today's appointments
+    offline_max_appointments: int = 500
+    #: the page deletes the day's data it keeps (and people looked up) after this many hours
+    offline_max_age_hours: int = 12
 
     @classmethod
     def from_settings(cls, settings: Any) -> ProgrammeConfig:
@@ -100,6 +109,11 @@ class ProgrammeConfig:
             )
         parse_timezone(self.timezone)
         self.bands  # noqa: B018 - checks the age bands
+        for name in ("offline_max_recipients", "offline_recent_days", "offline_max_age_hours"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"plugins.programme.{name} must be at least 1")
+        if self.offline_max_appointments < 0:
+            raise ConfigError("plugins.programme.offline_max_appointments must be 0 or more")
 
     @property
     def tz(self) -> tzinfo:

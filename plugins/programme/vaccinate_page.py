@@ -49,6 +49,7 @@ from open_registry.generators.formdata import form_to_json
 from open_registry.plugins.programme import access, counters
 from open_registry.plugins.programme.dashboard import _move_first
 from open_registry.plugins.programme.enrolment import phone_digits
+from open_registry.plugins.programme.offline import add_offline_routes, offline_person
 from open_registry.plugins.programme.runtime import (
     APPOINTMENT,
     RECIPIENT,
@@ -438,6 +439,7 @@ def add_vaccinate_page(app: FastAPI, registry: Any) -> None:  # noqa: C901
             gender_of=lambda g: genders.get(str(g), str(g)),
             program_name=program_name,
             facility_name=facility_name,
+            offline_person=offline_person(person, form_values) if person else None,
             new_url=here
             + "?"
             + urlencode({"new": "1", **({"facility": facility} if facility else {})}),
@@ -490,6 +492,7 @@ def add_vaccinate_page(app: FastAPI, registry: Any) -> None:  # noqa: C901
         )
 
     ui.route(PAGE, ["GET", "POST"], RULE)(vaccinate_page)
+    add_offline_routes(app, registry, prefix, registry.settings.title)  # offline.py
     _move_first(app, {"ui:vaccinate_page"})
     today = f"{prefix}/appointments/today"
 

@@ -1,0 +1,257 @@
+"""Offline data entry on `/ui/vaccinate` in a real browser (Debian's Chromium, Playwright).
+
+A facility staff member opens the page online (the service worker keeps the app shell, the page
+keeps the day's data) and looks up two people; the server is then stopped (Playwright's
+`set_offline` does not cover service workers), the page reloads from the service worker and,
+offline, a person is enrolled and three doses recorded (the new person, and the two looked up);
+an invalid entry is refused in the browser first. The page is reloaded (the queue is kept),
+the server restarted on the same port, one batch set to 0 doses meanwhile, and "Sync now" sends
+the queue: the recipient, then the three doses; the dose of the used-up batch is refused with
+the server's reason next to the batch, fixed and resent. The server then holds three
+vaccinations and three certificates, none twice, also after an entry is sent again with its key
+(a reload that lost the answer). The page weight of the offline app is printed.
+
+Skips locally without Chromium or Playwright, fails in CI (as `tests/registry/test_ui_browser.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cli.test_serve import free_port
+from tests.plugins.programme.vaccinate_server import BATCH, FACILITY, PASSWORD, STAFF
+from tests.registry.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, SignedIn, _missing
+
+ROOT = Path(__file__).resolve().parents[3]
+PEOPLE = json.loads((ROOT / "registry" / "demo" / "recipient.json").read_text())
+OTHER_BATCH = "LOT-OFFLINE-B"
+FACTORY = "tests.plugins.programme.vaccinate_server:build"
+
+pytestmark = pytest.mark.browser
+
+
+@contextmanager
+def running(port: int, folder: Path, env: dict[str, str]) -> Iterator[str]:
+    """The vaccinate server on `port` until the block ends (its data stays in `folder`)."""
+    log = (folder / "server.log").open("a")
+    proc = subprocess.Popen(
+        [*(sys.executable, "-m", "uvicorn", "--factory", FACTORY), "--port", str(port)],
+        cwd=folder,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, (folder / "server.log").read_text()
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture
+def place(tmp_path: Path) -> tuple[int, Path, dict[str, str]]:
+    problem = _missing()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests are required in CI: {problem}")
+        pytest.skip(problem)
+    env = {**os.environ, "REGISTRY_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
+    env.pop("REGISTRY_DATABASE_URL", None)
+    return free_port(), tmp_path, env
+
+
+def admin(base: str) -> httpx.Client:
+    token = httpx.post(
+        f"{base}/api/v1/auth/login", json={"username": "ui-admin", "password": PASSWORD}
+    ).json()["access_token"]
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def ready(pg: Any) -> None:
+    pg.wait_for_selector("#offline[data-ready=true]", state="attached")
+
+
+def choose(pg: Any, label: str) -> None:
+    pg.select_option("#off-v-batch", label)
+    pg.dispatch_event("#off-v-batch", "change")
+
+
+def weight(pg: Any) -> dict[str, int]:
+    """Bytes of the app shell in Cache Storage and of the day's data kept in IndexedDB."""
+    return pg.evaluate(
+        """async () => {
+            let shell = 0;
+            for (const name of await caches.keys()) {
+                const cache = await caches.open(name);
+                for (const req of await cache.keys()) {
+                    shell += (await (await cache.match(req)).arrayBuffer()).byteLength;
+                }
+            }
+            const db = await new Promise((ok) => {
+                const r = indexedDB.open("registry-offline"); r.onsuccess = () => ok(r.result);
+            });
+            const data = await new Promise((ok) => {
+                const r = db.transaction("kv").objectStore("kv").get("data");
+                r.onsuccess = () => ok(r.result.v);
+            });
+            return {shell, data: new Blob([JSON.stringify(data)]).size};
+        }"""
+    )
+
+
+def test_offline_enrol_and_three_doses_then_sync(place: Any):
+    from playwright.sync_api import sync_playwright
+
+    port, folder, env = place
+    people = PEOPLE[20:22]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            with running(port, folder, env) as base, admin(base) as api:
+                expiry = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 200 * 86400))
+                lot = {"facility": FACILITY, "vaccine": "CVX-AV", "batch": OTHER_BATCH}
+                made = api.post("/api/v1/stock", json={**lot, "quantity": 20, "expiry": expiry})
+                assert made.status_code == 201, made.text
+                other_lot = made.json()["id"]
+                context = SignedIn(browser, base, STAFF).new_context(locale="en-GB")
+                pg = context.new_page()
+                pg.set_default_timeout(20_000)
+                pg.goto(f"{base}/ui/vaccinate")
+                ready(pg)
+                assert pg.evaluate("navigator.serviceWorker.ready.then(() => true)")
+                for person in people:  # looked up online: kept for the day
+                    pg.goto(f"{base}/ui/vaccinate?recipient={person['id']}")
+                    ready(pg)
+                pg.goto(f"{base}/ui/vaccinate")  # under the service worker now: saved
+                ready(pg)
+                assert pg.get_attribute("#offline", "data-mode") is None
+            # -- the server is gone ----------------------------------------------------------
+            pg.reload()
+            ready(pg)
+            assert pg.get_attribute("#offline", "data-mode") == "offline"
+            assert pg.is_hidden("#find-title")  # the server's own form needs the server
+            # a new person: first refused by the browser (identity too short, no gender)
+            pg.click("#off-new")
+            pg.fill("#off-p-name", "Offline Person")
+            pg.fill("#off-p-dob", "1990-04-05")
+            pg.fill("#off-p-identity", "ab")
+            choose(pg, BATCH)
+            pg.click("#off-save")
+            errors = pg.inner_text("#off-form")
+            assert "must be at least 3 characters" in errors and "is required" in errors
+            assert pg.inner_text("#queue-count") == "0"
+            pg.fill("#off-p-identity", "did:example:offline:1")
+            pg.select_option("#off-p-gender", "Female")
+            pg.click("#off-save")
+            pg.wait_for_selector("#queue > li >> nth=1")
+            # two people looked up online: one with the batch about to be used up
+            for person, batch in ((people[0], OTHER_BATCH), (people[1], BATCH)):
+                pg.fill("#off-q", person["name"])
+                pg.click(f"button[data-person='{person['id']}']")
+                choose(pg, batch)
+                assert pg.input_value("#off-v-dose") == "1"
+                assert pg.input_value("#off-v-totalDoses") == "2"
+                pg.click("#off-save")
+                pg.wait_for_selector("#off-form", state="hidden")
+            assert pg.inner_text("#queue-count") == "4"  # a recipient and three doses
+            assert pg.inner_text("#sync-count") == "Awaiting sync: 4"
+            pg.reload()  # still offline: the queue is kept
+            ready(pg)
+            assert pg.inner_text("#queue-count") == "4"
+            assert pg.locator("#queue > li[data-state=waiting]").count() == 4
+            shown = weight(pg)
+            # -- back online; the other batch used up meanwhile --------------------------------
+            with running(port, folder, env) as base, admin(base) as api:
+                lot_now = api.get(f"/api/v1/stock/{other_lot}").json()
+                cut = {k: v for k, v in lot_now.items() if not k.startswith("_") and k != "id"}
+                put = api.put(f"/api/v1/stock/{other_lot}", json={**cut, "quantity": 0})
+                assert put.status_code == 200, put.text
+                pg.click("#sync-now")
+                pg.wait_for_selector("#offline[data-synced]", state="attached")
+                assert pg.locator("#queue > li[data-state=saved]").count() == 3
+                refused = pg.locator("#queue > li[data-state=refused]")
+                assert refused.count() == 1
+                assert "used up" in refused.locator("[data-field=batch] .error").inner_text()
+                assert pg.inner_text("#queue-count") == "1"
+                refused.locator("select[name=batch]").select_option(BATCH)
+                refused.locator("button[type=submit]").click()
+                pg.wait_for_selector("#queue > li[data-state=refused]", state="detached")
+                pg.locator("#queue > li[data-state=saved]").nth(3).wait_for()
+                assert pg.inner_text("#queue-count") == "0"
+                links = pg.eval_on_selector_all(
+                    "#queue a.certificate", "els => els.map(e => e.getAttribute('href'))"
+                )
+                assert len(links) == 3
+                # an entry sent again with its key (its answer lost to a reload): a replay
+                pg.evaluate(
+                    """async () => new Promise((ok) => {
+                        const r = indexedDB.open("registry-offline");
+                        r.onsuccess = () => {
+                            const t = r.result.transaction("queue", "readwrite");
+                            const s = t.objectStore("queue");
+                            s.getAll().onsuccess = (ev) => {
+                                const dose = ev.target.result.find((e) => e.kind === "vaccination");
+                                dose.state = "pending";
+                                s.put(dose).onsuccess = () => ok(true);
+                            };
+                        };
+                    })"""
+                )
+                pg.reload()  # opens online with a pending entry: syncs at once
+                ready(pg)
+                pg.locator("#queue > li[data-state=saved]").nth(3).wait_for()
+                offline_person = api.get(
+                    "/api/v1/recipient", params={"name": "Offline Person"}
+                ).json()["items"]
+                assert len(offline_person) == 1
+                ids = [offline_person[0]["id"], *(person["id"] for person in people)]
+                doses = []
+                for rid in ids:
+                    doses += api.get("/api/v1/vaccination", params={"recipient": rid}).json()[
+                        "items"
+                    ]
+                assert sorted(d["recipient"] for d in doses) == sorted(ids)  # none twice
+                assert {d["batch"] for d in doses} == {BATCH}
+                assert sorted(f"/ui/vaccination/{d['id']}/certificate" for d in doses) == sorted(
+                    links
+                )
+                deadline = time.monotonic() + 30
+                while True:  # the server's worker issues the certificates
+                    certs = [
+                        c
+                        for rid in ids
+                        for c in api.get("/api/v1/certificate", params={"recipient": rid}).json()[
+                            "items"
+                        ]
+                    ]
+                    if len(certs) >= 3 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.3)
+                assert sorted(c["vaccination"] for c in certs) == sorted(d["id"] for d in doses)
+                print(f"\noffline app weight: shell {shown['shell']} B, data {shown['data']} B")
+        finally:
+            browser.close()
