@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.plugins.certificates import test_verify_page_browser as verify_page
 from tests.plugins.programme.vaccinate_server import ADMIN, STAFF
 from tests.registry.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, SignedIn, _missing
 from tests.uvicorn_server import serve
@@ -121,9 +122,21 @@ def test_staff_record_a_dose_then_a_facility_admin_revokes_it(
     admin.locator(".cert-status.revoked").wait_for()
     assert "recorded for the wrong person" in admin.locator(".cert-status").inner_text()
     credential = json.loads(admin.locator(".cert-json pre").text_content())
+    # the QR picture the page shows, as the person holding the certificate would have it
+    src = admin.locator(".cert-qr img").get_attribute("src") or ""
+    qr = admin.request.get(src if "://" in src else server + src)
+    assert qr.ok and qr.body().startswith(b"\x89PNG")
+    (tmp_path / "qr.png").write_bytes(qr.body())
     admin.context.close()
     verdict = httpx.post(f"{server}/api/v1/verify", json={"credential": credential}).json()
     assert verdict["status"] == "REVOKED"
+    # anyone's /verify page reads the picture and says REVOKED (helpers of its own test)
+    verifier = chromium.new_page()
+    verify_page.open_page(verifier, f"{server}/verify")
+    seen = verify_page.picture(verifier, tmp_path / "qr.png")
+    assert seen["status"] == "REVOKED", seen
+    assert "revoked" in seen["reason"].lower()  # the reason stays with the registry
+    verifier.context.close()
 
 
 def test_the_same_in_hindi_at_360px(chromium: Any, server: str, tmp_path: Path):
