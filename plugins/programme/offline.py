@@ -23,7 +23,8 @@ IndexedDB and sends them through the JSON API with their `Idempotency-Key` (see 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,53 @@ KEYWORDS = frozenset(
         "maxItems",
         "format",
     }
+)
+#: the offline form's own texts: `offline.<key>` in the registry's catalogs
+#: (`registry/locales/*.json`), given to the page in the visitor's language (`offline_texts`)
+TEXT_KEYS = (
+    "status",
+    "queue_title",
+    "sync_now",
+    "clear_saved",
+    "no_data",
+    "record_at",
+    "find",
+    "enrol",
+    "enrolled_offline",
+    "nobody",
+    "new_person",
+    "name",
+    "dob",
+    "gender",
+    "identity",
+    "phone",
+    "female",
+    "male",
+    "other",
+    "save",
+    "saved_here",
+    "badge",
+    "enrol_entry",
+    "dose_entry",
+    "dose_of_entry",
+    "saved",
+    "refused",
+    "waiting",
+    "waits_person",
+    "certificate",
+    "resend",
+    "discard",
+    "discard_confirm",
+    "session_ended",
+    "sign_in",
+    "dropped",
+    "busy",
+    "no_answer",
+    "sending",
+    "done",
+    "done_refused",
+    "sign_out_confirm",
+    "unavailable",
 )
 #: a recipient's fields the day's data carries (never private ones)
 PERSON_FIELDS = ("name", "gender", "enrollmentCode")
@@ -140,6 +188,9 @@ class DayData:
             },
             "savedAt": now.isoformat().replace("+00:00", "Z"),
             "day": today.isoformat(),
+            # the browser writes and shows dates in the programme's time zone, not its own
+            "timezone": self.config.timezone,
+            "utcOffset": _offset_minutes(now.astimezone(self.config.tz)),
             "maxAgeHours": self.config.offline_max_age_hours,
             "batches": batches,
             "programs": programs,
@@ -210,9 +261,23 @@ class DayData:
         return appointments, people
 
 
+def _offset_minutes(local: datetime) -> int:
+    """Minutes east of UTC of an aware local time."""
+    offset = local.utcoffset()
+    return int(offset.total_seconds() // 60) if offset is not None else 0
+
+
 def _total(vaccine: dict[str, Any]) -> int:
     intervals = vaccine.get("doseIntervals")
     return len(intervals) + 1 if isinstance(intervals, list) else 1
+
+
+def offline_texts(t: Callable[..., str]) -> dict[str, str]:
+    """The offline form's texts in the page's language (`t`, the page's translator), with
+    their `{placeholders}` left for the browser to fill in; `batch` is the batch choice."""
+    texts = {key: t(f"offline.{key}") for key in TEXT_KEYS}
+    texts["batch"] = t("vaccinate.batch_option")
+    return texts
 
 
 def manifest(prefix: str, name: str) -> dict[str, Any]:
@@ -304,6 +369,9 @@ def add_offline_routes(app: FastAPI, registry: Any, prefix: str, site_title: str
     """Mount the offline routes ahead of `/ui/{entity}`."""
     from open_registry.plugins.programme.dashboard import _move_first
 
+    ui = getattr(app.state, "ui", None)
+    if ui is not None:  # the vaccinate page hands its texts to app.js (data-texts)
+        ui.env.globals["offline_texts"] = offline_texts
     for route in offline_routes(registry, prefix, site_title).routes:
         app.router.routes.append(route)
     _move_first(

@@ -7,9 +7,12 @@ manifest and files, and what the vaccinate page adds for facility staff. The bro
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +20,14 @@ from fastapi.testclient import TestClient
 
 from open_registry.core import Settings
 from open_registry.plugins.programme.config import ConfigError, ProgrammeConfig
-from open_registry.plugins.programme.offline import validation_schema
+from open_registry.plugins.programme.offline import TEXT_KEYS, validation_schema
+from open_registry.plugins.programme.scheduling import DAYS
 from tests.authn import auth_headers
-from tests.plugins.programme.conftest import FACILITY, OTHER_FACILITY, Ops, make_ops
+from tests.plugins.programme.conftest import FACILITY, OTHER_FACILITY, Ops, make_ops, today
 
 BATCH = "LOT-OFF-1"
 DATA = "/ui/offline/data"
+LOCALES = Path(__file__).resolve().parents[3] / "registry" / "locales"
 
 
 @pytest.fixture
@@ -155,3 +160,74 @@ def test_validation_schema_keeps_validation_keywords_only():
         "properties": {"title": {"type": "string", "maxLength": 3}},
         "required": ["title"],
     }
+
+
+def test_todays_appointments_at_the_facility_are_in_the_days_data(day: Ops):
+    """An appointment today at the staff member's facility is in the day's data with its
+    person (ahead of the recently vaccinated); one at another facility, or on another day, is
+    not."""
+    booked = day.people[4]  # type: ignore[attr-defined]
+    elsewhere, tomorrow = day.people[3], day.people[2]  # type: ignore[attr-defined]
+    now = today()
+    for facility in (FACILITY, OTHER_FACILITY):
+        day.schedule(facility=facility, days=list(DAYS))
+    for person, facility, when, slot in (
+        (booked, FACILITY, now, "09:30"),
+        (elsewhere, OTHER_FACILITY, now, "10:00"),
+        (tomorrow, FACILITY, now + timedelta(days=1), "11:00"),
+    ):
+        body = {
+            "recipient": person["id"],
+            "program": "COVID19-2026",
+            "dose": 1,
+            "facility": facility,
+            "date": when.isoformat(),
+            "slot": slot,
+            "status": "Booked",
+        }
+        day.post("/api/v1/appointment", body, 201)
+    data = client(day, "facility-staff", facility=FACILITY).get(DATA).json()
+    assert data["appointments"] == [
+        {
+            "recipient": booked["id"],
+            "program": "COVID19-2026",
+            "dose": 1,
+            "slot": "09:30",
+            "status": "Booked",
+        }
+    ]
+    # the person booked today comes first, within offline_max_recipients (2)
+    assert data["recipients"][0]["id"] == booked["id"] and len(data["recipients"]) == 2
+    assert elsewhere["id"] not in {p["id"] for p in data["recipients"]}
+    other = client(day, "facility-staff", facility=OTHER_FACILITY).get(DATA).json()
+    assert [a["recipient"] for a in other["appointments"]] == [elsewhere["id"]]
+
+
+def test_the_days_data_carries_the_programmes_time_zone(settings: Settings):
+    """The browser writes dates in the programme's time zone, not its own: the day's data
+    names the zone and its offset now (minutes east of UTC)."""
+    for ops in make_ops(settings, timezone="+05:30"):
+        ops.activate()
+        shift = timedelta(minutes=330)
+        before = (datetime.now(UTC) + shift).date().isoformat()
+        data = client(ops, "facility-staff", facility=FACILITY).get(DATA).json()
+        after = (datetime.now(UTC) + shift).date().isoformat()
+        assert data["timezone"] == "+05:30" and data["utcOffset"] == 330
+        assert data["day"] in {before, after}  # the programme's day, not the server's
+
+
+def test_the_offline_texts_follow_the_pages_language(day: Ops):
+    """The offline form's own texts come from the registry's catalogs, in the page's language:
+    the queue's heading and buttons in the HTML, the rest in `data-texts` for app.js."""
+    staff = client(day, "facility-staff", facility=FACILITY)
+    for lang in ("hi", "fr", "en"):
+        catalog = json.loads((LOCALES / f"{lang}.json").read_text(encoding="utf-8"))
+        page = staff.get("/ui/vaccinate", params={"lang": lang}).text
+        assert f'id="sync-now">{catalog["offline.sync_now"]}<' in page
+        found = re.search(r'data-texts="([^"]+)"', page)
+        assert found is not None
+        texts = json.loads(html.unescape(found.group(1)))
+        assert set(texts) == {*TEXT_KEYS, "batch"}
+        assert texts["status"] == catalog["offline.status"]
+        assert texts["batch"] == catalog["vaccinate.batch_option"]
+        assert all(texts[k] != f"offline.{k}" for k in TEXT_KEYS)  # every key is translated

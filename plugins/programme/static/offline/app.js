@@ -28,6 +28,7 @@
   var api = root.getAttribute("data-api");
   var user = root.getAttribute("data-user");
   var labels = JSON.parse(root.getAttribute("data-labels") || "{}");
+  var texts = JSON.parse(root.getAttribute("data-texts") || "{}");
   var DB = "registry-offline";
   var MAX_LOOKED = 50;
   var db = null, data = null, looked = [], queue = [], syncing = false, online = true;
@@ -97,18 +98,24 @@
     return n;
   }
   function label(name, fallback) { return labels[name] || fallback; }
+  /* The page's own texts (`offline.<key>` of the registry's catalogs, in the page's language),
+     `{name}` placeholders filled in from `params`. */
+  function tr(key, params) {
+    var text = texts[key] || key;
+    return text.replace(/\{(\w+)\}/g, function (all, name) { return params && name in params ? String(params[name]) : all; });
+  }
   function byId(id) { return document.getElementById(id); }
   function say(text) { byId("sync-message").textContent = text; }
 
   // -- what an entry's fields are ------------------------------------------------------------
   function personFields() {
     return [
-      { name: "name", label: label("p.name", "Name"), type: "text", required: true },
-      { name: "dob", label: label("p.dob", "Date of birth"), type: "date", required: true },
-      { name: "gender", label: label("p.gender", "Gender"), type: "select", required: true,
-        options: [["Female", "Female"], ["Male", "Male"], ["Other", "Other"]] },
-      { name: "identity", label: label("p.identity", "Identity"), type: "text", required: true },
-      { name: "phone", label: label("p.phone", "Mobile number"), type: "tel" },
+      { name: "name", label: tr("name"), type: "text", required: true },
+      { name: "dob", label: tr("dob"), type: "date", required: true },
+      { name: "gender", label: tr("gender"), type: "select", required: true,
+        options: [["Female", tr("female")], ["Male", tr("male")], ["Other", tr("other")]] },
+      { name: "identity", label: tr("identity"), type: "text", required: true },
+      { name: "phone", label: tr("phone"), type: "tel" },
     ];
   }
 
@@ -116,7 +123,7 @@
     var d = data || { batches: [], programs: [], vaccinators: [] };
     return [
       { name: "batch", label: label("batch", "Batch"), type: "select", required: true,
-        options: d.batches.map(function (b) { return [b.batch, (b.vaccine_name || b.vaccine) + " · " + b.batch + " · " + leftOf(b) + " left · expires " + b.expiry]; }) },
+        options: d.batches.map(function (b) { return [b.batch, tr("batch", { vaccine: b.vaccine_name || b.vaccine, batch: b.batch, left: leftOf(b), expiry: b.expiry })]; }) },
       { name: "program", label: label("program", "Programme"), type: "select",
         options: d.programs.map(function (p) { return [p.code, p.name]; }) },
       { name: "dose", label: label("dose", "Dose"), type: "number" },
@@ -166,17 +173,49 @@
       var v = input ? input.value.trim() : "";
       if (v === "") return;
       if (f.type === "number") out[f.name] = /^-?\d+$/.test(v) ? parseInt(v, 10) : v;
-      else if (f.type === "datetime-local") out[f.name] = isNaN(Date.parse(v)) ? v : new Date(v).toISOString();
+      else if (f.type === "datetime-local") out[f.name] = instantOf(v);
       else out[f.name] = v;
     });
     return out;
   }
 
+  // -- dates: the programme's time zone (the day's data), not the browser's -------------------
+  var zoneFormat = null;
+  function zoneOffset(ms) {
+    /* Minutes east of UTC in the programme's zone at the instant `ms`: its IANA name through
+       Intl when the browser knows it, else the offset the server sent, else the browser's. */
+    var zone = data && data.timezone;
+    if (zone && /\//.test(zone)) {
+      try {
+        if (!zoneFormat || zoneFormat.zone !== zone) {
+          zoneFormat = { zone: zone, fmt: new Intl.DateTimeFormat("en-US", { timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" }) };
+        }
+        var p = {};
+        zoneFormat.fmt.formatToParts(new Date(ms)).forEach(function (x) { p[x.type] = parseInt(x.value, 10); });
+        var wall = Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute);
+        return Math.round((wall - Math.floor(ms / 60000) * 60000) / 60000);
+      } catch (err) { /* an unknown zone: the offset below */ }
+    }
+    if (data && typeof data.utcOffset === "number") return data.utcOffset;
+    return -new Date(ms).getTimezoneOffset();
+  }
+
+  /* A `datetime-local` value for an instant (now without one), in the programme's zone. */
   function localInput(iso) {
-    var d = iso ? new Date(iso) : new Date();
-    if (isNaN(d)) return "";
-    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
-    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" + pad(d.getMinutes());
+    var ms = iso ? Date.parse(iso) : Date.now();
+    if (isNaN(ms)) return "";
+    return new Date(ms + zoneOffset(ms) * 60000).toISOString().slice(0, 16);
+  }
+
+  /* A `datetime-local` value, read in the programme's zone, as an RFC 3339 instant (as the
+     server's form does); anything else is left for the validator to refuse. */
+  function instantOf(text) {
+    var m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?$/.exec(text);
+    if (!m) return text;
+    var wall = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +(m[6] || 0));
+    var guess = wall - zoneOffset(wall) * 60000;
+    var ms = wall - zoneOffset(guess) * 60000;
+    return isNaN(ms) ? text : new Date(ms).toISOString();
   }
 
   // -- people ----------------------------------------------------------------------------------
@@ -213,16 +252,16 @@
     var box = byId("offline-entry");
     box.textContent = "";
     if (!data) {
-      box.appendChild(el("p", { class: "error", text: "The day's data is not on this device: open this page once while online to record offline." }));
+      box.appendChild(el("p", { class: "error", id: "off-no-data", text: tr("no_data") }));
       return;
     }
-    box.appendChild(el("h2", { text: "Record offline at " + data.facility.name }));
+    box.appendChild(el("h2", { text: tr("record_at", { facility: data.facility.name }) }));
     var find = el("div", { class: "field" }, [
-      el("label", { for: "off-q", text: "Find a person (name or enrolment code)" }),
+      el("label", { for: "off-q", text: tr("find") }),
       el("input", { id: "off-q", type: "search", autocomplete: "off", maxlength: "100" }),
     ]);
     var found = el("ul", { id: "off-found", class: "found" });
-    var enrol = el("button", { type: "button", id: "off-new", text: "Enrol a new person" });
+    var enrol = el("button", { type: "button", id: "off-new", text: tr("enrol") });
     box.appendChild(find); box.appendChild(found); box.appendChild(enrol);
     var form = el("form", { id: "off-form", class: "record dose", novalidate: true });
     form.hidden = true;
@@ -240,11 +279,11 @@
     people().filter(function (p) {
       return (p.name || "").toLowerCase().indexOf(q) >= 0 || (p.enrollmentCode || "").toLowerCase() === q;
     }).slice(0, 10).forEach(function (p) {
-      var b = el("button", { type: "button", class: "pick", "data-person": p.id, text: p.name + (p.born ? " · " + p.born : "") + (p.enrollmentCode ? " · " + p.enrollmentCode : "") + (p.queued ? " · enrolled offline" : "") });
+      var b = el("button", { type: "button", class: "pick", "data-person": p.id, text: p.name + (p.born ? " · " + p.born : "") + (p.enrollmentCode ? " · " + p.enrollmentCode : "") + (p.queued ? " · " + tr("enrolled_offline") : "") });
       b.addEventListener("click", function () { choose(p); });
       list.appendChild(el("li", {}, [b]));
     });
-    if (!list.children.length) list.appendChild(el("li", { class: "none", text: "Nobody found on this device." }));
+    if (!list.children.length) list.appendChild(el("li", { class: "none", text: tr("nobody") }));
   }
 
   function choose(person) {
@@ -253,7 +292,7 @@
     form.textContent = "";
     form.hidden = false;
     if (person === "new") {
-      var group = el("fieldset", { class: "group" }, [el("legend", { text: "New person" })]);
+      var group = el("fieldset", { class: "group" }, [el("legend", { text: tr("new_person") })]);
       personFields().forEach(function (f) { group.appendChild(inputFor(f, "", "off-p-")); });
       form.appendChild(group);
     } else {
@@ -264,7 +303,7 @@
     batch.addEventListener("change", function () { fillDefaults(form); });
     if (data.batches.length === 1) { batch.value = data.batches[0].batch; }
     fillDefaults(form);
-    form.appendChild(el("div", { class: "actions" }, [el("button", { type: "submit", class: "primary", id: "off-save", text: "Save on this device" })]));
+    form.appendChild(el("div", { class: "actions" }, [el("button", { type: "submit", class: "primary", id: "off-save", text: tr("save") })]));
     (form.querySelector("input,select") || form).focus();
   }
 
@@ -309,7 +348,7 @@
       chosen = null;
       form.hidden = true; form.textContent = "";
       byId("off-q").value = ""; byId("off-found").textContent = "";
-      say("Saved on this device: " + name + ". It will be sent when the registry answers.");
+      say(tr("saved_here", { name: name }));
       renderQueue();
     });
   }
@@ -327,14 +366,15 @@
       badge = el("a", { id: "sync-count", class: "sync-count", href: "#offline" });
       nav.insertBefore(badge, nav.firstChild);
     }
-    badge.textContent = "Awaiting sync: " + n;
+    badge.textContent = tr("badge", { n: n });
     badge.hidden = n === 0;
   }
 
   function describe(e) {
     var b = e.body;
-    if (e.kind === "recipient") return "Enrol " + (b.name || "?") + (b.dob ? " (" + b.dob + ")" : "");
-    return "Dose " + (b.dose || "?") + (b.totalDoses ? " of " + b.totalDoses : "") + " for " + e.label + " · batch " + (b.batch || "?") + " · " + (b.date || "").slice(0, 16).replace("T", " ");
+    if (e.kind === "recipient") return tr("enrol_entry", { name: (b.name || "?") + (b.dob ? " (" + b.dob + ")" : "") });
+    var params = { dose: b.dose || "?", total: b.totalDoses, name: e.label, batch: b.batch || "?", date: b.date ? localInput(b.date).replace("T", " ") : "" };
+    return tr(b.totalDoses ? "dose_of_entry" : "dose_entry", params);
   }
 
   function renderQueue() {
@@ -343,11 +383,11 @@
     queue.slice().sort(function (a, b) { return a.seq - b.seq; }).forEach(function (e) {
       var state = e.state === "saved" ? "saved" : e.state === "refused" ? "refused" : "waiting";
       var item = el("li", { class: "entry " + state, "data-state": state, "data-kind": e.kind, "data-seq": e.seq }, [
-        el("span", { class: "what", text: describe(e) }), el("span", { class: "state", text: " — " + (state === "saved" ? "saved" : state === "refused" ? "refused" : (e.note || "awaiting sync")) }),
+        el("span", { class: "what", text: describe(e) }), el("span", { class: "state", text: " — " + tr(state === "waiting" && e.note ? e.note : state) }),
       ]);
       if (e.state === "saved" && e.kind === "vaccination") {
         item.appendChild(document.createTextNode(" "));
-        item.appendChild(el("a", { class: "certificate", href: prefix + "/vaccination/" + encodeURIComponent(e.serverId) + "/certificate", text: "Certificate" }));
+        item.appendChild(el("a", { class: "certificate", href: prefix + "/vaccination/" + encodeURIComponent(e.serverId) + "/certificate", text: tr("certificate") }));
       }
       if (e.state === "refused") item.appendChild(fixForm(e));
       list.appendChild(item);
@@ -364,8 +404,8 @@
       var v = e.body[f.name];
       form.appendChild(inputFor(f, f.type === "datetime-local" ? localInput(v) : v, "fix-" + e.seq + "-"));
     });
-    var resend = el("button", { type: "submit", class: "primary", text: "Resend" });
-    var discard = el("button", { type: "button", class: "discard", text: "Discard" });
+    var resend = el("button", { type: "submit", class: "primary", text: tr("resend") });
+    var discard = el("button", { type: "button", class: "discard", text: tr("discard") });
     form.appendChild(el("div", { class: "actions" }, [resend, discard]));
     showErrors(form, e.errors || []);
     form.addEventListener("submit", function (ev) {
@@ -387,7 +427,7 @@
     });
     discard.addEventListener("click", function () {
       var gone = [e].concat(e.kind === "recipient" ? queue.filter(function (x) { return x.kind === "vaccination" && x.body.recipient === e.localId && x.state !== "saved"; }) : []);
-      if (gone.length > 1 && !window.confirm("Discard this person and their " + (gone.length - 1) + " dose(s)?")) return;
+      if (gone.length > 1 && !window.confirm(tr("discard_confirm", { n: gone.length - 1 }))) return;
       Promise.all(gone.map(dropEntry)).then(loadQueue).then(renderQueue);
     });
     return form;
@@ -396,8 +436,8 @@
   // -- sync ------------------------------------------------------------------------------------
   function needSignIn() {
     var box = byId("sync-message");
-    box.textContent = "Your session has ended: sign in to send the entries waiting on this device (they are kept). ";
-    box.appendChild(el("a", { id: "sync-sign-in", href: prefix + "/login?next=" + encodeURIComponent(prefix + "/vaccinate"), text: "Sign in" }));
+    box.textContent = tr("session_ended") + " ";
+    box.appendChild(el("a", { id: "sync-sign-in", href: prefix + "/login?next=" + encodeURIComponent(prefix + "/vaccinate"), text: tr("sign_in") }));
   }
 
   function send(e, body) {
@@ -414,7 +454,7 @@
     var body = Object.assign({}, e.body);
     if (e.kind === "vaccination" && String(body.recipient).indexOf("local:") === 0) {
       var r = queue.filter(function (x) { return x.localId === body.recipient; })[0];
-      if (!r || r.state !== "saved") { e.note = "waits for the person's enrolment"; return saveEntry(e); }
+      if (!r || r.state !== "saved") { e.note = "waits_person"; return saveEntry(e); }
       body.recipient = e.body.recipient = r.serverId;
       e.label = r.body.name || e.label;
     }
@@ -455,22 +495,23 @@
           return syncOne(e).then(function (outcome) {
             renderQueue();
             if (outcome === "session") { needSignIn(); return "stop"; }
-            if (outcome === "offline") { say("The connection dropped: the entries not sent wait on this device."); return "stop"; }
-            if (outcome === "busy") { say("The registry is busy: the entries not sent wait on this device; try again shortly."); return "stop"; }
+            if (outcome === "offline") { say(tr("dropped")); return "stop"; }
+            if (outcome === "busy") { say(tr("busy")); return "stop"; }
             sent++;
             return next();
           });
         }
-        say("Sending " + todo.length + " entries…");
+        say(tr("sending", { n: todo.length }));
         return Promise.resolve(next()).then(function (stopped) {
           if (stopped === "stop") return;
           var refused = queue.filter(function (e) { return e.state === "refused"; }).length;
-          say("Sync done: " + queue.filter(function (e) { return e.state === "saved"; }).length + " saved" + (refused ? ", " + refused + " refused: fix or discard them below." : "."));
+          var saved = queue.filter(function (e) { return e.state === "saved"; }).length;
+          say(tr(refused ? "done_refused" : "done", { saved: saved, refused: refused }));
           root.setAttribute("data-synced", String(Date.now()));
         });
       });
     }, function () {
-      say("The registry does not answer: the entries wait on this device.");
+      say(tr("no_answer"));
     });
   }
 
@@ -502,7 +543,7 @@
   function goOffline() {
     root.setAttribute("data-mode", "offline");
     document.querySelectorAll("main > section.step:not(#offline)").forEach(function (s) { s.hidden = true; });
-    byId("offline-status").textContent = "Offline: entries are saved on this device and sent when the registry answers.";
+    byId("offline-status").textContent = tr("status");
     byId("offline-entry").hidden = false;
     renderEntry();
   }
@@ -514,7 +555,7 @@
       if (form.getAttribute("data-cleared")) return;
       ev.preventDefault();
       var n = waiting();
-      if (n && !window.confirm(n + " entries have not been sent and will be deleted from this device. Sign out anyway?")) return;
+      if (n && !window.confirm(tr("sign_out_confirm", { n: n }))) return;
       clearAll().catch(function () {}).then(function () { form.setAttribute("data-cleared", "1"); form.submit(); });
     });
   }
@@ -536,6 +577,10 @@
         Promise.all(queue.filter(function (e) { return e.state === "saved"; }).map(dropEntry)).then(loadQueue).then(renderQueue);
       });
       window.addEventListener("online", function () { sync(); });
+      setInterval(function () { // a page left open past the age limit forgets the day too
+        var had = data;
+        expire().then(function () { if (had && !data && root.getAttribute("data-mode") === "offline") renderEntry(); renderQueue(); });
+      }, 60000);
       root.hidden = false;
       renderQueue();
       if (!online) goOffline();
@@ -544,7 +589,7 @@
       root.setAttribute("data-ready", "true");
     }).catch(function (err) {
       root.hidden = false;
-      say("Offline entry is not available in this browser: " + err);
+      say(tr("unavailable", { error: err }));
       root.setAttribute("data-ready", "true");
     });
   }
