@@ -18,43 +18,23 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, running_chromium  # noqa: F401 (test_offline_browser's)
+from tests.browser import missing as _missing  # noqa: F401
+from tests.browser import require as require_browser
 from tests.registry.ui_server import FACILITY, PASSWORD
 from tests.uvicorn_server import serve
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 DEMO_VACCINATORS = json.loads((ROOT / "registry" / "demo" / "vaccinator.json").read_text())
 
 pytestmark = pytest.mark.browser
 
 
-def _missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is not installed (apt-get install -y chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is not installed (pip install playwright)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A uvicorn server with the UI and the demo data on SQLite; yields its base URL."""
-    problem = _missing()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"browser tests are required in CI: {problem}")
-        pytest.skip(problem)
+    require_browser()
     tmp = tmp_path_factory.mktemp("ui-server")
     env = {**os.environ, "REGISTRY_DATA_DIR": str(tmp / "data"), "PYTHONPATH": str(ROOT)}
     env.pop("REGISTRY_DATABASE_URL", None)
@@ -87,12 +67,8 @@ class SignedIn:
 
 @pytest.fixture(scope="module")
 def chromium(server: str) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+    with running_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

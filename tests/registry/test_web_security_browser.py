@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.browser import running_chromium
 from tests.registry import test_ui_browser
-from tests.registry.test_ui_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.registry.ui_server import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -32,12 +32,8 @@ server = test_ui_browser.server
 
 @pytest.fixture(scope="module")
 def chromium(server: str) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+    with running_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

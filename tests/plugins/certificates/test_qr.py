@@ -12,7 +12,6 @@ import os
 import random
 import zipfile
 import zlib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +20,11 @@ from PIL import Image
 from segno import consts
 
 from open_registry.plugins.certificates import keys, qr, suites
+from tests.browser import running_chromium
 from tests.plugins.certificates.conftest import DIVOC, read_json
 
 SAMPLES = ["ed25519-signed-sample.extracted.json", "rsa-signed-sample.extracted.json"]
 PAYLOADS = {"divoc": qr.divoc_payload, "compact": qr.compact_payload}
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture
@@ -277,24 +276,12 @@ def test_svg_is_well_formed_and_matches_the_matrix(signed: dict[str, Any]) -> No
 
 @pytest.mark.browser
 def test_svg_rasterised_by_chromium_decodes(signed: dict[str, Any]) -> None:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is required in CI")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
     payload = qr.divoc_payload(signed)
     svg = qr.qr_svg(payload)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"], headless=True
-        )
-        try:
-            page = browser.new_page(viewport={"width": 560, "height": 560})
-            page.set_content(f"<html><body style='margin:0'>{svg}</body></html>")
-            shot = page.locator("svg").screenshot(type="png")
-        finally:
-            browser.close()
+    with running_chromium() as browser:
+        page = browser.new_page(viewport={"width": 560, "height": 560})
+        page.set_content(f"<html><body style='margin:0'>{svg}</body></html>")
+        shot = page.locator("svg").screenshot(type="png")
     assert qr.decode_payload(qr.decode_image(shot)) == signed
 
 

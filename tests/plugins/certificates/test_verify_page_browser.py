@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 
-from tests.registry.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, _missing
+from tests.browser import launch
+from tests.browser import require as require_browser
+from tests.registry.test_ui_browser import ROOT
 from tests.uvicorn_server import serve
 
 pytestmark = pytest.mark.browser
@@ -122,17 +124,9 @@ def verify_server(tmp: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield base, {**json.loads((tmp / FIXTURE).read_text()), **others}
 
 
-def _skip_without_browser() -> None:
-    problem = _missing()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"browser tests are required in CI: {problem}")
-        pytest.skip(problem)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
-    _skip_without_browser()
+    require_browser()
     with verify_server(tmp_path_factory.mktemp("verify-page")) as found:
         yield found
 
@@ -154,12 +148,6 @@ def pngs(server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
         out[name] = folder / f"{name}.png"
         out[name].write_bytes(qr.qr_png(qr.divoc_payload(fixture[name])))
     return out
-
-
-def launch(playwright: Any, *extra: str) -> Any:
-    return playwright.chromium.launch(
-        executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra], headless=True
-    )
 
 
 @pytest.fixture(scope="module")

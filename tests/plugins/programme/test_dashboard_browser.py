@@ -16,8 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import require as require_browser
+from tests.browser import running_chromium
 from tests.plugins.programme.dashboard_server import PASSWORD
-from tests.registry.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, _missing
+from tests.registry.test_ui_browser import ROOT
 from tests.uvicorn_server import serve
 
 pytestmark = pytest.mark.browser
@@ -26,11 +28,7 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
-    problem = _missing()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"browser tests are required in CI: {problem}")
-        pytest.skip(problem)
+    require_browser()
     tmp = tmp_path_factory.mktemp("dashboard-server")
     data = tmp / "data"
     env = {
@@ -49,12 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
 
 @pytest.fixture(scope="module")
 def chromium(server: Any) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+    with running_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

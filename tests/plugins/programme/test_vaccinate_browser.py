@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import require as require_browser
+from tests.browser import running_chromium
 from tests.plugins.certificates import test_verify_page_browser as verify_page
 from tests.plugins.programme.vaccinate_server import ADMIN, STAFF
-from tests.registry.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, SignedIn, _missing
+from tests.registry.test_ui_browser import SignedIn
 from tests.uvicorn_server import serve
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,11 +37,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    problem = _missing()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"browser tests are required in CI: {problem}")
-        pytest.skip(problem)
+    require_browser()
     tmp = tmp_path_factory.mktemp("vaccinate-server")
     env = {**os.environ, "REGISTRY_DATA_DIR": str(tmp / "data"), "PYTHONPATH": str(ROOT)}
     env.pop("REGISTRY_DATABASE_URL", None)
@@ -49,12 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def chromium(server: str) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+    with running_chromium() as browser:
+        yield browser
 
 
 def open_page(chromium: Any, server: str, user: str, viewport: dict[str, int]) -> Any:
