@@ -174,6 +174,12 @@ def page(chromium: Any) -> Iterator[Any]:
     context.close()
 
 
+def screenshot(pg: Any, name: str) -> None:
+    """With UPDATE_SCREENSHOTS=1: the page as docs/screenshots/<name>.png."""
+    if os.environ.get("UPDATE_SCREENSHOTS"):
+        pg.screenshot(path=str(ROOT / "docs" / "screenshots" / f"{name}.png"), full_page=True)
+
+
 def open_page(pg: Any, url: str) -> None:
     pg.goto(url)
     pg.wait_for_selector("body[data-ready=true]")
@@ -218,6 +224,7 @@ def test_pictures_of_valid_revoked_and_suspended_certificates(
     assert picture(page, pngs["compact"])["status"] == "VALID"  # the raw-deflate payload
     revoked = picture(page, pngs["revoked"])
     assert revoked["status"] == "REVOKED" and revoked["name"] == fixture["names"][1]
+    screenshot(page, "verify-revoked")
     assert picture(page, pngs["suspended"])["status"] == "SUSPENDED"
 
 
@@ -264,6 +271,7 @@ def test_the_hindi_page(server: Any, pngs: dict[str, Path], page: Any):
     valid = picture(page, pngs["valid"])
     assert valid["status"] == "VALID" and valid["verdict"] == "मान्य"
     assert valid["dose"] == "2 में से 1" and valid["name"] == fixture["names"][0]
+    screenshot(page, "verify-valid-360-hi")
 
 
 def y4m(payload: bytes, target: Path, width: int = 1280, height: int = 720) -> None:

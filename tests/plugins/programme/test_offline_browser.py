@@ -179,6 +179,8 @@ def test_offline_enrol_and_three_doses_then_sync(place: Any, chromium: Any):
         pg.wait_for_selector("#off-form", state="hidden")
     assert pg.inner_text("#queue-count") == "4"  # a recipient and three doses
     assert pg.inner_text("#sync-count") == "Awaiting sync: 4"
+    if os.environ.get("UPDATE_SCREENSHOTS"):
+        pg.screenshot(path=str(ROOT / "docs" / "screenshots" / "offline-queue.png"), full_page=True)
     pg.reload()  # still offline: the queue is kept
     ready(pg)
     assert pg.inner_text("#queue-count") == "4"
