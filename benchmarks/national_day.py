@@ -1,6 +1,12 @@
-"""A national vaccination day on PostgreSQL: thousands of facilities record vaccinations through
-the HTTP API at a target rate, N API processes (`registry serve --workers N`) and M outbox
-worker processes (`registry worker`) turn them into certificates, all on loopback.
+"""A national vaccination day: thousands of facilities record vaccinations through the HTTP API
+at a target rate and the outbox workers turn them into certificates, all on loopback; does
+issuance keep pace with the write rate the API sustains on the same machine?
+
+- `--db postgresql` (the default): N API processes (`registry serve --workers N`, the inline
+  worker off) and `registry worker --processes M`;
+- `--db sqlite`: `registry serve` as shipped: one process whose inline worker thread issues the
+  certificates between the request threads; with `--workers 1`, the inline worker off and one
+  `registry worker` process beside the server (two processes writing one SQLite file).
 
 Set-up (not timed): a throwaway PostgreSQL database, the demo data, `--facilities` facilities
 each active for the programme (a daily rate far above what the day brings, so every dose is
@@ -13,8 +19,11 @@ token per facility (role `facility-staff`, tied to the facility). Then:
    achieved rate then falls below the target), and those still waiting when the time is up
    are not sent (status -1 in the answers);
 2. drain: the load stops and the workers finish the backlog (at most `--drain` seconds);
-3. figures: sustained vaccinations/s (created during the load), certificates/s, certificate lag
-   (vaccination's `_createdAt` -> its certificate's `_createdAt`) p50/p99/max, vaccinations
+3. figures: sustained vaccinations/s (created during the load), certificates/s during the load
+   and their ratio (issuance keeps pace when it is ~1 and the queue does not grow), certificate
+   lag (vaccination's `_createdAt` -> its certificate's `_createdAt`) p50/p99/max, the outbox
+   queue (sampled every second during the load: pending events, per event, and the oldest due
+   one's age, as /metrics shows them) at its peak and at the end of the load, vaccinations
    still without a certificate, request latency, where the CPU went (API processes, worker
    processes, the database's backends of this database, the load generator; from /proc, from
    the start of the load to the end of the drain) per vaccination, the load average, and the
@@ -22,8 +31,13 @@ token per facility (role `facility-staff`, tied to the facility). Then:
 
 Never asserts a timing. Loopback only; the database is dropped at the end.
 
+A target `--rate` above what the API takes makes the load closed-loop over `--connections`:
+the achieved rate is then the API's (what "keeps pace" is measured against).
+
     .venv/bin/python benchmarks/national_day.py --quick                 # ~15 s of load
     .venv/bin/python benchmarks/national_day.py --api 1 --workers 2     # ~60 s of load
+    .venv/bin/python benchmarks/national_day.py --db sqlite --rate 400 --connections 16
+    .venv/bin/python benchmarks/national_day.py --api 2 --workers 2 --rate 400 --connections 16
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -48,9 +63,7 @@ import harness
 INDIA_RECORD_PER_SECOND = 466  # 25 million doses on 17 Sep 2021, averaged over 24 hours
 REGISTRY = str(Path(sys.executable).with_name("registry"))
 #: settings of every process (the set-up, the API servers, the workers) via the environment
-ENV = {
-    "REGISTRY_INLINE_WORKER": "false",
-}
+ENV: dict[str, str] = {}
 
 
 # -- /proc: CPU seconds ------------------------------------------------------------------------
@@ -78,9 +91,12 @@ def tree_cpu(root: int) -> float:
 
 
 def backend_cpu(engine: Any) -> dict[int, float]:
-    """CPU seconds of each PostgreSQL backend serving this database (but the asking one)."""
+    """CPU seconds of each PostgreSQL backend serving this database (but the asking one); none
+    on SQLite (it runs in the processes that use it)."""
     import sqlalchemy as sa
 
+    if engine.dialect.name != "postgresql":
+        return {}
     with engine.connect() as conn:
         pids = conn.execute(
             sa.text(
@@ -232,18 +248,18 @@ async def load(
 def processes(
     url: str, data_dir: Path, api: int, workers: int, log_dir: Path
 ) -> Iterator[tuple[harness.ServerProcess, list[subprocess.Popen[bytes]]]]:
-    """`registry serve --workers api` and `workers` `registry worker` processes, stopped at the
-    end."""
+    """`registry serve --workers api` and `registry worker --processes workers` (none when
+    `workers` is 0), stopped at the end."""
     common = ["--database-url", url, "--data-dir", str(data_dir)]
     server = harness.ServerProcess(
         "api",
         lambda port: [REGISTRY, "serve", "--port", str(port), "--workers", str(api), *common],
         log_dir,
     )
-    logs = [(log_dir / f"worker-{i}.log").open("wb") for i in range(workers)]
+    logs = [(log_dir / "worker.log").open("wb")] if workers else []
     procs = [
-        subprocess.Popen([REGISTRY, "worker", "--poll", "0.2", *common], stdout=log,
-                         stderr=subprocess.STDOUT)
+        subprocess.Popen([REGISTRY, "worker", "--poll", "0.2", "--processes", str(workers),
+                          *common], stdout=log, stderr=subprocess.STDOUT)
         for log in logs
     ]  # fmt: skip
     try:
@@ -252,10 +268,10 @@ def processes(
     finally:
         server.stop()
         for p in procs:
-            p.terminate()
+            p.terminate()  # the supervisor stops its worker processes
         for p in procs:
             try:
-                p.wait(15)
+                p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
         for log in logs:
@@ -280,6 +296,70 @@ def lag(reg: Any, since: datetime) -> tuple[list[float], int, int]:
     return lags, len(rows), sum(1 for _, b in rows if b is None)
 
 
+class QueueSampler:
+    """Samples the outbox every `every` seconds from a thread of its own, as `/metrics` reads
+    it: pending events (all, and per event: what each hook has still to handle) and how long
+    the earliest due one has waited."""
+
+    def __init__(self, reg: Any, every: float = 1.0):
+        self.reg, self.every = reg, every
+        self.samples: list[tuple[float, int, float, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="queue-sampler", daemon=True)
+
+    def _sample(self) -> tuple[float, int, float, dict[str, int]]:
+        import sqlalchemy as sa
+
+        t = self.reg.db.metadata.tables["registry_outbox"]
+        now = datetime.now(UTC)
+        with self.reg.db.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.event, sa.func.count(), sa.func.min(t.c.available_at))
+                .where(t.c.status == "pending")
+                .group_by(t.c.event)
+            ).all()
+        by_event = {str(e): int(n) for e, n, _ in rows}
+        firsts = [f if isinstance(f, datetime) else datetime.fromisoformat(str(f))
+                  for _, _, f in rows if f is not None]  # fmt: skip
+        first = min((f if f.tzinfo else f.replace(tzinfo=UTC) for f in firsts), default=None)
+        age = max(0.0, (now - first).total_seconds()) if first else 0.0
+        return time.perf_counter(), sum(by_event.values()), age, by_event
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):  # a busy moment costs a sample, not the run
+                self.samples.append(self._sample())
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> QueueSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def figures(self) -> dict[str, Any]:
+        """Peak depth (all, per event), peak oldest age, the depth at the last sample and its
+        growth per second over the second half of the load (> 0: issuance falls behind)."""
+        if not self.samples:
+            return {"peak_depth": 0, "peak_oldest_age": 0.0, "end_depth": 0,
+                    "growth_per_s": 0.0, "peak_by_event": {}}  # fmt: skip
+        peak_by: dict[str, int] = {}
+        for *_, by_event in self.samples:
+            for e, n in by_event.items():
+                peak_by[e] = max(peak_by.get(e, 0), n)
+        half = self.samples[len(self.samples) // 2 :]
+        (t0, d0, *_), (t1, d1, *_) = half[0], half[-1]
+        return {
+            "peak_depth": max(s[1] for s in self.samples),
+            "peak_oldest_age": max(s[2] for s in self.samples),
+            "end_depth": self.samples[-1][1],
+            "growth_per_s": (d1 - d0) / (t1 - t0) if t1 > t0 else 0.0,
+            "peak_by_event": dict(sorted(peak_by.items(), key=lambda kv: -kv[1])),
+        }
+
+
 def certificates_since(reg: Any, since: datetime) -> int:
     import sqlalchemy as sa
 
@@ -291,6 +371,8 @@ def certificates_since(reg: Any, since: datetime) -> int:
 
 def run_day(args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any]:
     data_dir = folder / "data"
+    # the server's inline worker issues the certificates when no worker process runs
+    ENV["REGISTRY_INLINE_WORKER"] = "false" if args.workers else "true"
     os.environ.update(ENV)
     reg = harness.open_bench_registry(url, data_dir, demo=True, load_entrypoints=True,
                                       inline_worker=False)  # fmt: skip
@@ -309,7 +391,8 @@ def run_day(args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any]:
             "load generator": time.process_time(),
         }
         wall0 = time.perf_counter()
-        done = asyncio.run(load(server.port, day, args.rate, args.seconds, args.connections))
+        with QueueSampler(reg) as sampler:
+            done = asyncio.run(load(server.port, day, args.rate, args.seconds, args.connections))
         load_after = os.getloadavg()
         made_during = certificates_since(reg, since)
         drain_start = time.perf_counter()
@@ -330,7 +413,11 @@ def run_day(args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any]:
     lags, vaccinations, missing = lag(reg, since)
     reg.close()
     latencies = sorted(done["latencies"])
+    queue = sampler.figures()
+    vaccinations_per_s = vaccinations / done["seconds"]
+    certificates_per_s = made_during / done["seconds"]
     return {
+        "db": args.db,
         "api": args.api,
         "workers": args.workers,
         "target_rate": args.rate,
@@ -339,8 +426,10 @@ def run_day(args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any]:
         "load_seconds": done["seconds"],
         "vaccinations": vaccinations,
         "created": created,
-        "vaccinations_per_s": vaccinations / done["seconds"],
-        "certificates_per_s_during_load": made_during / done["seconds"],
+        "vaccinations_per_s": vaccinations_per_s,
+        "certificates_per_s_during_load": certificates_per_s,
+        "pace_ratio": harness.ratio(certificates_per_s, vaccinations_per_s),
+        "queue": queue,
         "drain_seconds": drained,
         "without_certificate": missing,
         "lag_p50": harness.percentile(lags, 50),
@@ -358,8 +447,11 @@ def run_day(args: argparse.Namespace, url: str, folder: Path) -> dict[str, Any]:
 
 def report(r: dict[str, Any]) -> None:
     n = max(r["vaccinations"], 1)
+    workers = (f"M={r['workers']} worker process(es)" if r["workers"]
+               else "the server's inline worker thread")  # fmt: skip
     print(
-        f"\nN={r['api']} API process(es), M={r['workers']} worker process(es); target "
+        f"\n{r['db']}, worker_max_batch {r.get('max_batch', 0)}: N={r['api']} API process(es), "
+        f"{workers}; target "
         f"{r['target_rate']:,.0f}/s for {r['load_seconds']:.1f} s; answers {r['statuses']}"
     )
     print(
@@ -367,6 +459,15 @@ def report(r: dict[str, Any]) -> None:
         f"({r['vaccinations_per_s'] / INDIA_RECORD_PER_SECOND:.2f}x India's record day, 466/s); "
         f"certificates during the load {r['certificates_per_s_during_load']:.1f}/s"
     )
+    q = r["queue"]
+    print(
+        f"  issuance / API write rate {r['pace_ratio']:.2f}x; outbox queue peak "
+        f"{q['peak_depth']:,} events, {q['end_depth']:,} at the end of the load "
+        f"({q['growth_per_s']:+.1f}/s over its second half), oldest due event waited at most "
+        f"{q['peak_oldest_age']:.1f} s"
+    )
+    print("  peak pending by event: " + ", ".join(
+        f"{e} {n:,}" for e, n in list(q["peak_by_event"].items())[:5]))  # fmt: skip
     print(
         f"  certificate lag p50 {r['lag_p50']:.1f} s, p99 {r['lag_p99']:.1f} s, max "
         f"{r['lag_max']:.1f} s; {r['without_certificate']} of {r['vaccinations']:,} without a "
@@ -387,28 +488,69 @@ def report(r: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--api", type=int, default=1, help="API processes (N)")
-    parser.add_argument("--workers", type=int, default=1, help="outbox worker processes (M)")
+    parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--api", type=int, default=1, help="API processes (N; 1 on SQLite)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="outbox worker processes (M; 0: the server's inline thread; default 1 on "
+        "PostgreSQL, 0 on SQLite, where it is at most 1)",
+    )
     parser.add_argument("--rate", type=float, default=500, help="target vaccinations/s")
     parser.add_argument("--seconds", type=float, default=60, help="seconds of load")
     parser.add_argument("--drain", type=float, default=60, help="at most this long to catch up")
     parser.add_argument("--facilities", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=64, help="at most this many")
     parser.add_argument("--quick", action="store_true", help="15 s of load, 500 facilities")
+    parser.add_argument(
+        "--max-batch",
+        default="0",
+        help="the workers' worker_max_batch, or several comma-separated: one day each, on a "
+        "fresh database, in this order (100,0: batches fixed at 100 as before, then as shipped)",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.drain, args.facilities = 15, 30, 500
+    if args.workers is None:
+        args.workers = 0 if args.db == "sqlite" else 1
+    results = []
+    for max_batch in (int(v) for v in args.max_batch.split(",")):
+        ENV["REGISTRY_WORKER_MAX_BATCH"] = str(max_batch)
+        result = {"max_batch": max_batch, **one_day(args)}
+        report(result)
+        results.append(result)
+    if len(results) > 1:
+        first = results[0]
+        for r in results[1:]:
+            api = harness.ratio(r["vaccinations_per_s"], first["vaccinations_per_s"])
+            certs = harness.ratio(
+                r["certificates_per_s_during_load"], first["certificates_per_s_during_load"]
+            )
+            print(
+                f"\nworker_max_batch {r['max_batch']} against {first['max_batch']}: issuance / "
+                f"write rate {r['pace_ratio']:.2f}x vs {first['pace_ratio']:.2f}x; API "
+                f"vaccinations/s {api:.2f}x, certificates/s {certs:.2f}x; queue peak "
+                f"{r['queue']['peak_depth']:,} vs {first['queue']['peak_depth']:,}"
+            )
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results))
+
+
+def one_day(args: argparse.Namespace) -> dict[str, Any]:
+    """`run_day` on a fresh database of `args.db` (a throwaway PostgreSQL database, dropped)."""
+    if args.db == "sqlite":
+        if args.api != 1 or args.workers > 1:
+            raise SystemExit("SQLite: one API process and at most one worker process (--workers 1)")
+        with harness.scratch_folder() as folder:
+            return run_day(args, harness.sqlite_url(folder), folder)
     pg_url = harness.pg_admin_url("REGISTRY_TEST_PG_URL")
     problem = harness.pg_problem(pg_url)
     if problem:
         raise SystemExit(f"PostgreSQL does not answer at {pg_url}: {problem}")
     with harness.scratch_folder() as folder, harness.pg_database(pg_url) as url:
-        result = run_day(args, url, folder)
-    report(result)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result))
+        return run_day(args, url, folder)
 
 
 if __name__ == "__main__":

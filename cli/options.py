@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from open_registry.core import Settings
+from open_registry.core.settings import parse_flag
 
 DatabaseOpt = Annotated[
     str | None,
@@ -53,6 +55,9 @@ def settings_from(
         overrides["default_schemas"] = False
     if demo:
         overrides["demo_data"] = True
+        # with its history, unless REGISTRY_DEMO_HISTORY=false
+        history = parse_flag(os.environ.get("REGISTRY_DEMO_HISTORY", ""))
+        overrides["demo_history"] = history is not False
     try:
         return Settings.load(**overrides)
     except (ValueError, FileNotFoundError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Annotated, Any
@@ -79,14 +80,19 @@ def worker(
     reg = _open(database_url, data_dir, schemas, no_default_schemas)
     try:
         if once:
-            once_worker = outbox.Worker(reg, name="worker-once")
+            once_worker = outbox.Worker(
+                reg, name="worker-once", max_batch_size=reg.settings.worker_max_batch
+            )
             n = once_worker.run_once(limit=1_000_000)
             typer.echo(f"delivered {n} event(s)")
             sent = once_worker.send_due(limit=1_000_000)
             if sent:
                 typer.echo(f"attempted {sent} delivery(ies)")
             return
-        workers = [outbox.Worker(reg, name=f"worker-{i}") for i in range(threads)]
+        biggest = reg.settings.worker_max_batch
+        workers = [
+            outbox.Worker(reg, name=f"worker-{i}", max_batch_size=biggest) for i in range(threads)
+        ]
         stop = threading.Event()
 
         def _stop(*_args: Any) -> None:
@@ -97,10 +103,13 @@ def worker(
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
         freeze_after_startup(reg.settings)  # before the threads: docs/operations.md
-        for w in workers:
-            w.start_thread(poll)
-        typer.echo(f"{threads} worker thread(s) delivering; Ctrl-C to stop")
+        running = [w.start_thread(poll) for w in workers]
+        typer.echo(f"worker process {os.getpid()}: {threads} thread(s) delivering; Ctrl-C to stop")
         stop.wait()
+        for thread in running:  # each ends its batch: what it claimed is settled, not abandoned
+            thread.join(timeout=60)
+        delivered = sum(w.delivered for w in workers)
+        typer.echo(f"worker process {os.getpid()}: stopped; delivered {delivered} event(s)")
     finally:
         reg.close()
 

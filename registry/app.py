@@ -31,7 +31,7 @@ from open_registry.core.auth.deps import Auth, AuthMiddleware
 from open_registry.core.auth.principal import Principal
 from open_registry.core.auth.routes import auth_routes
 from open_registry.core.auth.tables import auth_tables
-from open_registry.core.demo import load_demo_data
+from open_registry.core.demo import load_demo_data, load_demo_history
 from open_registry.core.errors import (
     PROBLEM_JSON,
     NotFound,
@@ -421,6 +421,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     reg = registry or open_registry(settings)
     if settings.demo_data:
         load_demo_data(reg.services)
+        if settings.demo_history:
+            load_demo_history(reg)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -432,7 +434,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         if settings.inline_worker and (
             hooks.after_write.get_hookimpls() or hooks.after_write_batch.get_hookimpls()
         ):
-            worker = Worker(reg, name="inline-worker")
+            worker = Worker(reg, name="inline-worker", max_batch_size=settings.worker_max_batch)
             thread = worker.start_thread(settings.worker_poll_seconds)
         yield
         if worker is not None and thread is not None:

@@ -56,6 +56,9 @@ class Settings:
     default_schemas: bool = True
     #: Load the demo data into an empty database at start-up.
     demo_data: bool = False
+    #: With `demo_data`: also a few thousand vaccinations of the last 60 days, with corrections,
+    #: revocations and side-effect reports (`registry serve --demo` turns it on).
+    demo_history: bool = False
     #: Page size when a search asks for none, and the largest allowed.
     page_size: int = 50
     max_page_size: int = 1000
@@ -91,6 +94,9 @@ class Settings:
     inline_worker: bool = True
     #: How long an idle worker waits before looking for new events, in seconds.
     worker_poll_seconds: int = 1
+    #: The largest outbox batch a worker grows to while its batches come back full (0: the
+    #: default, 800; at most `100`: batches stay at 100). docs/operations.md, Keeping issuance up.
+    worker_max_batch: int = 0
     #: Database connections per process (requests beyond it wait for one).
     pool_size: int = 20
     #: Freeze what start-up made out of the garbage collector's sight (`gc.freeze`), once per

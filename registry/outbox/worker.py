@@ -36,10 +36,22 @@ log = logging.getLogger("registry.outbox")
 
 MAX_ATTEMPTS = 8
 BASE_DELAY = 1.0  # seconds; attempt n waits BASE_DELAY * 2**(n-1), capped
+#: the largest batch a worker grows to while the queue stays deep (`Worker.max_batch_size`)
+MAX_BATCH_SIZE = 800
 
 
 class Worker:
-    """Delivers outbox events of one registry; `run_once` is one pass, `run` loops until stopped."""
+    """Delivers outbox events of one registry; `run_once` is one pass, `run` loops until stopped.
+
+    Batches start at `batch_size` events; while they come back full (the queue is deeper than a
+    batch) each next one is twice as big, up to `max_batch_size`, and the first one that is not
+    full goes back to `batch_size`. A deep queue is so drained in fewer, bigger transactions:
+    the per-transaction costs (claim, settle, commit, the plugins' per-batch reads) are shared
+    by more events, and on SQLite, where the worker thread queues for the one write lock among
+    the server's request threads and gets it about once per round of them, each turn settles
+    more events, so issuance keeps pace with the writes that made the events
+    (benchmarks/national_day.py --db sqlite; docs/operations.md).
+    """
 
     def __init__(
         self,
@@ -51,6 +63,7 @@ class Worker:
         clock: Callable[[], Any] = utcnow,
         batch_size: int = 100,
         checkpoint_seconds: float | None = None,
+        max_batch_size: int | None = None,
     ):
         self.registry = registry
         #: how often `run` signs an audit checkpoint (`registry.audit.checkpoint`); 0: never
@@ -59,6 +72,9 @@ class Worker:
         )
         self._checkpointed = time.monotonic()
         self.batch_size = batch_size
+        #: a full batch doubles the next one, up to this (module default `MAX_BATCH_SIZE`)
+        self.max_batch_size = max(batch_size, max_batch_size or MAX_BATCH_SIZE)
+        self._size = batch_size  # the next batch's size
         self.name = name
         self.max_attempts = max_attempts
         self.base_delay = base_delay
@@ -66,6 +82,8 @@ class Worker:
         self.table = registry.db.metadata.tables["registry_outbox"]
         self.engine = registry.db.engine
         self.dispatcher = Dispatcher(registry, clock=clock)
+        #: events this worker has claimed and settled (done, retried or dead) since it started
+        self.delivered = 0
         self._stop = threading.Event()
 
     def _claim_stmt(self, limit: int) -> sa.Select[Any]:
@@ -161,15 +179,21 @@ class Worker:
         """Claim, deliver and settle one due event; False when none was due."""
         return self.deliver_batch(1) == 1
 
-    def run_once(self, limit: int = 100, batch: int | None = None) -> int:
-        """Deliver up to `limit` due events (in batches of `batch`); returns how many."""
-        size = batch or self.batch_size
+    def run_once(self, limit: int | None = None, batch: int | None = None) -> int:
+        """Deliver up to `limit` due events (default: one batch) in batches of `batch` (default:
+        growing while they come back full, see the class); returns how many."""
+        limit = self._size if limit is None else limit
         done = 0
         while done < limit and not self._stop.is_set():
-            n = self.deliver_batch(min(size, limit - done))
+            size = min(batch or self._size, limit - done)
+            n = self.deliver_batch(size)
+            if batch is None:
+                full = n == size
+                self._size = min(2 * self._size, self.max_batch_size) if full else self.batch_size
             if n == 0:
                 break
             done += n
+            self.delivered += n
         return done
 
     def send_due(self, limit: int = 100) -> int:
