@@ -202,7 +202,8 @@ def apply_spec(  # noqa: C901
 
 def remove_field(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
     """A copy of `doc` without field `name` (and without it in `required`, single-field keys,
-    `private`, `internal` and `display`; other mentions are reported when the copy is checked)."""
+    `private`, `internal`, `display` and the translations of it and of its sub-fields; other
+    mentions are reported when the copy is checked)."""
     out = copy.deepcopy(dict(doc))
     (out.get("properties") or {}).pop(name, None)
     if name in (out.get("required") or []):
@@ -216,6 +217,11 @@ def remove_field(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
                 xreg[key] = [v for v in xreg[key] if v != name]
         if xreg.get("display") == name:
             del xreg["display"]
+        for spec in (xreg.get("i18n") or {}).values():
+            fields = spec.get("fields") if isinstance(spec, dict) else None
+            if isinstance(fields, dict):
+                for path in [p for p in fields if p == name or p.startswith(f"{name}.")]:
+                    del fields[path]
     return out
 
 

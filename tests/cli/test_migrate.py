@@ -37,6 +37,13 @@ def project(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) 
     return root
 
 
+def drop_field(doc: dict[str, Any], name: str) -> None:
+    """What an implementer does to drop a field: its property and its translations."""
+    doc["properties"].pop(name)
+    for spec in doc.get("x-registry", {}).get("i18n", {}).values():
+        spec.get("fields", {}).pop(name, None)
+
+
 def edit_schema(root: Path, entity: str, change: Any) -> None:
     path = root / "schemas" / f"{entity}.json"
     doc = json.loads(path.read_text())
@@ -108,7 +115,7 @@ def test_adding_a_field_keeps_every_row_and_the_field_works(project: Path):
 def test_dropping_a_field_is_refused_then_reported_and_applied_when_allowed(project: Path):
     with_site = rows('SELECT count(*) FROM facility WHERE "websiteUrl" IS NOT NULL')[0][0]
     assert with_site > 0
-    edit_schema(project, "facility", lambda d: d["properties"].pop("websiteUrl"))
+    edit_schema(project, "facility", lambda d: drop_field(d, "websiteUrl"))
     refused = migrate()
     assert refused.exit_code == 1
     assert "DESTRUCTIVE drop column facility: websiteUrl" in refused.output
