@@ -50,6 +50,13 @@ PG_ADMIN_URL = os.environ.get("REGISTRY_TEST_PG_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one test process more than cores (at most 4, `--maxprocesses`): the tests wait
+    on servers, browsers and PostgreSQL often enough that a third process on two cores makes
+    the run ~8% shorter (282 s against ~305 s here)."""
+    return (os.cpu_count() or 1) + 1
+
+
 def _pg_available() -> str | None:
     try:
         eng = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
