@@ -167,6 +167,60 @@ def skip_pending(reg: Registry, keep: str | None = None) -> None:
         conn.execute(t.update().where(*where).values(status="done"))
 
 
+#: a recipient's fields besides name and identity, valid for the shipped schema
+PERSON: dict[str, Any] = {
+    "dob": "1990-05-17",
+    "gender": "Female",
+    "nationality": "Examplian",
+    "address": {
+        "addressLine1": "1 Main Road",
+        "district": "Portview",
+        "state": "Eastmarch",
+        "pincode": "523053",
+        "country": "Examplia",
+    },
+}
+
+
+def vaccination_day(
+    reg: Registry, codes: list[str], people: int, *, label: str, rate: int = 10**6
+) -> dict[str, Any]:
+    """A registry holding the demo data readied for a day of vaccinations: facilities `codes`
+    (copies of the first demo facility, named "`label` <code>") active for the first programme
+    at `rate` a day, and `people` recipients ("`label` <i>", identity "<code of label>-<i>");
+    the set-up's own outbox events marked done. Returns the programme's, vaccine's and
+    vaccinator's codes and the recipients' ids."""
+    services = reg.services
+
+    def first(entity: str) -> dict[str, Any]:
+        return services[entity].search(services[entity].parser.from_params([])).items[0]
+
+    program, vaccine, vaccinator = first("program"), first("vaccine"), first("vaccinator")
+    model = {k: v for k, v in first("facility").items() if not k.startswith("_") and k != "id"}
+    create_all(
+        services["facility"],
+        ({**model, "code": code, "name": f"{label} {code}"} for code in codes),
+    )
+    create_all(
+        services["facility_programme"],
+        ({"facility": c, "program": program["code"], "status": "Active", "rate": rate}
+         for c in codes),
+    )  # fmt: skip
+    key = "".join(ch for ch in label.upper() if ch.isalnum())
+    recipients = create_all(
+        services["recipient"],
+        ({**PERSON, "name": f"{label} {i}", "identity": f"{key}-{i}"} for i in range(people)),
+        chunk=1000,
+    )
+    skip_pending(reg)
+    return {
+        "program": program["code"],
+        "vaccine": vaccine["code"],
+        "vaccinator": vaccinator["code"],
+        "recipients": [r["id"] for r in recipients],
+    }
+
+
 # -- servers ----------------------------------------------------------------------------------
 
 

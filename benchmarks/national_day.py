@@ -112,55 +112,12 @@ def set_up(reg: Any, facilities: int, people: int, tag: str) -> dict[str, Any]:
     """Facilities (active for the programme), recipients and per-facility tokens."""
     from open_registry.core.testing import token_for
 
-    services = reg.services
-
-    def first(entity: str) -> dict[str, Any]:
-        return services[entity].search(services[entity].parser.from_params([])).items[0]
-
-    program, vaccine, vaccinator = first("program"), first("vaccine"), first("vaccinator")
-    model = {k: v for k, v in first("facility").items() if not k.startswith("_") and k != "id"}
     codes = [f"ND{tag}{i:05d}" for i in range(facilities)]
-    harness.create_all(
-        services["facility"],
-        ({**model, "code": code, "name": f"Centre {code}"} for code in codes),
-        chunk=500,
-    )
-    harness.create_all(
-        services["facility_programme"],
-        (
-            {"facility": c, "program": program["code"], "status": "Active", "rate": 100_000}
-            for c in codes
-        ),
-        chunk=500,
-    )
-    person = {
-        "dob": "1990-05-17",
-        "gender": "Female",
-        "nationality": "Examplian",
-        "address": {
-            "addressLine1": "1 Main Road",
-            "district": "Portview",
-            "state": "Eastmarch",
-            "pincode": "523053",
-            "country": "Examplia",
-        },
-    }
-    recipients = harness.create_all(
-        services["recipient"],
-        (
-            {**person, "name": f"Person {tag}-{i}", "identity": f"ND-{tag}-{i}"}
-            for i in range(people)
-        ),
-        chunk=1000,
-    )
-    harness.skip_pending(reg)  # the set-up's own events are not the day
+    day = harness.vaccination_day(reg, codes, people, label=f"Centre {tag}", rate=100_000)
     return {
         "codes": codes,
         "tokens": {c: token_for(reg, "facility-staff", facility=c) for c in codes},
-        "recipients": [r["id"] for r in recipients],
-        "program": program["code"],
-        "vaccine": vaccine["code"],
-        "vaccinator": vaccinator["code"],
+        **day,
     }
 
 

@@ -152,18 +152,7 @@ def audit_verify(url: str, data_dir: Path) -> tuple[int, str]:
 
 
 # -- set-up ------------------------------------------------------------------------------------
-PERSON = {
-    "dob": "1990-05-17",
-    "gender": "Female",
-    "nationality": "Examplian",
-    "address": {
-        "addressLine1": "1 Main Road",
-        "district": "Portview",
-        "state": "Eastmarch",
-        "pincode": "523053",
-        "country": "Examplia",
-    },
-}
+PERSON = harness.PERSON
 
 
 def set_up(reg: Any, tag: str, facilities: int, people: int) -> dict[str, Any]:
@@ -172,29 +161,8 @@ def set_up(reg: Any, tag: str, facilities: int, people: int) -> dict[str, Any]:
     from open_registry.core.testing import token_for
     from open_registry.plugins.certificates.runtime import runtime
 
-    services = reg.services
-
-    def first(entity: str) -> dict[str, Any]:
-        return services[entity].search(services[entity].parser.from_params([])).items[0]
-
-    program, vaccine, vaccinator = first("program"), first("vaccine"), first("vaccinator")
-    model = {k: v for k, v in first("facility").items() if not k.startswith("_") and k != "id"}
     codes = [f"SOAK{tag}{i:02d}" for i in range(facilities)]
-    harness.create_all(
-        services["facility"], ({**model, "code": c, "name": f"Soak centre {c}"} for c in codes)
-    )
-    harness.create_all(
-        services["facility_programme"],
-        ({"facility": c, "program": program["code"], "status": "Active", "rate": 10**6}
-         for c in codes),
-    )  # fmt: skip
-    pool = harness.create_all(
-        services["recipient"],
-        ({**PERSON, "name": f"Soak pool {tag} {i}", "identity": f"SOAK-{tag}-P{i}"}
-         for i in range(people)),
-        chunk=1000,
-    )  # fmt: skip
-    harness.skip_pending(reg)
+    day = harness.vaccination_day(reg, codes, people, label=f"Soak pool {tag}")
     runtime(reg)  # the certificates' signing key made now, not by two worker processes at once
     return {
         "codes": codes,
@@ -203,10 +171,10 @@ def set_up(reg: Any, tag: str, facilities: int, people: int) -> dict[str, Any]:
             for c in codes
         },
         "admin": token_for(reg, "system-admin", subject="soak-admin"),
-        "pool": [r["id"] for r in pool],
-        "program": program["code"],
-        "vaccine": vaccine["code"],
-        "vaccinator": vaccinator["code"],
+        "pool": day["recipients"],
+        "program": day["program"],
+        "vaccine": day["vaccine"],
+        "vaccinator": day["vaccinator"],
     }
 
 
