@@ -153,6 +153,15 @@ def prepare_app(app: Any, registry: Any) -> None:
     if CERTIFICATE not in registry.services:
         return
     from open_registry.plugins.certificates.pages import add_certificate_pages
+    from open_registry.plugins.certificates.verifier import TrustStore
+
+    config = CertificatesConfig.from_settings(registry.settings)
+    if config.trust_dir is not None:
+        # read now, so a broken file stops start-up naming it (not the first verification)
+        try:
+            TrustStore(None, config.trusted_issuers, config.trust_dir)
+        except ValueError as exc:
+            raise StartupError(f"plugins.certificates.trust_dir: {exc}") from None
 
     add_certificate_pages(app, registry)  # /ui/vaccination/{id}/certificate
 

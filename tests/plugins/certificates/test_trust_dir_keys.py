@@ -100,3 +100,34 @@ def test_divoc_samples_verify_through_the_api_with_two_keys_under_one_id(
             assert verdict["status"] == "VALID", (sample, verdict)
             credential["evidence"][0]["batch"] = "OTHER"
             assert verify(client, credential)["status"] == "INVALID"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        ("0-key.json", "{not json", "not a usable DID document or key"),
+        ("shc/issuers.json", '{"https://cards.example.org": "missing.json"}', "shc/"),
+    ],
+    ids=["did-document", "card-issuers"],
+)
+def test_a_broken_trust_dir_stops_start_up_naming_the_file(
+    settings: Settings, tmp_path: Path, broken: tuple[str, str, str]
+):
+    """Not a 500 at the first verification: the registry refuses to start and says which file."""
+    from open_registry.core import StartupError, create_app
+    from open_registry.core.app import open_registry
+
+    name, text, expected = broken
+    trust = tmp_path / "trust"
+    (trust / name).parent.mkdir(parents=True)
+    (trust / name).write_text(text)
+    registry = open_registry(
+        settings.with_(plugins={"certificates": {"trust_dir": str(trust)}})
+    )
+    try:
+        with pytest.raises(StartupError) as err:
+            create_app(registry=registry)
+        assert "plugins.certificates.trust_dir" in str(err.value)
+        assert expected in str(err.value)
+    finally:
+        registry.close()
