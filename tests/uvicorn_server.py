@@ -15,11 +15,20 @@ from tests.cli.test_serve import free_port
 
 
 @contextmanager
-def serve(factory: str, cwd: Path, env: dict[str, str], *, timeout: float = 30) -> Iterator[str]:
+def serve(
+    factory: str,
+    cwd: Path,
+    env: dict[str, str],
+    *,
+    timeout: float = 30,
+    port: int | None = None,
+) -> Iterator[str]:
     """Run the app factory `module:function` until the block ends; yields its base URL once
-    `/health` answers (its log is `cwd/server.log`, shown if it dies while starting)."""
-    port = free_port()
-    log = (cwd / "server.log").open("w")
+    `/health` answers (its log is `cwd/server.log`, appended to, shown if it dies while
+    starting). `port`: a given one (a server started again where the page expects it), else
+    a free one."""
+    port = port or free_port()
+    log = (cwd / "server.log").open("a")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -51,5 +60,5 @@ def serve(factory: str, cwd: Path, env: dict[str, str], *, timeout: float = 30) 
         yield base
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=15)
         log.close()

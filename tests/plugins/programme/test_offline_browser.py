@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from tests.browser import running_chromium
 from tests.cli.test_serve import free_port
 from tests.plugins.programme.vaccinate_server import BATCH, FACILITY, PASSWORD, STAFF
 from tests.registry.test_ui_browser import SignedIn
+from tests.uvicorn_server import serve
 
 ROOT = Path(__file__).resolve().parents[3]
 PEOPLE = json.loads((ROOT / "registry" / "demo" / "recipient.json").read_text())
@@ -44,33 +42,9 @@ FACTORY = "tests.plugins.programme.vaccinate_server:build"
 pytestmark = pytest.mark.browser
 
 
-@contextmanager
-def running(port: int, folder: Path, env: dict[str, str]) -> Iterator[str]:
+def running(port: int, folder: Path, env: dict[str, str]) -> Any:
     """The vaccinate server on `port` until the block ends (its data stays in `folder`)."""
-    log = (folder / "server.log").open("a")
-    proc = subprocess.Popen(
-        [*(sys.executable, "-m", "uvicorn", "--factory", FACTORY), "--port", str(port)],
-        cwd=folder,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, (folder / "server.log").read_text()
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
+    return serve(FACTORY, folder, env, port=port, timeout=60)
 
 
 @pytest.fixture
