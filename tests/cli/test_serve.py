@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.uvicorn_server import free_port, wait_until_healthy
 
 
 def test_serve_demo_answers_over_http(tmp_path: Path):
@@ -41,15 +35,7 @@ def test_serve_demo_answers_over_http(tmp_path: Path):
         env={**os.environ, "REGISTRY_DEMO_HISTORY": "false"},
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                resp = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-                assert time.monotonic() < deadline, "server did not start in 30 s"
-                time.sleep(0.2)
+        resp = wait_until_healthy(f"http://127.0.0.1:{port}", proc, tmp_path / "serve.log")
         assert resp.json()["status"] == "ok"
         page = httpx.get(f"http://127.0.0.1:{port}/api/v1/facility", params={"limit": 3}).json()
         assert len(page["items"]) == 3

@@ -7,12 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.cli.test_serve import free_port
+from tests.uvicorn_server import free_port, wait_until_healthy
 
 
 def test_serve_writes_json_lines_with_the_request_id(tmp_path: Path):
@@ -27,15 +26,7 @@ def test_serve_writes_json_lines_with_the_request_id(tmp_path: Path):
         )  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"{base}/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None, log_path.read_text()
-                    assert time.monotonic() < deadline, "server did not start in 30 s"
-                    time.sleep(0.2)
+            wait_until_healthy(base, proc, log_path)
             resp = httpx.get(f"{base}/api/v1/facility", headers={"X-Request-ID": "serve-json-1"})
             assert resp.headers["x-request-id"] == "serve-json-1"
             assert httpx.get(f"{base}/ready").status_code == 200

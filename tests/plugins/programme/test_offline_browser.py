@@ -29,10 +29,9 @@ import pytest
 
 from tests.browser import require as require_browser
 from tests.browser import running_chromium
-from tests.cli.test_serve import free_port
 from tests.plugins.programme.vaccinate_server import BATCH, FACILITY, PASSWORD, STAFF
 from tests.registry.test_ui_browser import SignedIn
-from tests.uvicorn_server import serve
+from tests.uvicorn_server import free_port, serve
 
 ROOT = Path(__file__).resolve().parents[3]
 PEOPLE = json.loads((ROOT / "registry" / "demo" / "recipient.json").read_text())
