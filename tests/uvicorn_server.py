@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -20,7 +21,7 @@ def free_port() -> int:
 
 
 def wait_until_healthy(
-    base: str, proc: subprocess.Popen, log: Path, timeout: float = 30  # type: ignore[type-arg]
+    base: str, proc: subprocess.Popen[Any], log: Path, timeout: float = 30
 ) -> httpx.Response:
     """Poll `base/health` until it answers (its response) while `proc` runs; the log is shown
     when it exits or `timeout` s pass. One client for the whole wait: `httpx.get` makes a client
