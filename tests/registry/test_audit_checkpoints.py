@@ -6,9 +6,10 @@ and two writer processes on PostgreSQL never wait on one row (no global lock in 
 
 from __future__ import annotations
 
-import selectors
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -270,10 +271,22 @@ class Writers:
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             for i in range(2)
         ]  # fmt: skip
-        self.sel = selectors.DefaultSelector()
-        for p in self.procs:
-            assert p.stdout is not None
-            self.sel.register(p.stdout, selectors.EVENT_READ, p)
+        # one reader thread per writer: a selector on buffered pipes misses a second line that
+        # arrived with the first (it sits in the reader's buffer, the pipe says nothing more)
+        self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
+        for i, p in enumerate(self.procs):
+            threading.Thread(target=self._read, args=(i, p), daemon=True).start()
+
+    def _read(self, i: int, p: subprocess.Popen[str]) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            self.lines.put((i, line.strip()))
+
+    def _next(self, deadline: float) -> tuple[int, str] | None:
+        try:
+            return self.lines.get(timeout=max(0.0, min(0.05, deadline - time.monotonic())))
+        except queue.Empty:
+            return None
 
     def _say(self, p: subprocess.Popen[str], line: str) -> None:
         assert p.stdin is not None
@@ -297,12 +310,11 @@ class Writers:
         waits: list[str] = []
         deadline = time.monotonic() + timeout
         while len(written) < 2 and not waits and time.monotonic() < deadline:
-            for sk, _ in self.sel.select(timeout=0.05):
-                line = sk.fileobj.readline().strip()  # type: ignore[union-attr]
-                if line == "written":
-                    written.add(sk.data)
-                elif line.isdigit():
-                    backend[sk.data] = int(line)
+            got = self._next(deadline)
+            if got and got[1] == "written":
+                written.add(got[0])
+            elif got and got[1].isdigit():
+                backend[got[0]] = int(got[1])
             if len(backend) == 2:
                 waits = self._blocked(set(backend.values()))
         assert waits or len(written) == 2, "a writer neither wrote nor waited"
@@ -310,8 +322,9 @@ class Writers:
         for p in self.procs:  # commit, one after the other (a waiting one then goes on)
             self._say(p, "")
         while committed < 2 and time.monotonic() < deadline:
-            for sk, _ in self.sel.select(timeout=1):
-                committed += sk.fileobj.readline().strip() == "committed"  # type: ignore[union-attr]
+            got = self._next(deadline)
+            committed += bool(got and got[1] == "committed")
+        assert committed == 2, "the writers did not both commit"
         return waits
 
     def close(self) -> None:
