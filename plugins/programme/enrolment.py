@@ -59,30 +59,77 @@ def birth_year(record: dict[str, Any]) -> int | None:
     return yob if isinstance(yob, int) and not isinstance(yob, bool) else None
 
 
+#: values in one IN list of the look-alike queries
+_IN_CHUNK = 500
+
+
 def find_duplicates(
     rt: Programme, conn: Connection, record: dict[str, Any]
 ) -> list[tuple[str, str]]:
     """(recipient id, reason) of live recipients that look like `record` (not itself)."""
+    return find_duplicates_many(rt, conn, [record])[0]
+
+
+def find_duplicates_many(
+    rt: Programme, conn: Connection, records: list[dict[str, Any]]
+) -> list[list[tuple[str, str]]]:
+    """`find_duplicates` of each of `records` (in their order), in two queries per 500 of
+    them: the recipients holding one of their identities, then those with one of their
+    names (compared on birth year and phone here), instead of two per record."""
+    found: list[list[tuple[str, str]]] = [[] for _ in records]
+    _same_identity(rt, conn, records, found)
+    _same_name_year_phone(rt, conn, records, found)
+    return found
+
+
+def _same_identity(
+    rt: Programme, conn: Connection, records: list[dict[str, Any]], found: list[list[Any]]
+) -> None:
+    service = rt.services[RECIPIENT]
+    if "identity" not in service.codec.blind:
+        return
+    table = service.table
+    col = table.c[service.codec.blind["identity"]]
+    wanted: dict[Any, list[int]] = {}  # blind value -> the records that hold it
+    for i, record in enumerate(records):
+        identity = record.get("identity")
+        if isinstance(identity, str) and identity:
+            for key in service.lookup_keys("identity", [identity]):
+                wanted.setdefault(key, []).append(i)
+    keys = list(wanted)
+    for n in range(0, len(keys), _IN_CHUNK):
+        stmt = sa.select(table.c.id, col).where(
+            col.in_(keys[n : n + _IN_CHUNK]), table.c._deleted_at.is_(None)
+        )
+        for rid, key in conn.execute(stmt):
+            found_by = [i for i in wanted.get(key, ()) if rid != records[i].get("id")]
+            for i in found_by:
+                found[i].append((rid, "identity"))
+
+
+def _same_name_year_phone(
+    rt: Programme, conn: Connection, records: list[dict[str, Any]], found: list[list[Any]]
+) -> None:
     service = rt.services[RECIPIENT]
     table = service.table
-    own = record.get("id")
-    found: list[tuple[str, str]] = []
-    identity = record.get("identity")
-    if isinstance(identity, str) and identity and "identity" in service.codec.blind:
-        keys = service.lookup_keys("identity", [identity])
-        col = table.c[service.codec.blind["identity"]]
-        stmt = sa.select(table.c.id).where(col.in_(list(keys)), table.c._deleted_at.is_(None))
-        found += [(rid, "identity") for (rid,) in conn.execute(stmt) if rid != own]
-    phone, year = phone_digits(record.get("phone")), birth_year(record)
-    if isinstance(record.get("name"), str) and phone and year is not None:
-        stmt = sa.select(table).where(table.c.name == record["name"], table.c._deleted_at.is_(None))
+    by_name: dict[str, list[tuple[int, str, int]]] = {}  # name -> (record, phone, year)
+    for i, record in enumerate(records):
+        name, phone = record.get("name"), phone_digits(record.get("phone"))
+        year = birth_year(record)
+        if isinstance(name, str) and phone and year is not None:
+            by_name.setdefault(name, []).append((i, phone, year))
+    names = list(by_name)
+    for n in range(0, len(names), _IN_CHUNK):
+        stmt = sa.select(table).where(
+            table.c.name.in_(names[n : n + _IN_CHUNK]), table.c._deleted_at.is_(None)
+        )
         for row in conn.execute(stmt).mappings():
-            if row["id"] == own or any(rid == row["id"] for rid, _ in found):
-                continue
             other = service.codec.data(row)
-            if birth_year(other) == year and phone_digits(other.get("phone")) == phone:
-                found.append((row["id"], "name, birth year and phone"))
-    return found
+            for i, phone, year in by_name[row["name"]]:
+                if row["id"] == records[i].get("id") or any(r == row["id"] for r, _ in found[i]):
+                    continue
+                if birth_year(other) == year and phone_digits(other.get("phone")) == phone:
+                    found[i].append((row["id"], "name, birth year and phone"))
 
 
 def create_with_code(gate: Gate, person: dict[str, Any]) -> dict[str, Any]:
@@ -122,16 +169,19 @@ def check_recipient(rt: Programme, conn: Connection, record: dict[str, Any]) -> 
     )
 
 
-def record_duplicates(rt: Programme, conn: Connection, record: dict[str, Any]) -> int:
-    """List the recipients `record` looks like (after an import); returns how many."""
-    matches = find_duplicates(rt, conn, record)
+def record_duplicates(rt: Programme, conn: Connection, records: list[dict[str, Any]]) -> int:
+    """List the recipients each of `records` looks like (after an import, from the outbox);
+    returns how many pairs."""
     now: datetime = utcnow()
-    rows = []
-    for other, reason in matches:
-        first, second = sorted((record["id"], other))
-        rows.append(
-            {"recipient_id": second, "duplicate_of": first, "reason": reason, "found_at": now}
-        )
+    pairs: dict[tuple[str, str], str] = {}  # two look-alikes of one batch: one pair
+    for record, matches in zip(records, find_duplicates_many(rt, conn, records), strict=True):
+        for other, reason in matches:
+            first, second = sorted((record["id"], other))
+            pairs.setdefault((second, first), reason)
+    rows = [
+        {"recipient_id": second, "duplicate_of": first, "reason": reason, "found_at": now}
+        for (second, first), reason in pairs.items()
+    ]
     if rows:
         conn.execute(insert_for(conn, duplicate).on_conflict_do_nothing(), rows)
     return len(rows)

@@ -185,7 +185,8 @@ def _write_updates(
 
 def _settle_enrolments(rt: Programme, conn: Connection, ids: list[str]) -> None:
     service = rt.services[RECIPIENT]
-    for person in rt.fetch(conn, RECIPIENT, "id", ids).values():
+    people = list(rt.fetch(conn, RECIPIENT, "id", ids).values())
+    for person in people:
         pre_enrolled = person.get("enrollmentType") == "PRE_ENROLLMENT"
         if pre_enrolled and not person.get("enrollmentCode"):  # an agency's import
             for _ in range(5):
@@ -199,8 +200,8 @@ def _settle_enrolments(rt: Programme, conn: Connection, ids: list[str]) -> None:
                     break
                 except Conflict:
                     continue  # the code was taken: draw another
-        if rt.config.duplicate_check:
-            enrolment.record_duplicates(rt, conn, person)
+    if rt.config.duplicate_check:
+        enrolment.record_duplicates(rt, conn, people)
 
 
 def _flag_serious(rt: Programme, conn: Connection, events: list[dict[str, Any]]) -> None:

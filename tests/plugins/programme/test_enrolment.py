@@ -98,6 +98,31 @@ def test_an_agencys_csv_pre_enrolment_gets_codes_and_its_lookalikes_listed(ops: 
     assert ops.client.get("/api/v1/programme/duplicates").json()["items"] == []
 
 
+def test_lookalikes_within_one_import_are_listed_once_and_others_not_at_all(ops: Ops):
+    csv = (
+        "identity,name,dob,gender,phone,enrollmentType,address.district,address.state\n"
+        "did:x:twin-1,Ravi Das,1990-02-02,Male,+99 90000 11111,PRE_ENROLLMENT,Riverside,Northland\n"
+        "did:x:twin-2,Ravi Das,1990-07-07,Male,0 90000 11111,PRE_ENROLLMENT,Riverside,Northland\n"
+        "did:x:twin-3,Ravi Das,1991-02-02,Male,+99 90000 11111,PRE_ENROLLMENT,Riverside,Northland\n"
+        "did:x:twin-4,Ravi Das,1990-02-02,Male,+99 90000 22222,PRE_ENROLLMENT,Riverside,Northland\n"
+    )
+    resp = ops.client.post(
+        "/api/v1/recipient/imports", content=csv.encode(), headers={"content-type": "text/csv"}
+    )
+    assert resp.status_code == 202, resp.text
+    assert finished(ops.client, ops.registry, resp.headers["location"])["inserted"] == 4
+    ops.deliver()
+    people = ops.client.get("/api/v1/recipient?name=Ravi Das&limit=10").json()["items"]
+    ids = {p["identity"]: p["id"] for p in people}
+    dupes = ops.client.get("/api/v1/programme/duplicates").json()["items"]
+    # twin-1 and twin-2: the same name, birth year and last 10 digits of the phone; twin-3 was
+    # born another year, twin-4 has another phone
+    assert [sorted((d["recipient"], d["duplicateOf"])) for d in dupes] == [
+        sorted((ids["did:x:twin-1"], ids["did:x:twin-2"]))
+    ]
+    assert dupes[0]["reason"] == "name, birth year and phone"
+
+
 def walk_in(ops: Ops, **changes: Any):
     body = {
         "facility": FACILITY,
