@@ -223,25 +223,32 @@ def demo_client(registry: Registry) -> Iterator[TestClient]:
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
-def shared_demo_client(
+def shared_settings(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     template_databases: TemplateDatabases,
-) -> Iterator[TestClient]:
-    """A system-admin client over the demo data, built once per module and backend: only for
-    modules whose tests read and never write (a module's tests run one after another)."""
-    from open_registry.core.demo import load_demo_data
-
-    tmp = tmp_path_factory.mktemp("shared-demo")
+) -> Settings:
+    """Settings of an empty database for one registry shared by a module's tests, per backend:
+    only for tests that read and never write (a module's tests run one after another). The
+    registry must be opened by the fixture that asks for these (PostgreSQL: the run's second
+    database, emptied when opened)."""
+    tmp = tmp_path_factory.mktemp("shared")
     if request.param == "sqlite":
         url = f"sqlite:///{tmp / 'registry.db'}"
     else:
         url = request.getfixturevalue("pg_shared_database")
         template_databases.inherit(url)
-    reg = open_registry(
-        Settings(database_url=url, data_dir=tmp / "data", load_entrypoints=False,
-                 inline_worker=False)
-    )
+    return Settings(database_url=url, data_dir=tmp / "data", load_entrypoints=False,
+                    inline_worker=False, sqlite_synchronous="NORMAL")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shared_demo_client(shared_settings: Settings) -> Iterator[TestClient]:
+    """A system-admin client over the demo data, built once per module and backend
+    (`shared_settings`: for tests that only read)."""
+    from open_registry.core.demo import load_demo_data
+
+    reg = open_registry(shared_settings)
     try:
         load_demo_data(reg.services)
         with admin_client(create_app(registry=reg)) as c:

@@ -59,8 +59,7 @@ class World:
         return {} if role is None else auth_headers(self.registry, role, **kw)
 
 
-@pytest.fixture
-def world(settings: Settings) -> Iterator[World]:
+def make_world(settings: Settings) -> Iterator[World]:
     for client in make_client(settings):
         # coded in ICD-11 in the vaccine registry; an HCERT also needs its EU value set codes
         [vaccine] = client.get("/api/v1/vaccine?code=CVX-AV").json()["items"]
@@ -75,6 +74,18 @@ def world(settings: Settings) -> Iterator[World]:
         yield World(client, cert, other)
 
 
+@pytest.fixture
+def world(settings: Settings) -> Iterator[World]:
+    """A world of the test's own: for the tests that change the certificate or issue."""
+    yield from make_world(settings)
+
+
+@pytest.fixture(scope="module")
+def shared_world(shared_settings: Settings) -> Iterator[World]:
+    """One world for the module's tests that only read (every output, every caller)."""
+    yield from make_world(shared_settings)
+
+
 def url(world: World, output: str) -> str:
     return f"/api/v1/certificates/{world.certificate['id']}{output}"
 
@@ -82,15 +93,17 @@ def url(world: World, output: str) -> str:
 # -- reads: every output --------------------------------------------------------------------------
 
 
-def test_anonymous_callers_get_401_for_every_output(world: World):
+def test_anonymous_callers_get_401_for_every_output(shared_world: World):
+    world = shared_world
     for output in OUTPUTS:
         assert world.status("GET", url(world, output), {}) == 401, output
 
 
-def test_callers_without_a_read_grant_get_nothing(world: World):
+def test_callers_without_a_read_grant_get_nothing(shared_world: World):
     """No role of the read list and no certificate of their own: the certificate is not theirs
     to see (404, as the generic read answers; the schema's `owner` entry admits every
     signed-in caller to their own certificates, so the answer is not a 403)."""
+    world = shared_world
     for role, kw in [
         ("controller", {}),
         ("api-client", {}),
@@ -103,14 +116,16 @@ def test_callers_without_a_read_grant_get_nothing(world: World):
             assert world.status("GET", url(world, output), headers) == 404, (role, output)
 
 
-def test_staff_of_another_facility_get_404_for_every_output(world: World):
+def test_staff_of_another_facility_get_404_for_every_output(shared_world: World):
+    world = shared_world
     for role in ("facility-staff", "facility-admin"):
         headers = world.headers(role, facility=world.other)
         for output in OUTPUTS:
             assert world.status("GET", url(world, output), headers) == 404, (role, output)
 
 
-def test_the_issuing_facility_and_the_recipient_get_every_output(world: World):
+def test_the_issuing_facility_and_the_recipient_get_every_output(shared_world: World):
+    world = shared_world
     for role, kw in [
         ("facility-staff", {"facility": world.facility}),
         ("recipient", {"recipient": world.recipient}),
@@ -121,9 +136,10 @@ def test_the_issuing_facility_and_the_recipient_get_every_output(world: World):
             assert world.status("GET", url(world, output), headers) == 200, (role, output)
 
 
-def test_a_cached_card_is_not_served_past_the_rules(world: World):
+def test_a_cached_card_is_not_served_past_the_rules(shared_world: World):
     """Cards and HCERTs are cached per certificate version: a card made for the issuing
     facility is still refused to the others."""
+    world = shared_world
     own = world.headers("facility-staff", facility=world.facility)
     for output in ("/shc", "/hcert", "/ddcc", "?format=png"):
         assert world.status("GET", url(world, output), own) == 200
@@ -132,9 +148,10 @@ def test_a_cached_card_is_not_served_past_the_rules(world: World):
         assert world.status("GET", url(world, output), other) == 404
 
 
-def test_the_recipients_bundle_carries_the_vaccine_registrys_codes(world: World):
+def test_the_recipients_bundle_carries_the_vaccine_registrys_codes(shared_world: World):
     """What a format needs beyond the certificate (the vaccination, the vaccine's ICD-11 code)
     is read as the issuer, once the recipient's gate let them read the certificate."""
+    world = shared_world
     headers = world.headers("recipient", recipient=world.recipient)
     with TestClient(world.client.app, headers=headers) as c:
         bundle = c.get(url(world, "/ddcc")).json()
