@@ -97,7 +97,16 @@ class World:
 
 @pytest.fixture
 def world(settings: Settings) -> Iterator[World]:
+    """A world of the test's own: for the tests that write (or see that a write goes through)."""
     for ops in make_ops(settings):
+        yield World(ops)
+
+
+@pytest.fixture(scope="module")
+def shared_world(shared_settings: Settings) -> Iterator[World]:
+    """One world for the module's tests that only read or are refused (and check that nothing
+    changed)."""
+    for ops in make_ops(shared_settings):
         yield World(ops)
 
 
@@ -153,7 +162,8 @@ def routes_of(routes: Any) -> Iterator[Any]:
             yield r
 
 
-def test_every_route_declares_its_rule(world: World):
+def test_every_route_declares_its_rule(shared_world: World):
+    world = shared_world
     found = {}
     for route in routes_of(world.ops.client.app.routes):
         for method in sorted((getattr(route, "methods", None) or set()) - {"HEAD"}):
@@ -193,7 +203,8 @@ def call(client: TestClient, method: str, path: str, body: Any) -> Any:
     return client.request(method, path, json=body, follow_redirects=False)
 
 
-def test_anonymous_callers_get_401_and_roles_without_the_right_403(world: World):
+def test_anonymous_callers_get_401_and_roles_without_the_right_403(shared_world: World):
+    world = shared_world
     w = world
     before = w.writes()
     wrong: list[str] = []
@@ -213,7 +224,8 @@ def test_anonymous_callers_get_401_and_roles_without_the_right_403(world: World)
     assert w.get(f"/api/v1/appointment/{w.booked['id']}") == w.booked
 
 
-def test_the_pages_send_anonymous_visitors_to_sign_in_and_refuse_other_roles(world: World):
+def test_the_pages_send_anonymous_visitors_to_sign_in_and_refuse_other_roles(shared_world: World):
+    world = shared_world
     for page in ("/ui/dashboard", "/ui/enrol"):
         resp = world.as_().get(page, follow_redirects=False)
         assert resp.status_code == 303 and "/ui/login" in resp.headers["location"], page
@@ -324,7 +336,8 @@ def test_staff_cannot_record_a_walk_in_at_another_facility(world: World):
     assert own.json()["vaccination"]["facility"] == A
 
 
-def test_staff_do_not_read_another_facilitys_stock(world: World):
+def test_staff_do_not_read_another_facilitys_stock(shared_world: World):
+    world = shared_world
     elsewhere = world.staff(B)
     assert elsewhere.get(f"{P}/stock", params={"facility": A}).status_code == 404
     own = elsewhere.get(f"{P}/stock").json()["items"]
@@ -383,7 +396,8 @@ def test_controllers_activate_any_facility_staff_none(world: World):
     assert resp.status_code == 200 and resp.json()["rate"] == 7, resp.text
 
 
-def test_the_fhir_export_is_read_through_the_callers_gate(world: World):
+def test_the_fhir_export_is_read_through_the_callers_gate(shared_world: World):
+    world = shared_world
     path = f"/api/v1/fhir/vaccinations/{world.vaccination['id']}"
     assert world.staff(B).get(path).status_code == 404
     assert world.staff(A).get(path).status_code == 200
@@ -392,9 +406,10 @@ def test_the_fhir_export_is_read_through_the_callers_gate(world: World):
     assert world.as_("recipient", recipient="someone").get(path).status_code == 404
 
 
-def test_the_fhir_export_holds_no_private_field_the_caller_may_not_read(world: World):
+def test_the_fhir_export_holds_no_private_field_the_caller_may_not_read(shared_world: World):
     """Staff may read the vaccination but not the recipient's identity: the bundle's Patient
     carries no identifier from it; the recipient themselves gets theirs."""
+    world = shared_world
     path = f"/api/v1/fhir/vaccinations/{world.vaccination['id']}"
     recipient = world.registry.services["recipient"].get(world.vaccination["recipient"])
     number = recipient["identity"].split(":")[-1]
