@@ -8,11 +8,15 @@ same name until its file in `ui-schemas/` is removed.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from open_registry.generators.errors import SchemaError, SchemaIssue
 from open_registry.generators.opensaber import is_definitions_only
@@ -52,15 +56,55 @@ class SchemaSet:
         return len(self.entities)
 
 
+#: read_folder's results by folder and file contents, newest last (`_FOLDER_CACHE_SIZE` kept)
+_FOLDER_CACHE: OrderedDict[tuple[Any, ...], tuple[list[EntitySchema], list[SchemaIssue]]] = (
+    OrderedDict()
+)
+_FOLDER_CACHE_SIZE = 64
+_folder_cache_lock = threading.Lock()
+
+
 def read_folder(folder: Path) -> tuple[list[EntitySchema], list[SchemaIssue]]:
-    """Parse every `*.json` file of one folder; return the entities and every issue found."""
-    issues: list[SchemaIssue] = []
-    docs: dict[str, dict] = {}
+    """Parse every `*.json` file of one folder; return the entities and every issue found.
+
+    Parsing is pure work on the files' bytes: a folder read again with the same files (another
+    registry in the process, a reload after the schema editor saved another folder) gets the
+    entities parsed the first time (frozen objects, shared) instead of parsing them again."""
     if not folder.is_dir():
         return [], [SchemaIssue(str(folder), "", "schema folder does not exist")]
+    raw: dict[str, bytes] = {}
+    issues: list[SchemaIssue] = []
     for path in sorted(folder.glob("*.json")):
         try:
-            docs[path.name] = json.loads(path.read_text(encoding="utf-8"))
+            raw[path.name] = path.read_bytes()
+        except OSError as exc:
+            issues.append(SchemaIssue(str(path), "", f"cannot read: {exc}"))
+    if issues:  # a file that cannot be read: nothing to remember
+        entities, parse_issues = _parse_folder(folder, raw)
+        return entities, issues + parse_issues
+    key = (str(folder), tuple((n, hashlib.blake2b(b).digest()) for n, b in raw.items()))
+    with _folder_cache_lock:
+        hit = _FOLDER_CACHE.get(key)
+        if hit is not None:
+            _FOLDER_CACHE.move_to_end(key)
+            return list(hit[0]), list(hit[1])
+    entities, issues = _parse_folder(folder, raw)
+    with _folder_cache_lock:
+        _FOLDER_CACHE[key] = (entities, issues)
+        while len(_FOLDER_CACHE) > _FOLDER_CACHE_SIZE:
+            _FOLDER_CACHE.popitem(last=False)
+    return list(entities), list(issues)
+
+
+def _parse_folder(
+    folder: Path, raw: Mapping[str, bytes]
+) -> tuple[list[EntitySchema], list[SchemaIssue]]:
+    issues: list[SchemaIssue] = []
+    docs: dict[str, dict] = {}
+    for name, data in raw.items():
+        path = folder / name
+        try:
+            docs[name] = json.loads(data.decode("utf-8"))
         except json.JSONDecodeError as exc:
             issues.append(
                 SchemaIssue(
@@ -69,7 +113,7 @@ def read_folder(folder: Path) -> tuple[list[EntitySchema], list[SchemaIssue]]:
                     f"not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}",
                 )
             )
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
             issues.append(SchemaIssue(str(path), "", f"cannot read: {exc}"))
     entities = []
     for fname, doc in docs.items():

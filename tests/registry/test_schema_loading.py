@@ -192,3 +192,26 @@ def test_plugin_settings_come_from_tables_and_environment(tmp_path: Path):
     }
     with pytest.raises(ValueError, match="must be tables"):
         Settings.load(environ={}, settings_file=_write(tmp_path / "bad.toml", "plugins = 3\n"))
+
+
+def test_a_folder_read_again_is_parsed_once_and_a_changed_file_again(tmp_path: Path):
+    from open_registry.core.schemas.loading import default_schema_dir, read_folder
+
+    folder = tmp_path / "schemas"
+    shutil.copytree(default_schema_dir(), folder)
+    first, issues = read_folder(folder)
+    again, _ = read_folder(folder)
+    assert issues == [] and [e.name for e in again] == [e.name for e in first]
+    assert all(a is b for a, b in zip(first, again, strict=True))  # the parse was reused
+    again.clear()  # the caller's list is its own
+    assert len(read_folder(folder)[0]) == len(first)
+
+    doc = json.loads((folder / "vaccine.json").read_text())
+    doc["title"] = "Vaccine (edited)"
+    (folder / "vaccine.json").write_text(json.dumps(doc))
+    edited = {e.name: e for e in read_folder(folder)[0]}
+    assert edited["vaccine"].title == "Vaccine (edited)"
+    (folder / "vaccine.json").write_text('{"type": ')
+    broken, problems = read_folder(folder)
+    assert "vaccine" not in {e.name for e in broken}
+    assert any("not valid JSON" in p.message for p in problems)
