@@ -66,6 +66,17 @@ def test_enrolment_errors_name_the_field(ops: Ops):
     assert ops.client.post("/api/v1/programme/enrol", json=[1]).status_code == 400
 
 
+def import_recipients(ops: Ops, csv: str) -> dict[str, Any]:
+    """Import `csv` as recipients, wait for the job, deliver its events; the finished job."""
+    resp = ops.client.post(
+        "/api/v1/recipient/imports", content=csv.encode(), headers={"content-type": "text/csv"}
+    )
+    assert resp.status_code == 202, resp.text
+    job = finished(ops.client, ops.registry, resp.headers["location"])
+    ops.deliver()
+    return job
+
+
 def test_an_agencys_csv_pre_enrolment_gets_codes_and_its_lookalikes_listed(ops: Ops):
     assert enrol(ops).status_code == 201
     csv = (
@@ -75,13 +86,8 @@ def test_an_agencys_csv_pre_enrolment_gets_codes_and_its_lookalikes_listed(ops: 
         "did:x:pre-2,Kiran Rao,1970-05-05,Male,+99 91111 22222,PRE_ENROLLMENT,Hillcrest,"
         "Northland\n"
     )
-    resp = ops.client.post(
-        "/api/v1/recipient/imports", content=csv.encode(), headers={"content-type": "text/csv"}
-    )
-    assert resp.status_code == 202, resp.text
-    job = finished(ops.client, ops.registry, resp.headers["location"])
+    job = import_recipients(ops, csv)
     assert (job["status"], job["inserted"]) == ("done", 2), job
-    ops.deliver()
     people = ops.client.get("/api/v1/recipient?identity[in]=did:x:pre-1,did:x:pre-2").json()[
         "items"
     ]
@@ -106,12 +112,7 @@ def test_lookalikes_within_one_import_are_listed_once_and_others_not_at_all(ops:
         "did:x:twin-3,Ravi Das,1991-02-02,Male,+99 90000 11111,PRE_ENROLLMENT,Riverside,Northland\n"
         "did:x:twin-4,Ravi Das,1990-02-02,Male,+99 90000 22222,PRE_ENROLLMENT,Riverside,Northland\n"
     )
-    resp = ops.client.post(
-        "/api/v1/recipient/imports", content=csv.encode(), headers={"content-type": "text/csv"}
-    )
-    assert resp.status_code == 202, resp.text
-    assert finished(ops.client, ops.registry, resp.headers["location"])["inserted"] == 4
-    ops.deliver()
+    assert import_recipients(ops, csv)["inserted"] == 4
     people = ops.client.get("/api/v1/recipient?name=Ravi Das&limit=10").json()["items"]
     ids = {p["identity"]: p["id"] for p in people}
     dupes = ops.client.get("/api/v1/programme/duplicates").json()["items"]
