@@ -63,3 +63,23 @@ def test_gc_freeze_off_leaves_the_collector_alone(settings: Settings) -> None:
         assert gc.get_freeze_count() <= before
     assert not registry_app._gc_frozen
     assert len(young) == 2000
+
+
+def test_the_suite_lets_go_of_a_finished_tests_registry(settings: Settings) -> None:
+    """tests/conftest.py clears FastAPI's classification caches after each test: without that
+    they keep the last ~45 apps' endpoints, closures over their registry, alive. Fails when a
+    FastAPI release renames the caches (the list is then empty) or keeps registries another way."""
+    import weakref
+
+    from tests.conftest import _FASTAPI_CALLABLE_CACHES
+
+    assert _FASTAPI_CALLABLE_CACHES, "FastAPI's classification caches were not found"
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+    registry = weakref.ref(app.state.registry)
+    del app, client
+    for cached in _FASTAPI_CALLABLE_CACHES:
+        cached.cache_clear()
+    gc.collect()
+    assert registry() is None
