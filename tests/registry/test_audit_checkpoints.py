@@ -274,13 +274,18 @@ class Writers:
         # one reader thread per writer: a selector on buffered pipes misses a second line that
         # arrived with the first (it sits in the reader's buffer, the pipe says nothing more)
         self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
-        for i, p in enumerate(self.procs):
-            threading.Thread(target=self._read, args=(i, p), daemon=True).start()
+        self.readers = [
+            threading.Thread(target=self._read, args=(i, p), daemon=True)
+            for i, p in enumerate(self.procs)
+        ]
+        for reader in self.readers:
+            reader.start()
 
     def _read(self, i: int, p: subprocess.Popen[str]) -> None:
         assert p.stdout is not None
-        for line in p.stdout:
-            self.lines.put((i, line.strip()))
+        with p.stdout:  # closed at the writer's end
+            for line in p.stdout:
+                self.lines.put((i, line.strip()))
 
     def _next(self, deadline: float) -> tuple[int, str] | None:
         try:
@@ -331,7 +336,11 @@ class Writers:
         for p in self.procs:
             if p.poll() is None:
                 self._say(p, "stop")
-            p.communicate(timeout=60)
+            assert p.stdin is not None
+            p.stdin.close()
+            p.wait(timeout=60)  # its output is its reader thread's (not communicate's too)
+        for reader in self.readers:
+            reader.join(timeout=10)
 
 
 @pytest.mark.postgres
