@@ -17,19 +17,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import argon2.profiles
 import fastapi.dependencies.models as fastapi_models
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 import open_registry.core.app as registry_app
-import open_registry.core.auth.clients as auth_clients
-import open_registry.core.auth.users as auth_users
 from open_registry.core import Settings, create_app
 from open_registry.core.app import Registry, open_registry
 from open_registry.core.testing import TemplateDatabases
+from tests import cheap_hashing
 from tests.authn import admin_client
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -73,12 +70,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         gc.freeze()
 
 
-# Passwords and client secrets are still argon2id hashes here, with the library's profile for
-# tests (argon2.profiles.CHEAPEST) instead of 64 MiB x 3 passes: ~0.1 s per sign-in and user
-# made, hundreds of times a run. Servers the tests start as processes keep the real cost.
-_cheap_hasher = PasswordHasher.from_parameters(argon2.profiles.CHEAPEST)
-for _module in (auth_users, auth_clients):
-    _module._HASHER = _cheap_hasher  # type: ignore[attr-defined]
+# argon2's profile for tests: hundreds of users and sign-ins a run (tests/cheap_hashing.py)
+cheap_hashing.install()
 PG_ADMIN_URL = os.environ.get("REGISTRY_TEST_PG_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 

@@ -8,12 +8,14 @@ from typing import Any
 
 from open_registry.core import Settings, create_app
 from open_registry.core.ui.pages import add_ui_routes
+from tests import cheap_hashing
 
 PASSWORD = "browser-test-password"
 FACILITY = "NL-HLC-02"
 
 
 def build() -> Any:
+    cheap_hashing.install()  # this server's users: argon2's profile for tests
     settings = Settings.load(demo_data=True, load_entrypoints=False)
     app = create_app(settings)
     if not hasattr(app.state, "ui"):

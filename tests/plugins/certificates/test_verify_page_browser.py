@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests import cheap_hashing
 from tests.browser import launch
 from tests.browser import require as require_browser
 from tests.registry.test_ui_browser import ROOT
@@ -41,6 +42,7 @@ def build() -> Any:
     from open_registry.core.outbox.worker import Worker
     from tests.authn import admin_client
 
+    cheap_hashing.install()  # this server's users: argon2's profile for tests
     settings = Settings.load(demo_data=True, load_entrypoints=False)
     app = create_app(settings)
     registry = app.state.registry

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from open_registry.core import Settings, create_app, open_registry
 from open_registry.core.demo import load_demo_data
 from open_registry.core.outbox.worker import Worker
+from tests import cheap_hashing
 from tests.authn import auth_headers
 from tests.plugins.programme.day import simulate_day
 
@@ -22,6 +23,7 @@ PASSWORD = "dashboard-test-password"
 
 
 def build() -> Any:
+    cheap_hashing.install()  # this server's users: argon2's profile for tests
     settings = Settings.load(load_entrypoints=False, inline_worker=False)
     registry = open_registry(settings)
     load_demo_data(registry.services)
