@@ -22,6 +22,7 @@ from open_registry.plugins.programme.runtime import (
     RECIPIENT,
     SIDE_EFFECT,
     VACCINATION,
+    VACCINE,
     Programme,
 )
 from open_registry.plugins.programme.scheduling import next_dose
@@ -85,12 +86,15 @@ def _suggest_next_doses(rt: Programme, conn: Connection, cert_ids: list[str]) ->
         if (c.get("revision") or 1) == 1
     ]
     vaccinations = rt.fetch(conn, VACCINATION, "id", (c["vaccination"] for c in certs))
+    # the batch's vaccines in one query (a few codes for thousands of vaccinations)
+    codes = {v["vaccine"] for v in vaccinations.values() if isinstance(v.get("vaccine"), str)}
+    vaccines = rt.fetch(conn, VACCINE, "code", codes)
     wanted: dict[tuple[str, str, int], dict[str, Any]] = {}
     for cert in certs:
         v = vaccinations.get(cert["vaccination"])
         if v is None:
             continue
-        suggestion = next_dose(rt, conn, v, vaccination_day(rt, v))
+        suggestion = next_dose(rt, conn, v, vaccination_day(rt, v), vaccines)
         if suggestion is not None:
             key = (suggestion["recipient"], suggestion["program"], suggestion["dose"])
             wanted.setdefault(key, suggestion)  # one per recipient, programme and dose

@@ -7,6 +7,7 @@ rescheduling moves the places, cancelling gives them back.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -222,16 +223,22 @@ def check_walk_in(
 
 
 def next_dose(
-    rt: Programme, conn: Connection, vaccination: dict[str, Any], day: date
+    rt: Programme,
+    conn: Connection,
+    vaccination: dict[str, Any],
+    day: date,
+    vaccines: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """The suggested appointment for the next dose after `vaccination` (given on `day`), from
-    its vaccine's `doseIntervals`; None when the schedule is complete or has no interval."""
+    its vaccine's `doseIntervals`; None when the schedule is complete or has no interval.
+    `vaccines`: the vaccines by code, read beforehand for a batch (else read here)."""
     dose, total = vaccination.get("dose"), vaccination.get("totalDoses")
     if not isinstance(dose, int) or not isinstance(total, int) or dose >= total:
         return None
-    vaccine = rt.fetch(conn, VACCINE, "code", [vaccination.get("vaccine")]).get(
-        vaccination.get("vaccine")
-    )
+    code = vaccination.get("vaccine")
+    if vaccines is None:
+        vaccines = rt.fetch(conn, VACCINE, "code", [code])
+    vaccine = vaccines.get(code) if isinstance(code, str) else None
     intervals = (vaccine or {}).get("doseIntervals") or []
     if len(intervals) < dose:
         return None

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import sqlalchemy as sa
+
+from open_registry.plugins.programme.followups import _suggest_next_doses
+from open_registry.plugins.programme.runtime import runtime
 from tests.plugins.programme.conftest import (
     FACILITY,
     PROGRAM,
@@ -182,6 +186,39 @@ def test_the_next_dose_is_suggested_after_the_certificate_and_can_be_booked(ops:
     done = ops.client.get(f"/api/v1/appointment/{suggested['id']}").json()
     assert done["status"] == "Completed" and done["vaccination"]
     assert slots(ops, day)["09:00"]["booked"] == 1  # a completed appointment used its place
+
+
+def test_the_next_doses_of_a_batch_read_its_vaccines_once(ops: Ops):
+    """Five certificates of one batch: each recipient gets its suggestion, and the step that
+    makes them reads the vaccine table in one query, not once per vaccination."""
+    ops.activate()
+    ops.schedule()
+    people = [p["id"] for p in ops.recipients(5)]
+    for person in people:
+        assert ops.vaccinate(person, when=at(today())).status_code == 201
+    ops.deliver()
+    ops.deliver()
+    for person in people:
+        items = ops.client.get(f"/api/v1/appointment?recipient={person}").json()["items"]
+        assert [(a["status"], a["dose"]) for a in items] == [("Suggested", 2)], person
+    registry = ops.registry
+    certificates = registry.db.metadata.tables["certificate"]
+    vaccine = registry.db.metadata.tables["vaccine"].name
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    with registry.db.engine.begin() as conn:
+        ids = [r[0] for r in conn.execute(sa.select(certificates.c.id))]
+        assert len(ids) == 5
+        sa.event.listen(registry.db.engine, "before_cursor_execute", seen)
+        try:
+            _suggest_next_doses(runtime(registry), conn, ids)  # all there: nothing new
+        finally:
+            sa.event.remove(registry.db.engine, "before_cursor_execute", seen)
+    reads = [s for s in statements if f"FROM {vaccine} " in s or f'FROM "{vaccine}"' in s]
+    assert len(reads) == 1, statements
 
 
 def test_a_next_dose_message_reads_as_one():
