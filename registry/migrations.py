@@ -11,6 +11,7 @@ unless allowed, and the data they would break is reported first.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 from collections.abc import Iterator
@@ -27,13 +28,17 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+from open_registry.core.codec import utcnow
 from open_registry.core.schemas.loading import SchemaSet
 from open_registry.core.storage import Database
+from open_registry.generators.memo import canonical_key
 from open_registry.generators.tables import UTCDateTime
 
 log = logging.getLogger("registry")
 
 VERSION_TABLE = "registry_migrations"
+#: one row: the `fingerprint` of the tables and schemas start-up last found the database to match
+STATE_TABLE = "registry_schema_state"
 
 ENV_PY = '''"""Alembic environment of a registry project; the registry builds the metadata."""
 
@@ -415,10 +420,77 @@ def write_revision(db: Database, folder: Path, message: str) -> Path | None:
     return Path(first.path)
 
 
+def structure_digest(db: Database) -> str:
+    """A digest of the tables `db`'s metadata describes on its dialect, read off the tables
+    without compiling anything: every column (name, type, null, key, default, foreign keys),
+    index and constraint."""
+
+    def text(value: Any) -> str:
+        arg = getattr(value, "arg", value)
+        return str(getattr(arg, "text", arg))
+
+    parts = [db.engine.dialect.name]
+    for table in sorted(db.metadata.tables.values(), key=lambda t: t.name):
+        parts.append(table.name)
+        for c in table.columns:
+            parts.append(
+                f"{c.name}|{c.type!r}|{c.nullable}|{c.primary_key}|{c.autoincrement}|"
+                f"{text(c.server_default) if c.server_default is not None else ''}|"
+                f"{sorted(fk.target_fullname for fk in c.foreign_keys)}"
+            )
+        for index in sorted(table.indexes, key=lambda i: i.name or ""):
+            parts.append(f"ix|{index.name}|{index.unique}|{[str(e) for e in index.expressions]}")
+        constraints = []
+        for cons in table.constraints:
+            sql = getattr(cons, "sqltext", None)
+            cols = [c.name for c in getattr(cons, "columns", ())]
+            constraints.append(f"{type(cons).__name__}|{cons.name}|{cols}|{sql or ''}")
+        parts.extend(sorted(constraints))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def fingerprint(db: Database, schemas: SchemaSet, revision: str | None) -> str:
+    """What `plan` compares, as one digest: the tables the metadata describes, the schemas
+    whose rules stored rows must keep (required fields, enums) and the database's revision."""
+    documents = [(e.name, e.table_name, e.json_schema) for e in schemas]
+    return canonical_key("schema-state/1", structure_digest(db), documents, revision)
+
+
+def stored_fingerprint(db: Database) -> str | None:
+    """The fingerprint start-up last stored in the database (None: none, or no table yet)."""
+    table = db.metadata.tables.get(STATE_TABLE)
+    if table is None:
+        return None
+    try:
+        with db.engine.connect() as conn:
+            found = conn.execute(sa.select(table.c.fingerprint).where(table.c.id == 1))
+            return found.scalar_one_or_none()
+    except (sa.exc.ProgrammingError, sa.exc.OperationalError):  # no such table yet
+        return None
+
+
+def store_fingerprint(db: Database, value: str) -> None:
+    """Remember that the database matched `value` (several processes starting at once may
+    store the same value: the last one wins, any of them is right)."""
+    table = db.metadata.tables.get(STATE_TABLE)
+    if table is None:
+        return
+    row = {"fingerprint": value, "checked_at": utcnow()}
+    with contextlib.suppress(sa.exc.IntegrityError), db.engine.begin() as conn:
+        updated = conn.execute(table.update().where(table.c.id == 1).values(**row))
+        if not updated.rowcount:
+            conn.execute(table.insert().values(id=1, **row))
+
+
 def prepare(db: Database, schemas: SchemaSet, folder: Path) -> list[str]:
     """Bring the database to the schemas at start-up where that is safe; refuse otherwise.
 
     Returns the names of tables created. Raises `StartupError` naming the command to run.
+
+    A database found matching is remembered by its `fingerprint` (`STATE_TABLE`): the next start
+    with the same schemas, tables and revision skips the comparison (reflecting every table and
+    counting the rows each required field or narrowed enum would break, which grows with the
+    data). `registry migrate` always compares in full.
     """
     from open_registry.core.errors import StartupError
 
@@ -429,10 +501,13 @@ def prepare(db: Database, schemas: SchemaSet, folder: Path) -> list[str]:
             f"the database is at revision {current} but the migrations in {folder} go up to "
             f"{head}; run `registry migrate apply` first"
         )
+    if current is not None and stored_fingerprint(db) == fingerprint(db, schemas, current):
+        return []
     if pending:  # an empty database and revisions to build it: build it from them
         apply_pending(db, folder)
     p = plan(db, schemas, folder)
     if not p.changes:
+        store_fingerprint(db, fingerprint(db, schemas, revision_state(db, folder)[0]))
         return []
     additive = all(
         c.action in ("create table", "add index", "add unique key") and not c.destructive
@@ -448,6 +523,8 @@ def prepare(db: Database, schemas: SchemaSet, folder: Path) -> list[str]:
         message = "baseline" if fresh and head is None else "add " + ", ".join(sorted(created))
         write_revision(db, folder, message)
         apply_pending(db, folder)
+        if not plan(db, schemas, folder).changes:  # as a later start would check it
+            store_fingerprint(db, fingerprint(db, schemas, revision_state(db, folder)[0]))
         return created
     lines = "\n  - ".join(str(c) for c in p.changes)
     raise StartupError(

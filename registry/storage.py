@@ -45,7 +45,8 @@ log = logging.getLogger("registry")
 
 def system_tables(metadata: sa.MetaData) -> None:
     """The audit log (a hash chain, see `registry.audit.chain`) and the outbox, written in the same
-    transaction as every record; the `Idempotency-Key`s of writes (`registry.idempotency`)."""
+    transaction as every record; the `Idempotency-Key`s of writes (`registry.idempotency`); the
+    schema state start-up checks against (`registry.migrations.prepare`)."""
     sa.Table(
         "registry_audit",
         metadata,
@@ -116,6 +117,13 @@ def system_tables(metadata: sa.MetaData) -> None:
         sa.UniqueConstraint("scope", "key", name="uq_registry_idempotency_scope_key"),
     )
     sa.Index("ix_registry_idempotency_expires_at", keys.c.expires_at)
+    sa.Table(  # one row: what the tables and schemas were when start-up last found them matching
+        "registry_schema_state",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("fingerprint", sa.String(64), nullable=False),  # `migrations.fingerprint`
+        sa.Column("checked_at", UTCDateTime(), nullable=False),
+    )
 
 
 def _dumps(value: Any) -> str:

@@ -40,6 +40,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from open_registry.core.app import Registry, create_app, open_registry
 from open_registry.core.auth import Principal
 from open_registry.core.hookspecs import hookimpl
+from open_registry.core.migrations import structure_digest
 from open_registry.core.schemas.loading import SchemaSet
 from open_registry.core.settings import Settings
 from open_registry.core.storage import Database
@@ -170,41 +171,13 @@ def _pg_fingerprint(conn: Any, tables: frozenset[str] | None) -> tuple[str, froz
     return hashlib.sha256(repr(chosen).encode()).hexdigest(), present
 
 
-def _structure(db: Database) -> str:
-    """What `metadata_key` depends on, read off the tables without compiling anything: every
-    column (name, type, null, key, default, foreign keys), index and constraint."""
-
-    def text(value: Any) -> str:
-        arg = getattr(value, "arg", value)
-        return str(getattr(arg, "text", arg))
-
-    parts = [db.engine.dialect.name]
-    for table in sorted(db.metadata.tables.values(), key=lambda t: t.name):
-        parts.append(table.name)
-        for c in table.columns:
-            parts.append(
-                f"{c.name}|{c.type!r}|{c.nullable}|{c.primary_key}|{c.autoincrement}|"
-                f"{text(c.server_default) if c.server_default is not None else ''}|"
-                f"{sorted(fk.target_fullname for fk in c.foreign_keys)}"
-            )
-        for index in sorted(table.indexes, key=lambda i: i.name or ""):
-            parts.append(f"ix|{index.name}|{index.unique}|{[str(e) for e in index.expressions]}")
-        constraints = []
-        for cons in table.constraints:
-            sql = getattr(cons, "sqltext", None)
-            cols = [c.name for c in getattr(cons, "columns", ())]
-            constraints.append(f"{type(cons).__name__}|{cons.name}|{cols}|{sql or ''}")
-        parts.extend(sorted(constraints))
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-#: `metadata_key` by `_structure`: compiling the DDL costs ~10 ms on PostgreSQL per registry
+#: `metadata_key` by `structure_digest`: compiling the DDL costs ~10 ms on PostgreSQL per registry
 _KEYS: dict[str, str] = {}
 
 
 def metadata_key(db: Database) -> str:
     """A digest of the DDL `db`'s metadata compiles to on its own dialect."""
-    structure = _structure(db)
+    structure = structure_digest(db)
     if structure not in _KEYS:
         _KEYS[structure] = _compiled_key(db)
     return _KEYS[structure]

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from open_registry.cli.main import app
-from open_registry.core import Settings, StartupError, create_app
+from open_registry.core import Settings, StartupError, create_app, migrations
 from open_registry.core.app import open_registry
 from open_registry.core.demo import load_demo_data
 from tests.authn import admin_client
@@ -173,6 +173,94 @@ def test_new_entity_gets_its_table_at_start(project: Path):
     names = sorted(p.name for p in (project / "migrations" / "versions").glob("*.py"))
     assert names == ["0001_baseline.py", "0002_add_batch.py"]
     assert migrate("--check").exit_code == 0
+
+
+class Comparisons:
+    """Counts `plan` (the full comparison) and the counts of stored rows it runs, while it is
+    installed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.plans = 0
+        self.counts = 0
+        real = migrations.plan
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.plans += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(migrations, "plan", counted)
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._seen)
+        self._undo = lambda: sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # `plan`'s checks of stored rows (not the test harness's look at an empty database)
+        self.counts += "count(*)" in statement.lower() and "_deleted_at" in statement
+
+    def close(self) -> None:
+        self._undo()
+
+
+@pytest.fixture
+def comparisons(monkeypatch: pytest.MonkeyPatch) -> Any:
+    seen = Comparisons(monkeypatch)
+    yield seen
+    seen.close()
+
+
+def test_a_start_on_an_unchanged_database_trusts_its_fingerprint(project: Path, comparisons: Any):
+    """The first start after the database was built compares (and stores the fingerprint); the
+    next ones with the same schemas, tables and revision do not count a single row; a changed
+    schema file is compared again and refused, leaving the stored fingerprint as it was."""
+    open_registry(Settings.load()).close()  # the project's first start after init
+    stored = rows(f"SELECT fingerprint FROM {migrations.STATE_TABLE}")
+    assert len(stored) == 1 and len(stored[0][0]) == 64
+    comparisons.plans = comparisons.counts = 0
+    for _ in range(2):
+        open_registry(Settings.load()).close()
+    assert (comparisons.plans, comparisons.counts) == (0, 0)
+    # the facility schema gains a required field its stored rows lack: compared, refused
+    edit_schema(project, "facility", lambda d: d["required"].append("websiteUrl"))
+    with pytest.raises(StartupError, match="websiteUrl is now required"):
+        open_registry(Settings.load())
+    assert comparisons.plans == 1 and comparisons.counts > 0
+    assert rows(f"SELECT fingerprint FROM {migrations.STATE_TABLE}") == stored
+    # back as it was: the same fingerprint, trusted again
+    edit_schema(project, "facility", lambda d: d["required"].remove("websiteUrl"))
+    comparisons.plans = 0
+    open_registry(Settings.load()).close()
+    assert comparisons.plans == 0
+
+
+def test_a_fingerprint_that_does_not_match_is_compared_and_replaced(
+    project: Path, comparisons: Any
+):
+    open_registry(Settings.load()).close()
+    [(good,)] = rows(f"SELECT fingerprint FROM {migrations.STATE_TABLE}")
+    reg = open_registry(Settings.load(), create_tables=False)
+    with reg.db.engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {migrations.STATE_TABLE} SET fingerprint = 'stale'"))
+    reg.close()
+    comparisons.plans = 0
+    open_registry(Settings.load()).close()
+    assert comparisons.plans == 1
+    assert rows(f"SELECT fingerprint FROM {migrations.STATE_TABLE}") == [(good,)]
+
+
+def test_migrate_compares_in_full_where_start_up_trusts_the_fingerprint(project: Path):
+    """A change made to the database by hand, behind the registry's back, is not looked for at
+    start-up (the fingerprint says the database matched); `registry migrate` finds it."""
+    open_registry(Settings.load()).close()
+    reg = open_registry(Settings.load(), create_tables=False)
+    index = next(i for i in reg.db.metadata.tables["facility"].indexes if not i.unique)
+    columns = ", ".join(c.name for c in index.columns)
+    with reg.db.engine.begin() as conn:
+        conn.execute(sa.text(f"DROP INDEX {index.name}"))
+    reg.close()
+    open_registry(Settings.load()).close()
+    result = migrate("--check")
+    assert result.exit_code == 1 and f"add index facility: ({columns})" in result.output, (
+        result.output
+    )
 
 
 def test_serve_refuses_a_database_behind_the_revisions(project: Path, tmp_path: Path):
