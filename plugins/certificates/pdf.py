@@ -28,6 +28,7 @@ import json
 import re
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any
 import jinja2
 from fontTools import ttLib
 from fpdf import FPDF, FontFace, TextStyle
+from fpdf.enums import TextDirection
 from fpdf.errors import FPDFException
 from fpdf.fonts import TTFFont
 from jinja2.sandbox import SandboxedEnvironment
@@ -76,6 +78,36 @@ _IGNORED = frozenset("\n\r\t")
 
 class PdfError(ValueError):
     """A certificate PDF that cannot be made: the message names the template, locale or setting."""
+
+
+#: bidirectional classes that make a text more than one left-to-right run (right-to-left
+#: letters, Arabic digits, explicit embeddings, overrides and isolates)
+_BIDI_CLASSES = frozenset(
+    ("R", "AL", "AN", "LRE", "LRO", "RLE", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI")
+)
+
+
+def left_to_right(text: str) -> bool:
+    """Whether the Unicode bidirectional algorithm makes `text` one left-to-right run."""
+    return not any(unicodedata.bidirectional(c) in _BIDI_CLASSES for c in set(text))
+
+
+class _Document(FPDF):
+    """fpdf2's document, with one saving where text is shaped (Devanagari and other complex
+    scripts): fpdf2 runs the Unicode bidirectional algorithm over every piece of text, a
+    Python object per character; a text with no right-to-left character, digit or embedding
+    is one left-to-right run, which it gets here without the algorithm. Other texts go through
+    fpdf2 as before (`tests/plugins/certificates/test_pdf.py` checks both give the same PDF)."""
+
+    def _preload_bidirectional_text(self, text: str, markdown: bool, *more: Any) -> Any:
+        shaping = self.text_shaping
+        if more or not (shaping and text) or shaping.get("direction") or not left_to_right(text):
+            return super()._preload_bidirectional_text(text, markdown, *more)
+        shaping["paragraph_direction"] = TextDirection.LTR
+        shaping["fragment_direction"] = TextDirection.LTR
+        style = self.font_style
+        emphasis = ("B" in style, "I" in style, self.strikethrough, self.underline)
+        return tuple(self._preload_font_styles(text, markdown, _initial_emphasis=emphasis))
 
 
 # -- certificate fields ---------------------------------------------------------------------------
@@ -417,7 +449,7 @@ class PdfRenderer:
         _check_images(page)
         chars = set(page) - _IGNORED
         latin1 = all(ord(c) < 0x80 or 0xA0 <= ord(c) <= 0xFF for c in chars)
-        pdf = FPDF(format="A4", unit="mm")
+        pdf = _Document(format="A4", unit="mm")
         pdf.set_margins(20, 18, 20)
         pdf.set_title(labels["title"])
         pdf.set_lang(locale)

@@ -128,6 +128,38 @@ def test_output_is_deterministic(signed: dict[str, Any]) -> None:
     assert pdf.render_pdf(signed, qr_png=png) == pdf.render_pdf(signed, qr_png=png)
 
 
+@needs_lohit
+@pytest.mark.parametrize("name", ["Bhaya Mitra", "भया मित्र", "أحمد 12 Mitra", "Zoë ٣ Dupont"])
+def test_the_left_to_right_shortcut_draws_what_fpdf2s_own_algorithm_draws(
+    name: str, signed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shaped pages skip fpdf2's bidirectional algorithm for left-to-right text
+    (`pdf._Document`): the PDF is the same, byte for byte, as with the algorithm run on every
+    text; names with right-to-left letters or Arabic digits go through it as before."""
+    signed["credentialSubject"]["name"] = name
+    fonts = {"default": LOHIT, "ar": Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")}
+    png = qr.qr_png(qr.compact_payload(signed))
+    ours = [pdf.render_pdf(signed, locale=loc, qr_png=png, fonts=fonts) for loc in ("hi", "en")]
+    runs: list[str] = []
+    real = pdf.FPDF._preload_bidirectional_text
+
+    def algorithm(self: Any, text: str, markdown: bool, *more: Any) -> Any:
+        runs.append(text)
+        return real(self, text, markdown, *more)
+
+    monkeypatch.setattr(pdf._Document, "_preload_bidirectional_text", algorithm)
+    theirs = [pdf.render_pdf(signed, locale=loc, qr_png=png, fonts=fonts) for loc in ("hi", "en")]
+    assert runs and ours == theirs
+
+
+def test_left_to_right_texts() -> None:
+    assert pdf.left_to_right("टीकाकरण प्रमाणपत्र 2 में से 1 (MB3428BX), 2024-03-01")
+    assert pdf.left_to_right("")
+    assert not pdf.left_to_right("Name أحمد")  # Arabic letters
+    assert not pdf.left_to_right("dose ٣")  # an Arabic-Indic digit
+    assert not pdf.left_to_right("a\u202bb")  # an explicit embedding
+
+
 @pytest.mark.parametrize(
     ("identity", "masked"),
     [
