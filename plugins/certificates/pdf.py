@@ -22,12 +22,15 @@ file, `_ShapedWidths`) are cached per process.
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import html.parser
+import io
 import json
 import re
 import shutil
 import subprocess
+import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -39,7 +42,7 @@ from fontTools import ttLib
 from fpdf import FPDF, FontFace, TextStyle
 from fpdf.enums import TextDirection
 from fpdf.errors import FPDFException
-from fpdf.fonts import TTFFont
+from fpdf.fonts import SubsetMap, TTFFont
 from jinja2.sandbox import SandboxedEnvironment
 
 from open_registry.plugins.certificates import qr
@@ -520,15 +523,59 @@ class _ShapedWidths(TTFFont):
         return found
 
 
-def _add_font(pdf: FPDF, family: str, style: str, path: Path) -> None:
-    """`pdf.add_font`, then two savings that leave the page as it was:
+#: fonts as fpdf2 reads them, with their files' bytes, by (file, modification time, family,
+#: style): each document gets a copy (`_add_font`); at most `MAX_READ_FONTS` kept
+_read_fonts: dict[tuple[str, int, str, str], tuple[TTFFont, bytes]] = {}
+_read_fonts_lock = threading.Lock()
+MAX_READ_FONTS = 32
 
+
+def _read_font(family: str, style: str, path: Path) -> tuple[TTFFont, bytes] | None:
+    """The font as fpdf2 reads it (its character widths, glyph ids and descriptor, and its
+    HarfBuzz font), read once per process; None for a font fpdf2 changes while reading it (a
+    TrueType font without a `.notdef` glyph, which fpdf2 draws one for) or one of another kind
+    (CFF outlines, compressed, colour glyphs): those are read for every document."""
+    key = (str(path), _mtime(path), family.lower(), style)
+    found = _read_fonts.get(key)
+    if found is not None:
+        return found
+    scratch = FPDF()
+    scratch.add_font(family, style, str(path))
+    font = scratch.fonts.get(f"{family.lower()}{style}")
+    if type(font) is not TTFFont or font.is_cff or font.is_compressed or font.color_font:
+        return None
+    data = path.read_bytes()
+    if ".notdef" not in ttLib.TTFont(io.BytesIO(data), lazy=True).getGlyphOrder():
+        return None
+    font.hbfont  # noqa: B018 (made now: the copies share it)
+    with _read_fonts_lock:
+        if len(_read_fonts) >= MAX_READ_FONTS:
+            _read_fonts.clear()
+        _read_fonts[key] = (font, data)
+    return font, data
+
+
+def _add_font(pdf: FPDF, family: str, style: str, path: Path) -> None:
+    """`pdf.add_font`, with three savings that leave the page as it was:
+
+    - the font is read once per process (`_read_font`) and each document gets a copy (fpdf2's
+      own copy, which shares what drawing does not change: the character map, the descriptor,
+      the HarfBuzz font) with its own glyph subset and a font file of its own to subset;
     - the font's subset is written as it is read: the glyphs' bounding boxes are those of the
       font file, not computed again from every outline (fontTools' `recalcBBoxes`), which was
       most of the cost of embedding a font;
     - shaped widths are remembered across documents (`_ShapedWidths`)."""
-    pdf.add_font(family, style, str(path))
-    font = pdf.fonts.get(f"{family.lower()}{style}")
+    fontkey = f"{family.lower()}{style}"
+    read = _read_font(family, style, path)
+    if read is None:
+        pdf.add_font(family, style, str(path))
+    else:
+        copied = copy.deepcopy(read[0])
+        copied.ttfont = ttLib.TTFont(io.BytesIO(read[1]), recalcTimestamp=False, lazy=True)
+        copied.i = len(pdf.fonts) + 1
+        copied.subset = SubsetMap(copied)
+        pdf.fonts[fontkey] = copied
+    font = pdf.fonts.get(fontkey)
     if type(font) is not TTFFont:  # a future fpdf2 with another font class: as it comes
         return
     font.ttfont.recalcBBoxes = False

@@ -152,6 +152,22 @@ def test_the_left_to_right_shortcut_draws_what_fpdf2s_own_algorithm_draws(
     assert runs and ours == theirs
 
 
+@needs_lohit
+def test_a_font_read_once_draws_what_a_font_read_for_each_page_draws(
+    signed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each page gets a copy of the font as fpdf2 read it once (`pdf._read_font`): its pages
+    are the same bytes as pages whose font fpdf2 reads again, however many were made before
+    (a copy's glyph subset is its own)."""
+    png = qr.qr_png(qr.compact_payload(signed))
+    other = {**signed, "credentialSubject": {**signed["credentialSubject"], "name": "ज़ोया"}}
+    copies = [pdf.render_pdf(doc, locale="hi", qr_png=png) for doc in (signed, other, signed)]
+    assert pdf._read_fonts  # read once, kept
+    monkeypatch.setattr(pdf, "_read_font", lambda *args: None)
+    read_each_time = [pdf.render_pdf(doc, locale="hi", qr_png=png) for doc in (signed, other)]
+    assert copies == [*read_each_time, read_each_time[0]]
+
+
 def test_left_to_right_texts() -> None:
     assert pdf.left_to_right("टीकाकरण प्रमाणपत्र 2 में से 1 (MB3428BX), 2024-03-01")
     assert pdf.left_to_right("")
