@@ -251,6 +251,19 @@ def swap_routes(router: APIRouter, routes: Sequence[BaseRoute]) -> None:
     router.routes[:] = out
 
 
+def _inline_read(db: Any) -> bool:
+    """Whether a read by id runs in the event loop rather than in a worker thread: on SQLite,
+    where it is a lookup in a local file (microseconds) and handing it to a thread and back
+    costs several times the read (~0.25 ms of CPU, most of such a request: docs/scaling.md),
+    while a pooled connection is free (else the loop would wait for one: the thread waits).
+    PostgreSQL's round trip is waited for in a thread, as every other database call."""
+    if db.dialect != "sqlite":
+        return False
+    pool = db.engine.pool
+    size, busy = getattr(pool, "size", None), getattr(pool, "checkedout", None)
+    return callable(size) and callable(busy) and busy() < size()
+
+
 #: the routes of an entity, by what they are made of (`entity_routes`)
 _ROUTES: ContentCache[tuple[BaseRoute, ...]] = ContentCache(512)
 
@@ -364,7 +377,11 @@ def _entity_routes(  # noqa: C901
         )
 
     async def read(request: Request, id: str) -> Response:
-        record = await run_in_threadpool(gate(request).get, id)
+        g = gate(request)
+        if _inline_read(request.app.state.registry.db):
+            record = g.get(id)
+        else:
+            record = await run_in_threadpool(g.get, id)
         if request.headers.get("if-none-match") == etag(record["_version"]):
             return Response(status_code=304, headers={"ETag": etag(record["_version"])})
         return record_response(record)

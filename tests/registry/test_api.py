@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from importlib import resources
 from typing import Any
 
@@ -290,3 +291,45 @@ def test_create_many_is_all_or_nothing_with_indexed_pointers(registry: Any):
     assert count(registry, "vaccine") == 0 and count(registry, "registry_audit") == 0
     made = service.create_many([(None, good), (None, bad | {"status": "Active"})], actor="t")
     assert len(made) == 2 and count(registry, "registry_outbox") == 2
+
+
+def test_a_read_by_id_runs_in_the_event_loop_on_sqlite_while_a_connection_is_free(
+    demo_client: Any, registry: Any
+):
+    """SQLite: the read by id runs in the event loop (handing it to a thread and back costs more
+    than the read), unless every pooled connection is taken (the loop would wait for one: the
+    read waits in a thread). PostgreSQL: always in a thread, as every other database call."""
+    import asyncio
+
+    table = registry.services["facility"].table.name
+    where: list[bool] = []  # for each read of the table: in the event loop?
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and table in statement:
+            try:
+                asyncio.get_running_loop()
+                where.append(True)
+            except RuntimeError:
+                where.append(False)
+
+    some = demo_client.get("/api/v1/facility?limit=1").json()["items"][0]["id"]
+    sqlite = registry.db.dialect == "sqlite"
+    sa.event.listen(registry.db.engine, "before_cursor_execute", seen)
+    try:
+        assert demo_client.get(f"/api/v1/facility/{some}").status_code == 200
+        assert where == [sqlite]
+        # every pooled connection taken; one given back a moment after the request starts
+        pool = registry.db.engine.pool
+        held = [registry.db.engine.connect() for _ in range(pool.size() - pool.checkedout())]
+        later = threading.Timer(0.3, held.pop().close)
+        try:
+            where.clear()
+            later.start()
+            assert demo_client.get(f"/api/v1/facility/{some}").status_code == 200
+            assert where == [False]
+        finally:
+            later.join()
+            for conn in held:
+                conn.close()
+    finally:
+        sa.event.remove(registry.db.engine, "before_cursor_execute", seen)
