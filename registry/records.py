@@ -210,6 +210,8 @@ class EntityService:
         )
         self._select_by_id = by_id
         self._lookups: dict[str, sa.Select[Any]] = {}
+        #: `reference_errors`' one statement for several references, by the references checked
+        self._reference_lookups: dict[tuple[int, ...], Any] = {}
         self._select_for_update = by_id.with_for_update() if db.dialect == "postgresql" else by_id
         of_column = self.codec.field_of_column
         self._unique_by_index = {
@@ -282,10 +284,14 @@ class EntityService:
         of the entity's k-th reference; one query per reference for the whole batch. Returns
         the errors by position (a private value is never quoted)."""
         errors: dict[int, list[FieldError]] = {}
-        for ref, refs in zip(self.entity.references, found, strict=True):
+        values = [{v for _, _, v in refs} for refs in found]
+        absent = self._missing_at_once(conn, values)
+        for k, (ref, refs) in enumerate(zip(self.entity.references, found, strict=True)):
             if not refs:
                 continue
-            missing = missing_references(conn, ref, {v for _, _, v in refs}, self.services)
+            missing = absent[k] if absent is not None else None
+            if missing is None:
+                missing = missing_references(conn, ref, values[k], self.services)
             secret = self.services[ref.entity].codec.private
             hide = ref.field in secret or ref.path.split(".")[0] in self.codec.private
             for pos, ptr, value in refs:
@@ -295,6 +301,45 @@ class EntityService:
                         FieldError(ptr, f"no {ref.entity} with {ref.field} {shown}", "reference")
                     )
         return errors
+
+    def _missing_at_once(
+        self, conn: Connection, values: Sequence[set[Any]]
+    ) -> list[set[Any] | None] | None:
+        """For a few references of a write (a record's own: a value or a few each), the values
+        that name no live record, by reference, from ONE statement (`UNION ALL` of each
+        reference's lookup) instead of one per reference. None where that does not apply: one
+        reference only, more than 500 values for one, or a value or looked-up column that is not
+        text (a union's columns must have one type); `reference_errors` then asks each."""
+        checked = tuple(k for k, v in enumerate(values) if v)
+        if len(checked) < 2 or any(len(values[k]) > 500 for k in checked):
+            return None
+        keys: dict[int, dict[Any, Any]] = {}
+        for k in checked:
+            if not all(isinstance(v, str) for v in values[k]):
+                return None
+            ref = self.entity.references[k]
+            keys[k] = self.services[ref.entity].lookup_keys(ref.field, values[k])
+        stmt = self._reference_lookups.get(checked)
+        if stmt is None:
+            parts = []
+            for k in checked:
+                ref = self.entity.references[k]
+                target = self.services[ref.entity]
+                col = target.lookup_statement(ref.field).selected_columns[0]
+                if not isinstance(col.type, sa.String):
+                    return None
+                parts.append(
+                    sa.select(sa.literal(k, sa.Integer).label("k"), col.label("v")).where(
+                        col.in_(sa.bindparam(f"v{k}", expanding=True)),
+                        target.table.c._deleted_at.is_(None),
+                    )
+                )
+            stmt = self._reference_lookups[checked] = sa.union_all(*parts)
+        found: dict[int, set[Any]] = {k: set() for k in checked}
+        params = {f"v{k}": list(keys[k]) for k in checked}
+        for k, v in conn.execute(stmt, params):
+            found[k].add(keys[k].get(v, v))
+        return [values[k] - found[k] if k in found else None for k in range(len(values))]
 
     def taken(
         self,

@@ -187,6 +187,37 @@ def test_unknown_reference_gets_422_and_nothing_is_written(demo_client: Any, reg
     assert {t: count(registry, t) for t in before} == before
 
 
+def test_a_records_references_are_checked_in_one_statement(demo_client: Any, registry: Any):
+    """A vaccinator names facilities and programmes: both references are looked up by ONE
+    statement, and each unknown value is still reported at its own pointer."""
+    service = registry.services["vaccinator"]
+    body = unique_variant(demo_record("vaccinator"), service.entity, 5)
+    facility = demo_client.get("/api/v1/facility?limit=1").json()["items"][0]["code"]
+    program = demo_client.get("/api/v1/program?limit=1").json()["items"][0]["code"]
+    body["facilityIds"] = [facility, "NO-SUCH-FACILITY"]
+    body["programs"] = [{"programId": program}, {"programId": "NO-SUCH-PROGRAM"}]
+    tables = {registry.services[e].table.name for e in ("facility", "program")}
+    lookups: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        words = set(statement.replace('"', " ").replace(",", " ").split())
+        if statement.lstrip().upper().startswith("SELECT") and words & tables:
+            lookups.append(statement)
+
+    sa.event.listen(registry.db.engine, "before_cursor_execute", seen)
+    try:
+        problem = assert_problem(demo_client.post("/api/v1/vaccinator", json=body), 422)
+        assert len(lookups) == 1, lookups
+        assert sorted(e["pointer"] for e in problem["errors"]) == [
+            "/facilityIds/1",
+            "/programs/1/programId",
+        ]
+        body["facilityIds"], body["programs"] = [facility], [{"programId": program}]
+        assert demo_client.post("/api/v1/vaccinator", json=body).status_code == 201
+    finally:
+        sa.event.remove(registry.db.engine, "before_cursor_execute", seen)
+
+
 def test_reference_to_deleted_record_is_refused(demo_client: Any):
     vaccines = demo_client.get("/api/v1/vaccine", params={"limit": 10}).json()["items"]
     unused = vaccines[-1]
