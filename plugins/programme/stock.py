@@ -27,11 +27,8 @@ def _invalid(pointer: str, message: str, keyword: str) -> Invalid:
 
 
 def keeps_stock(rt: Programme, conn: Connection, facility: str, vaccine: str) -> bool:
-    table = rt.services[STOCK].table
-    stmt = sa.select(table.c.id).where(
-        table.c.facility == facility, table.c.vaccine == vaccine, table.c._deleted_at.is_(None)
-    )
-    return conn.execute(stmt.limit(1)).first() is not None
+    """Whether `facility` has a lot of `vaccine` in stock (`rt.one` keeps the statement)."""
+    return rt.one(conn, STOCK, facility=facility, vaccine=vaccine) is not None
 
 
 def consume(
