@@ -11,6 +11,7 @@ PostgreSQL half can never silently vanish.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import os
 import uuid
@@ -183,6 +184,17 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     # is tested in tests/registry/test_durability.py)
     return Settings(database_url=database_url, data_dir=tmp_path / "data", load_entrypoints=False,
                     inline_worker=False, sqlite_synchronous="NORMAL")
+
+
+@pytest.fixture
+def many_pg_connections(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """For a test that holds tens of PostgreSQL connections at once (parallel writers): one
+    such test at a time across the run's test processes, whose other tests keep connections
+    too; two of them together passed the server's 100 (`too many clients already`)."""
+    lock = tmp_path_factory.getbasetemp().parent / "many-pg-connections.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ N = 50
 
 
 @pytest.fixture
-def pg_ops(pg_database: str, tmp_path: Any) -> Iterator[Ops]:
+def pg_ops(pg_database: str, tmp_path: Any, many_pg_connections: None) -> Iterator[Ops]:
     from tests.conftest import reset_pg
 
     reset_pg(pg_database)
@@ -120,7 +120,7 @@ def test_fifty_parallel_vaccinations_from_a_batch_of_fifteen_use_exactly_fifteen
 
 
 def test_parallel_first_writes_of_a_registry_without_an_app_create_the_tables_once(
-    pg_database: str, tmp_path: Any
+    pg_database: str, tmp_path: Any, many_pg_connections: None
 ):
     """A worker process or the CLI opens the registry without the app, so the plugin's tables
     are made on first use: parallel first vaccinations must not race on them."""
