@@ -320,6 +320,8 @@ class EntityService:
             ref = self.entity.references[k]
             keys[k] = self.services[ref.entity].lookup_keys(ref.field, values[k])
         stmt = self._reference_lookups.get(checked)
+        if stmt is False:  # a looked-up column that is not text
+            return None
         if stmt is None:
             parts = []
             for k in checked:
@@ -327,6 +329,7 @@ class EntityService:
                 target = self.services[ref.entity]
                 col = target.lookup_statement(ref.field).selected_columns[0]
                 if not isinstance(col.type, sa.String):
+                    self._reference_lookups[checked] = False
                     return None
                 parts.append(
                     sa.select(sa.literal(k, sa.Integer).label("k"), col.label("v")).where(
