@@ -209,7 +209,7 @@ class EntityService:
             self.table.c.id == sa.bindparam("rid"), self.table.c._deleted_at.is_(None)
         )
         self._select_by_id = by_id
-        self._lookups: dict[str, sa.Select[Any]] = {}
+        self._lookups: dict[tuple[str, str], sa.Select[Any]] = {}
         #: `reference_errors`' one statement for several references, by the references checked
         self._reference_lookups: dict[tuple[int, ...], Any] = {}
         self._select_for_update = by_id.with_for_update() if db.dialect == "postgresql" else by_id
@@ -227,10 +227,11 @@ class EntityService:
         self._data_columns = [*self.codec.kinds, *self.codec.blind.values()]
         self._update_stmt: sa.Update | None = None
 
-    def lookup_statement(self, field: str) -> sa.Select[Any]:
+    def lookup_statement(self, field: str, param: str = "values") -> sa.Select[Any]:
         """`SELECT field WHERE field IN (:values)` over live rows, built once per field (for a
-        private field, its blind index column: pass the values through `lookup_keys`)."""
-        stmt = self._lookups.get(field)
+        private field, its blind index column: pass the values through `lookup_keys`).
+        `param`: another name for the values (statements that hold several lookups)."""
+        stmt = self._lookups.get((field, param))
         if stmt is None:
             if field in self.codec.private and field not in self.codec.blind:
                 raise Invalid(
@@ -239,9 +240,9 @@ class EntityService:
                 )
             col = self.table.c[self.codec.blind.get(field, field)]
             stmt = sa.select(col).where(
-                col.in_(sa.bindparam("values", expanding=True)), self.table.c._deleted_at.is_(None)
+                col.in_(sa.bindparam(param, expanding=True)), self.table.c._deleted_at.is_(None)
             )
-            self._lookups[field] = stmt
+            self._lookups[(field, param)] = stmt
         return stmt
 
     def lookup_keys(self, field: str, values: Iterable[Any]) -> dict[Any, Any]:
@@ -281,8 +282,9 @@ class EntityService:
         self, conn: Connection, found: Sequence[Sequence[tuple[int, str, Any]]]
     ) -> dict[int, list[FieldError]]:
         """Reference checks of a batch: `found[k]` lists (position in the batch, pointer, value)
-        of the entity's k-th reference; one query per reference for the whole batch. Returns
-        the errors by position (a private value is never quoted)."""
+        of the entity's k-th reference; one statement for all of a record's references
+        (`_missing_at_once`), else one query per reference for the whole batch. Returns the
+        errors by position (a private value is never quoted)."""
         errors: dict[int, list[FieldError]] = {}
         values = [{v for _, _, v in refs} for refs in found]
         absent = self._missing_at_once(conn, values)
@@ -326,21 +328,15 @@ class EntityService:
             parts = []
             for k in checked:
                 ref = self.entity.references[k]
-                target = self.services[ref.entity]
-                col = target.lookup_statement(ref.field).selected_columns[0]
-                if not isinstance(col.type, sa.String):
+                lookup = self.services[ref.entity].lookup_statement(ref.field, f"v{k}")
+                if not isinstance(lookup.selected_columns[0].type, sa.String):
                     self._reference_lookups[checked] = False
                     return None
-                parts.append(
-                    sa.select(sa.literal(k, sa.Integer).label("k"), col.label("v")).where(
-                        col.in_(sa.bindparam(f"v{k}", expanding=True)),
-                        target.table.c._deleted_at.is_(None),
-                    )
-                )
+                parts.append(lookup.add_columns(sa.literal(k, sa.Integer).label("k")))
             stmt = self._reference_lookups[checked] = sa.union_all(*parts)
         found: dict[int, set[Any]] = {k: set() for k in checked}
         params = {f"v{k}": list(keys[k]) for k in checked}
-        for k, v in conn.execute(stmt, params):
+        for v, k in conn.execute(stmt, params):
             found[k].add(keys[k].get(v, v))
         return [values[k] - found[k] if k in found else None for k in range(len(values))]
 
