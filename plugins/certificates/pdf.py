@@ -15,13 +15,15 @@ set or searched for (any locale's), then the system's, found by fontconfig (`fc-
 is ever downloaded. Complex scripts (Devanagari, Arabic, ...) are shaped with HarfBuzz. A page
 with no font at all, or a character no font of the system has, is an error naming the setting.
 
-Compiled templates, catalogs, font character sets and the widths of shaped text (per font
-file, `_ShapedWidths`) are cached per process.
+Compiled templates, catalogs, font character sets, shaped text (its widths and glyphs, per font
+file, `_ShapedWidths`) and embedded font subsets (per glyph set, `font_subsets`) are cached per
+process; each page is the same, byte for byte, as one made without them.
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import copy
 import functools
 import html.parser
@@ -45,7 +47,7 @@ from fpdf.errors import FPDFException
 from fpdf.fonts import SubsetMap, TTFFont
 from jinja2.sandbox import SandboxedEnvironment
 
-from open_registry.plugins.certificates import qr
+from open_registry.plugins.certificates import font_subsets, qr
 
 TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_TEMPLATE = TEMPLATES / "certificate.html"
@@ -485,34 +487,51 @@ class PdfRenderer:
             raise PdfError(f"the certificate template cannot be drawn as a PDF: {exc}") from exc
 
 
-#: shaped widths kept per font file (`_ShapedWidths`), at most this many texts each
+#: shaped texts kept per font file (`_ShapedWidths`), at most this many each (widths and shapes)
 MAX_SHAPED_WIDTHS = 20_000
+#: whether embedded font subsets are made once per glyph set (`font_subsets`)
+_SUBSETS_SHARED = font_subsets.install()
+#: one glyph of a shaped text: (glyph id, the characters it draws, glyph name, width in font
+#: units scaled, x advance, y advance, x offset, y offset, positioned)
+_ShapedGlyph = tuple[int, tuple[int, ...], str, int, int, int, int, int, bool]
 #: font file -> (its modification time, {(text, size, direction, script, language, features):
-#: (glyphs, width)})
-_shaped_widths: dict[str, tuple[int, dict[tuple[Any, ...], tuple[int, float]]]] = {}
+#: (glyphs, width)}, {the same keys: its glyphs})
+_shaped_widths: dict[
+    str,
+    tuple[
+        int,
+        dict[tuple[Any, ...], tuple[int, float]],
+        dict[tuple[Any, ...], tuple[_ShapedGlyph, ...]],
+    ],
+] = {}
+
+
+def _shaping_key(text: str, size: float, params: dict[str, Any] | None) -> tuple[Any, ...]:
+    params = params or {}
+    features = params.get("features") or {}
+    return (
+        text,
+        size,
+        params.get("fragment_direction"),
+        params.get("script"),
+        params.get("language"),
+        tuple(sorted(features.items())),
+    )
 
 
 class _ShapedWidths(TTFFont):
-    """A TrueType font whose shaped text widths are remembered for the process (per font file):
-    fpdf2 breaks lines by shaping each growing piece of a line with HarfBuzz again, and the
-    template's labels are the same pieces on every page. Only widths are kept; the text drawn
-    is shaped as before."""
+    """A TrueType font whose shaped texts are remembered for the process (per font file): fpdf2
+    breaks lines by shaping each growing piece of a line with HarfBuzz again, then shapes each
+    line again to draw it, and the template's labels are the same pieces on every page. Kept:
+    a text's width, and its glyphs with their positions; what is per document (the glyph's
+    code in this document's subset) is looked up for each page as before."""
 
     __slots__ = ()
 
     def shaped_text_width(
         self, text: str, font_size_pt: float, text_shaping_params: dict[str, Any] | None
     ) -> tuple[int, float]:
-        params = text_shaping_params or {}
-        features = params.get("features") or {}
-        key = (
-            text,
-            font_size_pt,
-            params.get("fragment_direction"),
-            params.get("script"),
-            params.get("language"),
-            tuple(sorted(features.items())),
-        )
+        key = _shaping_key(text, font_size_pt, text_shaping_params)
         widths = _shaped_widths[str(self.ttffile)][1]
         found = widths.get(key)
         if found is None:
@@ -521,6 +540,74 @@ class _ShapedWidths(TTFFont):
                 widths.clear()
             widths[key] = found
         return found
+
+    def shape_text(
+        self, text: str, font_size_pt: float, text_shaping_params: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        """fpdf2's `shape_text` (each glyph's code in the subset, its characters, advances
+        and offsets), with HarfBuzz's result for the text remembered."""
+        if not text:
+            return []
+        key = _shaping_key(text, font_size_pt, text_shaping_params)
+        shapes = _shaped_widths[str(self.ttffile)][2]
+        glyphs = shapes.get(key)
+        if glyphs is None:
+            glyphs = self._shape(text, font_size_pt, text_shaping_params)
+            if len(shapes) >= MAX_SHAPED_WIDTHS:
+                shapes.clear()
+            shapes[key] = glyphs
+        drawn: list[dict[str, Any]] = []
+        for gid, chars, name, width, x_advance, y_advance, x_offset, y_offset, forced in glyphs:
+            glyph = self.subset.get_glyph(
+                glyph=gid, unicode=chars, glyph_name=name, glyph_width=width
+            )
+            if glyph is None:
+                continue
+            drawn.append(
+                {
+                    "mapped_char": self.subset.pick_glyph(glyph),
+                    "x_advance": x_advance,
+                    "y_advance": y_advance,
+                    "x_offset": x_offset,
+                    "y_offset": y_offset,
+                    "force_positioning": forced,
+                }
+            )
+        return drawn
+
+    def _shape(
+        self, text: str, font_size_pt: float, text_shaping_params: dict[str, Any] | None
+    ) -> tuple[_ShapedGlyph, ...]:
+        """The glyphs HarfBuzz draws `text` with. A glyph gets the characters of its cluster
+        (from its cluster's first character to the next cluster's, the characters before the
+        first cluster going to the first) when it is the first glyph of that cluster; the
+        others get none (what fpdf2 puts in the page's text layer)."""
+        infos, positions = self.perform_harfbuzz_shaping(text, font_size_pt, text_shaping_params)
+        starts = sorted({int(info.cluster) for info in infos})
+        owner: dict[int, list[int]] = {}
+        for index, char in enumerate(text):
+            at = bisect.bisect_right(starts, index) - 1
+            owner.setdefault(starts[max(at, 0)], []).append(ord(char))
+        metrics = self.ttfont["hmtx"].metrics
+        glyphs: list[_ShapedGlyph] = []
+        for info, position in zip(infos, positions, strict=True):
+            name = self.ttfont.getGlyphName(info.codepoint)
+            width = round(self.scale * metrics[name][0])
+            moved = (position.x_offset, position.y_offset, position.y_advance) != (0, 0, 0)
+            glyphs.append(
+                (
+                    info.codepoint,
+                    tuple(owner.pop(int(info.cluster), ())),
+                    name,
+                    width,
+                    position.x_advance,
+                    position.y_advance,
+                    position.x_offset,
+                    position.y_offset,
+                    moved or width != position.x_advance,
+                )
+            )
+        return tuple(glyphs)
 
 
 #: fonts as fpdf2 reads them, with their files' bytes, by (file, modification time, family,
@@ -581,8 +668,10 @@ def _add_font(pdf: FPDF, family: str, style: str, path: Path) -> None:
     font.ttfont.recalcBBoxes = False
     mtime, name = _mtime(path), str(font.ttffile)
     if _shaped_widths.get(name, (None,))[0] != mtime:  # new, or the file was replaced
-        _shaped_widths[name] = (mtime, {})
+        _shaped_widths[name] = (mtime, {}, {})
     font.__class__ = _ShapedWidths
+    if _SUBSETS_SHARED:
+        font_subsets.mark(font, name, mtime)
 
 
 #: OpenType layout tables: HarfBuzz shaped the text from the font file; fpdf2 leaves them out
