@@ -72,3 +72,24 @@ def test_the_wheel_holds_the_data_files_and_entry_points(wheel: zipfile.ZipFile)
     assert "registry = open_registry.cli.main:main" in entry_points
     assert "certificates = open_registry.plugins.certificates.plugin" in entry_points
     assert "open_registry = open_registry.core.testing" in entry_points
+
+
+def test_the_public_names_load_when_first_used() -> None:
+    """`open_registry.core` loads its names lazily: every name of `__all__` resolves (to what
+    its module defines), and importing the import worker's modules in a fresh interpreter
+    does not import the web app (it did, and the worker process took twice as long to start)."""
+    import importlib
+
+    import open_registry.core as core
+
+    for name in core.__all__:
+        module, attribute = core._PUBLIC[name]
+        assert getattr(core, name) is getattr(importlib.import_module(module), attribute), name
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        core.nothing_here  # noqa: B018
+    code = (
+        "import sys, open_registry.core.imports.importer;"
+        "print(sorted(m for m in ('fastapi', 'open_registry.core.app') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
