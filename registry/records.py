@@ -209,6 +209,7 @@ class EntityService:
             self.table.c.id == sa.bindparam("rid"), self.table.c._deleted_at.is_(None)
         )
         self._select_by_id = by_id
+        self._read_by_id = storage.OneRowRead(db.engine, by_id)
         self._lookups: dict[tuple[str, str], sa.Select[Any]] = {}
         #: `reference_errors`' one statement for several references, by the references checked
         self._reference_lookups: dict[tuple[int, ...], Any] = {}
@@ -643,6 +644,11 @@ class EntityService:
         else:
             stmt = self._select_for_update if lock else self._select_by_id
         row = conn.execute(stmt, {"rid": record_id}).mappings().first()
+        return self._found(row, record_id, scope)
+
+    def _found(self, row: RowLike | None, record_id: str, scope: Scope | None) -> RowLike:
+        """`row`, the stored row of `record_id` when there is one; not found when there is none
+        or it is outside `scope`."""
         if row is None:
             raise NotFound(f"no {self.entity.name} with id {record_id!r}")
         if scope is not None and not scope.matches({**self.codec.data(row), "id": row["id"]}):
@@ -739,8 +745,8 @@ class EntityService:
     # -- reads -------------------------------------------------------------------------------
     def get(self, record_id: str, *, scope: Scope | None = None) -> dict[str, Any]:
         """One live record; outside `scope` (when given) it is not found."""
-        with storage.read(self.db.engine, snapshot=False) as conn:
-            return self.codec.to_record(self._current(conn, record_id, lock=False, scope=scope))
+        row = self._found(self._read_by_id.read_one({"rid": record_id}), record_id, scope)
+        return self.codec.to_record(row)
 
     def search(self, search: Search, *, scope: Scope | None = None) -> Page:
         """A page of live records matching `search`, only those in `scope` when given."""

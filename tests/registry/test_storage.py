@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from open_registry.core import Settings, storage
 from open_registry.core.app import Registry
-from open_registry.core.errors import StartupError
+from open_registry.core.errors import NotFound, StartupError
+from tests.samples import sample_value
 
 
 def _names(registry: Registry) -> list[str]:
@@ -47,6 +48,49 @@ def test_failed_nested_write_leaves_the_outer_one_usable(registry: Registry) -> 
             vaccines.create({**VACCINE, "name": "Beta"}, actor="t")  # code V1 taken
         vaccines.create({**VACCINE, "code": "V2", "name": "Gamma"}, actor="t")
     assert _names(registry) == ["Alpha", "Gamma"]
+
+
+# -- a record read by id -----------------------------------------------------------------------
+
+
+def test_a_read_by_id_on_the_pools_connection_is_the_sqlalchemy_read(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a read by id runs on the pool's DBAPI connection (`storage.OneRowRead`): the
+    record is the same as read through SQLAlchemy (dates, nested values, versions), an unknown
+    id is not found either way; on PostgreSQL it is the ordinary read."""
+    facilities = registry.services["facility"]
+    body = sample_value(facilities.entity.json_schema, full=True)  # every field, nested too
+    body.pop("programs")  # references a programme this registry does not have
+    created = facilities.create(body, actor="t")
+    direct = facilities.get(created["id"])
+    assert direct == created
+
+    seen: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(registry.db.engine, "before_cursor_execute", listener)
+    try:  # a statement listener sees every statement: the read goes through SQLAlchemy
+        assert facilities.get(created["id"]) == direct
+        with pytest.raises(NotFound):
+            facilities.get("no-such-id")
+    finally:
+        sa.event.remove(registry.db.engine, "before_cursor_execute", listener)
+    assert len(seen) == 2
+
+    def no_sqlalchemy_read(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("read through SQLAlchemy")
+
+    monkeypatch.setattr(storage, "read", no_sqlalchemy_read)
+    if registry.db.dialect == "sqlite":
+        assert facilities.get(created["id"]) == direct
+        with pytest.raises(NotFound):
+            facilities.get("no-such-id")
+    else:
+        with pytest.raises(AssertionError, match="through SQLAlchemy"):
+            facilities.get(created["id"])
 
 
 # -- PostgreSQL connections keep their prepared statements --------------------------------------
