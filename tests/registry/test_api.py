@@ -364,3 +364,33 @@ def test_a_read_by_id_runs_in_the_event_loop_on_sqlite_while_a_connection_is_fre
                 conn.close()
     finally:
         sa.event.remove(registry.db.engine, "before_cursor_execute", seen)
+
+
+def test_a_read_by_id_checks_its_rule_without_fastapis_dependency_solving(
+    registry: Any, demo_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routes that take only the request and text path parameters, with `Rule`s for their
+    dependencies (a read by id, a list), are handled by `api.RuleRoute`'s lean handler: the
+    rule is still checked (anonymous: 401), FastAPI's dependency solving is not run; a route
+    with a query parameter of its own (a delete's `purge`) goes through FastAPI as before."""
+    import fastapi.routing
+    from fastapi.testclient import TestClient
+
+    from open_registry.core import create_app
+
+    solved: list[object] = []
+    real = fastapi.routing.solve_dependencies
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        solved.append(kwargs.get("dependant"))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
+    some = demo_client.get("/api/v1/vaccinator?limit=1").json()["items"][0]
+    read = demo_client.get(f"/api/v1/vaccinator/{some['id']}")
+    assert read.status_code == 200 and read.json() == some
+    with TestClient(create_app(registry=registry)) as anonymous:  # staff only
+        assert_problem(anonymous.get(f"/api/v1/vaccinator/{some['id']}"), 401)
+    assert solved == []  # the list reads its query itself: it takes only the request
+    demo_client.delete(f"/api/v1/vaccine/{some['id']}", params={"purge": "false"})
+    assert len(solved) == 1  # `purge` is a query parameter FastAPI parses
