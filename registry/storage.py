@@ -421,13 +421,16 @@ class OneRowRead:
             with read(self.engine, snapshot=False) as conn:
                 row = conn.execute(self.statement, params).mappings().first()
             return None if row is None else dict(row)
+        values = [params[p] for p in self.params]
         raw = self.engine.raw_connection()
         try:
             cursor = raw.cursor()
             try:
-                found = cursor.execute(self.sql, [params[p] for p in self.params]).fetchone()
+                found = cursor.execute(self.sql, values).fetchone()
             finally:
                 cursor.close()
+        except sqlite3.Error as exc:  # as SQLAlchemy raises it (busy, unreadable: a 503)
+            raise sa.exc.DBAPIError.instance(self.sql, values, exc, sqlite3.Error) from exc
         finally:
             raw.close()
         if found is None:

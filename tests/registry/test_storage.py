@@ -88,6 +88,10 @@ def test_a_read_by_id_on_the_pools_connection_is_the_sqlalchemy_read(
         assert facilities.get(created["id"]) == direct
         with pytest.raises(NotFound):
             facilities.get("no-such-id")
+        # a database error is SQLAlchemy's, as on the other path (the API answers 503)
+        monkeypatch.setattr(facilities._read_by_id, "sql", "SELECT * FROM no_such_table")
+        with pytest.raises(sa.exc.OperationalError, match="no such table"):
+            facilities.get(created["id"])
     else:
         with pytest.raises(AssertionError, match="through SQLAlchemy"):
             facilities.get(created["id"])
