@@ -16,9 +16,11 @@ import anyio
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
+from starlette._utils import get_route_path
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from open_registry.core.auth import rules
 from open_registry.core.auth.deps import principal_of
@@ -274,9 +276,24 @@ class RuleRoute(APIRoute):
     Any other route (a query or body parameter, another dependency, a typed path parameter) is
     handled by FastAPI as usual. The route, its OpenAPI and its declared rule are unchanged."""
 
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        #: the path up to its first parameter: a path without it cannot match (`matches`)
+        self.literal = self.path_format.split("{", 1)[0]
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         lean = _lean_handler(self.dependant)
         return lean if lean is not None else super().get_route_handler()
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """No match, without the regular expression, when the path does not start with the
+        route's literal part (the app tries its ~180 routes in turn: most are these, and a
+        refusal used to cost about as much as a match). These routes are the app router's
+        own (`add_entity_routes`), never in an included router, whose prefix would come
+        first."""
+        if scope["type"] == "http" and not get_route_path(scope).startswith(self.literal):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def _lean_handler(dependant: Any) -> Callable[[Request], Coroutine[Any, Any, Response]] | None:

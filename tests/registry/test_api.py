@@ -394,3 +394,36 @@ def test_a_read_by_id_checks_its_rule_without_fastapis_dependency_solving(
     assert solved == []  # the list reads its query itself: it takes only the request
     demo_client.delete(f"/api/v1/vaccine/{some['id']}", params={"purge": "false"})
     assert len(solved) == 1  # `purge` is a query parameter FastAPI parses
+
+
+@pytest.mark.parametrize("root_path", ["", "/registry"])
+def test_entity_routes_refuse_other_paths_cheaply_and_match_as_before(
+    registry: Any, root_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`api.RuleRoute.matches` refuses a path that does not start with the route's literal part
+    without its regular expression: every route's own path (also behind a root path, and with
+    each method) still finds the route it found with FastAPI's matching alone."""
+    from fastapi.routing import APIRoute
+    from starlette.routing import Match
+
+    from open_registry.core import api, create_app
+
+    app = create_app(registry=registry)
+    routes = [r for r in app.routes if isinstance(r, APIRoute)]
+    assert sum(isinstance(r, api.RuleRoute) for r in routes) > 50
+
+    def found() -> list[Any]:
+        chosen = []
+        for route in routes:
+            path = route.path_format.replace("{", "x").replace("}", "")
+            for method in sorted(route.methods):
+                scope = {"type": "http", "method": method, "path": root_path + path,
+                         "root_path": root_path, "headers": []}  # fmt: skip
+                full = [r for r in app.routes if r.matches(dict(scope))[0] == Match.FULL]
+                chosen.append((method, path, full[0] if full else None))
+        return chosen
+
+    fast = found()
+    monkeypatch.setattr(api.RuleRoute, "matches", APIRoute.matches)
+    assert found() == fast
+    assert all(route is not None for _, _, route in fast)
