@@ -308,8 +308,8 @@ def main() -> None:
         )
         print(
             "  'new ... name': every page a name no page had (the rows above repeat the sample's"
-            " names over rounds); Latin names share one embedded font subset (padded with ASCII"
-            " and Latin-1 letters), a Devanagari name's conjuncts make a subset of their own:"
+            " names over rounds, whose font subsets and shaped texts are then kept), so each"
+            " shapes its name and makes its font subset:"
             f" {pdf_ms['hi, new Latin name'] / pdf_ms['en']:.1f}x and"
             f" {pdf_ms['hi, new Devanagari name'] / pdf_ms['en']:.1f}x English"
         )

@@ -1,78 +1,81 @@
-"""Embedded font subsets made once per glyph set, not once per PDF.
+"""Embedded font subsets made here, in well under a millisecond, and kept per glyph set.
 
 fpdf2 embeds a TrueType font as the subset of the glyphs a document drew, made by fontTools'
-subsetter when the PDF is written. That costs about 3.5 ms per font whatever the font's size
-(most of it fontTools' fixed work over every table), and certificate pages draw nearly the same
-glyphs every time: the template's labels, digits, and names in a few alphabets.
+subsetter when the PDF is written. That cost 6-9 ms per page for a Hindi certificate (most of
+it fontTools' fixed work over every table, and writing the result), a third of the page.
 
-So the subsets of the fonts the certificate renderer marks (`mark`) are remembered for the
-process, by (font file, modification time, the set of glyph names, the subsetter's options): a
-page whose glyphs were subset before gets the stored subset, loaded lazily so that writing it
-copies its bytes. The PDF is the same, byte for byte, as one whose font fontTools subset again.
-
-To make pages share a glyph set, a marked font's subset is padded (`PaddedSubsetMap`): it holds
-the glyphs of printable ASCII and the Latin-1 letters besides those drawn (about 6 kB more in a
-Hindi page of 25 kB), so names in Latin letters do not make a new subset each. Names in other
-scripts (a Devanagari name's conjuncts) still do, once per glyph set.
+For the fonts the certificate renderer marks (`mark`), the subset is made by `GlyfFont`
+instead: the font file is read once per process; a subset keeps every glyph's id and advance
+and the outlines of the glyphs drawn (and of the glyphs composite ones are made of), and copies
+the tables PDF viewers use as they are (about 0.4 ms). Keeping the glyph ids means the page's
+CIDToGIDMap names the font's own ids; the glyphs left out have no outline. Subsets are also
+kept by (font file, modification time, the set of glyph names): a page whose glyphs were
+subset before writes the stored bytes. Fonts of another kind (CFF outlines) are subset by
+fontTools, as fpdf2 would. Tests compare, glyph code by glyph code, the outline each page draws
+with what fontTools' subset draws.
 
 The hook: fpdf2 reaches fontTools through its `fpdf.output.ftsubset` module attribute; `install`
 replaces it with a stand-in whose `Subsetter` keeps fpdf2's calls as they were for every font
 it was not given by this module (`mark`), so other fpdf2 documents in the process are subset as
-before. fpdf2 versions without that attribute are left alone (subsets made every time).
+before. fpdf2 versions without that attribute are left alone (fontTools subsets every page).
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import types
-from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fontTools import subset as ftsubset
 from fontTools import ttLib
-from fpdf.fonts import SubsetMap, TTFFont
+from fpdf.fonts import TTFFont
 
 #: subsets kept per process (each is the font's file for one glyph set, some kB)
 MAX_SUBSETS = 256
-#: code points whose glyphs every marked font's subset holds (when the font has them)
-PADDING = tuple(range(0x20, 0x7F)) + tuple(range(0xC0, 0x100))
+#: font files kept read for subsetting (`GlyfFont`)
+MAX_FONTS = 32
 
-#: (font file, mtime, glyph names, options) -> (the subset's bytes, its glyph order)
+#: (font file, mtime, glyph names) -> (the subset's bytes, its glyph order)
 _subsets: dict[tuple[Any, ...], tuple[bytes, list[str]]] = {}
 _lock = threading.Lock()
-#: what this module counts: subsets made by fontTools, and those taken from `_subsets`
+#: what this module counts: subsets made (`GlyfFont`), and those taken from `_subsets`
 counts = {"made": 0, "reused": 0}
 
 
-class PaddedSubsetMap(SubsetMap):
-    """fpdf2's glyph subset of a font, whose embedded subset also holds the font's glyphs of
-    `PADDING` (the codes drawn are fpdf2's own: padding adds glyphs, never moves one)."""
-
-    def get_all_glyph_names(self) -> Sequence[str]:
-        drawn = list(super().get_all_glyph_names())
-        cmap = self.font.cmap
-        padding = (cmap[code] for code in PADDING if code in cmap)
-        return list(dict.fromkeys([*drawn, *padding]))
-
-
 def mark(font: TTFFont, path: str, mtime: int) -> None:
-    """Have `font`'s subset remembered (and padded), under its file and modification time."""
-    font.subset = PaddedSubsetMap(font)
+    """Have `font`'s subsets made here (`GlyfFont`) and remembered, under its file and
+    modification time."""
     font.ttfont._registry_subset_of = (path, mtime)
 
 
-def _options_key(options: Any) -> tuple[Any, ...]:
-    return tuple(sorted((name, repr(value)) for name, value in vars(options).items()))
+#: font files read for subsetting, by (path, modification time); None: not a glyf font
+_glyf_fonts: dict[tuple[str, int], GlyfFont | None] = {}
+
+
+def _glyf_font(path: str, mtime: int) -> GlyfFont | None:
+    key = (path, mtime)
+    if key not in _glyf_fonts:
+        try:
+            found: GlyfFont | None = GlyfFont(Path(path).read_bytes())
+        except (OSError, ValueError, ttLib.TTLibError, struct.error):
+            found = None  # fontTools subsets it, as fpdf2 would
+        with _lock:
+            if len(_glyf_fonts) >= MAX_FONTS:
+                _glyf_fonts.clear()
+            _glyf_fonts[key] = found
+    return _glyf_fonts[key]
 
 
 class _Subsetter:
-    """fontTools' `Subsetter` as fpdf2 calls it (`populate(glyphs=...)`, then `subset(font)`),
-    which takes a marked font's subset from `_subsets` when it was made before."""
+    """fontTools' `Subsetter` as fpdf2 calls it (`populate(glyphs=...)`, then `subset(font)`):
+    a marked glyf font's subset is taken from `_subsets`, else made by `GlyfFont` and kept;
+    any other font is subset by fontTools."""
 
     def __init__(self, options: Any = None, **more: Any) -> None:
         self._real = ftsubset.Subsetter(options, **more)
-        self._options = options
         self._glyphs: frozenset[str] | None = None
 
     def populate(self, glyphs: Any = (), **more: Any) -> None:
@@ -84,16 +87,18 @@ class _Subsetter:
         if of is None or self._glyphs is None:
             self._real.subset(font)
             return
-        key = (*of, self._glyphs, _options_key(self._options))
+        key = (*of, self._glyphs)
         stored = _subsets.get(key)
         if stored is None:
-            self._real.subset(font)
-            if type(font) is ttLib.TTFont:  # stored when fpdf2 writes it (`_NewSubset.save`)
-                font._registry_store_as = key
-                font.__class__ = _NewSubset
-            return
-        with _lock:
-            counts["reused"] += 1
+            glyf = _glyf_font(*of)
+            if glyf is None:
+                self._real.subset(font)
+                return
+            stored = (glyf.subset(self._glyphs), glyf.order)
+            _store(key, stored[0], stored[1])
+        else:
+            with _lock:
+                counts["reused"] += 1
         made = _StoredSubset(stored[0])
         made.setGlyphOrder(list(stored[1]))  # the names fpdf2 looks glyphs up by
         font.close()  # the font file fpdf2 opened, when it read the font itself
@@ -105,6 +110,115 @@ class _Subsetter:
         return getattr(self._real, name)
 
 
+#: tables a subset keeps as they are (besides `head`, `loca`, `glyf`, `post`, written anew); the
+#: rest (OpenType layout, kerning, device metrics, signatures) PDF viewers do not use
+_KEPT = ("OS/2", "cmap", "cvt ", "fpgm", "gasp", "hhea", "hmtx", "maxp", "name", "prep")
+#: composite glyph component flags (TrueType `glyf`)
+_WORDS, _SCALE, _XY_SCALE, _TWO_BY_TWO, _MORE = 0x0001, 0x0008, 0x0040, 0x0080, 0x0020
+
+
+class GlyfFont:
+    """A TrueType font with outlines in `glyf`, read once: its tables' bytes, its glyphs'
+    offsets and its glyph names' ids. `subset` writes the font with only some glyphs' outlines
+    in a few hundred microseconds, where fontTools' subsetter takes several milliseconds."""
+
+    def __init__(self, data: bytes):
+        font = ttLib.TTFont(io.BytesIO(data), lazy=True)
+        self.tables = {tag: font.reader[tag] for tag in font.reader.tables}
+        if "glyf" not in self.tables or "loca" not in self.tables or "CFF " in self.tables:
+            raise ValueError("not a TrueType font with glyf outlines")
+        self.order = list(font.getGlyphOrder())
+        self.ids = {name: gid for gid, name in enumerate(self.order)}
+        head = self.tables["head"]
+        n = len(self.order) + 1
+        loca = self.tables["loca"]
+        if struct.unpack(">h", head[50:52])[0] == 0:  # short offsets: words
+            self.offsets = [2 * o for o in struct.unpack(f">{n}H", loca[: 2 * n])]
+        else:
+            self.offsets = list(struct.unpack(f">{n}I", loca[: 4 * n]))
+
+    def outline(self, gid: int) -> bytes:
+        return self.tables["glyf"][self.offsets[gid] : self.offsets[gid + 1]]
+
+    def components(self, gid: int) -> list[int]:
+        """The glyphs a composite glyph is made of (none for a simple or empty one)."""
+        data = self.outline(gid)
+        if len(data) < 10 or struct.unpack(">h", data[:2])[0] >= 0:
+            return []
+        found, at, flags = [], 10, _MORE
+        while flags & _MORE and at + 4 <= len(data):
+            flags, part = struct.unpack(">HH", data[at : at + 4])
+            found.append(part)
+            at += 4 + (4 if flags & _WORDS else 2)
+            if flags & _SCALE:
+                at += 2
+            elif flags & _XY_SCALE:
+                at += 4
+            elif flags & _TWO_BY_TWO:
+                at += 8
+        return found
+
+    def subset(self, names: Any) -> bytes:
+        """The font file with the outlines of the glyphs `names` (and of `.notdef`, and of the
+        glyphs composites are made of); every other glyph keeps its id and advance, with no
+        outline. Glyph ids are the font's own (a PDF's CIDToGIDMap names them)."""
+        todo = [0, *(self.ids[n] for n in names if n in self.ids)]
+        kept: set[int] = set()
+        while todo:
+            gid = todo.pop()
+            if gid not in kept and gid < len(self.order):
+                kept.add(gid)
+                todo.extend(self.components(gid))
+        glyf, offsets = bytearray(), []
+        for gid in range(len(self.order)):
+            offsets.append(len(glyf))
+            if gid in kept:
+                glyf += self.outline(gid)
+                glyf += bytes(-len(glyf) % 4)
+        offsets.append(len(glyf))
+        head = bytearray(self.tables["head"])
+        head[8:12] = bytes(4)  # checkSumAdjustment, set below
+        head[50:52] = struct.pack(">h", 1)  # long offsets in loca
+        post = bytearray(self.tables["post"][:32])
+        post[0:4] = struct.pack(">I", 0x00030000)  # version 3: no glyph names
+        tables = {tag: self.tables[tag] for tag in _KEPT if tag in self.tables}
+        tables.update(
+            head=bytes(head),
+            loca=struct.pack(f">{len(offsets)}I", *offsets),
+            glyf=bytes(glyf),
+            post=bytes(post),
+        )
+        return _sfnt(tables)
+
+
+def _checksum(data: bytes) -> int:
+    data += bytes(-len(data) % 4)
+    return sum(struct.unpack(f">{len(data) // 4}I", data)) & 0xFFFFFFFF
+
+
+def _sfnt(tables: dict[str, bytes]) -> bytes:
+    """A TrueType font file of `tables` (tag -> bytes), tables in tag order, 4-byte aligned,
+    with their checksums and the `head` table's whole-file adjustment."""
+    tags = sorted(tables)
+    n = len(tags)
+    power = 1 << (n.bit_length() - 1)
+    out = bytearray(struct.pack(">IHHHH", 0x00010000, n, power * 16, power.bit_length() - 1,
+                                n * 16 - power * 16))  # fmt: skip
+    at = len(out) + 16 * n
+    body = bytearray()
+    for tag in tags:
+        data = tables[tag]
+        out += struct.pack(">4sIII", tag.encode("latin-1"), _checksum(data), at + len(body),
+                           len(data))  # fmt: skip
+        body += data + bytes(-len(data) % 4)
+    out += body
+    adjustment = (0xB1B0AFBA - _checksum(bytes(out))) & 0xFFFFFFFF
+    record = 12 + 16 * tags.index("head")  # the head table's record: tag, checksum, offset
+    head_at = struct.unpack(">I", out[record + 8 : record + 12])[0]
+    out[head_at + 8 : head_at + 12] = struct.pack(">I", adjustment)
+    return bytes(out)
+
+
 def _store(key: tuple[Any, ...], data: bytes, glyph_order: list[str]) -> None:
     with _lock:
         counts["made"] += 1
@@ -113,20 +227,10 @@ def _store(key: tuple[Any, ...], data: bytes, glyph_order: list[str]) -> None:
         _subsets[key] = (data, glyph_order)
 
 
-class _NewSubset(ttLib.TTFont):
-    """A subset fontTools just made: the bytes fpdf2 writes are stored too (under
-    `_registry_store_as`)."""
-
-    def save(self, file: Any, reorderTables: bool | None = True) -> None:
-        data = io.BytesIO()
-        super().save(data, reorderTables)
-        _store(self._registry_store_as, data.getvalue(), list(self.getGlyphOrder()))
-        file.write(data.getvalue())
-
-
 class _StoredSubset(ttLib.TTFont):
-    """A subset made before: its glyph order as fontTools made it, and its file's bytes, which
-    `save` writes as they are (fontTools would read and write every table again)."""
+    """A subset (`GlyfFont.subset`) as fpdf2 uses it: the font's glyph order, by which fpdf2
+    looks up the ids of the glyphs drawn, and its file's bytes, which `save` writes as they
+    are."""
 
     def __init__(self, data: bytes) -> None:
         super().__init__(io.BytesIO(data), lazy=True, recalcTimestamp=False)

@@ -16,8 +16,8 @@ is ever downloaded. Complex scripts (Devanagari, Arabic, ...) are shaped with Ha
 with no font at all, or a character no font of the system has, is an error naming the setting.
 
 Compiled templates, catalogs, font character sets, shaped text (its widths and glyphs, per font
-file, `_ShapedWidths`) and embedded font subsets (per glyph set, `font_subsets`) are cached per
-process; each page is the same, byte for byte, as one made without them.
+file, `_ShapedWidths`; pages the same, byte for byte, as without) and embedded font subsets (made
+by `font_subsets`, per glyph set) are cached per process.
 """
 
 from __future__ import annotations

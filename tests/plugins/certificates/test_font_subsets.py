@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fontTools import subset as ftsubset
 from fpdf import FPDF
-from fpdf.fonts import SubsetMap, TTFFont
+from fpdf.fonts import TTFFont
 
 from open_registry.plugins.certificates import font_subsets, keys, pdf, qr, suites
 from tests.plugins.certificates.test_pdf import LOHIT, needs_lohit
@@ -58,46 +58,95 @@ def test_the_stand_in_is_where_fpdf2_looks_for_the_subsetter() -> None:
     assert fpdf.output.ftsubset.Options is ftsubset.Options  # type: ignore[attr-defined]
 
 
-def test_a_stored_subset_is_the_subset_fonttools_makes_again(
+def test_a_stored_subset_is_the_subset_made_again(
     signed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Latin names share one subset (padded with printable ASCII): the second page reuses the
-    first's; every page is the same bytes as when each subset is made again."""
+    """A page whose glyphs were subset before reuses that subset; the pages are the same bytes
+    when every subset is made again."""
     before = dict(font_subsets.counts)
     stored = pages(signed, [NAMES[0], NAMES[1], NAMES[0]])
     made = font_subsets.counts["made"] - before["made"]
     reused = font_subsets.counts["reused"] - before["reused"]
-    assert (made, reused) == (1, 2)  # one main font per page, one glyph set for three pages
-
-    monkeypatch.setattr(fpdf.output, "ftsubset", ftsubset)  # fontTools for every page
+    assert (made, reused) == (2, 1)  # one main font per page, two glyph sets
+    font_subsets.clear()
     assert pages(signed, [NAMES[0], NAMES[1], NAMES[0]]) == stored
 
 
-@pytest.mark.parametrize("name", NAMES[2:])
-def test_other_scripts_make_their_own_subset_once(
+@pytest.mark.parametrize("name", NAMES)
+def test_the_embedded_font_draws_what_fonttools_subset_draws(
     name: str, signed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A name whose glyphs the padding lacks (conjuncts, another font) makes a subset of its
-    own, stored too, and the same bytes as fontTools makes."""
-    stored = pages(signed, [NAMES[0], name, name])
-    assert stored[1] == stored[2]
+    """The page drawn with a subset made here (`GlyfFont`: glyph ids kept, unused outlines
+    left out) draws, for every glyph code on the page, the outline fontTools' subset (fpdf2's
+    own path) draws; the content streams, widths and text are the same."""
+    ours = pages(signed, [name])[0]
     monkeypatch.setattr(fpdf.output, "ftsubset", ftsubset)
-    assert pages(signed, [NAMES[0], name, name]) == stored
+    theirs = pages(signed, [name])[0]
+    assert ours != theirs  # different font programs
+    assert content_streams(ours) == content_streams(theirs)
+    reader = [pypdf.PdfReader(io.BytesIO(d)) for d in (ours, theirs)]
+    assert reader[0].pages[0].extract_text() == reader[1].pages[0].extract_text()
+    fonts = [embedded_fonts(r) for r in reader]
+    assert fonts[0].keys() == fonts[1].keys()
+    for key in fonts[0]:
+        (our_font, our_map, our_widths), (their_font, their_map, their_widths) = (
+            fonts[0][key], fonts[1][key]
+        )
+        assert our_widths == their_widths
+        assert len(our_map) == len(their_map)
+        codes = [c for c in range(len(our_map)) if our_map[c] or their_map[c]]  # those drawn
+        assert codes
+        for code in codes:
+            assert outline(our_font, our_map[code]) == outline(their_font, their_map[code]), code
 
 
-def test_padding_adds_glyphs_and_moves_nothing_drawn(
-    signed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The padded subset holds more glyphs; the page's drawing (its content stream, the codes
-    of the glyphs drawn) is the same as without padding."""
-    padded = pages(signed, [NAMES[0]])[0]
-    font_subsets.clear()
-    monkeypatch.setattr(
-        font_subsets.PaddedSubsetMap, "get_all_glyph_names", SubsetMap.get_all_glyph_names
-    )
-    plain = pages(signed, [NAMES[0]])[0]
-    assert content_streams(padded) == content_streams(plain)
-    assert len(padded) > len(plain)
+def embedded_fonts(reader: pypdf.PdfReader) -> dict[str, tuple[Any, list[int], Any]]:
+    """Each embedded TrueType font of the page, by resource name: (the font, read by fontTools;
+    its CIDToGIDMap; its widths)."""
+    from fontTools import ttLib
+
+    found = {}
+    for key, ref in reader.pages[0]["/Resources"]["/Font"].items():
+        font = ref.get_object()
+        if font.get("/Subtype") != "/Type0":
+            continue
+        cid = font["/DescendantFonts"][0].get_object()
+        program = cid["/FontDescriptor"]["/FontFile2"].get_object().get_data()
+        gid_map = cid["/CIDToGIDMap"].get_object().get_data()
+        gids = [int.from_bytes(gid_map[i : i + 2], "big") for i in range(0, len(gid_map), 2)]
+        found[key] = (ttLib.TTFont(io.BytesIO(program)), gids, cid.get("/W"))
+    return found
+
+
+def outline(font: Any, gid: int) -> list[Any]:
+    from fontTools.pens.recordingPen import DecomposingRecordingPen
+
+    glyphs = font.__dict__.setdefault("_test_glyph_set", font.getGlyphSet())
+    pen = DecomposingRecordingPen(glyphs)
+    glyphs[font.getGlyphOrder()[gid]].draw(pen)
+    return pen.value
+
+
+def test_a_glyf_subset_keeps_ids_components_and_checksums() -> None:
+    """`GlyfFont.subset`: glyph ids and advances as in the font, the outlines of the glyphs
+    asked for and of the glyphs composites are made of (DejaVu's é is `e` and an accent),
+    none for the others; fontTools reads it with its checksums checked."""
+    from fontTools import ttLib
+
+    data = DEJAVU.read_bytes()
+    original = ttLib.TTFont(io.BytesIO(data))
+    program = font_subsets.GlyfFont(data).subset(["eacute"])
+    made = ttLib.TTFont(io.BytesIO(program), checkChecksums=2)
+    for tag in made.reader.tables:
+        made[tag]  # every table reads, checksums hold
+    order = original.getGlyphOrder()
+    assert len(made.getGlyphOrder()) == len(order)
+    ids = [order.index(n) for n in ("eacute", "e", "acutecomb")]
+    assert outline(made, ids[0]) == outline(original, ids[0])
+    assert original["glyf"]["eacute"].isComposite()
+    drawn = {gid for gid in range(len(order)) if outline(made, gid)}
+    assert drawn >= set(ids[:2]) and len(drawn) <= 4  # é, its parts (and .notdef)
+    assert made["hmtx"].metrics[made.getGlyphOrder()[ids[0]]] == original["hmtx"]["eacute"]
 
 
 def test_remembered_shapes_draw_what_fpdf2_shapes_draw(
