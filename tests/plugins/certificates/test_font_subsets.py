@@ -1,6 +1,7 @@
-"""What the certificate PDFs remember across pages: embedded font subsets made once per glyph
-set (`font_subsets`) and shaped texts (`pdf._ShapedWidths`). Each is checked against fpdf2's
-own path, byte for byte, and counted, so a change that makes them again on every page fails."""
+"""Embedded font subsets made by the plugin (`font_subsets.GlyfFont`, kept per glyph set) and
+shaped texts kept across pages (`pdf._ShapedWidths`). Subsets are checked against fontTools'
+(fpdf2's own path) glyph code by glyph code, shapes byte for byte; both are counted, so a
+change that makes them again on every page fails."""
 
 from __future__ import annotations
 
