@@ -495,13 +495,15 @@ _SUBSETS_SHARED = font_subsets.install()
 #: units scaled, x advance, y advance, x offset, y offset, positioned)
 _ShapedGlyph = tuple[int, tuple[int, ...], str, int, int, int, int, int, bool]
 #: font file -> (its modification time, {(text, size, direction, script, language, features):
-#: (glyphs, width)}, {the same keys: its glyphs})
+#: (glyphs, width)}, {the same keys: its glyphs}, its glyph names and advances once read:
+#: {"order": [name by glyph id], "advances": {name: advance}})
 _shaped_widths: dict[
     str,
     tuple[
         int,
         dict[tuple[Any, ...], tuple[int, float]],
         dict[tuple[Any, ...], tuple[_ShapedGlyph, ...]],
+        dict[str, Any],
     ],
 ] = {}
 
@@ -588,11 +590,15 @@ class _ShapedWidths(TTFFont):
         for index, char in enumerate(text):
             at = bisect.bisect_right(starts, index) - 1
             owner.setdefault(starts[max(at, 0)], []).append(ord(char))
-        metrics = self.ttfont["hmtx"].metrics
+        tables = _shaped_widths[str(self.ttffile)][3]
+        if not tables:  # read from the font once per file (each page has its own copy)
+            tables["advances"] = {n: m[0] for n, m in self.ttfont["hmtx"].metrics.items()}
+            tables["order"] = list(self.ttfont.getGlyphOrder())
+        order, advances = tables["order"], tables["advances"]
         glyphs: list[_ShapedGlyph] = []
         for info, position in zip(infos, positions, strict=True):
-            name = self.ttfont.getGlyphName(info.codepoint)
-            width = round(self.scale * metrics[name][0])
+            name = order[info.codepoint]
+            width = round(self.scale * advances[name])
             moved = (position.x_offset, position.y_offset, position.y_advance) != (0, 0, 0)
             glyphs.append(
                 (
@@ -668,7 +674,7 @@ def _add_font(pdf: FPDF, family: str, style: str, path: Path) -> None:
     font.ttfont.recalcBBoxes = False
     mtime, name = _mtime(path), str(font.ttffile)
     if _shaped_widths.get(name, (None,))[0] != mtime:  # new, or the file was replaced
-        _shaped_widths[name] = (mtime, {}, {})
+        _shaped_widths[name] = (mtime, {}, {}, {})
     font.__class__ = _ShapedWidths
     if _SUBSETS_SHARED:
         font_subsets.mark(font, name, mtime)
