@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from open_registry.plugins.certificates import keys
+from open_registry.plugins.certificates import keys, suites
 from open_registry.plugins.certificates.loader import (
     CREDENTIALS_V2_URL,
     VACCINATION_CONTEXT_URL,
@@ -117,3 +117,9 @@ def vaccination_credential(issuer: str, **changes: Any) -> dict[str, Any]:
 @pytest.fixture
 def credential(issuer_key: Ed25519PrivateKey) -> dict[str, Any]:
     return vaccination_credential(keys.did_key(issuer_key.public_key()))
+
+
+@pytest.fixture
+def signed(credential: dict[str, Any], issuer_key: Ed25519PrivateKey) -> dict[str, Any]:
+    """`credential` signed the way the issuer signs (eddsa-rdfc-2022, did:key)."""
+    return suites.sign(credential, issuer_key, keys.did_key_method(issuer_key.public_key()))

@@ -12,24 +12,17 @@ from typing import Any
 import fpdf.output
 import pypdf
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fontTools import subset as ftsubset
 from fpdf import FPDF
 from fpdf.fonts import TTFFont
 
-from open_registry.plugins.certificates import font_subsets, keys, pdf, qr, suites
+from open_registry.plugins.certificates import font_subsets, pdf, qr
 from tests.plugins.certificates.test_pdf import LOHIT, needs_lohit
 
 pytestmark = needs_lohit
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 #: Latin names, a Devanagari name with conjuncts, a right-to-left name (fallback font)
 NAMES = ["Bhaya Mitra", "Zoë Dupont", "क्षितिज श्रीवास्तव", "أحمد 12 Mitra"]
-
-
-@pytest.fixture
-def signed(credential: dict[str, Any], issuer_key: Ed25519PrivateKey) -> dict[str, Any]:
-    method = keys.did_key_method(issuer_key.public_key())
-    return suites.sign(credential, issuer_key, method)
 
 
 def pages(signed: dict[str, Any], names: list[str], locale: str = "hi") -> list[bytes]:
@@ -91,7 +84,8 @@ def test_the_embedded_font_draws_what_fonttools_subset_draws(
     assert fonts[0].keys() == fonts[1].keys()
     for key in fonts[0]:
         (our_font, our_map, our_widths), (their_font, their_map, their_widths) = (
-            fonts[0][key], fonts[1][key]
+            fonts[0][key],
+            fonts[1][key],
         )
         assert our_widths == their_widths
         assert len(our_map) == len(their_map)

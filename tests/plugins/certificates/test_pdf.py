@@ -11,21 +11,14 @@ from typing import Any
 
 import pypdf
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from open_registry.plugins.certificates import keys, pdf, qr, suites
+from open_registry.plugins.certificates import pdf, qr
 from tests.plugins.certificates.conftest import DIVOC, read_json
 
 LOHIT = Path("/usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf")
 needs_lohit = pytest.mark.skipif(
     not LOHIT.is_file(), reason="fonts-lohit-deva is not installed (CI installs it)"
 )
-
-
-@pytest.fixture
-def signed(credential: dict[str, Any], issuer_key: Ed25519PrivateKey) -> dict[str, Any]:
-    method = keys.did_key_method(issuer_key.public_key())
-    return suites.sign(credential, issuer_key, method)
 
 
 def read_pdf(data: bytes) -> pypdf.PdfReader:

@@ -15,23 +15,15 @@ import zlib
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image
 from segno import consts
 
-from open_registry.plugins.certificates import keys, qr, suites
+from open_registry.plugins.certificates import qr, suites
 from tests.browser import running_chromium
 from tests.plugins.certificates.conftest import DIVOC, read_json
 
 SAMPLES = ["ed25519-signed-sample.extracted.json", "rsa-signed-sample.extracted.json"]
 PAYLOADS = {"divoc": qr.divoc_payload, "compact": qr.compact_payload}
-
-
-@pytest.fixture
-def signed(credential: dict[str, Any], issuer_key: Ed25519PrivateKey) -> dict[str, Any]:
-    """A credential signed the way the issuer signs (eddsa-rdfc-2022, did:key)."""
-    method = keys.did_key_method(issuer_key.public_key())
-    return suites.sign(credential, issuer_key, method)
 
 
 # -- an independent reader of the module matrix ---------------------------------------------------
