@@ -649,15 +649,16 @@ def _read_font(family: str, style: str, path: Path) -> tuple[TTFFont, bytes] | N
 
 
 def _add_font(pdf: FPDF, family: str, style: str, path: Path) -> None:
-    """`pdf.add_font`, with three savings that leave the page as it was:
+    """`pdf.add_font`, with savings that leave the page as it was:
 
     - the font is read once per process (`_read_font`) and each document gets a copy (fpdf2's
       own copy, which shares what drawing does not change: the character map, the descriptor,
-      the HarfBuzz font) with its own glyph subset and a font file of its own to subset;
-    - the font's subset is written as it is read: the glyphs' bounding boxes are those of the
-      font file, not computed again from every outline (fontTools' `recalcBBoxes`), which was
-      most of the cost of embedding a font;
-    - shaped widths are remembered across documents (`_ShapedWidths`)."""
+      the HarfBuzz font) with its own glyph subset and a font file of its own;
+    - the font is marked for `font_subsets`, which makes its embedded subset (a glyf font) or
+      leaves it to fontTools (a CFF one); fontTools then writes it as it is read, the glyphs'
+      bounding boxes those of the font file, not computed again from every outline
+      (`recalcBBoxes`);
+    - shaped texts are remembered across documents (`_ShapedWidths`)."""
     fontkey = f"{family.lower()}{style}"
     read = _read_font(family, style, path)
     if read is None:
