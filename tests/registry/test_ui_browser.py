@@ -332,6 +332,7 @@ def test_sign_in_page_and_a_staff_member_sees_only_what_the_role_may_do(
         assert "Signed in as ui-staff" in pg.locator("header").inner_text()
         shot(pg, "recipients-as-staff", tmp_path)
         pg.locator("table tbody a").first.click()  # staff may read and edit, not delete
+        pg.wait_for_url(f"{server}/ui/recipient/*")  # count() does not wait for the new page
         assert pg.get_by_role("link", name="Edit").count() == 1
         assert pg.get_by_role("link", name="Delete").count() == 0
         assert "Identity" not in pg.locator("main").inner_text()  # private: not shown
