@@ -366,6 +366,20 @@ def write(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
+def schema_change(engine: Engine, lock_key: int) -> Iterator[Connection]:
+    """A transaction that creates tables at start-up, one process at a time: on SQLite it takes
+    the write lock first (`write`: a transaction that read the catalog and then found another
+    process had written since cannot become a writer, and SQLite refuses it at once, without
+    its busy timeout: 'database is locked'); on PostgreSQL under the transaction advisory lock
+    `lock_key` (never a session's lock, which PgBouncer in transaction mode could leave on a
+    server connection another client gets)."""
+    with write(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
+        yield conn
+
+
+@contextmanager
 def read(
     engine: Engine, *, snapshot: bool = True, replica: bool | None = None
 ) -> Iterator[Connection]:

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from open_registry.core import storage
+
 #: the key columns of a rollup row after its name: day, programme, then up to four dimensions
 ROLLUP_KEYS = ("rollup", "day", "program", "k1", "k2", "k3", "k4")
 
@@ -96,11 +98,7 @@ def create_tables(engine: Engine) -> None:
     """Create the plugin's tables if missing, in a transaction of its own (outside any write
     transaction). On PostgreSQL processes take turns under a transaction's advisory lock, so
     concurrent first uses do not race on the catalog."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # held until this transaction ends (never a session's lock, which PgBouncer in
-            # transaction mode could leave on a server connection another client gets)
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK_KEY})
+    with storage.schema_change(engine, _CREATE_LOCK_KEY) as conn:
         metadata.create_all(conn, checkfirst=True)
 
 

@@ -108,11 +108,7 @@ def ensure_table(engine: Engine) -> None:
     with _ready_lock:
         if id(engine) in _ready:
             return
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # held until this transaction ends (never a session's lock, which PgBouncer in
-                # transaction mode could leave on a server connection another client gets)
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+        with storage.schema_change(engine, LOCK_KEY) as conn:
             _MD.create_all(conn, checkfirst=True)
         _ready.add(id(engine))
 

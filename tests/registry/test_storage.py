@@ -140,3 +140,54 @@ def test_database_read_url_needs_postgresql(tmp_path: Path) -> None:
     )
     with pytest.raises(StartupError, match="database_read_url' needs PostgreSQL"):
         storage.make_engine(settings)
+
+
+# -- tables created at start-up, while another process writes ----------------------------------
+
+
+@pytest.mark.parametrize("creator", ["programme", "audit checkpoints"])
+def test_start_up_tables_wait_for_another_writer_on_sqlite(tmp_path: Path, creator: str) -> None:
+    """A process creating its tables while another one writes to the same SQLite file waits
+    for it (busy timeout), rather than failing with 'database is locked': a transaction that
+    read the catalog before the other's commit cannot become a writer (SQLite refuses at once),
+    so creating tables takes the write lock first (`storage.schema_change`). Two servers started
+    together on one file failed this way."""
+    import threading
+
+    from open_registry.core.audit import checkpoint
+    from open_registry.plugins.programme import tables
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/r.db")
+    other, ours = storage.make_engine(settings), storage.make_engine(settings)
+    create = {
+        "programme": lambda: tables.create_tables(ours),
+        "audit checkpoints": lambda: checkpoint.ensure_table(ours),
+    }[creator]
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            create()
+        except BaseException as exc:  # reported by the assert below
+            failed.append(exc)
+
+    try:
+        with storage.write(other) as writer:
+            writer.exec_driver_sql("CREATE TABLE other_process (n INTEGER)")
+        with storage.write(other) as writer:  # the other process writes...
+            writer.exec_driver_sql("INSERT INTO other_process VALUES (1)")
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join(0.5)  # ...while this one starts to create its tables
+            assert thread.is_alive(), f"it did not wait for the other writer: {failed}"
+        thread.join(30)
+        assert failed == []
+        names = set(sa.inspect(ours).get_table_names())
+        wanted = {
+            "programme": "programme_counter",
+            "audit checkpoints": "registry_audit_checkpoint",
+        }
+        assert wanted[creator] in names, names
+    finally:
+        other.dispose()
+        ours.dispose()
