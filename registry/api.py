@@ -268,7 +268,25 @@ def _inline_read(db: Any) -> bool:
     return callable(size) and callable(busy) and busy() < size()
 
 
-class RuleRoute(APIRoute):
+class GuardedRoute(APIRoute):
+    """An API route of the app's own router (`create_app` makes it the router's route class)
+    that refuses a path not starting with its literal part (up to its first parameter) without
+    running its regular expression: the app tries its ~180 routes in turn, and a refusal used
+    to cost about as much as a match (`docs/scaling.md`). Such a route is never in an included
+    router, whose prefix would come first."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        #: the path up to its first parameter: a path without it cannot match (`matches`)
+        self.literal = self.path_format.split("{", 1)[0]
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and not get_route_path(scope).startswith(self.literal):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+class RuleRoute(GuardedRoute):
     """An API route whose handler is called without FastAPI's dependency solving when all it
     takes is the request and text path parameters, and all its dependencies are `Rule`s (a
     read by id): the rules are checked, then the handler called with the path's values, which
@@ -276,24 +294,9 @@ class RuleRoute(APIRoute):
     Any other route (a query or body parameter, another dependency, a typed path parameter) is
     handled by FastAPI as usual. The route, its OpenAPI and its declared rule are unchanged."""
 
-    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
-        super().__init__(path, endpoint, **options)
-        #: the path up to its first parameter: a path without it cannot match (`matches`)
-        self.literal = self.path_format.split("{", 1)[0]
-
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         lean = _lean_handler(self.dependant)
         return lean if lean is not None else super().get_route_handler()
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        """No match, without the regular expression, when the path does not start with the
-        route's literal part (the app tries its ~180 routes in turn: most are these, and a
-        refusal used to cost about as much as a match). These routes are the app router's
-        own (`add_entity_routes`), never in an included router, whose prefix would come
-        first."""
-        if scope["type"] == "http" and not get_route_path(scope).startswith(self.literal):
-            return Match.NONE, {}
-        return super().matches(scope)
 
 
 def _lean_handler(dependant: Any) -> Callable[[Request], Coroutine[Any, Any, Response]] | None:

@@ -23,7 +23,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from open_registry.core import heavy, idempotency, observability, serving
-from open_registry.core.api import API_PREFIX, JSONResponse, add_entity_routes, swap_routes
+from open_registry.core.api import (
+    API_PREFIX,
+    GuardedRoute,
+    JSONResponse,
+    add_entity_routes,
+    swap_routes,
+)
 from open_registry.core.audit import chain as audit_chain
 from open_registry.core.audit.api import add_audit_routes
 from open_registry.core.auth import rules
@@ -453,6 +459,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         description="Registries generated from entity schema files. Every error is "
         "`application/problem+json`.",
     )
+    # the app's own routes refuse other paths cheaply (entity routes are `RuleRoute`s)
+    app.router.route_class = GuardedRoute
     app.state.registry = reg
     install_error_handlers(app)
     auth = reg.auth
@@ -467,7 +475,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     def refresh_routes(changed: set[str]) -> None:
         """After `Registry.reload_schemas`: routes of new entities, OpenAPI of changed ones."""
         for name in sorted(changed):
-            fresh = APIRouter()
+            fresh = APIRouter(route_class=GuardedRoute)
             add_entity_routes(
                 fresh, reg.services[name].entity, max_body_bytes=settings.max_body_bytes
             )

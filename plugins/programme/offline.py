@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from open_registry.core import Forbidden, NotFound, storage, utcnow
+from open_registry.core.api import GuardedRoute
 from open_registry.core.auth import rules
 from open_registry.core.auth.deps import principal_of
 from open_registry.plugins.programme import access
@@ -296,8 +297,9 @@ def manifest(prefix: str, name: str) -> dict[str, Any]:
 
 
 def offline_routes(registry: Any, prefix: str, site_title: str) -> APIRouter:
-    """The routes of the module docstring, under the UI's `prefix`."""
-    router = APIRouter()
+    """The routes of the module docstring, under the UI's `prefix` (moved into the app's own
+    router: its route class)."""
+    router = APIRouter(route_class=GuardedRoute)
 
     @router.get(
         f"{prefix}/offline/data",

@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
 from open_registry.core import storage
-from open_registry.core.api import API_PREFIX, JSONResponse
+from open_registry.core.api import API_PREFIX, GuardedRoute, JSONResponse
 from open_registry.core.auth import rules
 from open_registry.core.auth.deps import principal_of
 from open_registry.core.auth.principal import RECIPIENT, SYSTEM, SYSTEM_ADMIN, Principal
@@ -473,7 +473,9 @@ def add_entity_import_routes(router: APIRouter, name: str, title: str) -> None:
     """The import routes of one entity (also after a schema change)."""
     key = (name, title)
     if key not in _ROUTES:
-        fresh = APIRouter(default_response_class=JSONResponse)  # as the app's own router
+        fresh = APIRouter(  # as the app's own router
+            default_response_class=JSONResponse, route_class=GuardedRoute
+        )
         _add_routes(fresh, name, title)
         _ROUTES[key] = tuple(fresh.routes)
     router.routes.extend(_ROUTES[key])
@@ -503,6 +505,7 @@ def _add_routes(router: APIRouter, name: str, title: str) -> None:  # noqa: C901
     def jobs_of(request: Request) -> ImportJobs:
         jobs: ImportJobs = request.app.state.registry.import_jobs
         return jobs
+
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
     def allowed(request: Request, upsert: bool) -> tuple[str | None, Any]:

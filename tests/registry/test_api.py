@@ -400,9 +400,10 @@ def test_a_read_by_id_checks_its_rule_without_fastapis_dependency_solving(
 def test_entity_routes_refuse_other_paths_cheaply_and_match_as_before(
     registry: Any, root_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`api.RuleRoute.matches` refuses a path that does not start with the route's literal part
-    without its regular expression: every route's own path (also behind a root path, and with
-    each method) still finds the route it found with FastAPI's matching alone."""
+    """`api.GuardedRoute.matches` (the app router's route class, and the entity routes'
+    `RuleRoute`) refuses a path that does not start with the route's literal part without its
+    regular expression: every route's own path (also behind a root path, and with each method)
+    still finds the route it found with FastAPI's matching alone."""
     from fastapi.routing import APIRoute
     from starlette.routing import Match
 
@@ -411,6 +412,9 @@ def test_entity_routes_refuse_other_paths_cheaply_and_match_as_before(
     app = create_app(registry=registry)
     routes = [r for r in app.routes if isinstance(r, APIRoute)]
     assert sum(isinstance(r, api.RuleRoute) for r in routes) > 50
+    # pages, import routes, the plugins' pages moved into the app's router
+    others = [r for r in routes if not isinstance(r, api.RuleRoute)]
+    assert others and all(isinstance(r, api.GuardedRoute) for r in others), others
 
     def found() -> list[Any]:
         chosen = []
@@ -424,6 +428,6 @@ def test_entity_routes_refuse_other_paths_cheaply_and_match_as_before(
         return chosen
 
     fast = found()
-    monkeypatch.setattr(api.RuleRoute, "matches", APIRoute.matches)
+    monkeypatch.setattr(api.GuardedRoute, "matches", APIRoute.matches)
     assert found() == fast
     assert all(route is not None for _, _, route in fast)
