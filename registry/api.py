@@ -20,7 +20,7 @@ from starlette._utils import get_route_path
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 from starlette.routing import BaseRoute, Match
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from open_registry.core.auth import rules
 from open_registry.core.auth.deps import principal_of
@@ -294,9 +294,27 @@ class RuleRoute(GuardedRoute):
     Any other route (a query or body parameter, another dependency, a typed path parameter) is
     handled by FastAPI as usual. The route, its OpenAPI and its declared rule are unchanged."""
 
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        lean = _lean_handler(self.dependant)
+        if lean is not None:
+            self.app = _lean_app(lean)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         lean = _lean_handler(self.dependant)
         return lean if lean is not None else super().get_route_handler()
+
+
+def _lean_app(handler: Callable[[Request], Coroutine[Any, Any, Response]]) -> Any:
+    """The ASGI app of a lean handler: FastAPI's wraps each call in two exit stacks (for
+    dependencies with `yield`, which these routes have none of) and the exception handlers
+    (which the app's `ExceptionMiddleware` around the router applies to what it raises)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
 
 
 def _lean_handler(dependant: Any) -> Callable[[Request], Coroutine[Any, Any, Response]] | None:
