@@ -405,13 +405,69 @@ def read_connection(engine: Engine, *, replica: bool | None = None) -> Connectio
     return source.connection(engine, _SESSION.get())
 
 
+class ReadConnections:
+    """One SQLite connection per thread for one-row reads (`OneRowRead`), kept: taking a
+    connection from the pool and giving it back cost more than the read itself (~20 us of a
+    ~40 us read). Each is made by the engine (its pragmas and functions) and then detached from
+    the pool, so the pool's own connections are as many as before. They are closed when the
+    engine is disposed (a test database restored from a copy, a closed registry) and after a
+    database error (the next read opens a fresh one). Reads here are single statements in
+    autocommit: the cursor is closed after each, which ends SQLite's read transaction, so no
+    checkpoint waits for them."""
+
+    def __init__(self, engine: Engine):
+        # weakly: the engine's listener holds this object, and `_READ_CONNECTIONS` is keyed
+        # by the engine weakly, so nothing here keeps a closed registry's engine alive
+        self._engine = weakref.ref(engine)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[Any] = []
+        #: bumped when the engine is disposed: a thread's connection of an older one is stale
+        self._generation = 0
+        sa.event.listen(engine, "engine_disposed", self._disposed)
+
+    def get(self) -> Any:
+        """This thread's DBAPI connection (opened on first use)."""
+        mine = getattr(self._local, "conn", None)
+        if mine is not None and mine[0] == self._generation:
+            return mine[1]
+        engine = self._engine()
+        if engine is None:  # pragma: no cover - a read through an engine keeps it alive
+            raise RuntimeError("the engine of these connections is gone")
+        fairy = engine.raw_connection()
+        fairy.detach()
+        conn = fairy.dbapi_connection
+        with self._lock:
+            self._open.append(conn)
+            self._local.conn = (self._generation, conn)
+        return conn
+
+    def discard(self, conn: Any) -> None:
+        """Close `conn` after an error; this thread opens a fresh one for its next read."""
+        self._local.conn = None
+        with self._lock:
+            if conn in self._open:
+                self._open.remove(conn)
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+    def _disposed(self, _engine: Engine) -> None:
+        with self._lock:
+            self._generation += 1
+            conns, self._open = self._open, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+
 class OneRowRead:
     """A one-row, one-statement read (a record by id) compiled once for an engine: on SQLite it
-    runs on the pool's DBAPI connection (`read_one`), without SQLAlchemy's connection,
-    transaction and result objects, which cost about 80 us a read where the statement costs 8
-    (`docs/scaling.md`); the columns' result processors (dates) are applied as SQLAlchemy would.
-    Elsewhere, and while a statement listener is on the engine (`before_cursor_execute`: it
-    sees every statement), it is `read(engine, snapshot=False)` as any other read."""
+    runs on a DBAPI connection of its own per thread (`read_one`, `ReadConnections`), without
+    SQLAlchemy's pool, connection, transaction and result objects, which cost about 80 us a
+    read where the statement costs 8 (`docs/scaling.md`); the columns' result processors (dates)
+    are applied as SQLAlchemy would. Elsewhere, and while a statement listener is on the engine
+    (`before_cursor_execute`: it sees every statement), it is `read(engine, snapshot=False)` as
+    any other read."""
 
     def __init__(self, engine: Engine, statement: sa.Select[Any]):
         self.engine = engine
@@ -420,6 +476,7 @@ class OneRowRead:
         self.sql, self.params, self.keys = "", [], []
         self.processors: list[tuple[int, Any]] = []
         if self.direct:
+            self.connections = read_connections(engine)
             compiled = statement.compile(dialect=engine.dialect)
             self.sql, self.params = str(compiled), list(compiled.positiontup or ())
             self.keys = [str(c.key) for c in statement.selected_columns]
@@ -436,23 +493,39 @@ class OneRowRead:
                 row = conn.execute(self.statement, params).mappings().first()
             return None if row is None else dict(row)
         values = [params[p] for p in self.params]
-        raw = self.engine.raw_connection()
+        connections = self.connections
+        conn = connections.get()
         try:
-            cursor = raw.cursor()
+            cursor = conn.cursor()
             try:
                 found = cursor.execute(self.sql, values).fetchone()
             finally:
                 cursor.close()
         except sqlite3.Error as exc:  # as SQLAlchemy raises it (busy, unreadable: a 503)
+            connections.discard(conn)
             raise sa.exc.DBAPIError.instance(self.sql, values, exc, sqlite3.Error) from exc
-        finally:
-            raw.close()
         if found is None:
             return None
         values = list(found)
         for i, proc in self.processors:
             values[i] = proc(values[i])
         return dict(zip(self.keys, values, strict=True))
+
+
+#: per SQLite engine, its `ReadConnections`
+_READ_CONNECTIONS: weakref.WeakKeyDictionary[Engine, ReadConnections] = weakref.WeakKeyDictionary()
+_READ_CONNECTIONS_LOCK = threading.Lock()
+
+
+def read_connections(engine: Engine) -> ReadConnections:
+    """The `ReadConnections` of a SQLite engine (one per engine)."""
+    found = _READ_CONNECTIONS.get(engine)
+    if found is None:
+        with _READ_CONNECTIONS_LOCK:
+            found = _READ_CONNECTIONS.get(engine)
+            if found is None:
+                found = _READ_CONNECTIONS[engine] = ReadConnections(engine)
+    return found
 
 
 # -- read replicas ------------------------------------------------------------------------------

@@ -53,10 +53,10 @@ def test_failed_nested_write_leaves_the_outer_one_usable(registry: Registry) -> 
 # -- a record read by id -----------------------------------------------------------------------
 
 
-def test_a_read_by_id_on_the_pools_connection_is_the_sqlalchemy_read(
+def test_a_read_by_id_on_its_own_connection_is_the_sqlalchemy_read(
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On SQLite a read by id runs on the pool's DBAPI connection (`storage.OneRowRead`): the
+    """On SQLite a read by id runs on a DBAPI connection (`storage.OneRowRead`): the
     record is the same as read through SQLAlchemy (dates, nested values, versions), an unknown
     id is not found either way; on PostgreSQL it is the ordinary read."""
     facilities = registry.services["facility"]
@@ -95,6 +95,58 @@ def test_a_read_by_id_on_the_pools_connection_is_the_sqlalchemy_read(
     else:
         with pytest.raises(AssertionError, match="through SQLAlchemy"):
             facilities.get(created["id"])
+
+
+def test_reads_by_id_keep_a_connection_per_thread_outside_the_pool(tmp_path: Path) -> None:
+    """SQLite's reads by id use one connection per thread (`storage.ReadConnections`), not one
+    of the pool's: the pool's connections and check-outs do not change; a write is seen by
+    the next read; disposing of the engine (a test database restored from a copy) closes them
+    and the next read opens a fresh one; a database error discards the thread's connection."""
+    import threading
+
+    from open_registry.core.app import open_registry
+
+    reg = open_registry(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/r.db"))
+    try:
+        vaccines, engine = reg.services["vaccine"], reg.db.engine
+        created = vaccines.create(VACCINE, actor="t")
+        vaccines.get(created["id"])
+        pool = engine.pool
+        before = (pool.checkedin(), pool.checkedout())  # type: ignore[attr-defined]
+        connections = storage.read_connections(engine)
+        mine = connections.get()
+        for _ in range(5):
+            assert vaccines.get(created["id"])["name"] == "Alpha"
+        assert connections.get() is mine
+        assert (pool.checkedin(), pool.checkedout()) == before  # type: ignore[attr-defined]
+        vaccines.update(created["id"], {**VACCINE, "name": "Beta"}, actor="t")
+        assert vaccines.get(created["id"])["name"] == "Beta"  # no stale snapshot
+
+        other: list[Any] = []
+        thread = threading.Thread(target=lambda: other.append(connections.get()))
+        thread.start()
+        thread.join()
+        assert other[0] is not mine  # a connection per thread
+
+        engine.dispose()
+        with pytest.raises(Exception, match="closed"):
+            mine.execute("SELECT 1")
+        assert vaccines.get(created["id"])["name"] == "Beta"
+        fresh = connections.get()
+        assert fresh is not mine
+
+        read = vaccines._read_by_id
+        sql = read.sql
+        read.sql = "SELECT * FROM no_such_table"
+        try:
+            with pytest.raises(sa.exc.OperationalError, match="no such table"):
+                vaccines.get(created["id"])
+        finally:
+            read.sql = sql
+        assert connections.get() is not fresh  # the one that failed was discarded
+        assert vaccines.get(created["id"])["name"] == "Beta"
+    finally:
+        reg.close()
 
 
 # -- PostgreSQL connections keep their prepared statements --------------------------------------
