@@ -412,8 +412,8 @@ class ReadConnections:
     the pool, so the pool's own connections are as many as before. They are closed when the
     engine is disposed (a test database restored from a copy, a closed registry) and after a
     database error (the next read opens a fresh one). Reads here are single statements in
-    autocommit: the cursor is closed after each, which ends SQLite's read transaction, so no
-    checkpoint waits for them."""
+    autocommit: each statement is reset once its row is fetched, which ends SQLite's read
+    transaction, so no checkpoint waits for them."""
 
     def __init__(self, engine: Engine):
         # weakly: the engine's listener holds this object, and `_READ_CONNECTIONS` is keyed
@@ -496,11 +496,9 @@ class OneRowRead:
         connections = self.connections
         conn = connections.get()
         try:
-            cursor = conn.cursor()
-            try:
-                found = cursor.execute(self.sql, values).fetchone()
-            finally:
-                cursor.close()
+            # the connection's own cursor, dropped at once (which resets the statement and so
+            # ends the read): a cursor made and closed here costs as much again as the read
+            found = conn.execute(self.sql, values).fetchone()
         except sqlite3.Error as exc:  # as SQLAlchemy raises it (busy, unreadable: a 503)
             connections.discard(conn)
             raise sa.exc.DBAPIError.instance(self.sql, values, exc, sqlite3.Error) from exc
