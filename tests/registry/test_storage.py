@@ -121,6 +121,9 @@ def test_reads_by_id_keep_a_connection_per_thread_outside_the_pool(tmp_path: Pat
         assert (pool.checkedin(), pool.checkedout()) == before  # type: ignore[attr-defined]
         vaccines.update(created["id"], {**VACCINE, "name": "Beta"}, actor="t")
         assert vaccines.get(created["id"])["name"] == "Beta"  # no stale snapshot
+        with engine.connect() as conn:  # the read ended: nothing holds the WAL back
+            busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        assert busy == 0
 
         other: list[Any] = []
         thread = threading.Thread(target=lambda: other.append(connections.get()))
