@@ -132,6 +132,16 @@ def protocol_factory(header_timeout: float) -> Any:
     return functools.partial(TimedHttpToolsProtocol, header_timeout=header_timeout)
 
 
+def has_body(scope: Any) -> bool:
+    """Whether an HTTP request comes with a body (its head says so: a `Content-Length` other
+    than 0, or a `Transfer-Encoding`); without one the server hands the app an empty body at
+    once, so there is nothing to wait for."""
+    for name, value in scope.get("headers") or ():
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
 class BodyTimeout:
     """Pure ASGI middleware: a request whose body has not fully arrived within `seconds` of
     the request's start is answered `408` (`application/problem+json`, naming the setting,
@@ -143,7 +153,7 @@ class BodyTimeout:
         self.seconds = seconds
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not has_body(scope):
             await self.app(scope, receive, send)
             return
         deadline = time.monotonic() + self.seconds

@@ -314,14 +314,20 @@ _SESSION: ContextVar[str | None] = ContextVar("registry_session", default=None)
 _REPLICA_READS: ContextVar[bool] = ContextVar("registry_replica_reads", default=False)
 
 
-@contextmanager
-def session(key: str | None) -> Iterator[None]:
-    """Work done in this block is on behalf of `key` (a caller's actor; None: nobody's)."""
-    token = _SESSION.set(key)
-    try:
-        yield
-    finally:
-        _SESSION.reset(token)
+class session:  # lower case: used as a context manager, as `read` and `write` are
+    """Work done in this block is on behalf of `key` (a caller's actor; None: nobody's). (A
+    class rather than a generator: it is entered for every request.)"""
+
+    __slots__ = ("key", "token")
+
+    def __init__(self, key: str | None):
+        self.key = key
+
+    def __enter__(self) -> None:
+        self.token = _SESSION.set(self.key)
+
+    def __exit__(self, *_exc: object) -> None:
+        _SESSION.reset(self.token)
 
 
 @contextmanager

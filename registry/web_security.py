@@ -29,7 +29,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from open_registry.core.auth.deps import principal_of
@@ -205,25 +204,36 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGIApp, script_hashes: Mapping[str, Iterable[str]] | None = None):
         self.app = app
-        self.policies = {path: page_csp(h) for path, h in (script_hashes or {}).items()}
+        self.policies = {
+            path: page_csp(h).encode("latin-1") for path, h in (script_hashes or {}).items()
+        }
+        self.page_csp = PAGE_CSP.encode("latin-1")
+        self.common = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                       for k, v in COMMON_HEADERS.items()]  # fmt: skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = self.policies.get(scope["path"], PAGE_CSP)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in COMMON_HEADERS.items():
-                    headers.setdefault(name, value)
-                ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-                if ctype == "text/html":
-                    headers.setdefault("Content-Security-Policy", policy)
+                message["headers"] = self.with_headers(scope, message.get("headers") or ())
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def with_headers(self, scope: Scope, headers: Iterable[tuple[bytes, bytes]]) -> list[Any]:
+        """`headers` (a response's, raw) and the ones this adds that it does not have."""
+        out = list(headers)
+        have = {name.lower() for name, _ in out}
+        out.extend(pair for pair in self.common if pair[0] not in have)
+        if b"content-security-policy" not in have:
+            ctype = next((v for n, v in out if n.lower() == b"content-type"), b"")
+            if ctype.split(b";")[0].strip().lower() == b"text/html":
+                policy = self.policies.get(scope["path"], self.page_csp)
+                out.append((b"content-security-policy", policy))
+        return out
 
 
 __all__ = [

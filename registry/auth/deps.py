@@ -155,6 +155,19 @@ def _problem(
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def _credentials(headers: Any) -> tuple[str | None, bool]:
+    """The request's first `Authorization` header (as Starlette's `Headers.get` gives it), and
+    whether it has a `Cookie` header, from the raw headers in one pass."""
+    authorization, cookies = None, False
+    for name, value in headers:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif name == b"cookie":
+            cookies = True
+    return authorization, cookies
+
+
 class AuthMiddleware:
     """Puts the caller's principal on every HTTP request (pure ASGI: cheap per request)."""
 
@@ -172,11 +185,10 @@ class AuthMiddleware:
             )
             await resp(scope, receive, send)
             return
-        request = Request(scope)
         state = scope.setdefault("state", {})
         state["client_address"] = self.auth.addresses.of(scope)
         principal = ANONYMOUS
-        header = request.headers.get("authorization")
+        header, cookies = _credentials(scope["headers"])
         try:
             if header is not None:
                 kind, _, token = header.partition(" ")
@@ -188,10 +200,11 @@ class AuthMiddleware:
                     principal = await run_in_threadpool(self.auth.bearer, token.strip())
                 else:
                     principal = await self._ours(token.strip())
-            elif SESSION_COOKIE in request.cookies:
-                found = await run_in_threadpool(self.auth.session, request.cookies[SESSION_COOKIE])
+            elif cookies and SESSION_COOKIE in (jar := Request(scope).cookies):
+                found = await run_in_threadpool(self.auth.session, jar[SESSION_COOKIE])
                 principal = found or ANONYMOUS
         except TokenRefused as exc:
+            request = Request(scope)
             await run_in_threadpool(
                 self.auth.refusal, exc.reason, client_address(request), request.url.path
             )

@@ -224,6 +224,30 @@ def test_a_body_sent_too_slowly_is_answered_408_and_closed(server: int):
     assert b"body_timeout_seconds" in answer
 
 
+def test_a_chunked_body_sent_too_slowly_is_answered_408_and_closed(server: int):
+    """A body without a length (`Transfer-Encoding: chunked`) is waited for within the limit
+    too (only a request whose head announces no body skips the wait)."""
+    with socket.create_connection(("127.0.0.1", server)) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        )
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"body_timeout_seconds" in answer
+
+
+def test_which_requests_have_a_body() -> None:
+    from open_registry.core.serving import has_body
+
+    def head(*headers: tuple[bytes, bytes]) -> dict:
+        return {"headers": list(headers)}
+
+    assert not has_body(head((b"host", b"x")))
+    assert not has_body(head((b"content-length", b"0")))
+    assert has_body(head((b"content-length", b"10")))
+    assert has_body(head((b"transfer-encoding", b"chunked")))
+
+
 def test_an_idle_connection_is_closed_without_an_answer(server: int):
     with socket.create_connection(("127.0.0.1", server)) as sock:
         assert read_all(sock) == b""  # closed by the server, nothing said
