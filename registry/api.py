@@ -22,6 +22,7 @@ from starlette.responses import StreamingResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
+from open_registry.core import dispatch
 from open_registry.core.auth import rules
 from open_registry.core.auth.deps import principal_of
 from open_registry.core.auth.principal import SYSTEM
@@ -253,6 +254,7 @@ def swap_routes(router: APIRouter, routes: Sequence[BaseRoute]) -> None:
     if not placed:
         out.extend(routes)
     router.routes[:] = out
+    dispatch.invalidate(router)
 
 
 def _inline_read(db: Any) -> bool:

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from open_registry.core import heavy, idempotency, observability, serving
+from open_registry.core import dispatch, heavy, idempotency, observability, serving
 from open_registry.core.api import (
     API_PREFIX,
     GuardedRoute,
@@ -548,6 +548,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.add_middleware(SecurityHeaders, script_hashes={"/docs": script_hashes(docs().body)})
     # outside even that one: request ids, metrics and access lines; `/metrics`, `/ready`
     observability.install(app, reg)
+    # each request is matched against the routes that can match its path only
+    dispatch.install(app.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
