@@ -57,6 +57,15 @@ JSON_TYPES = ("application/json", "application/merge-patch+json")
 PURGE_ROLE = "system-admin"
 
 
+def header_value(scope: Scope, name: bytes) -> str | None:
+    """A request header's first value (`name` in lower case), as `request.headers.get` gives
+    it, without building the request's `Headers`."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def etag(version: int) -> str:
     return f'"{version}"'
 
@@ -260,11 +269,15 @@ def swap_routes(router: APIRouter, routes: Sequence[BaseRoute]) -> None:
 def _inline_read(db: Any) -> bool:
     """Whether a read by id runs in the event loop rather than in a worker thread: on SQLite,
     where it is a lookup in a local file (microseconds) and handing it to a thread and back
-    costs several times the read (~0.25 ms of CPU, most of such a request: docs/scaling.md),
-    while a pooled connection is free (else the loop would wait for one: the thread waits).
-    PostgreSQL's round trip is waited for in a thread, as every other database call."""
+    costs several times the read (~0.25 ms of CPU, most of such a request: docs/scaling.md).
+    It reads on a connection of its own (`storage.ReadConnections`), unless a statement
+    listener is on the engine: then it needs one of the pool's, and runs inline only while
+    one is free (else the loop would wait for one: the thread waits). PostgreSQL's round trip
+    is waited for in a thread, as every other database call."""
     if db.dialect != "sqlite":
         return False
+    if not db.engine.dispatch.before_cursor_execute:
+        return True
     pool = db.engine.pool
     size, busy = getattr(pool, "size", None), getattr(pool, "checkedout", None)
     return callable(size) and callable(busy) and busy() < size()
@@ -470,7 +483,7 @@ def _entity_routes(  # noqa: C901
             record = g.get(id)
         else:
             record = await run_in_threadpool(g.get, id)
-        if request.headers.get("if-none-match") == etag(record["_version"]):
+        if header_value(request.scope, b"if-none-match") == etag(record["_version"]):
             return Response(status_code=304, headers={"ETag": etag(record["_version"])})
         return record_response(record)
 
