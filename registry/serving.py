@@ -17,13 +17,17 @@ Three limits, each a setting (docs/operations.md, Timeouts):
 
 A client that trickles a head or a body a byte at a time therefore holds a connection (and, for
 a body, a request's task) for a bounded time, not for ever.
+
+The same protocol sends what a response writes in one round of the event loop in one system
+call (`CoalescingTransport`): uvicorn writes a response's head and body separately, and on
+loopback and in virtual machines a send costs more than a small response's own work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import orjson
@@ -66,6 +70,65 @@ def _head_timeout_response(seconds: float) -> bytes:
     return head.encode("latin-1") + body
 
 
+#: a response's writes are held until the event loop's next round, up to this many bytes
+COALESCE_BYTES = 65_536
+
+
+class CoalescingTransport:
+    """A socket transport whose writes made in one round of the event loop go out in one
+    system call, at the end of the round. uvicorn writes a response's head and its body
+    separately, each a `send` on the socket; on loopback and in virtual machines each send
+    costs more than a small response's own work. Data waits at most until the loop's next
+    round, or goes at once past `COALESCE_BYTES`. Everything else is the transport's."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        self._held.append(bytes(data))
+        self._size += len(data)
+        if self._size >= COALESCE_BYTES:
+            self.flush()
+        elif len(self._held) == 1:
+            self._loop.call_soon(self.flush)
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        """Send what is held now."""
+        if not self._held:
+            return
+        data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        self._held, self._size = [], 0
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._held, self._size = [], 0
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + self._size
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
@@ -76,8 +139,9 @@ if HttpToolsProtocol is not None:
 
     class TimedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's httptools protocol with a time limit on each request head (see the
-        module's doc). Make it with `protocol_factory(header_timeout)`; uvicorn adds its own
-        arguments."""
+        module's doc), whose writes go out once per round of the event loop
+        (`CoalescingTransport`). Make it with `protocol_factory(header_timeout)`; uvicorn adds
+        its own arguments."""
 
         def __init__(self, *args: Any, header_timeout: float = 10.0, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -86,7 +150,10 @@ if HttpToolsProtocol is not None:
             self._head_started = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            # a response's head and body in one send (`CoalescingTransport`)
+            super().connection_made(
+                cast(asyncio.Transport, CoalescingTransport(transport, self.loop))
+            )
             self._arm_head_timer()  # the first request's head, from the connection's opening
 
         def connection_lost(self, exc: Exception | None) -> None:

@@ -258,3 +258,107 @@ def test_a_kept_alive_connection_is_closed_when_idle(server: int):
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = read_all(sock)  # the answer, then the close after the keep-alive time
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"0")
+
+
+# -- one send per response -------------------------------------------------------------------
+
+
+class _Recording:
+    """A transport that records what reaches it."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+def test_writes_of_one_round_go_out_together() -> None:
+    """`CoalescingTransport`: a response's head and body, written in one round of the event
+    loop, reach the socket as one write at the end of the round; a write past
+    `COALESCE_BYTES` goes at once; closing sends what is held first; aborting drops it; the
+    rest is the transport's own."""
+    from open_registry.core.serving import COALESCE_BYTES, CoalescingTransport
+
+    async def scenario() -> tuple[_Recording, list[list[bytes]]]:
+        real = _Recording()
+        t = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+        seen: list[list[bytes]] = []
+        t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        t.write(b"ok")
+        assert real.writes == [] and t.get_write_buffer_size() == 40
+        await asyncio.sleep(0)  # the loop's next round
+        seen.append(list(real.writes))
+        t.write(b"x" * COALESCE_BYTES)  # large: at once
+        seen.append(list(real.writes))
+        t.write(b"last")
+        t.close()  # flushed before the close
+        seen.append(list(real.writes))
+        assert t.get_extra_info("peername") == "info:peername"
+        return real, seen
+
+    real, seen = asyncio.run(scenario())
+    assert seen[0] == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+    assert len(seen[1]) == 2 and len(seen[1][1]) == 65_536
+    assert seen[2][-1] == b"last" and real.closed
+
+    async def aborted() -> _Recording:
+        real = _Recording()
+        t = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t.write(b"never sent")
+        t.abort()
+        await asyncio.sleep(0)
+        return real
+
+    assert asyncio.run(aborted()).writes == []
+
+
+def test_a_response_is_one_send_on_the_socket() -> None:
+    """`registry serve`'s protocol on a recording transport: uvicorn writes each response's
+    head and body separately, and each kept-alive response reaches the socket in one write."""
+    from uvicorn.server import ServerState
+
+    from open_registry.core.serving import TimedHttpToolsProtocol
+
+    class Socket(_Recording):
+        def get_extra_info(self, name: str) -> Any:
+            return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5000)}.get(name)
+
+        def pause_reading(self) -> None: ...
+
+        def resume_reading(self) -> None: ...
+
+    async def scenario() -> list[bytes]:
+        config = uvicorn.Config(echo, lifespan="off", log_level="warning")
+        config.load()
+        proto = TimedHttpToolsProtocol(
+            config=config, server_state=ServerState(), app_state={}, header_timeout=5
+        )
+        sock = Socket()
+        proto.connection_made(sock)  # type: ignore[arg-type]
+        for _ in range(3):
+            proto.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+            for _ in range(20):
+                await asyncio.sleep(0)
+        proto.connection_lost(None)
+        return sock.writes
+
+    writes = asyncio.run(scenario())
+    assert len(writes) == 3, writes
+    assert all(w.startswith(b"HTTP/1.1 200 ") and w.endswith(b"\r\n\r\n3") for w in writes)
