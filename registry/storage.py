@@ -330,15 +330,18 @@ class session:  # lower case: used as a context manager, as `read` and `write` a
         _SESSION.reset(self.token)
 
 
-@contextmanager
-def replica_reads() -> Iterator[None]:
+class replica_reads:  # lower case: used as a context manager, as `read` and `write` are
     """`read`s in this block may be served by the read replica, when there is one (reads for
-    a caller: records by id, lists, searches). A read inside an open write never is."""
-    token = _REPLICA_READS.set(True)
-    try:
-        yield
-    finally:
-        _REPLICA_READS.reset(token)
+    a caller: records by id, lists, searches). A read inside an open write never is. (A class
+    rather than a generator: every read of a caller enters it.)"""
+
+    __slots__ = ("token",)
+
+    def __enter__(self) -> None:
+        self.token = _REPLICA_READS.set(True)
+
+    def __exit__(self, *_exc: object) -> None:
+        _REPLICA_READS.reset(self.token)
 
 
 @contextmanager
@@ -498,7 +501,7 @@ class OneRowRead:
             with read(self.engine, snapshot=False) as conn:
                 row = conn.execute(self.statement, params).mappings().first()
             return None if row is None else dict(row)
-        values = [params[p] for p in self.params]
+        values = [params[name] for name in self.params]
         connections = self.connections
         conn = connections.get()
         try:
