@@ -46,9 +46,10 @@ def route_key(route: BaseRoute) -> tuple[str, ...]:
 
 
 def path_segments(path: str) -> list[str]:
-    """The segments of a request's path. A trailing slash makes an empty last segment, which
-    no key has: the walk stops before it, so `/a/b/` finds the routes of `/a/b`."""
-    return path.split("/")[1:]
+    """The first `DEPTH` segments of a request's path (then the rest, in one piece: a long
+    path costs no more to split). A trailing slash makes an empty last segment, which no key
+    has: the walk stops before it, so `/a/b/` finds the routes of `/a/b`."""
+    return path.split("/", DEPTH + 1)[1:]
 
 
 class _Node:
