@@ -376,16 +376,21 @@ def write(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def schema_change(engine: Engine, lock_key: int) -> Iterator[Connection]:
-    """A transaction that creates tables at start-up, one process at a time: on SQLite it takes
-    the write lock first (`write`: a transaction that read the catalog and then found another
-    process had written since cannot become a writer, and SQLite refuses it at once, without
-    its busy timeout: 'database is locked'); on PostgreSQL under the transaction advisory lock
-    `lock_key` (never a session's lock, which PgBouncer in transaction mode could leave on a
-    server connection another client gets)."""
-    with write(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
-        yield conn
+    """A transaction of its own (never joined to a write this thread has open: what it creates
+    is committed when it ends, for every connection to see) that creates tables, one process
+    at a time. On SQLite it takes the write lock first (`BEGIN IMMEDIATE`: a transaction that
+    read the catalog and then found another process had written since cannot become a writer,
+    and SQLite refuses it at once, without its busy timeout: 'database is locked'); on
+    PostgreSQL it runs under the transaction advisory lock `lock_key` (never a session's lock,
+    which PgBouncer in transaction mode could leave on a server connection another client
+    gets)."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
+            yield conn
 
 
 @contextmanager
