@@ -182,7 +182,13 @@ def make_engine(settings: Settings) -> Engine:
     if url.startswith("sqlite"):
         sa_url = sa.engine.make_url(url)
         db = sa_url.database
-        if db and db != ":memory:" and not db.startswith("file:") and "uri" not in sa_url.query:
+        if not db or db == ":memory:" or "mode=memory" in url:
+            raise StartupError(
+                f"setting database_url: {url!r} is an in-memory SQLite database, which each "
+                "connection would see empty and which ends with the process; name a file "
+                "(sqlite:///path/to/registry.db)"
+            )
+        if not db.startswith("file:") and "uri" not in sa_url.query:
             private_folder(Path(db).parent)
             private_sqlite_file(Path(db))
         engine = sa.create_engine(

@@ -197,6 +197,14 @@ def test_database_read_url_needs_postgresql(tmp_path: Path) -> None:
         storage.make_engine(settings)
 
 
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_database_is_refused_by_name(tmp_path: Path, url: str) -> None:
+    """Each pooled connection would see its own empty in-memory database: refused at start-up
+    naming the setting, not a TypeError from SQLAlchemy's pool."""
+    with pytest.raises(StartupError, match=r"database_url: .* in-memory SQLite database"):
+        storage.make_engine(Settings(database_url=url, data_dir=tmp_path))
+
+
 # -- tables created at start-up, while another process writes ----------------------------------
 
 
