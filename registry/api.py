@@ -310,14 +310,14 @@ class RuleRoute(GuardedRoute):
     handled by FastAPI as usual. The route, its OpenAPI and its declared rule are unchanged."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
-        super().__init__(path, endpoint, **options)
-        lean = _lean_handler(self.dependant)
-        if lean is not None:
-            self.app = _lean_app(lean)
+        super().__init__(path, endpoint, **options)  # asks `get_route_handler`
+        if self.lean is not None:
+            self.app = _lean_app(self.lean)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        lean = _lean_handler(self.dependant)
-        return lean if lean is not None else super().get_route_handler()
+        #: the lean handler, when the route qualifies
+        self.lean = _lean_handler(self.dependant)
+        return self.lean if self.lean is not None else super().get_route_handler()
 
 
 def _lean_app(handler: Callable[[Request], Coroutine[Any, Any, Response]]) -> Any:
