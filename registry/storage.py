@@ -431,7 +431,8 @@ class ReadConnections:
     ~40 us read). Each is made by the engine (its pragmas and functions) and then detached from
     the pool, so the pool's own connections are as many as before. They are closed when the
     engine is disposed (a test database restored from a copy, a closed registry) and after a
-    database error (the next read opens a fresh one). Reads here are single statements in
+    database error (the next read opens a fresh one), and those of threads that have ended
+    when another thread opens one. Reads here are single statements in
     autocommit: each statement is reset once its row is fetched, which ends SQLite's read
     transaction, so no checkpoint waits for them."""
 
@@ -441,7 +442,8 @@ class ReadConnections:
         self._engine = weakref.ref(engine)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._open: list[Any] = []
+        #: thread id -> its connection (to close them all when the engine is disposed)
+        self._open: dict[int, Any] = {}
         #: bumped when the engine is disposed: a thread's connection of an older one is stale
         self._generation = 0
         sa.event.listen(engine, "engine_disposed", self._disposed)
@@ -457,24 +459,30 @@ class ReadConnections:
         fairy = engine.raw_connection()
         fairy.detach()
         conn = fairy.dbapi_connection
+        alive = {t.ident for t in threading.enumerate()}
         with self._lock:
-            self._open.append(conn)
+            ended = [self._open.pop(i) for i in list(self._open) if i not in alive]
+            old = self._open.pop(threading.get_ident(), None)  # of an older engine's life
+            self._open[threading.get_ident()] = conn
             self._local.conn = (self._generation, conn)
+        for stale in [*ended, *([old] if old is not None else [])]:
+            with contextlib.suppress(sqlite3.Error):
+                stale.close()
         return conn
 
     def discard(self, conn: Any) -> None:
         """Close `conn` after an error; this thread opens a fresh one for its next read."""
         self._local.conn = None
         with self._lock:
-            if conn in self._open:
-                self._open.remove(conn)
+            if self._open.get(threading.get_ident()) is conn:
+                del self._open[threading.get_ident()]
         with contextlib.suppress(sqlite3.Error):
             conn.close()
 
     def _disposed(self, _engine: Engine) -> None:
         with self._lock:
             self._generation += 1
-            conns, self._open = self._open, []
+            conns, self._open = list(self._open.values()), {}
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()

@@ -100,8 +100,9 @@ def test_a_read_by_id_on_its_own_connection_is_the_sqlalchemy_read(
 def test_reads_by_id_keep_a_connection_per_thread_outside_the_pool(tmp_path: Path) -> None:
     """SQLite's reads by id use one connection per thread (`storage.ReadConnections`), not one
     of the pool's: the pool's connections and check-outs do not change; a write is seen by
-    the next read; disposing of the engine (a test database restored from a copy) closes them
-    and the next read opens a fresh one; a database error discards the thread's connection."""
+    the next read; the connection of a thread that ended is closed when another opens one;
+    disposing of the engine (a test database restored from a copy) closes them and the next
+    read opens a fresh one; a database error discards the thread's connection."""
     import threading
 
     from open_registry.core.app import open_registry
@@ -130,6 +131,11 @@ def test_reads_by_id_keep_a_connection_per_thread_outside_the_pool(tmp_path: Pat
         thread.start()
         thread.join()
         assert other[0] is not mine  # a connection per thread
+        later = threading.Thread(target=connections.get)  # the first thread has ended:
+        later.start()
+        later.join()
+        with pytest.raises(Exception, match="closed"):  # its connection is closed
+            other[0].execute("SELECT 1")
 
         engine.dispose()
         with pytest.raises(Exception, match="closed"):
