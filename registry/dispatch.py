@@ -7,12 +7,12 @@ cut to a prefix test (`api.GuardedRoute`) the loop was a tenth of a read's cost.
 
 `RouteIndex` sits where the router calls its own `app`. It keeps, for each path prefix made of
 whole segments that some route's literal part starts with, a copy of the router whose routes
-are only those that can match such a path: every route whose literal part (up to its first
-parameter, `GuardedRoute.literal`) is made of segments the path starts with, and every route
-it cannot see into (mounts, included routers, plain Starlette routes), all in their original
-order. The copy then runs FastAPI's own matching (full and partial matches, the trailing-slash
-redirect, the 404), so what is chosen is what the whole list would choose: a route left out
-could not have matched the path, nor the path with its trailing slash added or removed.
+are only those that can match such a path: every route or mount whose literal part (up to its
+first parameter) is made of segments the path starts with, and every route it cannot see into
+(included routers), all in their original order. The copy then runs FastAPI's own matching
+(full and partial matches, the trailing-slash redirect, the 404), so what is chosen is what the
+whole list would choose: a route left out could not have matched the path, nor the path with
+its trailing slash added or removed.
 
 The copies are remade when the router's routes change: their number, FastAPI's own count of
 changes, the first or last route, or `invalidate` (`api.swap_routes` calls it).
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from starlette._utils import get_route_path
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 #: how many leading path segments the index tells apart (deeper ones are left to the routes)
@@ -34,10 +34,14 @@ DEPTH = 4
 
 def route_key(route: BaseRoute) -> tuple[str, ...]:
     """The whole path segments every path `route` matches starts with (at most `DEPTH`); `()`
-    for a route whose paths are not known here (no `literal`: mounts, included routers)."""
-    literal = getattr(route, "literal", None)
+    for a route whose paths are not known here (included routers, host routes). A Starlette
+    route or mount matches only paths that start with its template's literal part (up to its
+    first parameter; a mount's template ends in `/{path}`)."""
     path = getattr(route, "path_format", None)
-    if not isinstance(literal, str) or not isinstance(path, str) or not literal.startswith("/"):
+    if not isinstance(route, (Route, Mount)) or not isinstance(path, str):
+        return ()
+    literal = path.split("{", 1)[0]
+    if not literal.startswith("/"):
         return ()
     # with a parameter, the segment it is in is not whole; a fixed path is all whole, whatever
     # its trailing slash (the redirect tries the path with and without one)

@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Mount
 
 from open_registry.core import Settings, create_app, dispatch
 from open_registry.core.app import open_registry
@@ -83,6 +83,7 @@ def test_the_index_chooses_what_the_whole_list_chooses(app: Any, root_path: str)
     read = index.candidates("/api/v1/facility/some-id")
     assert len(read) < len(routes) / 4
     assert not any(getattr(r, "literal", "/api/").startswith("/ui/") for r in read)
+    assert not any(isinstance(r, Mount) for r in read)  # /docs/assets, /ui/static
 
 
 def test_requests_through_the_index(app: Any) -> None:
