@@ -22,7 +22,7 @@ from starlette.responses import StreamingResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
-from open_registry.core import dispatch
+from open_registry.core import dispatch, storage
 from open_registry.core.auth import rules
 from open_registry.core.auth.deps import principal_of
 from open_registry.core.auth.principal import SYSTEM
@@ -276,7 +276,7 @@ def _inline_read(db: Any) -> bool:
     is waited for in a thread, as every other database call."""
     if db.dialect != "sqlite":
         return False
-    if not db.engine.dispatch.before_cursor_execute:
+    if not storage.pooled_one_row_reads(db.engine):
         return True
     pool = db.engine.pool
     size, busy = getattr(pool, "size", None), getattr(pool, "checkedout", None)

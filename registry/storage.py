@@ -320,34 +320,31 @@ _SESSION: ContextVar[str | None] = ContextVar("registry_session", default=None)
 _REPLICA_READS: ContextVar[bool] = ContextVar("registry_replica_reads", default=False)
 
 
-class session:  # lower case: used as a context manager, as `read` and `write` are
-    """Work done in this block is on behalf of `key` (a caller's actor; None: nobody's). (A
-    class rather than a generator: it is entered for every request.)"""
+class _Set:
+    """Sets a context variable for a block (a class rather than a generator-based context
+    manager: one is entered for every request and every read of a caller)."""
 
-    __slots__ = ("key", "token")
+    __slots__ = ("token", "value", "var")
 
-    def __init__(self, key: str | None):
-        self.key = key
+    def __init__(self, var: ContextVar[Any], value: Any):
+        self.var, self.value = var, value
 
     def __enter__(self) -> None:
-        self.token = _SESSION.set(self.key)
+        self.token = self.var.set(self.value)
 
     def __exit__(self, *_exc: object) -> None:
-        _SESSION.reset(self.token)
+        self.var.reset(self.token)
 
 
-class replica_reads:  # lower case: used as a context manager, as `read` and `write` are
+def session(key: str | None) -> _Set:
+    """Work done in this block is on behalf of `key` (a caller's actor; None: nobody's)."""
+    return _Set(_SESSION, key)
+
+
+def replica_reads() -> _Set:
     """`read`s in this block may be served by the read replica, when there is one (reads for
-    a caller: records by id, lists, searches). A read inside an open write never is. (A class
-    rather than a generator: every read of a caller enters it.)"""
-
-    __slots__ = ("token",)
-
-    def __enter__(self) -> None:
-        self.token = _REPLICA_READS.set(True)
-
-    def __exit__(self, *_exc: object) -> None:
-        _REPLICA_READS.reset(self.token)
+    a caller: records by id, lists, searches). A read inside an open write never is."""
+    return _Set(_REPLICA_READS, True)
 
 
 @contextmanager
@@ -488,6 +485,13 @@ class ReadConnections:
                 conn.close()
 
 
+def pooled_one_row_reads(engine: Engine) -> bool:
+    """Whether `OneRowRead` reads through SQLAlchemy and a pooled connection on `engine`: on
+    PostgreSQL, and on SQLite while a statement listener (`before_cursor_execute`) is on the
+    engine, since it must see every statement; else on its own connection (`ReadConnections`)."""
+    return engine.dialect.name != "sqlite" or bool(engine.dispatch.before_cursor_execute)
+
+
 class OneRowRead:
     """A one-row, one-statement read (a record by id) compiled once for an engine: on SQLite it
     runs on a DBAPI connection of its own per thread (`read_one`, `ReadConnections`), without
@@ -516,7 +520,7 @@ class OneRowRead:
 
     def read_one(self, params: dict[str, Any]) -> dict[str, Any] | None:
         """The row (column key -> value) the statement finds with `params`, or None."""
-        if not self.direct or self.engine.dispatch.before_cursor_execute:
+        if not self.direct or pooled_one_row_reads(self.engine):
             with read(self.engine, snapshot=False) as conn:
                 row = conn.execute(self.statement, params).mappings().first()
             return None if row is None else dict(row)
