@@ -482,7 +482,7 @@ def _entity_routes(  # noqa: C901
         if _inline_read(request.app.state.registry.db):
             record = g.get(id)
         else:
-            record = await run_in_threadpool(g.get, id)
+            record = await g.get_async(id)
         if header_value(request.scope, b"if-none-match") == etag(record["_version"]):
             return Response(status_code=304, headers={"ETag": etag(record["_version"])})
         return record_response(record)

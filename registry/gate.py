@@ -91,6 +91,12 @@ class Gate:
         with storage.replica_reads():  # a caller's read: the read replica may serve it
             return self.view(self.service.get(record_id, scope=scope))
 
+    async def get_async(self, record_id: str) -> dict[str, Any]:
+        """`get` for a caller in the event loop (the read itself may still go to a thread)."""
+        scope = self.scope("read")
+        with storage.replica_reads():
+            return self.view(await self.service.get_async(record_id, scope=scope))
+
     def find(self, record_id: str) -> dict[str, Any] | None:
         """Like `get`, or None when the caller may not read it (no 401/403/404 raised)."""
         if not self.can("read"):

@@ -748,6 +748,11 @@ class EntityService:
         row = self._found(self._read_by_id.read_one({"rid": record_id}), record_id, scope)
         return self.codec.to_record(row)
 
+    async def get_async(self, record_id: str, *, scope: Scope | None = None) -> dict[str, Any]:
+        """`get` for a caller in the event loop (`storage.OneRowRead.read_one_async`)."""
+        found = await self._read_by_id.read_one_async({"rid": record_id})
+        return self.codec.to_record(self._found(found, record_id, scope))
+
     def search(self, search: Search, *, scope: Scope | None = None) -> Page:
         """A page of live records matching `search`, only those in `scope` when given."""
         keys = self.sql.order(search)

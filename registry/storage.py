@@ -15,6 +15,7 @@ that caller's own writes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -248,6 +250,7 @@ def _postgresql_engine(url: str, settings: Settings) -> Engine:
         **_JSON,
     )
     _keep_prepared(engine)
+    _PG_CONNECT_ARGS[engine] = connect_args
     return engine
 
 
@@ -517,6 +520,24 @@ class OneRowRead:
                 for i, c in enumerate(statement.selected_columns)
                 if (proc := c.type._cached_result_processor(engine.dialect, None)) is not None
             ]
+        #: on PostgreSQL, the statement as psycopg runs it from the event loop (`read_one_async`)
+        self.pg: _PgOneRow | None = None
+        if engine.dialect.name == "postgresql":
+            self.pg = _PgOneRow(engine, statement)
+
+    async def read_one_async(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """`read_one` for a caller in the event loop. On PostgreSQL it is made there, on a
+        connection the loop keeps (`AsyncReads`): handing a read to a worker thread and back,
+        and SQLAlchemy's pooled connection, cost about ten times the read (`docs/scaling.md`).
+        It goes to a worker thread as before while a statement listener is on the engine, while
+        the caller's read must wait for the replica (`Replica`), while the loop's connections
+        are all busy, and after the database could not be reached from the loop."""
+        pg = self.pg
+        if pg is not None:
+            found = await pg.fetch(params)
+            if found is not _UNSERVED:
+                return found
+        return await anyio.to_thread.run_sync(self.read_one, params)
 
     def read_one(self, params: dict[str, Any]) -> dict[str, Any] | None:
         """The row (column key -> value) the statement finds with `params`, or None."""
@@ -540,6 +561,182 @@ class OneRowRead:
         for i, proc in self.processors:
             values[i] = proc(values[i])
         return dict(zip(self.keys, values, strict=True))
+
+
+#: `_PgOneRow.fetch` left the read to a worker thread
+_UNSERVED: Any = object()
+#: PostgreSQL connections each event loop keeps per engine for one-row reads (`AsyncReads`)
+ASYNC_READ_CONNECTIONS = 4
+#: after a connection from the event loop failed, its reads go to worker threads this long (s)
+ASYNC_READ_RETRY_SECONDS = 5.0
+
+
+class _PgOneRow:
+    """A `OneRowRead`'s statement as psycopg runs it (`%(name)s` parameters), with the columns'
+    result processors SQLAlchemy would apply."""
+
+    def __init__(self, engine: Engine, statement: sa.Select[Any]):
+        self.engine = engine
+        compiled = statement.compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        self.defaults = dict(compiled.params)
+        #: a parameter SQLAlchemy converts before sending: such a statement stays in threads
+        self.servable = not compiled._bind_processors
+        self.keys = [str(c.key) for c in statement.selected_columns]
+        self.types = [c.type for c in statement.selected_columns]
+        #: worked out from the first result's column types (PostgreSQL's type codes)
+        self.processors: list[tuple[int, Any]] | None = None
+
+    async def fetch(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The row, None when there is none, or `_UNSERVED` (for a worker thread to read)."""
+        if not self.servable:
+            return _UNSERVED
+        source = _async_source(self.engine)
+        if source is None:
+            return _UNSERVED
+        engine, replica = source
+        found = await async_reads(engine).fetch(self.sql, {**self.defaults, **params})
+        if found is _UNSERVED:
+            return _UNSERVED
+        if replica is not None:
+            replica.reads["replica"] += 1
+        row, description = found
+        if row is None:
+            return None
+        if self.processors is None:
+            self.processors = [
+                (i, proc)
+                for i, (t, d) in enumerate(zip(self.types, description, strict=True))
+                if (proc := t._cached_result_processor(self.engine.dialect, d.type_code))
+                is not None
+            ]
+        values = list(row)
+        for i, proc in self.processors:
+            values[i] = proc(values[i])
+        return dict(zip(self.keys, values, strict=True))
+
+
+def _async_source(engine: Engine) -> tuple[Engine, Replica | None] | None:
+    """The engine a caller's one-row read from the event loop goes to (as `read_connection`
+    chooses: the replica inside `replica_reads`) and the replica when it is one; or None when
+    the read must be made in a thread: a statement listener is on the engine, this thread has
+    a write open, or the caller's read must first learn whether the replica has replayed
+    their last write (`Replica.connection`)."""
+    if id(engine) in (getattr(_OPEN_WRITES, "by_engine", None) or {}):
+        return None
+    replica = _REPLICAS.get(engine) if _REPLICA_READS.get() else None
+    if replica is not None:
+        if time.monotonic() < replica._down_until or replica.waits_for(_SESSION.get()):
+            return None
+        engine = replica.engine
+    if engine.dispatch.before_cursor_execute:
+        return None
+    return engine, replica
+
+
+class AsyncReads:
+    """PostgreSQL connections (psycopg's `AsyncConnection`, autocommit) that each event loop
+    keeps for one-row reads made in it: at most `ASYNC_READ_CONNECTIONS` per loop, opened when
+    needed and kept; a read finding them all busy goes to a worker thread. Made with the
+    engine's own connection arguments (its JSON loaders, `prepare_threshold`), so a statement
+    is prepared once per connection, or never with `database_prepared_statements` off
+    (PgBouncer). A connection is closed after any error (and the loop's reads go to worker
+    threads for `ASYNC_READ_RETRY_SECONDS` when it could not be reached or broke: the pool
+    there checks its connections before use), when its read was cancelled, and when the engine
+    is disposed (idle ones at once, busy ones when their read ends)."""
+
+    def __init__(self, engine: Engine):
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        self._args = (tuple(cargs), {**cparams, **_PG_CONNECT_ARGS.get(engine, {})})
+        self._lock = threading.Lock()
+        #: per event loop: its idle connections, and how many it has open
+        self._loops: weakref.WeakKeyDictionary[Any, _LoopConnections] = weakref.WeakKeyDictionary()
+        self._generation = 0  # bumped when the engine is disposed
+        self._down_until = 0.0
+        sa.event.listen(engine, "engine_disposed", self._disposed)
+
+    async def fetch(self, sql: str, params: dict[str, Any]) -> Any:
+        """The first row `sql` finds (a tuple, or None) and the result's description, or
+        `_UNSERVED`."""
+        import psycopg
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if time.monotonic() < self._down_until:
+                return _UNSERVED
+            mine = self._loops.get(loop)
+            if mine is None:
+                mine = self._loops[loop] = _LoopConnections()
+                # a loop that has ended (a test client's) closes its connections when it goes
+                weakref.finalize(loop, mine.close_idle)
+            conn = mine.idle.pop() if mine.idle else None
+            if conn is None:
+                if mine.open >= ASYNC_READ_CONNECTIONS:
+                    return _UNSERVED
+                mine.open += 1
+            generation = self._generation
+        try:
+            if conn is None:
+                cargs, cparams = self._args
+                conn = await psycopg.AsyncConnection.connect(*cargs, autocommit=True, **cparams)
+            cursor = await conn.execute(sql, params)
+            row = await cursor.fetchone()
+            description = cursor.description
+        except BaseException as exc:
+            if conn is not None:
+                conn.pgconn.finish()  # in an unknown state (a cancelled read): not reused
+            with self._lock:
+                mine.open -= 1
+                if isinstance(exc, psycopg.OperationalError):
+                    self._down_until = time.monotonic() + ASYNC_READ_RETRY_SECONDS
+            if isinstance(exc, psycopg.OperationalError):
+                log.warning("a read from the event loop failed, reading in threads: %s", exc)
+                return _UNSERVED
+            if isinstance(exc, psycopg.Error):
+                raise sa.exc.DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
+            raise
+        with self._lock:
+            if generation == self._generation:
+                mine.idle.append(conn)
+                return row, description
+            mine.open -= 1
+        conn.pgconn.finish()
+        return row, description
+
+    def _disposed(self, _engine: Engine) -> None:
+        with self._lock:  # none of the idle ones is in use: closing it is safe from any thread
+            self._generation += 1
+            for mine in list(self._loops.values()):
+                mine.close_idle()
+
+
+@dataclass
+class _LoopConnections:
+    idle: list[Any] = field(default_factory=list)
+    open: int = 0
+
+    def close_idle(self) -> None:
+        idle, self.idle = self.idle, []
+        self.open -= len(idle)
+        for conn in idle:
+            conn.pgconn.finish()
+
+
+#: per PostgreSQL engine: the `connect_args` it was made with (`AsyncReads` uses them too)
+_PG_CONNECT_ARGS: weakref.WeakKeyDictionary[Engine, dict[str, Any]] = weakref.WeakKeyDictionary()
+#: per PostgreSQL engine, its `AsyncReads`
+_ASYNC_READS: weakref.WeakKeyDictionary[Engine, AsyncReads] = weakref.WeakKeyDictionary()
+
+
+def async_reads(engine: Engine) -> AsyncReads:
+    """The `AsyncReads` of a PostgreSQL engine (one per engine)."""
+    found = _ASYNC_READS.get(engine)
+    if found is None:
+        with _READ_CONNECTIONS_LOCK:
+            found = _ASYNC_READS.get(engine)
+            if found is None:
+                found = _ASYNC_READS[engine] = AsyncReads(engine)
+    return found
 
 
 #: per SQLite engine, its `ReadConnections`

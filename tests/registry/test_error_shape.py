@@ -61,7 +61,11 @@ def test_unexpected_exception_is_a_500_problem_without_internals(client: Any, mo
     def boom(*_a: Any, **_k: Any) -> None:
         raise RuntimeError("secret internals")
 
+    async def async_boom(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("secret internals")
+
     monkeypatch.setattr(service, "get", boom)
+    monkeypatch.setattr(service, "get_async", async_boom)  # PostgreSQL's reads from the loop
 
     with admin_client(client.app, raise_server_exceptions=False) as c:
         resp = c.get("/api/v1/vaccine/abc")

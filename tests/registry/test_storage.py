@@ -260,3 +260,160 @@ def test_start_up_tables_wait_for_another_writer_on_sqlite(tmp_path: Path, creat
     finally:
         other.dispose()
         ours.dispose()
+
+
+# -- PostgreSQL: reads by id from the event loop ------------------------------------------------
+
+
+def _pg_only(registry: Registry) -> None:
+    if registry.db.dialect != "postgresql":
+        pytest.skip("reads from the event loop are PostgreSQL's (SQLite reads inline)")
+
+
+def _threaded_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the reads by id that go to a worker thread (`storage.read`, as before)."""
+    calls: list[int] = []
+    original = storage.read
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "read", counted)
+    return calls
+
+
+def test_a_read_by_id_from_the_event_loop_is_the_sqlalchemy_read(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a read by id made from the event loop runs there, on a connection the
+    loop keeps (`storage.AsyncReads`): the record is the one read through SQLAlchemy (dates,
+    nested values, versions); an unknown id is not found; the loop opens one connection for
+    reads made one after another, and its statement is prepared once; a statement listener on
+    the engine sends the read to a thread (it must see every statement)."""
+    import asyncio
+
+    _pg_only(registry)
+    facilities = registry.services["facility"]
+    body = sample_value(facilities.entity.json_schema, full=True)
+    body.pop("programs")
+    created = facilities.create(body, actor="t")
+    expected = facilities.get(created["id"])
+    threaded = _threaded_reads(monkeypatch)
+    reads = storage.async_reads(registry.db.engine)
+
+    async def reads_in_a_loop() -> tuple[list[dict[str, Any]], int, int]:
+        got = [await facilities.get_async(created["id"]) for _ in range(8)]
+        with pytest.raises(NotFound):
+            await facilities.get_async("no-such-id")
+        mine = reads._loops[asyncio.get_running_loop()]
+        conn = mine.idle[0]
+        cur = await conn.execute("SELECT count(*) FROM pg_prepared_statements")
+        prepared = (await cur.fetchone())[0]
+        return got, mine.open, prepared
+
+    got, opened, prepared = asyncio.run(reads_in_a_loop())
+    assert got == [expected] * 8
+    assert threaded == []  # none went to a thread
+    assert opened == 1
+    assert prepared >= 1  # psycopg prepares a statement on its 5th use
+
+    seen: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(registry.db.engine, "before_cursor_execute", listener)
+    try:
+        assert asyncio.run(facilities.get_async(created["id"])) == expected
+    finally:
+        sa.event.remove(registry.db.engine, "before_cursor_execute", listener)
+    assert len(threaded) == 1 and len(seen) == 1
+
+
+def test_reads_from_the_event_loop_beyond_its_connections_go_to_threads(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads made at once beyond the loop's connections go to worker threads; a database error
+    is SQLAlchemy's (the API's handlers answer it) and its connection is closed; a cancelled
+    read's connection is closed; disposing of the engine closes the idle ones."""
+    import asyncio
+
+    _pg_only(registry)
+    vaccines = registry.services["vaccine"]
+    created = vaccines.create(VACCINE, actor="t")
+    threaded = _threaded_reads(monkeypatch)
+    monkeypatch.setattr(storage, "ASYNC_READ_CONNECTIONS", 2)
+    reads = storage.async_reads(registry.db.engine)
+    pg = vaccines._read_by_id.pg
+    assert pg is not None
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        names = await asyncio.gather(*(vaccines.get_async(created["id"]) for _ in range(5)))
+        mine = reads._loops[loop]
+        opened = mine.open
+        kept = list(mine.idle)
+
+        sql = pg.sql
+        pg.sql = "SELECT * FROM no_such_table"
+        try:
+            with pytest.raises(sa.exc.ProgrammingError, match="no_such_table"):
+                await vaccines.get_async(created["id"])
+        finally:
+            pg.sql = sql
+        after_error = (mine.open, any(c.closed for c in kept))
+
+        pg.sql = "SELECT pg_sleep(30)"
+        try:
+            task = asyncio.ensure_future(vaccines.get_async(created["id"]))
+            await asyncio.sleep(0.3)
+            busy = mine.open - len(mine.idle)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            pg.sql = sql
+        after_cancel = mine.open - len(mine.idle)
+        await vaccines.get_async(created["id"])  # opens a fresh one
+        idle = list(mine.idle)
+        registry.db.engine.dispose()
+        return [
+            [n["name"] for n in names],
+            opened,
+            after_error,
+            busy,
+            after_cancel,
+            idle,
+            mine.open,
+        ]
+
+    names, opened, after_error, busy, after_cancel, idle, left = asyncio.run(scenario())
+    assert names == ["Alpha"] * 5
+    assert opened == 2 and len(threaded) == 3  # two in the loop, three in threads
+    assert after_error == (1, True)  # the failed read's connection was closed
+    assert (busy, after_cancel) == (1, 0)  # the cancelled read's connection was closed
+    assert idle and all(c.closed for c in idle) and left == 0  # closed by the dispose
+    assert vaccines.get(created["id"])["name"] == "Alpha"  # the engine works on
+
+
+def test_reads_from_the_event_loop_fall_back_to_threads_when_the_server_is_unreachable(
+    tmp_path: Path,
+) -> None:
+    """A loop that cannot reach the server leaves its reads to worker threads (whose pool
+    checks its connections and answers the error) for `ASYNC_READ_RETRY_SECONDS`."""
+    import asyncio
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    engine = storage.make_engine(
+        Settings(database_url=f"postgresql://postgres@127.0.0.1:{port}/x", data_dir=tmp_path)
+    )
+    try:
+        reads = storage.async_reads(engine)
+        assert asyncio.run(reads.fetch("SELECT 1", {})) is storage._UNSERVED
+        assert reads._down_until > 0
+    finally:
+        engine.dispose()
