@@ -23,18 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
+from open_registry.generators.columns import blind_index_column, blind_indexed
 from open_registry.generators.schema import EntitySchema, Field
-
-# System column names (the API shows them camel-cased, see `SYSTEM_COLUMNS`).
-SYSTEM_COLUMNS = {
-    "id": "id",
-    "_version": "_version",
-    "_createdAt": "_created_at",
-    "_updatedAt": "_updated_at",
-    "_createdBy": "_created_by",
-    "_updatedBy": "_updated_by",
-    "_deletedAt": "_deleted_at",
-}
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -81,17 +71,6 @@ def column_type(f: Field) -> sa.types.TypeEngine[Any]:
 
 
 ColumnHook = Callable[[Field], sa.types.TypeEngine[Any] | None]
-
-
-def blind_index_column(field: str) -> str:
-    """The column holding the blind index (keyed hash) of a private field."""
-    return f"_bi_{field}"
-
-
-def blind_indexed(entity: EntitySchema) -> tuple[str, ...]:
-    """The private fields that are indexed or unique, so get a blind index column."""
-    keyed = {f for group in (*entity.indexes, *entity.uniques) for f in group}
-    return tuple(f for f in entity.private if f in keyed)
 
 
 def system_columns() -> list[sa.Column[Any]]:

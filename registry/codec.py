@@ -17,8 +17,8 @@ from typing import Any
 
 from open_registry.core.crypto import FieldCipher
 from open_registry.core.errors import Invalid
+from open_registry.generators.columns import SYSTEM_COLUMNS, blind_index_column, blind_indexed
 from open_registry.generators.schema import EntitySchema
-from open_registry.generators.tables import SYSTEM_COLUMNS, blind_index_column, blind_indexed
 
 #: a row by column name: a dict, or SQLAlchemy's `RowMapping` (from `.mappings()`), whose keys
 #: may also be column objects, so that a type checker takes it for no `Mapping[str, Any]`

@@ -32,7 +32,8 @@ from sqlalchemy.engine import Connection, Engine
 from open_registry.core import storage
 from open_registry.core.audit import chain as audit
 from open_registry.core.imports.rows import LIST_SEPARATOR, Part, neutralise_cell, value_kind
-from open_registry.core.query import Scope, value_at
+from open_registry.core.paths import value_at
+from open_registry.core.query import Scope
 from open_registry.core.records import EntityService
 
 EXPORT_FORMATS = ("csv", "jsonl")

@@ -17,7 +17,7 @@ import jwt
 
 from open_registry.core.auth.principal import ROLES, Principal
 from open_registry.core.auth.tokens import TokenRefused, decode
-from open_registry.core.query import value_at
+from open_registry.core.paths import value_at
 from open_registry.core.settings import Settings
 
 REFETCH_SECONDS = 10.0

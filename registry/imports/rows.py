@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import orjson
 
-from open_registry.core.query import value_at
+from open_registry.core.paths import value_at
 from open_registry.generators.errors import pointer as json_pointer
 from open_registry.generators.schema import SYSTEM_FIELDS, schema_types
 

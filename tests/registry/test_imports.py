@@ -19,11 +19,10 @@ from open_registry.core.imports.fast import Unsupported, compile_row_function
 from open_registry.core.imports.importer import (
     ImportInterrupted,
     ImportUsageError,
-    _Preparer,
-    column_values,
     import_file,
     load_mapping,
 )
+from open_registry.core.imports.prepare import _Preparer, column_values
 from open_registry.core.imports.rows import ImportMapping, RecordBuilder, plan_columns
 from open_registry.core.schemas.loading import default_schema_dir, load_schemas
 from open_registry.generators.schema import parse_entity_schema
@@ -488,6 +487,47 @@ def test_a_worker_process_gives_the_same_result(registry: Any, tmp_path: Path):
     worker = import_file(svc, path, dry_run=True, workers=1)
     assert inline.summary()[:60] == worker.summary()[:60]
     assert [e.as_dict() for e in inline.errors] == [e.as_dict() for e in worker.errors]
+
+
+def test_the_worker_process_starts_without_sqlalchemy_or_the_web_app() -> None:
+    """The worker imports only the preparing side (`imports.prepare`), not the database layer
+    or the web app: they were about half of its start-up."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pickle; import open_registry.core.imports.prepare as p; "
+        "assert pickle.loads(pickle.dumps(p._worker)) is p._worker; "
+        "print(sorted(m for m in ('sqlalchemy', 'fastapi', 'starlette', "
+        "'open_registry.core.storage', 'open_registry.core.records') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_timestamps_are_stored_as_the_column_type_binds_them(dialect: str) -> None:
+    """The worker's timestamp conversion (`generators.columns.stored_datetime`, no SQLAlchemy)
+    gives what the table's `UTCDateTime` column binds, and refuses a naive timestamp too."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from open_registry.generators.columns import stored_datetime
+    from open_registry.generators.tables import UTCDateTime
+
+    d = sa.dialects.sqlite.dialect() if dialect == "sqlite" else sa.dialects.postgresql.dialect()
+    column = UTCDateTime().dialect_impl(d).bind_processor(d)
+    ours = stored_datetime(dialect)
+    for value in (
+        datetime(2021, 9, 17, 10, 30, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=5.5))),
+        datetime(2024, 2, 29, 0, 0, 0, 1, tzinfo=timezone(timedelta(hours=-8))),
+        datetime(1, 1, 2, tzinfo=UTC),
+    ):
+        assert ours(value) == column(value)
+    for convert in (ours, column):
+        with pytest.raises(ValueError, match="naive"):
+            convert(datetime(2021, 9, 17))
 
 
 def test_keep_ids_takes_the_id_column(registry: Any, tmp_path: Path):

@@ -216,7 +216,7 @@ def test_every_operator_the_parser_accepts_has_its_sql():
 def test_one_path_walker_fans_out_or_takes_one_value():
     """`path_values` serves search scopes and references (fan-out), token claims and export
     cells (`value_at`: one value, list positions) and import mappings (no list positions)."""
-    from open_registry.core.query import path_values, value_at, values_at
+    from open_registry.core.paths import path_values, value_at, values_at
 
     doc = {
         "id": "r1",
