@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -637,19 +637,20 @@ def _async_source(engine: Engine) -> tuple[Engine, Replica | None] | None:
 class AsyncReads:
     """PostgreSQL connections (psycopg's `AsyncConnection`, autocommit) that each event loop
     keeps for one-row reads made in it: at most `ASYNC_READ_CONNECTIONS` per loop, opened when
-    needed and kept; a read finding them all busy goes to a worker thread. Made with the
-    engine's own connection arguments (its JSON loaders, `prepare_threshold`), so a statement
-    is prepared once per connection, or never with `database_prepared_statements` off
-    (PgBouncer). A connection is closed after any error (and the loop's reads go to worker
-    threads for `ASYNC_READ_RETRY_SECONDS` when it could not be reached or broke: the pool
-    there checks its connections before use), when its read was cancelled, and when the engine
-    is disposed (idle ones at once, busy ones when their read ends)."""
+    needed and kept; a read finding them all busy waits in the loop for the first one given
+    back (a worker thread would cost more than the wait). Made with the engine's own connection
+    arguments (its JSON loaders, `prepare_threshold`), so a statement is prepared once per
+    connection, or never with `database_prepared_statements` off (PgBouncer). A connection is
+    closed after any error (and the loop's reads go to worker threads for
+    `ASYNC_READ_RETRY_SECONDS` when it could not be reached or broke: the pool there checks its
+    connections before use), when its read was cancelled, and when the engine is disposed
+    (idle ones at once, busy ones when their read ends)."""
 
     def __init__(self, engine: Engine):
         cargs, cparams = engine.dialect.create_connect_args(engine.url)
         self._args = (tuple(cargs), {**cparams, **_PG_CONNECT_ARGS.get(engine, {})})
         self._lock = threading.Lock()
-        #: per event loop: its idle connections, and how many it has open
+        #: per event loop: its idle connections, how many it has open, the reads waiting
         self._loops: weakref.WeakKeyDictionary[Any, _LoopConnections] = weakref.WeakKeyDictionary()
         self._generation = 0  # bumped when the engine is disposed
         self._down_until = 0.0
@@ -661,6 +662,7 @@ class AsyncReads:
         import psycopg
 
         loop = asyncio.get_running_loop()
+        waiter = None
         with self._lock:
             if time.monotonic() < self._down_until:
                 return _UNSERVED
@@ -671,10 +673,22 @@ class AsyncReads:
                 weakref.finalize(loop, mine.close_idle)
             conn = mine.idle.pop() if mine.idle else None
             if conn is None:
-                if mine.open >= ASYNC_READ_CONNECTIONS:
-                    return _UNSERVED
-                mine.open += 1
+                if mine.open < ASYNC_READ_CONNECTIONS:
+                    mine.open += 1  # this read opens one
+                else:
+                    waiter = loop.create_future()
+                    mine.waiters.append(waiter)
             generation = self._generation
+        if waiter is not None:
+            try:  # a connection given back, or None: its place, to open one in
+                conn = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # given, then cancelled: pass it on
+                    self._give_back(mine, waiter.result(), generation)
+                raise
+            if conn is None and time.monotonic() < self._down_until:
+                self._give_back(mine, None, generation)
+                return _UNSERVED
         try:
             if conn is None:
                 cargs, cparams = self._args
@@ -685,23 +699,34 @@ class AsyncReads:
         except BaseException as exc:
             if conn is not None:
                 conn.pgconn.finish()  # in an unknown state (a cancelled read): not reused
-            with self._lock:
-                mine.open -= 1
-                if isinstance(exc, psycopg.OperationalError):
-                    self._down_until = time.monotonic() + ASYNC_READ_RETRY_SECONDS
+            if isinstance(exc, psycopg.OperationalError):
+                self._down_until = time.monotonic() + ASYNC_READ_RETRY_SECONDS
+            self._give_back(mine, None, generation)
             if isinstance(exc, psycopg.OperationalError):
                 log.warning("a read from the event loop failed, reading in threads: %s", exc)
                 return _UNSERVED
             if isinstance(exc, psycopg.Error):
                 raise sa.exc.DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
             raise
-        with self._lock:
-            if generation == self._generation:
-                mine.idle.append(conn)
-                return row, description
-            mine.open -= 1
-        conn.pgconn.finish()
+        self._give_back(mine, conn, generation)
         return row, description
+
+    def _give_back(self, mine: _LoopConnections, conn: Any, generation: int) -> None:
+        """A read is done with `conn` (None: it was closed): to the first read waiting (which
+        opens one in its place when None), else kept idle (or its place freed)."""
+        with self._lock:
+            if conn is not None and generation != self._generation:  # of a disposed engine
+                conn.pgconn.finish()
+                conn = None
+            while mine.waiters:
+                waiter = mine.waiters.popleft()
+                if not waiter.done():  # not cancelled
+                    waiter.set_result(conn)
+                    return
+            if conn is None:
+                mine.open -= 1
+            else:
+                mine.idle.append(conn)
 
     def _disposed(self, _engine: Engine) -> None:
         with self._lock:  # none of the idle ones is in use: closing it is safe from any thread
@@ -714,6 +739,8 @@ class AsyncReads:
 class _LoopConnections:
     idle: list[Any] = field(default_factory=list)
     open: int = 0
+    #: reads waiting for a connection (futures of this loop)
+    waiters: deque[asyncio.Future[Any]] = field(default_factory=deque)
 
     def close_idle(self) -> None:
         idle, self.idle = self.idle, []

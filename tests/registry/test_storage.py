@@ -331,12 +331,13 @@ def test_a_read_by_id_from_the_event_loop_is_the_sqlalchemy_read(
     assert len(threaded) == 1 and len(seen) == 1
 
 
-def test_reads_from_the_event_loop_beyond_its_connections_go_to_threads(
+def test_reads_from_the_event_loop_beyond_its_connections_wait_for_one(
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Reads made at once beyond the loop's connections go to worker threads; a database error
-    is SQLAlchemy's (the API's handlers answer it) and its connection is closed; a cancelled
-    read's connection is closed; disposing of the engine closes the idle ones."""
+    """Reads made at once beyond the loop's connections wait for one (none goes to a thread),
+    also past a waiting read that was cancelled; a database error is SQLAlchemy's (the API's
+    handlers answer it) and its connection is closed; a cancelled read's connection is closed;
+    disposing of the engine closes the idle ones."""
     import asyncio
 
     _pg_only(registry)
@@ -354,6 +355,18 @@ def test_reads_from_the_event_loop_beyond_its_connections_go_to_threads(
         mine = reads._loops[loop]
         opened = mine.open
         kept = list(mine.idle)
+
+        # both connections busy: a waiting read is cancelled, the one after it is served
+        slow = [asyncio.ensure_future(reads.fetch("SELECT pg_sleep(0.3)", {})) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(vaccines.get_async(created["id"]))
+        after = asyncio.ensure_future(vaccines.get_async(created["id"]))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        await asyncio.gather(*slow)
+        served = (await asyncio.wait_for(after, 5))["name"]  # not left waiting
+        assert gone.cancelled() and not mine.waiters
+        assert (mine.open, len(mine.idle)) == (2, 2)
 
         sql = pg.sql
         pg.sql = "SELECT * FROM no_such_table"
@@ -380,6 +393,7 @@ def test_reads_from_the_event_loop_beyond_its_connections_go_to_threads(
         registry.db.engine.dispose()
         return [
             [n["name"] for n in names],
+            served,
             opened,
             after_error,
             busy,
@@ -388,9 +402,9 @@ def test_reads_from_the_event_loop_beyond_its_connections_go_to_threads(
             mine.open,
         ]
 
-    names, opened, after_error, busy, after_cancel, idle, left = asyncio.run(scenario())
-    assert names == ["Alpha"] * 5
-    assert opened == 2 and len(threaded) == 3  # two in the loop, three in threads
+    names, served, opened, after_error, busy, after_cancel, idle, left = asyncio.run(scenario())
+    assert names == ["Alpha"] * 5 and served == "Alpha"
+    assert opened == 2 and threaded == []  # two connections, no thread
     assert after_error == (1, True)  # the failed read's connection was closed
     assert (busy, after_cancel) == (1, 0)  # the cancelled read's connection was closed
     assert idle and all(c.closed for c in idle) and left == 0  # closed by the dispose
