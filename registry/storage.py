@@ -595,7 +595,9 @@ class _PgOneRow:
         if source is None:
             return _UNSERVED
         engine, replica = source
-        found = await async_reads(engine).fetch(self.sql, {**self.defaults, **params})
+        found = await async_reads(engine).fetch(
+            self.sql, {**self.defaults, **params}, describe=self.processors is None
+        )
         if found is _UNSERVED:
             return _UNSERVED
         if replica is not None:
@@ -656,9 +658,9 @@ class AsyncReads:
         self._down_until = 0.0
         sa.event.listen(engine, "engine_disposed", self._disposed)
 
-    async def fetch(self, sql: str, params: dict[str, Any]) -> Any:
-        """The first row `sql` finds (a tuple, or None) and the result's description, or
-        `_UNSERVED`."""
+    async def fetch(self, sql: str, params: dict[str, Any], *, describe: bool = False) -> Any:
+        """The first row `sql` finds (a tuple, or None) and, when `describe`, the result's
+        description (psycopg makes it anew each time it is asked for); or `_UNSERVED`."""
         import psycopg
 
         loop = asyncio.get_running_loop()
@@ -671,8 +673,9 @@ class AsyncReads:
                 mine = self._loops[loop] = _LoopConnections()
                 # a loop that has ended (a test client's) closes its connections when it goes
                 weakref.finalize(loop, mine.close_idle)
-            conn = mine.idle.pop() if mine.idle else None
-            if conn is None:
+            # a connection is kept as its one cursor, used for every read on it
+            cursor = mine.idle.pop() if mine.idle else None
+            if cursor is None:
                 if mine.open < ASYNC_READ_CONNECTIONS:
                     mine.open += 1  # this read opens one
                 else:
@@ -681,24 +684,25 @@ class AsyncReads:
             generation = self._generation
         if waiter is not None:
             try:  # a connection given back, or None: its place, to open one in
-                conn = await waiter
+                cursor = await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():  # given, then cancelled: pass it on
                     self._give_back(mine, waiter.result(), generation)
                 raise
-            if conn is None and time.monotonic() < self._down_until:
+            if cursor is None and time.monotonic() < self._down_until:
                 self._give_back(mine, None, generation)
                 return _UNSERVED
         try:
-            if conn is None:
+            if cursor is None:
                 cargs, cparams = self._args
                 conn = await psycopg.AsyncConnection.connect(*cargs, autocommit=True, **cparams)
-            cursor = await conn.execute(sql, params)
+                cursor = conn.cursor()
+            await cursor.execute(sql, params)
             row = await cursor.fetchone()
-            description = cursor.description
+            description = cursor.description if describe else None
         except BaseException as exc:
-            if conn is not None:
-                conn.pgconn.finish()  # in an unknown state (a cancelled read): not reused
+            if cursor is not None:  # in an unknown state (a cancelled read): not reused
+                cursor.connection.pgconn.finish()
             if isinstance(exc, psycopg.OperationalError):
                 self._down_until = time.monotonic() + ASYNC_READ_RETRY_SECONDS
             self._give_back(mine, None, generation)
@@ -708,25 +712,26 @@ class AsyncReads:
             if isinstance(exc, psycopg.Error):
                 raise sa.exc.DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
             raise
-        self._give_back(mine, conn, generation)
+        self._give_back(mine, cursor, generation)
         return row, description
 
-    def _give_back(self, mine: _LoopConnections, conn: Any, generation: int) -> None:
-        """A read is done with `conn` (None: it was closed): to the first read waiting (which
-        opens one in its place when None), else kept idle (or its place freed)."""
+    def _give_back(self, mine: _LoopConnections, cursor: Any, generation: int) -> None:
+        """A read is done with `cursor`'s connection (None: it was closed): to the first read
+        waiting (which opens one in its place when None), else kept idle (or its place
+        freed)."""
         with self._lock:
-            if conn is not None and generation != self._generation:  # of a disposed engine
-                conn.pgconn.finish()
-                conn = None
+            if cursor is not None and generation != self._generation:  # of a disposed engine
+                cursor.connection.pgconn.finish()
+                cursor = None
             while mine.waiters:
                 waiter = mine.waiters.popleft()
                 if not waiter.done():  # not cancelled
-                    waiter.set_result(conn)
+                    waiter.set_result(cursor)
                     return
-            if conn is None:
+            if cursor is None:
                 mine.open -= 1
             else:
-                mine.idle.append(conn)
+                mine.idle.append(cursor)
 
     def _disposed(self, _engine: Engine) -> None:
         with self._lock:  # none of the idle ones is in use: closing it is safe from any thread
@@ -745,8 +750,8 @@ class _LoopConnections:
     def close_idle(self) -> None:
         idle, self.idle = self.idle, []
         self.open -= len(idle)
-        for conn in idle:
-            conn.pgconn.finish()
+        for cursor in idle:
+            cursor.connection.pgconn.finish()
 
 
 #: per PostgreSQL engine: the `connect_args` it was made with (`AsyncReads` uses them too)

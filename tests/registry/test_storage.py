@@ -307,9 +307,9 @@ def test_a_read_by_id_from_the_event_loop_is_the_sqlalchemy_read(
         with pytest.raises(NotFound):
             await facilities.get_async("no-such-id")
         mine = reads._loops[asyncio.get_running_loop()]
-        conn = mine.idle[0]
-        cur = await conn.execute("SELECT count(*) FROM pg_prepared_statements")
-        prepared = (await cur.fetchone())[0]
+        cursor = mine.idle[0]  # the connection's cursor
+        await cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        prepared = (await cursor.fetchone())[0]
         return got, mine.open, prepared
 
     got, opened, prepared = asyncio.run(reads_in_a_loop())
@@ -375,7 +375,7 @@ def test_reads_from_the_event_loop_beyond_its_connections_wait_for_one(
                 await vaccines.get_async(created["id"])
         finally:
             pg.sql = sql
-        after_error = (mine.open, any(c.closed for c in kept))
+        after_error = (mine.open, any(c.connection.closed for c in kept))
 
         pg.sql = "SELECT pg_sleep(30)"
         try:
@@ -407,7 +407,7 @@ def test_reads_from_the_event_loop_beyond_its_connections_wait_for_one(
     assert opened == 2 and threaded == []  # two connections, no thread
     assert after_error == (1, True)  # the failed read's connection was closed
     assert (busy, after_cancel) == (1, 0)  # the cancelled read's connection was closed
-    assert idle and all(c.closed for c in idle) and left == 0  # closed by the dispose
+    assert idle and all(c.connection.closed for c in idle) and left == 0  # closed by dispose
     assert vaccines.get(created["id"])["name"] == "Alpha"  # the engine works on
 
 
