@@ -428,8 +428,10 @@ class Importer:
         tables = self.db.metadata.tables
         names = [self.service.table.name]
         names += [n for n in ("registry_audit", "registry_outbox") if n in tables]
+        columns = {n: storage.planner_columns(tables[n]) for n in names}
+        columns[names[0]] = storage.planner_columns(self.service.table, self.entity.private)
         try:
-            storage.analyse(self.db.engine, names)
+            storage.analyse(self.db.engine, names, columns)
         except sa.exc.DBAPIError as exc:
             logging.getLogger("registry").warning("ANALYZE after the import failed: %s", exc.orig)
 
