@@ -17,7 +17,9 @@ eddsa-rdfc-2022):
   same font, without template or HTML), and the ratios ours/bare and Hindi/English.
 
 Times are CPU time of this (pinned) process, median of `--rounds` passes over the sample, so
-other load on the machine counts little. Every QR made in the run is first read back (zxing-cpp)
+other load on the machine counts little; the PDF rows (ours and the bare pages) take their
+passes in turn, one of each per round, so that a slower spell of a shared machine falls on all
+of them and their ratios hold. Every QR made in the run is first read back (zxing-cpp)
 and compared. Prints figures and ratios, never asserts them; the last line is JSON.
 
     .venv/bin/python benchmarks/render.py --quick
@@ -112,6 +114,24 @@ def renamed(doc: dict[str, Any], name: str) -> dict[str, Any]:
 def ms_each(fn: Callable[[Any], Any], items: list[Any], rounds: int) -> float:
     """Median over `rounds` passes of CPU milliseconds per item."""
     return statistics.median(harness.seconds_per_item(fn, items, rounds)) * 1000
+
+
+def interleaved(
+    arms: dict[str, Callable[[Any], Any]], items: list[Any], rounds: int
+) -> dict[str, float]:
+    """`ms_each` of every arm, their passes taken in turn (each round one pass of each, the
+    order rotated every round), so that a slower spell of the machine falls on every arm alike
+    and the ratios between them hold; a warm-up pass of each first."""
+    order = list(arms)
+    for label in order:
+        for item in items:
+            arms[label](item)
+    passes: dict[str, list[float]] = {label: [] for label in order}
+    for r in range(rounds):
+        turn = order[r % len(order) :] + order[: r % len(order)]
+        for label in turn:
+            passes[label] += harness.seconds_per_item(arms[label], items, 1)
+    return {label: statistics.median(v) * 1000 for label, v in passes.items()}
 
 
 def segno_png(payload: bytes, mask: int | None = None) -> bytes:
@@ -256,46 +276,45 @@ def main() -> None:
 
     pdf_ms: dict[str, float] = {}
     png = {id(d): qr.qr_png(qr.divoc_payload(d), scale=2) for d in docs}
-    print("\nms per PDF (CPU, one core, median; QR picture given unless said)")
+    print(
+        "\nms per PDF (CPU, one core, median; QR picture given unless said;"
+        " the rows' passes taken in turn)"
+    )
     locales = ["en", "fr"]
     try:
         pdf.render_pdf(docs[0], locale="hi", qr_png=b"")
         locales.append("hi")
     except pdf.PdfError as exc:
         print(f"  hi skipped: {exc}")
-    for locale in locales:
-        pdf_ms[locale] = ms_each(
-            lambda d, loc=locale: pdf.render_pdf(d, locale=loc, qr_png=png[id(d)]), docs, rounds
-        )
-    pdf_ms["en, QR made too"] = ms_each(lambda d: pdf.render_pdf(d), docs, rounds)
+    arms: dict[str, Callable[[Any], Any]] = {
+        locale: (lambda d, loc=locale: pdf.render_pdf(d, locale=loc, qr_png=png[id(d)]))
+        for locale in locales
+    }
+    arms["en, QR made too"] = lambda d: pdf.render_pdf(d)
     if "hi" in locales:
         shaping = pdf.FPDF.set_text_shaping
-        pdf.FPDF.set_text_shaping = lambda self, *a, **k: None  # type: ignore[method-assign]
-        try:
-            pdf_ms["hi, no shaping (wrong)"] = ms_each(
-                lambda d: pdf.render_pdf(d, locale="hi", qr_png=png[id(d)]), docs, rounds
-            )
-        finally:
-            pdf.FPDF.set_text_shaping = shaping  # type: ignore[method-assign]
+
+        def unshaped(d: Any) -> Any:
+            pdf.FPDF.set_text_shaping = lambda self, *a, **k: None  # type: ignore[method-assign]
+            try:
+                return pdf.render_pdf(d, locale="hi", qr_png=png[id(d)])
+            finally:
+                pdf.FPDF.set_text_shaping = shaping  # type: ignore[method-assign]
+
+        arms["hi, no shaping (wrong)"] = unshaped
         names = random.Random(7)
-        pdf_ms["hi, new Latin name"] = ms_each(
-            lambda d: pdf.render_pdf(renamed(d, latin_name(names)), locale="hi", qr_png=png[id(d)]),
-            docs,
-            rounds,
+        arms["hi, new Latin name"] = lambda d: pdf.render_pdf(
+            renamed(d, latin_name(names)), locale="hi", qr_png=png[id(d)]
         )
-        pdf_ms["hi, new Devanagari name"] = ms_each(
-            lambda d: pdf.render_pdf(
-                renamed(d, devanagari_name(names)), locale="hi", qr_png=png[id(d)]
-            ),
-            docs,
-            rounds,
+        arms["hi, new Devanagari name"] = lambda d: pdf.render_pdf(
+            renamed(d, devanagari_name(names)), locale="hi", qr_png=png[id(d)]
         )
-    bare_ms: dict[str, float] = {}
     for locale in locales:
         font = page_font(locale, docs[0])
-        bare_ms[locale] = ms_each(
-            lambda d, loc=locale, f=font: bare_page(d, loc, png[id(d)], f), docs, rounds
-        )
+        arms[f"bare {locale}"] = lambda d, loc=locale, f=font: bare_page(d, loc, png[id(d)], f)
+    timed = interleaved(arms, docs, rounds)
+    bare_ms = {loc: timed.pop(f"bare {loc}") for loc in locales}
+    pdf_ms.update(timed)
     for label, value in pdf_ms.items():
         bare = bare_ms.get(label)
         versus = f"   bare fpdf2 {bare:>6.2f}  ours/bare {value / bare:.2f}x" if bare else ""
