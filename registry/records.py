@@ -94,7 +94,12 @@ class EntityService:
             self.table.c.id == sa.bindparam("rid"), self.table.c._deleted_at.is_(None)
         )
         self._select_by_id = by_id
-        self._read_by_id = storage.OneRowRead(db.engine, by_id)
+        # on PostgreSQL, the reads by id of one round of the event loop are one statement
+        by_ids = sa.select(self.table).where(
+            self.table.c.id == sa.any_(sa.bindparam("rids")), self.table.c._deleted_at.is_(None)
+        )
+        batch = storage.ReadBatch(by_ids, param="rid", keys="rids", column="id")
+        self._read_by_id = storage.OneRowRead(db.engine, by_id, batch)
         self._lookups: dict[tuple[str, str], sa.Select[Any]] = {}
         #: `reference_errors`' one statement for several references, by the references checked
         self._reference_lookups: dict[tuple[int, ...], Any] = {}

@@ -505,7 +505,9 @@ class OneRowRead:
     (`before_cursor_execute`: it sees every statement), it is `read(engine, snapshot=False)` as
     any other read."""
 
-    def __init__(self, engine: Engine, statement: sa.Select[Any]):
+    def __init__(
+        self, engine: Engine, statement: sa.Select[Any], batch: ReadBatch | None = None
+    ):
         self.engine = engine
         self.statement = statement
         self.direct = engine.dialect.name == "sqlite"
@@ -524,15 +526,16 @@ class OneRowRead:
         #: on PostgreSQL, the statement as psycopg runs it from the event loop (`read_one_async`)
         self.pg: _PgOneRow | None = None
         if engine.dialect.name == "postgresql":
-            self.pg = _PgOneRow(engine, statement)
+            self.pg = _PgOneRow(engine, statement, batch)
 
     async def read_one_async(self, params: dict[str, Any]) -> dict[str, Any] | None:
         """`read_one` for a caller in the event loop. On PostgreSQL it is made there, on a
         connection the loop keeps (`AsyncReads`): handing a read to a worker thread and back,
         and SQLAlchemy's pooled connection, cost about ten times the read (`docs/scaling.md`).
+        The reads of one key made in one round of the loop are one statement (`ReadBatch`).
         It goes to a worker thread as before while a statement listener is on the engine, while
-        the caller's read must wait for the replica (`Replica`), while the loop's connections
-        are all busy, and after the database could not be reached from the loop."""
+        the caller's read must wait for the replica (`Replica`), and after the database could
+        not be reached from the loop."""
         pg = self.pg
         if pg is not None:
             found = await pg.fetch(params)
@@ -572,12 +575,25 @@ ASYNC_READ_CONNECTIONS = 4
 ASYNC_READ_RETRY_SECONDS = 5.0
 
 
-class _PgOneRow:
-    """A `OneRowRead`'s statement as psycopg runs it (`%(name)s` parameters), with the columns'
-    result processors SQLAlchemy would apply."""
+@dataclass(frozen=True)
+class ReadBatch:
+    """How the one-row reads of one round of the event loop are made as one statement on
+    PostgreSQL (`OneRowRead.read_one_async`): `statement` selects the rows of a list of keys
+    (its parameter `keys`, e.g. `id = ANY(:keys)`), `param` is the one-row statement's
+    parameter holding the key, and `column` the key's column in the rows."""
+
+    statement: sa.Select[Any]
+    param: str
+    keys: str
+    column: str
+
+
+class _PgStatement:
+    """A statement as psycopg runs it (`%(name)s` parameters), with the columns' result
+    processors SQLAlchemy would apply."""
 
     def __init__(self, engine: Engine, statement: sa.Select[Any]):
-        self.engine = engine
+        self.dialect = engine.dialect
         compiled = statement.compile(dialect=engine.dialect)
         self.sql = str(compiled)
         self.defaults = dict(compiled.params)
@@ -588,35 +604,136 @@ class _PgOneRow:
         #: worked out from the first result's column types (PostgreSQL's type codes)
         self.processors: list[tuple[int, Any]] | None = None
 
-    async def fetch(self, params: dict[str, Any]) -> dict[str, Any] | None:
-        """The row, None when there is none, or `_UNSERVED` (for a worker thread to read)."""
-        if not self.servable:
-            return _UNSERVED
-        source = _async_source(self.engine)
-        if source is None:
-            return _UNSERVED
-        engine, replica = source
+    async def fetch(self, engine: Engine, params: dict[str, Any], *, many: bool = False) -> Any:
+        """The row as a dict (None: no row), or the rows when `many`; or `_UNSERVED`."""
         found = await async_reads(engine).fetch(
-            self.sql, {**self.defaults, **params}, describe=self.processors is None
+            self.sql, {**self.defaults, **params}, describe=self.processors is None, many=many
         )
         if found is _UNSERVED:
             return _UNSERVED
-        if replica is not None:
-            replica.reads["replica"] += 1
-        row, description = found
-        if row is None:
-            return None
+        rows, description = found
+        if not many:
+            return None if rows is None else self.record(rows, description)
+        return [self.record(row, description) for row in rows]
+
+    def record(self, row: Sequence[Any], description: Any) -> dict[str, Any]:
         if self.processors is None:
             self.processors = [
                 (i, proc)
                 for i, (t, d) in enumerate(zip(self.types, description, strict=True))
-                if (proc := t._cached_result_processor(self.engine.dialect, d.type_code))
-                is not None
+                if (proc := t._cached_result_processor(self.dialect, d.type_code)) is not None
             ]
         values = list(row)
         for i, proc in self.processors:
             values[i] = proc(values[i])
         return dict(zip(self.keys, values, strict=True))
+
+
+class _PgOneRow:
+    """A `OneRowRead` made from the event loop on PostgreSQL. With a `ReadBatch`, the reads
+    made in one round of the loop (to one engine) wait for the end of the round and are then
+    one statement: on its own, a read's round trip through psycopg costs it about as much CPU
+    as the rest of the request (`docs/scaling.md`); a round with one read runs the one-row
+    statement, as without."""
+
+    def __init__(self, engine: Engine, statement: sa.Select[Any], batch: ReadBatch | None):
+        self.engine = engine
+        self.one = _PgStatement(engine, statement)
+        self.batch = batch
+        self.many = _PgStatement(engine, batch.statement) if batch is not None else None
+        #: per event loop and engine: this round's reads
+        self._rounds: weakref.WeakKeyDictionary[Any, dict[Engine, _Round]]
+        self._rounds = weakref.WeakKeyDictionary()
+        self._tasks: set[asyncio.Task[None]] = set()  # the statements under way (kept alive)
+
+    async def fetch(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The row, None when there is none, or `_UNSERVED` (for a worker thread to read)."""
+        if not self.one.servable:
+            return _UNSERVED
+        source = _async_source(self.engine)
+        if source is None:
+            return _UNSERVED
+        engine, replica = source
+        batch, many = self.batch, self.many
+        if batch is None or many is None or not many.servable or params.keys() != {batch.param}:
+            found = await self.one.fetch(engine, params)
+        else:
+            found = await self._in_round(engine, params[batch.param])
+            if found is not None and found is not _UNSERVED:
+                found = dict(found)  # each caller's own (a key read twice in a round)
+        if found is not _UNSERVED and replica is not None:
+            replica.reads["replica"] += 1
+        return found
+
+    async def _in_round(self, engine: Engine, key: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        rounds = self._rounds.get(loop)
+        if rounds is None:
+            rounds = self._rounds[loop] = {}
+        this = rounds.get(engine)
+        if this is None:
+            this = rounds[engine] = _Round()
+            loop.call_soon(self._end_round, loop, engine)
+        future = this.futures.get(key)
+        if future is None:
+            future = this.futures[key] = loop.create_future()
+        this.callers += 1
+        try:  # shielded: a caller that goes away leaves the others' read alone
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            this.callers -= 1
+            if this.callers == 0 and this.task is not None:
+                this.task.cancel()  # nobody waits for it any more: its connection is closed
+            raise
+
+    def _end_round(self, loop: asyncio.AbstractEventLoop, engine: Engine) -> None:
+        this = self._rounds[loop].pop(engine)
+        if this.callers == 0:  # every caller went away within the round
+            return
+        this.task = task = loop.create_task(self._read_round(engine, this.futures))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_round(self, engine: Engine, waiting: dict[Any, asyncio.Future[Any]]) -> None:
+        batch, many = self.batch, self.many
+        assert batch is not None and many is not None
+        keys = list(waiting)
+        try:
+            if len(keys) == 1:
+                found = await self.one.fetch(engine, {batch.param: keys[0]})
+                rows = found if found is _UNSERVED else [] if found is None else [found]
+            else:
+                rows = await many.fetch(engine, {batch.keys: keys}, many=True)
+        except asyncio.CancelledError:
+            for future in waiting.values():
+                future.cancel()
+            raise
+        except BaseException as exc:  # each caller raises it
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        if rows is _UNSERVED:
+            for future in waiting.values():
+                if not future.done():
+                    future.set_result(_UNSERVED)
+            return
+        by_key = {row[batch.column]: row for row in rows}
+        for key, future in waiting.items():
+            if not future.done():
+                future.set_result(by_key.get(key))
+
+
+class _Round:
+    """The reads by key of one round of the event loop: each key's future, how many callers
+    wait, and the statement's task once the round has ended."""
+
+    __slots__ = ("callers", "futures", "task")
+
+    def __init__(self) -> None:
+        self.futures: dict[Any, asyncio.Future[Any]] = {}
+        self.callers = 0
+        self.task: asyncio.Task[None] | None = None
 
 
 def _async_source(engine: Engine) -> tuple[Engine, Replica | None] | None:
@@ -659,9 +776,12 @@ class AsyncReads:
         self._down_until = 0.0
         sa.event.listen(engine, "engine_disposed", self._disposed)
 
-    async def fetch(self, sql: str, params: dict[str, Any], *, describe: bool = False) -> Any:
-        """The first row `sql` finds (a tuple, or None) and, when `describe`, the result's
-        description (psycopg makes it anew each time it is asked for); or `_UNSERVED`."""
+    async def fetch(
+        self, sql: str, params: dict[str, Any], *, describe: bool = False, many: bool = False
+    ) -> Any:
+        """The first row `sql` finds (a tuple, or None; every row when `many`) and, when
+        `describe`, the result's description (psycopg makes it anew each time it is asked
+        for); or `_UNSERVED`."""
         import psycopg
 
         loop = asyncio.get_running_loop()
@@ -699,7 +819,7 @@ class AsyncReads:
                 conn = await psycopg.AsyncConnection.connect(*cargs, autocommit=True, **cparams)
                 cursor = conn.cursor()
             await cursor.execute(sql, params)
-            row = await cursor.fetchone()
+            row = await (cursor.fetchall() if many else cursor.fetchone())
             description = cursor.description if describe else None
         except BaseException as exc:
             if cursor is not None:  # in an unknown state (a cancelled read): not reused

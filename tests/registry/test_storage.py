@@ -346,7 +346,7 @@ def test_reads_from_the_event_loop_beyond_its_connections_wait_for_one(
     threaded = _threaded_reads(monkeypatch)
     monkeypatch.setattr(storage, "ASYNC_READ_CONNECTIONS", 2)
     reads = storage.async_reads(registry.db.engine)
-    pg = vaccines._read_by_id.pg
+    pg = vaccines._read_by_id.pg.one if vaccines._read_by_id.pg else None
     assert pg is not None
 
     async def scenario() -> list[Any]:
@@ -354,7 +354,6 @@ def test_reads_from_the_event_loop_beyond_its_connections_wait_for_one(
         names = await asyncio.gather(*(vaccines.get_async(created["id"]) for _ in range(5)))
         mine = reads._loops[loop]
         opened = mine.open
-        kept = list(mine.idle)
 
         # both connections busy: a waiting read is cancelled, the one after it is served
         slow = [asyncio.ensure_future(reads.fetch("SELECT pg_sleep(0.3)", {})) for _ in range(2)]
@@ -367,6 +366,7 @@ def test_reads_from_the_event_loop_beyond_its_connections_wait_for_one(
         served = (await asyncio.wait_for(after, 5))["name"]  # not left waiting
         assert gone.cancelled() and not mine.waiters
         assert (mine.open, len(mine.idle)) == (2, 2)
+        kept = list(mine.idle)
 
         sql = pg.sql
         pg.sql = "SELECT * FROM no_such_table"
@@ -387,6 +387,7 @@ def test_reads_from_the_event_loop_beyond_its_connections_wait_for_one(
                 await task
         finally:
             pg.sql = sql
+        await asyncio.sleep(0.05)  # the read, left by its only caller, is cancelled too
         after_cancel = mine.open - len(mine.idle)
         await vaccines.get_async(created["id"])  # opens a fresh one
         idle = list(mine.idle)
@@ -404,7 +405,7 @@ def test_reads_from_the_event_loop_beyond_its_connections_wait_for_one(
 
     names, served, opened, after_error, busy, after_cancel, idle, left = asyncio.run(scenario())
     assert names == ["Alpha"] * 5 and served == "Alpha"
-    assert opened == 2 and threaded == []  # two connections, no thread
+    assert opened == 1 and threaded == []  # the five reads of one round: one statement
     assert after_error == (1, True)  # the failed read's connection was closed
     assert (busy, after_cancel) == (1, 0)  # the cancelled read's connection was closed
     assert idle and all(c.connection.closed for c in idle) and left == 0  # closed by dispose
@@ -431,3 +432,74 @@ def test_reads_from_the_event_loop_fall_back_to_threads_when_the_server_is_unrea
         assert reads._down_until > 0
     finally:
         engine.dispose()
+
+
+def test_reads_by_id_in_one_round_of_the_event_loop_are_one_statement(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the reads by id made in one round of the event loop are one statement
+    (`storage.ReadBatch`): each caller gets its own record (an id read twice: equal records,
+    not the same object), an unknown or deleted id is not found; a read alone in its round
+    runs the one-row statement; a database error reaches every caller of the round; a caller
+    that goes away leaves the others' read alone."""
+    import asyncio
+
+    _pg_only(registry)
+    vaccines = registry.services["vaccine"]
+    made = [
+        vaccines.create({**VACCINE, "code": f"V{i}", "name": f"N{i}"}, actor="t") for i in range(4)
+    ]
+    vaccines.delete(made[3]["id"], actor="t")
+    reads = storage.async_reads(registry.db.engine)
+    statements: list[str] = []
+    fetch = reads.fetch
+
+    async def counted(sql: str, params: dict[str, Any], **kw: Any) -> Any:
+        statements.append(sql)
+        return await fetch(sql, params, **kw)
+
+    monkeypatch.setattr(reads, "fetch", counted)
+    threaded = _threaded_reads(monkeypatch)
+    read = vaccines._read_by_id
+    assert read.pg is not None and read.pg.many is not None
+
+    async def get(rid: str) -> Any:
+        try:
+            return await vaccines.get_async(rid)
+        except NotFound:
+            return None
+
+    async def scenario() -> list[Any]:
+        ids = [made[0]["id"], made[1]["id"], made[2]["id"], made[0]["id"], "nope", made[3]["id"]]
+        together = await asyncio.gather(*(get(i) for i in ids))
+        in_round = list(statements)
+        alone = await get(made[1]["id"])
+
+        statements.clear()
+        sql = read.pg.many.sql
+        read.pg.many.sql = "SELECT * FROM no_such_table WHERE id = ANY(%(rids)s)"
+        try:
+            failed = await asyncio.gather(
+                *(vaccines.get_async(m["id"]) for m in made[:3]), return_exceptions=True
+            )
+        finally:
+            read.pg.many.sql = sql
+
+        # one caller cancelled: the other of its round still gets its record
+        first = asyncio.ensure_future(vaccines.get_async(made[0]["id"]))
+        second = asyncio.ensure_future(vaccines.get_async(made[1]["id"]))
+        await asyncio.sleep(0)  # both are waiting for the round's statement
+        first.cancel()
+        kept = await asyncio.wait_for(second, 5)
+        return [together, in_round, alone, failed, first.cancelled(), kept]
+
+    together, in_round, alone, failed, cancelled, kept = asyncio.run(scenario())
+    assert threaded == []  # every read made in the loop
+    names = [r and r["name"] for r in together]
+    assert names == ["N0", "N1", "N2", "N0", None, None]
+    assert together[0] == together[3] and together[0] is not together[3]
+    assert together[0] == vaccines.get(made[0]["id"])  # as the thread's read has it
+    assert len(in_round) == 1 and "ANY" in in_round[0]  # the six reads: one statement
+    assert alone["name"] == "N1"
+    assert all(isinstance(e, sa.exc.ProgrammingError) for e in failed)
+    assert cancelled and kept["name"] == "N1"
