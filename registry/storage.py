@@ -809,6 +809,9 @@ class AsyncReads:
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():  # given, then cancelled: pass it on
                     self._give_back(mine, waiter.result(), generation)
+                else:  # not left in the queue, where it would keep its loop alive
+                    with self._lock, contextlib.suppress(ValueError):
+                        mine.waiters.remove(waiter)
                 raise
             if cursor is None and time.monotonic() < self._down_until:
                 self._give_back(mine, None, generation)
