@@ -25,12 +25,12 @@ import threading
 import time
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import orjson
@@ -886,28 +886,30 @@ _ASYNC_READS: weakref.WeakKeyDictionary[Engine, AsyncReads] = weakref.WeakKeyDic
 
 def async_reads(engine: Engine) -> AsyncReads:
     """The `AsyncReads` of a PostgreSQL engine (one per engine)."""
-    found = _ASYNC_READS.get(engine)
-    if found is None:
-        with _READ_CONNECTIONS_LOCK:
-            found = _ASYNC_READS.get(engine)
-            if found is None:
-                found = _ASYNC_READS[engine] = AsyncReads(engine)
-    return found
+    return _one_per_engine(_ASYNC_READS, AsyncReads, engine)
 
 
 #: per SQLite engine, its `ReadConnections`
 _READ_CONNECTIONS: weakref.WeakKeyDictionary[Engine, ReadConnections] = weakref.WeakKeyDictionary()
-_READ_CONNECTIONS_LOCK = threading.Lock()
+_PER_ENGINE_LOCK = threading.Lock()
+_Kept = TypeVar("_Kept")
 
 
 def read_connections(engine: Engine) -> ReadConnections:
     """The `ReadConnections` of a SQLite engine (one per engine)."""
-    found = _READ_CONNECTIONS.get(engine)
+    return _one_per_engine(_READ_CONNECTIONS, ReadConnections, engine)
+
+
+def _one_per_engine(
+    kept: weakref.WeakKeyDictionary[Engine, _Kept], make: Callable[[Engine], _Kept], engine: Engine
+) -> _Kept:
+    """`kept[engine]`, made by `make` on first use (once, whichever thread asks first)."""
+    found = kept.get(engine)
     if found is None:
-        with _READ_CONNECTIONS_LOCK:
-            found = _READ_CONNECTIONS.get(engine)
+        with _PER_ENGINE_LOCK:
+            found = kept.get(engine)
             if found is None:
-                found = _READ_CONNECTIONS[engine] = ReadConnections(engine)
+                found = kept[engine] = make(engine)
     return found
 
 
