@@ -168,6 +168,11 @@ def test_remembered_shapes_draw_what_fpdf2_shapes_draw(
     assert pages(signed, NAMES) == ours[: len(NAMES)]
     assert shaped  # fpdf2 shaped them again
 
+    # and with every width worked out by fpdf2 each time it is asked for (line breaking)
+    monkeypatch.setattr(pdf._ShapedWidths, "get_text_width", TTFFont.get_text_width)
+    monkeypatch.setattr(pdf._ShapedWidths, "shaped_text_width", TTFFont.shaped_text_width)
+    assert pages(signed, NAMES) == ours[: len(NAMES)]
+
 
 def test_other_fpdf2_documents_are_subset_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
     """A document the certificate renderer did not make (its fonts are not marked) is subset
