@@ -532,7 +532,7 @@ class OneRowRead:
         """`read_one` for a caller in the event loop. On PostgreSQL it is made there, on a
         connection the loop keeps (`AsyncReads`): handing a read to a worker thread and back,
         and SQLAlchemy's pooled connection, cost about ten times the read (`docs/scaling.md`).
-        The reads of one key made in one round of the loop are one statement (`ReadBatch`).
+        With a `ReadBatch`, the reads made in one round of the loop are one statement.
         It goes to a worker thread as before while a statement listener is on the engine, while
         the caller's read must wait for the replica (`Replica`), and after the database could
         not be reached from the loop."""
