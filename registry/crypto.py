@@ -29,6 +29,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,6 +307,22 @@ class FieldCipher:
         nonce = os.urandom(NONCE_BYTES)
         sealed = aead.encrypt(nonce, orjson.dumps(value), self._associated(name, record_id))
         return f"{PREFIX}:{kid}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def seal_many(self, items: Sequence[tuple[str, str, Any]]) -> list[str]:
+        """`seal` of each (field name, record id, value): the key looked up once, and the
+        nonces (random, 96 bits each, as `seal`'s) drawn from the OS in one call rather than
+        one system call per value (a bulk import seals hundreds of thousands)."""
+        if not items:
+            return []
+        kid, aead = self.keyring.current_aead()
+        nonces = os.urandom(NONCE_BYTES * len(items))
+        head, encrypt, encode = f"{PREFIX}:{kid}:", aead.encrypt, base64.urlsafe_b64encode
+        out = []
+        for at, (name, record_id, value) in enumerate(items):
+            nonce = nonces[at * NONCE_BYTES : (at + 1) * NONCE_BYTES]
+            sealed = encrypt(nonce, orjson.dumps(value), self._associated(name, record_id))
+            out.append(head + encode(nonce + sealed).decode())
+        return out
 
     def open(self, name: str, record_id: str, stored: str) -> Any:
         """The JSON value of a stored private value; `DecryptError` when it cannot be read."""

@@ -93,6 +93,24 @@ def test_the_same_value_never_encrypts_the_same_twice(registry: Any):
         assert len(set(emails)) == 2
 
 
+def test_values_sealed_together_are_sealed_as_one_by_one() -> None:
+    """`FieldCipher.seal_many` (the import's): each value opens as `seal`'s do, for its own
+    field and record only; every nonce differs, the same value twice included."""
+    from open_registry.core.crypto import FieldCipher, Keyring
+
+    cipher = FieldCipher(Keyring(DataKeys.generate()), "recipient")
+    items = [("email", f"r{i}", EMAIL) for i in range(50)] + [("phone", "r0", "+99 1")]
+    sealed = cipher.seal_many(items)
+    assert cipher.seal_many([]) == []
+    assert [cipher.open(n, r, s) for (n, r, _), s in zip(items, sealed, strict=True)] == [
+        v for _, _, v in items
+    ]
+    assert sealed[0].rsplit(":", 1)[0] == cipher.seal("email", "r0", EMAIL).rsplit(":", 1)[0]
+    assert len(set(sealed)) == len(sealed)  # fresh nonces: no two alike
+    with pytest.raises(DecryptError):
+        cipher.open("email", "r1", sealed[0])  # bound to its record
+
+
 def test_unique_private_field_conflict_is_409_naming_the_field_not_the_value(
     client: TestClient, registry: Any
 ):
