@@ -276,14 +276,9 @@ class _Preparer:
             if any(v is None for v in parts):
                 key = None
             elif key in self.seen[gi]:
-                label = ", ".join(group)
-                problems.append((f"/{group[0]}", f"another row of this file has the same {label}"))
+                problems.append(_same_in_file(group))
             keys.append(key)
-        if not problems:
-            for seen, key in zip(self.seen, keys, strict=True):
-                if key is not None:
-                    seen.add(key)
-        return problems
+        return problems or self._keep(keys)
 
     def _duplicate_value(self, values: tuple[Any, ...]) -> list[tuple[str, str]]:
         """`_duplicate` of a table row when every unique key is one column (the common case:
@@ -297,13 +292,16 @@ class _Preparer:
                 continue
             key = hash(v)
             if key in seen:
-                problems.append((f"/{name}", f"another row of this file has the same {name}"))
+                problems.append(_same_in_file((name,)))
             keys.append(key)
-        if not problems:
-            for kept, found in zip(self.seen, keys, strict=True):
-                if found is not None:
-                    kept.add(found)
-        return problems
+        return problems or self._keep(keys)
+
+    def _keep(self, keys: list[Any]) -> list[tuple[str, str]]:
+        """Remember a good row's unique keys (None: a key it does not have); no problems."""
+        for seen, key in zip(self.seen, keys, strict=True):
+            if key is not None:
+                seen.add(key)
+        return []
 
     # ---- the stream --------------------------------------------------------------------------
     def _rows(self) -> Iterator[tuple[int, bool, Any, Any]]:
@@ -486,6 +484,11 @@ class _Preparer:
             bytes_read=self.source.bytes_read,
             now=now,
         )
+
+
+def _same_in_file(group: tuple[str, ...]) -> tuple[str, str]:
+    """The problem of a row whose unique key `group` an earlier row of the file has."""
+    return f"/{group[0]}", f"another row of this file has the same {', '.join(group)}"
 
 
 class _RowSealer:
