@@ -561,10 +561,18 @@ class OneRowRead:
             raise sa.exc.DBAPIError.instance(self.sql, values, exc, sqlite3.Error) from exc
         if found is None:
             return None
-        values = list(found)
-        for i, proc in self.processors:
-            values[i] = proc(values[i])
-        return dict(zip(self.keys, values, strict=True))
+        return _as_record(self.keys, self.processors, found)
+
+
+def _as_record(
+    keys: Sequence[str], processors: Sequence[tuple[int, Any]], row: Sequence[Any]
+) -> dict[str, Any]:
+    """A DBAPI row as SQLAlchemy's mapping of it would be: the columns' result processors
+    (dates, ...) applied, by column key."""
+    values = list(row)
+    for i, proc in processors:
+        values[i] = proc(values[i])
+    return dict(zip(keys, values, strict=True))
 
 
 #: `_PgOneRow.fetch` left the read to a worker thread
@@ -623,10 +631,7 @@ class _PgStatement:
                 for i, (t, d) in enumerate(zip(self.types, description, strict=True))
                 if (proc := t._cached_result_processor(self.dialect, d.type_code)) is not None
             ]
-        values = list(row)
-        for i, proc in self.processors:
-            values[i] = proc(values[i])
-        return dict(zip(self.keys, values, strict=True))
+        return _as_record(self.keys, self.processors, row)
 
 
 class _PgOneRow:
