@@ -11,6 +11,7 @@ way the audit entries come from `registry.audit.chain` and the events from
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,6 +40,28 @@ def record(conn: Connection, changes: Sequence[Change]) -> None:
     chain.append(conn, [chain.entry_of(c) for c in changes])
 
 
+@dataclass(slots=True)
+class BulkBatch:
+    """What a batch of changes leaves besides its rows, computed ahead of the write (it does not
+    depend on the audit chain's head, which the write takes): the audit entries, not yet chained
+    (`chain.entry_values`), and the outbox events (`queue.event_values`)."""
+
+    entries: list[tuple[Any, ...]]
+    contents: list[bytes]
+    events: list[tuple[Any, ...]]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def subset(self, keep: Sequence[int]) -> BulkBatch:
+        """The batch of the changes at positions `keep` (in order)."""
+        return BulkBatch(
+            [self.entries[i] for i in keep],
+            [self.contents[i] for i in keep],
+            [self.events[i] for i in keep],
+        )
+
+
 class BulkWriter:
     """The bulk strategy for ready rows of one table: the rows, their audit entries and their
     events with COPY (PostgreSQL) or the driver's `executemany` (SQLite), on a raw cursor of the
@@ -62,18 +85,22 @@ class BulkWriter:
             return f"COPY {table} ({names}) FROM STDIN"
         return f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
 
-    def write(
-        self, cur: Any, rows: Sequence[tuple[Any, ...]], changes: Sequence[Change], at: Any,
-        prev: str,
-    ) -> str:  # fmt: skip
-        """Insert `rows` (tuples in the table's column order) and the entries and events of
-        their `changes` (made at one time; `at`: the driver's form of it), chaining the
-        entries on from the hash `prev`; returns the last entry's hash."""
+    @staticmethod
+    def prepare(changes: Sequence[Change], at: Any) -> BulkBatch:
+        """The batch of `changes` (made at one time; `at`: the driver's form of it)."""
+        entries, contents = chain.entry_values(changes, at)
+        return BulkBatch(entries, contents, [queue.event_values(c, at) for c in changes])
+
+    def write(self, cur: Any, rows: Sequence[tuple[Any, ...]], batch: BulkBatch, prev: str) -> str:
+        """Insert `rows` (tuples in the table's column order, one per change of `batch`) and the
+        entries and events of `batch`, chaining the entries on from the hash `prev`; returns
+        the last entry's hash."""
         if not rows:
             return prev
-        entries, last = chain.sealed_values(changes, at, prev)
-        events = [queue.event_values(c, at) for c in changes]
-        for sql, data in zip(self.sql, (rows, entries, events), strict=True):
+        if len(rows) != len(batch):
+            raise ValueError(f"{len(rows)} rows for a batch of {len(batch)} changes")
+        entries, last = chain.chain_values(batch.entries, batch.contents, prev)
+        for sql, data in zip(self.sql, (rows, entries, batch.events), strict=True):
             if self.postgres:
                 with cur.copy(sql) as copy:
                     put = copy.write_row

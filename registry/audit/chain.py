@@ -270,23 +270,38 @@ def entry_of(change: Change) -> dict[str, Any]:
     }
 
 
-#: the columns of a sealed entry, in the order `sealed_values` gives them
+#: the columns of a sealed entry, in the order `chain_values` gives them
 COLUMNS = (*CONTENT, "prev_hash", "hash")
 
 
-def sealed_values(
-    changes: Sequence[Change], at: Any, prev: str
-) -> tuple[list[tuple[Any, ...]], str]:
-    """The entries of `changes` (all made at one time, `at` being the driver's form of it)
-    chained on from the hash `prev`, as tuples in `COLUMNS` order with `fields` as JSON text,
-    for the bulk strategy; and the last hash."""
-    out = []
+def entry_values(changes: Sequence[Change], at: Any) -> tuple[list[tuple[Any, ...]], list[bytes]]:
+    """The entries of `changes` (all made at one time, `at` being the driver's form of it) for
+    the bulk strategy, before they are chained: tuples of their `CONTENT` columns (`fields` as
+    JSON text), and what each one's hash covers besides the hash before it (`entry_content`).
+    Nothing here depends on the chain, so it can be computed ahead of the write (`chain_values`)."""
+    values = []
+    contents = []
     stamp = at_text(changes[0].at) if changes else ""
     for c in changes:
         text = c.fields_json()
-        h = entry_hash(prev, stamp, c.actor, c.action, c.entity, c.record_id, c.version,
-                       text.encode())  # fmt: skip
-        out.append((at, c.actor, c.action, c.entity, c.record_id, c.version, text, prev, h))
+        values.append((at, c.actor, c.action, c.entity, c.record_id, c.version, text))
+        content = entry_content(
+            stamp, c.actor, c.action, c.entity, c.record_id, c.version, text.encode()
+        )
+        contents.append(content)
+    return values, contents
+
+
+def chain_values(
+    values: Sequence[tuple[Any, ...]], contents: Sequence[bytes], prev: str
+) -> tuple[list[tuple[Any, ...]], str]:
+    """`entry_values`' entries chained on from the hash `prev`: tuples in `COLUMNS` order, and
+    the last hash."""
+    out = []
+    sha256 = hashlib.sha256
+    for row, content in zip(values, contents, strict=True):
+        h = sha256(prev.encode("ascii") + content).hexdigest()  # chain_hash, inlined
+        out.append((*row, prev, h))
         prev = h
     return out, prev
 

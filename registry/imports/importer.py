@@ -8,8 +8,12 @@ outbox rows. A crash or Ctrl-C loses nothing already committed; a re-run with `u
 finishes the rest without duplicates.
 
 For large files the reading, converting and validating run in a worker process while this
-process writes (two cores: one parses, one writes). Rows are written with the database driver
-directly (`executemany` on SQLite, `COPY` on PostgreSQL), in the column format SQLAlchemy uses.
+process writes (two cores: one parses, one writes); the worker is forked when this process runs
+one thread (the CLI), spawned otherwise. A reader thread here receives its chunks and computes
+what their writes leave besides the rows (audit entries, outbox events) while the chunk before
+is written, so the database is not left waiting on that. Rows are written with the database
+driver directly (`executemany` on SQLite, `COPY` on PostgreSQL), in the column format SQLAlchemy
+uses.
 
 Private fields are sealed where the rows are made (the worker, which is given the data keys over
 its pipe), with their blind index; audit entries join the hash chain (`registry.audit.chain`) in the
@@ -22,8 +26,10 @@ import csv
 import logging
 import multiprocessing
 import pickle
+import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -69,6 +75,7 @@ from open_registry.core.imports.rows import (
 from open_registry.core.records import (
     EntityService,
 )
+from open_registry.core.writes import BulkBatch
 from open_registry.generators.columns import stored_datetime
 from open_registry.generators.validators import FieldError
 
@@ -190,32 +197,92 @@ def _main_module_hidden() -> Iterator[None]:
             main.__dict__.update(saved)
 
 
-def _chunks_from_worker(plan: Plan) -> Iterator[Chunk]:
-    ctx = multiprocessing.get_context("spawn")
+#: Chunks received from the worker and made ready, waiting to be written
+_AHEAD = 2
+
+
+def _start_method() -> str:
+    """`fork` when this process runs one thread (a CLI import: the worker starts in
+    milliseconds rather than the quarter second a new interpreter takes to import the package);
+    `spawn` otherwise (a fork copies the locks other threads hold, as they stand)."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return "spawn"
+
+
+def _chunks_from_worker(plan: Plan, ready: Callable[[Chunk], Chunk]) -> Iterator[Chunk]:
+    """The worker's chunks, each passed through `ready` by a reader thread: the pipe is read,
+    the chunk unpickled and made ready while this thread writes the chunk before (mostly
+    waiting on the database, with the GIL released)."""
+    ctx: Any = multiprocessing.get_context(_start_method())  # typeshed: BaseContext has no Process
     receive, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_worker, args=(send, plan), daemon=True, name="registry-import")
     with _main_module_hidden():
         proc.start()
     send.close()
-    try:
-        while True:
+    inbox: queue.Queue[tuple[str, Any]] = queue.Queue(_AHEAD)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> None:
+        while not stop.is_set():
+            try:
+                inbox.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read() -> None:
+        kind = "chunk"
+        while kind == "chunk" and not stop.is_set():
             try:
                 kind, payload = pickle.loads(receive.recv_bytes())
-            except EOFError:
-                raise RuntimeError("the import worker process stopped unexpectedly") from None
+                if kind == "chunk":
+                    payload = ready(payload)
+            except (EOFError, OSError):
+                kind, payload = "stopped", None
+            except BaseException as exc:  # ready() failed: raised in the writing thread
+                kind, payload = "raised", exc
+            put((kind, payload))
+
+    reader = threading.Thread(target=read, name="registry-import-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, payload = inbox.get()
             if kind == "chunk":
                 yield payload
             elif kind == "end":
                 return
-            elif kind == "usage":
-                raise ImportUsageError(payload)
             else:
-                raise RuntimeError(f"the import worker failed:\n{payload}")
+                raise _failure(kind, payload)
     finally:
-        receive.close()
+        stop.set()
         if proc.is_alive():
-            proc.terminate()
+            proc.terminate()  # a reader waiting on the pipe wakes to its end
         proc.join(5)
+        reader.join(5)
+        receive.close()
+
+
+def _failure(kind: str, payload: Any) -> BaseException:
+    """The exception for a message of the worker's other than a chunk or its end."""
+    if kind == "usage":
+        return ImportUsageError(payload)
+    if kind == "stopped":
+        return RuntimeError("the import worker process stopped unexpectedly")
+    if kind == "raised":
+        return payload
+    return RuntimeError(f"the import worker failed:\n{payload}")
+
+
+def _chunks_here(plan: Plan, ready: Callable[[Chunk], Chunk]) -> Iterator[Chunk]:
+    """The chunks prepared in this process (small files), each passed through `ready`."""
+    chunks = prepare_chunks(plan)
+    try:
+        for chunk in chunks:
+            yield ready(chunk)
+    finally:
+        chunks.close()
 
 
 # -- the writing side -----------------------------------------------------------------------
@@ -282,6 +349,8 @@ class Importer:
         #: the plugins' `before_write` runs on every row (`register_write_checks`): rows then
         #: go the records way, each check in a savepoint, a refused row reported like others
         self.checks = service.before_write if service.checks_imports else None
+        #: ready table rows, written with the bulk strategy (else records: `_records`)
+        self.bulk = not options.upsert_on and self.checks is None
         self._update_stmt: Any = None  # built on the first upsert that changes a record
         self.needs_raw: set[int] = set()
         self.dbapi_error = self.db.engine.dialect.loaded_dbapi.IntegrityError
@@ -350,7 +419,7 @@ class Importer:
             layout=layout,
             mapping=mapping,
             keep_ids=opts.keep_ids,
-            records=bool(opts.upsert_on) or self.checks is not None,
+            records=not self.bulk,
             dialect=self.dialect,
             actor=opts.actor,
             chunk_size=opts.chunk_size,
@@ -373,7 +442,7 @@ class Importer:
             workers = 1 if source.total >= PARALLEL_FROM_BYTES else 0
         if multiprocessing.current_process().daemon:
             workers = 0  # a daemon process may not start children
-        chunks = _chunks_from_worker(plan) if workers else prepare_chunks(plan)
+        chunks = (_chunks_from_worker if workers else _chunks_here)(plan, self._ready)
         start = time.perf_counter()
         try:
             if opts.dry_run and self.checks is not None:
@@ -479,10 +548,10 @@ class Importer:
         keep = self._check_references(conn, chunk)
         if self.options.scope is not None:
             keep = self._check_scope(chunk, keep)
-        if self.options.upsert_on or self.checks is not None:
-            self._records(conn, chunk, keep, write=write)
-        else:
+        if self.bulk:
             self._bulk(conn, chunk, keep, write=write)
+        else:
+            self._records(conn, chunk, keep, write=write)
 
     def _drop(self, chunk: Chunk, keep: list[int], bad: Mapping[int, list[tuple[str, str, str]]]):
         if not bad:
@@ -598,14 +667,15 @@ class Importer:
         head = audit.lock_head(conn)  # held to the end of the transaction: the chain is ours
         try:
             for attempt in (1, 2):
+                batch: BulkBatch = chunk.ready
                 if len(keep) == len(chunk.rows):
-                    rows, names = chunk.rows, chunk.fields
+                    rows = chunk.rows
                 else:
                     rows = [chunk.rows[i] for i in keep]
-                    names = [chunk.fields[i] for i in keep]
+                    batch = batch.subset(keep)
                 cur.execute("SAVEPOINT registry_import")
                 try:
-                    last = self._write_rows(cur, rows, names, chunk.now, head.hash)
+                    last = self.writer.write(cur, rows, batch, head.hash)
                 except self.dbapi_error:
                     cur.execute("ROLLBACK TO SAVEPOINT registry_import")
                     if attempt == 2:
@@ -619,17 +689,19 @@ class Importer:
         finally:
             cur.close()
 
-    def _write_rows(
-        self, cur: Any, rows: list[tuple[Any, ...]], names: list[str], now: datetime, prev: str
-    ) -> str:
-        """Insert the rows with their audit entries (chained on from `prev`) and events (the
-        record service's bulk strategy); returns the hash of the last entry."""
+    def _ready(self, chunk: Chunk) -> Chunk:
+        """The writing side's work on a chunk of table rows that needs no database, done ahead
+        of its write (by the reader thread, while the chunk before is written): the audit
+        entries and outbox events of its rows (`BulkWriter.prepare`)."""
+        if not self.bulk or not chunk.rows or self.options.dry_run:
+            return chunk
         actor, name = self.options.actor, self.entity.name
         changes = [
-            Change(name, "create", r[0], 1, (), actor, now, fields_text=f)
-            for r, f in zip(rows, names, strict=True)
+            Change(name, "create", r[0], 1, (), actor, chunk.now, fields_text=f)
+            for r, f in zip(chunk.rows, chunk.fields, strict=True)
         ]
-        return self.writer.write(cur, rows, changes, self.now_proc(now), prev)
+        chunk.ready = self.writer.prepare(changes, self.now_proc(chunk.now))
+        return chunk
 
     # ---- records: upserts, and rows the plugins check -------------------------------------------
     def _records(self, conn: Connection, chunk: Chunk, keep: list[int], *, write: bool) -> None:

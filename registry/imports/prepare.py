@@ -16,7 +16,7 @@ import pickle
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -153,6 +153,10 @@ class Plan:
     max_line_bytes: int = MAX_LINE_BYTES
 
 
+#: Rows in the first chunk at most (the writing side waits for it; later chunks: `chunk_size`)
+FIRST_CHUNK_ROWS = 1000
+
+
 @dataclass
 class Chunk:
     rows: list[Any]  # table rows (tuples, system columns first) or records (dicts)
@@ -164,6 +168,8 @@ class Chunk:
     rows_read: int
     bytes_read: int
     now: datetime
+    #: the writing side's work on the chunk done ahead of its write (the importer's `_ready`)
+    ready: Any = None
 
 
 def column_values(dialect: str) -> dict[str, Callable[[Any], Any]]:
@@ -191,7 +197,7 @@ class IdMaker:
 
 
 # -- the worker side: rows in, checked rows out ---------------------------------------------
-def prepare_chunks(plan: Plan) -> Iterator[Chunk]:
+def prepare_chunks(plan: Plan) -> Generator[Chunk, None, None]:
     """Read, convert and validate the file; yield chunks of good rows plus the bad rows' errors."""
     source = Source(plan.path, plan.format, plan.delimiter, plan.max_line_bytes)
     try:
@@ -385,6 +391,8 @@ class _Preparer:
     def chunks(self) -> Iterator[Chunk]:
         plan = self.plan
         size = plan.chunk_size
+        # the first chunk is small, so the writing side starts while the rest is read
+        cut = min(size, FIRST_CHUNK_ROWS)
         rows: list[Any] = []
         numbers: list[int] = []
         ids: list[str | None] = []
@@ -418,7 +426,8 @@ class _Preparer:
                     rows.append(record if plan.records else values)
                     numbers.append(n)
                     ids.append(rid)
-            if read % size == 0:
+            if read == cut:
+                cut += size
                 yield self._chunk(rows, numbers, ids, refs, errors, read)
                 rows, numbers, ids, errors = [], [], [], []
                 refs = [[] for _ in plan.references]

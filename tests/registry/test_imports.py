@@ -480,6 +480,109 @@ def test_a_crash_in_a_worker_process_run_keeps_committed_chunks(registry: Any, t
     assert import_file(svc, path, upsert_on="enrollmentCode", workers=1).inserted == 20
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_forked_or_spawned_worker_writes_the_same_rows(
+    registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+):
+    """The worker is forked when the importing process runs one thread (the CLI), spawned
+    otherwise; either way each chunk is made ready ahead by the reader thread and written in
+    order, its audit entries chained."""
+    from open_registry.core.audit import chain
+    from open_registry.core.imports import importer
+
+    monkeypatch.setattr(importer, "_start_method", lambda: method)
+    svc = registry.services["recipient"]
+    rows = [recipient_row(i) for i in range(45)]
+    rows[3]["dob"] = "2001-02-30"
+    rows[30]["identity"] = rows[29]["identity"]
+    seen = []
+    result = import_file(
+        svc, write_csv(tmp_path / "r.csv", rows), chunk_size=7, workers=1, progress=seen.append
+    )
+    assert (result.inserted, result.failed) == (43, 2)
+    assert [p.rows for p in seen] == [7, 14, 21, 28, 35, 42, 45]
+    assert [e.row for e in result.errors] == [4, 31]
+    assert count(registry, "recipient") == count(registry, "registry_audit") == 43
+    assert count(registry, "registry_outbox") == 43
+    assert chain.verify(registry.db.engine).ok
+
+
+def test_only_a_process_of_one_thread_forks_its_worker() -> None:
+    import threading
+
+    from open_registry.core.imports import importer
+
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert importer._start_method() == "spawn"
+    finally:
+        release.set()
+        other.join()
+    if threading.active_count() == 1:  # pytest-xdist may run threads of its own
+        assert importer._start_method() == "fork"
+
+
+def _dies_after_one_chunk(conn: Any, plan: Any) -> None:  # runs in the forked worker
+    import os
+    import pickle
+
+    from open_registry.core.imports.prepare import prepare_chunks
+
+    chunk = next(iter(prepare_chunks(plan)))
+    conn.send_bytes(pickle.dumps(("chunk", chunk)))
+    conn.close()
+    os._exit(3)
+
+
+def test_a_worker_that_dies_fails_the_import_and_keeps_what_was_committed(
+    registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from open_registry.core.imports import importer
+
+    monkeypatch.setattr(importer, "_start_method", lambda: "fork")
+    monkeypatch.setattr(importer, "_worker", _dies_after_one_chunk)
+    svc = registry.services["recipient"]
+    path = write_csv(tmp_path / "r.csv", [recipient_row(i) for i in range(30)])
+    with pytest.raises(RuntimeError, match="the import worker process stopped unexpectedly"):
+        import_file(svc, path, chunk_size=10, workers=1)
+    assert count(registry, "recipient") == count(registry, "registry_audit") == 10
+
+
+def test_a_failure_making_a_chunk_ready_reaches_the_caller(
+    registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`_ready` runs in the reader thread; what it raises is raised by the import, after the
+    chunks before were written, and the worker is stopped."""
+    from open_registry.core.imports import importer
+
+    made = importer.Importer._ready
+
+    def ready(self: Any, chunk: Any) -> Any:
+        if chunk.rows_read > 10:
+            raise ValueError("no room")
+        return made(self, chunk)
+
+    monkeypatch.setattr(importer.Importer, "_ready", ready)
+    svc = registry.services["recipient"]
+    path = write_csv(tmp_path / "r.csv", [recipient_row(i) for i in range(30)])
+    with pytest.raises(ValueError, match="no room"):
+        import_file(svc, path, chunk_size=10, workers=1)
+    assert count(registry, "recipient") == 10
+
+
+def test_the_first_chunk_is_small_so_writing_starts_early(registry: Any, tmp_path: Path):
+    from open_registry.core.imports.prepare import FIRST_CHUNK_ROWS
+
+    svc = registry.services["recipient"]
+    path = write_csv(tmp_path / "r.csv", [recipient_row(i) for i in range(FIRST_CHUNK_ROWS + 3)])
+    seen = []
+    result = import_file(svc, path, chunk_size=5000, workers=0, progress=seen.append)
+    assert result.inserted == FIRST_CHUNK_ROWS + 3
+    assert [p.rows for p in seen] == [FIRST_CHUNK_ROWS, FIRST_CHUNK_ROWS + 3]
+
+
 def test_a_worker_process_gives_the_same_result(registry: Any, tmp_path: Path):
     svc = registry.services["recipient"]
     path = _bad_file(tmp_path)
