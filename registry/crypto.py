@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import logging
 import os
 import secrets
@@ -289,6 +288,22 @@ def key_id_of(stored: str) -> str | None:
     return kid if sep else None
 
 
+def hmac_pads(key: bytes, prefix: bytes = b"") -> tuple[Any, Any]:
+    """HMAC-SHA256 (RFC 2104) of `key` as its two SHA-256 states, the inner one having taken
+    `prefix`: HMAC(key, prefix + m) is `outer.update(inner.update(m).digest()).hexdigest()` on
+    copies of them, about half the time of copying an `hmac` object (a blind index per private
+    value of every imported row)."""
+    if len(key) > 64:  # the block size
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\x00")
+    inner = hashlib.sha256(bytes(k ^ 0x36 for k in key) + prefix)
+    return inner, hashlib.sha256(bytes(k ^ 0x5C for k in key))
+
+
+#: standard base64 to its URL-safe alphabet (`base64.urlsafe_b64encode`)
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 class FieldCipher:
     """Seals and opens the private values of one entity, and computes its blind indexes."""
 
@@ -296,10 +311,15 @@ class FieldCipher:
         self.keyring = keyring
         self.entity = entity
         self._aad = f"{entity}\x00".encode()
-        self._blind: dict[str, Any] = {}
+        #: per field: what its associated data and its blind index input begin with
+        self._field_aad: dict[str, bytes] = {}
+        self._blind: dict[str, tuple[Any, Any]] = {}
 
     def _associated(self, name: str, record_id: str) -> bytes:
-        return self._aad + name.encode() + b"\x00" + record_id.encode()
+        head = self._field_aad.get(name)
+        if head is None:
+            head = self._field_aad[name] = self._aad + name.encode() + b"\x00"
+        return head + record_id.encode()
 
     def seal(self, name: str, record_id: str, value: Any) -> str:
         """`value` (JSON) encrypted for field `name` of record `record_id`."""
@@ -316,12 +336,13 @@ class FieldCipher:
             return []
         kid, aead = self.keyring.current_aead()
         nonces = os.urandom(NONCE_BYTES * len(items))
-        head, encrypt, encode = f"{PREFIX}:{kid}:", aead.encrypt, base64.urlsafe_b64encode
+        head, encrypt, associated = f"{PREFIX}:{kid}:", aead.encrypt, self._associated
+        b64, dumps = binascii.b2a_base64, orjson.dumps  # urlsafe_b64encode, without its layers
         out = []
         for at, (name, record_id, value) in enumerate(items):
             nonce = nonces[at * NONCE_BYTES : (at + 1) * NONCE_BYTES]
-            sealed = encrypt(nonce, orjson.dumps(value), self._associated(name, record_id))
-            out.append(head + encode(nonce + sealed).decode())
+            sealed = encrypt(nonce, dumps(value), associated(name, record_id))
+            out.append(head + b64(nonce + sealed, newline=False).translate(_URLSAFE).decode())
         return out
 
     def open(self, name: str, record_id: str, stored: str) -> Any:
@@ -355,11 +376,12 @@ class FieldCipher:
 
     def blind(self, name: str, normalised: Any) -> str:
         """The blind index of a normalised value of field `name` (hex HMAC-SHA256)."""
-        base = self._blind.get(name)
-        if base is None:
-            base = hmac.new(self.keyring.index_key, digestmod=hashlib.sha256)
-            base.update(f"{self.entity}\x00{name}\x00".encode())
-            self._blind[name] = base
-        mac = base.copy()
-        mac.update(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS))
-        return mac.hexdigest()
+        pads = self._blind.get(name)
+        if pads is None:
+            pads = self._blind[name] = hmac_pads(
+                self.keyring.index_key, f"{self.entity}\x00{name}\x00".encode()
+            )
+        inner, outer = pads[0].copy(), pads[1].copy()
+        inner.update(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS))
+        outer.update(inner.digest())
+        return outer.hexdigest()

@@ -111,6 +111,36 @@ def test_values_sealed_together_are_sealed_as_one_by_one() -> None:
         cipher.open("email", "r1", sealed[0])  # bound to its record
 
 
+@pytest.mark.parametrize("key_bytes", [0, 1, 32, 63, 64, 65, 200])
+def test_blind_indexes_are_hmac_sha256_of_the_index_key(key_bytes: int) -> None:
+    """Stored blind indexes must stay findable: `FieldCipher.blind` (over `hmac_pads`) is
+    HMAC-SHA256 of the index key over `entity NUL field NUL` and the value's sorted JSON,
+    whatever the key's length (a key longer than the block is hashed first)."""
+    import hashlib
+    import hmac
+
+    import orjson
+
+    from open_registry.core.crypto import FieldCipher, Keyring, hmac_pads
+
+    key = bytes((7 * i + 3) % 256 for i in range(key_bytes))
+    for prefix, message in ((b"", b""), (b"p\x00", b"x" * 100), (b"a" * 70, b"\xff\x00")):
+        inner, outer = (h.copy() for h in hmac_pads(key, prefix))
+        inner.update(message)
+        outer.update(inner.digest())
+        assert outer.hexdigest() == hmac.new(key, prefix + message, hashlib.sha256).hexdigest()
+    if key_bytes == 32:  # data keys' index key
+        keys = DataKeys.generate()
+        cipher = FieldCipher(Keyring(keys), "recipient")
+        for value in ("+99 1", {"b": 1, "a": ["é"]}, 5):
+            expected = hmac.new(
+                keys.index_key,
+                b"recipient\x00phone\x00" + orjson.dumps(value, option=orjson.OPT_SORT_KEYS),
+                hashlib.sha256,
+            ).hexdigest()
+            assert cipher.blind("phone", value) == expected
+
+
 def test_unique_private_field_conflict_is_409_naming_the_field_not_the_value(
     client: TestClient, registry: Any
 ):
