@@ -43,16 +43,18 @@ def _sqlite_datetime(value: datetime) -> str:
     )
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+def _postgres_datetime(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")
 
 
 def stored_datetime(dialect: str) -> Callable[[datetime], object]:
-    """A time-zone-aware timestamp as a `tables.UTCDateTime` column binds it on `dialect`
-    (`sqlite`: UTC text, as SQLAlchemy writes it; else the UTC datetime). A naive one is
-    refused (`ValueError`), as the column type does."""
+    """A time-zone-aware timestamp as the import writes it into a `tables.UTCDateTime` column
+    on `dialect` (`sqlite`: UTC text, as SQLAlchemy writes it; else UTC ISO 8601 text with its
+    offset, for COPY: the server reads it as the same instant, and psycopg formats text about
+    three times faster than a datetime, five of which go with every imported row). A naive one
+    is refused (`ValueError`), as the column type does."""
 
-    convert = _sqlite_datetime if dialect == "sqlite" else _utc
+    convert = _sqlite_datetime if dialect == "sqlite" else _postgres_datetime
 
     def stored(value: datetime) -> object:
         if value.tzinfo is None:
