@@ -99,13 +99,22 @@ class BulkWriter:
             return prev
         if len(rows) != len(batch):
             raise ValueError(f"{len(rows)} rows for a batch of {len(batch)} changes")
-        entries, last = chain.chain_values(batch.entries, batch.contents, prev)
-        for sql, data in zip(self.sql, (rows, entries, batch.events), strict=True):
-            if self.postgres:
-                with cur.copy(sql) as copy:
-                    put = copy.write_row
-                    for r in data:
-                        put(r)
-            else:
+        entries = chain.chained_entries(batch.entries, batch.contents, prev)
+        if not self.postgres:
+            sealed = list(entries)
+            for sql, data in zip(self.sql, (rows, sealed, batch.events), strict=True):
                 cur.executemany(sql, data)
-        return last
+            return sealed[-1][-1]
+        sealed = []
+        keep = sealed.append
+        with cur.copy(self.sql[0]) as copy:
+            put = copy.write_row
+            for row, entry in zip(rows, entries, strict=True):
+                put(row)
+                keep(entry)  # hashed while the server takes the rows sent before
+        for sql, data in zip(self.sql[1:], (sealed, batch.events), strict=True):
+            with cur.copy(sql) as copy:
+                put = copy.write_row
+                for r in data:
+                    put(r)
+        return sealed[-1][-1]

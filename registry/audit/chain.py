@@ -270,7 +270,7 @@ def entry_of(change: Change) -> dict[str, Any]:
     }
 
 
-#: the columns of a sealed entry, in the order `chain_values` gives them
+#: the columns of a sealed entry, in the order `chained_entries` gives them
 COLUMNS = (*CONTENT, "prev_hash", "hash")
 
 
@@ -278,7 +278,8 @@ def entry_values(changes: Sequence[Change], at: Any) -> tuple[list[tuple[Any, ..
     """The entries of `changes` (all made at one time, `at` being the driver's form of it) for
     the bulk strategy, before they are chained: tuples of their `CONTENT` columns (`fields` as
     JSON text), and what each one's hash covers besides the hash before it (`entry_content`).
-    Nothing here depends on the chain, so it can be computed ahead of the write (`chain_values`)."""
+    Nothing here depends on the chain, so it can be computed ahead of the write
+    (`chained_entries`)."""
     values = []
     contents = []
     stamp = at_text(changes[0].at) if changes else ""
@@ -292,18 +293,17 @@ def entry_values(changes: Sequence[Change], at: Any) -> tuple[list[tuple[Any, ..
     return values, contents
 
 
-def chain_values(
+def chained_entries(
     values: Sequence[tuple[Any, ...]], contents: Sequence[bytes], prev: str
-) -> tuple[list[tuple[Any, ...]], str]:
-    """`entry_values`' entries chained on from the hash `prev`: tuples in `COLUMNS` order, and
-    the last hash."""
-    out = []
+) -> Iterator[tuple[Any, ...]]:
+    """`entry_values`' entries chained on from the hash `prev`, one by one, as tuples in
+    `COLUMNS` order (the last item of each is its hash). One at a time, so a writer can hash
+    an entry while the database takes the rows before it."""
     sha256 = hashlib.sha256
     for row, content in zip(values, contents, strict=True):
         h = sha256(prev.encode("ascii") + content).hexdigest()  # chain_hash, inlined
-        out.append((*row, prev, h))
+        yield (*row, prev, h)
         prev = h
-    return out, prev
 
 
 def append_one(
