@@ -541,6 +541,7 @@ class _RowSealer:
 
 def _worker(conn: Any, plan: Plan) -> None:  # pragma: no cover - runs in the worker process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker: not the parent's handler
     gc.disable()  # short-lived, makes no reference cycles; collections only cost time here
     try:
         for chunk in prepare_chunks(plan):

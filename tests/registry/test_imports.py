@@ -559,6 +559,34 @@ def test_a_worker_that_dies_fails_the_import_and_keeps_what_was_committed(
     assert count(registry, "recipient") == count(registry, "registry_audit") == 10
 
 
+def test_a_forked_worker_is_stopped_whatever_this_process_does_on_sigterm(
+    registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """An import stopped early terminates its worker (SIGTERM). A forked worker inherits this
+    process's signal handlers (e.g. a CLI command's own SIGTERM handler): it restores the
+    default, so it is gone by the time the import has returned."""
+    import multiprocessing
+    import signal
+
+    from open_registry.core.imports import importer
+
+    monkeypatch.setattr(importer, "_start_method", lambda: "fork")
+    svc = registry.services["recipient"]
+    path = write_csv(tmp_path / "r.csv", [recipient_row(i) for i in range(3000)])
+
+    def stop(progress: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            import_file(svc, path, chunk_size=10, progress=stop, workers=1)
+        assert [p for p in multiprocessing.active_children() if p.name == "registry-import"] == []
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert count(registry, "recipient") == 10
+
+
 def test_a_failure_making_a_chunk_ready_reaches_the_caller(
     registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
