@@ -516,6 +516,60 @@ def test_a_forked_or_spawned_worker_writes_the_same_rows(
     assert len(times) == 43 and all(len(set(row)) == 1 for row in times)
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=3000))
+def test_fingerprints_hold_what_a_set_holds(keys: list[int]) -> None:
+    """The worker's compact set of key fingerprints (`Fingerprints`) answers as a set of them,
+    through its growth, for any 64-bit value (0, which marks its empty slots, included: it is
+    kept as 1, as `hash` never gives -1)."""
+    from open_registry.core.imports.prepare import Fingerprints
+
+    found = Fingerprints(size=8)
+    seen: set[int] = set()
+    for k in [*keys, 0, 1, -(2**63), 2**63 - 1][: len(keys) // 2 + 4]:
+        found.add(k)
+        seen.add(k or 1)
+    assert len(found) == len(seen)
+    for k in [*keys, 0, 1, 2, -1, -(2**63), 2**63 - 1]:
+        assert (k in found) == ((k or 1) in seen)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_unique_integer_keys_minus_one_and_minus_two_are_different_keys(
+    database_url: str, tmp_path: Path, workers: int
+):
+    """`hash(-1) == hash(-2)` in Python: the in-file duplicate check fingerprints values by
+    their text, so a file's keys -1 and -2 (or 0 and 1) are not taken for one another, while a
+    key repeated still is."""
+    from open_registry.core.app import open_registry
+    from open_registry.core.settings import Settings
+
+    folder = tmp_path / "schemas"
+    folder.mkdir()
+    token = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Token",
+        "type": "object",
+        "properties": {"code": {"type": "integer"}, "label": {"type": "string"}},
+        "required": ["code"],
+        "x-registry": {"unique": ["code", ["label", "code"]]},
+    }
+    (folder / "token.json").write_text(json.dumps(token))
+    settings_ = Settings(
+        database_url=database_url, data_dir=tmp_path / "data", load_entrypoints=False,
+        inline_worker=False, sqlite_synchronous="NORMAL", schema_dirs=(folder,),
+    )  # fmt: skip
+    reg = open_registry(settings_)
+    try:
+        path = tmp_path / "t.csv"
+        path.write_text("code,label\n-1,a\n-2,a\n0,b\n1,b\n7,c\n7,d\n")
+        result = import_file(reg.services["token"], path, workers=workers)
+        assert (result.inserted, result.failed) == (5, 1)
+        assert [(e.row, e.pointer, e.keyword) for e in result.errors] == [(6, "/code", "unique")]
+    finally:
+        reg.close()
+
+
 def test_only_a_process_of_one_thread_forks_its_worker() -> None:
     import threading
 
