@@ -299,9 +299,8 @@ def chained_entries(
     """`entry_values`' entries chained on from the hash `prev`, one by one, as tuples in
     `COLUMNS` order (the last item of each is its hash). One at a time, so a writer can hash
     an entry while the database takes the rows before it."""
-    sha256 = hashlib.sha256
     for row, content in zip(values, contents, strict=True):
-        h = sha256(prev.encode("ascii") + content).hexdigest()  # chain_hash, inlined
+        h = chain_hash(prev, content)
         yield (*row, prev, h)
         prev = h
 
