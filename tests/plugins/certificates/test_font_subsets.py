@@ -6,6 +6,7 @@ change that makes them again on every page fails."""
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,8 @@ def test_other_fpdf2_documents_are_subset_as_before(monkeypatch: pytest.MonkeyPa
 
     def document() -> bytes:
         doc = FPDF()
+        # a fixed date: two documents made a second apart would differ in it
+        doc.set_creation_date(datetime(2021, 9, 17, tzinfo=UTC))
         doc.add_font("lohit", "", str(LOHIT))
         doc.add_page()
         doc.set_font("lohit", size=14)
