@@ -323,14 +323,11 @@ class FieldCipher:
 
     def seal(self, name: str, record_id: str, value: Any) -> str:
         """`value` (JSON) encrypted for field `name` of record `record_id`."""
-        kid, aead = self.keyring.current_aead()
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = aead.encrypt(nonce, orjson.dumps(value), self._associated(name, record_id))
-        return f"{PREFIX}:{kid}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+        return self.seal_many([(name, record_id, value)])[0]
 
     def seal_many(self, items: Sequence[tuple[str, str, Any]]) -> list[str]:
-        """`seal` of each (field name, record id, value): the key looked up once, and the
-        nonces (random, 96 bits each, as `seal`'s) drawn from the OS in one call rather than
+        """`seal` of each (field name, record id, value), in one place for both: the key looked
+        up once, and the nonces (random, 96 bits each) drawn from the OS in one call rather than
         one system call per value (a bulk import seals hundreds of thousands)."""
         if not items:
             return []
